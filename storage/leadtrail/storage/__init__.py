@@ -1,0 +1,59 @@
+"""LeadTrail's storage engine: a segmented, CRC-framed, append-only event log
+with zstd-compressed snapshots and LMDB secondary indexes.
+
+``EventLog.open(path)`` is the entry point; FORMAT.md (beside the package)
+specifies the bytes on disk.
+"""
+
+from .errors import (
+    ClosedError,
+    CorruptionError,
+    DataDirectoryError,
+    InvalidCursorError,
+    LimitExceededError,
+    NotWritableError,
+    StorageError,
+    ValidationError,
+)
+from .event import (
+    DEFAULT_ACCOUNT,
+    AppendResult,
+    Event,
+    EventFilter,
+    Outcome,
+    Page,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    VerifyReport,
+)
+from .fs import Files
+from .log import EventLog
+from .options import FsyncPolicy, Options
+from .ulid import new_event_id
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "AppendResult",
+    "ClosedError",
+    "CorruptionError",
+    "DataDirectoryError",
+    "Event",
+    "EventFilter",
+    "EventLog",
+    "Files",
+    "FsyncPolicy",
+    "InvalidCursorError",
+    "LimitExceededError",
+    "NotWritableError",
+    "Options",
+    "Outcome",
+    "Page",
+    "RetentionPolicy",
+    "RetentionReport",
+    "Stats",
+    "StorageError",
+    "ValidationError",
+    "VerifyReport",
+    "new_event_id",
+]

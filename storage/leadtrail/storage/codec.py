@@ -1,0 +1,389 @@
+"""Event payloads: fixed prefix, zstd-compressed JSON body, snapshot deltas.
+
+Lead snapshots dominate the bytes, and a lead's consecutive snapshots differ
+in a few fields (an enhancement appends ``appended.phone_check.carrier``).
+So a snapshot is stored as a delta against the previous snapshot of the same
+lead when that one is in the same segment and the chain is short, and every
+body is compressed with a zstd dictionary trained on earlier bodies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+import zstandard
+from crc32c import crc32c
+
+from .errors import CorruptionError, StorageError
+from .event import Event, Outcome
+from .format import (
+    CODEC_PLAIN,
+    CODEC_ZSTD,
+    CODEC_ZSTD_DICT,
+    EVENT_PREFIX,
+    BadRecord,
+)
+from .fs import Files
+
+MAX_DELTA_DEPTH = 8
+MAX_BODY = 16 * 1024 * 1024
+DICT_MAGIC = b"LTZDICT1"
+_DICT_HEADER = struct.Struct("<8sII")
+_SAMPLE_RING = 4000
+_RATIO_WINDOW = 5000
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: 1, 1.0 and True are three different values here."""
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is str or ta is int or ta is bool or a is None:
+        return bool(a == b)
+    if ta is float:
+        return bool(a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+    return orjson.dumps(a) == orjson.dumps(b)
+
+
+def snapshot_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"s": set, "d": removed}`` turning ``base`` into ``new``, or None if not worth it."""
+    changed = {k: v for k, v in new.items() if k not in base or not _same_json(base[k], v)}
+    removed = [k for k in base if k not in new]
+    if (len(changed) + len(removed)) * 2 > len(new):
+        return None
+    return {"s": changed, "d": removed}
+
+
+def apply_delta(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    full = dict(base)
+    full.update(delta["s"])
+    for key in delta["d"]:
+        del full[key]
+    return full
+
+
+class Dictionaries:
+    """zstd dictionaries by id, trained from bodies as they arrive, immutable once written."""
+
+    def __init__(self, directory: str, files: Files, options_level: int, size: int) -> None:
+        self.directory = directory
+        self._files = files
+        self._level = options_level
+        self._size = size
+        self._lock = threading.Lock()
+        self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
+        self._local = threading.local()
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if name.endswith(".tmp"):
+                os.remove(path)  # an interrupted write: never referenced by a record
+                continue
+            if not name.endswith(".zdict"):
+                continue
+            self._dicts[self._read(path)[0]] = self._read(path)[1]
+
+    def _read(self, path: str) -> tuple[int, zstandard.ZstdCompressionDict]:
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) < _DICT_HEADER.size:
+            raise CorruptionError([f"dictionary {path}: truncated ({len(data)} bytes)"])
+        magic, dict_id, crc = _DICT_HEADER.unpack_from(data)
+        body = data[_DICT_HEADER.size :]
+        if magic != DICT_MAGIC or crc32c(body) != crc:
+            raise CorruptionError([f"dictionary {path}: bad magic or checksum"])
+        return int(dict_id), zstandard.ZstdCompressionDict(body)
+
+    @property
+    def current_id(self) -> int:
+        return max(self._dicts, default=0)
+
+    def ids(self) -> list[int]:
+        return sorted(self._dicts)
+
+    def disk_bytes(self) -> int:
+        return sum(
+            os.path.getsize(os.path.join(self.directory, n))
+            for n in os.listdir(self.directory)
+            if n.endswith(".zdict")
+        )
+
+    def train(self, samples: list[bytes]) -> int:
+        """Train, persist durably, then publish a new dictionary; returns its id."""
+        trained = zstandard.train_dictionary(self._size, samples, level=self._level)
+        body = trained.as_bytes()
+        with self._lock:
+            dict_id = self.current_id + 1
+            header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body))
+            path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
+            self._files.write_file_atomically(path, header + body)
+            self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
+        return dict_id
+
+    def compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
+        cache = self._thread_cache("compressors")
+        comp = cache.get(dict_id)
+        if comp is None:
+            if dict_id:
+                comp = zstandard.ZstdCompressor(level=self._level, dict_data=self._dicts[dict_id])
+            else:
+                comp = zstandard.ZstdCompressor(level=self._level)
+            cache[dict_id] = comp
+        return comp
+
+    def decompressor(self, dict_id: int) -> zstandard.ZstdDecompressor:
+        # zstd contexts are not thread-safe: one per thread and dictionary.
+        cache = self._thread_cache("decompressors")
+        dec = cache.get(dict_id)
+        if dec is None:
+            if dict_id:
+                known = self._dicts.get(dict_id)
+                if known is None:
+                    raise BadRecord(f"record names dictionary {dict_id}, which does not exist")
+                dec = zstandard.ZstdDecompressor(dict_data=known)
+            else:
+                dec = zstandard.ZstdDecompressor()
+            cache[dict_id] = dec
+        return dec
+
+    def _thread_cache(self, name: str) -> dict[int, Any]:
+        cache: dict[int, Any] | None = getattr(self._local, name, None)
+        if cache is None:
+            cache = {}
+            setattr(self._local, name, cache)
+        return cache
+
+
+class Trainer:
+    """Decides when to (re)train: after the first samples, then when the ratio decays."""
+
+    def __init__(self, dictionaries: Dictionaries, samples_needed: int, decay: float) -> None:
+        self._dicts = dictionaries
+        self._needed = samples_needed
+        self._decay = decay
+        self._samples: list[bytes] = []
+        self._next = 0
+        self._trained_ratio = 0.0
+        self._window_raw = 0
+        self._window_packed = 0
+        self._busy = False
+        self.last_error: BaseException | None = None
+
+    def observe(self, body: bytes, packed: int, dict_id: int) -> None:
+        if len(self._samples) < _SAMPLE_RING:
+            self._samples.append(body)
+        else:
+            self._samples[self._next] = body
+            self._next = (self._next + 1) % _SAMPLE_RING
+        if self._busy:
+            return
+        if dict_id == 0:
+            if len(self._samples) >= self._needed:
+                self._start()
+            return
+        self._window_raw += len(body)
+        self._window_packed += packed
+        if self._window_raw and self._window_packed and self._window_count_full():
+            ratio = self._window_raw / self._window_packed
+            if self._trained_ratio == 0.0:
+                self._trained_ratio = ratio
+            elif ratio < self._trained_ratio * self._decay:
+                self._start()
+            self._window_raw = self._window_packed = 0
+
+    def _window_count_full(self) -> bool:
+        return self._window_raw >= _RATIO_WINDOW * 256
+
+    def _start(self) -> None:
+        self._busy = True
+        samples = list(self._samples)
+        threading.Thread(target=self._run, args=(samples,), name="zstd-train", daemon=True).start()
+
+    def _run(self, samples: list[bytes]) -> None:
+        try:
+            self._dicts.train(samples)
+            self._trained_ratio = 0.0  # measured again on the new dictionary
+        except Exception as e:  # training failure only costs ratio, never data
+            self.last_error = e
+        finally:
+            self._busy = False
+
+
+def encode_body(event: Event, lead_part: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(
+        [
+            event.id,
+            event.type,
+            event.lead_id,
+            event.flow_id,
+            event.entity_id,
+            int(event.outcome),
+            event.reason,
+            event.duration_ms,
+            event.integration,
+            event.response_code,
+            event.price,
+            event.details,
+            lead_part,
+        ]
+    )
+
+
+class EventEncoder:
+    """Turns events into payloads; owned by the single writer thread."""
+
+    def __init__(self, dictionaries: Dictionaries, trainer: Trainer | None) -> None:
+        self._dicts = dictionaries
+        self._trainer = trainer
+        # (account, lead_id) -> (segment base, position, snapshot, chain depth)
+        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int]] = OrderedDict()
+        self._last_cap = 100_000
+        self.last_raw_bytes = 0
+        """JSON size of the last event encoded, with its full snapshot (for stats)."""
+
+    def forget_segment(self) -> None:
+        self._last.clear()
+
+    def encode(self, event: Event, position: int, segment_base: int) -> bytes:
+        key = (event.account_id, event.lead_id)
+        lead = event.lead
+        base_position, depth, lead_part = 0, 0, lead
+        previous = self._last.get(key)
+        if previous is not None and previous[0] == segment_base and previous[3] < MAX_DELTA_DEPTH:
+            delta = snapshot_delta(previous[2], lead)
+            if delta is not None:
+                base_position, depth, lead_part = previous[1], previous[3] + 1, delta
+        self._last[key] = (segment_base, position, dict(lead), depth)
+        self._last.move_to_end(key)
+        if len(self._last) > self._last_cap:
+            self._last.popitem(last=False)
+        body = encode_body(event, lead_part)
+        self.last_raw_bytes = len(body) if lead_part is lead else len(encode_body(event, lead))
+        dict_id = self._dicts.current_id
+        if len(body) < 64:
+            codec, packed = CODEC_PLAIN, body
+            dict_id = 0
+        else:
+            packed = self._dicts.compressor(dict_id).compress(body)
+            codec = CODEC_ZSTD_DICT if dict_id else CODEC_ZSTD
+            if self._trainer is not None:
+                self._trainer.observe(body, len(packed), dict_id)
+        account = event.account_id.encode()
+        prefix = EVENT_PREFIX.pack(
+            event.recorded_at_ms,
+            event.timestamp_ms or 0,
+            codec,
+            dict_id,
+            base_position,
+            len(account),
+        )
+        return b"".join((prefix, account, packed))
+
+
+class EventPrefix:
+    __slots__ = ("account_id", "base_position", "body", "codec", "dict_id", "recorded_at_ms", "timestamp_ms")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        if len(payload) < EVENT_PREFIX.size:
+            raise BadRecord("event payload shorter than its prefix")
+        (
+            self.recorded_at_ms,
+            self.timestamp_ms,
+            self.codec,
+            self.dict_id,
+            self.base_position,
+            account_len,
+        ) = EVENT_PREFIX.unpack_from(payload)
+        start = EVENT_PREFIX.size
+        if len(payload) < start + account_len:
+            raise BadRecord("event payload shorter than its account id")
+        self.account_id = bytes(payload[start : start + account_len]).decode()
+        self.body = payload[start + account_len :]
+
+
+def decode_event(
+    payload: bytes | memoryview,
+    position: int,
+    dictionaries: Dictionaries,
+    base_snapshot: Callable[[int], Mapping[str, Any]],
+    include_lead: bool = True,
+) -> Event:
+    """Decode a CRC-checked event payload. ``base_snapshot`` resolves delta bases."""
+    try:
+        prefix = EventPrefix(payload)
+        if prefix.codec == CODEC_PLAIN:
+            body = bytes(prefix.body)
+        elif prefix.codec in (CODEC_ZSTD, CODEC_ZSTD_DICT):
+            dec = dictionaries.decompressor(prefix.dict_id if prefix.codec == CODEC_ZSTD_DICT else 0)
+            body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
+        else:
+            raise BadRecord(f"unknown codec {prefix.codec}")
+        fields = orjson.loads(body)
+        (
+            event_id,
+            type_,
+            lead_id,
+            flow_id,
+            entity_id,
+            outcome,
+            reason,
+            duration_ms,
+            integration,
+            response_code,
+            price,
+            details,
+            lead_part,
+        ) = fields
+    except BadRecord:
+        raise
+    except (zstandard.ZstdError, orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
+        raise BadRecord(f"undecodable event body: {e}") from e
+    if not include_lead:
+        lead: Mapping[str, Any] = {}
+    elif prefix.base_position:
+        lead = apply_delta(base_snapshot(prefix.base_position), lead_part)
+    else:
+        lead = lead_part
+    return Event(
+        type=type_,
+        lead_id=lead_id,
+        flow_id=flow_id,
+        id=event_id,
+        timestamp_ms=prefix.timestamp_ms,
+        entity_id=entity_id,
+        outcome=Outcome(outcome),
+        reason=reason,
+        duration_ms=duration_ms,
+        integration=integration,
+        response_code=response_code,
+        price=price,
+        details=details,
+        lead=lead,
+        account_id=prefix.account_id,
+        position=position,
+        recorded_at_ms=prefix.recorded_at_ms,
+    )
+
+
+def snapshot_part(payload: bytes | memoryview, dictionaries: Dictionaries) -> tuple[int, Any]:
+    """(base position, snapshot-or-delta) of an event payload, for resolving chains."""
+    event = decode_event(payload, 0, dictionaries, _no_base, include_lead=False)
+    del event
+    prefix = EventPrefix(payload)
+    if prefix.codec == CODEC_PLAIN:
+        body = bytes(prefix.body)
+    else:
+        dec = dictionaries.decompressor(prefix.dict_id if prefix.codec == CODEC_ZSTD_DICT else 0)
+        body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
+    return prefix.base_position, orjson.loads(body)[12]
+
+
+def _no_base(position: int) -> Mapping[str, Any]:
+    raise StorageError(f"unexpected delta base {position}")

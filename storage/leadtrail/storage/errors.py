@@ -1,0 +1,72 @@
+"""The storage engine's error tree: one root, modelled on PEP 249.
+
+Every foreign error (OSError, lmdb.Error, zstd errors) is translated into one
+of these where it crosses into the engine, with the original kept as
+``__cause__``. The server maps these classes to gRPC status codes in one place.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class StorageError(Exception):
+    """Root of every error raised by ``leadtrail.storage``."""
+
+
+class ValidationError(StorageError):
+    """An event breaks a rule of the contract; the whole batch was rejected.
+
+    ``index`` is the position of the offending event in the request, ``field``
+    the field name (dotted for nested values) and ``rule`` a human sentence
+    naming the limit or pattern that was broken.
+    """
+
+    def __init__(self, index: int | None, field: str, rule: str) -> None:
+        self.index = index
+        self.field = field
+        self.rule = rule
+        where = f"events[{index}].{field}" if index is not None else field
+        super().__init__(f"{where}: {rule}")
+
+
+class LimitExceededError(ValidationError):
+    """A request is larger than a configured limit (too many events, too big)."""
+
+
+class NotWritableError(StorageError):
+    """The store refuses appends: it failed a write/fsync or was opened read-only.
+
+    After a failed write or fsync nothing more is acknowledged until the
+    process restarts and recovery has re-established what is durable.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        self.errno = errno
+        super().__init__(message)
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
+
+
+class CorruptionError(StorageError):
+    """Bytes of the log fail their checks in a place a crash cannot explain."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        first = problems[0] if problems else "corruption"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class ClosedError(StorageError):
+    """The store was closed."""
+
+
+class InvalidCursorError(StorageError):
+    """A page token could not be decoded or belongs to another query."""
+
+
+class DataDirectoryError(StorageError):
+    """The data directory cannot be used (locked by another process, wrong layout)."""

@@ -1,0 +1,133 @@
+"""The values the storage engine accepts and returns.
+
+Times are UTC milliseconds since the epoch (``int``); money is a decimal
+string exactly as the producer sent it (never a float). Snapshots (``lead``)
+and ``details`` are JSON-compatible mappings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+DEFAULT_ACCOUNT = "default"
+
+
+class Outcome(IntEnum):
+    """Numbered as the ``leadtrail.v1.Outcome`` enum."""
+
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    FAILURE = 2
+    ERROR = 3
+    SKIP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One immutable moment of a lead's journey.
+
+    On ``append`` leave ``position`` and ``recorded_at_ms`` at 0 (they are
+    output only); ``id`` may be empty (one is assigned) and ``timestamp_ms``
+    may be ``None`` (the receive time is used).
+    """
+
+    type: str
+    lead_id: str
+    flow_id: str
+    id: str = ""
+    timestamp_ms: int | None = None
+    entity_id: str = ""
+    outcome: Outcome = Outcome.UNSPECIFIED
+    reason: str = ""
+    duration_ms: int = 0
+    integration: str = ""
+    response_code: int = 0
+    price: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    lead: Mapping[str, Any] = field(default_factory=dict)
+    account_id: str = DEFAULT_ACCOUNT
+    position: int = 0
+    recorded_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    id: str
+    position: int
+    recorded_at_ms: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """All set parts must match; the empty filter matches every event of the account.
+
+    ``types`` holds exact types or prefix patterns ending in ``.*``
+    (``recipient.*``). ``start_ms`` is inclusive, ``end_ms`` exclusive, both on
+    the event ``timestamp``.
+    """
+
+    account_id: str = DEFAULT_ACCOUNT
+    types: tuple[str, ...] = ()
+    lead_id: str = ""
+    flow_id: str = ""
+    entity_id: str = ""
+    outcomes: tuple[Outcome, ...] = ()
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Event]
+    cursor: str | None
+    """Pass back as ``after=`` for the next page; ``None`` at the end."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    account_id: str
+    max_age_days: int = 0
+    """0 keeps events forever."""
+    legal_hold: bool = False
+    """While set nothing of the account is removed, whatever its age."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    events_removed: int
+    segments_deleted: int
+    segments_rewritten: int
+    bytes_freed: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    records_checked: int
+    problems: list[str]
+    """Empty for a healthy store; each names segment, offset and positions."""
+    quarantined: list[str] = field(default_factory=list)
+    """Ranges moved aside by an earlier ``quarantine`` open (data lost to damage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    event_count: int
+    last_position: int
+    segment_count: int
+    disk_bytes: int
+    """Everything under the data directory: log, dictionaries, indexes."""
+    log_bytes: int
+    index_bytes: int
+    dictionary_bytes: int
+    raw_bytes: int
+    """Size of the events as uncompressed JSON (what a naive store would keep)."""
+    bytes_per_event: float
+    compression_ratio: float
+    """raw_bytes / log_bytes."""
+    dictionaries: int
+    fsync_policy: str
+    writable: bool

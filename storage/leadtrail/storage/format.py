@@ -1,0 +1,139 @@
+"""Byte layout of segments and records: the constants shared by writer and reader.
+
+FORMAT.md (beside the package) is the specification; this module is its only
+implementation. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+SEGMENT_MAGIC = b"LTSEGMNT"
+SEGMENT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("<8sB3xQ")  # magic, version, reserved, base position
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size + 4  # + crc
+SEGMENT_SUFFIX = ".log"
+SEGMENT_NAME_DIGITS = 20
+
+RECORD_MAGIC = b"LT"
+RECORD_VERSION = 1
+RECORD_HEADER = struct.Struct("<2sBBIQ")  # magic, version, kind|flags, length, position
+RECORD_HEADER_SIZE = RECORD_HEADER.size + 4  # + crc
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+KIND_EVENT = 1
+KIND_SEAL = 2
+KIND_MASK = 0x0F
+FLAG_COMMIT = 0x80
+
+SEAL_PAYLOAD = struct.Struct("<IQQ")  # crc of everything before, event count, last position
+
+EVENT_PREFIX = struct.Struct("<QQBIQB")  # recorded_at, timestamp, codec, dict id, base, account len
+CODEC_PLAIN = 0
+CODEC_ZSTD_DICT = 1
+CODEC_ZSTD = 2
+
+_U32 = struct.Struct("<I")
+
+
+def segment_name(base: int) -> str:
+    return f"{base:0{SEGMENT_NAME_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    stem, dot, suffix = name.partition(".")
+    if dot and "." + suffix == SEGMENT_SUFFIX and len(stem) == SEGMENT_NAME_DIGITS and stem.isdigit():
+        return int(stem)
+    return None
+
+
+def encode_segment_header(base: int) -> bytes:
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, base)
+    return head + _U32.pack(crc32c(head))
+
+
+def decode_segment_header(data: bytes) -> int | None:
+    """The base position, or None if the header is incomplete or damaged."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return None
+    head = data[: SEGMENT_HEADER.size]
+    (crc,) = _U32.unpack_from(data, SEGMENT_HEADER.size)
+    if crc32c(head) != crc:
+        return None
+    magic, version, base = SEGMENT_HEADER.unpack(head)
+    if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION:
+        return None
+    return int(base)
+
+
+def encode_record(kind_flags: int, position: int, payload: bytes) -> bytes:
+    head = RECORD_HEADER.pack(RECORD_MAGIC, RECORD_VERSION, kind_flags, len(payload), position)
+    crc = crc32c(payload, crc32c(head))
+    return b"".join((head, _U32.pack(crc), payload))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    kind: int
+    commit: bool
+    length: int
+    position: int
+    crc: int
+
+    @property
+    def size(self) -> int:
+        return RECORD_HEADER_SIZE + self.length
+
+
+class BadRecord(Exception):
+    """A record fails a check; ``reason`` says which. Internal to recovery and reads."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def decode_record_header(data: bytes | memoryview, offset: int = 0) -> RecordHeader:
+    """Parse and bound-check a header; the CRC is checked later with the payload."""
+    if len(data) - offset < RECORD_HEADER_SIZE:
+        raise BadRecord("short header")
+    magic, version, kind_flags, length, position = RECORD_HEADER.unpack_from(data, offset)
+    if magic != RECORD_MAGIC:
+        raise BadRecord("bad magic")
+    if version != RECORD_VERSION:
+        raise BadRecord(f"unknown record version {version}")
+    kind = kind_flags & KIND_MASK
+    if kind not in (KIND_EVENT, KIND_SEAL) or kind_flags & 0x70:
+        raise BadRecord(f"unknown record kind 0x{kind_flags:02x}")
+    if not 1 <= length <= MAX_PAYLOAD:
+        raise BadRecord(f"length {length} out of bounds 1..{MAX_PAYLOAD}")
+    (crc,) = _U32.unpack_from(data, offset + RECORD_HEADER.size)
+    return RecordHeader(kind, bool(kind_flags & FLAG_COMMIT), length, position, crc)
+
+
+def check_record(data: bytes | memoryview, offset: int, header: RecordHeader) -> memoryview:
+    """The payload of a record whose header was decoded at ``offset``, CRC-checked."""
+    start = offset + RECORD_HEADER_SIZE
+    end = start + header.length
+    if end > len(data):
+        raise BadRecord("short payload")
+    view = memoryview(data)
+    crc = crc32c(view[start:end], crc32c(view[offset : offset + RECORD_HEADER.size]))
+    if crc != header.crc:
+        raise BadRecord("crc mismatch")
+    return view[start:end]
+
+
+def encode_seal(segment_bytes_crc: int, event_count: int, last_position: int) -> bytes:
+    payload = SEAL_PAYLOAD.pack(segment_bytes_crc, event_count, last_position)
+    return encode_record(KIND_SEAL | FLAG_COMMIT, last_position, payload)
+
+
+def decode_seal(payload: bytes | memoryview) -> tuple[int, int, int]:
+    if len(payload) != SEAL_PAYLOAD.size:
+        raise BadRecord(f"seal payload of {len(payload)} bytes, expected {SEAL_PAYLOAD.size}")
+    crc, count, last = SEAL_PAYLOAD.unpack(payload)
+    return int(crc), int(count), int(last)

@@ -1,0 +1,404 @@
+"""LMDB secondary indexes: derived state, rebuilt from the log whenever in doubt.
+
+Like Kafka's offset index, nothing here is authoritative: in the event of a
+crash, a mismatch or a deleted directory it is rebuilt from the segments.
+Keys are big-endian composites prefixed by a 4-byte account number, so
+tenants never mix and range scans follow (timestamp, position) order.
+
+Databases (``dupfixed`` ones keep 16-byte (timestamp, position) values packed
+side by side under one key, about 16 bytes an event):
+- ``ids``       account + 16-byte ULID -> position
+- ``positions`` segment base -> dups (position, offset): where a record lives
+- ``lead``      account + 8-byte hash of lead_id -> dups (timestamp, position)
+- ``type``, ``flow``, ``entity``  account + name number -> dups (timestamp, position)
+- ``time``      account -> dups (timestamp, position)
+- ``segacct``   segment base + account -> (min, max recorded_at): retention planning
+- ``names``/``numbers``  interned accounts, types, flows, entities (both ways)
+- ``meta``      high-water position, event count, store id, index version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import lmdb
+
+from .errors import StorageError
+from .event import Event
+from .ulid import id_bytes
+
+INDEX_VERSION = b"1"
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_TSPOS = struct.Struct(">QQ")
+_POSOFF = struct.Struct(">QI")
+_MINMAX = struct.Struct(">QQ")
+
+KIND_ACCOUNT = b"a"
+KIND_TYPE = b"t"
+KIND_FLOW = b"f"
+KIND_ENTITY = b"e"
+
+_DUP_DBS = ("positions", "lead", "type", "time", "flow", "entity")
+_PLAIN_DBS = ("meta", "names", "numbers", "ids", "segacct")
+
+
+def lead_hash(lead_id: str) -> bytes:
+    return hashlib.blake2b(lead_id.encode(), digest_size=8).digest()
+
+
+def tspos(timestamp_ms: int, position: int) -> bytes:
+    return _TSPOS.pack(timestamp_ms, position)
+
+
+def untspos(value: bytes) -> tuple[int, int]:
+    ts, pos = _TSPOS.unpack(value)
+    return int(ts), int(pos)
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """An event to index: its decoded fields and where its record sits."""
+
+    event: Event
+    segment_base: int
+    offset: int
+    raw_bytes: int = 0
+    """Size of the event as plain JSON with its full snapshot (for the ratio in stats)."""
+
+
+class Index:
+    def __init__(self, path: str, map_size: int, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            self.env = lmdb.open(
+                path,
+                map_size=map_size,
+                max_dbs=len(_DUP_DBS) + len(_PLAIN_DBS) + 2,
+                max_readers=1024,
+                subdir=True,
+                readonly=readonly,
+                # Derived state: a write that the OS loses is rebuilt from the
+                # log (high-water mark), so LMDB need not fsync every commit.
+                sync=False,
+                metasync=False,
+                readahead=False,
+                lock=True,
+            )
+            self.dbs: dict[str, lmdb._Database] = {}
+            for name in _PLAIN_DBS:
+                self.dbs[name] = self.env.open_db(name.encode(), create=not readonly)
+            for name in _DUP_DBS:
+                self.dbs[name] = self.env.open_db(
+                    name.encode(), dupsort=True, dupfixed=True, create=not readonly
+                )
+        except lmdb.Error as e:
+            raise StorageError(f"index at {path} cannot be opened: {e}") from e
+        self._names: dict[tuple[bytes, str], int] = {}
+        self._numbers: dict[tuple[bytes, int], str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    # -- meta ---------------------------------------------------------------
+
+    def meta(self, key: str) -> bytes | None:
+        with self.env.begin(db=self.dbs["meta"]) as txn:
+            value = txn.get(key.encode())
+        return bytes(value) if value is not None else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        with self.env.begin(write=True, db=self.dbs["meta"]) as txn:
+            txn.put(key.encode(), value)
+
+    def delete_meta(self, key: str) -> None:
+        with self.env.begin(write=True, db=self.dbs["meta"]) as txn:
+            txn.delete(key.encode())
+
+    @property
+    def high_water(self) -> int:
+        value = self.meta("high_water")
+        return _U64.unpack(value)[0] if value else 0
+
+    @property
+    def raw_bytes(self) -> int:
+        value = self.meta("raw")
+        return _U64.unpack(value)[0] if value else 0
+
+    @property
+    def event_count(self) -> int:
+        value = self.meta("count")
+        return _U64.unpack(value)[0] if value else 0
+
+    def matches(self, store_id: bytes) -> bool:
+        return self.meta("store_id") == store_id and self.meta("version") == INDEX_VERSION
+
+    def reset(self, store_id: bytes) -> None:
+        """Empty every database; the caller re-adds the whole log."""
+        with self.env.begin(write=True) as txn:
+            for db in self.dbs.values():
+                txn.drop(db, delete=False)
+            meta = self.dbs["meta"]
+            txn.put(b"store_id", store_id, db=meta)
+            txn.put(b"version", INDEX_VERSION, db=meta)
+            txn.put(b"high_water", _U64.pack(0), db=meta)
+            txn.put(b"count", _U64.pack(0), db=meta)
+            txn.put(b"raw", _U64.pack(0), db=meta)
+        with self._lock:
+            self._names.clear()
+            self._numbers.clear()
+
+    # -- names --------------------------------------------------------------
+
+    def number(self, txn: lmdb.Transaction, kind: bytes, name: str, create: bool) -> int | None:
+        key = (kind, name)
+        known = self._names.get(key)
+        if known is not None:
+            return known
+        raw = txn.get(kind + name.encode(), db=self.dbs["names"])
+        if raw is not None:
+            number = int(_U32.unpack(raw)[0])
+        elif not create:
+            return None
+        else:
+            counter = b"next_" + kind
+            meta = self.dbs["meta"]
+            current = txn.get(counter, db=meta)
+            number = int(_U32.unpack(current)[0]) if current else 1
+            txn.put(counter, _U32.pack(number + 1), db=meta)
+            txn.put(kind + name.encode(), _U32.pack(number), db=self.dbs["names"])
+            txn.put(kind + _U32.pack(number), name.encode(), db=self.dbs["numbers"])
+        with self._lock:
+            self._names[key] = number
+        return number
+
+    def name(self, txn: lmdb.Transaction, kind: bytes, number: int) -> str:
+        key = (kind, number)
+        known = self._numbers.get(key)
+        if known is None:
+            raw = txn.get(kind + _U32.pack(number), db=self.dbs["numbers"])
+            if raw is None:
+                raise StorageError(f"index names no {kind.decode()} number {number}")
+            known = bytes(raw).decode()
+            self._numbers[key] = known
+        return known
+
+    def names_with_prefix(self, txn: lmdb.Transaction, kind: bytes, prefix: str) -> list[int]:
+        start = kind + prefix.encode()
+        numbers = []
+        cursor = txn.cursor(db=self.dbs["names"])
+        if cursor.set_range(start):
+            for key, value in cursor:
+                if not bytes(key).startswith(start):
+                    break
+                numbers.append(int(_U32.unpack(value)[0]))
+        return numbers
+
+    # -- writes -------------------------------------------------------------
+
+    def add(self, located: Iterable[Located], high_water: int) -> None:
+        """Index a committed batch in one transaction, with its high-water position."""
+        ids, positions, leads, types, times, flows, entities = [], [], [], [], [], [], []
+        segacct: dict[bytes, tuple[int, int]] = {}
+        added = raw = 0
+        with self.env.begin(write=True) as txn:
+            for item in located:
+                e = item.event
+                acct = _U32.pack(self.number(txn, KIND_ACCOUNT, e.account_id, True) or 0)
+                value = _TSPOS.pack(e.timestamp_ms or 0, e.position)
+                ids.append((acct + id_bytes(e.id), _U64.pack(e.position)))
+                positions.append((_U64.pack(item.segment_base), _POSOFF.pack(e.position, item.offset)))
+                leads.append((acct + lead_hash(e.lead_id), value))
+                types.append((acct + _U32.pack(self.number(txn, KIND_TYPE, e.type, True) or 0), value))
+                times.append((acct, value))
+                flows.append((acct + _U32.pack(self.number(txn, KIND_FLOW, e.flow_id, True) or 0), value))
+                if e.entity_id:
+                    entity = self.number(txn, KIND_ENTITY, e.entity_id, True) or 0
+                    entities.append((acct + _U32.pack(entity), value))
+                key = _U64.pack(item.segment_base) + acct
+                low, high = segacct.get(key, (e.recorded_at_ms, e.recorded_at_ms))
+                segacct[key] = (min(low, e.recorded_at_ms), max(high, e.recorded_at_ms))
+                added += 1
+                raw += item.raw_bytes
+            for name, items in (
+                ("ids", ids),
+                ("positions", positions),
+                ("lead", leads),
+                ("type", types),
+                ("time", times),
+                ("flow", flows),
+                ("entity", entities),
+            ):
+                if items:
+                    txn.cursor(db=self.dbs[name]).putmulti(items, dupdata=True)
+            db = self.dbs["segacct"]
+            for key, (low, high) in segacct.items():
+                old = txn.get(key, db=db)
+                if old is not None:
+                    old_low, old_high = _MINMAX.unpack(old)
+                    low, high = min(low, old_low), max(high, old_high)
+                txn.put(key, _MINMAX.pack(low, high), db=db)
+            meta = self.dbs["meta"]
+            count = txn.get(b"count", db=meta)
+            total = (_U64.unpack(count)[0] if count else 0) + added
+            txn.put(b"count", _U64.pack(total), db=meta)
+            old_raw = txn.get(b"raw", db=meta)
+            txn.put(b"raw", _U64.pack((_U64.unpack(old_raw)[0] if old_raw else 0) + raw), db=meta)
+            if high_water:
+                txn.put(b"high_water", _U64.pack(high_water), db=meta)
+
+    def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
+        """Forget a segment's events (before it is deleted or rewritten)."""
+        removed = raw = 0
+        with self.env.begin(write=True) as txn:
+            for item in events:
+                e = item.event
+                raw += item.raw_bytes
+                acct_no = self.number(txn, KIND_ACCOUNT, e.account_id, False)
+                if acct_no is None:
+                    continue
+                acct = _U32.pack(acct_no)
+                value = _TSPOS.pack(e.timestamp_ms or 0, e.position)
+                if txn.delete(acct + id_bytes(e.id), db=self.dbs["ids"]):
+                    removed += 1
+                txn.delete(acct + lead_hash(e.lead_id), value, db=self.dbs["lead"])
+                txn.delete(acct, value, db=self.dbs["time"])
+                for db, kind, name in (
+                    ("type", KIND_TYPE, e.type),
+                    ("flow", KIND_FLOW, e.flow_id),
+                    ("entity", KIND_ENTITY, e.entity_id),
+                ):
+                    if name:
+                        number = self.number(txn, kind, name, False)
+                        if number is not None:
+                            txn.delete(acct + _U32.pack(number), value, db=self.dbs[db])
+            base = _U64.pack(segment_base)
+            txn.delete(base, db=self.dbs["positions"])
+            cursor = txn.cursor(db=self.dbs["segacct"])
+            if cursor.set_range(base):
+                while cursor.key()[:8] == base:
+                    if not cursor.delete():
+                        break
+            meta = self.dbs["meta"]
+            count = txn.get(b"count", db=meta)
+            total = (_U64.unpack(count)[0] if count else 0) - removed
+            txn.put(b"count", _U64.pack(max(total, 0)), db=meta)
+            old_raw = txn.get(b"raw", db=meta)
+            left = (_U64.unpack(old_raw)[0] if old_raw else 0) - raw
+            txn.put(b"raw", _U64.pack(max(left, 0)), db=meta)
+
+    # -- reads --------------------------------------------------------------
+
+    def position_of(self, txn: lmdb.Transaction, account_id: str, event_id: str) -> int | None:
+        acct = self.number(txn, KIND_ACCOUNT, account_id, False)
+        if acct is None:
+            return None
+        raw = txn.get(_U32.pack(acct) + id_bytes(event_id), db=self.dbs["ids"])
+        return int(_U64.unpack(raw)[0]) if raw is not None else None
+
+    def offset_of(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:
+        cursor = txn.cursor(db=self.dbs["positions"])
+        if not cursor.set_range_dup(_U64.pack(segment_base), _POSOFF.pack(position, 0)):
+            return None
+        found, offset = _POSOFF.unpack(cursor.value())
+        return int(offset) if found == position else None
+
+    def segment_positions(self, txn: lmdb.Transaction, segment_base: int) -> Iterator[tuple[int, int]]:
+        cursor = txn.cursor(db=self.dbs["positions"])
+        if cursor.set_key(_U64.pack(segment_base)):
+            for value in cursor.iternext_dup():
+                position, offset = _POSOFF.unpack(value)
+                yield int(position), int(offset)
+
+    def segment_accounts(self, txn: lmdb.Transaction, segment_base: int) -> dict[str, tuple[int, int]]:
+        """account -> (min, max recorded_at) of a segment's events."""
+        base = _U64.pack(segment_base)
+        out = {}
+        cursor = txn.cursor(db=self.dbs["segacct"])
+        if cursor.set_range(base):
+            for key, value in cursor:
+                key = bytes(key)
+                if key[:8] != base:
+                    break
+                account = self.name(txn, KIND_ACCOUNT, int(_U32.unpack(key[8:12])[0]))
+                low, high = _MINMAX.unpack(value)
+                out[account] = (int(low), int(high))
+        return out
+
+    def dup_key(
+        self, txn: lmdb.Transaction, db: str, account_id: str, kind: bytes | None, name: str | None
+    ) -> bytes | None:
+        acct = self.number(txn, KIND_ACCOUNT, account_id, False)
+        if acct is None:
+            return None
+        key = _U32.pack(acct)
+        if db == "lead":
+            assert name is not None
+            return key + lead_hash(name)
+        if kind is not None:
+            assert name is not None
+            number = self.number(txn, kind, name, False)
+            if number is None:
+                return None
+            key += _U32.pack(number)
+        return key
+
+    def account_key(self, txn: lmdb.Transaction, account_id: str) -> bytes | None:
+        acct = self.number(txn, KIND_ACCOUNT, account_id, False)
+        return None if acct is None else _U32.pack(acct)
+
+    def type_keys(self, txn: lmdb.Transaction, account_key: bytes, patterns: Iterable[str]) -> list[bytes]:
+        numbers: set[int] = set()
+        for pattern in patterns:
+            if pattern.endswith(".*"):
+                numbers.update(self.names_with_prefix(txn, KIND_TYPE, pattern[:-1]))
+            else:
+                number = self.number(txn, KIND_TYPE, pattern, False)
+                if number is not None:
+                    numbers.add(number)
+        return [account_key + _U32.pack(n) for n in sorted(numbers)]
+
+    def count_dups(self, txn: lmdb.Transaction, db: str, key: bytes) -> int:
+        cursor = txn.cursor(db=self.dbs[db])
+        return int(cursor.count()) if cursor.set_key(key) else 0
+
+    def iter_dups(
+        self, txn: lmdb.Transaction, db: str, key: bytes, start: bytes | None, descending: bool
+    ) -> Iterator[bytes]:
+        """Values under ``key`` from ``start`` (inclusive, in scan direction) onwards."""
+        cursor = txn.cursor(db=self.dbs[db])
+        if not cursor.set_key(key):
+            return
+        if descending:
+            if start is None:
+                if not cursor.last_dup():
+                    return
+            elif cursor.set_range_dup(key, start):
+                if bytes(cursor.value()) > start and not cursor.prev_dup():
+                    return
+            elif not (cursor.set_key(key) and cursor.last_dup()):
+                return
+            while True:
+                yield bytes(cursor.value())
+                if not cursor.prev_dup():
+                    return
+        else:
+            if start is not None and not cursor.set_range_dup(key, start):
+                return
+            yield bytes(cursor.value())
+            while cursor.next_dup():
+                yield bytes(cursor.value())
+
+    def disk_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int((info["last_pgno"] + 1) * stat["psize"])

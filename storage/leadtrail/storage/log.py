@@ -1,0 +1,807 @@
+"""``EventLog``: the storage engine's one entry point.
+
+It owns a data directory: it recovers the log on open (truncating a torn
+tail, refusing or quarantining damage), brings the derived LMDB index up to
+the log's end, runs the group-commit writer, and serves reads from the index
+and the segments. See FORMAT.md for the bytes and DESIGN.md for the rules.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
+
+import lmdb
+
+from . import query, retention
+from .codec import (
+    Dictionaries,
+    EventEncoder,
+    Trainer,
+    apply_delta,
+    decode_event,
+    encode_body,
+    snapshot_part,
+)
+from .errors import (
+    ClosedError,
+    CorruptionError,
+    DataDirectoryError,
+    NotWritableError,
+    StorageError,
+)
+from .event import (
+    DEFAULT_ACCOUNT,
+    AppendResult,
+    Event,
+    EventFilter,
+    Page,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    VerifyReport,
+)
+from .format import (
+    KIND_EVENT,
+    SEGMENT_HEADER_SIZE,
+    BadRecord,
+    encode_seal,
+    encode_segment_header,
+    parse_segment_name,
+    segment_name,
+)
+from .index import Index, Located
+from .options import Options
+from .segment import ScanResult, Segment, scan_bytes
+from .ulid import new_event_id
+from .validation import validate_batch
+from .writer import ActiveSegment, CommitListener, GroupCommit, SegmentHost
+
+_SNAPSHOT_CACHE = 4096
+TEMP_SUFFIXES = (".tmp", ".compact")
+
+
+class EventLog(SegmentHost):
+    """A LeadTrail store on disk. Thread-safe; one process per data directory."""
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], options: Options | None = None) -> EventLog:
+        return cls(os.fspath(path), options or Options())
+
+    def __init__(self, path: str, options: Options) -> None:
+        self.path = path
+        self.options = options
+        self._files = options.files
+        self.log_dir = os.path.join(path, "log")
+        self.quarantine_dir = os.path.join(path, "quarantine")
+        self._closed = False
+        self._lock_fd = -1
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        self._segments_lock = threading.Lock()
+        self._swap_lock = threading.RLock()
+        self._snapshots: OrderedDict[int, Mapping[str, Any]] = OrderedDict()
+        self._snapshots_lock = threading.Lock()
+        self._visible = 0
+        self._writer: GroupCommit | None = None
+        self._index: Index | None = None
+        self._maintenance = threading.Lock()
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening and recovery ---------------------------------------------
+
+    def _open(self) -> None:
+        for directory in (self.path, self.log_dir):
+            os.makedirs(directory, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise DataDirectoryError(f"data directory {self.path} is in use by another process") from e
+        self.store_id = self._store_id()
+        for name in os.listdir(self.log_dir):
+            if name.endswith(TEMP_SUFFIXES):  # an interrupted compaction or quarantine
+                os.remove(os.path.join(self.log_dir, name))
+        self.dictionaries = Dictionaries(
+            os.path.join(self.path, "dictionaries"),
+            self._files,
+            self.options.compression_level,
+            self.options.dictionary_bytes,
+        )
+        self._policies = retention.load_policies(self.path)
+        rewritten = self._recover_segments()
+        self._index = Index(os.path.join(self.path, "index"), self.options.map_size)
+        index = self._index
+        last = self.last_position_on_disk
+        if (
+            rewritten
+            or not index.matches(self.store_id)
+            or index.high_water > last
+            or index.meta("maintenance") is not None
+        ):
+            index.reset(self.store_id)
+        self._index_tail(index.high_water)
+        self._visible = last
+        if self.options.read_only:
+            return
+        active = self._open_active()
+        trainer = Trainer(
+            self.dictionaries,
+            self.options.dictionary_training_samples,
+            self.options.retrain_ratio_decay,
+        )
+        self._writer = GroupCommit(
+            directory=self.log_dir,
+            active=active,
+            next_position=max(self._next_position(), 1),
+            last_recorded_at=self._last_recorded_at(),
+            segment_bytes=self.options.segment_bytes,
+            fsync=self.options.fsync,
+            files=self._files,
+            index=index,
+            encoder=EventEncoder(self.dictionaries, trainer),
+            clock_ms=self.options.clock_ms,
+            host=self,
+        )
+
+    def _store_id(self) -> bytes:
+        path = os.path.join(self.path, "STORE_ID")
+        try:
+            with open(path, "rb") as f:
+                value = f.read().strip()
+            if value:
+                return value
+        except FileNotFoundError:
+            pass
+        value = uuid.uuid4().hex.encode()
+        self._files.write_file_atomically(path, value + b"\n")
+        return value
+
+    def _segment_bases(self) -> list[int]:
+        bases = []
+        for name in os.listdir(self.log_dir):
+            base = parse_segment_name(name)
+            if base is not None:
+                bases.append(base)
+        return sorted(bases)
+
+    def _recover_segments(self) -> bool:
+        """Check every segment; truncate a torn tail; refuse or quarantine damage.
+
+        Returns True when a segment was rewritten (the index must be rebuilt).
+        """
+        bases = self._segment_bases()
+        problems: list[str] = []
+        damaged: list[tuple[Segment, ScanResult, bool]] = []
+        previous_last = 0
+        segments: list[Segment] = []
+        for i, base in enumerate(bases):
+            is_last = i == len(bases) - 1
+            segment = Segment(self.log_dir, base)
+            segments.append(segment)
+            sealed = None if is_last else segment.check_seal()
+            if sealed is not None:
+                segment.sealed = True
+                segment.event_count, segment.last_position = sealed
+            else:
+                data = segment.read_all()
+                scan = scan_bytes(data, base, previous_last)
+                found = self._describe(segment, scan, data, is_last)
+                if not scan.header_ok and is_last and not scan.records:
+                    # Crash while creating the segment: nothing was ever acknowledged in it.
+                    self._rewrite_header(segment)
+                    scan = scan_bytes(encode_segment_header(base), base)
+                    found = []
+                if found:
+                    problems.extend(found)
+                    damaged.append((segment, scan, is_last))
+                elif is_last and scan.torn_tail:
+                    self._truncate(segment, scan.commit_end)
+                self._count(segment, scan)
+            if segment.event_count and segment.last_position <= previous_last:
+                problems.append(
+                    f"segment {segment.name}: positions up to {segment.last_position} "
+                    f"do not follow position {previous_last} of the previous segment"
+                )
+            previous_last = max(previous_last, segment.last_position)
+        self._set_segments(segments)
+        if problems and not self.options.quarantine:
+            raise CorruptionError(problems)
+        for segment, scan, is_last in damaged:
+            self._quarantine(segment, scan, is_last)
+        return bool(damaged)
+
+    def _describe(self, segment: Segment, scan: ScanResult, data: bytes, is_last: bool) -> list[str]:
+        found = []
+        if not scan.header_ok and (scan.records or len(data) > SEGMENT_HEADER_SIZE or not is_last):
+            found.append(f"segment {segment.name}: damaged segment header at offset 0")
+        for start, end in scan.damage:
+            before = [r.position for r in scan.records if r.offset < start and r.kind == KIND_EVENT]
+            after = [r.position for r in scan.records if r.offset >= end and r.kind == KIND_EVENT]
+            lo = before[-1] + 1 if before else segment.base
+            hi = after[0] - 1 if after else lo
+            found.append(
+                f"segment {segment.name}: damaged bytes at offset {start}..{end} "
+                f"({end - start} bytes, positions {lo}..{hi})"
+            )
+        if not is_last and not scan.sealed and not scan.damage:
+            found.append(
+                f"segment {segment.name}: closed segment does not end in a valid seal "
+                f"(bad bytes from offset {scan.valid_end})"
+            )
+        if scan.sealed and not is_last and scan.torn_tail:
+            found.append(f"segment {segment.name}: bytes after the seal at offset {scan.valid_end}")
+        return found
+
+    def _count(self, segment: Segment, scan: ScanResult) -> None:
+        events = [r for r in scan.records if r.kind == KIND_EVENT and r.offset < scan.commit_end]
+        segment.event_count = len(events)
+        segment.last_position = events[-1].position if events else 0
+        segment.sealed = scan.sealed
+        segment.size = scan.commit_end if not scan.damage else segment.size
+
+    def _rewrite_header(self, segment: Segment) -> None:
+        fd = self._files.open_for_append(segment.path)
+        try:
+            self._files.truncate(fd, 0)
+            self._files.write(fd, encode_segment_header(segment.base))
+            self._files.fsync(fd)
+        finally:
+            self._files.close(fd)
+        segment.reopen()
+
+    def _truncate(self, segment: Segment, size: int) -> None:
+        fd = self._files.open_for_append(segment.path)
+        try:
+            self._files.truncate(fd, size)
+            self._files.fsync(fd)
+        finally:
+            self._files.close(fd)
+        segment.reopen()
+
+    def _quarantine(self, segment: Segment, scan: ScanResult, is_last: bool) -> None:
+        """Move damaged byte ranges aside and rewrite the segment without them."""
+        data = segment.read_all()
+        os.makedirs(self.quarantine_dir, exist_ok=True)
+        keep = [r for r in scan.records if r.kind == KIND_EVENT]
+        kept_ranges = [(r.offset, r.offset + r.size) for r in keep]
+        removed: list[tuple[int, int]] = []
+        cursor = SEGMENT_HEADER_SIZE
+        for start, end in kept_ranges:
+            if start > cursor:
+                removed.append((cursor, start))
+            cursor = end
+        tail_end = len(data)
+        if cursor < tail_end:
+            removed.append((cursor, tail_end))
+        if not scan.header_ok:
+            removed.insert(0, (0, SEGMENT_HEADER_SIZE))
+        report = []
+        for start, end in removed:
+            chunk = data[start:end]
+            if scan.sealed and end == tail_end and chunk[:2] == b"LT" and len(chunk) <= 40:
+                continue  # the old seal, rewritten below
+            bad_path = os.path.join(self.quarantine_dir, f"{segment.name}.{start}.bad")
+            self._files.write_file_atomically(bad_path, chunk)
+            report.append(
+                {
+                    "segment": segment.name,
+                    "offset": start,
+                    "bytes": end - start,
+                    "file": os.path.basename(bad_path),
+                }
+            )
+        body = bytearray(encode_segment_header(segment.base))
+        for start, end in kept_ranges:
+            body += data[start:end]
+        # Every kept record stands on its own (COMMIT or covered by the seal).
+        if not is_last or scan.sealed:
+            from crc32c import crc32c
+
+            last = keep[-1].position if keep else 0
+            body += encode_seal(crc32c(bytes(body)), len(keep), last)
+        tmp = segment.path + ".tmp"
+        fd = self._files.open_for_append(tmp)
+        try:
+            self._files.truncate(fd, 0)
+            self._files.write(fd, bytes(body))
+            self._files.fsync(fd)
+        finally:
+            self._files.close(fd)
+        self._files.rename(tmp, segment.path)
+        self._files.fsync_dir(self.log_dir)
+        segment.reopen()
+        segment.event_count = len(keep)
+        segment.last_position = keep[-1].position if keep else 0
+        segment.sealed = not is_last or scan.sealed
+        with open(os.path.join(self.quarantine_dir, "REPORT.jsonl"), "a") as f:
+            for line in report:
+                f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def quarantined(self) -> list[str]:
+        path = os.path.join(self.quarantine_dir, "REPORT.jsonl")
+        if not os.path.exists(path):
+            return []
+        out = []
+        with open(path) as f:
+            for line in f:
+                item = json.loads(line)
+                out.append(
+                    f"segment {item['segment']}: {item['bytes']} damaged bytes at offset "
+                    f"{item['offset']} moved to quarantine/{item['file']}"
+                )
+        return out
+
+    def _open_active(self) -> ActiveSegment:
+        if not self._segments:
+            path = os.path.join(self.log_dir, segment_name(1))
+            fd = self._files.open_for_append(path)
+            header = encode_segment_header(1)
+            self._files.write(fd, header)
+            self._files.fsync(fd)
+            self._files.fsync_dir(self.log_dir)
+            self._files.close(fd)
+            self._set_segments([Segment(self.log_dir, 1)])
+        last = self._segments[-1]
+        from crc32c import crc32c
+
+        data = last.read_all()
+        fd = self._files.open_for_append(last.path)
+        return ActiveSegment(
+            base=last.base,
+            fd=fd,
+            size=len(data),
+            crc=crc32c(data),
+            event_count=last.event_count,
+            last_position=last.last_position,
+            sealed=last.sealed,
+        )
+
+    def _next_position(self) -> int:
+        last = self.last_position_on_disk
+        if last:
+            return last + 1
+        return self._segments[-1].base if self._segments else 1
+
+    @property
+    def last_position_on_disk(self) -> int:
+        return max((s.last_position for s in self._segments), default=0)
+
+    def _last_recorded_at(self) -> int:
+        last = self.last_position_on_disk
+        return self.recorded_at_of(last) if last else 0
+
+    def _index_tail(self, after: int) -> None:
+        index = self._require_index()
+        for segment in list(self._segments):
+            if segment.last_position <= after:
+                continue
+            batch: list[Located] = []
+            for item in self._segment_events(segment, include_lead=True):
+                if item.event.position <= after:
+                    continue
+                batch.append(item)
+                if len(batch) >= 5000:
+                    index.add(batch, batch[-1].event.position)
+                    batch = []
+            if batch:
+                index.add(batch, batch[-1].event.position)
+        index.sync()
+
+    def _segment_events(
+        self, segment: Segment, include_lead: bool = True, end: int | None = None
+    ) -> Iterator[Located]:
+        """Decode a segment front to back, resolving snapshot deltas as it goes."""
+        by_position: dict[int, int] = {}
+        latest: dict[int, Mapping[str, Any]] = {}
+        last_of_lead: dict[tuple[str, str], int] = {}
+
+        def base_snapshot(position: int) -> Mapping[str, Any]:
+            known = latest.get(position)
+            if known is not None:
+                return known
+            offset = by_position.get(position)
+            if offset is None:
+                raise BadRecord(f"delta base {position} is not an earlier event of this segment")
+            return self._snapshot_from_record(segment, offset, position, by_position.get)
+
+        try:
+            for offset, header, payload in segment.records(end=end):
+                if header.kind != KIND_EVENT:
+                    continue
+                by_position[header.position] = offset
+                event = decode_event(payload, header.position, self.dictionaries, base_snapshot, True)
+                key = (event.account_id, event.lead_id)
+                old = last_of_lead.get(key)
+                if old is not None:
+                    latest.pop(old, None)
+                last_of_lead[key] = header.position
+                latest[header.position] = event.lead
+                raw = len(encode_body(event, event.lead))
+                if not include_lead:
+                    event = replace(event, lead={})
+                yield Located(event, segment.base, offset, raw)
+        except BadRecord as e:
+            raise CorruptionError([f"segment {segment.name}: {e.reason}"]) from e
+
+    def _snapshot_from_record(
+        self, segment: Segment, offset: int, position: int, locate: Callable[[int], int | None]
+    ) -> Mapping[str, Any]:
+        header, payload = segment.read_record(offset)
+        if header.position != position:
+            raise BadRecord(f"record at offset {offset} holds position {header.position}, not {position}")
+        base, part = snapshot_part(payload, self.dictionaries)
+        if not base:
+            return dict(part)
+        base_offset = locate(base)
+        if base_offset is None:
+            raise BadRecord(f"delta base {base} of position {position} not found")
+        return apply_delta(self._snapshot_from_record(segment, base_offset, base, locate), part)
+
+    # -- the segment list (shared with the writer thread) --------------------
+
+    def _set_segments(self, segments: list[Segment]) -> None:
+        with self._segments_lock:
+            self._segments = sorted(segments, key=lambda s: s.base)
+            self._bases = [s.base for s in self._segments]
+
+    def segment_for(self, position: int) -> Segment | None:
+        bases = self._bases
+        i = bisect.bisect_right(bases, position) - 1
+        if i < 0:
+            return None
+        segments = self._segments
+        return segments[i] if i < len(segments) and segments[i].base == bases[i] else None
+
+    def segment_created(self, base: int) -> None:
+        self._set_segments([*self._segments, Segment(self.log_dir, base)])
+
+    def segment_sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
+        segment = self.segment_for(base)
+        if segment is not None and segment.base == base:
+            segment.sealed = True
+            segment.size = size
+            segment.event_count = event_count
+            segment.last_position = last_position
+
+    def segment_grew(self, base: int, size: int) -> None:
+        segment = self.segment_for(base)
+        if segment is not None and segment.base == base:
+            segment.size = size
+            writer = self._writer
+            if writer is not None:
+                segment.event_count = writer.active.event_count
+                segment.last_position = writer.active.last_position
+                self._visible = writer.next_position - 1
+
+    def remove_segment_file(self, segment: Segment) -> None:
+        """Used by retention: forget and delete a whole segment."""
+        self._set_segments([s for s in self._segments if s.base != segment.base])
+        segment.close()
+        self._files.remove(segment.path)
+        self._files.fsync_dir(self.log_dir)
+
+    # -- appends --------------------------------------------------------------
+
+    def submit(self, events: Sequence[Event]) -> Future[list[AppendResult]]:
+        """Validate and queue a batch; the future resolves once it is durable."""
+        writer = self._require_writer()
+        validate_batch(events, self.options)
+        prepared = [e if e.id else replace(e, id=new_event_id()) for e in events]
+        if not prepared:
+            done: Future[list[AppendResult]] = Future()
+            done.set_result([])
+            return done
+        return writer.submit(prepared)
+
+    def append(self, events: Sequence[Event]) -> list[AppendResult]:
+        return self.submit(events).result()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """``listener(events)`` runs on the writer thread after each durable commit."""
+        self._require_writer().listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        writer = self._writer
+        if writer is not None and listener in writer.listeners:
+            writer.listeners.remove(listener)
+
+    @property
+    def writable(self) -> bool:
+        return self._writer is not None and self._writer.failure is None and not self._closed
+
+    @property
+    def last_position(self) -> int:
+        return self._visible
+
+    # -- reads ----------------------------------------------------------------
+
+    def read_txn(self) -> lmdb.Transaction:
+        return self._require_index().env.begin()
+
+    def get(self, event_id: str, account_id: str = DEFAULT_ACCOUNT) -> Event | None:
+        from .ulid import is_valid_id
+
+        if not isinstance(event_id, str) or not is_valid_id(event_id):
+            return None
+        index = self._require_index()
+        with index.env.begin() as txn:
+            position = index.position_of(txn, account_id, event_id)
+            if position is None:
+                return None
+            event = self.event_at(txn, position)
+        return event if event is not None and event.account_id == account_id else None
+
+    def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None:
+        """The event at ``position`` as the index of ``txn`` knows it."""
+        for attempt in range(2):
+            try:
+                return self._read_event(txn, position, include_lead)
+            except BadRecord as e:
+                if attempt:
+                    segment = self.segment_for(position)
+                    name = segment.name if segment else "?"
+                    raise CorruptionError(
+                        [f"segment {name}: record of position {position} is damaged ({e.reason})"]
+                    ) from e
+                # A compaction may have swapped the file under us: wait for it and look again.
+                with self._swap_lock:
+                    txn = self._require_index().env.begin()
+        return None
+
+    def _read_event(self, txn: lmdb.Transaction, position: int, include_lead: bool) -> Event | None:
+        segment = self.segment_for(position)
+        if segment is None:
+            return None
+        index = self._require_index()
+        offset = index.offset_of(txn, segment.base, position)
+        if offset is None:
+            return None
+        header, payload = segment.read_record(offset)
+        if header.position != position or header.kind != KIND_EVENT:
+            raise BadRecord(f"offset {offset} holds position {header.position}, not {position}")
+
+        def base_snapshot(base: int) -> Mapping[str, Any]:
+            return self._snapshot_at(txn, segment, base)
+
+        event = decode_event(payload, position, self.dictionaries, base_snapshot, include_lead)
+        if include_lead:
+            self._remember(position, event.lead)
+            event = replace(event, lead=dict(event.lead))
+        return event
+
+    def _snapshot_at(self, txn: lmdb.Transaction, segment: Segment, position: int) -> Mapping[str, Any]:
+        with self._snapshots_lock:
+            known = self._snapshots.get(position)
+            if known is not None:
+                self._snapshots.move_to_end(position)
+                return known
+        index = self._require_index()
+
+        def locate(p: int) -> int | None:
+            return index.offset_of(txn, segment.base, p)
+
+        offset = locate(position)
+        if offset is None:
+            raise BadRecord(f"delta base {position} is missing from the index")
+        snapshot = self._snapshot_from_record(segment, offset, position, locate)
+        self._remember(position, snapshot)
+        return snapshot
+
+    def _remember(self, position: int, snapshot: Mapping[str, Any]) -> None:
+        with self._snapshots_lock:
+            self._snapshots[position] = snapshot
+            if len(self._snapshots) > _SNAPSHOT_CACHE:
+                self._snapshots.popitem(last=False)
+
+    def forget_snapshots(self) -> None:
+        with self._snapshots_lock:
+            self._snapshots.clear()
+
+    def recorded_at_of(self, position: int) -> int:
+        with self.read_txn() as txn:
+            event = self.event_at(txn, position, include_lead=False)
+        if event is None:
+            raise StorageError(f"position {position} is not in the index")
+        return event.recorded_at_ms
+
+    def timeline(self, lead_id: str, account_id: str = DEFAULT_ACCOUNT) -> list[Event]:
+        return query.timeline(self, lead_id, account_id)
+
+    def scan(
+        self,
+        filter: EventFilter | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+        include_lead: bool = True,
+    ) -> Page:
+        return query.scan(self, filter or EventFilter(), after, limit, descending, include_lead)
+
+    def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]:
+        """Every visible event with a position >= ``position``, in position order."""
+        produced = 0
+        visible = self._visible
+        for segment in list(self._segments):
+            if segment.last_position and segment.last_position < position:
+                continue
+            if segment.base > visible:
+                break
+            end = segment.size
+            for item in self._segment_events(segment, include_lead=True, end=end):
+                event = item.event
+                if event.position < position:
+                    continue
+                if event.position > visible:
+                    return
+                yield event
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+    # -- administration -------------------------------------------------------
+
+    def stats(self) -> Stats:
+        index = self._require_index()
+        count = index.event_count
+        log_bytes = sum(_size(s.path) for s in list(self._segments))
+        index_bytes = _tree_size(os.path.join(self.path, "index"))
+        dictionary_bytes = self.dictionaries.disk_bytes()
+        disk = _tree_size(self.path)
+        raw = index.raw_bytes
+        return Stats(
+            event_count=count,
+            last_position=self._visible,
+            segment_count=len(self._segments),
+            disk_bytes=disk,
+            log_bytes=log_bytes,
+            index_bytes=index_bytes,
+            dictionary_bytes=dictionary_bytes,
+            raw_bytes=raw,
+            bytes_per_event=(log_bytes + index.disk_bytes() + dictionary_bytes) / count if count else 0.0,
+            compression_ratio=raw / log_bytes if log_bytes and raw else 0.0,
+            dictionaries=len(self.dictionaries.ids()),
+            fsync_policy=str(self.options.fsync),
+            writable=self.writable,
+        )
+
+    def verify(self) -> VerifyReport:
+        """Re-read every record of every segment; name each damaged range."""
+        problems: list[str] = []
+        checked = 0
+        previous_last = 0
+        segments = list(self._segments)
+        index = self._require_index()
+        for i, segment in enumerate(segments):
+            is_last = i == len(segments) - 1
+            data = os.pread(segment.fd, segment.size, 0) if is_last else segment.read_all()
+            scan = scan_bytes(data, segment.base, previous_last)
+            problems.extend(self._describe(segment, scan, data, is_last))
+            if scan.sealed and not is_last and segment.check_seal() is None:
+                problems.append(f"segment {segment.name}: seal checksum does not match the segment bytes")
+            try:
+                with index.env.begin() as txn:
+                    for item in self._segment_events(segment, include_lead=True, end=scan.commit_end):
+                        checked += 1
+                        e = item.event
+                        if index.position_of(txn, e.account_id, e.id) != e.position:
+                            problems.append(
+                                f"index: event {e.id} at position {e.position} is not indexed (run reindex)"
+                            )
+                        previous_last = max(previous_last, e.position)
+            except CorruptionError as e:
+                problems.extend(e.problems)
+        return VerifyReport(records_checked=checked, problems=problems, quarantined=self.quarantined())
+
+    def reindex(self) -> int:
+        """Rebuild every index from the log; returns the number of events indexed."""
+        self._require_index()
+        with self._maintenance:
+            if self._writer is not None:
+                return int(self._writer.call(self._reindex_now).result())
+            return self._reindex_now()
+
+    def _reindex_now(self) -> int:
+        index = self._require_index()
+        index.reset(self.store_id)
+        self._index_tail(0)
+        self.forget_snapshots()
+        return index.event_count
+
+    def set_retention_policy(self, policy: RetentionPolicy) -> None:
+        with self._maintenance:
+            self._policies = retention.save_policy(self.path, self._files, self._policies, policy)
+
+    def retention_policies(self) -> list[RetentionPolicy]:
+        return sorted(self._policies.values(), key=lambda p: p.account_id)
+
+    def apply_retention(self, now_ms: int | None = None) -> RetentionReport:
+        with self._maintenance:
+            now = self.options.clock_ms() if now_ms is None else now_ms
+            return retention.apply(self, self._policies, now)
+
+    @property
+    def index(self) -> Index:
+        return self._require_index()
+
+    @property
+    def writer(self) -> GroupCommit | None:
+        return self._writer
+
+    @property
+    def segments(self) -> list[Segment]:
+        return list(self._segments)
+
+    @property
+    def swap_lock(self) -> threading.RLock:
+        return self._swap_lock
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._index is not None:
+            with contextlib.suppress(lmdb.Error):
+                self._index.close()
+        for segment in self._segments:
+            segment.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writer(self) -> GroupCommit:
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if self._writer is None:
+            raise NotWritableError("the store was opened read-only")
+        return self._writer
+
+    def _require_index(self) -> Index:
+        if self._closed or self._index is None:
+            raise ClosedError("the store is closed")
+        return self._index
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            total += _size(os.path.join(root, name))
+    return total

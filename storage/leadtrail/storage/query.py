@@ -1,0 +1,199 @@
+"""Timelines and filtered scans over the indexes, with cursors that never skip or repeat.
+
+A scan walks the one index that narrows the filter most (a lead beats an
+entity or flow, which beat types, which beat plain time), in (timestamp,
+position) order, and checks the rest of the filter on each event. Its cursor
+names the last (timestamp, position) returned and the position the first page
+saw as the end of the log, so later pages neither repeat nor skip, and do not
+drift while appends continue.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import lmdb
+from crc32c import crc32c
+
+from .errors import InvalidCursorError, StorageError
+from .event import Event, EventFilter, Page
+from .index import KIND_ENTITY, KIND_FLOW, tspos, untspos
+
+if TYPE_CHECKING:
+    from .log import EventLog
+
+_CURSOR = struct.Struct(">BBQQQI")
+_CURSOR_VERSION = 1
+MAX_PAGE = 100_000
+_U64_MAX = 2**64 - 1
+
+
+def timeline(log: EventLog, lead_id: str, account_id: str) -> list[Event]:
+    index = log.index
+    events = []
+    with index.env.begin() as txn:
+        key = index.dup_key(txn, "lead", account_id, None, lead_id)
+        if key is None:
+            return []
+        for value in index.iter_dups(txn, "lead", key, None, False):
+            _, position = untspos(value)
+            event = log.event_at(txn, position)
+            # The lead key is a hash: a colliding lead shares it, so compare.
+            if event is not None and event.lead_id == lead_id and event.account_id == account_id:
+                events.append(event)
+    return events
+
+
+def _filter_hash(f: EventFilter) -> int:
+    text = repr(
+        (
+            f.account_id,
+            sorted(set(f.types)),
+            f.lead_id,
+            f.flow_id,
+            f.entity_id,
+            sorted({int(o) for o in f.outcomes}),
+            f.start_ms,
+            f.end_ms,
+        )
+    )
+    return int(crc32c(text.encode()))
+
+
+def encode_cursor(descending: bool, snapshot: int, timestamp: int, position: int, f: EventFilter) -> str:
+    raw = _CURSOR.pack(_CURSOR_VERSION, int(descending), snapshot, timestamp, position, _filter_hash(f))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str, descending: bool, f: EventFilter) -> tuple[int, int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, desc, snapshot, timestamp, position, digest = _CURSOR.unpack(raw)
+    except (ValueError, struct.error) as e:
+        raise InvalidCursorError(f"page token {token[:40]!r} is not a page token of this store") from e
+    if version != _CURSOR_VERSION:
+        raise InvalidCursorError(f"page token version {version} is not supported")
+    if bool(desc) != descending or digest != _filter_hash(f):
+        raise InvalidCursorError("page token belongs to a query with another filter or order")
+    return int(snapshot), int(timestamp), int(position)
+
+
+def _matches(event: Event, f: EventFilter) -> bool:
+    if event.account_id != f.account_id:
+        return False
+    if f.lead_id and event.lead_id != f.lead_id:
+        return False
+    if f.flow_id and event.flow_id != f.flow_id:
+        return False
+    if f.entity_id and event.entity_id != f.entity_id:
+        return False
+    if f.outcomes and event.outcome not in f.outcomes:
+        return False
+    ts = event.timestamp_ms or 0
+    if f.start_ms is not None and ts < f.start_ms:
+        return False
+    if f.end_ms is not None and ts >= f.end_ms:
+        return False
+    if f.types:
+        for pattern in f.types:
+            if pattern.endswith(".*"):
+                if event.type.startswith(pattern[:-1]):
+                    return True
+            elif event.type == pattern:
+                return True
+        return False
+    return True
+
+
+def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
+    """The index and keys to walk, or None when the filter cannot match anything."""
+    index = log.index
+    account = index.account_key(txn, f.account_id)
+    if account is None:
+        return None
+    if f.lead_id:
+        key = index.dup_key(txn, "lead", f.account_id, None, f.lead_id)
+        return ("lead", [key]) if key is not None else None
+    options: list[tuple[int, str, list[bytes]]] = []
+    for db, kind, name in (("flow", KIND_FLOW, f.flow_id), ("entity", KIND_ENTITY, f.entity_id)):
+        if name:
+            key = index.dup_key(txn, db, f.account_id, kind, name)
+            if key is None:
+                return None
+            options.append((index.count_dups(txn, db, key), db, [key]))
+    if f.types:
+        keys = index.type_keys(txn, account, f.types)
+        if not keys:
+            return None
+        options.append((sum(index.count_dups(txn, "type", k) for k in keys), "type", keys))
+    if not options:
+        return "time", [account]
+    options.sort(key=lambda o: o[0])
+    return options[0][1], options[0][2]
+
+
+def scan(
+    log: EventLog,
+    f: EventFilter,
+    after: str | None,
+    limit: int,
+    descending: bool,
+    include_lead: bool,
+) -> Page:
+    if not 1 <= limit <= MAX_PAGE:
+        raise StorageError(f"limit {limit}: must be in 1..{MAX_PAGE}")
+    if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
+        return Page([], None)
+    index = log.index
+    with index.env.begin() as txn:
+        if after:
+            snapshot, last_ts, last_pos = decode_cursor(after, descending, f)
+            if descending:
+                start = (
+                    tspos(last_ts, last_pos - 1)
+                    if last_pos
+                    else tspos(last_ts - 1, _U64_MAX)
+                    if last_ts
+                    else None
+                )
+                if start is None:
+                    return Page([], None)
+            else:
+                start = tspos(last_ts, last_pos + 1)
+        else:
+            snapshot = index.high_water
+            if descending:
+                start = tspos(f.end_ms - 1, _U64_MAX) if f.end_ms else None
+            else:
+                start = tspos(f.start_ms or 0, 0)
+        plan = _plan(log, txn, f)
+        if plan is None:
+            return Page([], None)
+        db, keys = plan
+        streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
+        merged: Iterator[bytes] = (
+            streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
+        )
+        events: list[Event] = []
+        for value in merged:
+            ts, position = untspos(value)
+            if descending:
+                if f.start_ms is not None and ts < f.start_ms:
+                    break
+            elif f.end_ms is not None and ts >= f.end_ms:
+                break
+            if position > snapshot:
+                continue
+            event = log.event_at(txn, position, include_lead=include_lead)
+            if event is None or not _matches(event, f):
+                continue
+            if len(events) == limit:
+                last = events[-1]
+                cursor = encode_cursor(descending, snapshot, last.timestamp_ms or 0, last.position, f)
+                return Page(events, cursor)
+            events.append(event)
+    return Page(events, None)

@@ -1,0 +1,156 @@
+"""Retention per account: whole expired segments deleted, mixed ones rewritten.
+
+Age is measured on ``recorded_at`` (when the store committed the event), which
+never goes backwards in position order, so expiry sweeps segments oldest
+first. A crash at any step leaves each segment either as it was or as it will
+be: the new file is fsynced under a temporary name before it replaces the old
+one, and an index marked as under maintenance is rebuilt from the log on the
+next open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+from crc32c import crc32c
+
+from .codec import EventEncoder
+from .errors import StorageError
+from .event import RetentionPolicy, RetentionReport
+from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
+from .fs import Files
+from .index import Located
+
+if TYPE_CHECKING:
+    from .log import EventLog
+    from .segment import Segment
+
+DAY_MS = 86_400_000
+POLICY_FILE = "retention.json"
+
+
+def load_policies(path: str) -> dict[str, RetentionPolicy]:
+    try:
+        with open(os.path.join(path, POLICY_FILE)) as f:
+            items = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{POLICY_FILE} in {path} cannot be read: {e}") from e
+    return {
+        item["account_id"]: RetentionPolicy(
+            item["account_id"], int(item.get("max_age_days", 0)), bool(item.get("legal_hold", False))
+        )
+        for item in items
+    }
+
+
+def save_policy(
+    path: str, files: Files, policies: dict[str, RetentionPolicy], policy: RetentionPolicy
+) -> dict[str, RetentionPolicy]:
+    if not isinstance(policy.max_age_days, int) or not 0 <= policy.max_age_days <= 36_500:
+        raise StorageError(f"max_age_days {policy.max_age_days!r}: must be in 0..36500 (0 keeps forever)")
+    updated = dict(policies)
+    updated[policy.account_id] = policy
+    items = [
+        {"account_id": p.account_id, "max_age_days": p.max_age_days, "legal_hold": p.legal_hold}
+        for p in sorted(updated.values(), key=lambda p: p.account_id)
+    ]
+    files.write_file_atomically(os.path.join(path, POLICY_FILE), json.dumps(items, indent=1).encode())
+    return updated
+
+
+def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int]:
+    return {
+        account: now_ms - p.max_age_days * DAY_MS
+        for account, p in policies.items()
+        if p.max_age_days > 0 and not p.legal_hold
+    }
+
+
+def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
+    cutoffs = _cutoffs(policies, now_ms)
+    removed = deleted = rewritten = freed = 0
+    if not cutoffs:
+        return RetentionReport(0, 0, 0, 0)
+    index = log.index
+
+    def expiry(segment: Segment) -> tuple[bool, bool]:
+        with index.env.begin() as txn:
+            accounts = index.segment_accounts(txn, segment.base)
+        if not accounts:
+            return False, False
+        every = all(a in cutoffs and high < cutoffs[a] for a, (_, high) in accounts.items())
+        some = any(a in cutoffs and low < cutoffs[a] for a, (low, _) in accounts.items())
+        return every, some
+
+    writer = log.writer
+    segments = log.segments
+    if writer is not None and segments and expiry(segments[-1])[1]:
+        writer.call(writer.roll_now).result()  # seal the active segment so it can be swept
+    segments = log.segments
+    for segment in segments[:-1]:
+        every, some = expiry(segment)
+        if not some:
+            continue
+        items = list(log._segment_events(segment, include_lead=True))
+        gone = [
+            i
+            for i in items
+            if i.event.account_id in cutoffs and i.event.recorded_at_ms < cutoffs[i.event.account_id]
+        ]
+        if not gone:
+            continue
+        size = segment.size
+        index.set_meta("maintenance", segment.name.encode())
+        index.sync()
+        with log.swap_lock:
+            if every or len(gone) == len(items):
+                index.remove_segment(segment.base, items)
+                log.remove_segment_file(segment)
+                deleted += 1
+                freed += size
+            else:
+                survivors = [i for i in items if i not in gone]
+                new_items = _rewrite(log, segment, survivors)
+                index.remove_segment(segment.base, items)
+                index.add(new_items, 0)
+                rewritten += 1
+                freed += size - segment.size
+            log.forget_snapshots()
+        removed += len(gone)
+        index.delete_meta("maintenance")
+        index.sync()
+    return RetentionReport(removed, deleted, rewritten, freed)
+
+
+def _rewrite(log: EventLog, segment: Segment, survivors: list[Located]) -> list[Located]:
+    """Write the survivors to a new sealed file and swap it in for the segment."""
+    files = log.options.files
+    encoder = EventEncoder(log.dictionaries, None)
+    body = bytearray(encode_segment_header(segment.base))
+    located = []
+    for item in survivors:
+        event = item.event
+        payload = encoder.encode(event, event.position, segment.base)
+        located.append(Located(event, segment.base, len(body), item.raw_bytes))
+        body += encode_record(KIND_EVENT | FLAG_COMMIT, event.position, payload)
+    last = survivors[-1].event.position if survivors else 0
+    body += encode_seal(crc32c(bytes(body)), len(survivors), last)
+    tmp = segment.path[: -len(".log")] + ".compact"
+    fd = files.open_for_append(tmp)
+    try:
+        files.truncate(fd, 0)
+        files.write(fd, bytes(body))
+        files.fsync(fd)
+    finally:
+        files.close(fd)
+    files.rename(tmp, segment.path)
+    files.fsync_dir(log.log_dir)
+    segment.reopen()
+    segment.event_count = len(survivors)
+    segment.last_position = last
+    segment.sealed = True
+    return located

@@ -1,0 +1,141 @@
+"""The contract's rules for an event, checked before anything is written.
+
+A batch is all or nothing: the first broken rule rejects it with an error that
+names the event's index in the request, the field, and the rule or limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from .errors import LimitExceededError, ValidationError
+from .event import Event, Outcome
+from .options import Options
+from .ulid import ID_PATTERN
+
+TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+TYPE_MAX = 64
+ID_FIELD_MAX = 128
+REASON_MAX = 1024
+ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+PRICE_PATTERN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+PRICE_MAX = 32
+FIELD_NAME_MAX = 256
+MAX_DEPTH = 32
+U32_MAX = 2**32 - 1
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+JSON_INT_MAX = 2**63 - 1
+
+
+def validate_batch(events: Sequence[Event], options: Options) -> None:
+    if len(events) > options.max_events_per_append:
+        raise LimitExceededError(
+            None,
+            "events",
+            f"{len(events)} events in one request; the limit is {options.max_events_per_append}",
+        )
+    for index, event in enumerate(events):
+        validate_event(index, event, options)
+
+
+def validate_event(index: int, event: Event, options: Options) -> None:
+    def fail(field: str, rule: str) -> ValidationError:
+        return ValidationError(index, field, rule)
+
+    if not isinstance(event, Event):
+        raise fail("event", f"expected an Event, got {type(event).__name__}")
+    if event.id and (not isinstance(event.id, str) or not ID_PATTERN.match(event.id)):
+        raise fail("id", f"{event.id!r} is not 'evt_' followed by a 26-character ULID")
+    _text(fail, "type", event.type, 1, TYPE_MAX)
+    if not TYPE_PATTERN.match(event.type):
+        raise fail("type", f"{event.type!r} must match <category>.<action> ({TYPE_PATTERN.pattern})")
+    _text(fail, "lead_id", event.lead_id, 1, ID_FIELD_MAX)
+    _text(fail, "flow_id", event.flow_id, 1, ID_FIELD_MAX)
+    _text(fail, "entity_id", event.entity_id, 0, ID_FIELD_MAX)
+    _text(fail, "integration", event.integration, 0, ID_FIELD_MAX)
+    _text(fail, "reason", event.reason, 0, REASON_MAX)
+    if not isinstance(event.account_id, str) or not ACCOUNT_PATTERN.match(event.account_id):
+        raise fail("account_id", f"{event.account_id!r} must be 1..64 characters of [A-Za-z0-9_.-]")
+    ts = event.timestamp_ms
+    if ts is not None and (not _is_int(ts) or not 0 <= ts <= MAX_TIMESTAMP_MS):
+        raise fail("timestamp", f"{ts!r} must be UTC milliseconds in 0..{MAX_TIMESTAMP_MS}")
+    if not isinstance(event.outcome, Outcome):
+        try:
+            Outcome(event.outcome)
+        except (ValueError, TypeError):
+            raise fail("outcome", f"{event.outcome!r} is not an Outcome (0..4)") from None
+        raise fail("outcome", f"{event.outcome!r} must be given as an Outcome member")
+    for name, value in (("duration_ms", event.duration_ms), ("response_code", event.response_code)):
+        if not _is_int(value) or not 0 <= value <= U32_MAX:
+            raise fail(name, f"{value!r} must be an integer in 0..{U32_MAX}")
+    price = event.price
+    if price:
+        if not isinstance(price, str) or len(price) > PRICE_MAX or not PRICE_PATTERN.match(price):
+            raise fail(
+                "price",
+                f"{price!r} must be a plain decimal string like '25.00' or '-3.5' "
+                f"(no exponent, at most {PRICE_MAX} characters)",
+            )
+    elif not isinstance(price, str):
+        raise fail("price", f"{price!r} must be a decimal string")
+    _json_object(index, "details", event.details, options.max_details_bytes)
+    _json_object(index, "lead", event.lead, options.max_snapshot_bytes)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(fail: Any, field: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, str):
+        raise fail(field, f"must be a string, got {type(value).__name__}")
+    if not low <= len(value) <= high:
+        if low and not value:
+            raise fail(field, "is required")
+        raise fail(field, f"is {len(value)} characters; allowed {low}..{high}")
+
+
+def _json_object(index: int, field: str, value: object, limit: int) -> None:
+    def fail(field: str, rule: str) -> ValidationError:
+        return ValidationError(index, field, rule)
+
+    if not isinstance(value, Mapping):
+        raise fail(field, f"must be an object of field names to JSON values, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= FIELD_NAME_MAX:
+            raise fail(field, f"field name {key!r} must be a string of 1..{FIELD_NAME_MAX} characters")
+        _json_value(fail, f"{field}.{key}", item, 1)
+    size = len(orjson.dumps(value))
+    if size > limit:
+        raise LimitExceededError(index, field, f"is {size} bytes as JSON; the limit is {limit} bytes")
+
+
+def _json_value(fail: Any, field: str, value: object, depth: int) -> None:
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not -JSON_INT_MAX - 1 <= value <= JSON_INT_MAX:
+            raise fail(field, f"integer {value} is outside the 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise fail(field, f"{value!r} is not a finite number (JSON has no NaN or Infinity)")
+        return
+    if depth >= MAX_DEPTH:
+        raise fail(field, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise fail(field, f"nested field name {key!r} must be a string")
+            _json_value(fail, f"{field}.{key}", item, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _json_value(fail, f"{field}[{i}]", item, depth + 1)
+        return
+    raise fail(field, f"{type(value).__name__} is not a JSON value")

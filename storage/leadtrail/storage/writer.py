@@ -1,0 +1,377 @@
+"""The only code that writes to the log: group commit on one writer thread.
+
+Appenders queue their (already validated) batches and wait on a future. The
+writer thread takes everything queued, assigns positions, encodes, writes it
+with one ``write`` and makes it durable with one ``fdatasync``, indexes it in
+one LMDB transaction, and only then resolves the futures. Throughput comes
+from sharing that fsync, never from acknowledging early.
+
+Any failed write or fsync poisons the writer: the batch in flight and every
+later one fail with ``NotWritableError`` until the store is reopened and
+recovery has established what actually reached the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from crc32c import crc32c
+
+from .codec import EventEncoder, EventPrefix, encode_body
+from .errors import ClosedError, NotWritableError, StorageError
+from .event import AppendResult, Event
+from .format import (
+    FLAG_COMMIT,
+    KIND_EVENT,
+    SEGMENT_HEADER_SIZE,
+    encode_record,
+    encode_seal,
+    encode_segment_header,
+    segment_name,
+)
+from .fs import Files
+from .index import Index, Located
+from .options import FsyncPolicy
+
+MAX_GROUP_EVENTS = 20_000
+
+CommitListener = Callable[[list[Event]], None]
+
+
+@dataclass(slots=True)
+class ActiveSegment:
+    """The segment being appended to, as the writer sees it."""
+
+    base: int
+    fd: int
+    size: int
+    crc: int
+    """CRC32C of every byte written to the file so far (the seal's checksum)."""
+    event_count: int
+    last_position: int
+    sealed: bool = False
+
+
+class _Request:
+    __slots__ = ("call", "events", "future")
+
+    def __init__(self, events: list[Event] | None, call: Callable[[], Any] | None = None) -> None:
+        self.events = events
+        self.call = call
+        self.future: Future[Any] = Future()
+
+
+class SegmentHost:
+    """What the writer needs from the log around it."""
+
+    def segment_created(self, base: int) -> None:
+        raise NotImplementedError
+
+    def segment_sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
+        raise NotImplementedError
+
+    def segment_grew(self, base: int, size: int) -> None:
+        raise NotImplementedError
+
+    def recorded_at_of(self, position: int) -> int:
+        raise NotImplementedError
+
+
+class GroupCommit:
+    def __init__(
+        self,
+        *,
+        directory: str,
+        active: ActiveSegment,
+        next_position: int,
+        last_recorded_at: int,
+        segment_bytes: int,
+        fsync: FsyncPolicy,
+        files: Files,
+        index: Index,
+        encoder: EventEncoder,
+        clock_ms: Callable[[], int],
+        host: SegmentHost,
+    ) -> None:
+        self._dir = directory
+        self.active = active
+        self.next_position = next_position
+        self._last_recorded_at = last_recorded_at
+        self._segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._files = files
+        self._index = index
+        self._encoder = encoder
+        self._clock = clock_ms
+        self._host = host
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._dirty_since: float | None = None
+        self.failure: NotWritableError | None = None
+        self.listeners: list[CommitListener] = []
+        self._thread = threading.Thread(target=self._run, name="leadtrail-writer", daemon=True)
+        self._thread.start()
+
+    # -- the appenders' side -----------------------------------------------
+
+    def submit(self, events: list[Event]) -> Future[list[AppendResult]]:
+        return self._enqueue(_Request(events))
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the writer thread between two groups (exclusive access)."""
+        return self._enqueue(_Request(None, fn))
+
+    def _enqueue(self, request: _Request) -> Future[Any]:
+        with self._cond:
+            if self._closing:
+                raise ClosedError("the store is closed")
+            if self.failure is not None and request.events is not None:
+                raise self.failure
+            self._queue.append(request)
+            self._cond.notify()
+        return request.future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        if self.active.fd >= 0:
+            try:
+                if self.failure is None:
+                    self._files.fsync(self.active.fd)
+            except OSError:
+                pass
+            self._files.close(self.active.fd)
+            self.active.fd = -1
+
+    # -- the writer thread --------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    timeout = self._fsync_due_in()
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cond.wait(timeout)
+                if not self._queue and self._closing:
+                    break
+                group: list[_Request] = []
+                count = 0
+                while self._queue and count < MAX_GROUP_EVENTS:
+                    request = self._queue[0]
+                    if request.call is not None:
+                        if group:
+                            break
+                        group.append(self._queue.popleft())
+                        break
+                    self._queue.popleft()
+                    group.append(request)
+                    count += len(request.events or ())
+            if not group:
+                self._interval_fsync()
+                continue
+            if group[0].call is not None:
+                self._run_call(group[0])
+            else:
+                self._commit(group)
+        self._interval_fsync(force=True)
+
+    def _run_call(self, request: _Request) -> None:
+        try:
+            assert request.call is not None
+            request.future.set_result(request.call())
+        except BaseException as e:
+            request.future.set_exception(e)
+
+    def _fsync_due_in(self) -> float | None:
+        if self._dirty_since is None or self._fsync.always:
+            return None
+        return self._dirty_since + self._fsync.interval_ms / 1000 - time.monotonic()
+
+    def _interval_fsync(self, force: bool = False) -> None:
+        if self._dirty_since is None or self.failure is not None:
+            return
+        due = self._fsync_due_in()
+        if force or (due is not None and due <= 0):
+            try:
+                self._files.fsync(self.active.fd)
+                self._dirty_since = None
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, error: OSError) -> NotWritableError:
+        if self.failure is None:
+            self.failure = NotWritableError(
+                f"the log could not be written ({error.strerror or error}); "
+                "the store is read-only until it is restarted",
+                errno=error.errno,
+            )
+            self.failure.__cause__ = error
+        return self.failure
+
+    def _commit(self, group: list[_Request]) -> None:
+        if self.failure is not None:
+            for request in group:
+                request.future.set_exception(self.failure)
+            return
+        try:
+            outcome = self._write_group(group)
+        except OSError as e:
+            failure = self._fail(e)
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(failure)
+            return
+        except BaseException as e:  # a bug must fail the callers, not hang them
+            err = StorageError(f"append failed: {e!r}")
+            err.__cause__ = e
+            if isinstance(e, StorageError):
+                err = e
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(err)
+            return
+        results, stored = outcome
+        for request, result in zip(group, results, strict=True):
+            request.future.set_result(result)
+        if stored:
+            for listener in list(self.listeners):
+                try:
+                    listener(stored)
+                except Exception:  # a listener never breaks the write path
+                    pass
+
+    def _write_group(self, group: list[_Request]) -> tuple[list[list[AppendResult]], list[Event]]:
+        now = max(self._clock(), self._last_recorded_at)
+        buffer: list[bytes] = []
+        buffered = 0
+        located: list[Located] = []
+        stored: list[Event] = []
+        pending: dict[tuple[str, str], AppendResult] = {}
+        all_results: list[list[AppendResult]] = []
+        position = self.next_position
+        with self._index.env.begin() as txn:
+            for request in group:
+                assert request.events is not None
+                if (
+                    self.active.size + buffered >= self._segment_bytes
+                    and (self.active.event_count or buffered)
+                ) or self.active.sealed:
+                    self._flush(buffer)
+                    buffer, buffered = [], 0
+                    self._roll(position)
+                results: list[AppendResult] = []
+                last_new = -1
+                fresh: list[tuple[int, Event]] = []
+                for event in request.events:
+                    key = (event.account_id, event.id)
+                    dup = pending.get(key)
+                    if dup is None:
+                        original = self._index.position_of(txn, event.account_id, event.id)
+                        if original is not None:
+                            dup = AppendResult(event.id, original, self._host.recorded_at_of(original), True)
+                    if dup is not None:
+                        dup = dataclasses.replace(dup, duplicate=True)
+                        pending[key] = dup
+                        results.append(dup)
+                        continue
+                    stored_event = dataclasses.replace(
+                        event,
+                        position=position,
+                        recorded_at_ms=now,
+                        timestamp_ms=now if event.timestamp_ms is None else event.timestamp_ms,
+                    )
+                    result = AppendResult(event.id, position, now, False)
+                    pending[key] = result
+                    results.append(result)
+                    fresh.append((len(results) - 1, stored_event))
+                    last_new = len(fresh) - 1
+                    position += 1
+                for i, (_, stored_event) in enumerate(fresh):
+                    payload = self._encoder.encode(stored_event, stored_event.position, self.active.base)
+                    flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
+                    record = encode_record(flags, stored_event.position, payload)
+                    offset = self.active.size + buffered
+                    buffer.append(record)
+                    buffered += len(record)
+                    raw = self._encoder.last_raw_bytes
+                    located.append(Located(stored_event, self.active.base, offset, raw))
+                    stored.append(stored_event)
+                    self.active.event_count += 1
+                    self.active.last_position = stored_event.position
+                all_results.append(results)
+        self._flush(buffer)
+        if stored:
+            if self._fsync.always:
+                self._files.fsync(self.active.fd)
+            elif self._dirty_since is None:
+                self._dirty_since = time.monotonic()
+            self._last_recorded_at = now
+            self.next_position = position
+            self._index.add(located, position - 1)
+            self._host.segment_grew(self.active.base, self.active.size)
+        return all_results, stored
+
+    def _flush(self, buffer: list[bytes]) -> None:
+        if not buffer:
+            return
+        data = b"".join(buffer)
+        self._files.write(self.active.fd, data)
+        self.active.crc = crc32c(data, self.active.crc)
+        self.active.size += len(data)
+
+    def _roll(self, next_position: int) -> None:
+        """Seal the active segment and start the next one at ``next_position``."""
+        if not self.active.sealed:
+            seal = encode_seal(self.active.crc, self.active.event_count, self.active.last_position)
+            self._files.write(self.active.fd, seal)
+            self.active.size += len(seal)
+            self._files.fsync(self.active.fd)
+            self.active.sealed = True
+            self._host.segment_sealed(
+                self.active.base, self.active.size, self.active.event_count, self.active.last_position
+            )
+        self._dirty_since = None
+        path = os.path.join(self._dir, segment_name(next_position))
+        fd = self._files.open_for_append(path)
+        try:
+            header = encode_segment_header(next_position)
+            self._files.write(fd, header)
+            self._files.fsync(fd)
+            self._files.fsync_dir(self._dir)
+        except OSError:
+            self._files.close(fd)
+            raise
+        self._files.close(self.active.fd)
+        self.active = ActiveSegment(next_position, fd, SEGMENT_HEADER_SIZE, crc32c(header), 0, 0)
+        self._encoder.forget_segment()
+        self._host.segment_created(next_position)
+
+    def roll_now(self) -> None:
+        """Seal the active segment now (writer thread only), e.g. before retention."""
+        if self.failure is not None:
+            raise self.failure
+        if self.active.event_count == 0:
+            return
+        try:
+            self._roll(self.next_position)
+        except OSError as e:
+            raise self._fail(e) from e
+
+
+def recorded_at_from_payload(payload: bytes | memoryview) -> int:
+    return int(EventPrefix(payload).recorded_at_ms)
+
+
+__all__ = ["ActiveSegment", "CommitListener", "GroupCommit", "SegmentHost", "encode_body"]

@@ -1,0 +1,188 @@
+"""Acknowledged events survive kill -9 at any moment (DESIGN.md, "The log" 4, 7, 8).
+
+A child process appends random batches from several threads and prints
+every request before sending it and every acknowledgement after ``append``
+returns. The parent kills it with SIGKILL at random moments (during start-up
+and recovery as well as mid-append), reopens the same data directory and
+checks the store against that acknowledgement oracle, then starts the next
+incarnation, which first retries the requests that were in flight.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from leadtrail.storage import EventLog
+
+
+def _load_faults() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
+    )
+    assert spec is not None and spec.loader is not None
+    if spec.name not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[spec.name]
+
+
+faults = _load_faults()
+
+KILLS = 24
+SEED = int(os.environ.get("LEADTRAIL_FAULT_SEED", "20261128"))
+TIME_BUDGET_S = 75.0
+
+
+class Incarnation:
+    """One child process, its stdout collected line by line until it dies."""
+
+    def __init__(self, command: list[str], stderr_path: Path) -> None:
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self._stderr = open(stderr_path, "w")  # noqa: SIM115 - closed in finish()
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not line.endswith("\n"):
+                break  # cut off by the kill: never a whole acknowledgement
+            self.lines.append(line.rstrip("\n"))
+            if line == "READY\n":
+                self.ready.set()
+
+    def kill_and_wait(self) -> int:
+        self.proc.send_signal(signal.SIGKILL)
+        status = self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self._stderr.close()
+        return status
+
+
+class Oracle:
+    """What the children reported: requests sent and acknowledgements received."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, tuple[int, int | None]] = {}  # id -> (position, recorded_at)
+        self.sent: list[list[int]] = []
+        self.in_flight: list[list[int]] = []
+        self.ack_count = 0
+
+    def absorb(self, lines: list[str]) -> int:
+        pending: dict[tuple[str, ...], list[int]] = {}
+        acks_here = 0
+        for line in lines:
+            kind, _, body = line.partition(" ")
+            if kind == "SEND":
+                numbers = json.loads(body)
+                self.sent.append(numbers)
+                pending[tuple(faults.event_id(n) for n in numbers)] = numbers
+            elif kind == "ACK":
+                acks = json.loads(body)
+                ids = tuple(a[0] for a in acks)
+                assert ids in pending, f"acknowledgement for a request never sent: {ids[:3]}"
+                del pending[ids]
+                acks_here += 1
+                for eid, position, recorded_at, duplicate in acks:
+                    known = self.acked.get(eid)
+                    if duplicate:
+                        assert known is None or known[0] == position, (
+                            f"retry of {eid} reported position {position}, "
+                            f"first acknowledged at {known}"
+                        )
+                        if known is None:
+                            self.acked[eid] = (position, None)
+                    else:
+                        assert known is None, (
+                            f"{eid} stored twice: acknowledged at {known[0]} and {position}"
+                        )
+                        self.acked[eid] = (position, recorded_at)
+        self.in_flight = list(pending.values())
+        self.ack_count += acks_here
+        return acks_here
+
+
+def check_store_against_oracle(data_dir: Path, oracle: Oracle, *, full_queries: bool) -> int:
+    with EventLog.open(data_dir) as log:
+        events = faults.check_log(log)
+        assert log.stats().event_count == len(events)
+        by_id = {e.id: e for e in events}
+        diffs = []
+        for e in events:
+            expected = faults.make_event(faults.event_number(e.id))
+            diffs += faults.event_diff(e, faults.as_stored(expected, e.position, e.recorded_at_ms))
+        assert diffs == [], f"stored events differ from what was sent: {diffs[:5]}"
+        for eid, (position, recorded_at) in oracle.acked.items():
+            expected = faults.make_event(faults.event_number(eid))
+            got = log.get(eid, account_id=expected.account_id)
+            assert got is not None, f"acknowledged {eid} at position {position} is lost"
+            assert got.position == position, f"{eid} moved from {position} to {got.position}"
+            if recorded_at is not None:
+                assert got.recorded_at_ms == recorded_at, f"{eid} recorded_at changed"
+            assert faults.event_diff(got, by_id[eid]) == []
+        for numbers in oracle.sent:
+            present = [faults.event_id(n) in by_id for n in numbers]
+            assert all(present) or not any(present), (
+                f"request {numbers[0]}..{numbers[-1]} is partly stored: {present}"
+            )
+        mismatches = faults.query_mismatches(log, events, scans=None if full_queries else 4)
+        assert mismatches == [], mismatches[:5]
+        return len(events)
+
+
+@pytest.mark.slow
+def test_acknowledged_events_survive_repeated_kill_9(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    data_dir = tmp_path / "store"
+    oracle = Oracle()
+    started = time.monotonic()
+    kills = incarnations_with_acks = 0
+    for incarnation in range(1, KILLS + 1):
+        resend = tmp_path / f"resend-{incarnation}.json"
+        resend.write_text(json.dumps(oracle.in_flight))
+        command = faults.child_command(
+            "append-loop",
+            str(data_dir),
+            f"--incarnation={incarnation}",
+            f"--seed={SEED + incarnation}",
+            "--threads=4",
+            "--max-events=800",
+            f"--resend={resend}",
+        )
+        child = Incarnation(command, tmp_path / f"child-{incarnation}.err")
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.0, 0.6))  # may land in start-up or recovery
+        else:
+            assert child.ready.wait(30), "child never opened the store"
+            time.sleep(rng.uniform(0.01, 0.35))
+        status = child.kill_and_wait()
+        stderr = (tmp_path / f"child-{incarnation}.err").read_text()
+        assert status == -signal.SIGKILL, f"child died on its own ({status}):\n{stderr}"
+        kills += 1
+        if oracle.absorb(child.lines):
+            incarnations_with_acks += 1
+        check_store_against_oracle(data_dir, oracle, full_queries=incarnation == KILLS)
+        if time.monotonic() - started > TIME_BUDGET_S:
+            break
+    assert kills >= 20, f"only {kills} kills within {TIME_BUDGET_S}s"
+    assert incarnations_with_acks >= kills // 2, "too few incarnations got to append"
+    assert len(oracle.acked) >= 500, "too few acknowledged events to mean anything"

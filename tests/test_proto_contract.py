@@ -1,0 +1,321 @@
+"""The ``leadtrail.v1`` wire contract of API.md, checked against the generated code.
+
+Clients find messages, enums and services by their full names, so every name
+API.md fixes must exist top-level in the package with the documented fields,
+enum values and RPC shapes; and the committed generated code must match what
+``proto/generate.py`` produces from the ``.proto`` files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import (
+    Descriptor,
+    EnumDescriptor,
+    FieldDescriptor,
+    ServiceDescriptor,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "leadtrail.v1"
+MODULES = ("event", "submission", "query", "stream", "admin")
+
+for _module in MODULES:
+    # Importing a generated module registers its file in the default pool.
+    importlib.import_module(f"{PACKAGE}.{_module}_pb2")
+    importlib.import_module(f"{PACKAGE}.{_module}_pb2_grpc")
+
+POOL = descriptor_pool.Default()
+
+F = FieldDescriptor
+STRING, BYTES, BOOL = F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_BOOL
+UINT32, UINT64, INT64, DOUBLE = F.TYPE_UINT32, F.TYPE_UINT64, F.TYPE_INT64, F.TYPE_DOUBLE
+TIMESTAMP = "google.protobuf.Timestamp"
+STRUCT = "google.protobuf.Struct"
+VALUE = "google.protobuf.Value"
+
+
+def ours(name: str) -> str:
+    return f"{PACKAGE}.{name}"
+
+
+# A field's expected type: a scalar FieldDescriptor.TYPE_* or the full name of
+# a message or enum; wrapped in a list when the field is repeated.
+FieldType = int | str | list[int] | list[str]
+
+MESSAGES: dict[str, dict[str, FieldType]] = {
+    "Event": {
+        "id": STRING,
+        "type": STRING,
+        "timestamp": TIMESTAMP,
+        "recorded_at": TIMESTAMP,
+        "position": UINT64,
+        "account_id": STRING,
+        "lead_id": STRING,
+        "flow_id": STRING,
+        "entity_id": STRING,
+        "outcome": ours("Outcome"),
+        "reason": STRING,
+        "duration_ms": UINT32,
+        "integration": STRING,
+        "response_code": UINT32,
+        "price": STRING,
+        "details": STRUCT,
+        "lead": STRUCT,
+    },
+    "EventFilter": {
+        "types": [STRING],
+        "lead_id": STRING,
+        "flow_id": STRING,
+        "entity_id": STRING,
+        "outcomes": [ours("Outcome")],
+        "start": TIMESTAMP,
+        "end": TIMESTAMP,
+    },
+    "AppendRequest": {"events": [ours("Event")]},
+    "AppendResponse": {"results": [ours("AppendResult")]},
+    "AppendResult": {
+        "id": STRING,
+        "position": UINT64,
+        "recorded_at": TIMESTAMP,
+        "duplicate": BOOL,
+    },
+    "GetEventRequest": {"id": STRING},
+    "GetTimelineRequest": {"lead_id": STRING},
+    "Timeline": {
+        "lead_id": STRING,
+        "steps": [ours("TimelineStep")],
+        "total_ms": INT64,
+    },
+    "TimelineStep": {
+        "event": ours("Event"),
+        "since_previous_ms": INT64,
+        "changes": [ours("FieldChange")],
+    },
+    "FieldChange": {
+        "field": STRING,
+        "before": VALUE,
+        "after": VALUE,
+        "kind": ours("ChangeKind"),
+    },
+    "QueryEventsRequest": {
+        "filter": ours("EventFilter"),
+        "page_size": UINT32,
+        "page_token": STRING,
+        "descending": BOOL,
+        "include_lead": BOOL,
+    },
+    "QueryEventsResponse": {"events": [ours("Event")], "next_page_token": STRING},
+    "ExportRequest": {
+        "filter": ours("EventFilter"),
+        "format": ours("ExportFormat"),
+        "fields": [STRING],
+    },
+    "ExportChunk": {"data": BYTES},
+    "AggregateRequest": {"filter": ours("EventFilter"), "group_by": [ours("GroupBy")]},
+    "AggregateRow": {"keys": [STRING], "count": UINT64, "price_sum": STRING},
+    "AggregateResponse": {"rows": [ours("AggregateRow")]},
+    "SubscribeRequest": {
+        "filter": ours("EventFilter"),
+        "after_position": UINT64,
+        "from_start": BOOL,
+        "from_end": BOOL,
+        "from_recorded_at": TIMESTAMP,
+    },
+    "SubscribeResponse": {
+        "event": ours("Event"),
+        "checkpoint": ours("Checkpoint"),
+        "caught_up": ours("CaughtUp"),
+    },
+    "Checkpoint": {"position": UINT64},
+    "CaughtUp": {},
+    "GetStatsRequest": {},
+    "Stats": {
+        "event_count": UINT64,
+        "last_position": UINT64,
+        "segment_count": UINT32,
+        "disk_bytes": UINT64,
+        "raw_bytes": UINT64,
+        "log_bytes": UINT64,
+        "index_bytes": UINT64,
+        "dictionary_bytes": UINT64,
+        "bytes_per_event": DOUBLE,
+        "compression_ratio": DOUBLE,
+        "dictionaries": UINT32,
+        "fsync_policy": STRING,
+        "writable": BOOL,
+    },
+    "RetentionPolicy": {"account_id": STRING, "max_age_days": UINT32, "legal_hold": BOOL},
+    "ApplyRetentionRequest": {"now": TIMESTAMP},
+    "ApplyRetentionResponse": {
+        "events_removed": UINT64,
+        "segments_deleted": UINT64,
+        "segments_rewritten": UINT64,
+        "bytes_freed": UINT64,
+    },
+    "VerifyRequest": {},
+    "VerifyReport": {
+        "records_checked": UINT64,
+        "problems": [STRING],
+        "quarantined": [STRING],
+    },
+}
+
+ENUMS: dict[str, list[str]] = {
+    "Outcome": [
+        "OUTCOME_UNSPECIFIED",
+        "OUTCOME_SUCCESS",
+        "OUTCOME_FAILURE",
+        "OUTCOME_ERROR",
+        "OUTCOME_SKIP",
+    ],
+    "ChangeKind": [
+        "CHANGE_KIND_UNSPECIFIED",
+        "CHANGE_KIND_ADDED",
+        "CHANGE_KIND_CHANGED",
+        "CHANGE_KIND_REMOVED",
+    ],
+    "ExportFormat": ["EXPORT_FORMAT_UNSPECIFIED", "EXPORT_FORMAT_JSONL", "EXPORT_FORMAT_CSV"],
+    "GroupBy": [
+        "GROUP_BY_UNSPECIFIED",
+        "GROUP_BY_TYPE",
+        "GROUP_BY_OUTCOME",
+        "GROUP_BY_FLOW",
+        "GROUP_BY_ENTITY",
+        "GROUP_BY_HOUR",
+        "GROUP_BY_DAY",
+    ],
+}
+
+ONEOFS: dict[str, dict[str, set[str]]] = {
+    "SubscribeRequest": {
+        "start": {"after_position", "from_start", "from_end", "from_recorded_at"},
+    },
+    "SubscribeResponse": {"message": {"event", "checkpoint", "caught_up"}},
+}
+
+# (request, response, client streaming, server streaming) per RPC.
+SERVICES: dict[str, dict[str, tuple[str, str, bool, bool]]] = {
+    "SubmissionService": {
+        "Append": ("AppendRequest", "AppendResponse", False, False),
+        "AppendStream": ("AppendRequest", "AppendResponse", True, True),
+    },
+    "QueryService": {
+        "GetEvent": ("GetEventRequest", "Event", False, False),
+        "GetTimeline": ("GetTimelineRequest", "Timeline", False, False),
+        "QueryEvents": ("QueryEventsRequest", "QueryEventsResponse", False, False),
+        "Export": ("ExportRequest", "ExportChunk", False, True),
+        "Aggregate": ("AggregateRequest", "AggregateResponse", False, False),
+    },
+    "StreamService": {
+        "Subscribe": ("SubscribeRequest", "SubscribeResponse", False, True),
+    },
+    "AdminService": {
+        "GetStats": ("GetStatsRequest", "Stats", False, False),
+        "SetRetentionPolicy": ("RetentionPolicy", "SetRetentionPolicyResponse", False, False),
+        "ApplyRetention": ("ApplyRetentionRequest", "ApplyRetentionResponse", False, False),
+        "Verify": ("VerifyRequest", "VerifyReport", False, False),
+    },
+}
+
+
+def message(name: str) -> Descriptor:
+    descriptor = POOL.FindMessageTypeByName(ours(name))
+    assert descriptor.containing_type is None, f"{name} must be top-level"
+    return descriptor
+
+
+def enum(name: str) -> EnumDescriptor:
+    descriptor = POOL.FindEnumTypeByName(ours(name))
+    assert descriptor.containing_type is None, f"{name} must be top-level"
+    return descriptor
+
+
+def service(name: str) -> ServiceDescriptor:
+    return POOL.FindServiceByName(ours(name))
+
+
+def type_of(field: FieldDescriptor) -> FieldType:
+    if field.message_type is not None:
+        name: int | str = field.message_type.full_name
+    elif field.enum_type is not None:
+        name = field.enum_type.full_name
+    else:
+        name = field.type
+    return [name] if field.is_repeated else name  # type: ignore[return-value]
+
+
+def test_generated_code_matches_the_proto_files() -> None:
+    result = subprocess.run(
+        [sys.executable, "proto/generate.py", "--check"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_message_is_top_level_with_documented_fields(name: str) -> None:
+    descriptor = message(name)
+    actual = {field.name: type_of(field) for field in descriptor.fields}
+    for field_name, expected in MESSAGES[name].items():
+        assert field_name in actual, f"{name}.{field_name} is missing"
+        assert actual[field_name] == expected, f"{name}.{field_name} has the wrong type"
+
+
+@pytest.mark.parametrize("name", sorted(ENUMS))
+def test_enum_is_top_level_with_documented_values_in_order(name: str) -> None:
+    descriptor = enum(name)
+    numbered = {value.name: value.number for value in descriptor.values}
+    expected = {value: number for number, value in enumerate(ENUMS[name])}
+    assert numbered == expected
+
+
+@pytest.mark.parametrize("name", sorted(ONEOFS))
+def test_oneof_groups_the_documented_alternatives(name: str) -> None:
+    descriptor = message(name)
+    for oneof_name, members in ONEOFS[name].items():
+        oneof = descriptor.oneofs_by_name[oneof_name]
+        assert {field.name for field in oneof.fields} == members
+
+
+def test_retention_policy_response_is_a_message_of_the_package() -> None:
+    assert message("SetRetentionPolicyResponse").fields_by_name["policy"].message_type is (
+        message("RetentionPolicy")
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_has_documented_rpcs_and_streaming(name: str) -> None:
+    descriptor = service(name)
+    for rpc, (request, response, client_streaming, server_streaming) in SERVICES[name].items():
+        method = descriptor.methods_by_name.get(rpc)
+        assert method is not None, f"{name}.{rpc} is missing"
+        assert method.input_type.full_name == ours(request)
+        assert method.output_type.full_name == ours(response)
+        assert method.client_streaming is client_streaming, f"{name}.{rpc} client streaming"
+        assert method.server_streaming is server_streaming, f"{name}.{rpc} server streaming"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_has_generated_stub_and_servicer(name: str) -> None:
+    module_name = service(name).file.name.removesuffix(".proto").replace("/", ".") + "_pb2_grpc"
+    module = importlib.import_module(module_name)
+    for attribute in (f"{name}Stub", f"{name}Servicer", f"add_{name}Servicer_to_server"):
+        assert hasattr(module, attribute), f"{module_name}.{attribute} is missing"
+
+
+def test_all_names_live_in_the_package_files() -> None:
+    for module_name in MODULES:
+        file = importlib.import_module(f"{PACKAGE}.{module_name}_pb2").DESCRIPTOR
+        assert file.package == PACKAGE
+        assert file.name == f"leadtrail/v1/{module_name}.proto"
