@@ -120,32 +120,41 @@ def _hex(rng: random.Random, digits: int) -> str:
 # Lists long enough that values repeat only as often as they do in real traffic.
 
 _FIRST_NAMES = (
-    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "
-    "Richard Susan Joseph Jessica Thomas Sarah Christopher Karen Charles Lisa Daniel Nancy "
-    "Matthew Betty Anthony Sandra Mark Margaret Donald Ashley Steven Kimberly Andrew Emily "
-    "Paul Donna Joshua Michelle Kenneth Carol Kevin Amanda Brian Melissa George Deborah "
-    "Timothy Stephanie Ronald Dorothy Jason Rebecca Edward Sharon Jeffrey Laura Ryan Cynthia "
-    "Jacob Amy Gary Kathleen Nicholas Angela Eric Shirley Jonathan Brenda Stephen Emma Larry "
-    "Anna Justin Pamela Scott Nicole Brandon Samantha Benjamin Katherine Samuel Christine "
-    "Gregory Debra Alexander Rachel Patrick Carolyn Frank Janet Raymond Maria Jack Olivia "
-    "Dennis Heather Jerry Helen Tyler Catherine Aaron Diane Jose Julie Adam Victoria Nathan "
-    "Joyce Henry Lauren Zachary Kelly Douglas Christina Peter Ruth Kyle Joan Noah Virginia "
-    "Ethan Judith Jeremy Evelyn Walter Hannah Christian Andrea Keith Megan Roger Cheryl "
-    "Terry Jacqueline Austin Madison Sean Teresa Gerald Abigail Carl Sophia Harold Martha"
-).split()
+    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+    "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+    "Sarah", "Christopher", "Karen", "Charles", "Lisa", "Daniel", "Nancy", "Matthew", "Betty",
+    "Anthony", "Sandra", "Mark", "Margaret", "Donald", "Ashley", "Steven", "Kimberly",
+    "Andrew", "Emily", "Paul", "Donna", "Joshua", "Michelle", "Kenneth", "Carol", "Kevin",
+    "Amanda", "Brian", "Melissa", "George", "Deborah", "Timothy", "Stephanie", "Ronald",
+    "Dorothy", "Jason", "Rebecca", "Edward", "Sharon", "Jeffrey", "Laura", "Ryan", "Cynthia",
+    "Jacob", "Amy", "Gary", "Kathleen", "Nicholas", "Angela", "Eric", "Shirley", "Jonathan",
+    "Brenda", "Stephen", "Emma", "Larry", "Anna", "Justin", "Pamela", "Scott", "Nicole",
+    "Brandon", "Samantha", "Benjamin", "Katherine", "Samuel", "Christine", "Gregory", "Debra",
+    "Alexander", "Rachel", "Patrick", "Carolyn", "Frank", "Janet", "Raymond", "Maria", "Jack",
+    "Olivia", "Dennis", "Heather", "Jerry", "Helen", "Tyler", "Catherine", "Aaron", "Diane",
+    "Jose", "Julie", "Adam", "Victoria", "Nathan", "Joyce", "Henry", "Lauren", "Zachary",
+    "Kelly", "Douglas", "Christina", "Peter", "Ruth", "Kyle", "Joan", "Noah", "Virginia",
+    "Ethan", "Judith", "Jeremy", "Evelyn", "Walter", "Hannah", "Christian", "Andrea", "Keith",
+    "Megan", "Roger", "Cheryl", "Terry", "Jacqueline", "Austin", "Madison", "Sean", "Teresa",
+    "Gerald", "Abigail", "Carl", "Sophia", "Harold", "Martha",
+)  # fmt: skip
 
 _LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez "
-    "Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson "
-    "White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott "
-    "Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter "
-    "Roberts Gomez Phillips Evans Turner Diaz Parker Cruz Edwards Collins Reyes Stewart Morris "
-    "Morales Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper Peterson Bailey Reed Kelly "
-    "Howard Ramos Kim Cox Ward Richardson Watson Brooks Chavez Wood James Bennett Gray "
-    "Mendoza Ruiz Hughes Price Alvarez Castillo Sanders Patel Myers Long Ross Foster Jimenez "
-    "Powell Jenkins Perry Russell Sullivan Bell Coleman Butler Henderson Barnes Gonzales "
-    "Fisher Vasquez Simmons Romero Jordan Patterson Alexander Hamilton Graham Reynolds Griffin"
-).split()
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
+    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
+    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
+    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
+    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Gomez", "Phillips", "Evans",
+    "Turner", "Diaz", "Parker", "Cruz", "Edwards", "Collins", "Reyes", "Stewart", "Morris",
+    "Morales", "Murphy", "Cook", "Rogers", "Gutierrez", "Ortiz", "Morgan", "Cooper",
+    "Peterson", "Bailey", "Reed", "Kelly", "Howard", "Ramos", "Kim", "Cox", "Ward",
+    "Richardson", "Watson", "Brooks", "Chavez", "Wood", "James", "Bennett", "Gray", "Mendoza",
+    "Ruiz", "Hughes", "Price", "Alvarez", "Castillo", "Sanders", "Patel", "Myers", "Long",
+    "Ross", "Foster", "Jimenez", "Powell", "Jenkins", "Perry", "Russell", "Sullivan", "Bell",
+    "Coleman", "Butler", "Henderson", "Barnes", "Gonzales", "Fisher", "Vasquez", "Simmons",
+    "Romero", "Jordan", "Patterson", "Alexander", "Hamilton", "Graham", "Reynolds", "Griffin",
+)  # fmt: skip
 
 _EMAIL_DOMAINS = (
     ("gmail.com", 44), ("yahoo.com", 16), ("hotmail.com", 9), ("outlook.com", 6),
@@ -155,12 +164,14 @@ _EMAIL_DOMAINS = (
 )  # fmt: skip
 
 _STREET_NAMES = (
-    "Main Oak Maple Cedar Pine Elm Washington Lake Hill Park Sunset Highland Meadow Forest "
-    "Lincoln Jefferson Madison Franklin Chestnut Willow Walnut Spring Church River Ridge "
-    "Valley Jackson Adams Center Mill Cherry Dogwood Magnolia Hickory Laurel Birch Prospect "
-    "Fairview Woodland Lakeview Broad Union Grove Railroad Smith Canyon Vista Sierra Mesa"
-).split()
-_STREET_SUFFIXES = "St Ave Rd Dr Ln Blvd Ct Way Pl Cir Ter Pkwy".split()
+    "Main", "Oak", "Maple", "Cedar", "Pine", "Elm", "Washington", "Lake", "Hill", "Park",
+    "Sunset", "Highland", "Meadow", "Forest", "Lincoln", "Jefferson", "Madison", "Franklin",
+    "Chestnut", "Willow", "Walnut", "Spring", "Church", "River", "Ridge", "Valley", "Jackson",
+    "Adams", "Center", "Mill", "Cherry", "Dogwood", "Magnolia", "Hickory", "Laurel", "Birch",
+    "Prospect", "Fairview", "Woodland", "Lakeview", "Broad", "Union", "Grove", "Railroad",
+    "Smith", "Canyon", "Vista", "Sierra", "Mesa",
+)  # fmt: skip
+_STREET_SUFFIXES = ("St", "Ave", "Rd", "Dr", "Ln", "Blvd", "Ct", "Way", "Pl", "Cir", "Ter", "Pkwy")
 
 # (city, state, first three zip digits, area codes)
 _CITIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -505,15 +516,14 @@ def _shapes(flow: Flow, lengths: range) -> list[_Shape]:
 _HOURLY_TRAFFIC = (
     2, 1.5, 1, 1, 1, 1.5, 3, 5, 7, 9, 10, 10, 9.5, 9, 8.5, 8, 8, 8.5, 9, 9, 8, 6, 4, 3,
 )  # fmt: skip
-_TRAFFIC_CDF = tuple(
-    sum(_HOURLY_TRAFFIC[:h]) / sum(_HOURLY_TRAFFIC) for h in range(len(_HOURLY_TRAFFIC) + 1)
-)
+_TRAFFIC_CDF = tuple(sum(_HOURLY_TRAFFIC[:h]) / sum(_HOURLY_TRAFFIC) for h in range(len(_HOURLY_TRAFFIC) + 1))
 
 _COMMENT_WORDS = (
-    "please call after five pm weekdays only prefers text message about rates interested in "
-    "lower monthly payment has questions about the offer spouse also on the application "
-    "looking to start next month compare quotes"
-).split()
+    "please", "call", "after", "five", "pm", "weekdays", "only", "prefers", "text", "message",
+    "about", "rates", "interested", "in", "lower", "monthly", "payment", "has", "questions",
+    "about", "the", "offer", "spouse", "also", "on", "the", "application", "looking", "to",
+    "start", "next", "month", "compare", "quotes",
+)  # fmt: skip
 
 
 class LeadFlowSimulator:
@@ -603,13 +613,17 @@ class LeadFlowSimulator:
         snapshot.update(_parsed(rng, snapshot))
         for enhancement in _ENHANCEMENTS:
             snapshot.update(_appended(rng, enhancement, snapshot))
-        optional = ["sub_id", "reference", "landing_page_url", "jornaya_leadid", "user_agent"]
+        optional = [
+            "sub_id", "best_time_to_call", "reference", "trustedform_ping_url",
+            "landing_page_url", "jornaya_leadid", "user_agent",
+        ]  # fmt: skip
         snapshot["comments"] = ""
         while snapshot_bytes(snapshot) > target_bytes and optional:
             del snapshot[optional.pop(0)]
         room = target_bytes - snapshot_bytes(snapshot)
         if room < 0:
-            raise ValueError(f"target_bytes {target_bytes}: smaller than a minimal snapshot")
+            minimum = target_bytes - room
+            raise ValueError(f"target_bytes {target_bytes}: below the minimum of {minimum}")
         words: list[str] = []
         while sum(len(w) + 1 for w in words) <= room:
             words.append(rng.choice(_COMMENT_WORDS))
@@ -622,10 +636,9 @@ class LeadFlowSimulator:
     def _lengths(events_per_lead: int | None) -> range:
         if events_per_lead is None:
             return range(DEFAULT_EVENTS_RANGE[0], DEFAULT_EVENTS_RANGE[1] + 1)
-        if not DEFAULT_EVENTS_RANGE[0] <= events_per_lead <= _MAX_EVENTS:
-            raise ValueError(
-                f"events_per_lead {events_per_lead}: must be in {DEFAULT_EVENTS_RANGE[0]}..{_MAX_EVENTS}"
-            )
+        low = DEFAULT_EVENTS_RANGE[0]
+        if not low <= events_per_lead <= _MAX_EVENTS:
+            raise ValueError(f"events_per_lead {events_per_lead}: must be in {low}..{_MAX_EVENTS}")
         return range(events_per_lead, events_per_lead + 1)
 
     def _arrival_offset_ms(self, fraction: float) -> int:
@@ -639,7 +652,7 @@ class LeadFlowSimulator:
         return min(int(position * self._span_ms), self._span_ms - 1)
 
     def _journey(self, flow: Flow, shape: _Shape, arrival_ms: int) -> list[SimulatedEvent]:
-        """Render one journey; the lead's data is redrawn until every snapshot fits the size range."""
+        """Render one journey, redrawing the lead's data until every snapshot fits the size range."""
         rng = self._rng
         vertical = next(v for v in _VERTICALS if v.key == flow.vertical)
         source = rng.choice(flow.sources)
@@ -655,7 +668,7 @@ class LeadFlowSimulator:
                 shape, raw, duplicate_of[1] if duplicate_of else None
             )
             sizes = (snapshot_bytes(events[0]["lead"]), snapshot_bytes(events[-1]["lead"]))
-            if SNAPSHOT_MIN_BYTES <= sizes[0] and sizes[1] <= SNAPSHOT_MAX_BYTES:
+            if sizes[0] >= SNAPSHOT_MIN_BYTES and sizes[1] <= SNAPSHOT_MAX_BYTES:
                 break
         else:  # pragma: no cover - the reference data makes this unreachable
             raise RuntimeError(f"no snapshot of {lead_id} fits the size range")
@@ -663,15 +676,14 @@ class LeadFlowSimulator:
         self._seen.append((identity, arrival_ms))
         return events
 
+
 _IDENTITY_FIELDS = (
     "first_name", "last_name", "email", "phone_1", "address_1", "city", "state",
     "postal_code", "dob", "gender",
 )  # fmt: skip
 
 
-def _person(
-    rng: random.Random, vertical: _Vertical, lead_id: str, source_name: str
-) -> dict[str, Any]:
+def _person(rng: random.Random, vertical: _Vertical, lead_id: str, source_name: str) -> dict[str, Any]:
     """The fields as a source posts them: raw text, nothing parsed or appended."""
     first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
     domain = rng.choices(*zip(*_EMAIL_DOMAINS, strict=True))[0]
@@ -704,8 +716,7 @@ def _person(
         "last_name": last,
         "email": f"{local}@{domain}",
         "phone_1": phone,
-        "address_1": f"{rng.randint(1, 9999)} {rng.choice(_STREET_NAMES)} "
-        f"{rng.choice(_STREET_SUFFIXES)}",
+        "address_1": f"{rng.randint(1, 9999)} {rng.choice(_STREET_NAMES)} {rng.choice(_STREET_SUFFIXES)}",
         "city": city,
         "state": state,
         "postal_code": f"{zip3}{rng.randint(0, 99):02d}",
@@ -715,16 +726,18 @@ def _person(
         f"{rng.randint(1, 254)}",
         "user_agent": ua,
         "trustedform_cert_url": f"https://cert.trustedform.com/{_hex(rng, 40)}",
+        "trustedform_ping_url": f"https://ping.trustedform.com/0.{_hex(rng, 40)}",
         "jornaya_leadid": "-".join(_hex(rng, n) for n in (8, 4, 4, 4, 12)).upper(),
-        "landing_page_url": f"https://{rng.choice(_LANDING_SITES)}/"
-        f"{rng.choice(_LANDING_PATHS)}{utm}",
+        "landing_page_url": f"https://{rng.choice(_LANDING_SITES)}/{rng.choice(_LANDING_PATHS)}{utm}",
         "sub_id": f"{rng.choice(('aff', 'pub', 'sub'))}_{rng.randint(100, 99999)}",
         "tcpa_consent": True,
+        "best_time_to_call": rng.choice(("morning", "afternoon", "evening", "anytime")),
         "reference": "".join(rng.choices(string.ascii_uppercase + string.digits, k=12)),
         "source.name": source_name,
     }
     lead.update(vertical.fields(rng))
     return lead
+
 
 def _parsed(rng: random.Random, lead: dict[str, Any]) -> dict[str, Any]:
     """Components the platform parses out of typed fields when it accepts a lead."""
@@ -737,9 +750,8 @@ def _parsed(rng: random.Random, lead: dict[str, Any]) -> dict[str, Any]:
         "phone_1.type": rng.choices(("mobile", "home", "work"), weights=(80, 15, 5))[0],
     }
 
-def _appended(
-    rng: random.Random, enhancement: Enhancement, lead: dict[str, Any]
-) -> dict[str, Any]:
+
+def _appended(rng: random.Random, enhancement: Enhancement, lead: dict[str, Any]) -> dict[str, Any]:
     """What a successful call of the service appends to the snapshot."""
     prefix = f"appended.{enhancement.service}."
     if enhancement.service == "trustedform":
@@ -825,14 +837,16 @@ class _Journey:
         self,
         shape: _Shape,
         raw: dict[str, Any],
-                first_seen_ms: int | None,
+        first_seen_ms: int | None,
     ) -> list[SimulatedEvent]:
         rng = self.rng
         rejection = ""
         if shape.end == "rejected":
             if first_seen_ms is not None or rng.random() < 0.5:
-                seen = first_seen_ms if first_seen_ms is not None else (
-                    self.arrival_ms - rng.randint(1, 60) * DAY_MS
+                seen = (
+                    first_seen_ms
+                    if first_seen_ms is not None
+                    else (self.arrival_ms - rng.randint(1, 60) * DAY_MS)
                 )
                 rejection = f"Duplicate: previously submitted {_date(seen)}"
             else:
@@ -962,9 +976,8 @@ class _Journey:
             elif must_fail:
                 plan.append(rng.choices(("cap", "declined", "error"), weights=(55, 30, 15))[0])
             else:
-                plan.append(
-                    rng.choices(("delivered", "cap", "declined", "error"), weights=(80, 10, 6, 4))[0]
-                )
+                outcomes = ("delivered", "cap", "declined", "error")
+                plan.append(rng.choices(outcomes, weights=(80, 10, 6, 4))[0])
         if shape.feedback and not any(p in ("delivered", "retry_ok") for p in plan):
             slot = last if self.flow.exclusive else rng.randrange(shape.tried)
             plan[slot] = "retry_ok" if slot in retried else "delivered"
@@ -1001,9 +1014,7 @@ class _Journey:
                 entity_id=recipient.id,
                 duration_ms=self.latency(380),
                 gap_ms=self.gap(10, 150),
-                reason=rng.choice(
-                    ("Duplicate", "Rejected: outside coverage area", "Bid below floor price")
-                ),
+                reason=rng.choice(("Duplicate", "Rejected: outside coverage area", "Bid below floor price")),
                 integration=recipient.integration,
                 response_code=200,
                 details={"buyer": recipient.name, "url": url, "response": "rejected"},

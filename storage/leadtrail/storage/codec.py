@@ -117,7 +117,7 @@ class Dictionaries:
 
     def train(self, samples: list[bytes]) -> int:
         """Train, persist durably, then publish a new dictionary; returns its id."""
-        trained = zstandard.train_dictionary(self._size, samples, level=self._level)
+        trained = zstandard.train_dictionary(self._size, list[bytes | bytearray | memoryview](samples), level=self._level)
         body = trained.as_bytes()
         with self._lock:
             dict_id = self.current_id + 1

@@ -1,0 +1,281 @@
+"""The snapshot codec: what goes in comes out, bit for bit, whatever the dictionary.
+
+Snapshots are compressed with zstd dictionaries trained from the first
+snapshots and retrained when the ratio decays. None of that may change a
+value: not before training, not after, not after reopening, not for records
+written under a dictionary that has since been replaced.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+from leadtrail.storage import Event, EventLog, Options, Outcome
+
+TRAINING_SAMPLES = 200
+
+
+def canon(value: Any) -> Any:
+    """A form of a JSON value where 1, 1.0, True and 0.0, -0.0 are all different."""
+    if isinstance(value, dict):
+        return {key: canon(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [canon(item) for item in value]
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, value)
+
+
+def assert_round_trips(stored: Event | None, sent: Event) -> None:
+    assert stored is not None
+    assert canon(dict(stored.lead)) == canon(dict(sent.lead))
+    assert canon(dict(stored.details)) == canon(dict(sent.details))
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.text(st.characters(exclude_categories=("Cs",))), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+snapshots = st.dictionaries(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=30), json_values, max_size=10
+)
+
+EDGE_SNAPSHOTS: list[dict[str, Any]] = [
+    {},
+    {"": ""},
+    {"unicode": "héllo wörld — 中文 — العربية — 😀👍🏽 — \u0000 \u2028 \ufeff \U0010ffff"},
+    {"ключ.ünïcödé.😀": "v", "tab\tkey": 'quote" backslash\\ newline\n'},
+    {"big": 2**53, "negative_big": -(2**53), "zero": 0, "one": 1, "minus_one": -1},
+    {"floats": [0.0, -0.0, 1.0, -1.5, 1e-300, 1.7976931348623157e308, 5e-324, 0.1, 1 / 3]},
+    {"one_float": 1.0, "one_int": 1, "true": True, "false": False, "none": None},
+    {"nested": {"a": {"b": {"c": [1, [2, [3, {"d": None}]]]}}}, "empty": {}, "empty_list": []},
+    {"long": "x" * 5000, "long_unicode": "😀" * 2000},
+    {"email.valid": True, "appended.phone_check.carrier": "Verizon", "price_like": "25.00"},
+]
+
+FIRST = ("Ana", "Bo", "Chen", "Dara", "Émile", "Farah", "Gus", "Hiro", "Ines", "José")
+LAST = ("Smith", "Nguyen", "García", "Okafor", "Kowalski", "Ivanova", "Tanaka", "Brown")
+DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "example.org")
+STATES = ("CA", "TX", "NY", "FL", "IL", "PA", "OH", "GA")
+CARRIERS = ("Verizon", "AT&T", "T-Mobile", "US Cellular")
+
+
+def realistic_lead(rng: random.Random, n: int) -> dict[str, Any]:
+    """A lead snapshot shaped like a consumer-loan lead after enrichment."""
+    first, last, domain = rng.choice(FIRST), rng.choice(LAST), rng.choice(DOMAINS)
+    area = rng.randrange(201, 989)
+    return {
+        "email": f"{first.lower()}.{last.lower()}{n}@{domain}",
+        "email.valid": rng.random() < 0.9,
+        "email.domain": domain,
+        "phone": f"+1{area}{rng.randrange(10**7):07d}",
+        "phone.area": str(area),
+        "first_name": first,
+        "last_name": last,
+        "address.street": f"{rng.randrange(1, 9999)} {rng.choice(('Oak', 'Main', 'Elm'))} St",
+        "address.state": rng.choice(STATES),
+        "address.zip": f"{rng.randrange(10**5):05d}",
+        "loan.amount": rng.randrange(1_000, 50_000, 500),
+        "loan.purpose": rng.choice(("debt_consolidation", "home_improvement", "auto")),
+        "credit.score_band": rng.choice(("excellent", "good", "fair", "poor")),
+        "income.monthly": round(rng.uniform(1500, 12000), 2),
+        "consent.trustedform_url": f"https://cert.trustedform.com/{rng.getrandbits(160):040x}",
+        "ip": f"{rng.randrange(1, 255)}.{rng.randrange(256)}.{rng.randrange(256)}.{n % 256}",
+        "appended.phone_check.carrier": rng.choice(CARRIERS),
+        "appended.phone_check.line_type": rng.choice(("mobile", "landline", "voip")),
+        "utm.source": rng.choice(("google", "facebook", "bing", "affiliate_17")),
+        "submitted_at": f"2025-0{rng.randrange(1, 10)}-1{rng.randrange(10)}T12:00:00Z",
+    }
+
+
+def vehicle_lead(rng: random.Random, n: int) -> dict[str, Any]:
+    """A differently shaped snapshot: the dictionary trained on loans fits it poorly."""
+    return {
+        "vehicle.vin": "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ0123456789") for _ in range(17)),
+        "vehicle.make": rng.choice(("Toyota", "Subaru", "Ford", "Tesla", "Kia")),
+        "vehicle.model_year": rng.randrange(1995, 2026),
+        "insurance.current_carrier": rng.choice(("Geico", "Progressive", "Allstate")),
+        "insurance.continuous_coverage_months": rng.randrange(0, 120),
+        "driver.violations": [rng.choice(("speeding", "dui", "none")) for _ in range(3)],
+        "driver.license_state": rng.choice(STATES),
+        "quote.requested_coverages": {"liability": True, "collision": rng.random() < 0.5},
+        "quote.reference": f"Q-{n:08d}-{rng.getrandbits(64):016x}",
+    }
+
+
+def event(n: int, lead: dict[str, Any], details: dict[str, Any] | None = None) -> Event:
+    return Event(
+        type="source.submitted",
+        lead_id=f"lead-{n}",
+        flow_id="flow-1",
+        timestamp_ms=1_700_000_000_000 + n,
+        outcome=Outcome.SUCCESS,
+        price="-3.50",
+        details={"rule_set": "intake", "n": n} if details is None else details,
+        lead=lead,
+    )
+
+
+def append_all(log: EventLog, events: list[Event], batch: int = 10) -> list[int]:
+    positions = []
+    for i in range(0, len(events), batch):
+        positions += [r.position for r in log.append(events[i : i + batch])]
+    return positions
+
+
+def assert_all_round_trip(log: EventLog, sent: list[Event], positions: list[int]) -> None:
+    by_position = {e.position: e for e in log.read_from(1)}
+    for position, event in zip(positions, sent, strict=True):
+        assert_round_trips(by_position.get(position), event)
+
+
+@pytest.fixture(scope="module", params=["untrained", "trained"])
+def shared_log(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EventLog]:
+    data = tmp_path_factory.mktemp("codec") / "data"
+    with EventLog.open(data, Options(dictionary_training_samples=TRAINING_SAMPLES)) as log:
+        if request.param == "trained":
+            rng = random.Random(1)
+            append_all(log, [event(n, realistic_lead(rng, n)) for n in range(TRAINING_SAMPLES + 50)])
+            assert log.stats().dictionaries >= 1
+        yield log
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(leads=st.lists(snapshots, min_size=1, max_size=4), details=snapshots)
+def test_any_json_snapshot_round_trips_exactly(
+    shared_log: EventLog, leads: list[dict[str, Any]], details: dict[str, Any]
+) -> None:
+    sent = [event(n, lead, details) for n, lead in enumerate(leads)]
+    results = shared_log.append(sent)
+    for result, one in zip(results, sent, strict=True):
+        assert_round_trips(shared_log.get(result.id), one)
+    [from_log] = shared_log.read_from(results[0].position, limit=1)
+    assert_round_trips(from_log, sent[0])
+
+
+def test_snapshots_round_trip_across_training_and_reopen(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    data = tmp_path / "data"
+    options = Options(dictionary_training_samples=TRAINING_SAMPLES, segment_bytes=64 * 1024)
+    sent = []
+    for n in range(3 * TRAINING_SAMPLES):
+        lead = realistic_lead(rng, n)
+        lead.update(EDGE_SNAPSHOTS[n % len(EDGE_SNAPSHOTS)])
+        sent.append(event(n, lead, EDGE_SNAPSHOTS[(n + 3) % len(EDGE_SNAPSHOTS)]))
+    sent += [event(n, edge) for n, edge in enumerate(EDGE_SNAPSHOTS, start=len(sent))]
+    with EventLog.open(data, options) as log:
+        positions = append_all(log, sent)
+        assert log.stats().dictionaries >= 1, "a dictionary was trained"
+        assert_all_round_trip(log, sent, positions)
+    assert list((data / "dictionaries").glob("*.zdict"))
+    with EventLog.open(data, options) as log:
+        assert_all_round_trip(log, sent, positions)
+        assert log.verify().problems == []
+    shutil.rmtree(data / "index")
+    with EventLog.open(data, options) as log:
+        assert_all_round_trip(log, sent, positions)
+        for position in positions[::37]:
+            [stored] = log.read_from(position, limit=1)
+            assert_round_trips(log.get(stored.id), sent[positions.index(position)])
+
+
+def test_old_records_stay_readable_after_the_dictionary_is_retrained(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    data = tmp_path / "data"
+    options = Options(dictionary_training_samples=TRAINING_SAMPLES)
+    loans = [event(n, realistic_lead(rng, n)) for n in range(2 * TRAINING_SAMPLES)]
+    vehicles = [event(n, vehicle_lead(rng, n)) for n in range(10_000, 10_000 + 8 * TRAINING_SAMPLES)]
+    with EventLog.open(data, options) as log:
+        loan_positions = append_all(log, loans)
+        trained = log.stats().dictionaries
+        assert trained >= 1
+        vehicle_positions = append_all(log, vehicles)
+        assert log.stats().dictionaries > trained, "a decayed ratio retrains the dictionary"
+        assert_all_round_trip(log, loans, loan_positions)
+        assert_all_round_trip(log, vehicles, vehicle_positions)
+    assert len(list((data / "dictionaries").glob("*.zdict"))) >= 2
+    with EventLog.open(data, options) as log:
+        assert_all_round_trip(log, loans, loan_positions)
+        assert_all_round_trip(log, vehicles, vehicle_positions)
+        assert log.verify().problems == []
+
+
+@pytest.mark.parametrize(
+    "make_lead",
+    [
+        pytest.param(lambda n: {}, id="empty snapshots"),
+        pytest.param(lambda n: {"a": 1}, id="identical snapshots"),
+        pytest.param(lambda n: {"n": n}, id="tiny snapshots"),
+    ],
+)
+def test_training_on_degenerate_snapshots_never_fails_an_append(tmp_path: Path, make_lead: Any) -> None:
+    data = tmp_path / "data"
+    options = Options(dictionary_training_samples=TRAINING_SAMPLES)
+    rng = random.Random(4)
+    sent = [event(n, make_lead(n)) for n in range(TRAINING_SAMPLES + 100)]
+    sent += [event(n, realistic_lead(rng, n)) for n in range(len(sent), len(sent) + 50)]
+    with EventLog.open(data, options) as log:
+        positions = append_all(log, sent, batch=25)
+        assert_all_round_trip(log, sent, positions)
+    with EventLog.open(data, options) as log:
+        assert_all_round_trip(log, sent, positions)
+        assert log.stats().writable
+
+
+def test_stats_show_compression_of_realistic_snapshots(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    with EventLog.open(tmp_path / "data", Options(dictionary_training_samples=200)) as log:
+        append_all(log, [event(n, realistic_lead(rng, n)) for n in range(1000)], batch=50)
+        stats = log.stats()
+    assert stats.event_count == 1000
+    assert stats.dictionaries >= 1
+    assert stats.dictionary_bytes > 0
+    assert stats.raw_bytes > 0 and stats.log_bytes > 0
+    assert stats.compression_ratio > 1
+    assert stats.compression_ratio == pytest.approx(stats.raw_bytes / stats.log_bytes, rel=0.01)
+    assert stats.bytes_per_event > 0
+    assert stats.disk_bytes >= stats.log_bytes + stats.dictionary_bytes
+
+
+def test_realistic_snapshots_round_trip_with_replaced_fields(tmp_path: Path) -> None:
+    # Consecutive snapshots of one lead differ by a few fields: the common case.
+    rng = random.Random(6)
+    lead = realistic_lead(rng, 0)
+    sent = []
+    for n in range(TRAINING_SAMPLES + 60):
+        lead = {**lead, f"step.{n % 7}": n, "email.valid": n % 2 == 0}
+        if n % 11 == 0:
+            lead.pop("phone", None)
+        sent.append(replace(event(n, dict(lead)), lead_id="one-lead"))
+    with EventLog.open(tmp_path / "data", Options(dictionary_training_samples=200)) as log:
+        positions = append_all(log, sent)
+        assert_all_round_trip(log, sent, positions)
+        timeline = log.timeline("one-lead")
+        assert [canon(dict(e.lead)) for e in timeline] == [canon(e.lead) for e in sent]
