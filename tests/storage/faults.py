@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from crc32c import crc32c
-
 from leadtrail.storage import (
     Event,
     EventFilter,
@@ -108,7 +107,7 @@ def lead_snapshot(n: int) -> dict[str, Any]:
             "zip": f"{rng.randrange(10000, 99999)}",
         },
         "income": rng.randrange(20_000, 250_000),
-        "consent": {"tcpa": True, "text": "I agree to be contacted – Zoë, 東京 ✓"},
+        "consent": {"tcpa": True, "text": "I agree to be contacted - Zoë, 東京 ✓"},
         "tags": rng.sample(_TAGS, 3),
         "seen": None,
         "stage": TYPES[n % len(TYPES)],
@@ -297,16 +296,25 @@ def standard_filters(accounts: Iterable[str] = ACCOUNTS) -> list[EventFilter]:
     return filters
 
 
-def query_mismatches(log: EventLog, events: Sequence[Event], *, scans: int | None = None) -> list[str]:
-    """Where timeline/scan disagree with the model built from ``events`` (the log)."""
+def query_mismatches(
+    log: EventLog,
+    events: Sequence[Event],
+    *,
+    scans: int | None = None,
+    filters: Sequence[EventFilter] | None = None,
+    limit: int = 17,
+) -> list[str]:
+    """Where timeline/scan disagree with the model built from ``events`` (the log).
+
+    Runs ``filters`` (default: the first ``scans`` of ``standard_filters``).
+    """
     problems = []
     accounts = sorted({e.account_id for e in events} | {"default"})
-    filters = standard_filters(accounts)
-    if scans is not None:
-        filters = filters[:scans]
+    if filters is None:
+        filters = standard_filters(accounts)[:scans]
     for flt in filters:
         for descending in (False, True):
-            got = scan_all(log, flt, descending=descending)
+            got = scan_all(log, flt, descending=descending, limit=limit)
             if got != model_scan(events, flt, descending=descending):
                 problems.append(f"scan({flt}, descending={descending}) disagrees with the log")
     for account in accounts:
@@ -486,6 +494,17 @@ def event_spans(path: Path) -> list[RecordSpan]:
     return [s for s in record_spans(path) if s.kind == KIND_EVENT]
 
 
+EVENT_PREFIX = struct.Struct("<QQBIQB")  # recorded_at, timestamp, codec, dictionary, base, len
+
+
+def delta_base(path: Path, span: RecordSpan) -> int:
+    """The position whose snapshot an event record is a delta against (0: a full snapshot)."""
+    with open(path, "rb") as f:
+        f.seek(span.offset + RECORD_HEADER.size)
+        prefix = f.read(EVENT_PREFIX.size)
+    return int(EVENT_PREFIX.unpack(prefix)[4])
+
+
 def segment_header(base: int) -> bytes:
     head = struct.pack("<8sB3xQ", b"LTSEGMNT", 1, base)
     return head + struct.pack("<I", crc32c(head))
@@ -535,9 +554,9 @@ def stray_files(data_dir: Path) -> list[str]:
             elif top == "dictionaries":
                 ok = name.endswith(".zdict") and name[:-6].isdigit()
             elif top == "quarantine":
-                ok = name.endswith(".bad")
+                ok = name.endswith(".bad") or name == "REPORT.jsonl"
             else:
-                ok = str(rel) in ("LOCK", "retention.json")
+                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json")
             if not ok:
                 stray.append(str(rel))
     return sorted(stray)

@@ -57,13 +57,16 @@ json_values = st.recursive(
     ),
     max_leaves=25,
 )
+# Top-level field names are 1..256 characters (the engine's rule for dotted names).
 snapshots = st.dictionaries(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=30), json_values, max_size=10
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30),
+    json_values,
+    max_size=10,
 )
 
 EDGE_SNAPSHOTS: list[dict[str, Any]] = [
     {},
-    {"": ""},
+    {"nested": {"": "an empty nested field name"}},
     {"unicode": "héllo wörld — 中文 — العربية — 😀👍🏽 — \u0000 \u2028 \ufeff \U0010ffff"},
     {"ключ.ünïcödé.😀": "v", "tab\tkey": 'quote" backslash\\ newline\n'},
     {"big": 2**53, "negative_big": -(2**53), "zero": 0, "one": 1, "minus_one": -1},

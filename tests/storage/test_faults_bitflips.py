@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from leadtrail.storage import CorruptionError, Event, EventLog, Options
 
 
@@ -211,3 +210,28 @@ def test_damaged_record_followed_by_valid_ones_in_last_segment_is_corruption_not
         assert log.verify().quarantined
         positions = [e.position for e in faults.check_log(log, gapless=False)]
         assert positions == [1, 3, 4, 5, 6, 7]
+
+
+def test_quarantine_never_leaves_an_event_whose_snapshot_base_was_quarantined(
+    tmp_path: Path,
+) -> None:
+    """Snapshots of one lead are stored as deltas against the previous one (FORMAT.md)."""
+    store = tmp_path / "store"
+    chain = [69 * j + 3 for j in range(7)]  # one account, one lead
+    stored: list[Event] = []
+    with EventLog.open(store) as log:
+        for n in chain:
+            stored += faults.append_numbers(log, [n]).values()
+    [segment] = faults.segment_paths(store)
+    spans = faults.event_spans(segment)
+    assert faults.delta_base(segment, spans[2]) == spans[1].position, "no delta chain to test"
+    faults.flip_bit(segment, (spans[1].offset + 20 + spans[1].size // 2) * 8)
+
+    with EventLog.open(store, Options(quarantine=True)) as log:
+        events = faults.check_log(log, gapless=False)
+        assert events[0] == stored[0]
+        assert stored[1].id not in {e.id for e in events}
+        for expected in stored:
+            got = log.get(expected.id, account_id=expected.account_id)
+            assert got is None or faults.event_diff(got, expected) == []
+        assert log.timeline(stored[0].lead_id, account_id=stored[0].account_id) == events

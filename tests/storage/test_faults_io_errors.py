@@ -17,9 +17,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
-
 from leadtrail.storage import Event, EventLog, NotWritableError, Options
 
 
@@ -120,10 +120,9 @@ def check_one_fault(
     store: Path,
     scenario: Scenario,
     before: list[Event],
-    files: object,
+    files: Any,
     probe_ops: list[str],
 ) -> None:
-    assert isinstance(files, faults.InjectedFiles)
     where = f"fault at operation {files.fail_at} ({probe_ops[files.fail_at - 1]})"
     faults.copy_store(prestate, store)
     first = len(before) + 1
@@ -185,7 +184,8 @@ def check_one_fault(
             assert all(stored) or not any(stored), f"{where}: a failed request is partly stored"
             for got, sent in zip(stored, request, strict=True):
                 if got is not None:
-                    assert faults.event_diff(got, faults.as_stored(sent, got.position, got.recorded_at_ms)) == []
+                    expected = faults.as_stored(sent, got.position, got.recorded_at_ms)
+                    assert faults.event_diff(got, expected) == [], where
         assert set(present) <= {e.id for e in before} | {
             e.id for request in numbered_requests(scenario.requests, first) for e in request
         }

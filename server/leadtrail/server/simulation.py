@@ -408,13 +408,27 @@ _SOURCE_NAMES = (
     "Redwood Traffic", "Atlas Data Partners", "Brightline Media", "Crescent Affiliates",
     "Evergreen Lead Co", "Vertex Ads",
 )  # fmt: skip
-_RECIPIENT_NAMES = (
-    "Premier Leads LLC", "First Choice Lending", "Guardian Insurance Group",
-    "National Rate Partners", "SunState Solar", "Heritage Mortgage", "Liberty Auto Direct",
-    "Cornerstone Financial", "BrightPath Loans", "Apex Home Energy", "Union Coverage Agency",
-    "Lakeside Credit Union", "Frontier Policy Co", "Goldline Capital", "Meridian Solar",
-    "Trinity Insurance Brokers",
-)  # fmt: skip
+# Buyers and the verticals they buy: a flow only sells to buyers of its vertical.
+_LOANS, _AUTO, _MORTGAGE, _SOLAR = "personal_loan", "auto_insurance", "mortgage_refi", "solar"
+_RECIPIENT_NAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Premier Leads LLC", (_LOANS, _AUTO, _MORTGAGE, _SOLAR)),
+    ("First Choice Lending", (_LOANS,)),
+    ("Guardian Insurance Group", (_AUTO,)),
+    ("National Rate Partners", (_LOANS, _MORTGAGE)),
+    ("SunState Solar", (_SOLAR,)),
+    ("Heritage Mortgage", (_MORTGAGE,)),
+    ("Liberty Auto Direct", (_AUTO,)),
+    ("Cornerstone Financial", (_LOANS, _MORTGAGE)),
+    ("BrightPath Loans", (_LOANS,)),
+    ("Apex Home Energy", (_SOLAR,)),
+    ("Union Coverage Agency", (_AUTO,)),
+    ("Lakeside Credit Union", (_LOANS, _MORTGAGE)),
+    ("Frontier Policy Co", (_AUTO,)),
+    ("Goldline Capital", (_LOANS, _MORTGAGE)),
+    ("Meridian Solar", (_SOLAR,)),
+    ("Trinity Insurance Brokers", (_AUTO,)),
+    ("Clearsky Energy Partners", (_SOLAR,)),
+)
 _ENHANCEMENTS = (
     Enhancement("trustedform", "svc_trustedform", "trustedform_consent", 140, 5000),
     Enhancement("phone_check", "svc_phone_check", "phone_check", 110, 3000),
@@ -427,17 +441,20 @@ def _build_flows(rng: random.Random, count: int) -> tuple[Flow, ...]:
         Source(f"src_{_hex(rng, 16)}", name, rng.choice(("form_post", "json_post", "ping_post")))
         for name in _SOURCE_NAMES
     )
-    recipients = tuple(
-        Recipient(
-            id=f"rcp_{_hex(rng, 16)}",
-            name=name,
-            integration=rng.choice(("custom_json", "form_post", "xml_post", "ping_post")),
-            host="api." + "".join(c for c in name.lower() if c.isalnum())[:18] + ".com",
-            daily_cap=rng.choice((50, 100, 100, 150, 200, 250, 500)),
-            hourly_cap=rng.choice((10, 15, 20, 25, 40)),
+    recipients = [
+        (
+            Recipient(
+                id=f"rcp_{_hex(rng, 16)}",
+                name=name,
+                integration=rng.choice(("custom_json", "form_post", "xml_post", "ping_post")),
+                host="api." + "".join(c for c in name.lower() if c.isalnum())[:18] + ".com",
+                daily_cap=rng.choice((50, 100, 100, 150, 200, 250, 500)),
+                hourly_cap=rng.choice((10, 15, 20, 25, 40)),
+            ),
+            verticals,
         )
-        for name in _RECIPIENT_NAMES
-    )
+        for name, verticals in _RECIPIENT_NAMES
+    ]
     flows = []
     for index in range(count):
         vertical = _VERTICALS[index % len(_VERTICALS)]
@@ -448,13 +465,14 @@ def _build_flows(rng: random.Random, count: int) -> tuple[Flow, ...]:
         n_enhancements = rng.choices((1, 2, 3), weights=(35, 40, 25))[0]
         chosen = sorted(rng.sample(range(len(_ENHANCEMENTS)), n_enhancements))
         n_recipients = rng.choices((1, 2, 3, 4), weights=(20, 35, 30, 15))[0]
+        buyers = [recipient for recipient, verticals in recipients if vertical.key in verticals]
         flows.append(
             Flow(
                 id=f"flow_{_hex(rng, 24)}",
                 name=name,
                 vertical=vertical.key,
                 sources=tuple(rng.sample(sources, rng.randint(2, 4))),
-                recipients=tuple(rng.sample(recipients, n_recipients)),
+                recipients=tuple(rng.sample(buyers, n_recipients)),
                 enhancements=tuple(_ENHANCEMENTS[i] for i in chosen),
                 exclusive=n_recipients == 1 or rng.random() < 0.75,
                 filter_id=f"fil_{_hex(rng, 16)}",
@@ -571,13 +589,14 @@ class LeadFlowSimulator:
         if not choices:
             raise ValueError(f"events_per_lead {events_per_lead}: no flow has journeys that long")
         flow_weights = [flow.weight for flow, _ in choices]
+        shape_weights = {flow.id: [shape.weight for shape in shapes] for flow, shapes in choices}
         start_ms = self._window_start_ms
         self._window_start_ms += self._span_ms
         rng = self._rng
         for index in range(n):
             arrival_ms = start_ms + self._arrival_offset_ms((index + rng.random()) / n)
             flow, shapes = rng.choices(choices, weights=flow_weights)[0]
-            shape = rng.choices(shapes, weights=[s.weight for s in shapes])[0]
+            shape = rng.choices(shapes, weights=shape_weights[flow.id])[0]
             yield self._journey(flow, shape, arrival_ms)
 
     def events(self, n_leads: int, *, events_per_lead: int | None = None) -> Iterator[SimulatedEvent]:

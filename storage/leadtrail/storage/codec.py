@@ -52,10 +52,23 @@ def _same_json(a: Any, b: Any) -> bool:
     return orjson.dumps(a) == orjson.dumps(b)
 
 
+_MISSING = object()
+
+
 def snapshot_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
     """``{"s": set, "d": removed}`` turning ``base`` into ``new``, or None if not worth it."""
-    changed = {k: v for k, v in new.items() if k not in base or not _same_json(base[k], v)}
-    removed = [k for k in base if k not in new]
+    changed = {}
+    get = base.get
+    for k, v in new.items():
+        old = get(k, _MISSING)
+        if old is v:
+            continue
+        kind = type(v)
+        if kind is type(old) and (kind is str or kind is int or kind is bool) and old == v:
+            continue
+        if old is _MISSING or not _same_json(old, v):
+            changed[k] = v
+    removed = [k for k in base if k not in new] if len(base) + len(changed) > len(new) else []
     if (len(changed) + len(removed)) * 2 > len(new):
         return None
     return {"s": changed, "d": removed}
@@ -117,7 +130,9 @@ class Dictionaries:
 
     def train(self, samples: list[bytes]) -> int:
         """Train, persist durably, then publish a new dictionary; returns its id."""
-        trained = zstandard.train_dictionary(self._size, list[bytes | bytearray | memoryview](samples), level=self._level)
+        trained = zstandard.train_dictionary(
+            self._size, list[bytes | bytearray | memoryview](samples), level=self._level
+        )
         body = trained.as_bytes()
         with self._lock:
             dict_id = self.current_id + 1

@@ -47,6 +47,20 @@ _DUP_DBS = ("positions", "lead", "type", "time", "flow", "entity")
 _PLAIN_DBS = ("meta", "names", "numbers", "ids", "segacct")
 
 
+_LONG_NAME = 400  # LMDB keys are at most 511 bytes
+
+
+def name_key(kind: bytes, name: str) -> bytes:
+    """The ``names`` key: the name itself, or a digest when it would not fit a key.
+
+    Types are short ASCII (validated), so prefix searches over them still work.
+    """
+    raw = name.encode()
+    if len(raw) > _LONG_NAME:
+        return kind + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
+    return kind + raw
+
+
 def lead_hash(lead_id: str) -> bytes:
     return hashlib.blake2b(lead_id.encode(), digest_size=8).digest()
 
@@ -164,7 +178,7 @@ class Index:
         known = self._names.get(key)
         if known is not None:
             return known
-        raw = txn.get(kind + name.encode(), db=self.dbs["names"])
+        raw = txn.get(name_key(kind, name), db=self.dbs["names"])
         if raw is not None:
             number = int(_U32.unpack(raw)[0])
         elif not create:
@@ -175,7 +189,7 @@ class Index:
             current = txn.get(counter, db=meta)
             number = int(_U32.unpack(current)[0]) if current else 1
             txn.put(counter, _U32.pack(number + 1), db=meta)
-            txn.put(kind + name.encode(), _U32.pack(number), db=self.dbs["names"])
+            txn.put(name_key(kind, name), _U32.pack(number), db=self.dbs["names"])
             txn.put(kind + _U32.pack(number), name.encode(), db=self.dbs["numbers"])
         with self._lock:
             self._names[key] = number
@@ -211,22 +225,40 @@ class Index:
         segacct: dict[bytes, tuple[int, int]] = {}
         added = raw = 0
         with self.env.begin(write=True) as txn:
+            names = self._names
+            packed: dict[tuple[bytes, str], bytes] = {}
+
+            def number(kind: bytes, name: str) -> bytes:
+                key = (kind, name)
+                value = packed.get(key)
+                if value is None:
+                    known = names.get(key)
+                    if known is None:
+                        known = self.number(txn, kind, name, True) or 0
+                    value = packed[key] = _U32.pack(known)
+                return value
+
+            pack_tspos, pack_u64, pack_posoff = _TSPOS.pack, _U64.pack, _POSOFF.pack
             for item in located:
                 e = item.event
-                acct = _U32.pack(self.number(txn, KIND_ACCOUNT, e.account_id, True) or 0)
-                value = _TSPOS.pack(e.timestamp_ms or 0, e.position)
-                ids.append((acct + id_bytes(e.id), _U64.pack(e.position)))
-                positions.append((_U64.pack(item.segment_base), _POSOFF.pack(e.position, item.offset)))
+                acct = number(KIND_ACCOUNT, e.account_id)
+                position = e.position
+                value = pack_tspos(e.timestamp_ms or 0, position)
+                ids.append((acct + id_bytes(e.id), pack_u64(position)))
+                positions.append((pack_u64(item.segment_base), pack_posoff(position, item.offset)))
                 leads.append((acct + lead_hash(e.lead_id), value))
-                types.append((acct + _U32.pack(self.number(txn, KIND_TYPE, e.type, True) or 0), value))
+                types.append((acct + number(KIND_TYPE, e.type), value))
                 times.append((acct, value))
-                flows.append((acct + _U32.pack(self.number(txn, KIND_FLOW, e.flow_id, True) or 0), value))
+                flows.append((acct + number(KIND_FLOW, e.flow_id), value))
                 if e.entity_id:
-                    entity = self.number(txn, KIND_ENTITY, e.entity_id, True) or 0
-                    entities.append((acct + _U32.pack(entity), value))
-                key = _U64.pack(item.segment_base) + acct
-                low, high = segacct.get(key, (e.recorded_at_ms, e.recorded_at_ms))
-                segacct[key] = (min(low, e.recorded_at_ms), max(high, e.recorded_at_ms))
+                    entities.append((acct + number(KIND_ENTITY, e.entity_id), value))
+                key = pack_u64(item.segment_base) + acct
+                recorded = e.recorded_at_ms
+                bounds = segacct.get(key)
+                if bounds is None:
+                    segacct[key] = (recorded, recorded)
+                elif recorded < bounds[0] or recorded > bounds[1]:
+                    segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
                 added += 1
                 raw += item.raw_bytes
             for name, items in (

@@ -27,6 +27,7 @@ from . import query, retention
 from .codec import (
     Dictionaries,
     EventEncoder,
+    EventPrefix,
     Trainer,
     apply_delta,
     decode_event,
@@ -53,6 +54,7 @@ from .event import (
 )
 from .format import (
     KIND_EVENT,
+    RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     BadRecord,
     encode_seal,
@@ -277,7 +279,18 @@ class EventLog(SegmentHost):
         """Move damaged byte ranges aside and rewrite the segment without them."""
         data = segment.read_all()
         os.makedirs(self.quarantine_dir, exist_ok=True)
-        keep = [r for r in scan.records if r.kind == KIND_EVENT]
+        keep = []
+        kept_positions: set[int] = set()
+        for r in scan.records:
+            if r.kind != KIND_EVENT:
+                continue
+            # A snapshot stored as a delta cannot outlive its base: if the base
+            # is in a damaged range, the event goes to quarantine with it.
+            base = EventPrefix(data[r.offset + RECORD_HEADER_SIZE : r.offset + r.size]).base_position
+            if base and base not in kept_positions:
+                continue
+            keep.append(r)
+            kept_positions.add(r.position)
         kept_ranges = [(r.offset, r.offset + r.size) for r in keep]
         removed: list[tuple[int, int]] = []
         cursor = SEGMENT_HEADER_SIZE
@@ -374,17 +387,17 @@ class EventLog(SegmentHost):
         )
 
     def _next_position(self) -> int:
-        last = self.last_position_on_disk
-        if last:
-            return last + 1
-        return self._segments[-1].base if self._segments else 1
+        return self.last_position_on_disk + 1
 
     @property
     def last_position_on_disk(self) -> int:
-        return max((s.last_position for s in self._segments), default=0)
+        # An empty last segment still holds its place: retention may have
+        # removed every event before it, and positions are never reused.
+        last = max((s.last_position for s in self._segments), default=0)
+        return max(last, self._segments[-1].base - 1) if self._segments else last
 
     def _last_recorded_at(self) -> int:
-        last = self.last_position_on_disk
+        last = max((s.last_position for s in self._segments), default=0)
         return self.recorded_at_of(last) if last else 0
 
     def _index_tail(self, after: int) -> None:

@@ -6,6 +6,7 @@ process sort by time and land near each other in the id index.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -13,7 +14,6 @@ import time
 
 PREFIX = "evt_"
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DECODE = {c: i for i, c in enumerate(_ALPHABET)}
 ID_PATTERN = re.compile(r"^evt_[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 
 _lock = threading.Lock()
@@ -21,12 +21,15 @@ _last_ms = 0
 _last_random = 0
 
 
+# base64's "extended hex" base32 (0-9A-V) maps digit for digit onto Crockford's.
+_HEX32 = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+_TO_CROCKFORD = str.maketrans(_HEX32, _ALPHABET)
+_FROM_CROCKFORD = str.maketrans(_ALPHABET, _HEX32)
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 20 bytes are 32 digits; a 128-bit value leaves the first 6 of them zero.
+    return base64.b32hexencode(value.to_bytes(20, "big"))[6:].decode().translate(_TO_CROCKFORD)
 
 
 def new_event_id(now_ms: int | None = None) -> str:
@@ -46,10 +49,7 @@ def new_event_id(now_ms: int | None = None) -> str:
 
 def id_bytes(event_id: str) -> bytes:
     """The 16 bytes of a valid id (checked by validation before this is called)."""
-    value = 0
-    for c in event_id[len(PREFIX) :]:
-        value = (value << 5) | _DECODE[c]
-    return value.to_bytes(16, "big")
+    return int(event_id[len(PREFIX) :].translate(_FROM_CROCKFORD), 32).to_bytes(16, "big")
 
 
 def is_valid_id(event_id: str) -> bool:

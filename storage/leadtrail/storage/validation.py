@@ -106,9 +106,18 @@ def _json_object(index: int, field: str, value: object, limit: int) -> None:
 
     if not isinstance(value, Mapping):
         raise fail(field, f"must be an object of field names to JSON values, got {type(value).__name__}")
+    # The common case is a flat map of strings, numbers and booleans: check
+    # those inline and hand anything nested to the recursive check.
     for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= FIELD_NAME_MAX:
+        if type(key) is not str or not 0 < len(key) <= FIELD_NAME_MAX:
             raise fail(field, f"field name {key!r} must be a string of 1..{FIELD_NAME_MAX} characters")
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item - item != 0.0:  # NaN and infinities only
+                raise fail(f"{field}.{key}", f"{item!r} is not a finite number (JSON has no NaN or Infinity)")
+            continue
         _json_value(fail, f"{field}.{key}", item, 1)
     size = len(orjson.dumps(value))
     if size > limit:

@@ -26,7 +26,7 @@ from typing import Any
 from crc32c import crc32c
 
 from .codec import EventEncoder, EventPrefix, encode_body
-from .errors import ClosedError, NotWritableError, StorageError
+from .errors import ClosedError, NotWritableError
 from .event import AppendResult, Event
 from .format import (
     FLAG_COMMIT,
@@ -233,14 +233,19 @@ class GroupCommit:
                 if not request.future.done():
                     request.future.set_exception(failure)
             return
-        except BaseException as e:  # a bug must fail the callers, not hang them
-            err = StorageError(f"append failed: {e!r}")
-            err.__cause__ = e
-            if isinstance(e, StorageError):
-                err = e
+        except BaseException as e:
+            # Nothing here is expected: the log may hold part of this group,
+            # so the writer stops acknowledging anything until a restart
+            # recovers from what is on disk. A bug must fail callers, not hang them.
+            failure = NotWritableError(
+                f"append failed unexpectedly ({e!r}); the store is read-only until it is restarted"
+            )
+            failure.__cause__ = e
+            if self.failure is None:
+                self.failure = failure
             for request in group:
                 if not request.future.done():
-                    request.future.set_exception(err)
+                    request.future.set_exception(failure)
             return
         results, stored = outcome
         for request, result in zip(group, results, strict=True):
@@ -286,12 +291,7 @@ class GroupCommit:
                         pending[key] = dup
                         results.append(dup)
                         continue
-                    stored_event = dataclasses.replace(
-                        event,
-                        position=position,
-                        recorded_at_ms=now,
-                        timestamp_ms=now if event.timestamp_ms is None else event.timestamp_ms,
-                    )
+                    stored_event = _stored(event, position, now)
                     result = AppendResult(event.id, position, now, False)
                     pending[key] = result
                     results.append(result)
@@ -368,6 +368,29 @@ class GroupCommit:
             self._roll(self.next_position)
         except OSError as e:
             raise self._fail(e) from e
+
+
+def _stored(e: Event, position: int, now: int) -> Event:
+    """The event as committed (a direct constructor call: ``replace`` is slow here)."""
+    return Event(
+        e.type,
+        e.lead_id,
+        e.flow_id,
+        e.id,
+        now if e.timestamp_ms is None else e.timestamp_ms,
+        e.entity_id,
+        e.outcome,
+        e.reason,
+        e.duration_ms,
+        e.integration,
+        e.response_code,
+        e.price,
+        e.details,
+        e.lead,
+        e.account_id,
+        position,
+        now,
+    )
 
 
 def recorded_at_from_payload(payload: bytes | memoryview) -> int:

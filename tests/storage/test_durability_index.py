@@ -1,0 +1,126 @@
+"""The LMDB indexes are derived state (DESIGN.md, "Indexes").
+
+They are rebuilt from the log whenever they are missing, behind, or belong
+to another store, and ``reindex()`` produces exactly what the incremental
+indexing produced: every lookup, timeline and scan page reads the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from leadtrail.storage import Event, EventLog, Options, RetentionPolicy
+
+
+def _load_faults() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
+    )
+    assert spec is not None and spec.loader is not None
+    if spec.name not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[spec.name]
+
+
+faults = _load_faults()
+
+SMALL = Options(segment_bytes=8192)
+
+
+def append_range(data_dir: Path, numbers: range, options: Options = SMALL) -> list[Event]:
+    """Append ``numbers`` in requests of random sizes; the stored events."""
+    rng = random.Random(numbers.start)
+    stored: dict[str, Event] = {}
+    with EventLog.open(data_dir, options) as log:
+        i = numbers.start
+        while i < numbers.stop:
+            size = min(rng.randint(1, 20), numbers.stop - i)
+            stored |= faults.append_numbers(log, range(i, i + size))
+            i += size
+    return list(stored.values())
+
+
+def lookups(*ranges: range) -> list[tuple[str, str]]:
+    """(account, id) of every event numbered in ``ranges``, plus ids never stored."""
+    pairs = [(faults.make_event(n).account_id, faults.event_id(n)) for r in ranges for n in r]
+    return [*pairs, ("default", faults.event_id(999_999)), ("acme", faults.event_id(3))]
+
+
+def results_of(data_dir: Path, ids: list[tuple[str, str]]) -> dict[str, object]:
+    with EventLog.open(data_dir, SMALL) as log:
+        return faults.query_results(log, ids)
+
+
+def test_deleted_index_is_rebuilt_on_open(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    stored = append_range(store, range(1, 201))
+    ids = lookups(range(1, 201))
+    before = results_of(store, ids)
+    shutil.rmtree(store / "index")
+    with EventLog.open(store, SMALL) as log:
+        assert faults.result_differences(faults.query_results(log, ids), before) == []
+        events = faults.check_log(log)
+        assert events == stored
+        assert faults.query_mismatches(log, events) == []
+        [fresh] = log.append([faults.make_event(201)])
+        assert fresh.position == 201
+    assert (store / "index").is_dir()
+
+
+def test_index_behind_the_log_catches_up_on_open(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    append_range(store, range(1, 101))
+    shutil.copytree(store / "index", tmp_path / "old-index")
+    stored = append_range(store, range(101, 251))
+    ids = lookups(range(1, 251))
+    current = results_of(store, ids)
+    shutil.rmtree(store / "index")
+    shutil.copytree(tmp_path / "old-index", store / "index")
+    with EventLog.open(store, SMALL) as log:
+        assert faults.result_differences(faults.query_results(log, ids), current) == []
+        assert [e.id for e in faults.check_log(log)][100:] == [e.id for e in stored]
+
+
+def test_index_of_another_store_is_rebuilt_on_open(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    append_range(ours, range(1, 121))
+    append_range(theirs, range(5000, 5160))
+    ids = lookups(range(1, 121), range(5000, 5160))
+    expected = results_of(ours, ids)
+    shutil.rmtree(ours / "index")
+    shutil.copytree(theirs / "index", ours / "index")
+    with EventLog.open(ours, SMALL) as log:
+        differences = faults.result_differences(faults.query_results(log, ids), expected)
+        assert differences == [], f"a foreign index was trusted: {differences[:5]}"
+        [fresh] = log.append([faults.make_event(121)])
+        assert fresh.position == 121
+
+
+def test_reindex_matches_the_incremental_index(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    clock = [faults.BASE_MS]
+    options = Options(segment_bytes=8192, clock_ms=lambda: clock[0])
+    append_range(store, range(1, 151), options)
+    clock[0] += 10 * faults.DAY_MS
+    append_range(store, range(151, 301), options)
+    ids = lookups(range(1, 301))
+    with EventLog.open(store, options) as log:
+        retries = log.append([faults.make_event(1), faults.make_event(2)])
+        assert [(r.position, r.duplicate) for r in retries] == [(1, True), (2, True)]
+        log.set_retention_policy(RetentionPolicy("acme", max_age_days=5))
+        assert log.apply_retention(clock[0]).events_removed > 0
+        incremental = faults.query_results(log, ids)
+        events = faults.check_log(log, gapless=False)
+        assert faults.query_mismatches(log, events) == []
+        assert log.reindex() == len(events)
+        rebuilt = faults.query_results(log, ids)
+        assert faults.result_differences(incremental, rebuilt) == []
+    with EventLog.open(store, options) as log:
+        assert faults.result_differences(faults.query_results(log, ids), incremental) == []
