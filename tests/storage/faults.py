@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from leadtrail.storage import (
     EventFilter,
     EventLog,
     Files,
+    FsyncPolicy,
     Options,
     Outcome,
     RetentionPolicy,
@@ -589,7 +591,7 @@ def append_loop(args: argparse.Namespace) -> int:
     client retrying after a timeout does.
     """
     out = threading.Lock()
-    log = EventLog.open(args.data_dir)
+    log = EventLog.open(args.data_dir, Options(fsync=FsyncPolicy.parse(args.fsync)))
     _emit(out, "READY")
     resend: list[list[int]] = json.loads(Path(args.resend).read_text()) if args.resend else []
     deadline = time.monotonic() + args.max_seconds
@@ -616,6 +618,7 @@ def append_loop(args: argparse.Namespace) -> int:
             sent += size
             send(numbers)
             previous = numbers
+            time.sleep(rng.uniform(0, args.pause_ms / 1000))
 
     for numbers in resend:
         send(numbers)
@@ -648,6 +651,39 @@ def retention_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def appends_run(args: argparse.Namespace) -> int:
+    """Append ``--requests`` with a Files that crashes at operation ``--crash-at``.
+
+    Prints ``ACK [[id, position, recorded_at], ...]`` after each request returns.
+    """
+    files = InjectedFiles(args.crash_at, crash=True)
+    options = Options(segment_bytes=args.segment_bytes, files=files)
+    with EventLog.open(args.data_dir, options) as log:
+        files.armed = True
+        for numbers in json.loads(args.requests):
+            results = log.append([make_event(n) for n in numbers])
+            acks = [[r.id, r.position, r.recorded_at_ms] for r in results]
+            print("ACK " + json.dumps(acks), flush=True)
+        files.armed = False
+    print("OPS " + json.dumps(files.ops), flush=True)
+    return 0
+
+
+def results_digest(log: EventLog, numbers: Iterable[int]) -> str:
+    """A fingerprint of ``query_results`` for the events ``numbers``."""
+    ids = [(make_event(n).account_id, event_id(n)) for n in numbers]
+    results = query_results(log, ids)
+    return hashlib.sha256(repr(sorted(results.items())).encode()).hexdigest()
+
+
+def digest_run(args: argparse.Namespace) -> int:
+    """Open a store and print ``results_digest``: in a child, as opening may crash."""
+    first, _, stop = args.numbers.partition(":")
+    with EventLog.open(args.data_dir) as log:
+        print(results_digest(log, range(int(first), int(stop))), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -658,18 +694,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.add_argument("--threads", type=int, default=4)
     loop.add_argument("--max-events", type=int, default=1_000)
     loop.add_argument("--max-seconds", type=float, default=30.0)
+    loop.add_argument("--pause-ms", type=float, default=0.0, help="random pause between requests")
     loop.add_argument("--resend", default="")
+    loop.add_argument("--fsync", default="always", help="always or interval:MS")
     retention = commands.add_parser("retention")
     retention.add_argument("data_dir")
     retention.add_argument("--crash-at", type=int, default=None)
     retention.add_argument("--now-ms", type=int, required=True)
     retention.add_argument("--segment-bytes", type=int, required=True)
     retention.add_argument("--policies", required=True)
+    appends = commands.add_parser("appends")
+    appends.add_argument("data_dir")
+    appends.add_argument("--crash-at", type=int, default=None)
+    appends.add_argument("--segment-bytes", type=int, required=True)
+    appends.add_argument("--requests", required=True, help="JSON list of lists of event numbers")
+    digest = commands.add_parser("digest")
+    digest.add_argument("data_dir")
+    digest.add_argument("--numbers", required=True, help="FIRST:STOP")
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = (
-        append_loop if args.command == "append-loop" else retention_run
-    )
-    return run(args)
+    runs: dict[str, Callable[[argparse.Namespace], int]] = {
+        "append-loop": append_loop,
+        "retention": retention_run,
+        "appends": appends_run,
+        "digest": digest_run,
+    }
+    return runs[args.command](args)
 
 
 if __name__ == "__main__":

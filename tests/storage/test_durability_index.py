@@ -8,12 +8,15 @@ indexing produced: every lookup, timeline and scan page reads the same.
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from leadtrail.storage import Event, EventLog, Options, RetentionPolicy
 
 
@@ -124,3 +127,34 @@ def test_reindex_matches_the_incremental_index(tmp_path: Path) -> None:
         assert faults.result_differences(incremental, rebuilt) == []
     with EventLog.open(store, options) as log:
         assert faults.result_differences(faults.query_results(log, ids), incremental) == []
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
+def test_unreadable_index_is_rebuilt_on_open(tmp_path: Path, damage: str) -> None:
+    """The index is derived: damage to it must cost a rebuild, never the store.
+
+    Opened in a child process, since a damaged memory map can kill the process.
+    """
+    store = tmp_path / "store"
+    append_range(store, range(1, 121))
+    with EventLog.open(store, SMALL) as log:
+        expected = faults.results_digest(log, range(1, 121))
+    data = store / "index" / "data.mdb"
+    size = data.stat().st_size
+    if damage == "empty":
+        data.write_bytes(b"")
+    elif damage == "garbage":
+        data.write_bytes(random.Random(1).randbytes(size))
+    else:
+        os.truncate(data, size // 2)
+    child = subprocess.run(
+        faults.child_command("digest", str(store), "--numbers=1:121"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, (
+        f"opening with a {damage} index: exit status {child.returncode}\n{child.stderr[-1500:]}"
+    )
+    assert child.stdout.strip() == expected

@@ -125,7 +125,9 @@ class Oracle:
 expected_event = functools.cache(faults.make_event)
 
 
-def check_store_against_oracle(data_dir: Path, oracle: Oracle, incarnation: int) -> None:
+def check_store_against_oracle(
+    data_dir: Path, oracle: Oracle, incarnation: int, *, last: bool
+) -> None:
     rng = random.Random(incarnation)
     with EventLog.open(data_dir) as log:
         events = faults.check_log(log)
@@ -156,19 +158,27 @@ def check_store_against_oracle(data_dir: Path, oracle: Oracle, incarnation: int)
                 f"request {numbers[0]}..{numbers[-1]} is partly stored: {present}"
             )
         filters = faults.standard_filters(faults.ACCOUNTS)
-        chosen = filters if incarnation == KILLS else rng.sample(filters, 3)
+        chosen = filters if last else rng.sample(filters, 3)
         mismatches = faults.query_mismatches(log, events, filters=chosen, limit=200)
         assert mismatches == [], mismatches[:5]
 
 
 @pytest.mark.slow
-def test_acknowledged_events_survive_repeated_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fsync", "kills"),
+    [("always", KILLS), ("interval:50", 10)],
+    ids=["fsync_always", "fsync_interval"],
+)
+def test_acknowledged_events_survive_repeated_kill_9(
+    tmp_path: Path, fsync: str, kills: int
+) -> None:
+    """``interval:MS`` risks a power loss, never a process crash (FsyncPolicy docs)."""
     rng = random.Random(SEED)
     data_dir = tmp_path / "store"
     oracle = Oracle()
     started = time.monotonic()
-    kills = incarnations_with_acks = 0
-    for incarnation in range(1, KILLS + 1):
+    done = incarnations_with_acks = 0
+    for incarnation in range(1, kills + 1):
         resend = tmp_path / f"resend-{incarnation}.json"
         resend.write_text(json.dumps(oracle.in_flight))
         command = faults.child_command(
@@ -178,6 +188,8 @@ def test_acknowledged_events_survive_repeated_kill_9(tmp_path: Path) -> None:
             f"--seed={SEED + incarnation}",
             "--threads=4",
             "--max-events=250",
+            "--pause-ms=60",
+            f"--fsync={fsync}",
             f"--resend={resend}",
         )
         child = Incarnation(command, tmp_path / f"child-{incarnation}.err")
@@ -189,12 +201,13 @@ def test_acknowledged_events_survive_repeated_kill_9(tmp_path: Path) -> None:
         status = child.kill_and_wait()
         stderr = (tmp_path / f"child-{incarnation}.err").read_text()
         assert status == -signal.SIGKILL, f"child died on its own ({status}):\n{stderr}"
-        kills += 1
+        done += 1
         if oracle.absorb(child.lines):
             incarnations_with_acks += 1
-        check_store_against_oracle(data_dir, oracle, incarnation)
+        check_store_against_oracle(data_dir, oracle, incarnation, last=incarnation == kills)
+        assert faults.stray_files(data_dir) == [], f"leftovers after incarnation {incarnation}"
         if time.monotonic() - started > TIME_BUDGET_S:
             break
-    assert kills >= 20, f"only {kills} kills within {TIME_BUDGET_S}s"
-    assert incarnations_with_acks >= kills // 2, "too few incarnations got to append"
+    assert done >= min(kills, 20), f"only {done} kills within {TIME_BUDGET_S}s"
+    assert incarnations_with_acks >= done // 2, "too few incarnations got to append"
     assert len(oracle.acked) >= 500, "too few acknowledged events to mean anything"

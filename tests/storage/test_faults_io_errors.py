@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from leadtrail.storage import Event, EventLog, NotWritableError, Options
+from leadtrail.storage import Event, EventLog, NotWritableError, Options, StorageError
 
 
 def _load_faults() -> ModuleType:
@@ -244,3 +244,48 @@ def test_concurrent_appenders_get_no_acknowledgement_after_an_injected_error(
         present = {e.id: e for e in faults.check_log(log)}
         for expected in acked.values():
             assert faults.event_diff(present.get(expected.id), expected) == []
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC], ids=["eio", "enospc"])
+def test_injected_io_error_during_recovery_never_leaves_a_broken_log(
+    tmp_path: Path, error: int
+) -> None:
+    """Truncating a torn tail on open goes through ``Files`` too: it may fail."""
+    prestate = tmp_path / "prestate"
+    before = build_prestate(prestate, Scenario(Options(), (2, 3), ()))
+    [segment] = faults.segment_paths(prestate)
+    with open(segment, "ab") as f:
+        f.write(b"LT\x01\x81" + bytes(30))  # a torn record
+    probe = faults.copy_store(prestate, tmp_path / "probe")
+    counting = faults.InjectedFiles()
+    counting.armed = True
+    with EventLog.open(probe, Options(files=counting)) as log:
+        counting.armed = False
+    assert any(op.startswith("truncate") for op in counting.ops), counting.ops
+
+    for fail_at in range(1, len(counting.ops) + 1):
+        where = f"fault at operation {fail_at} ({counting.ops[fail_at - 1]})"
+        store = faults.copy_store(prestate, tmp_path / f"fault-{fail_at}")
+        files = faults.InjectedFiles(fail_at, error=error)
+        files.armed = True
+        acked: list[Event] = []
+        try:
+            log = EventLog.open(store, Options(files=files))
+        except StorageError:
+            pass  # refusing to open is fine; leaking an OSError or a broken log is not
+        else:
+            try:
+                files.armed = False
+                event = faults.make_event(6)
+                try:
+                    [result] = log.append([event])
+                    acked.append(faults.as_stored(event, result.position, result.recorded_at_ms))
+                except NotWritableError:
+                    pass
+            finally:
+                log.close()
+        with EventLog.open(store) as log:
+            events = faults.check_log(log)
+            assert events == [*before, *acked], where
+            [fresh] = log.append([faults.make_event(7)])
+            assert fresh.position == len(events) + 1, where

@@ -79,7 +79,8 @@ def retention_store(tmp_path_factory: pytest.TempPathFactory) -> RetentionStore:
     # its new snapshots are deltas against old (expired) ones.
     chain = [69 * j + 3 for j in range(20, 28)]
     with EventLog.open(path, dataclasses.replace(OPTIONS, clock_ms=lambda: clock[0])) as log:
-        append_in_requests(faults.numbers_of_account("default", 1, 45), 3)  # whole segments
+        append_in_requests(list(range(3000, 3012)), 4)  # a mixed segment first, so that
+        append_in_requests(faults.numbers_of_account("default", 1, 45), 3)  # these leave a gap
         clock[0] += 3_600_000
         append_in_requests(list(range(1000, 1036)), 4)  # all three accounts mixed
         append_in_requests(chain[:4], 2)
@@ -214,3 +215,30 @@ def test_crash_at_every_file_operation_of_retention_leaves_old_or_new_state(
         child = run_retention_child(path, crash_at)
         assert child.returncode in (faults.CRASH_EXIT, 0), f"{where}: {child.stderr}"
         check_after_crash(retention_store, path, tmp_path / f"reindexed-{crash_at}", where)
+
+
+def test_positions_are_never_reused_after_retention_removes_the_newest_events(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    clock = [OLD_MS]
+    options = dataclasses.replace(OPTIONS, clock_ms=lambda: clock[0])
+    with EventLog.open(store, options) as log:
+        for start in range(1, 91, 9):
+            faults.append_numbers(log, faults.numbers_of_account("default", start, 3))
+        last = log.last_position
+        log.set_retention_policy(RetentionPolicy("default", max_age_days=MAX_AGE_DAYS))
+    clock[0] = NOW_MS
+    with EventLog.open(store, options) as log:
+        assert log.apply_retention(NOW_MS).events_removed == last
+        assert faults.check_log(log, gapless=False) == []
+        assert log.last_position == last
+    with EventLog.open(store, options) as log:
+        assert log.last_position == last, "the position counter went back after a restart"
+        [fresh] = log.append([faults.make_event(300)])
+        assert (fresh.position, fresh.duplicate) == (last + 1, False)
+    with EventLog.open(store, options) as log:
+        [event] = faults.check_log(log, gapless=False)
+        assert event.position == last + 1
+        [again] = log.append([faults.make_event(303)])
+        assert again.position == last + 2

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from leadtrail.storage import (
+    AppendResult,
     Event,
     EventFilter,
     EventLog,
@@ -127,9 +128,7 @@ def scan_all(
         assert len(page.events) <= limit
         assert pages < 10_000, "paging does not terminate"
         between_pages()
-        page = log.scan(
-            flt, after=page.cursor, limit=limit, descending=descending, include_lead=include_lead
-        )
+        page = log.scan(flt, after=page.cursor, limit=limit, descending=descending, include_lead=include_lead)
         events.extend(page.events)
         pages += 1
     return events
@@ -184,9 +183,7 @@ def stored(log: EventLog) -> list[Event]:
 # -- timeline ---------------------------------------------------------------
 
 
-def test_timeline_is_in_timestamp_order_with_ties_broken_by_position(
-    log: EventLog, clock: Clock
-) -> None:
+def test_timeline_is_in_timestamp_order_with_ties_broken_by_position(log: EventLog, clock: Clock) -> None:
     rng = random.Random(3)
     mine = []
     for timestamps in ((30, 10), (20, 10, 30), (10,)):
@@ -278,9 +275,7 @@ FILTER_CASES: list[tuple[str, EventFilter, Callable[[Event], bool]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("flt", "wanted"), [pytest.param(f, w, id=name) for name, f, w in FILTER_CASES]
-)
+@pytest.mark.parametrize(("flt", "wanted"), [pytest.param(f, w, id=name) for name, f, w in FILTER_CASES])
 @pytest.mark.parametrize("account", ["default", "acme"])
 def test_scan_returns_exactly_the_matching_events_of_the_account(
     stored: list[Event],
@@ -300,14 +295,12 @@ def test_the_combined_filter_case_is_not_vacuous(stored: list[Event]) -> None:
     # Guard for the table above: the dataset must give filters something to pick.
     for name, _, wanted in FILTER_CASES:
         picked = [e for e in stored if e.account_id == "default" and wanted(e)]
-        if "nothing" in name or "empty time range" in name:
+        if "nothing" in name or "empty time range" in name or name == "empty filter":
             continue
         assert 0 < len(picked) < 104, name
 
 
-def test_scan_without_lead_returns_everything_but_the_snapshot(
-    stored: list[Event], log: EventLog
-) -> None:
+def test_scan_without_lead_returns_everything_but_the_snapshot(stored: list[Event], log: EventLog) -> None:
     expected = sorted((e for e in stored if e.account_id == "default"), key=by_time)
     lean = scan_all(log, EventFilter(), limit=10, include_lead=False)
     assert_same_events(lean, [dataclasses.replace(e, lead={}) for e in expected])
@@ -322,9 +315,7 @@ def test_scan_of_an_account_without_events_is_empty(stored: list[Event], log: Ev
 # -- cursors ----------------------------------------------------------------
 
 
-def test_paging_never_skips_or_repeats_while_appends_continue(
-    stored: list[Event], log: EventLog
-) -> None:
+def test_paging_never_skips_or_repeats_while_appends_continue(stored: list[Event], log: EventLog) -> None:
     appended = 0
     progress = threading.Condition()
     stop = threading.Event()
@@ -413,9 +404,7 @@ def test_cursor_pins_the_snapshot_of_its_first_page(stored: list[Event], log: Ev
 
 
 @pytest.mark.parametrize("garbage", ["not-a-cursor", "AAAA", "%%%", "\x00\xff", "eyJ9"])
-def test_garbage_cursor_is_an_invalid_cursor_error(
-    stored: list[Event], log: EventLog, garbage: str
-) -> None:
+def test_garbage_cursor_is_an_invalid_cursor_error(stored: list[Event], log: EventLog, garbage: str) -> None:
     with pytest.raises(InvalidCursorError):
         log.scan(EventFilter(), after=garbage, limit=5)
 
@@ -430,9 +419,7 @@ def test_cursor_of_another_accounts_query_is_rejected(stored: list[Event], log: 
 # -- read_from ----------------------------------------------------------------
 
 
-def test_read_from_returns_every_account_in_position_order(
-    stored: list[Event], log: EventLog
-) -> None:
+def test_read_from_returns_every_account_in_position_order(stored: list[Event], log: EventLog) -> None:
     assert_same_events(list(log.read_from()), stored)
     assert_same_events(list(log.read_from(1)), stored)
     assert_same_events(list(log.read_from(50)), stored[49:])
@@ -477,9 +464,7 @@ def test_accounts_never_see_each_others_events(log: EventLog) -> None:
 # -- idempotency ------------------------------------------------------------------
 
 
-def test_duplicate_id_returns_the_original_position_and_stores_nothing(
-    log: EventLog, clock: Clock
-) -> None:
+def test_duplicate_id_returns_the_original_position_and_stores_nothing(log: EventLog, clock: Clock) -> None:
     rng = random.Random(1)
     original = random_event(rng)
     [first] = log.append([original])
@@ -504,6 +489,29 @@ def test_same_id_twice_in_one_batch_is_stored_once(log: EventLog) -> None:
     stored = log.get(event.id)
     assert stored is not None
     assert stored.reason == event.reason
+
+
+def test_concurrent_appends_of_one_id_store_it_once(log: EventLog) -> None:
+    rng = random.Random(12)
+    contested = random_event(rng)
+    barrier = threading.Barrier(8)
+    results: list[list[AppendResult]] = []
+
+    def race() -> None:
+        barrier.wait()
+        results.append(log.append([random_event(rng), contested]))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    outcomes = [batch[1] for batch in results]
+    assert len(outcomes) == 8
+    assert sum(not r.duplicate for r in outcomes) == 1
+    assert len({r.position for r in outcomes}) == 1
+    assert log.last_position == 9
+    assert [e.id for e in log.read_from(1)].count(contested.id) == 1
 
 
 def test_duplicates_are_recognised_forever_across_reopen_and_rebuilt_index(

@@ -172,9 +172,7 @@ def log(data: Path, options: Options) -> Iterator[EventLog]:
         yield store
 
 
-def test_events_older_than_max_age_are_removed_and_younger_ones_kept(
-    log: EventLog, clock: Clock
-) -> None:
+def test_events_older_than_max_age_are_removed_and_younger_ones_kept(log: EventLog, clock: Clock) -> None:
     old_acme = append(log, [event("acme") for _ in range(10)])
     old_default = append(log, [event() for _ in range(10)])
     clock.now = T0 + 20 * DAY_MS
@@ -328,6 +326,19 @@ def test_appends_continue_after_compaction_with_the_next_position(log: EventLog)
     assert_store_holds_exactly(log, [*kept, fresh], expired)
 
 
+def test_store_reopens_after_retention_removed_its_newest_events(data: Path, options: Options) -> None:
+    log = EventLog.open(data, options)
+    kept = append(log, [event() for _ in range(10)])
+    expired = append(log, [event("acme") for _ in range(3)])
+    log.set_retention_policy(RetentionPolicy("acme", max_age_days=1))
+    assert log.apply_retention(now_ms=T0 + 2 * DAY_MS).events_removed == 3
+    log.close()
+
+    with EventLog.open(data, options) as reopened:
+        assert reopened.last_position == 13
+        assert_store_holds_exactly(reopened, kept, expired)
+
+
 def test_positions_are_never_reused_after_retention_removes_the_log_tail(
     data: Path, options: Options
 ) -> None:
@@ -350,9 +361,7 @@ def test_positions_are_never_reused_after_retention_removes_the_log_tail(
         assert reopened.last_position == last + 1
 
 
-def test_policies_survive_reopen_and_loss_of_the_index(
-    data: Path, options: Options, clock: Clock
-) -> None:
+def test_policies_survive_reopen_and_loss_of_the_index(data: Path, options: Options, clock: Clock) -> None:
     with EventLog.open(data, options) as log:
         acme = append(log, [event("acme") for _ in range(6)])
         held = append(log, [event("globex") for _ in range(6)])

@@ -20,6 +20,7 @@ side by side under one key, about 16 bytes an event):
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -85,9 +86,45 @@ class Located:
     """Size of the event as plain JSON with its full snapshot (for the ratio in stats)."""
 
 
+def _looks_truncated(path: str) -> bool:
+    """True when data.mdb is shorter than its own meta page says.
+
+    LMDB maps the file and would die of SIGBUS touching a page past its end,
+    so a short file is caught before it is opened. The two meta pages hold
+    (txnid, last page number); the newer one counts.
+    """
+    data = os.path.join(path, "data.mdb")
+    try:
+        size = os.path.getsize(data)
+        with open(data, "rb") as f:
+            head = f.read(2 * _PAGE)
+    except FileNotFoundError:
+        return False
+    if len(head) < 2 * _PAGE:
+        return size > 0
+    metas = []
+    for page in (0, 1):
+        magic, last_pg, txnid = (
+            struct.unpack_from("<I", head, page * _PAGE + 16)[0],
+            *struct.unpack_from("<QQ", head, page * _PAGE + 136),
+        )
+        if magic == _LMDB_MAGIC:
+            metas.append((txnid, last_pg))
+    if not metas:
+        return True
+    _, last_pg = max(metas)
+    return size < (last_pg + 1) * _PAGE
+
+
+_PAGE = 4096
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
 class Index:
     def __init__(self, path: str, map_size: int, readonly: bool = False) -> None:
         self.path = path
+        if _looks_truncated(path):
+            raise StorageError(f"index at {path} is shorter than its own meta page says")
         try:
             self.env = lmdb.open(
                 path,

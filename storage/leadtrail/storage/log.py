@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import threading
 import uuid
 from collections import OrderedDict
@@ -100,6 +101,11 @@ class EventLog(SegmentHost):
         self._maintenance = threading.Lock()
         try:
             self._open()
+        except OSError as e:
+            self._release()
+            raise DataDirectoryError(
+                f"data directory {path} cannot be opened: {e.strerror or e} ({e.filename or path})"
+            ) from e
         except BaseException:
             self._release()
             raise
@@ -126,7 +132,13 @@ class EventLog(SegmentHost):
         )
         self._policies = retention.load_policies(self.path)
         rewritten = self._recover_segments()
-        self._index = Index(os.path.join(self.path, "index"), self.options.map_size)
+        index_dir = os.path.join(self.path, "index")
+        try:
+            self._index = Index(index_dir, self.options.map_size)
+        except StorageError:
+            # Derived state that LMDB cannot read: throw it away and rebuild.
+            shutil.rmtree(index_dir, ignore_errors=True)
+            self._index = Index(index_dir, self.options.map_size)
         index = self._index
         last = self.last_position_on_disk
         if (
