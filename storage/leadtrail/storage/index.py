@@ -113,7 +113,7 @@ def _looks_truncated(path: str) -> bool:
     if not metas:
         return True
     _, last_pg = max(metas)
-    return size < (last_pg + 1) * _PAGE
+    return bool(size < (int(last_pg) + 1) * _PAGE)
 
 
 _PAGE = 4096
