@@ -558,7 +558,7 @@ def stray_files(data_dir: Path) -> list[str]:
             elif top == "quarantine":
                 ok = name.endswith(".bad") or name == "REPORT.jsonl"
             else:
-                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json")
+                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json", "recorded_at.json")
             if not ok:
                 stray.append(str(rel))
     return sorted(stray)
@@ -669,6 +669,17 @@ def appends_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_run(args: argparse.Namespace) -> int:
+    """Open (recover) a store with a Files that crashes at operation ``--crash-at``."""
+    files = InjectedFiles(args.crash_at, crash=True)
+    files.armed = True
+    options = Options(segment_bytes=args.segment_bytes, files=files, quarantine=args.quarantine)
+    with EventLog.open(args.data_dir, options):
+        files.armed = False
+    print("OPS " + json.dumps(files.ops), flush=True)
+    return 0
+
+
 def results_digest(log: EventLog, numbers: Iterable[int]) -> str:
     """A fingerprint of ``query_results`` for the events ``numbers``."""
     ids = [(make_event(n).account_id, event_id(n)) for n in numbers]
@@ -708,6 +719,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     appends.add_argument("--crash-at", type=int, default=None)
     appends.add_argument("--segment-bytes", type=int, required=True)
     appends.add_argument("--requests", required=True, help="JSON list of lists of event numbers")
+    reopen = commands.add_parser("open")
+    reopen.add_argument("data_dir")
+    reopen.add_argument("--crash-at", type=int, default=None)
+    reopen.add_argument("--segment-bytes", type=int, required=True)
+    reopen.add_argument("--quarantine", action="store_true")
     digest = commands.add_parser("digest")
     digest.add_argument("data_dir")
     digest.add_argument("--numbers", required=True, help="FIRST:STOP")
@@ -717,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retention": retention_run,
         "appends": appends_run,
         "digest": digest_run,
+        "open": open_run,
     }
     return runs[args.command](args)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -235,3 +237,49 @@ def test_quarantine_never_leaves_an_event_whose_snapshot_base_was_quarantined(
             got = log.get(expected.id, account_id=expected.account_id)
             assert got is None or faults.event_diff(got, expected) == []
         assert log.timeline(stored[0].lead_id, account_id=stored[0].account_id) == events
+
+
+@pytest.mark.slow
+def test_crash_at_every_operation_of_quarantine_never_loses_events_silently(
+    sealed_store: SealedStore, tmp_path: Path
+) -> None:
+    """Quarantine moves bytes aside and rewrites the segment: a crash at each step
+    must leave the damage either still refused/quarantinable or recorded as lost."""
+    damaged = faults.copy_store(sealed_store.path, tmp_path / "damaged")
+    segment = damaged / sealed_store.target.relative_to(sealed_store.path)
+    victim = faults.event_spans(segment)[1]
+    faults.flip_bit(segment, (victim.offset + 20 + (victim.size - 20) // 2) * 8)
+    base = faults.segment_base(segment)
+    next_base = faults.segment_base(faults.segment_paths(damaged)[2])
+
+    def open_child(store: Path, crash_at: int | None) -> subprocess.CompletedProcess[str]:
+        args = ["open", str(store), "--segment-bytes=4096", "--quarantine"]
+        args += [f"--crash-at={crash_at}"] if crash_at is not None else []
+        return subprocess.run(
+            faults.child_command(*args), capture_output=True, text=True, timeout=120, check=False
+        )
+
+    probe = open_child(faults.copy_store(damaged, tmp_path / "probe"), None)
+    assert probe.returncode == 0, probe.stderr
+    ops = json.loads(probe.stdout.splitlines()[-1].removeprefix("OPS "))
+    assert any(op.startswith("rename") for op in ops), ops
+
+    for crash_at in range(1, len(ops) + 1):
+        where = f"crash at operation {crash_at} ({ops[crash_at - 1]})"
+        store = faults.copy_store(damaged, tmp_path / f"crash-{crash_at}")
+        child = open_child(store, crash_at)
+        assert child.returncode == faults.CRASH_EXIT, f"{where}: {child.stderr}"
+        with EventLog.open(store, QUARANTINE) as log:
+            report = log.verify()
+            assert report.problems == [], f"{where}: {report.problems}"
+            present = {e.id: e for e in faults.check_log(log, gapless=False)}
+            lost = [e for e in sealed_store.stored if e.id not in present]
+            for expected in sealed_store.stored:
+                if expected.id in present:
+                    assert faults.event_diff(present[expected.id], expected) == [], where
+            assert all(base <= e.position < next_base for e in lost), f"{where}: {lost}"
+            assert lost, f"{where}: the damaged event is served"
+            assert report.quarantined, (
+                f"{where}: positions {[e.position for e in lost]} vanished and "
+                "verify() does not report anything quarantined"
+            )

@@ -225,6 +225,17 @@ FILTER_CASES: list[tuple[str, EventFilter, Callable[[Event], bool]]] = [
         EventFilter(types=("feedback.received", "source.*")),
         lambda e: e.type in ("feedback.received", "source.submitted", "source.submitted_x"),
     ),
+    (
+        "overlapping types and repeated outcomes",
+        EventFilter(
+            types=("recipient.*", "recipient.delivered", "recipient.*"),
+            outcomes=(Outcome.SUCCESS, Outcome.SUCCESS, Outcome.ERROR),
+        ),
+        lambda e: (
+            e.type in ("recipient.delivered", "recipient.ping.sent")
+            and e.outcome in (Outcome.SUCCESS, Outcome.ERROR)
+        ),
+    ),
     ("pattern matching nothing", EventFilter(types=("nothing.*",)), lambda e: False),
     ("lead", EventFilter(lead_id="L1"), lambda e: e.lead_id == "L1"),
     ("flow", EventFilter(flow_id="f1"), lambda e: e.flow_id == "f1"),

@@ -361,6 +361,25 @@ def test_positions_are_never_reused_after_retention_removes_the_log_tail(
         assert reopened.last_position == last + 1
 
 
+def test_recorded_at_never_goes_backwards_after_retention_removes_the_newest_events(
+    data: Path, options: Options, clock: Clock
+) -> None:
+    # Clients were told the removed events' recorded_at (and subscribers saw
+    # them): the next position must not be recorded earlier, even after a
+    # restart with a clock that is behind.
+    with EventLog.open(data, options) as log:
+        append(log, [event() for _ in range(10)])
+        clock.now = T0 + 5 * DAY_MS
+        newest = append(log, [event("acme") for _ in range(3)])
+        log.set_retention_policy(RetentionPolicy("acme", max_age_days=1))
+        assert log.apply_retention(now_ms=T0 + 7 * DAY_MS).events_removed == 3
+    clock.now = T0 + 1 * DAY_MS
+    with EventLog.open(data, options) as log:
+        [result] = log.append([event()])
+    assert result.position == newest[-1].position + 1
+    assert result.recorded_at_ms >= newest[-1].recorded_at_ms
+
+
 def test_policies_survive_reopen_and_loss_of_the_index(data: Path, options: Options, clock: Clock) -> None:
     with EventLog.open(data, options) as log:
         acme = append(log, [event("acme") for _ in range(6)])

@@ -228,6 +228,9 @@ class Index:
             txn.put(counter, _U32.pack(number + 1), db=meta)
             txn.put(name_key(kind, name), _U32.pack(number), db=self.dbs["names"])
             txn.put(kind + _U32.pack(number), name.encode(), db=self.dbs["numbers"])
+            # Not cached: the transaction may still abort. ``add`` caches the
+            # numbers it created once its transaction has committed.
+            return number
         with self._lock:
             self._names[key] = number
         return number
@@ -324,6 +327,9 @@ class Index:
             txn.put(b"raw", _U64.pack((_U64.unpack(old_raw)[0] if old_raw else 0) + raw), db=meta)
             if high_water:
                 txn.put(b"high_water", _U64.pack(high_water), db=meta)
+        with self._lock:
+            for key, value in packed.items():
+                self._names.setdefault(key, int(_U32.unpack(value)[0]))
 
     def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
         """Forget a segment's events (before it is deleted or rewritten)."""

@@ -72,6 +72,7 @@ from .writer import ActiveSegment, CommitListener, GroupCommit, SegmentHost
 
 _SNAPSHOT_CACHE = 4096
 TEMP_SUFFIXES = (".tmp", ".compact")
+RECORDED_AT_FLOOR_FILE = "recorded_at.json"
 
 
 class EventLog(SegmentHost):
@@ -121,9 +122,14 @@ class EventLog(SegmentHost):
         except OSError as e:
             raise DataDirectoryError(f"data directory {self.path} is in use by another process") from e
         self.store_id = self._store_id()
-        for name in os.listdir(self.log_dir):
-            if name.endswith(TEMP_SUFFIXES):  # an interrupted compaction or quarantine
-                os.remove(os.path.join(self.log_dir, name))
+        # Leftovers of an interrupted compaction, quarantine or atomic file write:
+        # the file they were to replace is still whole.
+        for directory in (self.log_dir, self.path, self.quarantine_dir):
+            if not os.path.isdir(directory):
+                continue
+            for name in os.listdir(directory):
+                if name.endswith(TEMP_SUFFIXES):
+                    os.remove(os.path.join(directory, name))
         self.dictionaries = Dictionaries(
             os.path.join(self.path, "dictionaries"),
             self._files,
@@ -315,7 +321,7 @@ class EventLog(SegmentHost):
             removed.append((cursor, tail_end))
         if not scan.header_ok:
             removed.insert(0, (0, SEGMENT_HEADER_SIZE))
-        report = []
+        report: list[dict[str, object]] = []
         for start, end in removed:
             chunk = data[start:end]
             if scan.sealed and end == tail_end and chunk[:2] == b"LT" and len(chunk) <= 40:
@@ -339,6 +345,10 @@ class EventLog(SegmentHost):
 
             last = keep[-1].position if keep else 0
             body += encode_seal(crc32c(bytes(body)), len(keep), last)
+        # The report is durable before the damaged bytes leave the segment: a
+        # crash after the rename below must never leave positions missing
+        # without a record saying why.
+        self._record_quarantine(report)
         tmp = segment.path + ".tmp"
         fd = self._files.open_for_append(tmp)
         try:
@@ -353,20 +363,32 @@ class EventLog(SegmentHost):
         segment.event_count = len(keep)
         segment.last_position = keep[-1].position if keep else 0
         segment.sealed = not is_last or scan.sealed
-        with open(os.path.join(self.quarantine_dir, "REPORT.jsonl"), "a") as f:
-            for line in report:
-                f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+
+    def _record_quarantine(self, entries: list[dict[str, object]]) -> None:
+        path = os.path.join(self.quarantine_dir, "REPORT.jsonl")
+        try:
+            with open(path, "rb") as f:
+                existing = f.read()
+        except FileNotFoundError:
+            existing = b""
+        lines = b"".join(json.dumps(e).encode() + b"\n" for e in entries)
+        self._files.write_file_atomically(path, existing + lines)
 
     def quarantined(self) -> list[str]:
         path = os.path.join(self.quarantine_dir, "REPORT.jsonl")
         if not os.path.exists(path):
             return []
-        out = []
+        out: list[str] = []
+        seen: set[tuple[str, int]] = set()
         with open(path) as f:
             for line in f:
                 item = json.loads(line)
+                # A quarantine interrupted after its report was written runs
+                # again on the next open and reports the same range again.
+                key = (item["segment"], item["offset"])
+                if key in seen:
+                    continue
+                seen.add(key)
                 out.append(
                     f"segment {item['segment']}: {item['bytes']} damaged bytes at offset "
                     f"{item['offset']} moved to quarantine/{item['file']}"
@@ -410,7 +432,24 @@ class EventLog(SegmentHost):
 
     def _last_recorded_at(self) -> int:
         last = max((s.last_position for s in self._segments), default=0)
-        return self.recorded_at_of(last) if last else 0
+        stored = self.recorded_at_of(last) if last else 0
+        return max(stored, self.recorded_at_floor())
+
+    def recorded_at_floor(self) -> int:
+        """The commit time retention last saw; see ``save_recorded_at_floor``."""
+        try:
+            with open(os.path.join(self.path, RECORDED_AT_FLOOR_FILE), "rb") as f:
+                return int(json.loads(f.read())["recorded_at_ms"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataDirectoryError(f"{RECORDED_AT_FLOOR_FILE} is unreadable: {e}") from e
+
+    def save_recorded_at_floor(self, recorded_at_ms: int) -> None:
+        # Retention may remove the newest events, and with them the only record
+        # of the latest commit time: keep it so recorded_at never goes backwards.
+        data = json.dumps({"recorded_at_ms": recorded_at_ms}).encode()
+        self._files.write_file_atomically(os.path.join(self.path, RECORDED_AT_FLOOR_FILE), data)
 
     def _index_tail(self, after: int) -> None:
         index = self._require_index()

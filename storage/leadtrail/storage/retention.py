@@ -91,6 +91,9 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
     if writer is not None and segments and expiry(segments[-1])[1]:
         writer.call(writer.roll_now).result()  # seal the active segment so it can be swept
     segments = log.segments
+    floor = writer.last_recorded_at if writer is not None else log.recorded_at_floor()
+    if floor > log.recorded_at_floor():
+        log.save_recorded_at_floor(floor)
     for segment in segments[:-1]:
         every, some = expiry(segment)
         if not some:

@@ -121,6 +121,10 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._run, name="leadtrail-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def last_recorded_at(self) -> int:
+        return self._last_recorded_at
+
     # -- the appenders' side -----------------------------------------------
 
     def submit(self, events: list[Event]) -> Future[list[AppendResult]]:
