@@ -328,8 +328,8 @@ class Index:
             if high_water:
                 txn.put(b"high_water", _U64.pack(high_water), db=meta)
         with self._lock:
-            for key, value in packed.items():
-                self._names.setdefault(key, int(_U32.unpack(value)[0]))
+            for created, value in packed.items():
+                self._names.setdefault(created, int(_U32.unpack(value)[0]))
 
     def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
         """Forget a segment's events (before it is deleted or rewritten)."""
