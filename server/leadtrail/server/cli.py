@@ -1,17 +1,24 @@
 """The ``leadtrail`` command line.
 
+Offline commands (``verify``, ``reindex``, ``compact``, ``dump``, ``stats --data``)
+open the store directory themselves; remote ones talk to a running server
+through the SDK and are imported only when used (``cli_remote``, ``demo``).
+
 Exit status: 0 on success, 1 on a reported error (one line on stderr, no
-traceback), 2 on a usage error (argparse).
+traceback), 2 on a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -23,18 +30,20 @@ from leadtrail.storage import (
     StorageError,
 )
 
+from .cli_errors import CommandError, UsageError
+from .term import Ticker
+
 DEFAULT_DATA = "./leadtrail-data"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_SERVER = "127.0.0.1:50051"
+MAX_BATCH = 1000
+"""The server's limit of events per Append request."""
 
-
-class UsageError(Exception):
-    """A command-line value that parsed but makes no sense (exit status 2)."""
+Command = Callable[[argparse.Namespace], int]
 
 
 def _existing(args: argparse.Namespace) -> None:
     """Offline commands read a store; they never create an empty one by mistake."""
-    import os
-
     if not os.path.isdir(os.path.join(args.data, "log")):
         raise StorageError(f"no LeadTrail store at {args.data} (no log/ directory)")
 
@@ -48,10 +57,34 @@ def _print_json(value: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    host, _, port = args.listen.rpartition(":")
+def _parse_listen(listen: str) -> None:
+    host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
+        raise UsageError(f"--listen {listen!r}: expected HOST:PORT")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _parse_listen(args.listen)
+    try:
+        FsyncPolicy.parse(args.fsync)
+    except (StorageError, ValueError) as e:
+        raise UsageError(f"--fsync {args.fsync!r}: {e}") from None
+    if importlib.util.find_spec("leadtrail.server.app") is not None:
+        app: Any = importlib.import_module("leadtrail.server.app")
+        return int(
+            app.serve(
+                data=args.data,
+                listen=args.listen,
+                fsync=args.fsync,
+                quarantine=args.quarantine,
+                insecure=args.insecure,
+            )
+        )
+    return _serve_store_only(args)
+
+
+def _serve_store_only(args: argparse.Namespace) -> int:
+    """Opens (and with --quarantine repairs) the store while no gRPC listener exists."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -72,8 +105,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.server:
+        return _remote("cli_remote", "cmd_verify")(args)
     _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
+    with (
+        EventLog.open(args.data, _options(args)) as log,
+        Ticker(lambda s: f"verifying {len(log.segments)} segments … {s:.0f} s"),
+    ):
         report = log.verify()
     for line in report.quarantined:
         print(f"quarantined: {line}")
@@ -85,13 +123,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
+    with (
+        EventLog.open(args.data, _options(args)) as log,
+        Ticker(lambda s: f"reindexing {len(log.segments)} segments … {s:.0f} s"),
+    ):
         count = log.reindex()
     print(f"reindexed {count} events")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.data is None:
+        return _remote("cli_remote", "cmd_stats")(args)
     _existing(args)
     with EventLog.open(args.data, _options(args)) as log:
         _print_json(dataclasses.asdict(log.stats()))
@@ -118,43 +161,216 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote(module: str, name: str) -> Command:
+    """A remote command, imported when it runs: the offline commands never load the SDK."""
+
+    def run(args: argparse.Namespace) -> int:
+        command: Command = getattr(importlib.import_module(f"leadtrail.server.{module}"), name)
+        return command(args)
+
+    return run
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def _positive(limit: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 1 or (limit is not None and value > limit):
+            bound = f"1..{limit}" if limit is not None else "at least 1"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bound})")
+        return value
+
+    return parse
+
+
+def _not_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _data_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
+    shown = f" (default {default})" if default else ""
+    p.add_argument("--data", default=default, metavar="DIR", help=f"data directory{shown}")
+
+
+def _server_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SERVER) -> None:
+    shown = f" (default {default})" if default else ""
+    p.add_argument("--server", default=default, metavar="HOST:PORT", help=f"server address{shown}")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("LEADTRAIL_API_KEY"),
+        metavar="KEY",
+        help="API key (default: the LEADTRAIL_API_KEY environment variable)",
+    )
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filter (all given parts must match)")
+    g.add_argument(
+        "--type", action="append", metavar="TYPE", help="event type or prefix 'recipient.*'; repeatable"
+    )
+    g.add_argument("--lead", metavar="LEAD_ID", help="one lead's events")
+    g.add_argument("--flow", metavar="FLOW_ID", help="one flow's events")
+    g.add_argument("--entity", metavar="ENTITY_ID", help="one source, buyer, service or filter")
+    g.add_argument(
+        "--outcome",
+        action="append",
+        metavar="OUTCOME",
+        help="SUCCESS, FAILURE, ERROR, SKIP or UNSPECIFIED; repeatable",
+    )
+    g.add_argument("--since", metavar="TIME", help="from this time, inclusive (RFC 3339 or UTC ms)")
+    g.add_argument("--until", metavar="TIME", help="before this time, exclusive (RFC 3339 or UTC ms)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadtrail", description="LeadTrail audit-event store")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
-
-    p = sub.add_parser("serve", help="open the store and serve it")
-    data_arg(p)
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    p = sub.add_parser("serve", help="serve the store over gRPC in the foreground")
+    _data_arg(p)
+    p.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN}; port 0 picks one)"
+    )
     p.add_argument("--fsync", default="always", help="'always' (default) or 'interval:MS'")
     p.add_argument("--quarantine", action="store_true", help="move damaged log ranges aside and start")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --listen address although no API keys are configured",
+    )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("verify", help="offline: re-read and check every record")
-    data_arg(p)
+    p = sub.add_parser(
+        "append",
+        help="append events from JSON lines",
+        description="Append events read as JSON lines (one event object per line, API.md field names) "
+        "from FILE or stdin. position, recorded_at and account_id are assigned by the server and "
+        "ignored on input. A file is checked completely before anything is sent.",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="JSON lines file (default or '-': stdin)")
+    p.add_argument(
+        "--batch",
+        type=_positive(MAX_BATCH),
+        default=500,
+        metavar="N",
+        help="events per request (default 500, max 1000)",
+    )
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_append"))
+
+    p = sub.add_parser("get", help="one event as JSON")
+    p.add_argument("id", metavar="ID", help="event id (evt_...)")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_get"))
+
+    p = sub.add_parser("timeline", help="one lead's journey, step by step")
+    p.add_argument("lead_id", metavar="LEAD_ID")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--all-changes", action="store_true", help="list every changed field of every step")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_timeline"))
+
+    p = sub.add_parser("query", help="events matching a filter, by time")
+    _filter_args(p)
+    p.add_argument(
+        "--limit", type=_not_negative, default=100, metavar="N", help="at most N events (default 100, 0: all)"
+    )
+    p.add_argument("--desc", action="store_true", help="newest first")
+    p.add_argument("--include-lead", action="store_true", help="include each event's lead snapshot")
+    p.add_argument("--format", choices=("table", "json", "jsonl"), default="table")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_query"))
+
+    p = sub.add_parser("tail", help="follow new events live until Ctrl-C")
+    _filter_args(p)
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-start", action="store_true", help="replay every stored event first")
+    start.add_argument(
+        "--after", type=_not_negative, metavar="POS", help="replay events after this position first"
+    )
+    p.add_argument("--format", choices=("line", "jsonl"), default="line")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_tail"))
+
+    p = sub.add_parser("export", help="events matching a filter as JSON lines or CSV")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, '-' for stdout")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--fields", metavar="A,B,lead.email", help="columns (CSV); lead.<name> reads the snapshot")
+    _filter_args(p)
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_export"))
+
+    p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
+    _data_arg(p, default=None)
+    _server_args(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("verify", help="re-read and check every record (offline on --data, or --server)")
+    _data_arg(p)
+    _server_args(p, default=None)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("reindex", help="offline: rebuild the indexes from the log")
-    data_arg(p)
+    _data_arg(p)
     p.set_defaults(func=cmd_reindex)
 
-    p = sub.add_parser("stats", help="offline: counts and bytes on disk")
-    data_arg(p)
-    p.set_defaults(func=cmd_stats)
-
     p = sub.add_parser("compact", help="offline: apply retention policies now")
-    data_arg(p)
+    _data_arg(p)
     p.add_argument("--now", type=int, default=None, help="UTC milliseconds to measure ages from")
     p.set_defaults(func=cmd_compact)
 
+    p = sub.add_parser("retention", help="retention policies of a running server")
+    retention = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
+    r = retention.add_parser("set", help="set one account's policy")
+    r.add_argument("--account", required=True, metavar="ACCOUNT")
+    r.add_argument(
+        "--max-age-days", type=_not_negative, required=True, metavar="N", help="0 keeps events forever"
+    )
+    r.add_argument(
+        "--legal-hold", action="store_true", help="keep everything of the account, whatever its age"
+    )
+    _server_args(r)
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"))
+    r = retention.add_parser("apply", help="remove expired events now")
+    r.add_argument("--now", metavar="TIME", help="measure ages from this time (RFC 3339 or UTC ms)")
+    _server_args(r)
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"))
+
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
-    data_arg(p)
-    p.add_argument("--from", dest="from_position", type=int, default=1, help="first position")
-    p.add_argument("--limit", type=int, default=None, help="at most N events")
+    _data_arg(p)
+    p.add_argument(
+        "--from", dest="from_position", type=_positive(), default=1, metavar="POS", help="first position"
+    )
+    p.add_argument("--limit", type=_not_negative, default=None, metavar="N", help="at most N events")
     p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser("demo", help="append simulated lead flows to a running server")
+    p.add_argument(
+        "--leads", type=_positive(), default=200, metavar="N", help="leads to simulate (default 200)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="the same seed gives the same leads and event ids")
+    _server_args(p)
+    p.set_defaults(func=_remote("demo", "cmd_demo"))
     return parser
+
+
+def _remote_problem(error: BaseException, args: argparse.Namespace) -> str | None:
+    """The SDK's (or gRPC's) error as one line, if the SDK was loaded at all."""
+    remote = sys.modules.get("leadtrail.server.cli_remote")
+    if remote is None:
+        return None
+    line: str | None = remote.problem(error, getattr(args, "server", None) or DEFAULT_SERVER)
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,14 +380,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as e:
         parser.error(str(e))
-    except StorageError as e:
+    except (CommandError, StorageError) as e:
         print(f"leadtrail: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`leadtrail query ... | head`): not our failure.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         print(f"leadtrail: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        line = _remote_problem(e, args)
+        if line is None:
+            raise
+        print(f"leadtrail: {line}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,189 @@
+"""How events, timelines and changes look on the operator's screen and in JSON.
+
+JSON uses the field names of the public contract (API.md) with times as
+RFC 3339 UTC strings at millisecond precision and outcomes by name, so that
+``append`` takes back what ``get`` and ``query`` print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from leadtrail.client import ChangeKind, Event, FieldChange, Timeline
+
+CHANGES_SHOWN = 8
+"""Per timeline step; the first step adds the whole submitted lead, which would
+otherwise push every other step off the screen."""
+
+
+def iso_ms(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def event_json(event: Event, *, include_lead: bool = True) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": event.id,
+        "position": event.position,
+        "type": event.type,
+        "timestamp": iso_ms(event.timestamp),
+        "recorded_at": iso_ms(event.recorded_at),
+        "account_id": event.account_id,
+        "lead_id": event.lead_id,
+        "flow_id": event.flow_id,
+        "entity_id": event.entity_id,
+        "outcome": event.outcome.name,
+        "reason": event.reason,
+        "duration_ms": event.duration_ms,
+        "integration": event.integration,
+        "response_code": event.response_code,
+        "price": "" if event.price is None else str(event.price),
+        "details": event.details,
+    }
+    # Without the snapshot (a query without --include-lead) an empty "lead"
+    # would claim the lead had no fields.
+    if include_lead:
+        record["lead"] = event.lead
+    return record
+
+
+def timeline_json(timeline: Timeline) -> dict[str, Any]:
+    return {
+        "lead_id": timeline.lead_id,
+        "total_ms": timeline.total_ms,
+        "steps": [
+            {
+                "event": event_json(step.event),
+                "since_previous_ms": step.since_previous_ms,
+                "changes": [
+                    {"field": c.field, "kind": c.kind.name, "before": c.before, "after": c.after}
+                    for c in step.changes
+                ],
+            }
+            for step in timeline.steps
+        ],
+    }
+
+
+def dumps(value: Any, *, indent: bool = False) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0, default=str)
+
+
+def _value(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def describe_change(change: FieldChange) -> str:
+    """``+email.valid=true``, ``~score 71→80``, ``-field``."""
+    if change.kind == ChangeKind.ADDED:
+        return f"+{change.field}={_value(change.after)}"
+    if change.kind == ChangeKind.REMOVED:
+        return f"-{change.field}"
+    return f"~{change.field} {_value(change.before)}→{_value(change.after)}"
+
+
+def duration(ms: int) -> str:
+    """``850 ms``, ``12.4 s``, ``3 min 05 s``, ``2 d 04 h`` : the scale an operator reads at a glance."""
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    seconds = ms // 1000
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    if seconds < 86_400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86_400} d {seconds % 86_400 // 3600:02d} h"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Sequence[int] = ()) -> list[str]:
+    """Columns as wide as their widest cell; ``right`` lists the right-aligned ones."""
+    rows = [list(row) for row in rows]
+    widths = [max([len(header[i]), *(len(row[i]) for row in rows)]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
+
+
+def _outcome(event: Event) -> str:
+    return "" if event.outcome.name == "UNSPECIFIED" else event.outcome.name
+
+
+def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str]:
+    """The lead's journey, one row per step, each followed by the fields the step changed."""
+    steps = timeline.steps
+    if not steps:
+        return [f"lead {timeline.lead_id}: no events"]
+    first = steps[0].event
+    span = duration(timeline.total_ms)
+    lines = [f"lead {timeline.lead_id}  flow {first.flow_id}  {len(steps)} steps over {span}", ""]
+    header = ("STEP", "TIME (UTC)", "+MS", "TYPE", "ENTITY", "OUTCOME", "REASON")
+    rows = [
+        (
+            str(n),
+            iso_ms(step.event.timestamp),
+            f"+{step.since_previous_ms}" if n > 1 else "0",
+            step.event.type,
+            step.event.entity_id,
+            _outcome(step.event),
+            step.event.reason,
+        )
+        for n, step in enumerate(steps, start=1)
+    ]
+    rendered = table(header, rows, right=(0, 2))
+    lines.append(rendered[0])
+    indent = " " * (len(rendered[0]) - len(rendered[0].lstrip()) + 6)
+    for step, row in zip(steps, rendered[1:], strict=True):
+        lines.append(row)
+        changes = step.changes if all_changes else step.changes[:CHANGES_SHOWN]
+        lines.extend(indent + describe_change(change) for change in changes)
+        hidden = len(step.changes) - len(changes)
+        if hidden:
+            lines.append(f"{indent}… {hidden} more (--all-changes shows them)")
+    return lines
+
+
+def events_table(events: Iterable[Event]) -> list[str]:
+    header = ("POSITION", "TIME (UTC)", "TYPE", "LEAD", "ENTITY", "OUTCOME", "PRICE", "REASON", "ID")
+    rows = (
+        (
+            str(e.position),
+            iso_ms(e.timestamp),
+            e.type,
+            e.lead_id,
+            e.entity_id,
+            _outcome(e),
+            "" if e.price is None else str(e.price),
+            e.reason,
+            e.id,
+        )
+        for e in events
+    )
+    return table(header, rows, right=(0, 6))
+
+
+def tail_line(event: Event) -> str:
+    """One live event per line, fixed columns so a scrolling terminal stays aligned."""
+    price = "" if event.price is None else str(event.price)
+    parts = [
+        f"{event.position:>10}",
+        iso_ms(event.timestamp),
+        f"{event.type:<22}",
+        f"{event.lead_id:<30}",
+        f"{event.entity_id:<22}",
+        f"{_outcome(event):<8}",
+        f"{price:>8}",
+        event.reason,
+    ]
+    return "  ".join(parts).rstrip()

@@ -1,0 +1,322 @@
+"""The commands that talk to a running server, all through the SDK (``leadtrail.client``).
+
+Imported only when one of them runs, so the offline commands work on a host
+that has the store but not the gRPC stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from types import FrameType
+from typing import IO, Any
+
+import grpc
+
+from leadtrail.client import (
+    Client,
+    Event,
+    InvalidArgumentError,
+    LeadTrailError,
+    NotFoundError,
+    UnavailableError,
+)
+
+from .cli_errors import CommandError, UsageError
+from .cli_input import parse_outcome, parse_time, read_events
+from .cli_output import dumps, event_json, events_table, tail_line, timeline_json, timeline_table
+from .term import ProgressLine, human_bytes
+
+_EVENT_INDEX = re.compile(r"\bevents?\s*\[?\s*(\d+)\]?")
+
+
+def connect(args: argparse.Namespace) -> Client:
+    return Client(args.server, api_key=args.api_key or None)
+
+
+def problem(error: BaseException, server: str) -> str | None:
+    """The one line to print for an error of the SDK or gRPC; ``None`` for anything else."""
+    if isinstance(error, UnavailableError):
+        return f"server {server} unavailable: {_first_line(error)}"
+    if isinstance(error, LeadTrailError):
+        return _first_line(error)
+    if isinstance(error, grpc.RpcError):
+        code = error.code() if isinstance(error, grpc.Call) else None
+        details = error.details() if isinstance(error, grpc.Call) else str(error)
+        name = code.name if code is not None else "RPC error"
+        return f"{name}: {_first_line(details or '')}"
+    return None
+
+
+def _first_line(error: BaseException | str) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments."""
+    try:
+        outcomes = tuple(parse_outcome(o) for o in args.outcome or ())
+        start = parse_time(args.since) if args.since else None
+        end = parse_time(args.until) if args.until else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"--until {args.until} is not after --since {args.since}")
+    return {
+        "types": tuple(args.type or ()),
+        "lead_id": args.lead or "",
+        "flow_id": args.flow or "",
+        "entity_id": args.entity or "",
+        "outcomes": outcomes,
+        "start": start,
+        "end": end,
+    }
+
+
+# --------------------------------------------------------------------------- append
+
+
+def _batches(events: Iterator[tuple[int, Event]], size: int) -> Iterator[list[tuple[int, Event]]]:
+    while batch := list(islice(events, size)):
+        yield batch
+
+
+def _failed_line(error: InvalidArgumentError, batch: list[tuple[int, Event]]) -> int | None:
+    """The input line of the event the server's message names by its index in the request."""
+    match = _EVENT_INDEX.search(str(error))
+    if match and int(match.group(1)) < len(batch):
+        return batch[int(match.group(1))][0]
+    return None
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    source: IO[bytes]
+    if args.file in (None, "-"):
+        source = sys.stdin.buffer
+    else:
+        source = open(args.file, "rb")  # noqa: SIM115 - closed below, stdin must not be
+        # A file can be read twice: check every line first so that a bad line
+        # at the end does not leave the lines before it half appended.
+        try:
+            for _ in read_events(source):
+                pass
+        except ValueError as e:
+            source.close()
+            raise CommandError(f"{args.file}: {e}; nothing appended") from None
+        source.seek(0)
+    appended = duplicates = last_position = 0
+    progress = ProgressLine()
+    try:
+        with connect(args) as client:
+            try:
+                for batch in _batches(read_events(source), args.batch):
+                    try:
+                        results = client.append([event for _, event in batch])
+                    except InvalidArgumentError as e:
+                        line = _failed_line(e, batch)
+                        where = f"line {line}" if line else f"lines {batch[0][0]}-{batch[-1][0]}"
+                        raise CommandError(
+                            f"{where}: {_first_line(e)} (its batch from line {batch[0][0]} was not "
+                            f"appended; {appended + duplicates} events before it were)"
+                        ) from None
+                    for result in results:
+                        duplicates += result.duplicate
+                        appended += not result.duplicate
+                        last_position = max(last_position, result.position)
+                    progress.update(f"appended {appended + duplicates} events")
+            except ValueError as e:
+                raise CommandError(f"{e} ({appended + duplicates} events before it were appended)") from None
+    finally:
+        progress.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+    print(f"appended {appended}, duplicates {duplicates}, last position {last_position}")
+    return 0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        try:
+            event = client.get(args.id)
+        except NotFoundError:
+            raise CommandError(f"event {args.id} not found") from None
+    sys.stdout.buffer.write(dumps(event_json(event), indent=True) + b"\n")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        try:
+            timeline = client.timeline(args.lead_id)
+        except NotFoundError:
+            raise CommandError(f"lead {args.lead_id} not found") from None
+    if args.format == "json":
+        sys.stdout.buffer.write(dumps(timeline_json(timeline), indent=True) + b"\n")
+    else:
+        print("\n".join(timeline_table(timeline, all_changes=args.all_changes)))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    limit = args.limit or None
+    with connect(args) as client:
+        found = client.query(
+            **filter_kwargs(args),
+            descending=args.desc,
+            include_lead=args.include_lead,
+            page_size=min(limit or 1000, 1000),
+        )
+        out = sys.stdout.buffer
+        if args.format == "jsonl":
+            # Streamed: a large result starts flowing at once and never sits in memory.
+            for event in islice(found, limit):
+                out.write(dumps(event_json(event, include_lead=args.include_lead)) + b"\n")
+            return 0
+        events = list(islice(found, limit))
+        if args.format == "json":
+            records = [event_json(e, include_lead=args.include_lead) for e in events]
+            out.write(dumps(records, indent=True) + b"\n")
+        else:
+            if not events:
+                print("no events match", file=sys.stderr)
+                return 0
+            print("\n".join(events_table(events)))
+            if limit is not None and len(events) == limit:
+                print(f"(first {limit} events; --limit 0 shows all)", file=sys.stderr)
+    return 0
+
+
+class _Stop(Exception):
+    """SIGTERM asks a tail to end the way Ctrl-C does."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.from_start and args.after is not None:
+        raise UsageError("--from-start and --after exclude each other")
+    start: dict[str, Any]
+    if args.from_start:
+        start = {"from_start": True}
+    elif args.after is not None:
+        start = {"after_position": args.after}
+    else:
+        start = {"from_end": True}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    out = sys.stdout
+    try:
+        with connect(args) as client, client.subscribe(**start, **filter_kwargs(args)) as subscription:
+            try:
+                for event in subscription:
+                    if args.format == "jsonl":
+                        out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
+                    else:
+                        out.write(tail_line(event) + "\n")
+                    out.flush()
+            except (_Stop, KeyboardInterrupt):
+                subscription.stop()
+    except (_Stop, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+@contextmanager
+def _destination(path: str) -> Iterator[IO[bytes]]:
+    """stdout for ``-``; otherwise a temporary file renamed into place only when the
+    export completed, so an interrupted export never looks like a finished one."""
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "wb") as f:
+            yield f
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else ()
+    written = lines = 0
+    with connect(args) as client, ProgressLine() as progress, _destination(args.output) as out:
+        for chunk in client.export(format=args.format, fields=fields, **filter_kwargs(args)):
+            out.write(chunk)
+            written += len(chunk)
+            lines += chunk.count(b"\n")
+            events = lines - 1 if args.format == "csv" and lines else lines
+            progress.update(f"exported {events} events, {human_bytes(written)}")
+    events = max(0, lines - 1) if args.format == "csv" else lines
+    if args.output != "-":
+        print(f"exported {events} events ({human_bytes(written)}) to {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- administration
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        stats = client.stats()
+    # The same JSON as `stats --data` prints offline.
+    sys.stdout.buffer.write(dumps(dataclasses.asdict(stats), indent=True) + b"\n")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        report = client.verify()
+    for line in getattr(report, "quarantined", ()):
+        print(f"quarantined: {line}")
+    for line in report.problems:
+        print(f"problem: {line}")
+    print(f"{report.records_checked} events checked, {len(report.problems)} problems")
+    return 1 if report.problems else 0
+
+
+def cmd_retention_set(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        policy = client.set_retention_policy(
+            args.account, max_age_days=args.max_age_days, legal_hold=args.legal_hold
+        )
+    age = f"{policy.max_age_days} days" if policy.max_age_days else "forever"
+    hold = ", legal hold (nothing is removed)" if policy.legal_hold else ""
+    print(f"retention for account {policy.account_id}: keep {age}{hold}")
+    return 0
+
+
+def cmd_retention_apply(args: argparse.Namespace) -> int:
+    try:
+        now = parse_time(args.now) if args.now else None
+    except ValueError as e:
+        raise UsageError(f"--now {e}") from None
+    with connect(args) as client:
+        report = client.apply_retention(now=now)
+    print(
+        f"removed {report.events_removed} events: {report.segments_deleted} segments deleted, "
+        f"{report.segments_rewritten} rewritten, {human_bytes(report.bytes_freed)} freed"
+    )
+    return 0

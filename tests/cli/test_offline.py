@@ -1,0 +1,96 @@
+"""The offline commands work on a store directory, with no server running."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from leadtrail.storage import Event, EventLog, Options, Outcome, RetentionPolicy
+
+if TYPE_CHECKING:
+    from conftest import CLI
+
+DAY_MS = 86_400_000
+NOW_MS = 1_705_294_800_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """Ten events of two leads; the first five were recorded 40 days ago."""
+    path = tmp_path / "data"
+    clock = [NOW_MS - 40 * DAY_MS]
+    with EventLog.open(path, Options(clock_ms=lambda: clock[0])) as log:
+        events = [
+            Event(
+                type="source.submitted" if i % 5 == 0 else "recipient.delivered",
+                lead_id=f"lead_{i // 5}",
+                flow_id="flow_1",
+                timestamp_ms=NOW_MS - (40 * DAY_MS if i < 5 else 0) + i,
+                outcome=Outcome.UNSPECIFIED if i % 5 == 0 else Outcome.SUCCESS,
+                price="" if i % 5 == 0 else "25.00",
+                lead={"email": f"person{i // 5}@example.com", "score": i},
+            )
+            for i in range(10)
+        ]
+        log.append(events[:5])
+        clock[0] = NOW_MS
+        log.append(events[5:])
+        log.set_retention_policy(RetentionPolicy(account_id="default", max_age_days=30))
+    return path
+
+
+def test_verify_counts_the_events_of_a_healthy_store(cli: CLI, store: Path) -> None:
+    run = cli("verify", "--data", str(store))
+    assert run.status == 0, run
+    assert run.stdout.strip().endswith("10 events checked, 0 problems")
+    assert run.stderr == ""  # no progress line: stderr is not a terminal
+
+
+def test_verify_reports_a_damaged_log_and_exits_1(cli: CLI, store: Path) -> None:
+    segment = next((store / "log").glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    run = cli("verify", "--data", str(store))
+    assert run.status == 1
+    assert "Traceback" not in run.stderr
+
+
+def test_reindex_rebuilds_every_event(cli: CLI, store: Path) -> None:
+    run = cli("reindex", "--data", str(store))
+    assert (run.status, run.stdout.strip()) == (0, "reindexed 10 events")
+
+
+def test_stats_with_data_reads_the_store_offline(cli: CLI, store: Path) -> None:
+    run = cli("stats", "--data", str(store))
+    assert run.status == 0, run
+    stats = json.loads(run.stdout)
+    assert stats["event_count"] == 10
+    assert stats["last_position"] == 10
+
+
+def test_dump_prints_stored_records_from_a_position(cli: CLI, store: Path) -> None:
+    run = cli("dump", "--data", str(store), "--from", "4", "--limit", "3")
+    assert run.status == 0, run
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["position"] for r in records] == [4, 5, 6]
+    assert records[2]["type"] == "source.submitted"
+    assert records[2]["lead"]["email"] == "person1@example.com"
+    assert records[0]["outcome"] == "SUCCESS"
+
+
+def test_compact_removes_what_retention_expired(cli: CLI, store: Path) -> None:
+    run = cli("compact", "--data", str(store), "--now", str(NOW_MS + DAY_MS))
+    assert run.status == 0, run
+    assert json.loads(run.stdout)["events_removed"] == 5
+    left = cli("dump", "--data", str(store))
+    assert [json.loads(line)["lead_id"] for line in left.stdout.splitlines()] == ["lead_1"] * 5
+
+
+@pytest.mark.parametrize("command", ["verify", "reindex", "dump", "compact"])
+def test_a_missing_store_is_one_line_and_exit_1(cli: CLI, tmp_path: Path, command: str) -> None:
+    line = cli(command, "--data", str(tmp_path / "nowhere")).error_line()
+    assert "no LeadTrail store" in line
+    assert not (tmp_path / "nowhere").exists()
