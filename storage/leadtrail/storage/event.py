@@ -79,6 +79,32 @@ class EventFilter:
     start_ms: int | None = None
     end_ms: int | None = None
 
+    def matches(self, event: Event) -> bool:
+        if event.account_id != self.account_id:
+            return False
+        if self.lead_id and event.lead_id != self.lead_id:
+            return False
+        if self.flow_id and event.flow_id != self.flow_id:
+            return False
+        if self.entity_id and event.entity_id != self.entity_id:
+            return False
+        if self.outcomes and event.outcome not in self.outcomes:
+            return False
+        ts = event.timestamp_ms or 0
+        if self.start_ms is not None and ts < self.start_ms:
+            return False
+        if self.end_ms is not None and ts >= self.end_ms:
+            return False
+        if self.types:
+            for pattern in self.types:
+                if pattern.endswith(".*"):
+                    if event.type.startswith(pattern[:-1]):
+                        return True
+                elif event.type == pattern:
+                    return True
+            return False
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class Page:

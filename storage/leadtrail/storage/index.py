@@ -387,6 +387,13 @@ class Index:
         found, offset = _POSOFF.unpack(cursor.value())
         return int(offset) if found == position else None
 
+    def offset_at_or_after(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:
+        """Offset of the first indexed event of the segment at or after ``position``."""
+        cursor = txn.cursor(db=self.dbs["positions"])
+        if not cursor.set_range_dup(_U64.pack(segment_base), _POSOFF.pack(position, 0)):
+            return None
+        return int(_POSOFF.unpack(cursor.value())[1])
+
     def segment_positions(self, txn: lmdb.Transaction, segment_base: int) -> Iterator[tuple[int, int]]:
         cursor = txn.cursor(db=self.dbs["positions"])
         if cursor.set_key(_U64.pack(segment_base)):

@@ -469,9 +469,17 @@ class EventLog(SegmentHost):
         index.sync()
 
     def _segment_events(
-        self, segment: Segment, include_lead: bool = True, end: int | None = None
+        self,
+        segment: Segment,
+        include_lead: bool = True,
+        end: int | None = None,
+        start: int = SEGMENT_HEADER_SIZE,
     ) -> Iterator[Located]:
-        """Decode a segment front to back, resolving snapshot deltas as it goes."""
+        """Decode a segment front to back, resolving snapshot deltas as it goes.
+
+        Started past the segment header, a delta whose base lies before
+        ``start`` finds that base through the index.
+        """
         by_position: dict[int, int] = {}
         latest: dict[int, Mapping[str, Any]] = {}
         last_of_lead: dict[tuple[str, str], int] = {}
@@ -481,12 +489,15 @@ class EventLog(SegmentHost):
             if known is not None:
                 return known
             offset = by_position.get(position)
+            if offset is None and start > SEGMENT_HEADER_SIZE:
+                with self.read_txn() as txn:
+                    return self._snapshot_at(txn, segment, position)
             if offset is None:
                 raise BadRecord(f"delta base {position} is not an earlier event of this segment")
             return self._snapshot_from_record(segment, offset, position, by_position.get)
 
         try:
-            for offset, header, payload in segment.records(end=end):
+            for offset, header, payload in segment.records(start=start, end=end):
                 if header.kind != KIND_EVENT:
                     continue
                 by_position[header.position] = offset
@@ -709,7 +720,14 @@ class EventLog(SegmentHost):
             if segment.base > visible:
                 break
             end = segment.size
-            for item in self._segment_events(segment, include_lead=True, end=end):
+            start = SEGMENT_HEADER_SIZE
+            if position > segment.base:
+                # Seek through the index instead of decoding the segment from its
+                # start: a subscriber resuming mid-segment reads only what it needs.
+                with self.read_txn() as txn:
+                    found = self._require_index().offset_at_or_after(txn, segment.base, position)
+                start = found if found is not None else start
+            for item in self._segment_events(segment, include_lead=True, end=end, start=start):
                 event = item.event
                 if event.position < position:
                     continue

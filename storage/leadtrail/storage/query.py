@@ -82,33 +82,6 @@ def decode_cursor(token: str, descending: bool, f: EventFilter) -> tuple[int, in
     return int(snapshot), int(timestamp), int(position)
 
 
-def _matches(event: Event, f: EventFilter) -> bool:
-    if event.account_id != f.account_id:
-        return False
-    if f.lead_id and event.lead_id != f.lead_id:
-        return False
-    if f.flow_id and event.flow_id != f.flow_id:
-        return False
-    if f.entity_id and event.entity_id != f.entity_id:
-        return False
-    if f.outcomes and event.outcome not in f.outcomes:
-        return False
-    ts = event.timestamp_ms or 0
-    if f.start_ms is not None and ts < f.start_ms:
-        return False
-    if f.end_ms is not None and ts >= f.end_ms:
-        return False
-    if f.types:
-        for pattern in f.types:
-            if pattern.endswith(".*"):
-                if event.type.startswith(pattern[:-1]):
-                    return True
-            elif event.type == pattern:
-                return True
-        return False
-    return True
-
-
 def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
     """The index and keys to walk, or None when the filter cannot match anything."""
     index = log.index
@@ -189,7 +162,7 @@ def scan(
             if position > snapshot:
                 continue
             event = log.event_at(txn, position, include_lead=include_lead)
-            if event is None or not _matches(event, f):
+            if event is None or not f.matches(event):
                 continue
             if len(events) == limit:
                 last = events[-1]

@@ -1,0 +1,214 @@
+"""``leadtrail serve``: the gRPC server in the foreground.
+
+Start-up opens (and recovers) the store before listening, so a client never
+talks to a half-recovered store; the ready line is printed only once the port
+is bound and health says SERVING. SIGTERM/SIGINT drain: health turns
+NOT_SERVING, subscriptions end with UNAVAILABLE (clients resume elsewhere or
+later), new calls are refused, in-flight appends finish, the log is closed
+(every queued group fsynced) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from leadtrail.storage import CorruptionError, Event, EventLog, FsyncPolicy, Options, StorageError
+from leadtrail.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+
+from .feed import Feed
+from .service import AdminService, QueryService, Store, StreamService, SubmissionService
+
+log = logging.getLogger("leadtrail.server")
+
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+SHUTDOWN_GRACE_SECONDS = 10.0
+SERVICE_NAMES = (
+    submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+    stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is the one line the operator sees."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data: str = "./leadtrail-data"
+    listen: str = "127.0.0.1:50051"
+    fsync: str = "always"
+    quarantine: bool = False
+    insecure: bool = False
+    max_events_per_request: int = 1000
+    max_snapshot_bytes: int = 64 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(listen: str, insecure: bool) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise StartupError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    if not _is_loopback(host) and not insecure:
+        raise StartupError(
+            f"--listen {listen}: refusing a non-loopback address without authentication; "
+            "pass --insecure to serve it unauthenticated"
+        )
+    return host, int(port)
+
+
+class LeadTrailServer:
+    """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._store: Store | None = None
+        self._health = HealthServicer()
+
+    async def start(self) -> None:
+        config = self.config
+        host, port = check_listen(config.listen, config.insecure)
+        options = Options(
+            fsync=FsyncPolicy.parse(config.fsync),
+            quarantine=config.quarantine,
+            max_events_per_append=config.max_events_per_request,
+            max_snapshot_bytes=config.max_snapshot_bytes,
+        )
+        reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="leadtrail-read")
+        loop = asyncio.get_running_loop()
+        # Opening recovers the log and indexes its tail: disk work, off the loop.
+        event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
+        store = Store(event_log, reads, Feed(event_log.last_position))
+        self._store = store
+
+        def committed(events: list[Event]) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(store.feed.publish, events)
+
+        event_log.add_commit_listener(committed)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(SubmissionService(store), server)
+        query_pb2_grpc.add_QueryServiceServicer_to_server(QueryService(store), server)
+        stream_pb2_grpc.add_StreamServiceServicer_to_server(StreamService(store), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
+        try:
+            self.port = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as e:
+            raise StartupError(f"--listen {config.listen}: cannot bind ({e})") from e
+        self._server = server
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    @property
+    def log(self) -> EventLog:
+        assert self._store is not None
+        return self._store.log
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        await self._health.enter_graceful_shutdown()  # NOT_SERVING for every service
+        store = self._store
+        if store is not None:
+            store.closing = True
+            store.feed.close()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if store is not None:
+            # Every queued group is written and fsynced before the log closes.
+            await asyncio.get_running_loop().run_in_executor(None, store.log.close)
+            store.reads.shutdown(wait=True)
+
+
+async def _serve(config: ServerConfig) -> int:
+    server = LeadTrailServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    quarantined = server.log.quarantined()
+    for line in quarantined:
+        print(f"leadtrail: quarantined: {line}", file=sys.stderr, flush=True)
+    print(
+        f"leadtrail: serving on {server.address} (data {config.data}, "
+        f"last position {server.log.last_position}, fsync {server.log.options.fsync})",
+        flush=True,
+    )
+    await stop.wait()
+    print("leadtrail: shutting down", file=sys.stderr, flush=True)
+    await server.stop()
+    return 0
+
+
+def serve(
+    *,
+    data: str = "./leadtrail-data",
+    listen: str = "127.0.0.1:50051",
+    fsync: str = "always",
+    quarantine: bool = False,
+    insecure: bool = False,
+) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the process exit status."""
+    logging.basicConfig(level=logging.WARNING, format="leadtrail: %(levelname)s %(message)s")
+    config = ServerConfig(data=data, listen=listen, fsync=fsync, quarantine=quarantine, insecure=insecure)
+    try:
+        return asyncio.run(_serve(config))
+    except CorruptionError as e:
+        print(
+            f"leadtrail: refusing to start: the log is damaged: {'; '.join(e.problems)} "
+            "(start with --quarantine to move the damaged range aside)",
+            file=sys.stderr,
+        )
+        return 1
+    except (StartupError, StorageError) as e:
+        print(f"leadtrail: {e}", file=sys.stderr)
+        return 1

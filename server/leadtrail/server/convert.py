@@ -1,0 +1,216 @@
+"""Between the wire (``leadtrail.v1`` messages) and the storage engine's values.
+
+The engine speaks UTC milliseconds, decimal strings and plain JSON-like
+mappings; the wire speaks ``Timestamp``, decimal strings and ``Struct``. A
+``Struct`` carries every number as a double, so whole numbers that a double
+holds exactly come back as ``int``: a producer's ``"score": 71`` is stored and
+returned as 71, not 71.0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from leadtrail.storage import DEFAULT_ACCOUNT, Event, EventFilter, Outcome, ValidationError
+from leadtrail.storage.validation import TYPE_MAX, TYPE_PATTERN
+from leadtrail.v1 import event_pb2
+
+_MAX_EXACT = 2**53
+_OUTCOMES = {int(o) for o in Outcome}
+_PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+
+
+# -- times ----------------------------------------------------------------------
+
+
+def timestamp_to_ms(ts: timestamp_pb2.Timestamp) -> int:
+    # Millisecond precision: finer digits are cut, as API.md fixes the unit.
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def ms_to_timestamp(ms: int, out: timestamp_pb2.Timestamp) -> None:
+    out.seconds, rest = divmod(ms, 1000)
+    out.nanos = rest * 1_000_000
+
+
+def iso_ms(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T10:15:00.123Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+# -- Struct <-> plain values -----------------------------------------------------
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and -_MAX_EXACT <= number <= _MAX_EXACT:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(v) for v in value.list_value.values]
+    return None  # null_value, or a Value with nothing set
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def python_to_value(item: Any, out: struct_pb2.Value) -> None:
+    if item is None:
+        out.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(item, bool):
+        out.bool_value = item
+    elif isinstance(item, int | float):
+        out.number_value = item
+    elif isinstance(item, str):
+        out.string_value = item
+    elif isinstance(item, Mapping):
+        dict_to_struct(item, out.struct_value)
+    else:
+        out.list_value.SetInParent()
+        for element in item:
+            python_to_value(element, out.list_value.values.add())
+
+
+def dict_to_struct(data: Mapping[str, Any], out: struct_pb2.Struct) -> None:
+    for key, item in data.items():
+        python_to_value(item, out.fields[key])
+
+
+# -- events ---------------------------------------------------------------------
+
+
+def event_from_proto(message: event_pb2.Event, index: int, account_id: str) -> Event:
+    """An appended event as the engine takes it; output-only fields are ignored."""
+    outcome = message.outcome
+    if outcome not in _OUTCOMES:
+        raise ValidationError(index, "outcome", f"{outcome} is not a known Outcome (0..{max(_OUTCOMES)})")
+    return Event(
+        type=message.type,
+        lead_id=message.lead_id,
+        flow_id=message.flow_id,
+        id=message.id,
+        timestamp_ms=timestamp_to_ms(message.timestamp) if message.HasField("timestamp") else None,
+        entity_id=message.entity_id,
+        outcome=Outcome(outcome),
+        reason=message.reason,
+        duration_ms=message.duration_ms,
+        integration=message.integration,
+        response_code=message.response_code,
+        price=message.price,
+        details=struct_to_dict(message.details),
+        lead=struct_to_dict(message.lead),
+        account_id=account_id,
+    )
+
+
+def event_to_proto(event: Event, out: event_pb2.Event | None = None) -> event_pb2.Event:
+    message = event_pb2.Event() if out is None else out
+    message.id = event.id
+    message.type = event.type
+    ms_to_timestamp(event.timestamp_ms or 0, message.timestamp)
+    ms_to_timestamp(event.recorded_at_ms, message.recorded_at)
+    message.position = event.position
+    message.account_id = event.account_id
+    message.lead_id = event.lead_id
+    message.flow_id = event.flow_id
+    message.entity_id = event.entity_id
+    message.outcome = int(event.outcome)  # type: ignore[assignment]
+    message.reason = event.reason
+    message.duration_ms = event.duration_ms
+    message.integration = event.integration
+    message.response_code = event.response_code
+    message.price = event.price
+    if event.details:
+        dict_to_struct(event.details, message.details)
+    if event.lead:
+        dict_to_struct(event.lead, message.lead)
+    return message
+
+
+def event_to_json(event: Event, include_lead: bool = True) -> dict[str, Any]:
+    """One event as an export or ``dump`` line: API.md field names, RFC 3339 times."""
+    record: dict[str, Any] = {
+        "id": event.id,
+        "position": event.position,
+        "type": event.type,
+        "timestamp": iso_ms(event.timestamp_ms or 0),
+        "recorded_at": iso_ms(event.recorded_at_ms),
+        "account_id": event.account_id,
+        "lead_id": event.lead_id,
+        "flow_id": event.flow_id,
+        "entity_id": event.entity_id,
+        "outcome": event_pb2.Outcome.Name(int(event.outcome)),  # type: ignore[arg-type]
+        "reason": event.reason,
+        "duration_ms": event.duration_ms,
+        "integration": event.integration,
+        "response_code": event.response_code,
+        "price": event.price,
+        "details": dict(event.details),
+    }
+    if include_lead:
+        record["lead"] = dict(event.lead)
+    return record
+
+
+# -- filters --------------------------------------------------------------------
+
+
+def filter_from_proto(message: event_pb2.EventFilter, account_id: str = DEFAULT_ACCOUNT) -> EventFilter:
+    for i, pattern in enumerate(message.types):
+        _check_type_pattern(f"filter.types[{i}]", pattern)
+    outcomes: list[Outcome] = []
+    for i, outcome in enumerate(message.outcomes):
+        if outcome not in _OUTCOMES:
+            raise ValidationError(None, f"filter.outcomes[{i}]", f"{outcome} is not a known Outcome")
+        outcomes.append(Outcome(outcome))
+    start = timestamp_to_ms(message.start) if message.HasField("start") else None
+    end = timestamp_to_ms(message.end) if message.HasField("end") else None
+    for name in ("lead_id", "flow_id", "entity_id"):
+        if len(getattr(message, name)) > 128:
+            raise ValidationError(None, f"filter.{name}", "longer than the 128 characters an id may have")
+    return EventFilter(
+        account_id=account_id,
+        types=tuple(message.types),
+        lead_id=message.lead_id,
+        flow_id=message.flow_id,
+        entity_id=message.entity_id,
+        outcomes=tuple(outcomes),
+        start_ms=start,
+        end_ms=end,
+    )
+
+
+def _check_type_pattern(field: str, pattern: str) -> None:
+    ok = (
+        _PREFIX_PATTERN.fullmatch(pattern[:-2]) is not None
+        if pattern.endswith(".*")
+        else TYPE_PATTERN.fullmatch(pattern) is not None
+    )
+    if len(pattern) > TYPE_MAX or not ok:
+        raise ValidationError(
+            None,
+            field,
+            f"{pattern!r} is neither an event type (<category>.<action>, at most {TYPE_MAX} "
+            "characters) nor a prefix pattern such as 'recipient.*'",
+        )
+
+
+def plain_decimal(value: Any) -> str:
+    """A Decimal as a plain string: never an exponent (``1E+2`` is ``100``)."""
+    text = format(value, "f")
+    return text if text != "-0" else "0"
+

@@ -1,0 +1,59 @@
+"""The live feed: recently committed events, shared by every subscriber.
+
+The writer thread hands each durable group to the event loop; the feed keeps
+the most recent ones in one bounded list that all live subscribers read by
+position. A subscriber is just a cursor into it, so a thousand subscribers cost
+one buffer, and one that falls behind the oldest event kept here reads from
+disk instead: the server never buffers without bound and never drops an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from leadtrail.storage import Event
+
+
+class Feed:
+    def __init__(self, last_position: int, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._events: list[Event] = []
+        self.last_position = last_position
+        self._signal = asyncio.Event()
+
+    def publish(self, events: list[Event]) -> None:
+        """Runs on the event loop, in commit order."""
+        if not events:
+            return
+        if self._events and events[0].position != self._events[-1].position + 1:
+            self._events.clear()  # never expected: positions are gapless for appends
+        self._events.extend(events)
+        if len(self._events) > 2 * self._capacity:
+            del self._events[: len(self._events) - self._capacity]
+        self.last_position = max(self.last_position, events[-1].position)
+        signal, self._signal = self._signal, asyncio.Event()
+        signal.set()
+
+    def after(self, position: int, limit: int) -> list[Event] | None:
+        """Events after ``position`` from memory; None when memory no longer reaches back."""
+        if position >= self.last_position:
+            return []
+        if not self._events:
+            return None
+        first = self._events[0].position
+        if position + 1 < first:
+            return None
+        start = position + 1 - first
+        return self._events[start : start + limit]
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next publish, or ``timeout`` seconds."""
+        signal = self._signal
+        try:
+            await asyncio.wait_for(signal.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def close(self) -> None:
+        """Wake every waiter (shutdown)."""
+        self._signal.set()

@@ -1,0 +1,547 @@
+"""The four services of ``leadtrail.v1`` over one open ``EventLog``.
+
+Appends go through the engine's group committer (the future resolves once the
+group is durable) and never wait on a thread of ours; every read that touches
+disk runs on the ``reads`` thread pool so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import grpc
+import orjson
+
+from leadtrail.storage import (
+    DEFAULT_ACCOUNT,
+    ClosedError,
+    Event,
+    EventFilter,
+    EventLog,
+    RetentionPolicy,
+)
+from leadtrail.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    event_pb2,
+    query_pb2,
+    query_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+
+from .convert import (
+    event_from_proto,
+    event_to_json,
+    event_to_proto,
+    filter_from_proto,
+    ms_to_timestamp,
+    plain_decimal,
+    python_to_value,
+    timestamp_to_ms,
+)
+from .feed import Feed
+from .status import ServiceError, invalid, not_found, streaming, unary
+
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+EXPORT_CHUNK_BYTES = 64 * 1024
+SCAN_PAGE = 1000
+REPLAY_CHUNK = 512
+CHECKPOINT_EVERY_EVENTS = 1000
+CHECKPOINT_EVERY_SECONDS = 1.0
+APPEND_STREAM_IN_FLIGHT = 64
+
+CSV_DEFAULT_FIELDS = (
+    "id",
+    "position",
+    "timestamp",
+    "recorded_at",
+    "type",
+    "lead_id",
+    "flow_id",
+    "entity_id",
+    "outcome",
+    "reason",
+    "duration_ms",
+    "integration",
+    "response_code",
+    "price",
+)
+CSV_FIELDS = (*CSV_DEFAULT_FIELDS, "account_id")
+
+
+@dataclass
+class Store:
+    """What every servicer shares: the log, the read pool and the live feed."""
+
+    log: EventLog
+    reads: ThreadPoolExecutor
+    feed: Feed
+    closing: bool = False
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.reads, fn, *args)
+
+    def account(self, context: Context) -> str:
+        # Open single-account mode until API keys arrive: every caller is `default`.
+        return DEFAULT_ACCOUNT
+
+
+def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
+    response = submission_pb2.AppendResponse()
+    for r in results:
+        out = response.results.add(id=r.id, position=r.position, duplicate=r.duplicate)
+        ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
+    return response
+
+
+class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _submit(self, request: submission_pb2.AppendRequest, account: str) -> asyncio.Future[Any]:
+        events = [event_from_proto(m, i, account) for i, m in enumerate(request.events)]
+        return asyncio.wrap_future(self.store.log.submit(events))
+
+    @unary
+    async def Append(
+        self, request: submission_pb2.AppendRequest, context: Context
+    ) -> submission_pb2.AppendResponse:
+        return _results(await self._submit(request, self.store.account(context)))
+
+    @streaming
+    async def AppendStream(
+        self, request_iterator: AsyncIterator[submission_pb2.AppendRequest], context: Context
+    ) -> AsyncIterator[submission_pb2.AppendResponse]:
+        account = self.store.account(context)
+        # Requests are validated and queued as they arrive; responses follow in
+        # order as groups become durable. A bad request ends the stream after
+        # the responses of every request before it.
+        pending: asyncio.Queue[asyncio.Future[Any] | BaseException | None] = asyncio.Queue(
+            APPEND_STREAM_IN_FLIGHT
+        )
+
+        async def read() -> None:
+            number = 0
+            try:
+                async for request in request_iterator:
+                    await pending.put(self._submit(request, account))
+                    number += 1
+            except Exception as e:
+                await pending.put(_numbered(e, number))
+                return
+            await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await pending.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield _results(await item)
+        finally:
+            reader.cancel()
+
+
+def _numbered(error: Exception, number: int) -> Exception:
+    from leadtrail.storage import StorageError
+
+    if isinstance(error, StorageError | ServiceError):
+        error.args = (f"request {number}: {error}",)
+    return error
+
+
+# -- queries ----------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON values: true is not 1, but 1 and 1.0 are the same number.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any], out: Any) -> None:
+    for field in sorted(before.keys() | after.keys()):
+        if field not in before:
+            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_ADDED)
+            python_to_value(after[field], change.after)
+        elif field not in after:
+            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_REMOVED)
+            python_to_value(before[field], change.before)
+        elif not _same(before[field], after[field]):
+            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_CHANGED)
+            python_to_value(before[field], change.before)
+            python_to_value(after[field], change.after)
+
+
+def timeline_message(lead_id: str, events: list[Event]) -> query_pb2.Timeline:
+    timeline = query_pb2.Timeline(lead_id=lead_id)
+    previous: Event | None = None
+    for event in events:
+        step = timeline.steps.add()
+        event_to_proto(event, step.event)
+        if previous is not None:
+            step.since_previous_ms = (event.timestamp_ms or 0) - (previous.timestamp_ms or 0)
+        _changes(previous.lead if previous is not None else {}, event.lead, step.changes)
+        previous = event
+    if events:
+        timeline.total_ms = (events[-1].timestamp_ms or 0) - (events[0].timestamp_ms or 0)
+    return timeline
+
+
+def _group_key(event: Event, group: int) -> str:
+    ts = event.timestamp_ms or 0
+    match group:
+        case query_pb2.GROUP_BY_TYPE:
+            return event.type
+        case query_pb2.GROUP_BY_OUTCOME:
+            return event_pb2.Outcome.Name(int(event.outcome))  # type: ignore[arg-type]
+        case query_pb2.GROUP_BY_FLOW:
+            return event.flow_id
+        case query_pb2.GROUP_BY_ENTITY:
+            return event.entity_id
+        case query_pb2.GROUP_BY_HOUR:
+            return datetime.fromtimestamp(ts // 1000, UTC).strftime("%Y-%m-%dT%H:00:00Z")
+        case _:
+            return datetime.fromtimestamp(ts // 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _scan_all(log: EventLog, f: EventFilter, include_lead: bool) -> Iterable[list[Event]]:
+    cursor: str | None = None
+    while True:
+        page = log.scan(f, after=cursor, limit=SCAN_PAGE, include_lead=include_lead)
+        yield page.events
+        if page.cursor is None:
+            return
+        cursor = page.cursor
+
+
+def aggregate(log: EventLog, f: EventFilter, groups: list[int]) -> query_pb2.AggregateResponse:
+    counts: dict[tuple[str, ...], int] = {}
+    sums: dict[tuple[str, ...], Decimal] = {}
+    for events in _scan_all(log, f, include_lead=False):
+        for event in events:
+            key = tuple(_group_key(event, g) for g in groups)
+            counts[key] = counts.get(key, 0) + 1
+            if event.price:
+                sums[key] = sums.get(key, Decimal(0)) + Decimal(event.price)
+    response = query_pb2.AggregateResponse()
+    for key in sorted(counts):
+        response.rows.add(keys=key, count=counts[key], price_sum=plain_decimal(sums.get(key, Decimal(0))))
+    return response
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+class QueryService(query_pb2_grpc.QueryServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @unary
+    async def GetEvent(self, request: query_pb2.GetEventRequest, context: Context) -> event_pb2.Event:
+        if not request.id:
+            raise invalid("id", "required")
+        event = await self.store.run(self.store.log.get, request.id, self.store.account(context))
+        if event is None:
+            raise not_found(f"event {request.id!r} not found")
+        return event_to_proto(event)
+
+    @unary
+    async def GetTimeline(
+        self, request: query_pb2.GetTimelineRequest, context: Context
+    ) -> query_pb2.Timeline:
+        if not request.lead_id:
+            raise invalid("lead_id", "required")
+        if len(request.lead_id) > 128:
+            raise invalid("lead_id", "longer than the 128 characters an id may have")
+        log, account = self.store.log, self.store.account(context)
+
+        def build() -> query_pb2.Timeline | None:
+            events = log.timeline(request.lead_id, account)
+            return timeline_message(request.lead_id, events) if events else None
+
+        timeline = await self.store.run(build)
+        if timeline is None:
+            raise not_found(f"lead {request.lead_id!r} has no events")
+        return timeline
+
+    @unary
+    async def QueryEvents(
+        self, request: query_pb2.QueryEventsRequest, context: Context
+    ) -> query_pb2.QueryEventsResponse:
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            raise invalid("page_size", f"{size} is over the limit of {MAX_PAGE_SIZE}")
+        f = filter_from_proto(request.filter, self.store.account(context))
+        log = self.store.log
+
+        def page() -> query_pb2.QueryEventsResponse:
+            found = log.scan(
+                f,
+                after=request.page_token or None,
+                limit=size,
+                descending=request.descending,
+                include_lead=request.include_lead,
+            )
+            response = query_pb2.QueryEventsResponse(next_page_token=found.cursor or "")
+            for event in found.events:
+                event_to_proto(event, response.events.add())
+            return response
+
+        return await self.store.run(page)
+
+    @streaming
+    async def Export(
+        self, request: query_pb2.ExportRequest, context: Context
+    ) -> AsyncIterator[query_pb2.ExportChunk]:
+        f = filter_from_proto(request.filter, self.store.account(context))
+        if request.format == query_pb2.EXPORT_FORMAT_CSV:
+            fields = list(request.fields) or list(CSV_DEFAULT_FIELDS)
+            for i, name in enumerate(fields):
+                prefix, _, rest = name.partition(".")
+                if name not in CSV_FIELDS and not (prefix in ("lead", "details") and rest):
+                    raise invalid(
+                        f"fields[{i}]",
+                        f"{name!r} is not an Event field ({', '.join(CSV_FIELDS)}) nor lead.<name> "
+                        "or details.<name>",
+                    )
+            include_lead = any(name.startswith("lead.") for name in fields)
+        elif request.format == query_pb2.EXPORT_FORMAT_JSONL:
+            if request.fields:
+                raise invalid("fields", "chooses CSV columns; JSONL exports whole events")
+            fields, include_lead = [], True
+        else:
+            raise invalid("format", "EXPORT_FORMAT_JSONL or EXPORT_FORMAT_CSV is required")
+        pages = iter(_scan_all(self.store.log, f, include_lead))
+
+        def encode(events: list[Event]) -> bytes:
+            if not fields:
+                return b"".join(orjson.dumps(event_to_json(e)) + b"\n" for e in events)
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            for e in events:
+                record = event_to_json(e, include_lead=False)
+                row = []
+                for name in fields:
+                    prefix, _, rest = name.partition(".")
+                    if prefix == "lead" and rest:
+                        row.append(_csv_value(e.lead.get(rest)))
+                    elif prefix == "details" and rest:
+                        row.append(_csv_value(e.details.get(rest)))
+                    else:
+                        row.append(_csv_value(record[name]))
+                writer.writerow(row)
+            return text.getvalue().encode()
+
+        def next_bytes() -> bytes | None:
+            events = next(pages, None)
+            return None if events is None else encode(events)
+
+        if fields:
+            header = io.StringIO()
+            csv.writer(header, lineterminator="\n").writerow(fields)
+            yield query_pb2.ExportChunk(data=header.getvalue().encode())
+        while (data := await self.store.run(next_bytes)) is not None:
+            for start in range(0, len(data), EXPORT_CHUNK_BYTES):
+                yield query_pb2.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
+
+    @unary
+    async def Aggregate(
+        self, request: query_pb2.AggregateRequest, context: Context
+    ) -> query_pb2.AggregateResponse:
+        groups = list(request.group_by)
+        for i, g in enumerate(groups):
+            if g not in query_pb2.GroupBy.values() or g == query_pb2.GROUP_BY_UNSPECIFIED:
+                raise invalid(f"group_by[{i}]", f"{g} is not a GroupBy value (GROUP_BY_TYPE..GROUP_BY_DAY)")
+        f = filter_from_proto(request.filter, self.store.account(context))
+        return await self.store.run(aggregate, self.store.log, f, groups)
+
+
+# -- subscriptions --------------------------------------------------------------------
+
+
+def first_position_recorded_at_or_after(log: EventLog, ms: int) -> int:
+    """The position to replay from for ``from_recorded_at`` (recorded_at never decreases)."""
+    firsts: list[tuple[int, int]] = []
+    for segment in log.segments:
+        first = next(iter(log.read_from(segment.base, limit=1)), None)
+        if first is not None:
+            firsts.append((first.recorded_at_ms, first.position))
+    candidate = 1
+    for recorded, position in firsts:
+        if recorded >= ms:
+            break
+        candidate = position
+    for event in log.read_from(candidate):
+        if event.recorded_at_ms >= ms:
+            return event.position
+    return log.last_position + 1
+
+
+class StreamService(stream_pb2_grpc.StreamServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _start(self, request: stream_pb2.SubscribeRequest) -> int:
+        """The last position before the replay begins."""
+        start = request.WhichOneof("start")
+        if start == "after_position":
+            return request.after_position
+        if start == "from_start":
+            return 0
+        if start == "from_recorded_at":
+            ms = timestamp_to_ms(request.from_recorded_at)
+            return await self.store.run(first_position_recorded_at_or_after, self.store.log, ms) - 1
+        return self.store.log.last_position
+
+    @streaming
+    async def Subscribe(
+        self, request: stream_pb2.SubscribeRequest, context: Context
+    ) -> AsyncIterator[stream_pb2.SubscribeResponse]:
+        store = self.store
+        f = filter_from_proto(request.filter, store.account(context))
+        position = await self._start(request)  # everything up to here is scanned
+        reported = position  # the last position the client has heard of
+        reported_at = time.monotonic()
+        caught_up = False
+        reader: Any = None  # a disk iterator, kept while it is useful
+
+        def read_disk(after: int) -> tuple[list[Event], int]:
+            nonlocal reader
+            visible = store.log.last_position
+            if reader is None or reader[0] != after:
+                reader = (after, iter(store.log.read_from(after + 1)))
+            events = []
+            for event in reader[1]:
+                events.append(event)
+                if len(events) == REPLAY_CHUNK:
+                    break
+            else:
+                reader = None
+            if events:
+                if reader is not None:
+                    reader = (events[-1].position, reader[1])
+                return events, events[-1].position
+            return events, max(after, visible)
+
+        while not store.closing:
+            recent = store.feed.after(position, REPLAY_CHUNK)
+            if recent is None or (not recent and position < store.log.last_position):
+                events, scanned = await store.run(read_disk, position)
+            else:
+                events, reader = recent, None
+                scanned = events[-1].position if events else position
+            for event in events:
+                if f.matches(event):
+                    response = stream_pb2.SubscribeResponse()
+                    event_to_proto(event, response.event)
+                    yield response
+                    reported, reported_at = event.position, time.monotonic()
+                elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
+                    checkpoint = stream_pb2.Checkpoint(position=event.position)
+                    yield stream_pb2.SubscribeResponse(checkpoint=checkpoint)
+                    reported, reported_at = event.position, time.monotonic()
+            position = max(position, scanned)
+            if events or position < store.log.last_position:
+                continue
+            if not caught_up:
+                yield stream_pb2.SubscribeResponse(caught_up=stream_pb2.CaughtUp(position=position))
+                caught_up = True
+                reported, reported_at = max(reported, position), time.monotonic()
+            if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
+                yield stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
+                reported, reported_at = position, time.monotonic()
+            await store.feed.wait(CHECKPOINT_EVERY_SECONDS)
+        raise ClosedError("the server is shutting down")
+
+
+# -- administration -----------------------------------------------------------------
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @unary
+    async def GetStats(self, request: admin_pb2.GetStatsRequest, context: Context) -> admin_pb2.Stats:
+        s = await self.store.run(self.store.log.stats)
+        return admin_pb2.Stats(
+            event_count=s.event_count,
+            last_position=s.last_position,
+            segment_count=s.segment_count,
+            disk_bytes=s.disk_bytes,
+            raw_bytes=s.raw_bytes,
+            log_bytes=s.log_bytes,
+            index_bytes=s.index_bytes,
+            dictionary_bytes=s.dictionary_bytes,
+            bytes_per_event=s.bytes_per_event,
+            compression_ratio=s.compression_ratio,
+            dictionaries=s.dictionaries,
+            fsync_policy=s.fsync_policy,
+            writable=s.writable,
+        )
+
+    @unary
+    async def SetRetentionPolicy(
+        self, request: admin_pb2.RetentionPolicy, context: Context
+    ) -> admin_pb2.SetRetentionPolicyResponse:
+        account = request.account_id or self.store.account(context)
+        if len(account) > 128:
+            raise invalid("account_id", "longer than 128 characters")
+        if request.max_age_days > 365 * 100:
+            raise invalid("max_age_days", f"{request.max_age_days} is over the limit of {365 * 100} days")
+        policy = RetentionPolicy(account, request.max_age_days, request.legal_hold)
+        await self.store.run(self.store.log.set_retention_policy, policy)
+        return admin_pb2.SetRetentionPolicyResponse(
+            policy=admin_pb2.RetentionPolicy(
+                account_id=account, max_age_days=policy.max_age_days, legal_hold=policy.legal_hold
+            )
+        )
+
+    @unary
+    async def ApplyRetention(
+        self, request: admin_pb2.ApplyRetentionRequest, context: Context
+    ) -> admin_pb2.ApplyRetentionResponse:
+        now = timestamp_to_ms(request.now) if request.HasField("now") else None
+        report = await self.store.run(self.store.log.apply_retention, now)
+        return admin_pb2.ApplyRetentionResponse(
+            events_removed=report.events_removed,
+            segments_deleted=report.segments_deleted,
+            segments_rewritten=report.segments_rewritten,
+            bytes_freed=report.bytes_freed,
+        )
+
+    @unary
+    async def Verify(self, request: admin_pb2.VerifyRequest, context: Context) -> admin_pb2.VerifyReport:
+        report = await self.store.run(self.store.log.verify)
+        return admin_pb2.VerifyReport(
+            records_checked=report.records_checked,
+            problems=report.problems,
+            quarantined=report.quarantined,
+        )
+
