@@ -15,28 +15,25 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from leadtrail.storage import CorruptionError, Event, EventLog, FsyncPolicy, Options, StorageError
-from leadtrail.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    query_pb2,
-    query_pb2_grpc,
-    stream_pb2,
-    stream_pb2_grpc,
-    submission_pb2,
-    submission_pb2_grpc,
-)
+from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .feed import Feed
-from .service import AdminService, QueryService, Store, StreamService, SubmissionService
+from .service import AdminService, Context, QueryService, Store, StreamService, SubmissionService
+from .status import ServiceError, abort, invalid
 
 log = logging.getLogger("leadtrail.server")
 
@@ -87,6 +84,64 @@ def check_listen(listen: str, insecure: bool) -> tuple[str, int]:
     return host, int(port)
 
 
+def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHandler[Any, Any]:
+    """The service's methods, taking raw bytes so that a malformed message is
+    answered INVALID_ARGUMENT naming the expected type (grpc's own parsing would
+    answer INTERNAL)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+        impl = getattr(servicer, method.name)
+
+        def parse(raw: bytes, request_class: Any = request_class) -> Any:
+            try:
+                return request_class.FromString(raw)
+            except DecodeError as e:
+                name = request_class.DESCRIPTOR.full_name
+                raise invalid("request", f"not a valid {name} message ({e})") from e
+
+        if method.client_streaming:
+
+            async def bidi(
+                requests: AsyncIterator[bytes], context: Context, impl: Any = impl, parse: Any = parse
+            ) -> Any:
+                async def parsed() -> AsyncIterator[Any]:
+                    async for raw in requests:
+                        yield parse(raw)
+
+                async for response in impl(parsed(), context):
+                    yield response
+
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(bidi, response_serializer=serialize)
+        elif method.server_streaming:
+
+            async def unary_stream(raw: bytes, context: Context, impl: Any = impl, parse: Any = parse) -> Any:
+                try:
+                    request = parse(raw)
+                except ServiceError as e:
+                    await abort(context, e)
+                async for response in impl(request, context):
+                    yield response
+
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                unary_stream, response_serializer=serialize
+            )
+        else:
+
+            async def unary_unary(raw: bytes, context: Context, impl: Any = impl, parse: Any = parse) -> Any:
+                try:
+                    request = parse(raw)
+                except ServiceError as e:
+                    await abort(context, e)
+                return await impl(request, context)
+
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                unary_unary, response_serializer=serialize
+            )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 class LeadTrailServer:
     """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``)."""
 
@@ -124,10 +179,14 @@ class LeadTrailServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(SubmissionService(store), server)
-        query_pb2_grpc.add_QueryServiceServicer_to_server(QueryService(store), server)
-        stream_pb2_grpc.add_StreamServiceServicer_to_server(StreamService(store), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store), server)
+        for servicer, module in (
+            (SubmissionService(store), submission_pb2),
+            (QueryService(store), query_pb2),
+            (StreamService(store), stream_pb2),
+            (AdminService(store), admin_pb2),
+        ):
+            (service,) = module.DESCRIPTOR.services_by_name.values()
+            server.add_generic_rpc_handlers((_handlers(servicer, service),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
