@@ -1,1 +1,88 @@
-"""LeadTrail."""
+"""LeadTrail client SDK.
+
+``Client`` (blocking) and ``AsyncClient`` (asyncio) wrap every LeadTrail RPC
+with typed results; ``BackgroundAppender`` is the non-blocking write path.
+Needs only grpcio and protobuf::
+
+    from leadtrail.client import Client, Event, Outcome
+
+    with Client("127.0.0.1:50051") as client:
+        client.append(Event("source.submitted", lead_id="lead-1", flow_id="flow-1",
+                            outcome=Outcome.SUCCESS))
+        for event in client.query(lead_id="lead-1"):
+            ...
+"""
+
+from ._aio import AsyncClient, AsyncSubscription
+from ._appender import BackgroundAppender
+from ._client import Client, Subscription
+from ._errors import (
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    LeadTrailError,
+    NotFoundError,
+    PermissionDeniedError,
+    QueueFullError,
+    ResourceExhaustedError,
+    ServiceError,
+    UnauthenticatedError,
+    UnavailableError,
+    handle_rpc_error,
+)
+from ._model import (
+    AggregateRow,
+    AppendResult,
+    CaughtUp,
+    ChangeKind,
+    Checkpoint,
+    Event,
+    FieldChange,
+    GroupBy,
+    Outcome,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    Timeline,
+    TimelineStep,
+    VerifyReport,
+)
+from ._ulid import new_event_id
+
+__all__ = [
+    "AggregateRow",
+    "AppendResult",
+    "AsyncClient",
+    "AsyncSubscription",
+    "BackgroundAppender",
+    "CancelledError",
+    "CaughtUp",
+    "ChangeKind",
+    "Checkpoint",
+    "Client",
+    "DeadlineExceededError",
+    "Event",
+    "FailedPreconditionError",
+    "FieldChange",
+    "GroupBy",
+    "InvalidArgumentError",
+    "LeadTrailError",
+    "NotFoundError",
+    "Outcome",
+    "PermissionDeniedError",
+    "QueueFullError",
+    "ResourceExhaustedError",
+    "RetentionPolicy",
+    "RetentionReport",
+    "ServiceError",
+    "Stats",
+    "Subscription",
+    "Timeline",
+    "TimelineStep",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VerifyReport",
+    "handle_rpc_error",
+    "new_event_id",
+]

@@ -1,0 +1,392 @@
+"""The asyncio client (grpc.aio) and its subscription.
+
+Same methods, arguments and results as ``Client``; the requests and results are
+built by the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, Unpack, overload
+
+import grpc
+import grpc.aio
+
+from leadtrail.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+    submission_pb2_grpc,
+)
+
+from ._client import BinaryWriter
+from ._convert import (
+    aggregate_row_from_proto,
+    append_request,
+    append_result_from_proto,
+    event_from_proto,
+    retention_policy_from_proto,
+    retention_policy_to_proto,
+    retention_report_from_proto,
+    stats_from_proto,
+    timeline_from_proto,
+    to_timestamp,
+    verify_report_from_proto,
+)
+from ._errors import handle_rpc_error, translated_rpc_errors
+from ._model import (
+    AggregateRow,
+    AppendResult,
+    Event,
+    GroupBy,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    Timeline,
+    VerifyReport,
+)
+from ._requests import (
+    DEFAULT_OPTIONS,
+    DEFAULT_TARGET,
+    EventFilterArgs,
+    ExportFormat,
+    aggregate_request,
+    call_metadata,
+    export_request,
+    query_request,
+    subscribe_request,
+)
+from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, is_reconnectable
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client``: the same methods as coroutines.
+
+    ``query``, ``export`` and ``subscribe`` return async iterators. Create it
+    inside the event loop that uses it.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = DEFAULT_OPTIONS,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata = call_metadata(api_key)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=list(options))
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=list(options))
+        self._submission = submission_pb2_grpc.SubmissionServiceStub(self._channel)
+        self._query = query_pb2_grpc.QueryServiceStub(self._channel)
+        self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._subscriptions: set[AsyncSubscription] = set()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.stop()
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    @overload
+    async def append(self, event_or_events: Event) -> AppendResult: ...
+
+    @overload
+    async def append(self, event_or_events: Iterable[Event]) -> list[AppendResult]: ...
+
+    async def append(self, event_or_events: Event | Iterable[Event]) -> AppendResult | list[AppendResult]:
+        """Append one event, or several in one request (all stored or none)."""
+        single = isinstance(event_or_events, Event)
+        events = [event_or_events] if isinstance(event_or_events, Event) else list(event_or_events)
+        if not events:
+            return []
+        request = append_request(events)
+        with translated_rpc_errors():
+            response = await self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
+        results = [append_result_from_proto(result) for result in response.results]
+        return results[0] if single else results
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def get(self, event_id: str) -> Event:
+        request = query_pb2.GetEventRequest(id=event_id)
+        with translated_rpc_errors():
+            message = await self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
+        return event_from_proto(message)
+
+    async def timeline(self, lead_id: str) -> Timeline:
+        request = query_pb2.GetTimelineRequest(lead_id=lead_id)
+        with translated_rpc_errors():
+            message = await self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
+        return timeline_from_proto(message)
+
+    def query(
+        self,
+        *,
+        descending: bool = False,
+        include_lead: bool = False,
+        page_size: int = 100,
+        **filter: Unpack[EventFilterArgs],
+    ) -> AsyncIterator[Event]:
+        """Every matching event ordered by (timestamp, position), fetched a page at a time."""
+        request = query_request(
+            filter, descending=descending, include_lead=include_lead, page_size=page_size
+        )
+        return self._pages(request)
+
+    async def _pages(self, request: query_pb2.QueryEventsRequest) -> AsyncIterator[Event]:
+        while True:
+            with translated_rpc_errors():
+                response = await self._query.QueryEvents(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+            for message in response.events:
+                yield event_from_proto(message)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def query_page(
+        self,
+        *,
+        descending: bool = False,
+        include_lead: bool = False,
+        page_size: int = 100,
+        page_token: str = "",
+        **filter: Unpack[EventFilterArgs],
+    ) -> tuple[list[Event], str]:
+        request = query_request(
+            filter,
+            descending=descending,
+            include_lead=include_lead,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        with translated_rpc_errors():
+            response = await self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
+        return [event_from_proto(message) for message in response.events], response.next_page_token
+
+    def export(
+        self, *, format: ExportFormat = "jsonl", fields: Iterable[str] = (), **filter: Unpack[EventFilterArgs]
+    ) -> AsyncIterator[bytes]:
+        request = export_request(filter, format=format, fields=fields)
+        return self._export(request)
+
+    async def _export(self, request: query_pb2.ExportRequest) -> AsyncIterator[bytes]:
+        call = self._query.Export(request, metadata=self._metadata)
+        try:
+            with translated_rpc_errors():
+                async for chunk in call:
+                    yield chunk.data
+        finally:
+            call.cancel()
+
+    async def export_to(
+        self,
+        destination: str | os.PathLike[str] | BinaryWriter,
+        *,
+        format: ExportFormat = "jsonl",
+        fields: Iterable[str] = (),
+        **filter: Unpack[EventFilterArgs],
+    ) -> int:
+        chunks = self.export(format=format, fields=fields, **filter)
+        if isinstance(destination, str | os.PathLike):
+            with open(destination, "wb") as file:
+                return await _write_all(chunks, file)
+        return await _write_all(chunks, destination)
+
+    async def aggregate(
+        self,
+        group_by: str | GroupBy | Iterable[str | GroupBy] = ("type",),
+        **filter: Unpack[EventFilterArgs],
+    ) -> list[AggregateRow]:
+        request = aggregate_request(filter, group_by)
+        with translated_rpc_errors():
+            response = await self._query.Aggregate(request, timeout=self.timeout, metadata=self._metadata)
+        return [aggregate_row_from_proto(row) for row in response.rows]
+
+    def subscribe(
+        self,
+        *,
+        after_position: int | None = None,
+        from_start: bool = False,
+        from_end: bool = False,
+        from_recorded_at: datetime | None = None,
+        include_checkpoints: bool = False,
+        reconnect: bool = True,
+        **filter: Unpack[EventFilterArgs],
+    ) -> AsyncSubscription:
+        """See ``Client.subscribe``; iterate with ``async for``."""
+        request = subscribe_request(
+            filter,
+            after_position=after_position,
+            from_start=from_start,
+            from_end=from_end,
+            from_recorded_at=from_recorded_at,
+        )
+        subscription = AsyncSubscription(
+            self._stream,
+            SubscriptionCursor(request, include_checkpoints),
+            metadata=self._metadata,
+            reconnect=reconnect,
+            on_close=self._subscriptions.discard,
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- administration ----------------------------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        with translated_rpc_errors():
+            message = await self._admin.GetStats(
+                admin_pb2.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return stats_from_proto(message)
+
+    async def verify(self) -> VerifyReport:
+        with translated_rpc_errors():
+            message = await self._admin.Verify(admin_pb2.VerifyRequest(), metadata=self._metadata)
+        return verify_report_from_proto(message)
+
+    async def set_retention_policy(
+        self, account_id: str, max_age_days: int = 0, legal_hold: bool = False
+    ) -> RetentionPolicy:
+        request = retention_policy_to_proto(RetentionPolicy(account_id, max_age_days, legal_hold))
+        with translated_rpc_errors():
+            response = await self._admin.SetRetentionPolicy(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        return retention_policy_from_proto(response.policy)
+
+    async def apply_retention(self, now: datetime | None = None) -> RetentionReport:
+        request = admin_pb2.ApplyRetentionRequest()
+        if now is not None:
+            request.now.CopyFrom(to_timestamp(now))
+        with translated_rpc_errors():
+            response = await self._admin.ApplyRetention(request, metadata=self._metadata)
+        return retention_report_from_proto(response)
+
+
+async def _write_all(chunks: AsyncIterator[bytes], file: BinaryWriter) -> int:
+    written = 0
+    async for data in chunks:
+        file.write(data)
+        written += len(data)
+    return written
+
+
+class _Done:
+    """An already-finished awaitable: ``stop()`` works with and without ``await``."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+class AsyncSubscription:
+    """The asyncio twin of ``Subscription``: an async iterator and async context manager."""
+
+    def __init__(
+        self,
+        stub: stream_pb2_grpc.StreamServiceAsyncStub,
+        cursor: SubscriptionCursor,
+        *,
+        metadata: tuple[tuple[str, str], ...],
+        reconnect: bool,
+        on_close: Callable[[AsyncSubscription], None] | None = None,
+    ) -> None:
+        self._stub = stub
+        self._cursor = cursor
+        self._metadata = metadata
+        self._reconnect = reconnect
+        self._on_close = on_close
+        self._stopped = asyncio.Event()
+        self._call: grpc.aio.UnaryStreamCall[stream_pb2.SubscribeRequest, stream_pb2.SubscribeResponse] | None
+        self._call = None
+        self._items = self._run()
+
+    @property
+    def position(self) -> int:
+        return self._cursor.position
+
+    @property
+    def caught_up(self) -> bool:
+        return self._cursor.caught_up
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SubscriptionItem:
+        return await anext(self._items)
+
+    def stop(self) -> Awaitable[None]:
+        """End the subscription; the iteration stops. May be awaited, need not be."""
+        self._stopped.set()
+        if self._call is not None:
+            self._call.cancel()
+        if self._on_close is not None:
+            self._on_close(self)
+        return _Done()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        await self._items.aclose()
+
+    async def _run(self) -> AsyncGenerator[SubscriptionItem, None]:
+        backoff = Backoff()
+        while not self._stopped.is_set():
+            call = self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
+            self._call = call
+            try:
+                async for message in call:
+                    backoff.reset()
+                    item = self._cursor.accept(message)
+                    if item is not None:
+                        yield item
+                if not self._reconnect or self._stopped.is_set():
+                    return
+            except grpc.RpcError as error:
+                if self._stopped.is_set():
+                    return
+                if not (self._reconnect and is_reconnectable(error)):
+                    raise handle_rpc_error(error) from error
+            except asyncio.CancelledError:
+                # grpc.aio reports our own call.cancel() this way; anything else is
+                # the task being cancelled and must propagate.
+                if self._stopped.is_set():
+                    return
+                raise
+            finally:
+                call.cancel()
+            try:
+                await asyncio.wait_for(self._stopped.wait(), backoff.next_delay())
+                return
+            except TimeoutError:
+                pass

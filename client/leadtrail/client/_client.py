@@ -1,0 +1,406 @@
+"""The blocking client and its subscription."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self, Unpack, overload
+
+import grpc
+
+from leadtrail.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+    submission_pb2_grpc,
+)
+
+from ._convert import (
+    aggregate_row_from_proto,
+    append_request,
+    append_result_from_proto,
+    event_from_proto,
+    retention_policy_from_proto,
+    retention_policy_to_proto,
+    retention_report_from_proto,
+    stats_from_proto,
+    timeline_from_proto,
+    to_timestamp,
+    verify_report_from_proto,
+)
+from ._errors import handle_rpc_error, translated_rpc_errors
+from ._model import (
+    AggregateRow,
+    AppendResult,
+    Event,
+    GroupBy,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    Timeline,
+    VerifyReport,
+)
+from ._requests import (
+    DEFAULT_OPTIONS,
+    DEFAULT_TARGET,
+    EventFilterArgs,
+    ExportFormat,
+    aggregate_request,
+    call_metadata,
+    export_request,
+    query_request,
+    subscribe_request,
+)
+from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, cancel_call, is_reconnectable
+
+
+class BinaryWriter(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+
+class Client:
+    """A blocking LeadTrail client over one gRPC channel; safe to share between threads.
+
+    ``timeout`` (seconds, None for none) bounds every unary call; the streaming
+    calls (export, subscribe) run as long as they are read. ``api_key`` is sent
+    as ``authorization: Bearer <key>``. Failed calls raise a ``LeadTrailError``
+    subclass named after the status code.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = DEFAULT_OPTIONS,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata = call_metadata(api_key)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=list(options))
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=list(options))
+        self._submission = submission_pb2_grpc.SubmissionServiceStub(self._channel)
+        self._query = query_pb2_grpc.QueryServiceStub(self._channel)
+        self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        # Open subscriptions end with the client instead of failing on a closed channel.
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.stop()
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    @overload
+    def append(self, event_or_events: Event) -> AppendResult: ...
+
+    @overload
+    def append(self, event_or_events: Iterable[Event]) -> list[AppendResult]: ...
+
+    def append(self, event_or_events: Event | Iterable[Event]) -> AppendResult | list[AppendResult]:
+        """Append one event, or several in one request (all stored or none).
+
+        Durable when this returns. An event whose id is already stored comes back
+        with its original position and ``duplicate=True``.
+        """
+        single = isinstance(event_or_events, Event)
+        events = [event_or_events] if isinstance(event_or_events, Event) else list(event_or_events)
+        if not events:
+            return []
+        request = append_request(events)
+        with translated_rpc_errors():
+            response = self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
+        results = [append_result_from_proto(result) for result in response.results]
+        return results[0] if single else results
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def get(self, event_id: str) -> Event:
+        """The event with this id; ``NotFoundError`` when there is none."""
+        request = query_pb2.GetEventRequest(id=event_id)
+        with translated_rpc_errors():
+            message = self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
+        return event_from_proto(message)
+
+    def timeline(self, lead_id: str) -> Timeline:
+        """Every event of a lead with its snapshot changes; ``NotFoundError`` for an unknown lead."""
+        request = query_pb2.GetTimelineRequest(lead_id=lead_id)
+        with translated_rpc_errors():
+            message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
+        return timeline_from_proto(message)
+
+    def query(
+        self,
+        *,
+        descending: bool = False,
+        include_lead: bool = False,
+        page_size: int = 100,
+        **filter: Unpack[EventFilterArgs],
+    ) -> Iterator[Event]:
+        """Every matching event ordered by (timestamp, position), fetched a page at a time."""
+        request = query_request(
+            filter, descending=descending, include_lead=include_lead, page_size=page_size
+        )
+        return self._pages(request)
+
+    def _pages(self, request: query_pb2.QueryEventsRequest) -> Iterator[Event]:
+        while True:
+            with translated_rpc_errors():
+                response = self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
+            for message in response.events:
+                yield event_from_proto(message)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def query_page(
+        self,
+        *,
+        descending: bool = False,
+        include_lead: bool = False,
+        page_size: int = 100,
+        page_token: str = "",
+        **filter: Unpack[EventFilterArgs],
+    ) -> tuple[list[Event], str]:
+        """One page of matching events and the token of the next page ("" after the last)."""
+        request = query_request(
+            filter,
+            descending=descending,
+            include_lead=include_lead,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        with translated_rpc_errors():
+            response = self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
+        return [event_from_proto(message) for message in response.events], response.next_page_token
+
+    def export(
+        self, *, format: ExportFormat = "jsonl", fields: Iterable[str] = (), **filter: Unpack[EventFilterArgs]
+    ) -> Iterator[bytes]:
+        """The matching events as JSON lines or CSV (``fields`` chooses columns), in chunks."""
+        request = export_request(filter, format=format, fields=fields)
+        return self._export(request)
+
+    def _export(self, request: query_pb2.ExportRequest) -> Iterator[bytes]:
+        call = self._query.Export(request, metadata=self._metadata)
+        try:
+            with translated_rpc_errors():
+                for chunk in call:
+                    yield chunk.data
+        finally:
+            # Stops the server's work when the caller abandons the iterator.
+            cancel_call(call)
+
+    def export_to(
+        self,
+        destination: str | os.PathLike[str] | BinaryWriter,
+        *,
+        format: ExportFormat = "jsonl",
+        fields: Iterable[str] = (),
+        **filter: Unpack[EventFilterArgs],
+    ) -> int:
+        """Write an export to a path or a binary file; returns the number of bytes written."""
+        chunks = self.export(format=format, fields=fields, **filter)
+        if isinstance(destination, str | os.PathLike):
+            with open(destination, "wb") as file:
+                return _write_all(chunks, file)
+        return _write_all(chunks, destination)
+
+    def aggregate(
+        self,
+        group_by: str | GroupBy | Iterable[str | GroupBy] = ("type",),
+        **filter: Unpack[EventFilterArgs],
+    ) -> list[AggregateRow]:
+        """Count and price sum of the matching events per group.
+
+        ``group_by`` names: "type", "outcome", "flow", "entity", "hour", "day".
+        """
+        request = aggregate_request(filter, group_by)
+        with translated_rpc_errors():
+            response = self._query.Aggregate(request, timeout=self.timeout, metadata=self._metadata)
+        return [aggregate_row_from_proto(row) for row in response.rows]
+
+    def subscribe(
+        self,
+        *,
+        after_position: int | None = None,
+        from_start: bool = False,
+        from_end: bool = False,
+        from_recorded_at: datetime | None = None,
+        include_checkpoints: bool = False,
+        reconnect: bool = True,
+        **filter: Unpack[EventFilterArgs],
+    ) -> Subscription:
+        """Follow the matching events in position order: history from the start point, then live.
+
+        Start at most one of: after ``after_position``, ``from_start``, ``from_end``,
+        ``from_recorded_at``; with none, only events appended from now on.
+        """
+        request = subscribe_request(
+            filter,
+            after_position=after_position,
+            from_start=from_start,
+            from_end=from_end,
+            from_recorded_at=from_recorded_at,
+        )
+        subscription = Subscription(
+            self._stream,
+            SubscriptionCursor(request, include_checkpoints),
+            metadata=self._metadata,
+            reconnect=reconnect,
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- administration ----------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        with translated_rpc_errors():
+            message = self._admin.GetStats(
+                admin_pb2.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return stats_from_proto(message)
+
+    def verify(self) -> VerifyReport:
+        """Check every record of the log; an empty ``problems`` list means a healthy store."""
+        with translated_rpc_errors():
+            message = self._admin.Verify(admin_pb2.VerifyRequest(), timeout=None, metadata=self._metadata)
+        return verify_report_from_proto(message)
+
+    def set_retention_policy(
+        self, account_id: str, max_age_days: int = 0, legal_hold: bool = False
+    ) -> RetentionPolicy:
+        """Store an account's retention policy; returns it as stored."""
+        request = retention_policy_to_proto(RetentionPolicy(account_id, max_age_days, legal_hold))
+        with translated_rpc_errors():
+            response = self._admin.SetRetentionPolicy(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        return retention_policy_from_proto(response.policy)
+
+    def apply_retention(self, now: datetime | None = None) -> RetentionReport:
+        """Remove expired events now; ages are measured against ``now`` (the server's clock if None)."""
+        request = admin_pb2.ApplyRetentionRequest()
+        if now is not None:
+            request.now.CopyFrom(to_timestamp(now))
+        with translated_rpc_errors():
+            response = self._admin.ApplyRetention(request, timeout=None, metadata=self._metadata)
+        return retention_report_from_proto(response)
+
+
+def _write_all(chunks: Iterator[bytes], file: BinaryWriter) -> int:
+    written = 0
+    for data in chunks:
+        file.write(data)
+        written += len(data)
+    return written
+
+
+class Subscription:
+    """An endless iterator over the events of a subscription (and, if asked, its progress).
+
+    Yields ``Event`` objects; with ``include_checkpoints`` also ``Checkpoint`` and
+    (once) ``CaughtUp``. ``position`` is the last position delivered or
+    checkpointed: pass it as ``after_position`` to resume later. When the server
+    becomes unavailable the subscription reconnects with backoff (0.05 s doubling
+    to 2 s) and resumes after ``position``, so no event is missed or repeated.
+    ``stop()`` may be called from any thread and ends the iteration promptly.
+    """
+
+    def __init__(
+        self,
+        stub: stream_pb2_grpc.StreamServiceStub,
+        cursor: SubscriptionCursor,
+        *,
+        metadata: tuple[tuple[str, str], ...],
+        reconnect: bool,
+    ) -> None:
+        self._stub = stub
+        self._cursor = cursor
+        self._metadata = metadata
+        self._reconnect = reconnect
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._call: grpc.CallIterator[stream_pb2.SubscribeResponse] | None = None
+        self._items = self._run()
+
+    @property
+    def position(self) -> int:
+        return self._cursor.position
+
+    @property
+    def caught_up(self) -> bool:
+        return self._cursor.caught_up
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> SubscriptionItem:
+        return next(self._items)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            cancel_call(call)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> Iterator[SubscriptionItem]:
+        backoff = Backoff()
+        while not self._stopped.is_set():
+            call = self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
+            with self._lock:
+                self._call = call
+            if self._stopped.is_set():  # stop() ran before the call was visible to it
+                cancel_call(call)
+            try:
+                for message in call:
+                    backoff.reset()
+                    item = self._cursor.accept(message)
+                    if item is not None:
+                        yield item
+                # The server ended a stream that is meant to last forever: it is going away.
+                if not self._reconnect:
+                    return
+            except grpc.RpcError as error:
+                if self._stopped.is_set():
+                    return
+                if not (self._reconnect and is_reconnectable(error)):
+                    raise handle_rpc_error(error) from error
+            finally:
+                cancel_call(call)
+            if self._stopped.wait(backoff.next_delay()):
+                return

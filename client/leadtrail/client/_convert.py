@@ -1,0 +1,299 @@
+"""Conversion between the client's value types and ``leadtrail.v1`` messages.
+
+Shared by the sync client, the asyncio client and the background appender.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+
+from ._model import (
+    AggregateRow,
+    AppendResult,
+    CaughtUp,
+    ChangeKind,
+    Checkpoint,
+    Event,
+    FieldChange,
+    Outcome,
+    RetentionPolicy,
+    RetentionReport,
+    Stats,
+    Timeline,
+    TimelineStep,
+    VerifyReport,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+# Doubles hold every integer up to 2**53 exactly; beyond it a "whole" double is
+# only an approximation, so it stays a float.
+_EXACT_INT_LIMIT = 2**53
+
+
+# -- times -----------------------------------------------------------------------------------------
+
+
+def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A Timestamp for an aware datetime, truncated to the store's millisecond precision."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive datetime is ambiguous (local time? UTC?); guessing corrupts the audit trail.
+        raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware datetime")
+    ms = (value - _EPOCH) // _MILLISECOND
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
+    # Integer arithmetic: float seconds would round some milliseconds.
+    return _EPOCH + timedelta(milliseconds=value.seconds * 1000 + value.nanos // 1_000_000)
+
+
+# -- money -----------------------------------------------------------------------------------------
+
+
+def price_to_str(price: Decimal | None) -> str:
+    if price is None:
+        return ""
+    if not price.is_finite():
+        raise ValueError(f"price must be a finite decimal, not {price}")
+    # Fixed-point notation: str() would write Decimal("1E+2") as "1E+2".
+    return format(price, "f")
+
+
+def price_from_str(text: str) -> Decimal | None:
+    return Decimal(text) if text else None
+
+
+# -- JSON values (google.protobuf.Struct / Value) --------------------------------------------------
+
+
+def _fill_value(obj: object, value: struct_pb2.Value, path: str) -> None:
+    if obj is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(obj, bool):
+        value.bool_value = obj
+    elif isinstance(obj, int | float):
+        value.number_value = obj
+    elif isinstance(obj, str):
+        value.string_value = obj
+    elif isinstance(obj, Mapping):
+        value.struct_value.SetInParent()
+        _fill_struct(obj, value.struct_value, path)
+    elif isinstance(obj, list | tuple):
+        items = value.list_value
+        items.SetInParent()
+        for index, item in enumerate(obj):
+            _fill_value(item, items.values.add(), f"{path}[{index}]")
+    else:
+        raise TypeError(f"{path}: {type(obj).__name__} is not a JSON value (use str, number, bool, None, "
+                        "dict or list)")
+
+
+def _fill_struct(mapping: Mapping[Any, Any], struct: struct_pb2.Struct, path: str) -> None:
+    for key, item in mapping.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{path}: key {key!r} is not a string")
+        _fill_value(item, struct.fields[key], f"{path}.{key}")
+
+
+def to_struct(mapping: Mapping[str, Any], name: str = "value") -> struct_pb2.Struct:
+    """A Struct holding ``mapping``; ``name`` is the root of the path named in a TypeError."""
+    struct = struct_pb2.Struct()
+    _fill_struct(mapping, struct, name)
+    return struct
+
+
+def to_value(obj: object, name: str = "value") -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    _fill_value(obj, value, name)
+    return value
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    """The Python value of a Value; an unset Value is None, like a JSON null."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        # Struct has only doubles: give back the int a JSON reader would see for "3".
+        if math.isfinite(number) and number.is_integer() and abs(number) <= _EXACT_INT_LIMIT:
+            return int(number)
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [from_value(item) for item in value.list_value.values]
+    return None
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: from_value(item) for key, item in struct.fields.items()}
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+def event_to_proto(event: Event) -> event_pb2.Event:
+    """The wire form of an event to append; output-only fields are left out."""
+    message = event_pb2.Event(
+        id=event.id,
+        type=event.type,
+        lead_id=event.lead_id,
+        flow_id=event.flow_id,
+        entity_id=event.entity_id,
+        outcome=event_pb2.Outcome.ValueType(event.outcome),
+        reason=event.reason,
+        duration_ms=event.duration_ms,
+        integration=event.integration,
+        response_code=event.response_code,
+        price=price_to_str(event.price),
+    )
+    if event.timestamp is not None:
+        message.timestamp.CopyFrom(to_timestamp(event.timestamp))
+    if event.details:
+        _fill_struct(event.details, message.details, "details")
+    if event.lead:
+        _fill_struct(event.lead, message.lead, "lead")
+    return message
+
+
+def _outcome(value: int) -> Outcome:
+    try:
+        return Outcome(value)
+    except ValueError:
+        # A newer server may know outcomes this client does not.
+        return Outcome.UNSPECIFIED
+
+
+def event_from_proto(message: event_pb2.Event) -> Event:
+    return Event(
+        type=message.type,
+        lead_id=message.lead_id,
+        flow_id=message.flow_id,
+        id=message.id,
+        timestamp=from_timestamp(message.timestamp) if message.HasField("timestamp") else None,
+        entity_id=message.entity_id,
+        outcome=_outcome(message.outcome),
+        reason=message.reason,
+        duration_ms=message.duration_ms,
+        integration=message.integration,
+        response_code=message.response_code,
+        price=price_from_str(message.price),
+        details=from_struct(message.details),
+        lead=from_struct(message.lead),
+        account_id=message.account_id,
+        position=message.position,
+        recorded_at=from_timestamp(message.recorded_at) if message.HasField("recorded_at") else None,
+    )
+
+
+def append_request(events: Iterable[Event]) -> submission_pb2.AppendRequest:
+    return submission_pb2.AppendRequest(events=[event_to_proto(event) for event in events])
+
+
+def append_result_from_proto(message: submission_pb2.AppendResult) -> AppendResult:
+    return AppendResult(
+        id=message.id,
+        position=message.position,
+        recorded_at=from_timestamp(message.recorded_at),
+        duplicate=message.duplicate,
+    )
+
+
+# -- query results ---------------------------------------------------------------------------------
+
+
+def _change_kind(value: int) -> ChangeKind:
+    try:
+        return ChangeKind(value)
+    except ValueError:
+        return ChangeKind.CHANGED
+
+
+def timeline_from_proto(message: query_pb2.Timeline) -> Timeline:
+    steps = [
+        TimelineStep(
+            event=event_from_proto(step.event),
+            since_previous_ms=step.since_previous_ms,
+            changes=[
+                FieldChange(
+                    field=change.field,
+                    before=from_value(change.before) if change.HasField("before") else None,
+                    after=from_value(change.after) if change.HasField("after") else None,
+                    kind=_change_kind(change.kind),
+                )
+                for change in step.changes
+            ],
+        )
+        for step in message.steps
+    ]
+    return Timeline(lead_id=message.lead_id, steps=steps, total_ms=message.total_ms)
+
+
+def aggregate_row_from_proto(message: query_pb2.AggregateRow) -> AggregateRow:
+    return AggregateRow(
+        keys=tuple(message.keys),
+        count=message.count,
+        price_sum=Decimal(message.price_sum) if message.price_sum else Decimal(0),
+    )
+
+
+def subscription_item_from_proto(
+    message: stream_pb2.SubscribeResponse,
+) -> Event | Checkpoint | CaughtUp | None:
+    kind = message.WhichOneof("message")
+    if kind == "event":
+        return event_from_proto(message.event)
+    if kind == "checkpoint":
+        return Checkpoint(message.checkpoint.position)
+    if kind == "caught_up":
+        return CaughtUp(message.caught_up.position)
+    return None  # a message kind added after this client was built
+
+
+# -- administration --------------------------------------------------------------------------------
+
+
+def stats_from_proto(message: admin_pb2.Stats) -> Stats:
+    return Stats(**{item.name: getattr(message, item.name) for item in fields(Stats)})
+
+
+def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
+    return VerifyReport(
+        records_checked=message.records_checked,
+        problems=list(message.problems),
+        quarantined=list(message.quarantined),
+    )
+
+
+def retention_policy_to_proto(policy: RetentionPolicy) -> admin_pb2.RetentionPolicy:
+    return admin_pb2.RetentionPolicy(
+        account_id=policy.account_id, max_age_days=policy.max_age_days, legal_hold=policy.legal_hold
+    )
+
+
+def retention_policy_from_proto(message: admin_pb2.RetentionPolicy) -> RetentionPolicy:
+    return RetentionPolicy(
+        account_id=message.account_id, max_age_days=message.max_age_days, legal_hold=message.legal_hold
+    )
+
+
+def retention_report_from_proto(message: admin_pb2.ApplyRetentionResponse) -> RetentionReport:
+    return RetentionReport(
+        events_removed=message.events_removed,
+        segments_deleted=message.segments_deleted,
+        segments_rewritten=message.segments_rewritten,
+        bytes_freed=message.bytes_freed,
+    )

@@ -1,0 +1,103 @@
+"""The client's error tree, and the one place where gRPC errors are translated into it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+
+class LeadTrailError(Exception):
+    """Root of every error the client raises.
+
+    ``code`` is the gRPC status code of the failed call (None for errors raised by
+    the client itself) and ``details`` the server's message.
+    """
+
+    def __init__(self, details: str = "", code: grpc.StatusCode | None = None) -> None:
+        super().__init__(f"{code.name}: {details}" if code is not None else details)
+        self.code = code
+        self.details = details
+
+
+class InvalidArgumentError(LeadTrailError):
+    """The request was rejected as malformed; the message names the field and the rule."""
+
+
+class NotFoundError(LeadTrailError):
+    """No such event or lead (or it belongs to another account)."""
+
+
+class UnauthenticatedError(LeadTrailError):
+    """The API key is missing, unknown or revoked."""
+
+
+class PermissionDeniedError(LeadTrailError):
+    """The API key's role does not allow this call."""
+
+
+class ResourceExhaustedError(LeadTrailError):
+    """A server limit was hit: request too large, too many events per request, disk full."""
+
+
+class FailedPreconditionError(LeadTrailError):
+    """The store cannot do this now, e.g. it became read-only after a failed fsync."""
+
+
+class UnavailableError(LeadTrailError):
+    """The server cannot be reached or is shutting down; safe to retry with the same ids."""
+
+
+class DeadlineExceededError(LeadTrailError):
+    """The call's timeout passed before the server answered."""
+
+
+class CancelledError(LeadTrailError):
+    """The call was cancelled."""
+
+
+class ServiceError(LeadTrailError):
+    """Any other status code (UNKNOWN, INTERNAL, UNIMPLEMENTED, ...)."""
+
+
+class QueueFullError(LeadTrailError):
+    """The background appender's queue is full and its policy does not wait (longer)."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[LeadTrailError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+}
+
+
+def handle_rpc_error(error: grpc.RpcError) -> LeadTrailError:
+    """The LeadTrail error for a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``).
+
+    The caller raises it ``from error`` so the gRPC original stays attached.
+    """
+    # A bare RpcError (raised by grpc itself for some channel failures) has no
+    # status; grpc.Call-derived errors always do.
+    code_of = getattr(error, "code", None)
+    code = code_of() if callable(code_of) else None
+    details_of = getattr(error, "details", None)
+    details = (details_of() if callable(details_of) else None) or str(error)
+    if not isinstance(code, grpc.StatusCode):
+        return ServiceError(details)
+    return _BY_CODE.get(code, ServiceError)(details, code)
+
+
+@contextmanager
+def translated_rpc_errors() -> Iterator[None]:
+    """Re-raise gRPC errors of the block as LeadTrail errors."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise handle_rpc_error(error) from error

@@ -1,0 +1,184 @@
+"""The client's value types: plain frozen dataclasses in place of protobuf messages.
+
+Money is ``Decimal``, times are timezone-aware UTC ``datetime`` (millisecond
+precision, like the store), snapshots and details are plain dicts of JSON
+values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+class Outcome(enum.IntEnum):
+    """What came of the step an event records (values as in ``leadtrail.v1.Outcome``)."""
+
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    FAILURE = 2
+    ERROR = 3
+    SKIP = 4
+
+
+class ChangeKind(enum.IntEnum):
+    """How a lead snapshot field differs from the previous timeline step."""
+
+    ADDED = 1
+    CHANGED = 2
+    REMOVED = 3
+
+
+class GroupBy(enum.IntEnum):
+    """Aggregation keys (values as in ``leadtrail.v1.GroupBy``)."""
+
+    TYPE = 1
+    OUTCOME = 2
+    FLOW = 3
+    ENTITY = 4
+    HOUR = 5
+    DAY = 6
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a lead.
+
+    ``id``, ``timestamp`` may be left empty for the server (or the background
+    appender) to fill in; ``account_id``, ``position`` and ``recorded_at`` are
+    set by the server and ignored on append.
+    """
+
+    type: str
+    lead_id: str
+    flow_id: str
+    id: str = ""
+    timestamp: datetime | None = None
+    entity_id: str = ""
+    outcome: Outcome = Outcome.UNSPECIFIED
+    reason: str = ""
+    duration_ms: int = 0
+    integration: str = ""
+    response_code: int = 0
+    price: Decimal | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    lead: dict[str, Any] = field(default_factory=dict)
+    account_id: str = ""
+    position: int = 0
+    recorded_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Accept the spellings callers reach for first, but never a float for money:
+        # binary floating point cannot hold most cent amounts exactly.
+        if not isinstance(self.outcome, Outcome):
+            object.__setattr__(self, "outcome", Outcome(self.outcome))
+        price: object = self.price
+        if price is not None and not isinstance(price, Decimal):
+            if isinstance(price, bool) or not isinstance(price, int | str):
+                raise TypeError(f"Event.price must be a Decimal, int or decimal string, not {price!r}")
+            object.__setattr__(self, "price", Decimal(price))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where an appended event is stored; ``duplicate`` when its id was already stored."""
+
+    id: str
+    position: int
+    recorded_at: datetime
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One lead snapshot field that differs from the previous step (``None`` when absent)."""
+
+    field: str
+    before: Any
+    after: Any
+    kind: ChangeKind
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    event: Event
+    since_previous_ms: int
+    changes: list[FieldChange]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Every event of one lead in timestamp order, with the snapshot changes step by step."""
+
+    lead_id: str
+    steps: list[TimelineStep]
+    total_ms: int
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """One group: its keys (in ``group_by`` order), event count and exact price sum."""
+
+    keys: tuple[str, ...]
+    count: int
+    price_sum: Decimal
+
+
+@dataclass(frozen=True)
+class Stats:
+    event_count: int
+    last_position: int
+    segment_count: int
+    disk_bytes: int
+    raw_bytes: int
+    log_bytes: int
+    index_bytes: int
+    dictionary_bytes: int
+    bytes_per_event: float
+    compression_ratio: float
+    dictionaries: int
+    fsync_policy: str
+    writable: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """``problems`` is empty for a healthy store; ``quarantined`` lists ranges moved aside earlier."""
+
+    records_checked: int
+    problems: list[str]
+    quarantined: list[str]
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Per account: events older than ``max_age_days`` are removed (0 keeps them) unless on hold."""
+
+    account_id: str
+    max_age_days: int = 0
+    legal_hold: bool = False
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    events_removed: int
+    segments_deleted: int
+    segments_rewritten: int
+    bytes_freed: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A subscription scanned every event up to and including ``position``."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """A subscription replayed history up to ``position``; live events follow."""
+
+    position: int
