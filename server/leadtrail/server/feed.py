@@ -15,7 +15,7 @@ from leadtrail.storage import Event
 
 
 class Feed:
-    def __init__(self, last_position: int, capacity: int = 4096) -> None:
+    def __init__(self, last_position: int, capacity: int = 2048) -> None:
         self._capacity = capacity
         self._events: list[Event] = []
         self.last_position = last_position

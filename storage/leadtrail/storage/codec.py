@@ -193,6 +193,9 @@ class Trainer:
         self.last_error: BaseException | None = None
 
     def observe(self, body: bytes, packed: int, dict_id: int) -> None:
+        # orjson hands back its whole output buffer (16 KiB or more, whatever the
+        # JSON's length); a sample kept for retraining keeps an exact copy instead.
+        body = bytes(memoryview(body))
         if len(self._samples) < _SAMPLE_RING:
             self._samples.append(body)
         else:
@@ -257,20 +260,29 @@ def encode_body(event: Event, lead_part: Mapping[str, Any]) -> bytes:
     )
 
 
+LAST_SNAPSHOTS_BUDGET = 8 * 1024 * 1024
+"""JSON bytes of the latest snapshot per lead the encoder keeps to delta against."""
+
+
 class EventEncoder:
     """Turns events into payloads; owned by the single writer thread."""
 
     def __init__(self, dictionaries: Dictionaries, trainer: Trainer | None) -> None:
         self._dicts = dictionaries
         self._trainer = trainer
-        # (account, lead_id) -> (segment base, position, snapshot, chain depth)
-        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int]] = OrderedDict()
-        self._last_cap = 100_000
+        # (account, lead_id) -> (segment base, position, snapshot, chain depth, JSON size).
+        # Bounded by the JSON size of the snapshots it holds, oldest lead out
+        # first: a lead's steps mostly come close together, and a lead seen
+        # again after eviction simply stores a whole snapshot.
+        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int, int]] = OrderedDict()
+        self._last_bytes = 0
+        self._last_budget = LAST_SNAPSHOTS_BUDGET
         self.last_raw_bytes = 0
         """JSON size of the last event encoded, with its full snapshot (for stats)."""
 
     def forget_segment(self) -> None:
         self._last.clear()
+        self._last_bytes = 0
 
     def encode(self, event: Event, position: int, segment_base: int) -> bytes:
         key = (event.account_id, event.lead_id)
@@ -281,12 +293,15 @@ class EventEncoder:
             delta = snapshot_delta(previous[2], lead)
             if delta is not None:
                 base_position, depth, lead_part = previous[1], previous[3] + 1, delta
-        self._last[key] = (segment_base, position, dict(lead), depth)
-        self._last.move_to_end(key)
-        if len(self._last) > self._last_cap:
-            self._last.popitem(last=False)
         body = encode_body(event, lead_part)
         self.last_raw_bytes = len(body) if lead_part is lead else len(encode_body(event, lead))
+        replaced = self._last.pop(key, None)
+        if replaced is not None:
+            self._last_bytes -= replaced[4]
+        self._last[key] = (segment_base, position, dict(lead), depth, self.last_raw_bytes)
+        self._last_bytes += self.last_raw_bytes
+        while self._last_bytes > self._last_budget and len(self._last) > 1:
+            self._last_bytes -= self._last.popitem(last=False)[1][4]
         dict_id = self._dicts.current_id
         if len(body) < 64:
             codec, packed = CODEC_PLAIN, body
