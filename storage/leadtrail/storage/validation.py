@@ -114,6 +114,8 @@ def _json_object(index: int, field: str, value: object, limit: int) -> None:
         kind = type(item)
         if kind is str or kind is bool or item is None:
             continue
+        if kind is int and -JSON_INT_MAX - 1 <= item <= JSON_INT_MAX:
+            continue
         if kind is float:
             if item - item != 0.0:  # NaN and infinities only
                 raise fail(f"{field}.{key}", f"{item!r} is not a finite number (JSON has no NaN or Infinity)")
