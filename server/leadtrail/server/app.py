@@ -165,7 +165,8 @@ class LeadTrailServer:
         loop = asyncio.get_running_loop()
         # Opening recovers the log and indexes its tail: disk work, off the loop.
         event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
-        store = Store(event_log, reads, Feed(event_log.last_position))
+        ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
+        store = Store(event_log, reads, Feed(event_log.last_position), ingest)
         self._store = store
 
         def committed(events: list[Event]) -> None:  # on the writer thread
@@ -219,6 +220,7 @@ class LeadTrailServer:
             await self._server.stop(grace)
         if store is not None:
             # Every queued group is written and fsynced before the log closes.
+            store.ingest.shutdown(wait=True)
             await asyncio.get_running_loop().run_in_executor(None, store.log.close)
             store.reads.shutdown(wait=True)
 
