@@ -558,7 +558,7 @@ def stray_files(data_dir: Path) -> list[str]:
             elif top == "quarantine":
                 ok = name.endswith(".bad") or name == "REPORT.jsonl"
             else:
-                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json", "recorded_at.json")
+                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json", "recorded_at.json", "retired.json")
             if not ok:
                 stray.append(str(rel))
     return sorted(stray)

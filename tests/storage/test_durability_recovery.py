@@ -17,6 +17,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -247,11 +248,6 @@ def test_positions_continue_gapless_and_ids_stay_idempotent_across_reopen(tmp_pa
             assert faults.check_log(log) == list(stored.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap, issue 2 stays open: recovery cannot yet tell a deleted segment file "
-    "from one removed by retention (needs a durable record of retired ranges)",
-)
 def test_missing_sealed_segment_is_reported_as_corruption(tmp_path: Path) -> None:
     """FORMAT.md recovery rule 2: a position gap between segments is corruption."""
     store = tmp_path / "store"
@@ -267,3 +263,39 @@ def test_missing_sealed_segment_is_reported_as_corruption(tmp_path: Path) -> Non
         EventLog.open(store, options).close()
     problems = " ".join(raised.value.problems)
     assert any(s.name in problems for s in segments[:3]), problems
+
+
+def test_missing_first_segment_is_reported_as_corruption(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    options = Options(segment_bytes=4096)
+    with EventLog.open(store, options) as log:
+        for start in range(1, 61, 3):
+            faults.append_numbers(log, range(start, start + 3))
+    segments = faults.segment_paths(store)
+    segments[0].unlink()
+    with pytest.raises(CorruptionError) as raised:
+        EventLog.open(store, options).close()
+    assert "positions 1.." in " ".join(raised.value.problems)
+
+
+def test_quarantine_accepts_a_missing_segment_once_and_reports_the_lost_positions(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    options = Options(segment_bytes=4096)
+    with EventLog.open(store, options) as log:
+        for start in range(1, 61, 3):
+            faults.append_numbers(log, range(start, start + 3))
+    segments = faults.segment_paths(store)
+    lost_from = int(segments[1].name[:20])
+    lost_to = int(segments[2].name[:20]) - 1
+    segments[1].unlink()
+    with EventLog.open(store, replace(options, quarantine=True)) as log:
+        report = log.verify()
+        assert report.problems == []
+        assert any(f"positions {lost_from}..{lost_to}" in line for line in report.quarantined), report
+        positions = [e.position for e in log.read_from(1)]
+        assert not any(lost_from <= p <= lost_to for p in positions)
+        assert positions == sorted(positions)
+    # Recorded: the store now opens without --quarantine, and still says what was lost.
+    with EventLog.open(store, options) as log:
+        assert any(f"positions {lost_from}..{lost_to}" in line for line in log.verify().quarantined)
+        assert log.append([faults.make_event(999)])[0].position == log.last_position

@@ -73,6 +73,7 @@ from .writer import ActiveSegment, CommitListener, GroupCommit, SegmentHost
 _SNAPSHOT_CACHE = 4096
 TEMP_SUFFIXES = (".tmp", ".compact")
 RECORDED_AT_FLOOR_FILE = "recorded_at.json"
+RETIRED_FILE = "retired.json"
 
 
 class EventLog(SegmentHost):
@@ -239,11 +240,72 @@ class EventLog(SegmentHost):
                 )
             previous_last = max(previous_last, segment.last_position)
         self._set_segments(segments)
+        missing = self._missing_ranges(segments, {s.base for s, _, _ in damaged})
+        problems.extend(
+            f"positions {first}..{last} are missing before segment {name}: a segment file was "
+            "removed outside retention"
+            for first, last, name in missing
+        )
         if problems and not self.options.quarantine:
             raise CorruptionError(problems)
+        if missing:
+            self._record_quarantine(
+                [{"segment": name, "missing": [first, last]} for first, last, name in missing]
+            )
+            self.retire([(first, last) for first, last, _ in missing])
         for segment, scan, is_last in damaged:
             self._quarantine(segment, scan, is_last)
         return bool(damaged)
+
+    # -- retired ranges ---------------------------------------------------------
+
+    def retired_ranges(self) -> list[tuple[int, int]]:
+        """Position ranges removed on purpose (retention, quarantine), as [first, last]."""
+        try:
+            with open(os.path.join(self.path, RETIRED_FILE), "rb") as f:
+                return [(int(a), int(b)) for a, b in json.loads(f.read())]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as e:
+            raise DataDirectoryError(f"{RETIRED_FILE} is unreadable: {e}") from e
+
+    def retire(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Record, durably and before they go, positions about to be removed on purpose.
+
+        A position gap between segments that no retired range explains is a
+        segment file lost outside the engine: corruption, not retention.
+        """
+        ranges = [(a, b) for a, b in ranges if a <= b]
+        if not ranges:
+            return
+        merged: list[list[int]] = []
+        for first, last in sorted([*self.retired_ranges(), *ranges]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        self._files.write_file_atomically(os.path.join(self.path, RETIRED_FILE), json.dumps(merged).encode())
+
+    def _missing_ranges(self, segments: list[Segment], damaged: set[int]) -> list[tuple[int, int, str]]:
+        retired = self.retired_ranges()
+
+        def explained(first: int, last: int) -> bool:
+            for a, b in retired:
+                if a <= first <= b:
+                    first = b + 1
+                    if first > last:
+                        return True
+            return first > last
+
+        missing = []
+        expected = 1
+        after_damage = False
+        for segment in segments:
+            if segment.base > expected and not after_damage and not explained(expected, segment.base - 1):
+                missing.append((expected, segment.base - 1, segment.name))
+            expected = max(expected, segment.base, segment.last_position + 1)
+            after_damage = segment.base in damaged  # its lost tail is reported as damage
+        return missing
 
     def _describe(self, segment: Segment, scan: ScanResult, data: bytes, is_last: bool) -> list[str]:
         found = []
@@ -349,6 +411,13 @@ class EventLog(SegmentHost):
         # crash after the rename below must never leave positions missing
         # without a record saying why.
         self._record_quarantine(report)
+        if not is_last:
+            # A dropped tail leaves a gap before the next segment: retired, so
+            # that the next open does not take it for a lost segment file.
+            following = [s.base for s in self._segments if s.base > segment.base]
+            if following:
+                last_kept = keep[-1].position if keep else segment.base - 1
+                self.retire([(last_kept + 1, following[0] - 1)])
         tmp = segment.path + ".tmp"
         fd = self._files.open_for_append(tmp)
         try:
@@ -365,6 +434,7 @@ class EventLog(SegmentHost):
         segment.sealed = not is_last or scan.sealed
 
     def _record_quarantine(self, entries: list[dict[str, object]]) -> None:
+        os.makedirs(self.quarantine_dir, exist_ok=True)
         path = os.path.join(self.quarantine_dir, "REPORT.jsonl")
         try:
             with open(path, "rb") as f:
@@ -385,6 +455,13 @@ class EventLog(SegmentHost):
                 item = json.loads(line)
                 # A quarantine interrupted after its report was written runs
                 # again on the next open and reports the same range again.
+                if "missing" in item:
+                    first, last = item["missing"]
+                    out.append(
+                        f"positions {first}..{last} before segment {item['segment']}: the segment "
+                        "file was missing (removed outside retention); their events are lost"
+                    )
+                    continue
                 key = (item["segment"], item["offset"])
                 if key in seen:
                     continue

@@ -109,14 +109,21 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
         size = segment.size
         index.set_meta("maintenance", segment.name.encode())
         index.sync()
+        # The positions leaving the log are recorded first, so a crash at any
+        # later step never looks like a segment file lost outside retention.
+        next_base = segments[segments.index(segment) + 1].base
+        gone_positions = {i.event.position for i in gone}
+        survivors = [i for i in items if i.event.position not in gone_positions]
+        survivors_last = survivors[-1].event.position if survivors else segment.base - 1
+        whole = every or len(gone) == len(items)
+        log.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
         with log.swap_lock:
-            if every or len(gone) == len(items):
+            if whole:
                 index.remove_segment(segment.base, items)
                 log.remove_segment_file(segment)
                 deleted += 1
                 freed += size
             else:
-                survivors = [i for i in items if i not in gone]
                 new_items = _rewrite(log, segment, survivors)
                 index.remove_segment(segment.base, items)
                 index.add(new_items, 0)
