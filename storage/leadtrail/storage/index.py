@@ -5,8 +5,8 @@ crash, a mismatch or a deleted directory it is rebuilt from the segments.
 Keys are big-endian composites prefixed by a 4-byte account number, so
 tenants never mix and range scans follow (timestamp, position) order.
 
-Databases (``dupfixed`` ones keep 16-byte (timestamp, position) values packed
-side by side under one key, about 16 bytes an event):
+Databases (``dupfixed`` ones keep 12-byte (timestamp, position) values packed
+side by side under one key, about 12 bytes an event):
 - ``ids``       account + 16-byte ULID -> position
 - ``positions`` segment base -> dups (position, offset): where a record lives
 - ``lead``      account + 8-byte hash of lead_id -> dups (timestamp, position)
@@ -32,10 +32,15 @@ from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
 
-INDEX_VERSION = b"1"
+INDEX_VERSION = b"2"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_TSPOS = struct.Struct(">QQ")
+# (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
+# like the pair. 48 bits hold every timestamp validation admits (up to year
+# 9999 in ms) and 281 trillion positions.
+_TSPOS = struct.Struct(">HIHI")
+_U48_MAX = (1 << 48) - 1
+_U32_MASK = 0xFFFFFFFF
 _POSOFF = struct.Struct(">QI")
 _MINMAX = struct.Struct(">QQ")
 
@@ -67,12 +72,13 @@ def lead_hash(lead_id: str) -> bytes:
 
 
 def tspos(timestamp_ms: int, position: int) -> bytes:
-    return _TSPOS.pack(timestamp_ms, position)
+    position = min(position, _U48_MAX)  # callers use 2**64 - 1 as "the largest"
+    return _TSPOS.pack(timestamp_ms >> 32, timestamp_ms & _U32_MASK, position >> 32, position & _U32_MASK)
 
 
 def untspos(value: bytes) -> tuple[int, int]:
-    ts, pos = _TSPOS.unpack(value)
-    return int(ts), int(pos)
+    ts_hi, ts_lo, pos_hi, pos_lo = _TSPOS.unpack(value)
+    return (ts_hi << 32) | ts_lo, (pos_hi << 32) | pos_lo
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +284,7 @@ class Index:
                     value = packed[key] = _U32.pack(known)
                 return value
 
-            pack_tspos, pack_u64, pack_posoff = _TSPOS.pack, _U64.pack, _POSOFF.pack
+            pack_tspos, pack_u64, pack_posoff = tspos, _U64.pack, _POSOFF.pack
             for item in located:
                 e = item.event
                 acct = number(KIND_ACCOUNT, e.account_id)
@@ -350,7 +356,7 @@ class Index:
                 if acct_no is None:
                     continue
                 acct = _U32.pack(acct_no)
-                value = _TSPOS.pack(e.timestamp_ms or 0, e.position)
+                value = tspos(e.timestamp_ms or 0, e.position)
                 if txn.delete(acct + id_bytes(e.id), db=self.dbs["ids"]):
                     removed += 1
                 txn.delete(acct + lead_hash(e.lead_id), value, db=self.dbs["lead"])
