@@ -32,7 +32,7 @@ from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
 
-INDEX_VERSION = b"2"
+INDEX_VERSION = b"3"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -41,7 +41,7 @@ _U64 = struct.Struct(">Q")
 _TSPOS = struct.Struct(">HIHI")
 _U48_MAX = (1 << 48) - 1
 _U32_MASK = 0xFFFFFFFF
-_POSOFF = struct.Struct(">QI")
+_POSOFF = struct.Struct(">II")  # position - segment base, byte offset in the segment
 _MINMAX = struct.Struct(">QQ")
 
 KIND_ACCOUNT = b"a"
@@ -291,7 +291,9 @@ class Index:
                 position = e.position
                 value = pack_tspos(e.timestamp_ms or 0, position)
                 ids.append((acct + id_bytes(e.id), pack_u64(position)))
-                positions.append((pack_u64(item.segment_base), pack_posoff(position, item.offset)))
+                positions.append(
+                    (pack_u64(item.segment_base), pack_posoff(position - item.segment_base, item.offset))
+                )
                 leads.append((acct + lead_hash(e.lead_id), value))
                 types.append((acct + number(KIND_TYPE, e.type), value))
                 times.append((acct, value))
@@ -396,15 +398,18 @@ class Index:
 
     def offset_of(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:
         cursor = txn.cursor(db=self.dbs["positions"])
-        if not cursor.set_range_dup(_U64.pack(segment_base), _POSOFF.pack(position, 0)):
+        if position < segment_base or not cursor.set_range_dup(
+            _U64.pack(segment_base), _POSOFF.pack(position - segment_base, 0)
+        ):
             return None
         found, offset = _POSOFF.unpack(cursor.value())
-        return int(offset) if found == position else None
+        return int(offset) if found + segment_base == position else None
 
     def offset_at_or_after(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:
         """Offset of the first indexed event of the segment at or after ``position``."""
         cursor = txn.cursor(db=self.dbs["positions"])
-        if not cursor.set_range_dup(_U64.pack(segment_base), _POSOFF.pack(position, 0)):
+        relative = max(position - segment_base, 0)
+        if not cursor.set_range_dup(_U64.pack(segment_base), _POSOFF.pack(relative, 0)):
             return None
         return int(_POSOFF.unpack(cursor.value())[1])
 
@@ -412,8 +417,8 @@ class Index:
         cursor = txn.cursor(db=self.dbs["positions"])
         if cursor.set_key(_U64.pack(segment_base)):
             for value in cursor.iternext_dup():
-                position, offset = _POSOFF.unpack(value)
-                yield int(position), int(offset)
+                relative, offset = _POSOFF.unpack(value)
+                yield segment_base + relative, int(offset)
 
     def segment_accounts(self, txn: lmdb.Transaction, segment_base: int) -> dict[str, tuple[int, int]]:
         """account -> (min, max recorded_at) of a segment's events."""
