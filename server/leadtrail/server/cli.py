@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,39 +66,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         FsyncPolicy.parse(args.fsync)
     except (StorageError, ValueError) as e:
         raise UsageError(f"--fsync {args.fsync!r}: {e}") from None
-    if importlib.util.find_spec("leadtrail.server.app") is not None:
-        app: Any = importlib.import_module("leadtrail.server.app")
-        return int(
-            app.serve(
-                data=args.data,
-                listen=args.listen,
-                fsync=args.fsync,
-                quarantine=args.quarantine,
-                insecure=args.insecure,
-            )
-        )
-    return _serve_store_only(args)
+    # Imported here: the offline commands must not need the gRPC stack.
+    from leadtrail.server import app
 
-
-def _serve_store_only(args: argparse.Namespace) -> int:
-    """Opens (and with --quarantine repairs) the store while no gRPC listener exists."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with EventLog.open(args.data, _options(args)) as log:
-        report = log.verify() if args.quarantine else None
-        if report and report.quarantined:
-            for line in report.quarantined:
-                print(f"leadtrail: quarantined: {line}", file=sys.stderr)
-        print(
-            f"leadtrail: store ready at {args.data} (last position {log.last_position}, "
-            f"fsync {log.options.fsync}); the gRPC listener for {args.listen} is not part of "
-            "this build yet",
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    return 0
+    return app.serve(
+        data=args.data,
+        listen=args.listen,
+        fsync=args.fsync,
+        quarantine=args.quarantine,
+        insecure=args.insecure,
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -133,7 +133,7 @@ def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str
         (
             str(n),
             iso_ms(step.event.timestamp),
-            f"+{step.since_previous_ms}" if n > 1 else "0",
+            f"+{step.since_previous_ms:,}" if n > 1 else "0",
             step.event.type,
             step.event.entity_id,
             _outcome(step.event),

@@ -34,7 +34,7 @@ from .cli_input import parse_outcome, parse_time, read_events
 from .cli_output import dumps, event_json, events_table, tail_line, timeline_json, timeline_table
 from .term import ProgressLine, human_bytes
 
-_EVENT_INDEX = re.compile(r"\bevents?\s*\[?\s*(\d+)\]?")
+_EVENT_INDEX = re.compile(r"events\[(\d+)\]\.?")
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -44,7 +44,7 @@ def connect(args: argparse.Namespace) -> Client:
 def problem(error: BaseException, server: str) -> str | None:
     """The one line to print for an error of the SDK or gRPC; ``None`` for anything else."""
     if isinstance(error, UnavailableError):
-        return f"server {server} unavailable: {_first_line(error)}"
+        return f"server {server} unavailable: {_first_line(error.details or str(error))}"
     if isinstance(error, LeadTrailError):
         return _first_line(error)
     if isinstance(error, grpc.RpcError):
@@ -92,12 +92,14 @@ def _batches(events: Iterator[tuple[int, Event]], size: int) -> Iterator[list[tu
         yield batch
 
 
-def _failed_line(error: InvalidArgumentError, batch: list[tuple[int, Event]]) -> int | None:
-    """The input line of the event the server's message names by its index in the request."""
-    match = _EVENT_INDEX.search(str(error))
+def _refusal(error: InvalidArgumentError, batch: list[tuple[int, Event]]) -> str:
+    """The server's refusal told by input line: it names the event by its index in the
+    request (``events[3].type: ...``), the operator knows their file by line."""
+    text = _first_line(error.details or str(error))
+    match = _EVENT_INDEX.match(text)
     if match and int(match.group(1)) < len(batch):
-        return batch[int(match.group(1))][0]
-    return None
+        return f"line {batch[int(match.group(1))][0]}: {text[match.end() :]}"
+    return f"lines {batch[0][0]}-{batch[-1][0]}: {text}"
 
 
 def cmd_append(args: argparse.Namespace) -> int:
@@ -124,11 +126,9 @@ def cmd_append(args: argparse.Namespace) -> int:
                     try:
                         results = client.append([event for _, event in batch])
                     except InvalidArgumentError as e:
-                        line = _failed_line(e, batch)
-                        where = f"line {line}" if line else f"lines {batch[0][0]}-{batch[-1][0]}"
                         raise CommandError(
-                            f"{where}: {_first_line(e)} (its batch from line {batch[0][0]} was not "
-                            f"appended; {appended + duplicates} events before it were)"
+                            f"{_refusal(e, batch)} (nothing from line {batch[0][0]} on was appended; "
+                            f"{appended + duplicates} events before it were)"
                         ) from None
                     for result in results:
                         duplicates += result.duplicate
@@ -224,6 +224,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
         with connect(args) as client, client.subscribe(**start, **filter_kwargs(args)) as subscription:
             try:
                 for event in subscription:
+                    if not isinstance(event, Event):
+                        continue  # checkpoints and the caught-up mark: progress, not events
                     if args.format == "jsonl":
                         out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
                     else:

@@ -1,0 +1,295 @@
+"""The remote commands against a real server: `leadtrail serve` on a free loopback port,
+driven by the `leadtrail` command as an operator would."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import CLI, Run
+
+SERVE = [sys.executable, "-m", "leadtrail.server.cli", "serve"]
+READY = re.compile(r"127\.0\.0\.1:(\d+)")
+
+LEAD = "lead_cli_0001"
+FLOW = "flow_cli"
+JOURNEY = [
+    {
+        "type": "source.submitted", "lead_id": LEAD, "flow_id": FLOW, "entity_id": "src_acme",
+        "id": "evt_01HM60PZYF26GJG1W8RZJ6M401", "timestamp": "2024-01-15T14:30:45.100Z",
+        "integration": "form_post", "duration_ms": 3,
+        "lead": {"email": "jane@example.com", "score": 71, "comments": "call me"},
+    },
+    {
+        "type": "source.accepted", "lead_id": LEAD, "flow_id": FLOW, "entity_id": "src_acme",
+        "id": "evt_01HM60PZYF26GJG1W8RZJ6M402", "timestamp": 1705329045150,
+        "outcome": "SUCCESS", "price": "-4.50",
+        "lead": {"email": "jane@example.com", "email.valid": True, "score": 80, "comments": "call me"},
+    },
+    {
+        "type": "recipient.delivered", "lead_id": LEAD, "flow_id": FLOW, "entity_id": "rcp_buyer",
+        "id": "evt_01HM60PZYF26GJG1W8RZJ6M403", "timestamp": "2024-01-15T14:30:45.395Z",
+        "outcome": "OUTCOME_SUCCESS", "price": "25.00", "response_code": 200, "duration_ms": 245,
+        "details": {"buyer": "Premier Leads"},
+        "lead": {"email": "jane@example.com", "email.valid": True, "score": 80},
+    },
+]  # fmt: skip
+OTHER = [
+    {
+        "type": "recipient.failed", "lead_id": "lead_cli_0002", "flow_id": FLOW, "entity_id": "rcp_buyer",
+        "timestamp": "2024-01-15T15:00:00Z", "outcome": 2, "reason": "Daily cap reached (100/100)",
+        "lead": {"email": "joe@example.com"},
+    },
+    {
+        "type": "recipient.error", "lead_id": "lead_cli_0002", "flow_id": FLOW, "entity_id": "rcp_other",
+        "timestamp": "2024-01-15T15:00:01Z", "outcome": "ERROR", "reason": "HTTP 503 from buyer",
+        "lead": {"email": "joe@example.com"},
+    },
+]  # fmt: skip
+
+
+def _jsonl(events: list[dict[str, object]]) -> str:
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("server") / "data"
+    with subprocess.Popen(
+        [*SERVE, "--data", str(data), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        match = READY.search(ready)
+        assert match, f"no ready line: {ready!r}"
+        yield f"127.0.0.1:{match.group(1)}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+@pytest.fixture(scope="module")
+def stored(server: str, cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The journey appended from a file, the other lead from stdin."""
+    events = tmp_path_factory.mktemp("input") / "journey.jsonl"
+    events.write_text(_jsonl(JOURNEY))
+    run = cli("append", str(events), "--server", server, "--batch", "2")
+    assert run.status == 0, run
+    assert run.stdout.strip() == "appended 3, duplicates 0, last position 3"
+    run = cli("append", "--server", server, input="\n" + _jsonl(OTHER))
+    assert run.status == 0, run
+    assert run.stdout.strip() == "appended 2, duplicates 0, last position 5"
+    return server
+
+
+def test_appending_the_same_ids_again_reports_duplicates(cli: CLI, stored: str) -> None:
+    run = cli("append", "-", "--server", stored, input=_jsonl(JOURNEY))
+    assert run.status == 0, run
+    assert run.stdout.strip() == "appended 0, duplicates 3, last position 3"
+
+
+def test_an_event_the_server_refuses_names_its_line(cli: CLI, stored: str) -> None:
+    bad = {"type": "Not A Type", "lead_id": "lead_x", "flow_id": FLOW}
+    line = cli("append", "--server", stored, input=_jsonl([OTHER[0], bad])).error_line()
+    assert "line 2" in line
+    assert "type" in line
+
+
+def test_get_prints_the_event_as_json(cli: CLI, stored: str) -> None:
+    run = cli("get", JOURNEY[2]["id"], "--server", stored)  # type: ignore[arg-type]
+    assert run.status == 0, run
+    event = json.loads(run.stdout)
+    assert event["position"] == 3
+    assert event["timestamp"] == "2024-01-15T14:30:45.395Z"
+    assert event["outcome"] == "SUCCESS"
+    assert event["price"] == "25.00"
+    assert event["details"] == {"buyer": "Premier Leads"}
+    assert event["lead"]["email.valid"] is True
+    assert run.stdout.startswith("{\n  ")
+
+
+def test_get_of_an_unknown_id_is_one_line_and_exit_1(cli: CLI, stored: str) -> None:
+    line = cli("get", "evt_01HM60PZYF26GJG1W8RZJ6M4ZZ", "--server", stored).error_line()
+    assert "evt_01HM60PZYF26GJG1W8RZJ6M4ZZ" in line
+    assert "not found" in line
+
+
+def test_timeline_table_shows_steps_gaps_and_changed_fields(cli: CLI, stored: str) -> None:
+    run = cli("timeline", LEAD, "--server", stored)
+    assert run.status == 0, run
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"lead {LEAD}  flow {FLOW}  3 steps over 295 ms")
+    rows = [line for line in lines if re.match(r"^\s+\d+\s+2024-", line)]
+    assert [row.split()[:4] for row in rows] == [
+        ["1", "2024-01-15T14:30:45.100Z", "0", "source.submitted"],
+        ["2", "2024-01-15T14:30:45.150Z", "+50", "source.accepted"],
+        ["3", "2024-01-15T14:30:45.395Z", "+245", "recipient.delivered"],
+    ]
+    text = run.stdout
+    assert '+email="jane@example.com"' in text
+    assert "+email.valid=true" in text
+    assert "~score 71→80" in text
+    assert "-comments" in text
+    assert "SUCCESS" in rows[2] and "rcp_buyer" in rows[2]
+
+
+def test_timeline_json_carries_the_changes(cli: CLI, stored: str) -> None:
+    run = cli("timeline", LEAD, "--format", "json", "--server", stored)
+    assert run.status == 0, run
+    timeline = json.loads(run.stdout)
+    assert timeline["total_ms"] == 295
+    assert [s["since_previous_ms"] for s in timeline["steps"]] == [0, 50, 245]
+    changes = {c["field"]: c for c in timeline["steps"][1]["changes"]}
+    assert changes["score"] == {"field": "score", "kind": "CHANGED", "before": 71, "after": 80}
+
+
+def test_timeline_of_an_unknown_lead_is_one_line_and_exit_1(cli: CLI, stored: str) -> None:
+    assert "lead_nobody" in cli("timeline", "lead_nobody", "--server", stored).error_line()
+
+
+def test_query_table_filters_by_type_prefix_and_outcome(cli: CLI, stored: str) -> None:
+    run = cli(
+        "query", "--type", "recipient.*", "--outcome", "FAILURE", "--outcome", "error", "--server", stored
+    )
+    assert run.status == 0, run
+    header, *rows = run.stdout.splitlines()
+    assert header.split()[:4] == ["POSITION", "TIME", "(UTC)", "TYPE"]
+    assert [row.split()[2] for row in rows] == ["recipient.failed", "recipient.error"]
+    assert "Daily cap reached (100/100)" in rows[0]
+
+
+def test_query_jsonl_and_json_agree_and_respect_limit_and_order(cli: CLI, stored: str) -> None:
+    jsonl = cli("query", "--flow", FLOW, "--desc", "--limit", "4", "--format", "jsonl", "--server", stored)
+    assert jsonl.status == 0, jsonl
+    lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [e["position"] for e in lines] == [5, 4, 3, 2]
+    assert "lead" not in lines[0]
+    as_json = cli("query", "--flow", FLOW, "--desc", "--limit", "4", "--format", "json", "--server", stored)
+    assert json.loads(as_json.stdout) == lines
+
+
+def test_query_by_lead_and_time_range_with_snapshots(cli: CLI, stored: str) -> None:
+    run = cli(
+        "query", "--lead", LEAD, "--since", "2024-01-15T14:30:45.150Z", "--until", "1705329045395",
+        "--include-lead", "--format", "jsonl", "--server", stored,
+    )  # fmt: skip
+    assert run.status == 0, run
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["source.accepted"]
+    assert events[0]["lead"]["score"] == 80
+
+
+def test_query_matching_nothing_says_so(cli: CLI, stored: str) -> None:
+    run = cli("query", "--entity", "nobody", "--server", stored)
+    assert (run.status, run.stdout) == (0, "")
+    assert "no events match" in run.stderr
+
+
+def test_export_csv_reaches_into_the_snapshot(cli: CLI, stored: str, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    run = cli(
+        "export", "--output", str(target), "--format", "csv", "--fields", "id,type,price,lead.email",
+        "--lead", LEAD, "--server", stored,
+    )  # fmt: skip
+    assert run.status == 0, run
+    assert run.stdout.strip().startswith("exported 3 events")
+    rows = list(csv.reader(io.StringIO(target.read_text())))
+    assert rows[0] == ["id", "type", "price", "lead.email"]
+    assert [r[1] for r in rows[1:]] == ["source.submitted", "source.accepted", "recipient.delivered"]
+    assert rows[3][2:] == ["25.00", "jane@example.com"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_export_jsonl_to_stdout(cli: CLI, stored: str) -> None:
+    run = cli("export", "--output", "-", "--type", "recipient.*", "--server", stored)
+    assert run.status == 0, run
+    types = [json.loads(line)["type"] for line in run.stdout.splitlines()]
+    assert types == ["recipient.delivered", "recipient.failed", "recipient.error"]
+
+
+def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(stored: str) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leadtrail.server.cli",
+            "tail",
+            "--from-start",
+            "--flow",
+            FLOW,
+            "--server",
+            stored,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(5)]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
+    assert "recipient.delivered" in lines[2] and LEAD in lines[2]
+
+
+def test_tail_follows_events_appended_while_it_runs(cli: CLI, stored: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "leadtrail.server.cli", "tail", "--lead", "lead_live", "--format", "jsonl",
+         "--server", stored],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None
+        time.sleep(0.5)  # subscribed from the end: only what is appended from now on
+        live = {"type": "feedback.received", "lead_id": "lead_live", "flow_id": FLOW, "outcome": "SUCCESS"}
+        assert cli("append", "--server", stored, input=_jsonl([live])).status == 0
+        event = json.loads(process.stdout.readline())
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert (event["type"], event["lead_id"]) == ("feedback.received", "lead_live")
+
+
+def test_stats_of_the_server(cli: CLI, stored: str) -> None:
+    run = cli("stats", "--server", stored)
+    assert run.status == 0, run
+    stats = json.loads(run.stdout)
+    assert stats["event_count"] >= 5
+    assert stats["writable"] is True
+
+
+def test_retention_set_and_apply(cli: CLI, stored: str) -> None:
+    run = cli(
+        "retention", "set", "--account", "other", "--max-age-days", "30", "--legal-hold", "--server", stored
+    )
+    assert run.status == 0, run
+    assert run.stdout.strip() == "retention for account other: keep 30 days, legal hold (nothing is removed)"
+    run = cli("retention", "apply", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.startswith("removed 0 events")
+
+
+def test_demo_appends_simulated_flows_and_shows_a_timeline(cli: CLI, server: str) -> None:
+    run: Run = cli("demo", "--leads", "20", "--seed", "5", "--server", server)
+    assert run.status == 0, run
+    summary = run.stdout.splitlines()[0]
+    appended = int(re.search(r"appended (\d+), duplicates 0", summary).group(1))  # type: ignore[union-attr]
+    assert 100 <= appended <= 160  # 5 to 8 events a lead
+    assert "journeys" in run.stdout and "money" in run.stdout
+    assert "sample lead:" in run.stdout
+    assert re.search(r"^\s+1\s+2024-\S+\s+0\s+source\.submitted", run.stdout, re.M)
+    again = cli("demo", "--leads", "20", "--seed", "5", "--server", server)
+    assert f"appended 0, duplicates {appended}" in again.stdout.splitlines()[0]
