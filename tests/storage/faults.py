@@ -496,7 +496,9 @@ def event_spans(path: Path) -> list[RecordSpan]:
     return [s for s in record_spans(path) if s.kind == KIND_EVENT]
 
 
-EVENT_PREFIX = struct.Struct("<QQBIQB")  # recorded_at, timestamp, codec, dictionary, base, len
+# recorded_at and timestamp (u48 each, low u32 + high u16), codec, dictionary,
+# positions back to the delta base, account length
+EVENT_PREFIX = struct.Struct("<IHIHBHHB")
 
 
 def delta_base(path: Path, span: RecordSpan) -> int:
@@ -504,7 +506,8 @@ def delta_base(path: Path, span: RecordSpan) -> int:
     with open(path, "rb") as f:
         f.seek(span.offset + RECORD_HEADER.size)
         prefix = f.read(EVENT_PREFIX.size)
-    return int(EVENT_PREFIX.unpack(prefix)[4])
+    back = int(EVENT_PREFIX.unpack(prefix)[6])
+    return span.position - back if back else 0
 
 
 def segment_header(base: int) -> bytes:

@@ -28,6 +28,8 @@ from .format import (
     CODEC_ZSTD,
     CODEC_ZSTD_DICT,
     EVENT_PREFIX,
+    MAX_DELTA_BACK,
+    MAX_DICTIONARY_ID,
     BadRecord,
 )
 from .fs import Files
@@ -135,6 +137,8 @@ class Dictionaries:
         )
         body = trained.as_bytes()
         with self._lock:
+            if self.current_id >= MAX_DICTIONARY_ID:
+                return self.current_id  # the id space is full: keep compressing with the last one
             dict_id = self.current_id + 1
             header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body))
             path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
@@ -289,7 +293,12 @@ class EventEncoder:
         lead = event.lead
         base_position, depth, lead_part = 0, 0, lead
         previous = self._last.get(key)
-        if previous is not None and previous[0] == segment_base and previous[3] < MAX_DELTA_DEPTH:
+        if (
+            previous is not None
+            and previous[0] == segment_base
+            and previous[3] < MAX_DELTA_DEPTH
+            and position - previous[1] <= MAX_DELTA_BACK
+        ):
             delta = snapshot_delta(previous[2], lead)
             if delta is not None:
                 base_position, depth, lead_part = previous[1], previous[3] + 1, delta
@@ -312,12 +321,15 @@ class EventEncoder:
             if self._trainer is not None:
                 self._trainer.observe(body, len(packed), dict_id)
         account = event.account_id.encode()
+        recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
         prefix = EVENT_PREFIX.pack(
-            event.recorded_at_ms,
-            event.timestamp_ms or 0,
+            recorded & 0xFFFFFFFF,
+            recorded >> 32,
+            timestamp & 0xFFFFFFFF,
+            timestamp >> 32,
             codec,
             dict_id,
-            base_position,
+            position - base_position if base_position else 0,
             len(account),
         )
         return b"".join((prefix, account, packed))
@@ -326,17 +338,25 @@ class EventEncoder:
 class EventPrefix:
     __slots__ = ("account_id", "base_position", "body", "codec", "dict_id", "recorded_at_ms", "timestamp_ms")
 
-    def __init__(self, payload: bytes | memoryview) -> None:
+    def __init__(self, payload: bytes | memoryview, position: int = 0) -> None:
+        """``position`` is the record's: a delta base is stored as a distance back from it."""
         if len(payload) < EVENT_PREFIX.size:
             raise BadRecord("event payload shorter than its prefix")
         (
-            self.recorded_at_ms,
-            self.timestamp_ms,
+            recorded_lo,
+            recorded_hi,
+            timestamp_lo,
+            timestamp_hi,
             self.codec,
             self.dict_id,
-            self.base_position,
+            back,
             account_len,
         ) = EVENT_PREFIX.unpack_from(payload)
+        self.recorded_at_ms = recorded_hi << 32 | recorded_lo
+        self.timestamp_ms = timestamp_hi << 32 | timestamp_lo
+        if back and back >= position:
+            raise BadRecord(f"delta base {back} positions back from {position} is before the log")
+        self.base_position = position - back if back else 0
         start = EVENT_PREFIX.size
         if len(payload) < start + account_len:
             raise BadRecord("event payload shorter than its account id")
@@ -353,7 +373,7 @@ def decode_event(
 ) -> Event:
     """Decode a CRC-checked event payload. ``base_snapshot`` resolves delta bases."""
     try:
-        prefix = EventPrefix(payload)
+        prefix = EventPrefix(payload, position)
         if prefix.codec == CODEC_PLAIN:
             body = bytes(prefix.body)
         elif prefix.codec in (CODEC_ZSTD, CODEC_ZSTD_DICT):
@@ -408,11 +428,11 @@ def decode_event(
     )
 
 
-def snapshot_part(payload: bytes | memoryview, dictionaries: Dictionaries) -> tuple[int, Any]:
+def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> tuple[int, Any]:
     """(base position, snapshot-or-delta) of an event payload, for resolving chains."""
-    event = decode_event(payload, 0, dictionaries, _no_base, include_lead=False)
+    event = decode_event(payload, position, dictionaries, _no_base, include_lead=False)
     del event
-    prefix = EventPrefix(payload)
+    prefix = EventPrefix(payload, position)
     if prefix.codec == CODEC_PLAIN:
         body = bytes(prefix.body)
     else:

@@ -31,7 +31,11 @@ FLAG_COMMIT = 0x80
 
 SEAL_PAYLOAD = struct.Struct("<IQQ")  # crc of everything before, event count, last position
 
-EVENT_PREFIX = struct.Struct("<QQBIQB")  # recorded_at, timestamp, codec, dict id, base, account len
+# recorded_at (u48 as u32 + u16), timestamp (the same), codec, dictionary id,
+# positions back to the delta base (0: full snapshot), account length
+EVENT_PREFIX = struct.Struct("<IHIHBHHB")
+MAX_DELTA_BACK = 0xFFFF
+MAX_DICTIONARY_ID = 0xFFFF
 CODEC_PLAIN = 0
 CODEC_ZSTD_DICT = 1
 CODEC_ZSTD = 2

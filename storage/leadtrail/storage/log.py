@@ -366,7 +366,8 @@ class EventLog(SegmentHost):
                 continue
             # A snapshot stored as a delta cannot outlive its base: if the base
             # is in a damaged range, the event goes to quarantine with it.
-            base = EventPrefix(data[r.offset + RECORD_HEADER_SIZE : r.offset + r.size]).base_position
+            payload = data[r.offset + RECORD_HEADER_SIZE : r.offset + r.size]
+            base = EventPrefix(payload, r.position).base_position
             if base and base not in kept_positions:
                 continue
             keep.append(r)
@@ -598,7 +599,7 @@ class EventLog(SegmentHost):
         header, payload = segment.read_record(offset)
         if header.position != position:
             raise BadRecord(f"record at offset {offset} holds position {header.position}, not {position}")
-        base, part = snapshot_part(payload, self.dictionaries)
+        base, part = snapshot_part(payload, position, self.dictionaries)
         if not base:
             return dict(part)
         base_offset = locate(base)
