@@ -248,13 +248,19 @@ def test_positions_continue_gapless_and_ids_stay_idempotent_across_reopen(tmp_pa
             assert faults.check_log(log) == list(stored.values())
 
 
-def test_missing_sealed_segment_is_reported_as_corruption(tmp_path: Path) -> None:
-    """FORMAT.md recovery rule 2: a position gap between segments is corruption."""
+def _store_of_small_segments(tmp_path: Path) -> tuple[Path, Options]:
+    """60 events in 4 KiB segments: several sealed segments and an active one."""
     store = tmp_path / "store"
     options = Options(segment_bytes=4096)
     with EventLog.open(store, options) as log:
         for start in range(1, 61, 3):
             faults.append_numbers(log, range(start, start + 3))
+    return store, options
+
+
+def test_missing_sealed_segment_is_reported_as_corruption(tmp_path: Path) -> None:
+    """FORMAT.md recovery rule 2: a position gap between segments is corruption."""
+    store, options = _store_of_small_segments(tmp_path)
     segments = faults.segment_paths(store)
     assert len(segments) >= 4
     segments[1].unlink()  # acknowledged events gone, and retention never ran
@@ -266,11 +272,7 @@ def test_missing_sealed_segment_is_reported_as_corruption(tmp_path: Path) -> Non
 
 
 def test_missing_first_segment_is_reported_as_corruption(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    options = Options(segment_bytes=4096)
-    with EventLog.open(store, options) as log:
-        for start in range(1, 61, 3):
-            faults.append_numbers(log, range(start, start + 3))
+    store, options = _store_of_small_segments(tmp_path)
     segments = faults.segment_paths(store)
     segments[0].unlink()
     with pytest.raises(CorruptionError) as raised:
@@ -279,11 +281,7 @@ def test_missing_first_segment_is_reported_as_corruption(tmp_path: Path) -> None
 
 
 def test_quarantine_accepts_a_missing_segment_once_and_reports_the_lost_positions(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    options = Options(segment_bytes=4096)
-    with EventLog.open(store, options) as log:
-        for start in range(1, 61, 3):
-            faults.append_numbers(log, range(start, start + 3))
+    store, options = _store_of_small_segments(tmp_path)
     segments = faults.segment_paths(store)
     lost_from = int(segments[1].name[:20])
     lost_to = int(segments[2].name[:20]) - 1
