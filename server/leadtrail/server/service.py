@@ -13,7 +13,7 @@ import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -503,22 +503,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def GetStats(self, request: admin_pb2.GetStatsRequest, context: Context) -> admin_pb2.Stats:
-        s = await self.store.run(self.store.log.stats)
-        return admin_pb2.Stats(
-            event_count=s.event_count,
-            last_position=s.last_position,
-            segment_count=s.segment_count,
-            disk_bytes=s.disk_bytes,
-            raw_bytes=s.raw_bytes,
-            log_bytes=s.log_bytes,
-            index_bytes=s.index_bytes,
-            dictionary_bytes=s.dictionary_bytes,
-            bytes_per_event=s.bytes_per_event,
-            compression_ratio=s.compression_ratio,
-            dictionaries=s.dictionaries,
-            fsync_policy=s.fsync_policy,
-            writable=s.writable,
-        )
+        return admin_pb2.Stats(**asdict(await self.store.run(self.store.log.stats)))
 
     @unary
     async def SetRetentionPolicy(
@@ -531,11 +516,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise invalid("max_age_days", f"{request.max_age_days} is over the limit of {365 * 100} days")
         policy = RetentionPolicy(account, request.max_age_days, request.legal_hold)
         await self.store.run(self.store.log.set_retention_policy, policy)
-        return admin_pb2.SetRetentionPolicyResponse(
-            policy=admin_pb2.RetentionPolicy(
-                account_id=account, max_age_days=policy.max_age_days, legal_hold=policy.legal_hold
-            )
-        )
+        return admin_pb2.SetRetentionPolicyResponse(policy=admin_pb2.RetentionPolicy(**asdict(policy)))
 
     @unary
     async def ApplyRetention(
@@ -543,19 +524,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ApplyRetentionResponse:
         now = timestamp_to_ms(request.now) if request.HasField("now") else None
         report = await self.store.run(self.store.log.apply_retention, now)
-        return admin_pb2.ApplyRetentionResponse(
-            events_removed=report.events_removed,
-            segments_deleted=report.segments_deleted,
-            segments_rewritten=report.segments_rewritten,
-            bytes_freed=report.bytes_freed,
-        )
+        # The engine's reports and the messages share their field names.
+        return admin_pb2.ApplyRetentionResponse(**asdict(report))
 
     @unary
     async def Verify(self, request: admin_pb2.VerifyRequest, context: Context) -> admin_pb2.VerifyReport:
-        report = await self.store.run(self.store.log.verify)
-        return admin_pb2.VerifyReport(
-            records_checked=report.records_checked,
-            problems=report.problems,
-            quarantined=report.quarantined,
-        )
+        return admin_pb2.VerifyReport(**asdict(await self.store.run(self.store.log.verify)))
 
