@@ -222,26 +222,15 @@ def test_export_jsonl_to_stdout(cli: CLI, stored: str) -> None:
 
 
 def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(stored: str) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "leadtrail.server.cli",
-            "tail",
-            "--from-start",
-            "--flow",
-            FLOW,
-            "--server",
-            stored,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines = [process.stdout.readline() for _ in range(5)]
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0
+    tail = [sys.executable, "-m", "leadtrail.server.cli", "tail", "--from-start", "--flow", FLOW]
+    with subprocess.Popen(
+        [*tail, "--server", stored], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        lines = [process.stdout.readline() for _ in range(5)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert "Traceback" not in process.stderr.read()
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
     assert "recipient.delivered" in lines[2] and LEAD in lines[2]
 

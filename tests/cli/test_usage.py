@@ -72,6 +72,8 @@ def test_a_bad_listen_address_is_a_usage_error(cli: CLI, tmp_path: Path) -> None
         ["stats"],
         ["retention", "apply"],
         ["export", "--output", "-"],
+        ["tail", "--from-start"],
+        ["demo", "--leads", "1"],
     ],
 )
 def test_an_unreachable_server_is_one_line_and_exit_1(cli: CLI, args: list[str]) -> None:

@@ -221,23 +221,42 @@ def cmd_tail(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     out = sys.stdout
     try:
-        with connect(args) as client, client.subscribe(**start, **filter_kwargs(args)) as subscription:
-            try:
-                for event in subscription:
-                    if not isinstance(event, Event):
-                        continue  # checkpoints and the caught-up mark: progress, not events
-                    if args.format == "jsonl":
-                        out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
-                    else:
-                        out.write(tail_line(event) + "\n")
-                    out.flush()
-            except (_Stop, KeyboardInterrupt):
-                subscription.stop()
+        with connect(args) as client:
+            for event in _follow(client, start, filter_kwargs(args)):
+                if args.format == "jsonl":
+                    out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
+                else:
+                    out.write(tail_line(event) + "\n")
+                out.flush()
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> Iterator[Event]:
+    """The subscription's events, forever.
+
+    A server that cannot be reached at the start is an error the operator must
+    see at once; one that goes away later (a restart) is waited for, and the
+    subscription resumes after the last position it saw, without gap or repeat.
+    """
+    first = client.subscribe(**start, **filters, include_checkpoints=True, reconnect=False)
+    connected = False
+    try:
+        with first:
+            for item in first:
+                connected = True  # the caught-up mark arrives even when nothing matches
+                if isinstance(item, Event):
+                    yield item
+    except UnavailableError:
+        if not connected:
+            raise
+    with client.subscribe(after_position=first.position, **filters, reconnect=True) as resumed:
+        for item in resumed:
+            if isinstance(item, Event):
+                yield item
 
 
 # --------------------------------------------------------------------------- export
