@@ -61,6 +61,7 @@ class FlowReport:
     """What the simulated traffic did, counted the way an operator's daily report does."""
 
     types: Counter[str] = field(default_factory=Counter)
+    buyer_results: Counter[str] = field(default_factory=Counter)
     journeys: Counter[str] = field(default_factory=Counter)
     cost: Decimal = Decimal(0)
     revenue: Decimal = Decimal(0)
@@ -77,6 +78,8 @@ class FlowReport:
             self.returns -= price
         elif price > 0:
             self.revenue += price
+        if event["type"] in ("recipient.delivered", "recipient.failed", "recipient.error", "retry.attempted"):
+            self.buyer_results[Outcome(event["outcome"]).name] += 1
         if event["type"] == "flow.completed":
             sold = event["outcome"] == Outcome.SUCCESS
             self.journeys["sold" if sold else "unsold"] += 1
@@ -88,17 +91,17 @@ class FlowReport:
     def sample_lead(self) -> str:
         """The lead that shows the most of a journey: retried, fed back, longest."""
 
-        def interest(item: tuple[str, list[SimulatedEvent]]) -> tuple[int, int, int]:
+        def interest(item: tuple[str, list[SimulatedEvent]]) -> tuple[bool, bool, bool, int]:
             types = {e["type"] for e in item[1]}
-            return ("retry.scheduled" in types, "feedback.received" in types, len(item[1]))
+            fed_back, retried = "feedback.received" in types, "retry.scheduled" in types
+            return (fed_back and retried, fed_back, retried, len(item[1]))
 
         return max(self.events_by_lead.items(), key=interest)[0]
 
     def lines(self) -> list[str]:
         j, t = self.journeys, self.types
         unsold = j["unsold"] - j["rejected"] - j["filtered"]
-        buyer_failures = t["recipient.failed"]
-        errors = t["recipient.error"] + t["enhancement.error"]
+        b = self.buyer_results
         conversions = self.types["feedback.received"] - self._returned()
         money = (
             f"cost {self.cost:,.2f}  revenue {self.revenue:,.2f}  returns {self.returns:,.2f}  "
@@ -110,8 +113,9 @@ class FlowReport:
         return [
             f"  journeys  {j['sold']} sold, {j['rejected']} rejected at the source, "
             f"{j['filtered']} filtered, {unsold} offered but unsold",
-            f"  buyers    {t['recipient.delivered']} delivered, {buyer_failures} declined or capped, "
-            f"{errors} errors, {t['retry.scheduled']} retries",
+            f"  services  {t['enhancement.success']} enrichments, {t['enhancement.error']} errors",
+            f"  buyers    {b['SUCCESS']} deliveries, {b['FAILURE']} declined or capped, "
+            f"{b['ERROR']} errors, {t['retry.scheduled']} retries",
             f"  feedback  {conversions} conversions, {self._returned()} returns",
             f"  money     {money}",
             f"  events    {mix}",
