@@ -34,6 +34,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.output: list[str] = []
+        self._drainer = threading.Thread()
 
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(self.data)]
@@ -54,10 +55,12 @@ class ServerProcess:
             if match:
                 self.address = match.group(1)
                 # Keep reading so a chatty server never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         self.proc.kill()
         self.proc.wait()
+        self.proc.stdout.close()
         raise AssertionError("server did not become ready:\n" + "".join(self.output))
 
     def _drain(self) -> None:
@@ -74,10 +77,14 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            status = self.proc.wait()
+        self._drainer.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return status
 
     def restart(self) -> ServerProcess:
         """Stop, then start again on the same data directory and port."""

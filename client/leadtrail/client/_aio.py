@@ -324,7 +324,8 @@ class AsyncSubscription:
         self._on_close = on_close
         self._stopped = asyncio.Event()
         self._call: grpc.aio.UnaryStreamCall[stream_pb2.SubscribeRequest, stream_pb2.SubscribeResponse] | None
-        self._call = None
+        # Started now, like the sync subscription: nothing appended after subscribe() is missed.
+        self._call = self._open()
         self._items = self._run()
 
     @property
@@ -359,11 +360,15 @@ class AsyncSubscription:
         self.stop()
         await self._items.aclose()
 
+    def _open(self) -> grpc.aio.UnaryStreamCall[stream_pb2.SubscribeRequest, stream_pb2.SubscribeResponse]:
+        return self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
+
     async def _run(self) -> AsyncGenerator[SubscriptionItem, None]:
         backoff = Backoff()
+        call = self._call
         while not self._stopped.is_set():
-            call = self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
-            self._call = call
+            if call is None:
+                call = self._call = self._open()
             try:
                 async for message in call:
                     backoff.reset()
@@ -385,6 +390,7 @@ class AsyncSubscription:
                 raise
             finally:
                 call.cancel()
+            call = None
             try:
                 await asyncio.wait_for(self._stopped.wait(), backoff.next_delay())
                 return

@@ -346,7 +346,9 @@ class Subscription:
         self._reconnect = reconnect
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._call: grpc.CallIterator[stream_pb2.SubscribeResponse] | None = None
+        # The first call starts now, not at the first next(): a subscription to new
+        # events must see what is appended between subscribe() and iterating.
+        self._call: grpc.CallIterator[stream_pb2.SubscribeResponse] | None = self._open()
         self._items = self._run()
 
     @property
@@ -378,14 +380,19 @@ class Subscription:
     ) -> None:
         self.stop()
 
+    def _open(self) -> grpc.CallIterator[stream_pb2.SubscribeResponse]:
+        return self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
+
     def _run(self) -> Iterator[SubscriptionItem]:
         backoff = Backoff()
+        call = self._call
         while not self._stopped.is_set():
-            call = self._stub.Subscribe(self._cursor.request(), metadata=self._metadata)
-            with self._lock:
-                self._call = call
-            if self._stopped.is_set():  # stop() ran before the call was visible to it
-                cancel_call(call)
+            if call is None:
+                call = self._open()
+                with self._lock:
+                    self._call = call
+                if self._stopped.is_set():  # stop() ran before the call was visible to it
+                    cancel_call(call)
             try:
                 for message in call:
                     backoff.reset()
@@ -402,5 +409,6 @@ class Subscription:
                     raise handle_rpc_error(error) from error
             finally:
                 cancel_call(call)
+            call = None
             if self._stopped.wait(backoff.next_delay()):
                 return
