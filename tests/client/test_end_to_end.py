@@ -157,8 +157,8 @@ def test_query_page_hands_back_a_token_until_the_last_page(client: Client) -> No
 def test_aggregate_counts_and_sums_money_exactly(client: Client) -> None:
     flow = unique("flow")
     client.append([
-        Event("recipient.delivered", "l1", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal("0.10")),
-        Event("recipient.delivered", "l2", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal("0.20")),
+        Event("recipient.delivered", "l1", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".10")),
+        Event("recipient.delivered", "l2", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".20")),
         Event("recipient.delivered", "l3", flow, timestamp=T0, outcome=Outcome.FAILURE),
         Event("source.submitted", "l4", flow, timestamp=T0 + timedelta(days=1), price=Decimal("-3.5")),
     ])
