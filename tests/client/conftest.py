@@ -72,10 +72,10 @@ class ServerProcess:
     def port(self) -> int:
         return int(self.address.rpartition(":")[2])
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -86,10 +86,10 @@ class ServerProcess:
         self.proc.stdout.close()
         return status
 
-    def restart(self) -> ServerProcess:
-        """Stop, then start again on the same data directory and port."""
+    def restart(self, sig: int = signal.SIGTERM) -> ServerProcess:
+        """Stop with ``sig``, then start again on the same data directory and port."""
         port = self.port
-        self.stop()
+        self.stop(sig=sig)
         return self.start(f"127.0.0.1:{port}")
 
 

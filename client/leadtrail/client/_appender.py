@@ -46,6 +46,10 @@ _SPLIT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESO
 
 _WAKE = None  # put on the queue to wake the sender at close
 
+# An idle stream is closed after this long: an open call would otherwise hold a
+# stopping server in its shutdown grace period, and reopening costs one round trip.
+_IDLE_CLOSE_SECONDS = 1.0
+
 
 @dataclass(eq=False)
 class _Batch:
@@ -300,12 +304,15 @@ class BackgroundAppender:
     def _next_batch(self) -> _Batch | None:
         """The next batch to send, encoded; None once stopped."""
         events: list[Event] = []
+        idle_since = time.monotonic()
         while not events:
             if self._stopped.is_set():
                 return None
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
+                if time.monotonic() - idle_since >= _IDLE_CLOSE_SECONDS:
+                    self._close_idle_stream()
                 continue
             if first is not None:
                 events.append(first)
@@ -327,6 +334,14 @@ class BackgroundAppender:
             return _Batch(events, append_request(events))
         except (TypeError, ValueError):
             return self._encodable_part(events)
+
+    def _close_idle_stream(self) -> None:
+        with self._cond:
+            if self._outbox is not None and not self._in_flight:
+                # Half-close: the server answers what it has and ends the call; a
+                # batch made meanwhile waits in the in-flight list for the next call.
+                self._outbox.put(None)
+                self._outbox = None
 
     def _encodable_part(self, events: list[Event]) -> _Batch | None:
         good: list[Event] = []
@@ -373,6 +388,8 @@ class BackgroundAppender:
                 outbox.put(None)  # ends the request iterator gRPC is reading
             if self._stopped.is_set():
                 return
+            if error is None and not self._in_flight:
+                continue  # an idle stream ended: open the next one when there is work
             if error is not None and error.code() not in _RETRY_CODES:
                 try:
                     self._settle_one_by_one()
