@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -51,3 +52,18 @@ def test_ids_made_by_many_threads_are_unique() -> None:
     assert len(set(everything)) == len(everything)
     for out in made:
         assert out == sorted(out)
+
+
+
+def test_ids_are_the_crockford_base32_of_time_and_randomness() -> None:
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    to_crockford = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUV", crockford.encode())
+    ms = 4_102_444_801_234
+    event_id = new_event_id(now_ms=ms)
+    decoded = 0
+    for char in event_id[4:]:
+        decoded = decoded * 32 + crockford.index(char)
+    assert decoded >> 80 >= ms
+    # The reference encoding: standard base32hex of the 128 bits, mapped to Crockford's digits.
+    reference = base64.b32hexencode(decoded.to_bytes(20, "big"))[6:].translate(to_crockford).decode()
+    assert event_id == "evt_" + reference

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
 
@@ -161,7 +161,7 @@ class BackgroundAppender:
         if self._closing:
             raise LeadTrailError("the BackgroundAppender is closed")
         if not event.id:
-            event = replace(event, id=new_event_id())
+            event = _with_id(event, new_event_id())
         try:
             if self._full_policy == "block":
                 self._queue.put(event, timeout=self._block_timeout)
@@ -331,9 +331,20 @@ class BackgroundAppender:
             if item is not None:
                 events.append(item)
         try:
-            return _Batch(events, append_request(events))
+            return _Batch(events, self._encode(events))
         except (TypeError, ValueError):
             return self._encodable_part(events)
+
+    @staticmethod
+    def _encode(events: list[Event]) -> submission_pb2.AppendRequest:
+        messages = []
+        for event in events:
+            messages.append(event_to_proto(event))
+            # Encoding is pure Python under the GIL; handing the GIL over after each
+            # event keeps a submit() in the caller's thread from waiting for a whole
+            # batch (or the 5 ms switch interval) to be encoded.
+            time.sleep(0)
+        return submission_pb2.AppendRequest(events=messages)
 
     def _close_idle_stream(self) -> None:
         with self._cond:
@@ -432,6 +443,19 @@ class BackgroundAppender:
             del batch.events[:size]
         if self._stopped.is_set():
             raise _Retry
+
+
+def _with_id(event: Event, event_id: str) -> Event:
+    """A copy of ``event`` named ``event_id``.
+
+    Equivalent to ``dataclasses.replace`` for the plain frozen Event, at a tenth
+    of its cost: replace() runs __init__ and __post_init__ over all 17 fields,
+    which alone would be half of submit()'s budget.
+    """
+    copy = object.__new__(Event)
+    copy.__dict__.update(event.__dict__)
+    copy.__dict__["id"] = event_id
+    return copy
 
 
 def _requests(
