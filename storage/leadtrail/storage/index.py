@@ -9,7 +9,9 @@ Databases (``dupfixed`` ones keep 12-byte (timestamp, position) values packed
 side by side under one key, about 12 bytes an event):
 - ``ids``       account + 16-byte ULID -> position
 - ``positions`` segment base -> dups (position, offset): where a record lives
-- ``lead``      account + 8-byte hash of lead_id -> dups (timestamp, position)
+- ``lead``      account + 8-byte hash of lead_id -> dups position (6 bytes); a lead's
+                few events are ordered by (timestamp, position) when read, which keeps
+                this, the one index with keys in random order, small
 - ``type``, ``flow``, ``entity``  account + name number -> dups (timestamp, position)
 - ``time``      account -> dups (timestamp, position)
 - ``segacct``   segment base + account -> (min, max recorded_at): retention planning
@@ -32,7 +34,7 @@ from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
 
-INDEX_VERSION = b"3"
+INDEX_VERSION = b"4"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -65,6 +67,18 @@ def name_key(kind: bytes, name: str) -> bytes:
     if len(raw) > _LONG_NAME:
         return kind + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
     return kind + raw
+
+
+_U48 = struct.Struct(">HI")
+
+
+def pack_u48(value: int) -> bytes:
+    return _U48.pack(value >> 32, value & _U32_MASK)
+
+
+def unpack_u48(value: bytes) -> int:
+    hi, lo = _U48.unpack(value)
+    return int(hi << 32 | lo)
 
 
 def lead_hash(lead_id: str) -> bytes:
@@ -294,7 +308,7 @@ class Index:
                 positions.append(
                     (pack_u64(item.segment_base), pack_posoff(position - item.segment_base, item.offset))
                 )
-                leads.append((acct + lead_hash(e.lead_id), value))
+                leads.append((acct + lead_hash(e.lead_id), pack_u48(position)))
                 types.append((acct + number(KIND_TYPE, e.type), value))
                 times.append((acct, value))
                 flows.append((acct + number(KIND_FLOW, e.flow_id), value))
@@ -361,7 +375,7 @@ class Index:
                 value = tspos(e.timestamp_ms or 0, e.position)
                 if txn.delete(acct + id_bytes(e.id), db=self.dbs["ids"]):
                     removed += 1
-                txn.delete(acct + lead_hash(e.lead_id), value, db=self.dbs["lead"])
+                txn.delete(acct + lead_hash(e.lead_id), pack_u48(e.position), db=self.dbs["lead"])
                 txn.delete(acct, value, db=self.dbs["time"])
                 for db, kind, name in (
                     ("type", KIND_TYPE, e.type),

@@ -21,7 +21,7 @@ from crc32c import crc32c
 
 from .errors import InvalidCursorError, StorageError
 from .event import Event, EventFilter, Page
-from .index import KIND_ENTITY, KIND_FLOW, tspos, untspos
+from .index import KIND_ENTITY, KIND_FLOW, tspos, unpack_u48, untspos
 
 if TYPE_CHECKING:
     from .log import EventLog
@@ -33,18 +33,25 @@ _U64_MAX = 2**64 - 1
 
 
 def timeline(log: EventLog, lead_id: str, account_id: str) -> list[Event]:
+    with log.index.env.begin() as txn:
+        return _lead_events(log, txn, lead_id, account_id, include_lead=True)
+
+
+def _lead_events(
+    log: EventLog, txn: lmdb.Transaction, lead_id: str, account_id: str, include_lead: bool
+) -> list[Event]:
+    """Every event of one lead in (timestamp, position) order."""
     index = log.index
+    key = index.dup_key(txn, "lead", account_id, None, lead_id)
+    if key is None:
+        return []
     events = []
-    with index.env.begin() as txn:
-        key = index.dup_key(txn, "lead", account_id, None, lead_id)
-        if key is None:
-            return []
-        for value in index.iter_dups(txn, "lead", key, None, False):
-            _, position = untspos(value)
-            event = log.event_at(txn, position)
-            # The lead key is a hash: a colliding lead shares it, so compare.
-            if event is not None and event.lead_id == lead_id and event.account_id == account_id:
-                events.append(event)
+    for value in index.iter_dups(txn, "lead", key, None, False):
+        event = log.event_at(txn, unpack_u48(value), include_lead=include_lead)
+        # The lead key is a hash: a colliding lead shares it, so compare.
+        if event is not None and event.lead_id == lead_id and event.account_id == account_id:
+            events.append(event)
+    events.sort(key=lambda e: (e.timestamp_ms or 0, e.position))
     return events
 
 
@@ -147,10 +154,19 @@ def scan(
         if plan is None:
             return Page([], None)
         db, keys = plan
-        streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
-        merged: Iterator[bytes] = (
-            streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
-        )
+        merged: Iterator[bytes]
+        if db == "lead":
+            # The lead index holds positions only: order the lead's few events here.
+            lead = _lead_events(log, txn, f.lead_id, f.account_id, include_lead=False)
+            values = [tspos(e.timestamp_ms or 0, e.position) for e in lead]
+            if descending:
+                values.reverse()
+            merged = iter(
+                [v for v in values if start is None or (v <= start if descending else v >= start)]
+            )
+        else:
+            streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
+            merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
         events: list[Event] = []
         for value in merged:
             ts, position = untspos(value)
