@@ -91,6 +91,7 @@ from storage_bench import (
     progress,
     simulated_events,
 )
+from storage_bench import parse_args as storage_parse_args
 
 STREAM_IN_FLIGHT = 16
 """Unanswered requests per AppendStream; the server queues up to 64, so it never waits on the client."""
@@ -823,15 +824,7 @@ def machine() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a few seconds per measurement")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")
-    parser.add_argument("--data", help="directory to create the scratch stores in (default: temp)")
-    parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    if args.runs < 3:
-        parser.error(f"--runs {args.runs}: at least 3, since every figure is a median with its range")
-    return args
+    return storage_parse_args(argv, __doc__, "a few seconds per measurement")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -477,9 +477,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (under a minute)")
+def parse_args(
+    argv: Sequence[str] | None, doc: str | None = __doc__, quick: str = "smaller runs (under a minute)"
+) -> argparse.Namespace:
+    """The options every benchmark here shares."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")
     parser.add_argument("--data", help="directory to create the scratch stores in (default: temp)")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
