@@ -163,12 +163,16 @@ def shared_log(
         if request.param == "trained":
             rng = random.Random(1)
             append_all(log, [event(n, realistic_lead(rng, n)) for n in range(TRAINING_SAMPLES + 50)])
-            # Training runs beside the writer, never in its way: wait for it.
-            deadline = time.monotonic() + 30
-            while log.stats().dictionaries < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert log.stats().dictionaries >= 1
+            wait_for_dictionaries(log, 1)
         yield log
+
+
+def wait_for_dictionaries(log: EventLog, count: int) -> None:
+    """Training runs beside the writer, never in its way: wait for it."""
+    deadline = time.monotonic() + 30
+    while log.stats().dictionaries < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.stats().dictionaries >= count, f"{count} dictionaries trained within 30 s"
 
 
 @settings(
@@ -199,8 +203,9 @@ def test_snapshots_round_trip_across_training_and_reopen(tmp_path: Path) -> None
         sent.append(event(n, lead, EDGE_SNAPSHOTS[(n + 3) % len(EDGE_SNAPSHOTS)]))
     sent += [event(n, edge) for n, edge in enumerate(EDGE_SNAPSHOTS, start=len(sent))]
     with EventLog.open(data, options) as log:
-        positions = append_all(log, sent)
-        assert log.stats().dictionaries >= 1, "a dictionary was trained"
+        positions = append_all(log, sent[: 2 * TRAINING_SAMPLES])
+        wait_for_dictionaries(log, 1)
+        positions += append_all(log, sent[2 * TRAINING_SAMPLES :])
         assert_all_round_trip(log, sent, positions)
     assert list((data / "dictionaries").glob("*.zdict"))
     with EventLog.open(data, options) as log:
@@ -218,14 +223,19 @@ def test_old_records_stay_readable_after_the_dictionary_is_retrained(tmp_path: P
     rng = random.Random(3)
     data = tmp_path / "data"
     options = Options(dictionary_training_samples=TRAINING_SAMPLES)
-    loans = [event(n, realistic_lead(rng, n)) for n in range(2 * TRAINING_SAMPLES)]
+    loans = [event(n, realistic_lead(rng, n)) for n in range(6 * TRAINING_SAMPLES)]
     vehicles = [event(n, vehicle_lead(rng, n)) for n in range(10_000, 10_000 + 8 * TRAINING_SAMPLES)]
     with EventLog.open(data, options) as log:
-        loan_positions = append_all(log, loans)
+        loan_positions = append_all(log, loans[: 2 * TRAINING_SAMPLES])
+        wait_for_dictionaries(log, 1)
         trained = log.stats().dictionaries
-        assert trained >= 1
+        # Loans under the new dictionary set the ratio that vehicles then fall short of.
+        loan_positions += append_all(log, loans[2 * TRAINING_SAMPLES :])
         vehicle_positions = append_all(log, vehicles)
-        assert log.stats().dictionaries > trained, "a decayed ratio retrains the dictionary"
+        wait_for_dictionaries(log, trained + 1)  # a decayed ratio retrains the dictionary
+        more = [event(n, vehicle_lead(rng, n)) for n in range(50_000, 50_000 + TRAINING_SAMPLES)]
+        vehicles += more
+        vehicle_positions += append_all(log, more)  # written under the retrained dictionary
         assert_all_round_trip(log, loans, loan_positions)
         assert_all_round_trip(log, vehicles, vehicle_positions)
     assert len(list((data / "dictionaries").glob("*.zdict"))) >= 2

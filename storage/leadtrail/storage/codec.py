@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -104,6 +105,7 @@ class Dictionaries:
             if not name.endswith(".zdict"):
                 continue
             self._dicts[self._read(path)[0]] = self._read(path)[1]
+        self._current = max(self._dicts, default=0)
 
     def _read(self, path: str) -> tuple[int, zstandard.ZstdCompressionDict]:
         with open(path, "rb") as f:
@@ -118,7 +120,9 @@ class Dictionaries:
 
     @property
     def current_id(self) -> int:
-        return max(self._dicts, default=0)
+        # Read by the writer for every event while a trainer thread may add a
+        # dictionary: a plain attribute, set once the dictionary is durable.
+        return self._current
 
     def ids(self) -> list[int]:
         return sorted(self._dicts)
@@ -144,6 +148,7 @@ class Dictionaries:
             path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
             self._files.write_file_atomically(path, header + body)
             self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
+            self._current = dict_id
         return dict_id
 
     def compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
@@ -229,10 +234,23 @@ class Trainer:
         return False
 
     def _start(self) -> None:
-        # Runs on the writer thread: once after the first samples and again
-        # only when the ratio decays (~0.1-0.3 s for a few thousand samples).
+        # Once after the first samples and again only when the ratio decays.
+        # Training takes ~0.1-0.3 s for a few thousand samples and zstd lets go
+        # of the GIL meanwhile, so it runs beside the writer, which keeps
+        # compressing with the dictionary it has until the new one is durable.
         self._busy = True
-        self._run(list(self._samples))
+        threading.Thread(
+            target=self._run, args=(list(self._samples),), name="leadtrail-dictionary-trainer", daemon=True
+        ).start()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for a training in progress to finish (tests and shutdown); True if idle."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._busy:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _run(self, samples: list[bytes]) -> None:
         try:
@@ -244,7 +262,7 @@ class Trainer:
             self._busy = False
 
 
-def encode_body(event: Event, lead_part: Mapping[str, Any]) -> bytes:
+def encode_body(event: Event, lead_part: Mapping[str, Any] | orjson.Fragment) -> bytes:
     return orjson.dumps(
         [
             event.id,
@@ -288,10 +306,13 @@ class EventEncoder:
         self._last.clear()
         self._last_bytes = 0
 
-    def encode(self, event: Event, position: int, segment_base: int) -> bytes:
+    def encode(self, event: Event, position: int, segment_base: int, lead_json: bytes | None = None) -> bytes:
+        """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does)."""
         key = (event.account_id, event.lead_id)
         lead = event.lead
-        base_position, depth, lead_part = 0, 0, lead
+        if lead_json is None:
+            lead_json = orjson.dumps(lead)
+        base_position, depth, part_json = 0, 0, lead_json
         previous = self._last.get(key)
         if (
             previous is not None
@@ -301,9 +322,9 @@ class EventEncoder:
         ):
             delta = snapshot_delta(previous[2], lead)
             if delta is not None:
-                base_position, depth, lead_part = previous[1], previous[3] + 1, delta
-        body = encode_body(event, lead_part)
-        self.last_raw_bytes = len(body) if lead_part is lead else len(encode_body(event, lead))
+                base_position, depth, part_json = previous[1], previous[3] + 1, orjson.dumps(delta)
+        body = encode_body(event, orjson.Fragment(part_json))
+        self.last_raw_bytes = len(body) - len(part_json) + len(lead_json)
         replaced = self._last.pop(key, None)
         if replaced is not None:
             self._last_bytes -= replaced[4]

@@ -25,9 +25,13 @@ class Outcome(IntEnum):
     SKIP = 4
 
 
-@dataclass(frozen=True, slots=True)
+# Event and AppendResult are built for every event appended and read, and a
+# frozen dataclass's __init__ costs ten times a plain one (one
+# object.__setattr__ call per field). They are values all the same: the engine
+# never changes one it has handed out, and callers must not either.
+@dataclass(slots=True)
 class Event:
-    """One immutable moment of a lead's journey.
+    """One immutable moment of a lead's journey (treat it as read-only).
 
     On ``append`` leave ``position`` and ``recorded_at_ms`` at 0 (they are
     output only); ``id`` may be empty (one is assigned) and ``timestamp_ms``
@@ -52,8 +56,30 @@ class Event:
     position: int = 0
     recorded_at_ms: int = 0
 
+    def copy(self) -> Event:
+        """A shallow copy, to change before it is handed out (``dataclasses.replace`` is slow)."""
+        return Event(
+            self.type,
+            self.lead_id,
+            self.flow_id,
+            self.id,
+            self.timestamp_ms,
+            self.entity_id,
+            self.outcome,
+            self.reason,
+            self.duration_ms,
+            self.integration,
+            self.response_code,
+            self.price,
+            self.details,
+            self.lead,
+            self.account_id,
+            self.position,
+            self.recorded_at_ms,
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class AppendResult:
     id: str
     position: int

@@ -99,6 +99,7 @@ class EventLog(SegmentHost):
         self._snapshots_lock = threading.Lock()
         self._visible = 0
         self._writer: GroupCommit | None = None
+        self._trainer: Trainer | None = None
         self._index: Index | None = None
         self._maintenance = threading.Lock()
         try:
@@ -160,7 +161,7 @@ class EventLog(SegmentHost):
         if self.options.read_only:
             return
         active = self._open_active()
-        trainer = Trainer(
+        trainer = self._trainer = Trainer(
             self.dictionaries,
             self.options.dictionary_training_samples,
             self.options.retrain_ratio_decay,
@@ -655,13 +656,13 @@ class EventLog(SegmentHost):
     def submit(self, events: Sequence[Event]) -> Future[list[AppendResult]]:
         """Validate and queue a batch; the future resolves once it is durable."""
         writer = self._require_writer()
-        validate_batch(events, self.options)
-        prepared = [e if e.id else replace(e, id=new_event_id()) for e in events]
+        leads_json = validate_batch(events, self.options)
+        prepared = [e if e.id else _named(e) for e in events]
         if not prepared:
             done: Future[list[AppendResult]] = Future()
             done.set_result([])
             return done
-        return writer.submit(prepared)
+        return writer.submit(prepared, leads_json)
 
     def append(self, events: Sequence[Event]) -> list[AppendResult]:
         return self.submit(events).result()
@@ -924,6 +925,9 @@ class EventLog(SegmentHost):
     def _release(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._trainer is not None:
+            # A dictionary being trained is written before the store lets go of its files.
+            self._trainer.wait_idle()
         if self._index is not None:
             with contextlib.suppress(lmdb.Error):
                 self._index.close()
@@ -950,6 +954,13 @@ class EventLog(SegmentHost):
         if self._closed or self._index is None:
             raise ClosedError("the store is closed")
         return self._index
+
+
+def _named(event: Event) -> Event:
+    """``event`` with an id assigned by the store."""
+    named = event.copy()
+    named.id = new_event_id()
+    return named
 
 
 def _size(path: str) -> int:

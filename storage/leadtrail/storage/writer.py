@@ -13,7 +13,6 @@ recovery has established what actually reached the disk.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -61,10 +60,16 @@ class ActiveSegment:
 
 
 class _Request:
-    __slots__ = ("call", "events", "future")
+    __slots__ = ("call", "events", "future", "leads_json")
 
-    def __init__(self, events: list[Event] | None, call: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        events: list[Event] | None,
+        call: Callable[[], Any] | None = None,
+        leads_json: list[bytes] | None = None,
+    ) -> None:
         self.events = events
+        self.leads_json = leads_json
         self.call = call
         self.future: Future[Any] = Future()
 
@@ -127,8 +132,11 @@ class GroupCommit:
 
     # -- the appenders' side -----------------------------------------------
 
-    def submit(self, events: list[Event]) -> Future[list[AppendResult]]:
-        return self._enqueue(_Request(events))
+    def submit(
+        self, events: list[Event], leads_json: list[bytes] | None = None
+    ) -> Future[list[AppendResult]]:
+        """Queue validated events; ``leads_json`` is each one's snapshot as JSON, if known."""
+        return self._enqueue(_Request(events, leads_json=leads_json))
 
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run ``fn`` on the writer thread between two groups (exclusive access)."""
@@ -282,8 +290,9 @@ class GroupCommit:
                     self._roll(position)
                 results: list[AppendResult] = []
                 last_new = -1
-                fresh: list[tuple[int, Event]] = []
-                for event in request.events:
+                fresh: list[tuple[Event, bytes | None]] = []
+                leads_json = request.leads_json
+                for i, event in enumerate(request.events):
                     key = (event.account_id, event.id)
                     dup = pending.get(key)
                     if dup is None:
@@ -291,7 +300,7 @@ class GroupCommit:
                         if original is not None:
                             dup = AppendResult(event.id, original, self._host.recorded_at_of(original), True)
                     if dup is not None:
-                        dup = dataclasses.replace(dup, duplicate=True)
+                        dup = AppendResult(dup.id, dup.position, dup.recorded_at_ms, True)
                         pending[key] = dup
                         results.append(dup)
                         continue
@@ -299,11 +308,13 @@ class GroupCommit:
                     result = AppendResult(event.id, position, now, False)
                     pending[key] = result
                     results.append(result)
-                    fresh.append((len(results) - 1, stored_event))
+                    fresh.append((stored_event, leads_json[i] if leads_json is not None else None))
                     last_new = len(fresh) - 1
                     position += 1
-                for i, (_, stored_event) in enumerate(fresh):
-                    payload = self._encoder.encode(stored_event, stored_event.position, self.active.base)
+                for i, (stored_event, lead_json) in enumerate(fresh):
+                    payload = self._encoder.encode(
+                        stored_event, stored_event.position, self.active.base, lead_json
+                    )
                     flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
                     record = encode_record(flags, stored_event.position, payload)
                     offset = self.active.size + buffered
@@ -375,26 +386,13 @@ class GroupCommit:
 
 
 def _stored(e: Event, position: int, now: int) -> Event:
-    """The event as committed (a direct constructor call: ``replace`` is slow here)."""
-    return Event(
-        e.type,
-        e.lead_id,
-        e.flow_id,
-        e.id,
-        now if e.timestamp_ms is None else e.timestamp_ms,
-        e.entity_id,
-        e.outcome,
-        e.reason,
-        e.duration_ms,
-        e.integration,
-        e.response_code,
-        e.price,
-        e.details,
-        e.lead,
-        e.account_id,
-        position,
-        now,
-    )
+    """The event as committed."""
+    stored = e.copy()
+    stored.position = position
+    stored.recorded_at_ms = now
+    if stored.timestamp_ms is None:
+        stored.timestamp_ms = now
+    return stored
 
 
 def recorded_at_from_payload(payload: bytes | memoryview) -> int:
