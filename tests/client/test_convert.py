@@ -207,3 +207,34 @@ def test_resume_request_keeps_the_filter_and_continues_after_the_position() -> N
 def test_api_key_travels_as_a_bearer_token() -> None:
     assert call_metadata("k-123") == (("authorization", "Bearer k-123"),)
     assert call_metadata(None) == ()
+
+
+def test_snapshots_travel_as_json_and_keep_integers_exact() -> None:
+    event = Event("source.submitted", "l", "f", lead={"score": 2**60, "ok": True, "tags": ["a"]})
+    message = event_to_proto(event)
+    assert not message.HasField("lead") and message.lead_json
+    back = event_from_proto(message)
+    assert back.lead == {"score": 2**60, "ok": True, "tags": ["a"]}
+    assert isinstance(back.lead["score"], int)  # JSON keeps what a Struct's double would round
+
+
+def test_a_read_answer_in_either_form_gives_the_same_event() -> None:
+    as_struct = event_pb2.Event(type="a.b", lead_id="l", flow_id="f")
+    as_struct.lead.update({"email": "a@example.com", "n": 3})
+    as_json = event_pb2.Event(type="a.b", lead_id="l", flow_id="f")
+    as_json.lead_json = b'{"email":"a@example.com","n":3}'
+    assert event_from_proto(as_struct) == event_from_proto(as_json)
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_numbers_json_cannot_carry_are_refused_with_their_path(number: float) -> None:
+    with pytest.raises(ValueError, match=r"lead\.scores\[0\].*not a finite number"):
+        event_to_proto(Event("a.b", "l", "f", lead={"scores": [number]}))
+    with pytest.raises(ValueError, match=r"details\.ratio"):
+        event_to_proto(Event("a.b", "l", "f", details={"ratio": number}))
+
+
+def test_requests_that_read_events_ask_for_json_snapshots() -> None:
+    assert query_request({}).json_snapshots
+    assert subscribe_request({}, from_start=True).json_snapshots
+    assert resume_request(subscribe_request({}, from_start=True), 5).json_snapshots

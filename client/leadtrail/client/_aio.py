@@ -131,13 +131,13 @@ class AsyncClient:
     # -- reading -----------------------------------------------------------------------------------
 
     async def get(self, event_id: str) -> Event:
-        request = query_pb2.GetEventRequest(id=event_id)
+        request = query_pb2.GetEventRequest(id=event_id, json_snapshots=True)
         with translated_rpc_errors():
             message = await self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
     async def timeline(self, lead_id: str) -> Timeline:
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id)
+        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
         with translated_rpc_errors():
             message = await self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
         return timeline_from_proto(message)

@@ -142,14 +142,14 @@ class Client:
 
     def get(self, event_id: str) -> Event:
         """The event with this id; ``NotFoundError`` when there is none."""
-        request = query_pb2.GetEventRequest(id=event_id)
+        request = query_pb2.GetEventRequest(id=event_id, json_snapshots=True)
         with translated_rpc_errors():
             message = self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
     def timeline(self, lead_id: str) -> Timeline:
         """Every event of a lead with its snapshot changes; ``NotFoundError`` for an unknown lead."""
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id)
+        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
         with translated_rpc_errors():
             message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
         return timeline_from_proto(message)

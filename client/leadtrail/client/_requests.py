@@ -84,6 +84,7 @@ def query_request(
         page_token=page_token,
         descending=descending,
         include_lead=include_lead,
+        json_snapshots=True,
     )
 
 
@@ -135,7 +136,7 @@ def subscribe_request(
     ]
     if sum(chosen) > 1:
         raise ValueError("give at most one of after_position, from_start, from_end, from_recorded_at")
-    message = stream_pb2.SubscribeRequest(filter=event_filter(**filter_args))
+    message = stream_pb2.SubscribeRequest(filter=event_filter(**filter_args), json_snapshots=True)
     if after_position is not None:
         if after_position < 0:
             raise ValueError(f"after_position must be >= 0, not {after_position}")
@@ -151,7 +152,7 @@ def subscribe_request(
 
 def resume_request(first: stream_pb2.SubscribeRequest, position: int) -> stream_pb2.SubscribeRequest:
     """The request that continues a subscription after ``position`` with the same filter."""
-    message = stream_pb2.SubscribeRequest()
+    message = stream_pb2.SubscribeRequest(json_snapshots=first.json_snapshots)
     message.filter.CopyFrom(first.filter)
     message.after_position = position
     return message

@@ -70,6 +70,8 @@ class Event(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     LEAD_FIELD_NUMBER: _builtins.int
+    DETAILS_JSON_FIELD_NUMBER: _builtins.int
+    LEAD_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """`evt_` + 26-char ULID (Crockford base32). The client may set it; the
     server assigns one when empty. Ids are unique per account: the same id
@@ -109,6 +111,17 @@ class Event(_message.Message):
     price: _builtins.str
     """Money as a decimal string (`"25.00"`, `"-3.5"`), empty when none; never a
     float. Revenue is positive, cost negative.
+    """
+    details_json: _builtins.bytes
+    """`details` as the UTF-8 bytes of a JSON object. On append a client sets
+    `details` or `details_json`, never both; reads fill this instead of
+    `details` when the request sets `json_snapshots`. JSON skips the Struct
+    conversion (which costs more than the rest of an append) and keeps 64-bit
+    integers exact.
+    """
+    lead_json: _builtins.bytes
+    """`lead` as the UTF-8 bytes of a JSON object; the same rules as
+    `details_json`.
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -150,10 +163,12 @@ class Event(_message.Message):
         price: _builtins.str = ...,
         details: _struct_pb2.Struct | None = ...,
         lead: _struct_pb2.Struct | None = ...,
+        details_json: _builtins.bytes = ...,
+        lead_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "lead", b"lead", "recorded_at", b"recorded_at", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "details", b"details", "duration_ms", b"duration_ms", "entity_id", b"entity_id", "flow_id", b"flow_id", "id", b"id", "integration", b"integration", "lead", b"lead", "lead_id", b"lead_id", "outcome", b"outcome", "position", b"position", "price", b"price", "reason", b"reason", "recorded_at", b"recorded_at", "response_code", b"response_code", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "details", b"details", "details_json", b"details_json", "duration_ms", b"duration_ms", "entity_id", b"entity_id", "flow_id", b"flow_id", "id", b"id", "integration", b"integration", "lead", b"lead", "lead_id", b"lead_id", "lead_json", b"lead_json", "outcome", b"outcome", "position", b"position", "price", b"price", "reason", b"reason", "recorded_at", b"recorded_at", "response_code", b"response_code", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

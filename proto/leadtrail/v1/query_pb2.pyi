@@ -101,15 +101,19 @@ class GetEventRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    json_snapshots: _builtins.bool
+    """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        json_snapshots: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "json_snapshots", b"json_snapshots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,15 +124,19 @@ class GetTimelineRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEAD_ID_FIELD_NUMBER: _builtins.int
+    JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
+    json_snapshots: _builtins.bool
+    """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
     def __init__(
         self,
         *,
         lead_id: _builtins.str = ...,
+        json_snapshots: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_id", b"lead_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_snapshots", b"json_snapshots", "lead_id", b"lead_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,6 +249,7 @@ class QueryEventsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
     INCLUDE_LEAD_FIELD_NUMBER: _builtins.int
+    JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Defaults to 100 when 0; at most 1000."""
     page_token: _builtins.str
@@ -252,6 +261,8 @@ class QueryEventsRequest(_message.Message):
     """Newest first: order by (timestamp, position) descending."""
     include_lead: _builtins.bool
     """Return the `lead` snapshot of each event (left empty otherwise)."""
+    json_snapshots: _builtins.bool
+    """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter: ...
     def __init__(
@@ -262,10 +273,11 @@ class QueryEventsRequest(_message.Message):
         page_token: _builtins.str = ...,
         descending: _builtins.bool = ...,
         include_lead: _builtins.bool = ...,
+        json_snapshots: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "filter", b"filter", "include_lead", b"include_lead", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "filter", b"filter", "include_lead", b"include_lead", "json_snapshots", b"json_snapshots", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

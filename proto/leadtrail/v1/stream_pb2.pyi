@@ -27,12 +27,15 @@ class SubscribeRequest(_message.Message):
     FROM_START_FIELD_NUMBER: _builtins.int
     FROM_END_FIELD_NUMBER: _builtins.int
     FROM_RECORDED_AT_FIELD_NUMBER: _builtins.int
+    JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     after_position: _builtins.int
     """Events after this position (resume from an event or a checkpoint)."""
     from_start: _builtins.bool
     """Every event from position 1."""
     from_end: _builtins.bool
     """Only events appended after the subscription starts."""
+    json_snapshots: _builtins.bool
+    """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter: ...
     @_builtins.property
@@ -47,10 +50,11 @@ class SubscribeRequest(_message.Message):
         from_start: _builtins.bool = ...,
         from_end: _builtins.bool = ...,
         from_recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        json_snapshots: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "filter", b"filter", "from_end", b"from_end", "from_recorded_at", b"from_recorded_at", "from_start", b"from_start", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "filter", b"filter", "from_end", b"from_end", "from_recorded_at", b"from_recorded_at", "from_start", b"from_start", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "filter", b"filter", "from_end", b"from_end", "from_recorded_at", b"from_recorded_at", "from_start", b"from_start", "json_snapshots", b"json_snapshots", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["after_position", "from_start", "from_end", "from_recorded_at"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from leadtrail.storage import DEFAULT_ACCOUNT, Event, EventFilter, Outcome, ValidationError, new_event_id
@@ -109,6 +110,22 @@ def dict_to_struct(data: Mapping[str, Any], out: struct_pb2.Struct) -> None:
 # -- events ---------------------------------------------------------------------
 
 
+def _json_map(message: event_pb2.Event, index: int, field: str) -> dict[str, Any]:
+    """``details``/``lead`` of an appended event, from whichever form the client sent."""
+    data: bytes = getattr(message, f"{field}_json")
+    if not data:
+        return struct_to_dict(getattr(message, field))
+    if message.HasField(field):  # type: ignore[arg-type]
+        raise ValidationError(index, f"{field}_json", f"set {field} or {field}_json, not both")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ValidationError(index, f"{field}_json", f"is not valid JSON ({e})") from None
+    if type(value) is not dict:
+        raise ValidationError(index, f"{field}_json", f"must be a JSON object, not {type(value).__name__}")
+    return value
+
+
 def event_from_proto(message: event_pb2.Event, index: int, account_id: str) -> Event:
     """An appended event as the engine takes it; output-only fields are ignored."""
     outcome = message.outcome
@@ -127,13 +144,16 @@ def event_from_proto(message: event_pb2.Event, index: int, account_id: str) -> E
         integration=message.integration,
         response_code=message.response_code,
         price=message.price,
-        details=struct_to_dict(message.details),
-        lead=struct_to_dict(message.lead),
+        details=_json_map(message, index, "details"),
+        lead=_json_map(message, index, "lead"),
         account_id=account_id,
     )
 
 
-def event_to_proto(event: Event, out: event_pb2.Event | None = None) -> event_pb2.Event:
+def event_to_proto(
+    event: Event, out: event_pb2.Event | None = None, json_snapshots: bool = False
+) -> event_pb2.Event:
+    """The wire form of a stored event; ``json_snapshots`` fills ``*_json`` instead of the Structs."""
     message = event_pb2.Event() if out is None else out
     message.id = event.id
     message.type = event.type
@@ -150,6 +170,12 @@ def event_to_proto(event: Event, out: event_pb2.Event | None = None) -> event_pb
     message.integration = event.integration
     message.response_code = event.response_code
     message.price = event.price
+    if json_snapshots:
+        if event.details:
+            message.details_json = orjson.dumps(event.details)
+        if event.lead:
+            message.lead_json = orjson.dumps(event.lead)
+        return message
     if event.details:
         dict_to_struct(event.details, message.details)
     if event.lead:

@@ -203,12 +203,12 @@ def _changes(before: Mapping[str, Any], after: Mapping[str, Any], out: Any) -> N
             python_to_value(after[field], change.after)
 
 
-def timeline_message(lead_id: str, events: list[Event]) -> query_pb2.Timeline:
+def timeline_message(lead_id: str, events: list[Event], json_snapshots: bool = False) -> query_pb2.Timeline:
     timeline = query_pb2.Timeline(lead_id=lead_id)
     previous: Event | None = None
     for event in events:
         step = timeline.steps.add()
-        event_to_proto(event, step.event)
+        event_to_proto(event, step.event, json_snapshots)
         if previous is not None:
             step.since_previous_ms = (event.timestamp_ms or 0) - (previous.timestamp_ms or 0)
         _changes(previous.lead if previous is not None else {}, event.lead, step.changes)
@@ -283,7 +283,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         event = await self.store.run(self.store.log.get, request.id, self.store.account(context))
         if event is None:
             raise not_found(f"event {request.id!r} not found")
-        return event_to_proto(event)
+        return event_to_proto(event, json_snapshots=request.json_snapshots)
 
     @unary
     async def GetTimeline(
@@ -297,7 +297,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
 
         def build() -> query_pb2.Timeline | None:
             events = log.timeline(request.lead_id, account)
-            return timeline_message(request.lead_id, events) if events else None
+            return timeline_message(request.lead_id, events, request.json_snapshots) if events else None
 
         timeline = await self.store.run(build)
         if timeline is None:
@@ -324,7 +324,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             )
             response = query_pb2.QueryEventsResponse(next_page_token=found.cursor or "")
             for event in found.events:
-                event_to_proto(event, response.events.add())
+                event_to_proto(event, response.events.add(), request.json_snapshots)
             return response
 
         return await self.store.run(page)
@@ -473,7 +473,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             for event in events:
                 if f.matches(event):
                     response = stream_pb2.SubscribeResponse()
-                    event_to_proto(event, response.event)
+                    event_to_proto(event, response.event, request.json_snapshots)
                     yield response
                     reported, reported_at = event.position, time.monotonic()
                 elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
