@@ -15,6 +15,10 @@ figure is the median of N runs (at least 3) with min-max:
   events, from 1 and from 16 concurrent clients;
 - subscription replay: events/s of ``Subscribe(from_start)`` over the stored
   timeline events, until ``caught_up``;
+
+Requests are made as the SDK makes them: snapshots as JSON bytes
+(``lead_json``), reads with ``json_snapshots``, subscriptions with events in
+batches (``batch_size``);
 - live latency: a subscriber follows from the end while appends of
   ``LIVE_EVENTS_PER_APPEND`` events are sent open-loop on a clock, ``LIVE_RATE``
   events/s in all; latency is the subscriber's receive time minus the moment
@@ -36,8 +40,8 @@ columns ``client`` and ``server`` say how many cores each process kept busy.
 
 What the client costs: load comes from this one Python process, one asyncio
 loop (grpc.aio). Requests are converted from the simulation and serialized
-before the clock starts (building Structs for ~1.5 KB snapshots costs ~40 us an
-event, which is the client's cost, not the service's), but every call still
+before the clock starts (encoding ~1.5 KB snapshots is the client's cost, not
+the service's), but every call still
 costs the client CPU in grpc.aio and every response is parsed, as a real
 client would: on the 2-core development machine about 0.3 ms of client CPU a
 unary call (0.4 cores at 1,300 calls/s against the empty service). That CPU is
@@ -73,7 +77,9 @@ from typing import Any
 
 import _grpc_ceiling as ceiling
 import grpc
+import orjson
 from leadtrail.client import new_event_id
+from leadtrail.client._requests import SUBSCRIBE_BATCH
 from leadtrail.server.simulation import LeadFlowSimulator, SimulatedEvent
 from leadtrail.storage import EventLog, FsyncPolicy, Options
 from leadtrail.v1 import event_pb2, query_pb2, stream_pb2, submission_pb2
@@ -223,9 +229,24 @@ def to_proto(d: SimulatedEvent) -> event_pb2.Event:
         price=d["price"],
     )
     message.timestamp.FromMilliseconds(d["timestamp_ms"])
-    message.details.update(d["details"])
-    message.lead.update(d["lead"])
+    # As the SDK sends snapshots: JSON bytes, not Structs.
+    if d["details"]:
+        message.details_json = orjson.dumps(d["details"])
+    message.lead_json = orjson.dumps(d["lead"])
     return message
+
+
+def subscribe_request(**start: Any) -> bytes:
+    """A Subscribe request as the SDK makes it: JSON snapshots, events in batches."""
+    request = stream_pb2.SubscribeRequest(json_snapshots=True, batch_size=SUBSCRIBE_BATCH, **start)
+    return request.SerializeToString()
+
+
+def events_of(response: stream_pb2.SubscribeResponse) -> Sequence[event_pb2.Event]:
+    kind = response.WhichOneof("message")
+    if kind == "events":
+        return response.events.events
+    return [response.event] if kind == "event" else []
 
 
 Paced = tuple[list[str], bytes]
@@ -444,7 +465,7 @@ async def follow_live(
         subscribe = follower.unary_stream(
             SUBSCRIBE, request_serializer=None, response_deserializer=stream_pb2.SubscribeResponse.FromString
         )
-        call = subscribe(stream_pb2.SubscribeRequest(from_end=True).SerializeToString())
+        call = subscribe(subscribe_request(from_end=True))
         caught_up = asyncio.Event()
 
         async def follow() -> None:
@@ -453,10 +474,9 @@ async def follow_live(
                 kind = response.WhichOneof("message")
                 if kind == "caught_up":
                     caught_up.set()
-                elif kind == "event":
-                    event_id = response.event.id
-                    if event_id in measured:
-                        live.append((now - sent[event_id]) / 1e6)
+                for event in events_of(response):
+                    if event.id in measured:
+                        live.append((now - sent[event.id]) / 1e6)
                         if len(live) == len(measured):
                             everything.set()
 
@@ -512,10 +532,8 @@ async def drain(server: ServerProcess, method: str, request: bytes) -> tuple[int
         began = CLOCK()
         stream = call(request)
         async for response in stream:
-            kind = response.WhichOneof("message")
-            if kind == "event":
-                count += 1
-            elif kind == "caught_up":
+            count += len(events_of(response))
+            if response.WhichOneof("message") == "caught_up":
                 break
         elapsed = (CLOCK() - began) / 1e9
         stream.cancel()
@@ -612,8 +630,9 @@ class Bench:
     ) -> None:
         scale = self.scale
         chooser = random.Random(SEED)
-        payloads = [
-            query_pb2.GetTimelineRequest(lead_id=chooser.choice(lead_ids)).SerializeToString()
+        payloads = [  # JSON snapshots, as the SDK asks for them
+            query_pb2.GetTimelineRequest(lead_id=chooser.choice(lead_ids), json_snapshots=True)
+            .SerializeToString()
             for _ in range(TIMELINE_SAMPLE)
         ]
         parse = query_pb2.Timeline.FromString
@@ -635,8 +654,7 @@ class Bench:
         self.add(
             "ceil_flood", f"empty stream sending {len(sample):,} B messages", "messages/s", count / seconds
         )
-        start = stream_pb2.SubscribeRequest(from_start=True).SerializeToString()
-        count, seconds = await drain(timelines, SUBSCRIBE, start)
+        count, seconds = await drain(timelines, SUBSCRIBE, subscribe_request(from_start=True))
         if count != stored:
             raise RuntimeError(f"replay sent {count} events of {stored}")
         self.add("replay", f"Subscribe from_start over {stored:,} events", "events/s", count / seconds,
@@ -658,7 +676,8 @@ async def replay_sample(timelines: ServerProcess) -> bytes:
     async with clients(timelines.address, 1) as (channel,):
         call = channel.unary_stream(SUBSCRIBE, request_serializer=None, response_deserializer=None)
         messages: list[bytes] = []
-        stream = call(stream_pb2.SubscribeRequest(from_start=True).SerializeToString())
+        # One event per message, as the empty stream sends them.
+        stream = call(stream_pb2.SubscribeRequest(from_start=True, json_snapshots=True).SerializeToString())
         async for raw in stream:
             if stream_pb2.SubscribeResponse.FromString(raw).WhichOneof("message") == "caught_up":
                 break

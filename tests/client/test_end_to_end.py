@@ -202,6 +202,19 @@ def test_subscription_replays_history_catches_up_then_follows_live_events(client
         assert arrived.id == live.id and subscription.position >= live.position
 
 
+def test_a_subscription_position_names_the_last_event_handed_over_even_inside_a_batch(
+    client: Client,
+) -> None:
+    flow = unique("flow")
+    sent = client.append([Event("source.submitted", f"l{i}", flow) for i in range(40)])
+    with client.subscribe(from_start=True, flow_id=flow) as subscription:
+        items = iter(subscription)
+        for result in sent:  # the server sends these in a few batches; the caller sees one at a time
+            event = next(items)
+            assert isinstance(event, Event) and event.id == result.id
+            assert subscription.position == result.position
+
+
 def test_subscription_without_start_point_sees_only_new_events(client: Client) -> None:
     flow = unique("flow")
     client.append(Event("source.submitted", "old", flow))

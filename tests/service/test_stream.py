@@ -199,3 +199,57 @@ def test_a_subscriber_that_reads_nothing_while_100k_events_arrive_gets_all_in_or
     channel.close()
     assert expected == 100_001
     assert server.stop() == 0
+
+
+def events_in(messages: list[stream_pb2.SubscribeResponse]) -> list[event_pb2.Event]:
+    out: list[event_pb2.Event] = []
+    for m in messages:
+        out += m.events.events if m.HasField("events") else [m.event] if m.HasField("event") else []
+    return out
+
+
+def test_batches_carry_the_same_events_in_order_within_the_batch_size(
+    stubs: Stubs, make_event: MakeEvent
+) -> None:
+    flow = "flow-sub-batch"
+    before = append(stubs, *[make_event(f"lead-b{i}", flow_id=flow) for i in range(25)])
+    reader = subscribe(stubs, from_start=True, batch_size=10, filter=event_pb2.EventFilter(flow_id=flow))
+    replay = reader.take_until(lambda m: m.HasField("caught_up"))
+    assert "event" not in kinds(replay)  # a batching subscriber gets no single-event messages
+    sizes = [len(m.events.events) for m in replay if m.HasField("events")]
+    assert sizes and max(sizes) <= 10 and sum(sizes) == 25
+    assert [e.id for e in events_in(replay)] == [r.id for r in before]
+    live = append(stubs, *[make_event(f"lead-c{i}", flow_id=flow) for i in range(3)])
+    got: list[event_pb2.Event] = []
+    while len(got) < len(live):
+        got += events_in(reader.take(1))
+    assert [e.id for e in got] == [r.id for r in live]
+    reader.cancel()
+
+
+def test_a_batch_is_sent_before_the_checkpoint_that_follows_it(stubs: Stubs, make_event: MakeEvent) -> None:
+    first = append(stubs, make_event("lead-bcp", flow_id="flow-bcp-other"))[0].position
+    wanted = append(stubs, make_event("lead-bcp", flow_id="flow-bcp"))
+    for _ in range(3):
+        append(stubs, *[make_event("lead-bcp", flow_id="flow-bcp-other", lead={}) for _ in range(500)])
+    reader = subscribe(
+        stubs, after_position=first, batch_size=100, filter=event_pb2.EventFilter(flow_id="flow-bcp")
+    )
+    replay = reader.take_until(lambda m: m.HasField("caught_up"))
+    positions = [
+        m.checkpoint.position if m.HasField("checkpoint") else m.events.events[-1].position
+        for m in replay
+        if m.HasField("checkpoint") or m.HasField("events")
+    ]
+    assert kinds(replay)[0] == "events" and "checkpoint" in kinds(replay)
+    assert [e.id for e in events_in(replay)] == [wanted[0].id]
+    assert positions == sorted(positions)  # never a checkpoint past an event not yet sent
+    reader.cancel()
+
+
+def test_a_batch_size_over_the_limit_is_invalid_argument_naming_it(stubs: Stubs) -> None:
+    reader = subscribe(stubs, from_start=True, batch_size=1001)
+    with pytest.raises(grpc.RpcError) as info:
+        reader.take(1)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "batch_size" in info.value.details() and "1000" in info.value.details()

@@ -372,8 +372,9 @@ class AsyncSubscription:
             try:
                 async for message in call:
                     backoff.reset()
-                    item = self._cursor.accept(message)
-                    if item is not None:
+                    for item in self._cursor.accept(message):
+                        if self._stopped.is_set():  # stop() ends delivery mid-batch too
+                            return
                         yield item
                 if not self._reconnect or self._stopped.is_set():
                     return

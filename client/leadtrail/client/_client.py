@@ -396,8 +396,9 @@ class Subscription:
             try:
                 for message in call:
                     backoff.reset()
-                    item = self._cursor.accept(message)
-                    if item is not None:
+                    for item in self._cursor.accept(message):
+                        if self._stopped.is_set():  # stop() ends delivery mid-batch too
+                            return
                         yield item
                 # The server ended a stream that is meant to last forever: it is going away.
                 if not self._reconnect:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -303,17 +303,20 @@ def aggregate_row_from_proto(message: query_pb2.AggregateRow) -> AggregateRow:
     )
 
 
-def subscription_item_from_proto(
+def subscription_items_from_proto(
     message: stream_pb2.SubscribeResponse,
-) -> Event | Checkpoint | CaughtUp | None:
+) -> Iterator[Event | Checkpoint | CaughtUp]:
+    """What one server message carries, in order (nothing for a kind newer than this client)."""
     kind = message.WhichOneof("message")
-    if kind == "event":
-        return event_from_proto(message.event)
-    if kind == "checkpoint":
-        return Checkpoint(message.checkpoint.position)
-    if kind == "caught_up":
-        return CaughtUp(message.caught_up.position)
-    return None  # a message kind added after this client was built
+    if kind == "events":
+        for event in message.events.events:
+            yield event_from_proto(event)
+    elif kind == "event":
+        yield event_from_proto(message.event)
+    elif kind == "checkpoint":
+        yield Checkpoint(message.checkpoint.position)
+    elif kind == "caught_up":
+        yield CaughtUp(message.caught_up.position)
 
 
 # -- administration --------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ position, so the caller sees no gap and no duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from leadtrail.v1 import stream_pb2
 
-from ._convert import subscription_item_from_proto
+from ._convert import subscription_items_from_proto
 from ._model import CaughtUp, Checkpoint, Event
 from ._requests import resume_request
 
@@ -64,23 +66,24 @@ class SubscriptionCursor:
         # Until the first message the original start point still means the same thing.
         return resume_request(self._first, self.position) if self._resumable else self._first
 
-    def accept(self, message: stream_pb2.SubscribeResponse) -> SubscriptionItem | None:
-        """The item to hand to the caller for a server message, or None to skip it."""
-        item = subscription_item_from_proto(message)
-        if item is None:
-            return None
-        self._resumable = True
-        if isinstance(item, Event):
+    def accept(self, message: stream_pb2.SubscribeResponse) -> Iterator[SubscriptionItem]:
+        """The items to hand to the caller for a server message. The position moves as each
+        item is taken, not when the message arrives, so it always names the last item the
+        caller has seen, even in the middle of a batch."""
+        for item in subscription_items_from_proto(message):
+            self._resumable = True
             self.position = max(self.position, item.position)
-            return item
-        self.position = max(self.position, item.position)
-        if isinstance(item, CaughtUp):
-            # Each new connection replays and catches up again; the caller sees one
-            # continuous subscription and hears about catching up once.
-            if self.caught_up:
-                return None
-            self.caught_up = True
-        return item if self._include_checkpoints else None
+            if isinstance(item, Event):
+                yield item
+                continue
+            if isinstance(item, CaughtUp):
+                # Each new connection replays and catches up again; the caller sees one
+                # continuous subscription and hears about catching up once.
+                if self.caught_up:
+                    continue
+                self.caught_up = True
+            if self._include_checkpoints:
+                yield item
 
 
 def cancel_call(call: grpc.RpcContext) -> None:

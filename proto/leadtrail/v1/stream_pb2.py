@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from leadtrail.v1 import event_pb2 as leadtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19leadtrail/v1/stream.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18leadtrail/v1/event.proto\"\xda\x01\n\x10SubscribeRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\x18\n\x0e\x61\x66ter_position\x18\n \x01(\x04H\x00\x12\x14\n\nfrom_start\x18\x0b \x01(\x08H\x00\x12\x12\n\x08\x66rom_end\x18\x0c \x01(\x08H\x00\x12\x36\n\x10\x66rom_recorded_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\x42\x07\n\x05start\"\xa1\x01\n\x11SubscribeResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.leadtrail.v1.EventH\x00\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x18.leadtrail.v1.CheckpointH\x00\x12+\n\tcaught_up\x18\x03 \x01(\x0b\x32\x16.leadtrail.v1.CaughtUpH\x00\x42\t\n\x07message\"\x1e\n\nCheckpoint\x12\x10\n\x08position\x18\x01 \x01(\x04\"\x1c\n\x08\x43\x61ughtUp\x12\x10\n\x08position\x18\x01 \x01(\x04\x32_\n\rStreamService\x12N\n\tSubscribe\x12\x1e.leadtrail.v1.SubscribeRequest\x1a\x1f.leadtrail.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19leadtrail/v1/stream.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18leadtrail/v1/event.proto\"\xee\x01\n\x10SubscribeRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\x18\n\x0e\x61\x66ter_position\x18\n \x01(\x04H\x00\x12\x14\n\nfrom_start\x18\x0b \x01(\x08H\x00\x12\x12\n\x08\x66rom_end\x18\x0c \x01(\x08H\x00\x12\x36\n\x10\x66rom_recorded_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\x12\x12\n\nbatch_size\x18\x03 \x01(\rB\x07\n\x05start\"\xcd\x01\n\x11SubscribeResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.leadtrail.v1.EventH\x00\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x18.leadtrail.v1.CheckpointH\x00\x12+\n\tcaught_up\x18\x03 \x01(\x0b\x32\x16.leadtrail.v1.CaughtUpH\x00\x12*\n\x06\x65vents\x18\x04 \x01(\x0b\x32\x18.leadtrail.v1.EventBatchH\x00\x42\t\n\x07message\"1\n\nEventBatch\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.leadtrail.v1.Event\"\x1e\n\nCheckpoint\x12\x10\n\x08position\x18\x01 \x01(\x04\"\x1c\n\x08\x43\x61ughtUp\x12\x10\n\x08position\x18\x01 \x01(\x04\x32_\n\rStreamService\x12N\n\tSubscribe\x12\x1e.leadtrail.v1.SubscribeRequest\x1a\x1f.leadtrail.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'leadtrail.v1.stream_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBSCRIBEREQUEST']._serialized_start=103
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=321
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=324
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=485
-  _globals['_CHECKPOINT']._serialized_start=487
-  _globals['_CHECKPOINT']._serialized_end=517
-  _globals['_CAUGHTUP']._serialized_start=519
-  _globals['_CAUGHTUP']._serialized_end=547
-  _globals['_STREAMSERVICE']._serialized_start=549
-  _globals['_STREAMSERVICE']._serialized_end=644
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=341
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=344
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=549
+  _globals['_EVENTBATCH']._serialized_start=551
+  _globals['_EVENTBATCH']._serialized_end=600
+  _globals['_CHECKPOINT']._serialized_start=602
+  _globals['_CHECKPOINT']._serialized_end=632
+  _globals['_CAUGHTUP']._serialized_start=634
+  _globals['_CAUGHTUP']._serialized_end=662
+  _globals['_STREAMSERVICE']._serialized_start=664
+  _globals['_STREAMSERVICE']._serialized_end=759
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,10 @@ SCAN_PAGE = 1000
 REPLAY_CHUNK = 512
 CHECKPOINT_EVERY_EVENTS = 1000
 CHECKPOINT_EVERY_SECONDS = 1.0
+MAX_BATCH_SIZE = 1000
+BATCH_BYTES = 1 << 20
+"""A subscription's batch is sent once it holds this much, whatever ``batch_size`` says: well
+under the 4 MiB a gRPC client accepts by default, with 64 KiB snapshots."""
 APPEND_STREAM_IN_FLIGHT = 64
 INLINE_EVENTS = 8
 
@@ -439,6 +443,10 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     ) -> AsyncIterator[stream_pb2.SubscribeResponse]:
         store = self.store
         f = filter_from_proto(request.filter, store.account(context))
+        batch_size = request.batch_size
+        if batch_size > MAX_BATCH_SIZE:
+            raise invalid("batch_size", f"{batch_size} is over the limit of {MAX_BATCH_SIZE}")
+        json_snapshots = request.json_snapshots
         position = await self._start(request)  # everything up to here is scanned
         reported = position  # the last position the client has heard of
         reported_at = time.monotonic()
@@ -470,16 +478,33 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             else:
                 events, reader = recent, None
                 scanned = events[-1].position if events else position
+            batch: stream_pb2.SubscribeResponse | None = None  # matching events not yet sent
+            batch_bytes = 0
             for event in events:
                 if f.matches(event):
-                    response = stream_pb2.SubscribeResponse()
-                    event_to_proto(event, response.event, request.json_snapshots)
-                    yield response
+                    if not batch_size:
+                        response = stream_pb2.SubscribeResponse()
+                        event_to_proto(event, response.event, json_snapshots)
+                        yield response
+                    else:
+                        if batch is None:
+                            batch, batch_bytes = stream_pb2.SubscribeResponse(), 0
+                        message = batch.events.events.add()
+                        event_to_proto(event, message, json_snapshots)
+                        batch_bytes += message.ByteSize()
+                        if len(batch.events.events) >= batch_size or batch_bytes >= BATCH_BYTES:
+                            yield batch
+                            batch = None
                     reported, reported_at = event.position, time.monotonic()
                 elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
+                    if batch is not None:  # order: the events before the checkpoint go first
+                        yield batch
+                        batch = None
                     checkpoint = stream_pb2.Checkpoint(position=event.position)
                     yield stream_pb2.SubscribeResponse(checkpoint=checkpoint)
                     reported, reported_at = event.position, time.monotonic()
+            if batch is not None:
+                yield batch
             position = max(position, scanned)
             if events or position < store.log.last_position:
                 continue

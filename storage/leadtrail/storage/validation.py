@@ -179,7 +179,10 @@ def _json_object(index: int, field: str, value: object, limit: int) -> bytes:
     data = orjson.dumps(value)
     if len(data) > limit:
         raise LimitExceededError(index, field, f"is {len(data)} bytes as JSON; the limit is {limit} bytes")
-    return data
+    # orjson's result keeps its whole output buffer (16 KiB at least, whatever
+    # the JSON's length); this one lives until the batch is written, so keep an
+    # exact copy: a batch of 1,000 would otherwise hold 16 MB instead of 1.5.
+    return bytes(memoryview(data))
 
 
 def _json_value(fail: Any, field: str, value: object, depth: int) -> None:
