@@ -141,3 +141,11 @@ def test_one_bad_json_snapshot_rejects_the_whole_request(stubs: Stubs) -> None:
         append(stubs, good, bad)
     assert "events[1].lead_json" in info.value.details()
     assert stored(stubs, "lead-json-batch") == []
+
+
+def test_timeline_diffs_tell_true_from_1_but_not_80_from_80_0(stubs: Stubs) -> None:
+    append(stubs, json_event("lead-json-diff", lead={"a": 1, "b": 80, "c": [1, 2]}))
+    append(stubs, json_event("lead-json-diff", lead={"a": True, "b": 80.0, "c": [1, 2]}))
+    timeline = stubs.query.GetTimeline(query_pb2.GetTimelineRequest(lead_id="lead-json-diff"))
+    assert [(c.field, c.kind) for c in timeline.steps[1].changes] == [("a", query_pb2.CHANGE_KIND_CHANGED)]
+    assert timeline.steps[1].changes[0].after.bool_value is True

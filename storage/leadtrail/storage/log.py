@@ -19,7 +19,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any
 
 import lmdb
@@ -589,7 +588,7 @@ class EventLog(SegmentHost):
                 latest[header.position] = event.lead
                 raw = len(encode_body(event, event.lead))
                 if not include_lead:
-                    event = replace(event, lead={})
+                    event.lead = {}  # decoded here: nobody else holds it
                 yield Located(event, segment.base, offset, raw)
         except BadRecord as e:
             raise CorruptionError([f"segment {segment.name}: {e.reason}"]) from e
@@ -737,7 +736,7 @@ class EventLog(SegmentHost):
         event = decode_event(payload, position, self.dictionaries, base_snapshot, include_lead)
         if include_lead:
             self._remember(position, event.lead)
-            event = replace(event, lead=dict(event.lead))
+            event.lead = dict(event.lead)  # the remembered snapshot stays ours; the event is new
         return event
 
     def _snapshot_at(self, txn: lmdb.Transaction, segment: Segment, position: int) -> Mapping[str, Any]:
