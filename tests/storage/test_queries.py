@@ -595,3 +595,31 @@ def test_missing_timestamp_is_filled_with_the_receive_time(log: EventLog, clock:
     assert [e.position for e in log.timeline("T")] == [earlier[0].position, result.position]
     window = EventFilter(start_ms=1_650_000_000_123, end_ms=1_650_000_000_124)
     assert [e.position for e in log.scan(window).events] == [result.position]
+
+
+def test_a_scope_hides_events_outside_it_and_pages_stay_whole(stored: list[Event], log: EventLog) -> None:
+    entities = sorted({e.entity_id for e in stored if e.account_id == "default"})[:2]
+    flows = sorted({e.flow_id for e in stored if e.account_id == "default"})[:1]
+    assert entities and flows
+    for flt in (
+        EventFilter(entity_scope=tuple(entities)),
+        EventFilter(flow_scope=tuple(flows)),
+        EventFilter(entity_scope=tuple(entities), flow_scope=tuple(flows)),
+    ):
+        expected = sorted(
+            (
+                e
+                for e in stored
+                if e.account_id == "default"
+                and (not flt.entity_scope or e.entity_id in flt.entity_scope)
+                and (not flt.flow_scope or e.flow_id in flt.flow_scope)
+            ),
+            key=by_time,
+        )
+        assert expected
+        assert_same_events(scan_all(log, flt, limit=4), expected)
+        # A cursor belongs to its scope: it cannot be replayed without it.
+        page = log.scan(flt, limit=1)
+        if page.cursor is not None:
+            with pytest.raises(InvalidCursorError):
+                log.scan(EventFilter(), after=page.cursor, limit=1)

@@ -54,6 +54,21 @@ class AdminServiceStub:
                 request_serializer=leadtrail_dot_v1_dot_admin__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=leadtrail_dot_v1_dot_admin__pb2.VerifyReport.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/leadtrail.v1.AdminService/CreateKey',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/leadtrail.v1.AdminService/ListKeys',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/leadtrail.v1.AdminService/RevokeKey',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.ApiKey.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -86,6 +101,26 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys of the caller's account (admin keys only). The new key's secret
+        is in the response and nowhere else: the server keeps only its SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +143,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=leadtrail_dot_v1_dot_admin__pb2.VerifyRequest.FromString,
                     response_serializer=leadtrail_dot_v1_dot_admin__pb2.VerifyReport.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.CreateKeyRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +268,87 @@ class AdminService:
             '/leadtrail.v1.AdminService/Verify',
             leadtrail_dot_v1_dot_admin__pb2.VerifyRequest.SerializeToString,
             leadtrail_dot_v1_dot_admin__pb2.VerifyReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/CreateKey',
+            leadtrail_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/ListKeys',
+            leadtrail_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/RevokeKey',
+            leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,

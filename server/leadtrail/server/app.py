@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,9 @@ from grpc_reflection.v1alpha import reflection
 from leadtrail.storage import CorruptionError, Event, EventLog, FsyncPolicy, Options, StorageError
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
+from .auth import CALLER, Gate
 from .feed import Feed
+from .keys import KeyStore
 from .service import AdminService, Context, QueryService, Store, StreamService, SubmissionService
 from .status import ServiceError, abort, invalid
 
@@ -84,15 +86,21 @@ def check_listen(listen: str, insecure: bool) -> tuple[str, int]:
     return host, int(port)
 
 
-def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHandler[Any, Any]:
+def _handlers(servicer: object, service: ServiceDescriptor, gate: Gate) -> grpc.GenericRpcHandler[Any, Any]:
     """The service's methods, taking raw bytes so that a malformed message is
     answered INVALID_ARGUMENT naming the expected type (grpc's own parsing would
-    answer INTERNAL)."""
+    answer INTERNAL). Each call is admitted by ``gate`` first (API keys, roles)."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_class = message_factory.GetMessageClass(method.input_type)
         serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
         impl = getattr(servicer, method.name)
+
+        async def admit(context: Context, name: str = method.name) -> None:
+            try:
+                CALLER.set(gate.admit(context.invocation_metadata(), name))
+            except ServiceError as e:
+                await abort(context, e)
 
         def parse(raw: bytes, request_class: Any = request_class) -> Any:
             try:
@@ -104,8 +112,14 @@ def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHa
         if method.client_streaming:
 
             async def bidi(
-                requests: AsyncIterator[bytes], context: Context, impl: Any = impl, parse: Any = parse
+                requests: AsyncIterator[bytes],
+                context: Context,
+                impl: Any = impl,
+                parse: Any = parse,
+                admit: Any = admit,
             ) -> Any:
+                await admit(context)
+
                 async def parsed() -> AsyncIterator[Any]:
                     async for raw in requests:
                         yield parse(raw)
@@ -116,7 +130,10 @@ def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHa
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(bidi, response_serializer=serialize)
         elif method.server_streaming:
 
-            async def unary_stream(raw: bytes, context: Context, impl: Any = impl, parse: Any = parse) -> Any:
+            async def unary_stream(
+                raw: bytes, context: Context, impl: Any = impl, parse: Any = parse, admit: Any = admit
+            ) -> Any:
+                await admit(context)
                 try:
                     request = parse(raw)
                 except ServiceError as e:
@@ -129,7 +146,10 @@ def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHa
             )
         else:
 
-            async def unary_unary(raw: bytes, context: Context, impl: Any = impl, parse: Any = parse) -> Any:
+            async def unary_unary(
+                raw: bytes, context: Context, impl: Any = impl, parse: Any = parse, admit: Any = admit
+            ) -> Any:
+                await admit(context)
                 try:
                     request = parse(raw)
                 except ServiceError as e:
@@ -140,6 +160,32 @@ def _handlers(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHa
                 unary_unary, response_serializer=serialize
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+class ReflectionGate(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in the stubs only
+    """Reflection is served by grpcio's own handler: once keys exist it needs one too (any
+    role), as every RPC but health does."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if details.method.startswith("/grpc.reflection."):
+            try:
+                self.gate.admit(details.invocation_metadata, "ServerReflectionInfo")
+            except ServiceError as e:
+                refusal = e
+
+                async def refuse(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                    await abort(context, refusal)
+                    yield None  # pragma: no cover - abort raises
+
+                return grpc.stream_stream_rpc_method_handler(refuse)
+        return await continuation(details)
 
 
 class LeadTrailServer:
@@ -166,7 +212,7 @@ class LeadTrailServer:
         # Opening recovers the log and indexes its tail: disk work, off the loop.
         event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
-        store = Store(event_log, reads, Feed(event_log.last_position), ingest)
+        store = Store(event_log, reads, Feed(event_log.last_position), ingest, KeyStore(config.data))
         self._store = store
 
         def committed(events: list[Event]) -> None:  # on the writer thread
@@ -174,6 +220,7 @@ class LeadTrailServer:
 
         event_log.add_commit_listener(committed)
         server = grpc.aio.server(
+            interceptors=[ReflectionGate(Gate(store.keys))],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -187,7 +234,7 @@ class LeadTrailServer:
             (AdminService(store), admin_pb2),
         ):
             (service,) = module.DESCRIPTOR.services_by_name.values()
-            server.add_generic_rpc_handlers((_handlers(servicer, service),))
+            server.add_generic_rpc_handlers((_handlers(servicer, service, Gate(store.keys)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)

@@ -172,6 +172,73 @@ def _not_negative(text: str) -> int:
     return value
 
 
+def _key_store(args: argparse.Namespace) -> Any:
+    from .keys import KeyStore
+
+    if not os.path.isdir(args.data):
+        raise CommandError(f"no data directory at {args.data} (create it, or start the server once)")
+    return KeyStore(args.data)
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from .keys import KeyStoreError
+
+    try:
+        secret, key = _key_store(args).create(
+            args.account, args.role, _now_ms(), args.entity or (), args.flow or ()
+        )
+    except KeyStoreError as e:
+        raise CommandError(str(e)) from None
+    print(secret)  # alone on stdout, for `KEY=$(leadtrail keys create ...)`
+    print(f"created {key.key_id}: account {key.account}, role {key.role}", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .cli_output import iso_ms
+
+    def format_ms(ms: int) -> str:
+        return iso_ms(datetime.fromtimestamp(ms / 1000, UTC))
+
+    keys = _key_store(args).list_keys(args.account)
+    rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "CREATED", "REVOKED")]
+    for k in keys:
+        rows.append(
+            (
+                k.key_id,
+                k.account,
+                k.role,
+                ",".join(k.entities) or "*",
+                ",".join(k.flows) or "*",
+                format_ms(k.created_at_ms),
+                format_ms(k.revoked_at_ms) if k.revoked else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from .keys import KeyStoreError
+
+    try:
+        key = _key_store(args).revoke(args.key_id, _now_ms())
+    except KeyStoreError as e:
+        raise CommandError(str(e)) from None
+    print(f"revoked {key.key_id} (account {key.account}, role {key.role})", file=sys.stderr)
+    return 0
+
+
 def _data_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
     shown = f" (default {default})" if default else ""
     p.add_argument("--data", default=default, metavar="DIR", help=f"data directory{shown}")
@@ -327,6 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_not_negative, default=None, metavar="N", help="at most N events")
     p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser("keys", help="offline: API keys of a data directory (create, list, revoke)")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys.add_parser("create", help="a new key, printed alone on stdout (shown once)")
+    _data_arg(k)
+    k.add_argument("--account", required=True, metavar="NAME")
+    k.add_argument("--role", required=True, choices=("writer", "reader", "analyst", "admin"))
+    k.add_argument(
+        "--entity", action="append", metavar="ID", help="restrict to this entity's events; repeatable"
+    )
+    k.add_argument("--flow", action="append", metavar="ID", help="restrict to this flow's events; repeatable")
+    k.set_defaults(func=cmd_keys_create)
+    k = keys.add_parser("list", help="the keys (never their secrets)")
+    _data_arg(k)
+    k.add_argument("--account", metavar="NAME", help="only this account's keys")
+    k.set_defaults(func=cmd_keys_list)
+    k = keys.add_parser("revoke", help="revoke a key by its id; calls with it fail from then on")
+    _data_arg(k)
+    k.add_argument("key_id", metavar="KEY_ID")
+    k.set_defaults(func=cmd_keys_revoke)
 
     p = sub.add_parser("demo", help="append simulated lead flows to a running server")
     p.add_argument(

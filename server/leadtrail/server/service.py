@@ -13,7 +13,7 @@ import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ from leadtrail.v1 import (
     submission_pb2_grpc,
 )
 
+from .auth import CALLER
 from .convert import (
     event_from_proto,
     event_to_json,
@@ -52,6 +53,7 @@ from .convert import (
     timestamp_to_ms,
 )
 from .feed import Feed
+from .keys import ApiKey, KeyStore, KeyStoreError
 from .status import ServiceError, invalid, not_found, streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -98,6 +100,7 @@ class Store:
     reads: ThreadPoolExecutor
     feed: Feed
     ingest: ThreadPoolExecutor
+    keys: KeyStore
     closing: bool = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -105,7 +108,17 @@ class Store:
 
     def account(self, context: Context) -> str:
         # Open single-account mode until API keys arrive: every caller is `default`.
-        return DEFAULT_ACCOUNT
+        key = CALLER.get()
+        return key.account if key is not None else DEFAULT_ACCOUNT
+
+    def filter(self, message: event_pb2.EventFilter, context: Context) -> EventFilter:
+        """The request's filter within the caller's account and the key's entities and flows:
+        events outside them do not exist for this caller."""
+        f = filter_from_proto(message, self.account(context))
+        key = CALLER.get()
+        if key is not None and (key.entities or key.flows):
+            f = replace(f, entity_scope=key.entities, flow_scope=key.flows)
+        return f
 
 
 def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
@@ -123,6 +136,16 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     async def _submit(self, request: submission_pb2.AppendRequest, account: str) -> asyncio.Future[Any]:
         """Convert, validate and queue a request; the returned future resolves once durable."""
         log = self.store.log
+        key = CALLER.get()
+        if key is not None and (key.entities or key.flows):
+            for i, m in enumerate(request.events):
+                if not key.sees(m.entity_id, m.flow_id):
+                    scope = f"entities {list(key.entities) or 'any'}, flows {list(key.flows) or 'any'}"
+                    raise ServiceError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"events[{i}]: entity_id {m.entity_id!r} / flow_id {m.flow_id!r} are outside "
+                        f"this key's scope ({scope})",
+                    )
 
         def submit() -> Future[Any]:
             events = [event_from_proto(m, i, account) for i, m in enumerate(request.events)]
@@ -297,7 +320,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if not request.id:
             raise invalid("id", "required")
         event = await self.store.run(self.store.log.get, request.id, self.store.account(context))
-        if event is None:
+        key = CALLER.get()
+        if event is None or (key is not None and not key.sees(event.entity_id, event.flow_id)):
             raise not_found(f"event {request.id!r} not found")
         return event_to_proto(event, json_snapshots=request.json_snapshots)
 
@@ -309,10 +333,12 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             raise invalid("lead_id", "required")
         if len(request.lead_id) > 128:
             raise invalid("lead_id", "longer than the 128 characters an id may have")
-        log, account = self.store.log, self.store.account(context)
+        log, account, key = self.store.log, self.store.account(context), CALLER.get()
 
         def build() -> query_pb2.Timeline | None:
             events = log.timeline(request.lead_id, account)
+            if key is not None and (key.entities or key.flows):
+                events = [e for e in events if key.sees(e.entity_id, e.flow_id)]
             return timeline_message(request.lead_id, events, request.json_snapshots) if events else None
 
         timeline = await self.store.run(build)
@@ -327,7 +353,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         size = request.page_size or DEFAULT_PAGE_SIZE
         if size > MAX_PAGE_SIZE:
             raise invalid("page_size", f"{size} is over the limit of {MAX_PAGE_SIZE}")
-        f = filter_from_proto(request.filter, self.store.account(context))
+        f = self.store.filter(request.filter, context)
         log = self.store.log
 
         def page() -> query_pb2.QueryEventsResponse:
@@ -349,7 +375,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     async def Export(
         self, request: query_pb2.ExportRequest, context: Context
     ) -> AsyncIterator[query_pb2.ExportChunk]:
-        f = filter_from_proto(request.filter, self.store.account(context))
+        f = self.store.filter(request.filter, context)
         if request.format == query_pb2.EXPORT_FORMAT_CSV:
             fields = list(request.fields) or list(CSV_DEFAULT_FIELDS)
             for i, name in enumerate(fields):
@@ -408,7 +434,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         for i, g in enumerate(groups):
             if g not in query_pb2.GroupBy.values() or g == query_pb2.GROUP_BY_UNSPECIFIED:
                 raise invalid(f"group_by[{i}]", f"{g} is not a GroupBy value (GROUP_BY_TYPE..GROUP_BY_DAY)")
-        f = filter_from_proto(request.filter, self.store.account(context))
+        f = self.store.filter(request.filter, context)
         return await self.store.run(aggregate, self.store.log, f, groups)
 
 
@@ -454,7 +480,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[stream_pb2.SubscribeResponse]:
         store = self.store
-        f = filter_from_proto(request.filter, store.account(context))
+        f = store.filter(request.filter, context)
         batch_size = request.batch_size
         if batch_size > MAX_BATCH_SIZE:
             raise invalid("batch_size", f"{batch_size} is over the limit of {MAX_BATCH_SIZE}")
@@ -547,6 +573,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.RetentionPolicy, context: Context
     ) -> admin_pb2.SetRetentionPolicyResponse:
         account = request.account_id or self.store.account(context)
+        if CALLER.get() is not None and account != self.store.account(context):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"account_id {account!r}: a key may set the policy of its own account only",
+            )
         if len(account) > 128:
             raise invalid("account_id", "longer than 128 characters")
         if request.max_age_days > 365 * 100:
@@ -568,3 +599,53 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def Verify(self, request: admin_pb2.VerifyRequest, context: Context) -> admin_pb2.VerifyReport:
         return admin_pb2.VerifyReport(**asdict(await self.store.run(self.store.log.verify)))
 
+    @unary
+    async def CreateKey(
+        self, request: admin_pb2.CreateKeyRequest, context: Context
+    ) -> admin_pb2.CreateKeyResponse:
+        account = self.store.account(context)
+        try:
+            secret, key = await self.store.run(
+                lambda: self.store.keys.create(
+                    account, request.role, _now_ms(), list(request.entity_ids), list(request.flow_ids)
+                )
+            )
+        except KeyStoreError as e:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        return admin_pb2.CreateKeyResponse(key=secret, info=key_to_proto(key))
+
+    @unary
+    async def ListKeys(
+        self, request: admin_pb2.ListKeysRequest, context: Context
+    ) -> admin_pb2.ListKeysResponse:
+        keys = await self.store.run(self.store.keys.list_keys, self.store.account(context))
+        return admin_pb2.ListKeysResponse(keys=[key_to_proto(k) for k in keys])
+
+    @unary
+    async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: Context) -> admin_pb2.ApiKey:
+        if not request.key_id:
+            raise invalid("key_id", "required")
+        account = self.store.account(context)
+        try:
+            key = await self.store.run(self.store.keys.revoke, request.key_id, _now_ms(), account)
+        except KeyStoreError:
+            raise not_found(f"key {request.key_id!r} not found") from None
+        return key_to_proto(key)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def key_to_proto(key: ApiKey) -> admin_pb2.ApiKey:
+    message = admin_pb2.ApiKey(
+        key_id=key.key_id,
+        account_id=key.account,
+        role=key.role,
+        entity_ids=key.entities,
+        flow_ids=key.flows,
+    )
+    ms_to_timestamp(key.created_at_ms, message.created_at)
+    if key.revoked:
+        ms_to_timestamp(key.revoked_at_ms, message.revoked_at)
+    return message

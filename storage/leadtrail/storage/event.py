@@ -104,9 +104,17 @@ class EventFilter:
     outcomes: tuple[Outcome, ...] = ()
     start_ms: int | None = None
     end_ms: int | None = None
+    entity_scope: tuple[str, ...] = ()
+    """When set, only events of these entities exist for this filter (a key's scope)."""
+    flow_scope: tuple[str, ...] = ()
+    """When set, only events of these flows exist for this filter (a key's scope)."""
 
     def matches(self, event: Event) -> bool:
         if event.account_id != self.account_id:
+            return False
+        if self.entity_scope and event.entity_id not in self.entity_scope:
+            return False
+        if self.flow_scope and event.flow_id not in self.flow_scope:
             return False
         if self.lead_id and event.lead_id != self.lead_id:
             return False

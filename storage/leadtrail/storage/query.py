@@ -67,6 +67,8 @@ def _filter_hash(f: EventFilter) -> int:
             f.start_ms,
             f.end_ms,
         )
+        # A key's scope, only when there is one: cursors made before scopes existed stay valid.
+        + ((sorted(f.entity_scope), sorted(f.flow_scope)) if f.entity_scope or f.flow_scope else ())
     )
     return int(crc32c(text.encode()))
 

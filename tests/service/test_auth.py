@@ -1,0 +1,310 @@
+"""API keys over a real server: from the first key on, every call needs one; roles limit the
+RPCs, accounts never see each other, and a key's entities/flows limit what exists for it.
+
+Keys are made with ``leadtrail keys`` against the live server's data directory, as an
+operator does; the server picks them up on the next call.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+
+Stubs = Any  # conftest.Stubs
+Server = Any  # conftest.ServerProcess
+CLI = [sys.executable, "-m", "leadtrail.server.cli"]
+
+
+def keys(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "keys", *args], capture_output=True, text=True, timeout=60)
+
+
+def new_key(server: Server, account: str, role: str, *scope: str) -> str:
+    done = keys("create", "--data", str(server.data), "--account", account, "--role", role, *scope)
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    assert secret.startswith("ltk_") and "\n" not in secret  # the key alone on stdout
+    return secret
+
+
+def auth(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def code_of(call: Callable[[], Any]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    code: grpc.StatusCode = info.value.code()
+    return code
+
+
+def event(lead_id: str, entity_id: str = "buyer-7", flow_id: str = "flow-auth") -> event_pb2.Event:
+    e = event_pb2.Event(type="recipient.delivered", lead_id=lead_id, flow_id=flow_id, entity_id=entity_id)
+    e.lead_json = b'{"email":"dana@example.com"}'
+    return e
+
+
+def append(stubs: Stubs, key: str, *events: event_pb2.Event) -> list[submission_pb2.AppendResult]:
+    request = submission_pb2.AppendRequest(events=events)
+    return list(stubs.submission.Append(request, metadata=auth(key), timeout=30).results)
+
+
+@pytest.fixture(scope="module")
+def keyed(server: Server, stubs: Stubs) -> Iterator[dict[str, str]]:
+    """Keys of two accounts, and some events of each, written before any key existed or with one."""
+    # Open mode first: no key needed, everything is the `default` account.
+    [open_result] = append(stubs, "", event("lead-open"))
+    made = {
+        "writer": new_key(server, "acme", "writer"),
+        "reader": new_key(server, "acme", "reader"),
+        "analyst": new_key(server, "acme", "analyst"),
+        "admin": new_key(server, "acme", "admin"),
+        "other": new_key(server, "globex", "admin"),
+        "buyer7": new_key(server, "acme", "reader", "--entity", "buyer-7"),
+        "writer7": new_key(server, "acme", "writer", "--entity", "buyer-7"),
+        "open_id": open_result.id,
+    }
+    append(stubs, made["writer"], event("lead-a", "buyer-7"), event("lead-a", "buyer-9"))
+    append(stubs, made["other"], event("lead-g", "buyer-7"))
+    yield made
+
+
+def test_from_the_first_key_on_a_call_without_one_is_unauthenticated(
+    stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    get = query_pb2.GetEventRequest(id=keyed["open_id"])
+    assert code_of(lambda: stubs.query.GetEvent(get)) == grpc.StatusCode.UNAUTHENTICATED
+    bad = auth("ltk_" + "a" * 32)
+    assert code_of(lambda: stubs.query.GetEvent(get, metadata=bad)) == grpc.StatusCode.UNAUTHENTICATED
+    basic = (("authorization", f"Basic {keyed['admin']}"),)
+    assert code_of(lambda: stubs.query.GetEvent(get, metadata=basic)) == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.admin.GetStats(admin_pb2.GetStatsRequest())
+    assert "authorization: Bearer" in info.value.details()
+
+
+def test_health_stays_open(stubs: Stubs, keyed: dict[str, str]) -> None:
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_needs_a_key_of_any_role(stubs: Stubs, keyed: dict[str, str]) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(stubs.channel)
+
+    def services(metadata: Any = None) -> set[str]:
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        [answer] = reflection.ServerReflectionInfo(iter([request]), metadata=metadata, timeout=10)
+        return {s.name for s in answer.list_services_response.service}
+
+    assert code_of(services) == grpc.StatusCode.UNAUTHENTICATED
+    assert "leadtrail.v1.QueryService" in services(auth(keyed["writer"]))
+
+
+ALLOWED = {
+    "writer": {"Append"},
+    "reader": {"GetTimeline", "QueryEvents", "Subscribe"},
+    "analyst": {"GetTimeline", "QueryEvents", "Subscribe", "Aggregate", "Export"},
+    "admin": {
+        "Append",
+        "GetTimeline",
+        "QueryEvents",
+        "Subscribe",
+        "Aggregate",
+        "Export",
+        "GetStats",
+        "ListKeys",
+    },
+}
+
+
+def calls(stubs: Stubs) -> dict[str, Callable[[Any], Any]]:
+    lead = event_pb2.EventFilter(lead_id="lead-a")
+    return {
+        "Append": lambda md: stubs.submission.Append(
+            submission_pb2.AppendRequest(events=[event("lead-role")]), metadata=md
+        ),
+        "GetTimeline": lambda md: stubs.query.GetTimeline(
+            query_pb2.GetTimelineRequest(lead_id="lead-a"), metadata=md
+        ),
+        "QueryEvents": lambda md: stubs.query.QueryEvents(
+            query_pb2.QueryEventsRequest(filter=lead), metadata=md
+        ),
+        "Subscribe": lambda md: next(
+            iter(stubs.stream.Subscribe(stream_pb2.SubscribeRequest(from_end=True), metadata=md, timeout=10))
+        ),
+        "Aggregate": lambda md: stubs.query.Aggregate(query_pb2.AggregateRequest(filter=lead), metadata=md),
+        "Export": lambda md: list(
+            stubs.query.Export(
+                query_pb2.ExportRequest(filter=lead, format=query_pb2.EXPORT_FORMAT_JSONL), metadata=md
+            )
+        ),
+        "GetStats": lambda md: stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=md),
+        "ListKeys": lambda md: stubs.admin.ListKeys(admin_pb2.ListKeysRequest(), metadata=md),
+    }
+
+
+@pytest.mark.parametrize("role", sorted(ALLOWED))
+def test_each_role_may_call_its_rpcs_and_no_others(stubs: Stubs, keyed: dict[str, str], role: str) -> None:
+    md = auth(keyed[role])
+    for name, call in calls(stubs).items():
+        if name in ALLOWED[role]:
+            call(md)  # answers (a failure would raise)
+        else:
+            with pytest.raises(grpc.RpcError) as info:
+                call(md)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, (role, name)
+            assert name in info.value.details() and role in info.value.details()
+
+
+def test_another_accounts_events_do_not_exist(stubs: Stubs, keyed: dict[str, str]) -> None:
+    mine, theirs = auth(keyed["admin"]), auth(keyed["other"])
+    [theirs_event] = [
+        e for e in stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=theirs).events
+    ]
+    assert theirs_event.lead_id == "lead-g" and theirs_event.account_id == "globex"
+    get = query_pb2.GetEventRequest(id=theirs_event.id)
+    assert code_of(lambda: stubs.query.GetEvent(get, metadata=mine)) == grpc.StatusCode.NOT_FOUND
+    timeline = query_pb2.GetTimelineRequest(lead_id="lead-g")
+    assert code_of(lambda: stubs.query.GetTimeline(timeline, metadata=mine)) == grpc.StatusCode.NOT_FOUND
+    mine_all = stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=mine).events
+    assert {e.account_id for e in mine_all} == {"acme"} and {e.lead_id for e in mine_all} >= {"lead-a"}
+    # The events written in open mode belong to `default`: no acme or globex key sees them.
+    get_open = query_pb2.GetEventRequest(id=keyed["open_id"])
+    assert code_of(lambda: stubs.query.GetEvent(get_open, metadata=mine)) == grpc.StatusCode.NOT_FOUND
+    rows = stubs.query.Aggregate(query_pb2.AggregateRequest(), metadata=theirs).rows
+    assert sum(r.count for r in rows) == 1
+    exported = b"".join(
+        c.data
+        for c in stubs.query.Export(
+            query_pb2.ExportRequest(format=query_pb2.EXPORT_FORMAT_JSONL), metadata=theirs
+        )
+    )
+    assert exported.count(b"\n") == 1 and b"lead-g" in exported and b"lead-a" not in exported
+
+
+def test_a_subscription_sees_only_its_accounts_events(stubs: Stubs, keyed: dict[str, str]) -> None:
+    call = stubs.stream.Subscribe(stream_pb2.SubscribeRequest(from_start=True), metadata=auth(keyed["other"]))
+    leads = []
+    for message in call:
+        if message.HasField("caught_up"):
+            break
+        if message.HasField("event"):
+            leads.append(message.event.lead_id)
+    call.cancel()
+    assert leads == ["lead-g"]
+
+
+def test_a_key_limited_to_an_entity_sees_only_that_entitys_events(
+    stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    md = auth(keyed["buyer7"])
+    timeline = stubs.query.GetTimeline(query_pb2.GetTimelineRequest(lead_id="lead-a"), metadata=md)
+    assert [s.event.entity_id for s in timeline.steps] == ["buyer-7"]
+    page = stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=md)
+    assert {e.entity_id for e in page.events} == {"buyer-7"}
+    full = stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=auth(keyed["admin"]))
+    [hidden] = [e for e in full.events if e.entity_id == "buyer-9"]
+    get = query_pb2.GetEventRequest(id=hidden.id)
+    assert code_of(lambda: stubs.query.GetEvent(get, metadata=md)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_writer_limited_to_an_entity_cannot_write_for_another(stubs: Stubs, keyed: dict[str, str]) -> None:
+    key = keyed["writer7"]
+    assert append(stubs, key, event("lead-w7", "buyer-7"))[0].position > 0
+    with pytest.raises(grpc.RpcError) as info:
+        append(stubs, key, event("lead-w9", "buyer-7"), event("lead-w9", "buyer-9"))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "events[1]" in info.value.details() and "buyer-9" in info.value.details()
+    f = event_pb2.EventFilter(lead_id="lead-w9")
+    found = stubs.query.QueryEvents(query_pb2.QueryEventsRequest(filter=f), metadata=auth(keyed["admin"]))
+    assert list(found.events) == []  # nothing of the refused request was stored
+
+
+def test_keys_made_and_revoked_over_the_admin_service(stubs: Stubs, keyed: dict[str, str]) -> None:
+    admin = auth(keyed["admin"])
+    made = stubs.admin.CreateKey(
+        admin_pb2.CreateKeyRequest(role="reader", flow_ids=["flow-auth"]), metadata=admin
+    )
+    assert made.key.startswith("ltk_") and made.info.account_id == "acme" and made.info.role == "reader"
+    assert stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=auth(made.key)).events
+    listed = stubs.admin.ListKeys(admin_pb2.ListKeysRequest(), metadata=admin).keys
+    assert made.info.key_id in {k.key_id for k in listed}
+    assert {k.account_id for k in listed} == {"acme"}  # never another account's keys
+    assert made.key not in str(listed)
+    bad_role = admin_pb2.CreateKeyRequest(role="superuser")
+    assert (
+        code_of(lambda: stubs.admin.CreateKey(bad_role, metadata=admin)) == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    revoked = stubs.admin.RevokeKey(admin_pb2.RevokeKeyRequest(key_id=made.info.key_id), metadata=admin)
+    assert revoked.HasField("revoked_at")
+    after = code_of(lambda: stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=auth(made.key)))
+    assert after == grpc.StatusCode.UNAUTHENTICATED
+    # Another account's admin cannot revoke acme's keys: for it they do not exist.
+    other = auth(keyed["other"])
+    revoke = admin_pb2.RevokeKeyRequest(key_id=listed[0].key_id)
+    assert code_of(lambda: stubs.admin.RevokeKey(revoke, metadata=other)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_keys_revoked_offline_are_refused_on_the_next_call(
+    server: Server, stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    secret = new_key(server, "acme", "reader")
+    assert stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=auth(secret)).events
+    listing = keys("list", "--data", str(server.data), "--account", "acme")
+    assert listing.returncode == 0 and secret not in listing.stdout
+    key_id = listing.stdout.strip().splitlines()[-1].split()[0]
+    assert key_id.startswith("key_")
+    done = keys("revoke", "--data", str(server.data), key_id)
+    assert done.returncode == 0, done.stderr
+    code = code_of(lambda: stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=auth(secret)))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "ltk_" not in (server.data / "keys.json").read_text()  # only digests are kept
+
+
+def test_the_sdk_sends_its_key_and_maps_refusals(server: Server, keyed: dict[str, str]) -> None:
+    from leadtrail.client import Client, Event, PermissionDeniedError, UnauthenticatedError
+
+    with Client(server.address, api_key=keyed["reader"]) as client:
+        assert [e.lead_id for e in client.query(lead_id="lead-a")] == ["lead-a", "lead-a"]
+        with pytest.raises(PermissionDeniedError):
+            client.append(Event("source.submitted", "lead-sdk", "flow-auth"))
+    with Client(server.address) as anonymous, pytest.raises(UnauthenticatedError):
+        anonymous.stats()
+
+
+def test_bad_key_requests_on_the_command_line_name_the_problem(server: Server, keyed: dict[str, str]) -> None:
+    done = keys("create", "--data", str(server.data), "--account", "Not Valid", "--role", "reader")
+    assert done.returncode == 1 and "account 'Not Valid'" in done.stderr
+    done = keys("revoke", "--data", str(server.data), "key_0000")
+    assert done.returncode == 1 and "key_0000" in done.stderr
+    done = keys("list", "--data", str(server.data / "missing"))
+    assert done.returncode == 1 and "no data directory" in done.stderr
+
+
+def test_remote_commands_take_the_key_from_the_option_or_the_environment(
+    server: Server, keyed: dict[str, str]
+) -> None:
+    import os
+
+    base = [*CLI, "stats", "--server", server.address]
+    refused = subprocess.run(
+        base, capture_output=True, text=True, timeout=60, env={**os.environ, "LEADTRAIL_API_KEY": ""}
+    )
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "authoriz" in refused.stderr.lower() or "unauthenticated" in refused.stderr.lower()
+    by_option = subprocess.run(
+        [*base, "--api-key", keyed["admin"]], capture_output=True, text=True, timeout=60
+    )
+    assert by_option.returncode == 0, by_option.stderr
+    env = {**os.environ, "LEADTRAIL_API_KEY": keyed["admin"]}
+    by_env = subprocess.run(base, capture_output=True, text=True, timeout=60, env=env)
+    assert by_env.returncode == 0, by_env.stderr
