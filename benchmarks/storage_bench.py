@@ -32,6 +32,7 @@ import platform
 import random
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
 import threading
@@ -40,9 +41,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import lmdb
+import orjson
 import zstandard
+from crc32c import crc32c
 from leadtrail.server.simulation import LeadFlowSimulator, SimulatedEvent
-from leadtrail.storage import Event, EventLog, FsyncPolicy, Options, Outcome, Stats
+from leadtrail.storage import Event, EventLog, FsyncPolicy, Options, Outcome, Stats, new_event_id
 
 BATCH = 100
 SEED = 20240115
@@ -69,6 +73,7 @@ class Scale:
     timeline_reads: int
     fsync_seconds: float
     zstd_snapshots: int
+    floor_events: int
 
 
 QUICK = Scale(
@@ -77,6 +82,7 @@ QUICK = Scale(
     timeline_reads=2_000,
     fsync_seconds=1.0,
     zstd_snapshots=4_000,
+    floor_events=10_000,
 )
 FULL = Scale(
     append_events=200_000,
@@ -84,6 +90,7 @@ FULL = Scale(
     timeline_reads=20_000,
     fsync_seconds=3.0,
     zstd_snapshots=20_000,
+    floor_events=50_000,
 )
 
 
@@ -381,6 +388,66 @@ def measure_zstd(results: Results, scale: Scale, runs: int) -> None:
     results.add("snapshot_raw", "snapshot JSON size (mean)", "B", raw_bytes / len(snapshots))
 
 
+FLOOR_INDEXES = ("ids", "lead", "type", "time", "flow", "entity")
+RECORD_FRAME = struct.Struct("<4sBBIQ")
+
+
+def measure_floor(results: Results, scratch: Scratch, scale: Scale, runs: int) -> None:
+    """The least CPython does to keep one event durable and indexed, whatever the engine.
+
+    Per event: its JSON (orjson), zstd with a trained dictionary, a record framed
+    with a CRC32C, one LMDB put per index (id, lead, type, time, flow, entity);
+    per batch of 100: one write + fdatasync and one LMDB transaction (not
+    synced, as the engine's). Nothing else: no validation, no snapshot deltas,
+    no duplicate check, no id or position bookkeeping, no result objects. The
+    engine's appends are set against this, so a target above it is a target
+    for compiled code, not for Python.
+    """
+    events = simulated_events(SEED + 4, scale.floor_events)
+    for event in events:
+        event.id = event.id or new_event_id()
+    samples = [orjson.dumps(e) for e in events[:DICTIONARY_SAMPLES]]
+    dictionary = zstandard.train_dictionary(DICTIONARY_BYTES, list(samples), level=ZSTD_LEVEL)
+    for run in range(runs):
+        progress(f"CPython floor, run {run + 1}/{runs}")
+        directory = scratch.new("floor")
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=dictionary)
+        env = lmdb.open(
+            os.path.join(directory, "index"), map_size=1 << 30, max_dbs=8, sync=False, metasync=False
+        )
+        dbs = [env.open_db(name.encode(), dupsort=name != "ids") for name in FLOOR_INDEXES]
+        fd = os.open(os.path.join(directory, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            position = 0
+            began = time.perf_counter()
+            for batch in batches(events):
+                records = []
+                with env.begin(write=True) as txn:
+                    for event in batch:
+                        position += 1
+                        packed = compressor.compress(orjson.dumps(event))
+                        head = RECORD_FRAME.pack(b"LTR1", 1, 0, len(packed), position)
+                        records.append(head + crc32c(packed, crc32c(head)).to_bytes(4, "little") + packed)
+                        at = position.to_bytes(6, "big")
+                        stamp = (event.timestamp_ms or 0).to_bytes(8, "big") + at
+                        txn.put(event.id.encode(), at, db=dbs[0])
+                        txn.put(event.lead_id.encode(), stamp, db=dbs[1])
+                        txn.put(event.type.encode(), stamp, db=dbs[2])
+                        txn.put(b"t", stamp, db=dbs[3])
+                        txn.put(event.flow_id.encode(), stamp, db=dbs[4])
+                        txn.put(event.entity_id.encode() or b"-", stamp, db=dbs[5])
+                os.write(fd, b"".join(records))
+                os.fdatasync(fd)
+            elapsed = time.perf_counter() - began
+        finally:
+            os.close(fd)
+            env.close()
+        shutil.rmtree(directory)
+        results.add("floor", f"CPython floor: JSON + zstd + framing + 6 LMDB puts, fdatasync per {BATCH}",
+                    "events/s", len(events) / elapsed)  # fmt: skip
+        results.add("floor_us", "  per event", "us", elapsed / len(events) * 1e6)
+
+
 # --------------------------------------------------------------------------- report
 
 SECTIONS = (
@@ -398,7 +465,7 @@ SECTIONS = (
     (
         "baselines (this machine, this run)",
         (
-            "fdatasync", "fdatasync_ceiling", "snapshot_raw",
+            "fdatasync", "fdatasync_ceiling", "floor", "floor_us", "snapshot_raw",
             "zstd_plain_mbs", "zstd_plain_us", "zstd_plain_dus", "zstd_plain_bytes",
             "zstd_dict_mbs", "zstd_dict_us", "zstd_dict_dus", "zstd_dict_bytes",
         ),
@@ -501,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         measure_fdatasync(results, scratch, scale, args.runs)
         measure_zstd(results, scale, args.runs)
+        measure_floor(results, scratch, scale, args.runs)
         measure_appends(results, scratch, scale, args.runs)
         measure_timelines(results, scratch, scale, args.runs)
     finally:
