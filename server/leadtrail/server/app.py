@@ -34,6 +34,7 @@ from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 from .auth import CALLER, Gate
 from .feed import Feed
 from .keys import KeyStore
+from .privacy import Fingerprints
 from .service import AdminService, Context, QueryService, Store, StreamService, SubmissionService
 from .status import ServiceError, abort, invalid
 
@@ -212,7 +213,9 @@ class LeadTrailServer:
         # Opening recovers the log and indexes its tail: disk work, off the loop.
         event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
-        store = Store(event_log, reads, Feed(event_log.last_position), ingest, KeyStore(config.data))
+        fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
+        feed = Feed(event_log.last_position)
+        store = Store(event_log, reads, feed, ingest, KeyStore(config.data), fingerprints)
         self._store = store
 
         def committed(events: list[Event]) -> None:  # on the writer thread

@@ -54,6 +54,7 @@ from .convert import (
 )
 from .feed import Feed
 from .keys import ApiKey, KeyStore, KeyStoreError
+from .privacy import Fingerprints, masked_event, sealed_event
 from .status import ServiceError, invalid, not_found, streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -101,6 +102,7 @@ class Store:
     feed: Feed
     ingest: ThreadPoolExecutor
     keys: KeyStore
+    fingerprints: Fingerprints
     closing: bool = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -111,6 +113,11 @@ class Store:
         key = CALLER.get()
         return key.account if key is not None else DEFAULT_ACCOUNT
 
+    def shown(self) -> Callable[[Event], Event]:
+        """How the caller sees an event: personal fields masked unless its role may see them."""
+        key = CALLER.get()
+        return masked_event if key is not None and key.role in MASKED_ROLES else _as_is
+
     def filter(self, message: event_pb2.EventFilter, context: Context) -> EventFilter:
         """The request's filter within the caller's account and the key's entities and flows:
         events outside them do not exist for this caller."""
@@ -119,6 +126,14 @@ class Store:
         if key is not None and (key.entities or key.flows):
             f = replace(f, entity_scope=key.entities, flow_scope=key.flows)
         return f
+
+
+MASKED_ROLES = frozenset({"reader", "analyst"})
+"""Roles that see personal fields masked (API.md); admins see them, writers read nothing."""
+
+
+def _as_is(event: Event) -> Event:
+    return event
 
 
 def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
@@ -147,8 +162,12 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
                         f"this key's scope ({scope})",
                     )
 
+        fingerprint = self.store.fingerprints.of
+
         def submit() -> Future[Any]:
             events = [event_from_proto(m, i, account) for i, m in enumerate(request.events)]
+            for event in events:  # secrets never reach the log in clear
+                sealed_event(event, fingerprint)
             return log.submit(events)
 
         # Converting and validating costs tens of microseconds an event: a big
@@ -323,7 +342,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         key = CALLER.get()
         if event is None or (key is not None and not key.sees(event.entity_id, event.flow_id)):
             raise not_found(f"event {request.id!r} not found")
-        return event_to_proto(event, json_snapshots=request.json_snapshots)
+        return event_to_proto(self.store.shown()(event), json_snapshots=request.json_snapshots)
 
     @unary
     async def GetTimeline(
@@ -334,11 +353,13 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if len(request.lead_id) > 128:
             raise invalid("lead_id", "longer than the 128 characters an id may have")
         log, account, key = self.store.log, self.store.account(context), CALLER.get()
+        shown = self.store.shown()
 
         def build() -> query_pb2.Timeline | None:
             events = log.timeline(request.lead_id, account)
             if key is not None and (key.entities or key.flows):
                 events = [e for e in events if key.sees(e.entity_id, e.flow_id)]
+            events = [shown(e) for e in events]
             return timeline_message(request.lead_id, events, request.json_snapshots) if events else None
 
         timeline = await self.store.run(build)
@@ -354,7 +375,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if size > MAX_PAGE_SIZE:
             raise invalid("page_size", f"{size} is over the limit of {MAX_PAGE_SIZE}")
         f = self.store.filter(request.filter, context)
-        log = self.store.log
+        log, shown = self.store.log, self.store.shown()
 
         def page() -> query_pb2.QueryEventsResponse:
             found = log.scan(
@@ -366,7 +387,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             )
             response = query_pb2.QueryEventsResponse(next_page_token=found.cursor or "")
             for event in found.events:
-                event_to_proto(event, response.events.add(), request.json_snapshots)
+                event_to_proto(shown(event), response.events.add(), request.json_snapshots)
             return response
 
         return await self.store.run(page)
@@ -394,8 +415,10 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         else:
             raise invalid("format", "EXPORT_FORMAT_JSONL or EXPORT_FORMAT_CSV is required")
         pages = iter(_scan_all(self.store.log, f, include_lead))
+        shown = self.store.shown()
 
         def encode(events: list[Event]) -> bytes:
+            events = [shown(e) for e in events]
             if not fields:
                 return b"".join(orjson.dumps(event_to_json(e)) + b"\n" for e in events)
             text = io.StringIO()
@@ -485,6 +508,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         if batch_size > MAX_BATCH_SIZE:
             raise invalid("batch_size", f"{batch_size} is over the limit of {MAX_BATCH_SIZE}")
         json_snapshots = request.json_snapshots
+        shown = store.shown()
         position = await self._start(request)  # everything up to here is scanned
         reported = position  # the last position the client has heard of
         reported_at = time.monotonic()
@@ -522,13 +546,13 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 if f.matches(event):
                     if not batch_size:
                         response = stream_pb2.SubscribeResponse()
-                        event_to_proto(event, response.event, json_snapshots)
+                        event_to_proto(shown(event), response.event, json_snapshots)
                         yield response
                     else:
                         if batch is None:
                             batch, batch_bytes = stream_pb2.SubscribeResponse(), 0
                         message = batch.events.events.add()
-                        event_to_proto(event, message, json_snapshots)
+                        event_to_proto(shown(event), message, json_snapshots)
                         batch_bytes += message.ByteSize()
                         if len(batch.events.events) >= batch_size or batch_bytes >= BATCH_BYTES:
                             yield batch

@@ -1,0 +1,166 @@
+"""Personal data in snapshots: secrets never stored, personal fields masked for most roles.
+
+Fields are classed by their name (the last part of a dotted or nested key):
+``secret`` (SSNs, passwords, card numbers, credentials, API keys, bank
+numbers) are replaced before the write by a keyed fingerprint, so equal
+values stay comparable while the value itself is in no byte under the data
+directory and in no response; ``pii`` (emails, phones, names, addresses, IPs,
+birth dates) are stored, and masked in every answer to a role without access
+to personal data (``reader``, ``analyst``); the rest is plain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from leadtrail.storage import Event
+
+FINGERPRINT_KEY_FILE = "fingerprint.key"
+FINGERPRINT_PREFIX = "fp:"
+
+# A name is classed by its last dotted part ("contact.email" is an email), ending
+# in one of these words, optionally numbered ("phone_1", "address_2").
+SECRET = re.compile(
+    r"(^|_)(ssn|social_security(_number)?|password|passwd|passphrase|credentials?|api_?key|secret"
+    r"|access_token|auth_token|api_token|card_number|cc_number|credit_card(_number)?|cvv|cvc"
+    r"|routing_number|account_number|bank_account(_number)?|iban|tax_id|drivers?_license(_number)?"
+    r"|passport(_number)?)(_\d+)?$"
+)
+PII = re.compile(
+    r"(^|_)(e_?mail|email_address|phone|phone_number|mobile|mobile_phone|cell_phone|home_phone"
+    r"|work_phone|first_name|last_name|full_name|middle_name|maiden_name|address|address_line"
+    r"|street|street_address|ip_address|dob|date_of_birth|birth_date|birthday)(_?\d+)?$"
+)
+PII_WHOLE_NAMES = frozenset({"name", "ip", "cell"})
+"""Personal only as a whole top-level name: "source.name" is the lead source's name."""
+
+
+@lru_cache(maxsize=4096)
+def field_class(key: str) -> str:
+    """``secret``, ``pii`` or ``plain`` for a snapshot field name."""
+    name = key.rsplit(".", 1)[-1].lower().replace("-", "_")
+    if SECRET.search(name):
+        return "secret"
+    if PII.search(name) or key.lower() in PII_WHOLE_NAMES:
+        return "pii"
+    return "plain"
+
+
+class Fingerprints:
+    """Keyed fingerprints of secret values, with a key kept in the data directory."""
+
+    def __init__(self, data_dir: str) -> None:
+        path = os.path.join(data_dir, FINGERPRINT_KEY_FILE)
+        try:
+            with open(path, "rb") as f:
+                key = f.read()
+        except FileNotFoundError:
+            key = secrets.token_bytes(32)
+            temp = path + ".tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, key)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temp, path)  # never replaces a key another process made meanwhile
+            except FileExistsError:
+                pass
+            os.remove(temp)
+            with open(path, "rb") as f:
+                key = f.read()
+        if len(key) != 32:
+            raise ValueError(f"{path}: a fingerprint key is 32 bytes, this one is {len(key)}")
+        self._key = key
+
+    def of(self, value: Any) -> str:
+        text = value if isinstance(value, str) else repr(value)
+        digest = hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return FINGERPRINT_PREFIX + digest[:32]
+
+
+def seal_secrets(data: Mapping[str, Any], fingerprint: Callable[[Any], str]) -> dict[str, Any] | None:
+    """``data`` with every secret value replaced by its fingerprint; None when it holds none."""
+    out: dict[str, Any] | None = None
+    for key, value in data.items():
+        if field_class(key) == "secret" and value is not None:
+            already = isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX)
+            sealed: Any = value if already else fingerprint(value)
+        elif isinstance(value, Mapping):
+            sealed = seal_secrets(value, fingerprint)
+            if sealed is None:
+                continue
+        else:
+            continue
+        if out is None:
+            out = dict(data)
+        out[key] = sealed
+    return out
+
+
+def mask_value(key: str, value: Any) -> Any:
+    """How a personal value is shown to a role without access to personal data."""
+    if value is None or value == "":
+        return value
+    if not isinstance(value, str):
+        return "***"
+    name = key.rsplit(".", 1)[-1].lower()
+    if "mail" in name and "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if any(part in name for part in ("phone", "mobile", "cell")):
+        digits = [c for c in value if c.isdigit()]
+        return "***-***-" + "".join(digits[-4:]) if len(digits) >= 4 else "***"
+    if "name" in name:
+        return value[:1] + "***"
+    return "***"
+
+
+def mask_pii(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``data`` with personal values masked; None when it holds none."""
+    out: dict[str, Any] | None = None
+    for key, value in data.items():
+        kind = field_class(key)
+        if kind == "pii":
+            masked: Any = mask_value(key, value)
+        elif isinstance(value, Mapping):
+            masked = mask_pii(value)
+            if masked is None:
+                continue
+        else:
+            continue
+        if out is None:
+            out = dict(data)
+        out[key] = masked
+    return out
+
+
+def sealed_event(event: Event, fingerprint: Callable[[Any], str]) -> None:
+    """Seal the secrets of an event about to be stored (in place: it is the caller's new copy)."""
+    lead = seal_secrets(event.lead, fingerprint)
+    if lead is not None:
+        event.lead = lead
+    details = seal_secrets(event.details, fingerprint)
+    if details is not None:
+        event.details = details
+
+
+def masked_event(event: Event) -> Event:
+    """The event as a role without access to personal data sees it (the original is left alone)."""
+    lead, details = mask_pii(event.lead), mask_pii(event.details)
+    if lead is None and details is None:
+        return event
+    shown = event.copy()
+    if lead is not None:
+        shown.lead = lead
+    if details is not None:
+        shown.details = details
+    return shown
