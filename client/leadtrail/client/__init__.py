@@ -48,6 +48,7 @@ from ._model import (
     TimelineStep,
     VerifyReport,
 )
+from ._tls import tls_credentials
 from ._ulid import new_event_id
 
 __all__ = [
@@ -85,4 +86,5 @@ __all__ = [
     "VerifyReport",
     "handle_rpc_error",
     "new_event_id",
+    "tls_credentials",
 ]

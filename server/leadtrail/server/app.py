@@ -61,6 +61,9 @@ class ServerConfig:
     fsync: str = "always"
     quarantine: bool = False
     insecure: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
     max_events_per_request: int = 1000
     max_snapshot_bytes: int = 64 * 1024
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -75,16 +78,46 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_listen(listen: str, insecure: bool) -> tuple[str, int]:
+def check_listen(listen: str, insecure: bool, tls: bool = False, keys: bool = False) -> tuple[str, int]:
+    """A non-loopback address needs API keys and TLS (keys must not cross the network in
+    clear), or ``--insecure``."""
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise StartupError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
-    if not _is_loopback(host) and not insecure:
+    if not _is_loopback(host) and not insecure and not (tls and keys):
+        missing = "API keys (leadtrail keys create)" if not keys else "TLS (--tls-cert and --tls-key)"
         raise StartupError(
-            f"--listen {listen}: refusing a non-loopback address without authentication; "
-            "pass --insecure to serve it unauthenticated"
+            f"--listen {listen}: refusing a non-loopback address without {missing}; "
+            "pass --insecure to serve it anyway"
         )
     return host, int(port)
+
+
+def _read_pem(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise StartupError(f"{option} {path}: {e.strerror or e}") from None
+    if b"-----BEGIN " not in data:
+        raise StartupError(f"{option} {path}: not a PEM file")
+    return data
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS (and client certificates when a client CA is given), or None for plaintext."""
+    if not config.tls_cert and not config.tls_key:
+        if config.tls_client_ca:
+            raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise StartupError("--tls-cert and --tls-key go together")
+    cert = _read_pem("--tls-cert", config.tls_cert)
+    key = _read_pem("--tls-key", config.tls_key)
+    ca = _read_pem("--tls-client-ca", config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 def _handlers(servicer: object, service: ServiceDescriptor, gate: Gate) -> grpc.GenericRpcHandler[Any, Any]:
@@ -201,7 +234,9 @@ class LeadTrailServer:
 
     async def start(self) -> None:
         config = self.config
-        host, port = check_listen(config.listen, config.insecure)
+        credentials = server_credentials(config)
+        keys = KeyStore(config.data)
+        host, port = check_listen(config.listen, config.insecure, credentials is not None, keys.configured())
         options = Options(
             fsync=FsyncPolicy.parse(config.fsync),
             quarantine=config.quarantine,
@@ -215,7 +250,7 @@ class LeadTrailServer:
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
         fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
         feed = Feed(event_log.last_position)
-        store = Store(event_log, reads, feed, ingest, KeyStore(config.data), fingerprints)
+        store = Store(event_log, reads, feed, ingest, keys, fingerprints)
         self._store = store
 
         def committed(events: list[Event]) -> None:  # on the writer thread
@@ -242,7 +277,10 @@ class LeadTrailServer:
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
         try:
-            self.port = server.add_insecure_port(f"{host}:{port}")
+            if credentials is None:
+                self.port = server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.port = server.add_secure_port(f"{host}:{port}", credentials)
         except RuntimeError as e:
             raise StartupError(f"--listen {config.listen}: cannot bind ({e})") from e
         self._server = server
@@ -291,7 +329,8 @@ async def _serve(config: ServerConfig) -> int:
         print(f"leadtrail: quarantined: {line}", file=sys.stderr, flush=True)
     print(
         f"leadtrail: serving on {server.address} (data {config.data}, "
-        f"last position {server.log.last_position}, fsync {server.log.options.fsync})",
+        f"last position {server.log.last_position}, fsync {server.log.options.fsync}, "
+        f"{'mutual TLS' if config.tls_client_ca else 'TLS' if config.tls_cert else 'plaintext'})",
         flush=True,
     )
     await stop.wait()
@@ -307,10 +346,22 @@ def serve(
     fsync: str = "always",
     quarantine: bool = False,
     insecure: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     logging.basicConfig(level=logging.WARNING, format="leadtrail: %(levelname)s %(message)s")
-    config = ServerConfig(data=data, listen=listen, fsync=fsync, quarantine=quarantine, insecure=insecure)
+    config = ServerConfig(
+        data=data,
+        listen=listen,
+        fsync=fsync,
+        quarantine=quarantine,
+        insecure=insecure,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+    )
     try:
         return asyncio.run(_serve(config))
     except CorruptionError as e:

@@ -75,6 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         quarantine=args.quarantine,
         insecure=args.insecure,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
 
 
@@ -253,6 +256,9 @@ def _server_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SERVE
         metavar="KEY",
         help="API key (default: the LEADTRAIL_API_KEY environment variable)",
     )
+    p.add_argument("--tls-ca", metavar="FILE", help="connect over TLS, trusting this CA (PEM)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the client certificate's key (PEM)")
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
@@ -287,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="allow a non-loopback --listen address although no API keys are configured",
+        help="allow a non-loopback --listen address without API keys and TLS",
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS)"
     )
     p.set_defaults(func=cmd_serve)
 

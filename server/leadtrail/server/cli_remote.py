@@ -27,6 +27,7 @@ from leadtrail.client import (
     LeadTrailError,
     NotFoundError,
     UnavailableError,
+    tls_credentials,
 )
 
 from .cli_errors import CommandError, UsageError
@@ -38,7 +39,13 @@ _EVENT_INDEX = re.compile(r"events\[(\d+)\]\.?")
 
 
 def connect(args: argparse.Namespace) -> Client:
-    return Client(args.server, api_key=args.api_key or None)
+    credentials = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        try:
+            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except ValueError as e:
+            raise UsageError(f"--tls-cert/--tls-key: {e}") from None
+    return Client(args.server, api_key=args.api_key or None, credentials=credentials)
 
 
 def problem(error: BaseException, server: str) -> str | None:
