@@ -308,3 +308,35 @@ def test_remote_commands_take_the_key_from_the_option_or_the_environment(
     env = {**os.environ, "LEADTRAIL_API_KEY": keyed["admin"]}
     by_env = subprocess.run(base, capture_output=True, text=True, timeout=60, env=env)
     assert by_env.returncode == 0, by_env.stderr
+
+
+def test_a_rate_limited_key_gets_resource_exhausted_with_retry_info(
+    server: Server, stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+    from leadtrail.client import Client, ResourceExhaustedError
+
+    limited = new_key(server, "acme", "reader", "--rate-limit", "2")
+    request = query_pb2.QueryEventsRequest(filter=event_pb2.EventFilter(lead_id="lead-a"))
+    refused = None
+    for _ in range(10):  # a burst of 2 is allowed, then at most 2 a second
+        try:
+            stubs.query.QueryEvents(request, metadata=auth(limited))
+        except grpc.RpcError as e:
+            refused = e
+            break
+    assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit" in refused.details() and "2 calls a second" in refused.details()
+    status = rpc_status.from_call(refused)
+    assert status is not None
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    assert 0 < info.retry_delay.ToNanoseconds() <= 1_000_000_000
+    # Other keys are not slowed by it.
+    assert stubs.query.QueryEvents(request, metadata=auth(keyed["reader"])).events
+    with Client(server.address, api_key=limited) as client:
+        with pytest.raises(ResourceExhaustedError) as sdk:
+            for _ in range(10):
+                list(client.query(lead_id="lead-a"))
+        assert sdk.value.retry_after is not None and 0 < sdk.value.retry_after <= 1

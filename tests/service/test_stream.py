@@ -186,7 +186,9 @@ def test_a_subscriber_that_reads_nothing_while_100k_events_arrive_gets_all_in_or
     acknowledged += sum(len(r.results) for r in submission.AppendStream(batches(100), timeout=300))
     assert acknowledged == 100_000
     grown = server.rss_anon_bytes() - half
-    assert grown < 30 * 1024 * 1024, f"server memory grew {grown >> 20} MiB over 50k events nobody read"
+    # Keeping 50k unread ~1.5 KB events would add 75 MB at the very least; what the
+    # allocator keeps of in-flight requests on a busy machine has reached 33 MB.
+    assert grown < 64 * 1024 * 1024, f"server memory grew {grown >> 20} MiB over 50k events nobody read"
     expected = 1
     for message in call:
         if message.HasField("event"):

@@ -271,6 +271,7 @@ def test_stats_show_compression_of_realistic_snapshots(tmp_path: Path) -> None:
     rng = random.Random(5)
     with EventLog.open(tmp_path / "data", Options(dictionary_training_samples=200)) as log:
         append_all(log, [event(n, realistic_lead(rng, n)) for n in range(1000)], batch=50)
+        wait_for_dictionaries(log, 1)
         stats = log.stats()
     assert stats.event_count == 1000
     assert stats.dictionaries >= 1

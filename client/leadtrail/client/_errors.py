@@ -38,7 +38,10 @@ class PermissionDeniedError(LeadTrailError):
 
 
 class ResourceExhaustedError(LeadTrailError):
-    """A server limit was hit: request too large, too many events per request, disk full."""
+    """A server limit was hit: request too large, too many events per request, disk full,
+    or the API key's rate limit; then ``retry_after`` says in how many seconds to retry."""
+
+    retry_after: float | None = None
 
 
 class FailedPreconditionError(LeadTrailError):
@@ -91,7 +94,26 @@ def handle_rpc_error(error: grpc.RpcError) -> LeadTrailError:
     details = (details_of() if callable(details_of) else None) or str(error)
     if not isinstance(code, grpc.StatusCode):
         return ServiceError(details)
-    return _BY_CODE.get(code, ServiceError)(details, code)
+    translated = _BY_CODE.get(code, ServiceError)(details, code)
+    if isinstance(translated, ResourceExhaustedError):
+        translated.retry_after = _retry_after(error)
+    return translated
+
+
+def _retry_after(error: grpc.RpcError) -> float | None:
+    """The server's ``retry-after-ms`` trailer (it also sends google.rpc.RetryInfo)."""
+    trailing = getattr(error, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except NotImplementedError:  # an RpcError that is not a finished call
+        return None
+    for name, value in metadata or ():
+        if name == "retry-after-ms":
+            try:
+                return int(value) / 1000
+            except ValueError:
+                return None
+    return None
 
 
 @contextmanager

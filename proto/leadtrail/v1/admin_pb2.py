@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/admin.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fGetStatsRequest\"\xa5\x02\n\x05Stats\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x15\n\rlast_position\x18\x02 \x01(\x04\x12\x15\n\rsegment_count\x18\x03 \x01(\r\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x04\x12\x11\n\traw_bytes\x18\x05 \x01(\x04\x12\x11\n\tlog_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x18\n\x10\x64ictionary_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x62ytes_per_event\x18\t \x01(\x01\x12\x19\n\x11\x63ompression_ratio\x18\n \x01(\x01\x12\x14\n\x0c\x64ictionaries\x18\x0b \x01(\r\x12\x14\n\x0c\x66sync_policy\x18\x0c \x01(\t\x12\x10\n\x08writable\x18\r \x01(\x08\"O\n\x0fRetentionPolicy\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0cmax_age_days\x18\x02 \x01(\r\x12\x12\n\nlegal_hold\x18\x03 \x01(\x08\"K\n\x1aSetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.leadtrail.v1.RetentionPolicy\"@\n\x15\x41pplyRetentionRequest\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x16\x41pplyRetentionResponse\x12\x16\n\x0e\x65vents_removed\x18\x01 \x01(\x04\x12\x18\n\x10segments_deleted\x18\x02 \x01(\x04\x12\x1a\n\x12segments_rewritten\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_freed\x18\x04 \x01(\x04\"\x0f\n\rVerifyRequest\"N\n\x0cVerifyReport\x12\x17\n\x0frecords_checked\x18\x01 \x01(\x04\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x13\n\x0bquarantined\x18\x03 \x03(\t\"F\n\x10\x43reateKeyRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x03 \x03(\t\"D\n\x11\x43reateKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.leadtrail.v1.ApiKey\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.leadtrail.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xc0\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xa9\x04\n\x0c\x41\x64minService\x12>\n\x08GetStats\x12\x1d.leadtrail.v1.GetStatsRequest\x1a\x13.leadtrail.v1.Stats\x12]\n\x12SetRetentionPolicy\x12\x1d.leadtrail.v1.RetentionPolicy\x1a(.leadtrail.v1.SetRetentionPolicyResponse\x12[\n\x0e\x41pplyRetention\x12#.leadtrail.v1.ApplyRetentionRequest\x1a$.leadtrail.v1.ApplyRetentionResponse\x12\x41\n\x06Verify\x12\x1b.leadtrail.v1.VerifyRequest\x1a\x1a.leadtrail.v1.VerifyReport\x12L\n\tCreateKey\x12\x1e.leadtrail.v1.CreateKeyRequest\x1a\x1f.leadtrail.v1.CreateKeyResponse\x12I\n\x08ListKeys\x12\x1d.leadtrail.v1.ListKeysRequest\x1a\x1e.leadtrail.v1.ListKeysResponse\x12\x41\n\tRevokeKey\x12\x1e.leadtrail.v1.RevokeKeyRequest\x1a\x14.leadtrail.v1.ApiKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/admin.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fGetStatsRequest\"\xa5\x02\n\x05Stats\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x15\n\rlast_position\x18\x02 \x01(\x04\x12\x15\n\rsegment_count\x18\x03 \x01(\r\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x04\x12\x11\n\traw_bytes\x18\x05 \x01(\x04\x12\x11\n\tlog_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x18\n\x10\x64ictionary_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x62ytes_per_event\x18\t \x01(\x01\x12\x19\n\x11\x63ompression_ratio\x18\n \x01(\x01\x12\x14\n\x0c\x64ictionaries\x18\x0b \x01(\r\x12\x14\n\x0c\x66sync_policy\x18\x0c \x01(\t\x12\x10\n\x08writable\x18\r \x01(\x08\"O\n\x0fRetentionPolicy\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0cmax_age_days\x18\x02 \x01(\r\x12\x12\n\nlegal_hold\x18\x03 \x01(\x08\"K\n\x1aSetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.leadtrail.v1.RetentionPolicy\"@\n\x15\x41pplyRetentionRequest\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x16\x41pplyRetentionResponse\x12\x16\n\x0e\x65vents_removed\x18\x01 \x01(\x04\x12\x18\n\x10segments_deleted\x18\x02 \x01(\x04\x12\x1a\n\x12segments_rewritten\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_freed\x18\x04 \x01(\x04\"\x0f\n\rVerifyRequest\"N\n\x0cVerifyReport\x12\x17\n\x0frecords_checked\x18\x01 \x01(\x04\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x13\n\x0bquarantined\x18\x03 \x03(\t\"_\n\x10\x43reateKeyRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x03 \x03(\t\x12\x17\n\x0frate_per_second\x18\x04 \x01(\r\"D\n\x11\x43reateKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.leadtrail.v1.ApiKey\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.leadtrail.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xd9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frate_per_second\x18\x08 \x01(\r2\xa9\x04\n\x0c\x41\x64minService\x12>\n\x08GetStats\x12\x1d.leadtrail.v1.GetStatsRequest\x1a\x13.leadtrail.v1.Stats\x12]\n\x12SetRetentionPolicy\x12\x1d.leadtrail.v1.RetentionPolicy\x1a(.leadtrail.v1.SetRetentionPolicyResponse\x12[\n\x0e\x41pplyRetention\x12#.leadtrail.v1.ApplyRetentionRequest\x1a$.leadtrail.v1.ApplyRetentionResponse\x12\x41\n\x06Verify\x12\x1b.leadtrail.v1.VerifyRequest\x1a\x1a.leadtrail.v1.VerifyReport\x12L\n\tCreateKey\x12\x1e.leadtrail.v1.CreateKeyRequest\x1a\x1f.leadtrail.v1.CreateKeyResponse\x12I\n\x08ListKeys\x12\x1d.leadtrail.v1.ListKeysRequest\x1a\x1e.leadtrail.v1.ListKeysResponse\x12\x41\n\tRevokeKey\x12\x1e.leadtrail.v1.RevokeKeyRequest\x1a\x14.leadtrail.v1.ApiKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,17 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREPORT']._serialized_start=756
   _globals['_VERIFYREPORT']._serialized_end=834
   _globals['_CREATEKEYREQUEST']._serialized_start=836
-  _globals['_CREATEKEYREQUEST']._serialized_end=906
-  _globals['_CREATEKEYRESPONSE']._serialized_start=908
-  _globals['_CREATEKEYRESPONSE']._serialized_end=976
-  _globals['_LISTKEYSREQUEST']._serialized_start=978
-  _globals['_LISTKEYSREQUEST']._serialized_end=995
-  _globals['_LISTKEYSRESPONSE']._serialized_start=997
-  _globals['_LISTKEYSRESPONSE']._serialized_end=1051
-  _globals['_REVOKEKEYREQUEST']._serialized_start=1053
-  _globals['_REVOKEKEYREQUEST']._serialized_end=1087
-  _globals['_APIKEY']._serialized_start=1090
-  _globals['_APIKEY']._serialized_end=1282
-  _globals['_ADMINSERVICE']._serialized_start=1285
-  _globals['_ADMINSERVICE']._serialized_end=1838
+  _globals['_CREATEKEYREQUEST']._serialized_end=931
+  _globals['_CREATEKEYRESPONSE']._serialized_start=933
+  _globals['_CREATEKEYRESPONSE']._serialized_end=1001
+  _globals['_LISTKEYSREQUEST']._serialized_start=1003
+  _globals['_LISTKEYSREQUEST']._serialized_end=1020
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1022
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1076
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1078
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1112
+  _globals['_APIKEY']._serialized_start=1115
+  _globals['_APIKEY']._serialized_end=1332
+  _globals['_ADMINSERVICE']._serialized_start=1335
+  _globals['_ADMINSERVICE']._serialized_end=1888
 # @@protoc_insertion_point(module_scope)

@@ -255,8 +255,13 @@ class CreateKeyRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     ENTITY_IDS_FIELD_NUMBER: _builtins.int
     FLOW_IDS_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """`writer`, `reader`, `analyst` or `admin`."""
+    rate_per_second: _builtins.int
+    """Calls a second the key may make, in bursts of as many; 0 for no limit.
+    Over it, calls answer RESOURCE_EXHAUSTED with google.rpc.RetryInfo.
+    """
     @_builtins.property
     def entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Restrict the key to the events of these entities / flows (none: all)."""
@@ -269,10 +274,11 @@ class CreateKeyRequest(_message.Message):
         role: _builtins.str = ...,
         entity_ids: _abc.Iterable[_builtins.str] | None = ...,
         flow_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rate_per_second: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_ids", b"entity_ids", "flow_ids", b"flow_ids", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_ids", b"entity_ids", "flow_ids", b"flow_ids", "rate_per_second", b"rate_per_second", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,9 +373,11 @@ class ApiKey(_message.Message):
     FLOW_IDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     account_id: _builtins.str
     role: _builtins.str
+    rate_per_second: _builtins.int
     @_builtins.property
     def entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -390,10 +398,11 @@ class ApiKey(_message.Message):
         flow_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        rate_per_second: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "revoked_at", b"revoked_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "entity_ids", b"entity_ids", "flow_ids", b"flow_ids", "key_id", b"key_id", "revoked_at", b"revoked_at", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "entity_ids", b"entity_ids", "flow_ids", b"flow_ids", "key_id", b"key_id", "rate_per_second", b"rate_per_second", "revoked_at", b"revoked_at", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

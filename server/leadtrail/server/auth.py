@@ -9,7 +9,8 @@ the servicer runs (each call runs in its own task, so it never leaks).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -41,11 +42,43 @@ def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return None
 
 
-class Gate:
-    """Admits a call or refuses it with UNAUTHENTICATED / PERMISSION_DENIED."""
+class RateLimited(ServiceError):
+    """RESOURCE_EXHAUSTED, with the seconds after which a call would be admitted."""
 
-    def __init__(self, keys: KeyStore) -> None:
+    def __init__(self, key: ApiKey, retry_after_s: float) -> None:
+        super().__init__(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"rate limit: key {key.key_id} may make {key.rate_per_second} calls a second; "
+            f"retry in {retry_after_s * 1000:.0f} ms",
+        )
+        self.retry_after_s = retry_after_s
+
+
+class _Bucket:
+    """Tokens for one key: ``rate`` a second, at most ``rate`` saved (a one-second burst)."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, rate: int, now: float) -> None:
+        self.tokens, self.at = float(rate), now
+
+    def take(self, rate: int, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is there."""
+        self.tokens = min(float(rate), self.tokens + (now - self.at) * rate)
+        self.at = now
+        if self.tokens >= 1 - 1e-9:  # a token refilled in steps may add up to 0.999...
+            self.tokens = max(0.0, self.tokens - 1)
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+class Gate:
+    """Admits a call or refuses it with UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED."""
+
+    def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}  # by key id; one gate serves all services
 
     def admit(self, metadata: Any, method: str) -> ApiKey | None:
         """The caller's key (None in open mode) if it may call ``method``."""
@@ -66,4 +99,12 @@ class Gate:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method}: not allowed for role {key.role} (it may call {', '.join(sorted(allowed))})",
             )
+        if key.rate_per_second:
+            now = self._clock()
+            bucket = self._buckets.get(key.key_id)
+            if bucket is None:
+                bucket = self._buckets[key.key_id] = _Bucket(key.rate_per_second, now)
+            wait = bucket.take(key.rate_per_second, now)
+            if wait:
+                raise RateLimited(key, wait)
         return key

@@ -194,7 +194,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     try:
         secret, key = _key_store(args).create(
-            args.account, args.role, _now_ms(), args.entity or (), args.flow or ()
+            args.account, args.role, _now_ms(), args.entity or (), args.flow or (), args.rate_limit
         )
     except KeyStoreError as e:
         raise CommandError(str(e)) from None
@@ -212,7 +212,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return iso_ms(datetime.fromtimestamp(ms / 1000, UTC))
 
     keys = _key_store(args).list_keys(args.account)
-    rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "CREATED", "REVOKED")]
+    rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "RATE/S", "CREATED", "REVOKED")]
     for k in keys:
         rows.append(
             (
@@ -221,6 +221,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
                 k.role,
                 ",".join(k.entities) or "*",
                 ",".join(k.flows) or "*",
+                str(k.rate_per_second or "-"),
                 format_ms(k.created_at_ms),
                 format_ms(k.revoked_at_ms) if k.revoked else "",
             )
@@ -416,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--entity", action="append", metavar="ID", help="restrict to this entity's events; repeatable"
     )
     k.add_argument("--flow", action="append", metavar="ID", help="restrict to this flow's events; repeatable")
+    k.add_argument(
+        "--rate-limit",
+        type=_not_negative,
+        default=0,
+        metavar="N",
+        help="calls a second, in bursts of as many (default 0: no limit)",
+    )
     k.set_defaults(func=cmd_keys_create)
     k = keys.add_parser("list", help="the keys (never their secrets)")
     _data_arg(k)

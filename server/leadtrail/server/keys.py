@@ -34,6 +34,7 @@ ACCOUNT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SCOPE_MAX = 128
 """Entity and flow ids a key may be restricted to: at most this many of each."""
 
+RATE_MAX = 1_000_000
 _FORMAT_VERSION = 1
 
 
@@ -52,6 +53,8 @@ class ApiKey:
     flows: tuple[str, ...] = ()
     created_at_ms: int = 0
     revoked_at_ms: int = 0
+    rate_per_second: int = 0
+    """Calls a second this key may make, with bursts of as many; 0 for no limit."""
     secret_sha256: str = field(default="", repr=False)
 
     @property
@@ -189,9 +192,14 @@ class KeyStore:
         now_ms: int,
         entities: Sequence[str] = (),
         flows: Sequence[str] = (),
+        rate_per_second: int = 0,
     ) -> tuple[str, ApiKey]:
         """A new key: its secret (shown once, never stored) and its record."""
         check_key_fields(account, role, entities, flows)
+        if not 0 <= rate_per_second <= RATE_MAX:
+            raise KeyStoreError(
+                f"rate limit {rate_per_second}: must be 0 (none) to {RATE_MAX} calls a second"
+            )
         secret = _new_secret()
         key = ApiKey(
             key_id="key_" + secrets.token_hex(8),
@@ -200,6 +208,7 @@ class KeyStore:
             entities=tuple(dict.fromkeys(entities)),
             flows=tuple(dict.fromkeys(flows)),
             created_at_ms=now_ms,
+            rate_per_second=rate_per_second,
             secret_sha256=_digest(secret),
         )
         with self._locked() as keys:

@@ -631,7 +631,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         try:
             secret, key = await self.store.run(
                 lambda: self.store.keys.create(
-                    account, request.role, _now_ms(), list(request.entity_ids), list(request.flow_ids)
+                    account,
+                    request.role,
+                    _now_ms(),
+                    list(request.entity_ids),
+                    list(request.flow_ids),
+                    request.rate_per_second,
                 )
             )
         except KeyStoreError as e:
@@ -668,6 +673,7 @@ def key_to_proto(key: ApiKey) -> admin_pb2.ApiKey:
         role=key.role,
         entity_ids=key.entities,
         flow_ids=key.flows,
+        rate_per_second=key.rate_per_second,
     )
     ms_to_timestamp(key.created_at_ms, message.created_at)
     if key.revoked:

@@ -14,6 +14,9 @@ from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
 
 from leadtrail.storage import (
     ClosedError,
@@ -69,10 +72,23 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.INTERNAL, f"internal error: {error!r}"
 
 
+def _retry_trailers(code: grpc.StatusCode, message: str, seconds: float) -> tuple[tuple[str, Any], ...]:
+    """google.rpc.RetryInfo for any gRPC client, and a plain ``retry-after-ms`` for the SDK."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
+    return (*status.trailing_metadata, ("retry-after-ms", str(max(1, round(seconds * 1000)))))
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
     code, message = status_of(error)
     if code == grpc.StatusCode.INTERNAL:
         log.error("internal error", exc_info=error)
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, retry_after))
     await context.abort(code, message)
     raise AssertionError("context.abort returns only by raising")  # pragma: no cover
 

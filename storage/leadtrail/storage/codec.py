@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -198,6 +199,7 @@ class Trainer:
         self._window_raw = 0
         self._window_packed = 0
         self._busy = False
+        self._pool: ThreadPoolExecutor | None = None
         self._window_records = 0
         self.last_error: BaseException | None = None
 
@@ -238,10 +240,19 @@ class Trainer:
         # Training takes ~0.1-0.3 s for a few thousand samples and zstd lets go
         # of the GIL meanwhile, so it runs beside the writer, which keeps
         # compressing with the dictionary it has until the new one is durable.
+        # One thread for every training of the store: zstd's training buffers
+        # are tens of MB, and each new thread's malloc arena would keep its own.
         self._busy = True
-        threading.Thread(
-            target=self._run, args=(list(self._samples),), name="leadtrail-dictionary-trainer", daemon=True
-        ).start()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadtrail-dictionary-trainer")
+        self._pool.submit(self._run, list(self._samples))
+
+    def close(self) -> None:
+        """Wait for a training in progress, then end the training thread."""
+        self.wait_idle()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for a training in progress to finish (tests and shutdown); True if idle."""

@@ -926,7 +926,7 @@ class EventLog(SegmentHost):
             self._writer.close()
         if self._trainer is not None:
             # A dictionary being trained is written before the store lets go of its files.
-            self._trainer.wait_idle()
+            self._trainer.close()
         if self._index is not None:
             with contextlib.suppress(lmdb.Error):
                 self._index.close()
