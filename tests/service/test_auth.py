@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -340,3 +341,19 @@ def test_a_rate_limited_key_gets_resource_exhausted_with_retry_info(
             for _ in range(10):
                 list(client.query(lead_id="lead-a"))
         assert sdk.value.retry_after is not None and 0 < sdk.value.retry_after <= 1
+
+
+def test_a_damaged_key_file_stops_the_server_and_the_commands_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keys.json").write_text("{not json")
+    served = subprocess.run(
+        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 1 and served.stderr.startswith("leadtrail: API keys:"), served.stderr
+    assert "Traceback" not in served.stderr
+    listed = keys("list", "--data", str(data))
+    assert listed.returncode == 1 and "keys.json" in listed.stderr and "Traceback" not in listed.stderr

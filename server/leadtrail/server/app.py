@@ -33,7 +33,7 @@ from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .auth import CALLER, Gate
 from .feed import Feed
-from .keys import KeyStore
+from .keys import KeyStore, KeyStoreError
 from .privacy import Fingerprints
 from .service import AdminService, Context, QueryService, Store, StreamService, SubmissionService
 from .status import ServiceError, abort, invalid
@@ -236,7 +236,11 @@ class LeadTrailServer:
         config = self.config
         credentials = server_credentials(config)
         keys = KeyStore(config.data)
-        host, port = check_listen(config.listen, config.insecure, credentials is not None, keys.configured())
+        try:
+            configured = keys.configured()
+        except KeyStoreError as e:
+            raise StartupError(f"API keys: {e}") from None
+        host, port = check_listen(config.listen, config.insecure, credentials is not None, configured)
         options = Options(
             fsync=FsyncPolicy.parse(config.fsync),
             quarantine=config.quarantine,

@@ -211,7 +211,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     def format_ms(ms: int) -> str:
         return iso_ms(datetime.fromtimestamp(ms / 1000, UTC))
 
-    keys = _key_store(args).list_keys(args.account)
+    from .keys import KeyStoreError
+
+    try:
+        keys = _key_store(args).list_keys(args.account)
+    except KeyStoreError as e:
+        raise CommandError(str(e)) from None
     rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "RATE/S", "CREATED", "REVOKED")]
     for k in keys:
         rows.append(
