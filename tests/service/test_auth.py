@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
@@ -168,9 +169,10 @@ def test_each_role_may_call_its_rpcs_and_no_others(stubs: Stubs, keyed: dict[str
 
 def test_another_accounts_events_do_not_exist(stubs: Stubs, keyed: dict[str, str]) -> None:
     mine, theirs = auth(keyed["admin"]), auth(keyed["other"])
-    [theirs_event] = [
-        e for e in stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=theirs).events
-    ]
+    flows = event_pb2.EventFilter(flow_id="flow-auth")  # leaves out the admins' own audit records
+    [theirs_event] = stubs.query.QueryEvents(
+        query_pb2.QueryEventsRequest(filter=flows), metadata=theirs
+    ).events
     assert theirs_event.lead_id == "lead-g" and theirs_event.account_id == "globex"
     get = query_pb2.GetEventRequest(id=theirs_event.id)
     assert code_of(lambda: stubs.query.GetEvent(get, metadata=mine)) == grpc.StatusCode.NOT_FOUND
@@ -181,12 +183,12 @@ def test_another_accounts_events_do_not_exist(stubs: Stubs, keyed: dict[str, str
     # The events written in open mode belong to `default`: no acme or globex key sees them.
     get_open = query_pb2.GetEventRequest(id=keyed["open_id"])
     assert code_of(lambda: stubs.query.GetEvent(get_open, metadata=mine)) == grpc.StatusCode.NOT_FOUND
-    rows = stubs.query.Aggregate(query_pb2.AggregateRequest(), metadata=theirs).rows
+    rows = stubs.query.Aggregate(query_pb2.AggregateRequest(filter=flows), metadata=theirs).rows
     assert sum(r.count for r in rows) == 1
     exported = b"".join(
         c.data
         for c in stubs.query.Export(
-            query_pb2.ExportRequest(format=query_pb2.EXPORT_FORMAT_JSONL), metadata=theirs
+            query_pb2.ExportRequest(filter=flows, format=query_pb2.EXPORT_FORMAT_JSONL), metadata=theirs
         )
     )
     assert exported.count(b"\n") == 1 and b"lead-g" in exported and b"lead-a" not in exported
@@ -194,14 +196,15 @@ def test_another_accounts_events_do_not_exist(stubs: Stubs, keyed: dict[str, str
 
 def test_a_subscription_sees_only_its_accounts_events(stubs: Stubs, keyed: dict[str, str]) -> None:
     call = stubs.stream.Subscribe(stream_pb2.SubscribeRequest(from_start=True), metadata=auth(keyed["other"]))
-    leads = []
+    seen = []
     for message in call:
         if message.HasField("caught_up"):
             break
         if message.HasField("event"):
-            leads.append(message.event.lead_id)
+            seen.append(message.event)
     call.cancel()
-    assert leads == ["lead-g"]
+    assert {e.account_id for e in seen} == {"globex"}
+    assert [e.lead_id for e in seen if not e.type.startswith("audit.")] == ["lead-g"]
 
 
 def test_a_key_limited_to_an_entity_sees_only_that_entitys_events(
@@ -357,3 +360,39 @@ def test_a_damaged_key_file_stops_the_server_and_the_commands_with_one_line(tmp_
     assert "Traceback" not in served.stderr
     listed = keys("list", "--data", str(data))
     assert listed.returncode == 1 and "keys.json" in listed.stderr and "Traceback" not in listed.stderr
+
+
+def test_reads_made_with_a_key_are_recorded_for_the_accounts_admins_only(
+    stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    import time
+
+    admin = auth(keyed["admin"])
+    made = stubs.admin.CreateKey(admin_pb2.CreateKeyRequest(role="analyst"), metadata=admin)
+    reader, key_id = auth(made.key), made.info.key_id
+    lead_a = event_pb2.EventFilter(lead_id="lead-a")
+    stubs.query.GetTimeline(query_pb2.GetTimelineRequest(lead_id="lead-a"), metadata=reader)
+    stubs.query.QueryEvents(query_pb2.QueryEventsRequest(filter=lead_a), metadata=reader)
+    export = query_pb2.ExportRequest(filter=lead_a, format=query_pb2.EXPORT_FORMAT_JSONL)
+    assert b"".join(c.data for c in stubs.query.Export(export, metadata=reader)).count(b"\n") == 2
+    stubs.query.Aggregate(query_pb2.AggregateRequest(filter=lead_a), metadata=reader)
+
+    audit = query_pb2.QueryEventsRequest(filter=event_pb2.EventFilter(types=["audit.*"], lead_id=key_id))
+    deadline = time.monotonic() + 10
+    records = stubs.query.QueryEvents(audit, metadata=admin).events
+    while len(records) < 4 and time.monotonic() < deadline:  # written with the next group commit
+        time.sleep(0.05)
+        records = stubs.query.QueryEvents(audit, metadata=admin).events
+    details = [json_format.MessageToDict(r.details) for r in records]
+    assert [d["rpc"] for d in details] == ["GetTimeline", "QueryEvents", "Export", "Aggregate"]
+    assert all(d["role"] == "analyst" and d["events"] == 2 for d in details), details
+    assert details[1]["request"]["filter"] == {"lead_id": "lead-a"}
+    assert {r.type for r in records} == {"audit.read"} and {r.entity_id for r in records} == {key_id}
+    # Nobody but admins sees them, nobody can forge them, retention never removes them (storage tests).
+    assert not stubs.query.QueryEvents(audit, metadata=reader).events
+    get = query_pb2.GetEventRequest(id=records[0].id)
+    assert code_of(lambda: stubs.query.GetEvent(get, metadata=reader)) == grpc.StatusCode.NOT_FOUND
+    forged = event_pb2.Event(type="audit.read", lead_id="lead-x", flow_id="flow-auth", entity_id="buyer-7")
+    with pytest.raises(grpc.RpcError) as info:
+        append(stubs, keyed["admin"], forged)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].type" in info.value.details()

@@ -393,3 +393,22 @@ def test_policies_survive_reopen_and_loss_of_the_index(data: Path, options: Opti
         report = log.apply_retention(now_ms=T0 + 6 * DAY_MS)
         assert report.events_removed == 6
         assert_store_holds_exactly(log, held, acme)
+
+
+def test_audit_records_outlive_every_retention_policy(clock: Clock, data: Path, options: Options) -> None:
+    with EventLog.open(data, options) as log:
+        mixed = [event("acme", type="audit.read") if i % 10 == 0 else event("acme") for i in range(80)]
+        stored = append(log, mixed)
+        audit = [e for e in stored if e.type.startswith("audit.")]
+        expired = [e for e in stored if not e.type.startswith("audit.")]
+        clock.now = T0 + 20 * DAY_MS
+        young = append(log, [event("acme") for _ in range(5)])
+
+        log.set_retention_policy(RetentionPolicy("acme", max_age_days=10))
+        report = log.apply_retention(now_ms=T0 + 20 * DAY_MS)
+
+        assert report.events_removed == len(expired)
+        assert report.segments_rewritten >= 1  # segments of expired events still hold audit records
+        assert_store_holds_exactly(log, audit + young, expired)
+    with EventLog.open(data, options) as reopened:
+        assert_store_holds_exactly(reopened, audit + young, expired)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,14 +21,18 @@ from typing import Any, TypeVar
 
 import grpc
 import orjson
+from google.protobuf.json_format import MessageToDict
 
 from leadtrail.storage import (
+    AUDIT_TYPE_PREFIX,
     DEFAULT_ACCOUNT,
     ClosedError,
     Event,
     EventFilter,
     EventLog,
+    Outcome,
     RetentionPolicy,
+    StorageError,
 )
 from leadtrail.v1 import (
     admin_pb2,
@@ -113,6 +118,35 @@ class Store:
         key = CALLER.get()
         return key.account if key is not None else DEFAULT_ACCOUNT
 
+    def audit(self, rpc: str, request: Any, events: int) -> None:
+        """Record a read made with a key: who, which RPC, what it asked, how many events.
+
+        Queued for the next group commit; the read does not wait for it (a crash
+        can lose the records of the last reads, never anything appended).
+        """
+        key = CALLER.get()
+        if key is None:
+            return
+        asked = MessageToDict(request, preserving_proto_field_name=True)
+        record = Event(
+            type=AUDIT_READ,
+            lead_id=key.key_id,  # a key's reads are its timeline
+            flow_id=AUDIT_FLOW,
+            entity_id=key.key_id,
+            outcome=Outcome.SUCCESS,
+            reason=rpc,
+            details={"rpc": rpc, "role": key.role, "request": asked, "events": events},
+            account_id=key.account,
+        )
+        try:
+            self.log.submit([record])
+        except StorageError as e:  # a read-only store keeps serving reads
+            logging.getLogger("leadtrail.server").warning("audit record of %s not written: %s", rpc, e)
+
+    def sees(self, event: Event) -> bool:
+        """Whether the caller may see this event at all (on the loop: the caller is per task)."""
+        return visible(CALLER.get(), event)
+
     def shown(self) -> Callable[[Event], Event]:
         """How the caller sees an event: personal fields masked unless its role may see them."""
         key = CALLER.get()
@@ -125,7 +159,22 @@ class Store:
         key = CALLER.get()
         if key is not None and (key.entities or key.flows):
             f = replace(f, entity_scope=key.entities, flow_scope=key.flows)
+        if key is not None and key.role != "admin":
+            f = replace(f, hidden_types=(AUDIT_TYPE_PREFIX + "*",))
         return f
+
+
+AUDIT_READ = AUDIT_TYPE_PREFIX + "read"
+AUDIT_FLOW = "audit"
+
+
+def visible(key: ApiKey | None, event: Event) -> bool:
+    """Whether a key may see an event at all: its scope, and audit records for admins only."""
+    if key is None:
+        return True
+    if key.role != "admin" and event.type.startswith(AUDIT_TYPE_PREFIX):
+        return False
+    return key.sees(event.entity_id, event.flow_id)
 
 
 MASKED_ROLES = frozenset({"reader", "analyst"})
@@ -151,6 +200,9 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     async def _submit(self, request: submission_pb2.AppendRequest, account: str) -> asyncio.Future[Any]:
         """Convert, validate and queue a request; the returned future resolves once durable."""
         log = self.store.log
+        for i, m in enumerate(request.events):
+            if m.type.startswith(AUDIT_TYPE_PREFIX):
+                raise invalid(f"events[{i}].type", f"{AUDIT_TYPE_PREFIX}* events are the server's own")
         key = CALLER.get()
         if key is not None and (key.entities or key.flows):
             for i, m in enumerate(request.events):
@@ -339,9 +391,9 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if not request.id:
             raise invalid("id", "required")
         event = await self.store.run(self.store.log.get, request.id, self.store.account(context))
-        key = CALLER.get()
-        if event is None or (key is not None and not key.sees(event.entity_id, event.flow_id)):
+        if event is None or not self.store.sees(event):
             raise not_found(f"event {request.id!r} not found")
+        self.store.audit("GetEvent", request, 1)
         return event_to_proto(self.store.shown()(event), json_snapshots=request.json_snapshots)
 
     @unary
@@ -355,16 +407,14 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         log, account, key = self.store.log, self.store.account(context), CALLER.get()
         shown = self.store.shown()
 
-        def build() -> query_pb2.Timeline | None:
-            events = log.timeline(request.lead_id, account)
-            if key is not None and (key.entities or key.flows):
-                events = [e for e in events if key.sees(e.entity_id, e.flow_id)]
-            events = [shown(e) for e in events]
+        def build() -> query_pb2.Timeline | None:  # on a read thread: the key is passed in
+            events = [shown(e) for e in log.timeline(request.lead_id, account) if visible(key, e)]
             return timeline_message(request.lead_id, events, request.json_snapshots) if events else None
 
         timeline = await self.store.run(build)
         if timeline is None:
             raise not_found(f"lead {request.lead_id!r} has no events")
+        self.store.audit("GetTimeline", request, len(timeline.steps))
         return timeline
 
     @unary
@@ -390,7 +440,9 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 event_to_proto(shown(event), response.events.add(), request.json_snapshots)
             return response
 
-        return await self.store.run(page)
+        response = await self.store.run(page)
+        self.store.audit("QueryEvents", request, len(response.events))
+        return response
 
     @streaming
     async def Export(
@@ -416,9 +468,11 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             raise invalid("format", "EXPORT_FORMAT_JSONL or EXPORT_FORMAT_CSV is required")
         pages = iter(_scan_all(self.store.log, f, include_lead))
         shown = self.store.shown()
+        exported = [0]
 
         def encode(events: list[Event]) -> bytes:
             events = [shown(e) for e in events]
+            exported[0] += len(events)
             if not fields:
                 return b"".join(orjson.dumps(event_to_json(e)) + b"\n" for e in events)
             text = io.StringIO()
@@ -441,13 +495,16 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             events = next(pages, None)
             return None if events is None else encode(events)
 
-        if fields:
-            header = io.StringIO()
-            csv.writer(header, lineterminator="\n").writerow(fields)
-            yield query_pb2.ExportChunk(data=header.getvalue().encode())
-        while (data := await self.store.run(next_bytes)) is not None:
-            for start in range(0, len(data), EXPORT_CHUNK_BYTES):
-                yield query_pb2.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
+        try:
+            if fields:
+                header = io.StringIO()
+                csv.writer(header, lineterminator="\n").writerow(fields)
+                yield query_pb2.ExportChunk(data=header.getvalue().encode())
+            while (data := await self.store.run(next_bytes)) is not None:
+                for start in range(0, len(data), EXPORT_CHUNK_BYTES):
+                    yield query_pb2.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
+        finally:  # also when the client stops reading: what was read is recorded
+            self.store.audit("Export", request, exported[0])
 
     @unary
     async def Aggregate(
@@ -458,7 +515,9 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             if g not in query_pb2.GroupBy.values() or g == query_pb2.GROUP_BY_UNSPECIFIED:
                 raise invalid(f"group_by[{i}]", f"{g} is not a GroupBy value (GROUP_BY_TYPE..GROUP_BY_DAY)")
         f = self.store.filter(request.filter, context)
-        return await self.store.run(aggregate, self.store.log, f, groups)
+        response = await self.store.run(aggregate, self.store.log, f, groups)
+        self.store.audit("Aggregate", request, sum(row.count for row in response.rows))
+        return response
 
 
 # -- subscriptions --------------------------------------------------------------------
@@ -533,52 +592,57 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 return events, events[-1].position
             return events, max(after, visible)
 
-        while not store.closing:
-            recent = store.feed.after(position, REPLAY_CHUNK)
-            if recent is None or (not recent and position < store.log.last_position):
-                events, scanned = await store.run(read_disk, position)
-            else:
-                events, reader = recent, None
-                scanned = events[-1].position if events else position
-            batch: stream_pb2.SubscribeResponse | None = None  # matching events not yet sent
-            batch_bytes = 0
-            for event in events:
-                if f.matches(event):
-                    if not batch_size:
-                        response = stream_pb2.SubscribeResponse()
-                        event_to_proto(shown(event), response.event, json_snapshots)
-                        yield response
-                    else:
-                        if batch is None:
-                            batch, batch_bytes = stream_pb2.SubscribeResponse(), 0
-                        message = batch.events.events.add()
-                        event_to_proto(shown(event), message, json_snapshots)
-                        batch_bytes += message.ByteSize()
-                        if len(batch.events.events) >= batch_size or batch_bytes >= BATCH_BYTES:
+        matched = 0  # events handed to the stream, for the audit record
+        try:
+            while not store.closing:
+                recent = store.feed.after(position, REPLAY_CHUNK)
+                if recent is None or (not recent and position < store.log.last_position):
+                    events, scanned = await store.run(read_disk, position)
+                else:
+                    events, reader = recent, None
+                    scanned = events[-1].position if events else position
+                batch: stream_pb2.SubscribeResponse | None = None  # matching events not yet sent
+                batch_bytes = 0
+                for event in events:
+                    if f.matches(event):
+                        matched += 1
+                        if not batch_size:
+                            response = stream_pb2.SubscribeResponse()
+                            event_to_proto(shown(event), response.event, json_snapshots)
+                            yield response
+                        else:
+                            if batch is None:
+                                batch, batch_bytes = stream_pb2.SubscribeResponse(), 0
+                            message = batch.events.events.add()
+                            event_to_proto(shown(event), message, json_snapshots)
+                            batch_bytes += message.ByteSize()
+                            if len(batch.events.events) >= batch_size or batch_bytes >= BATCH_BYTES:
+                                yield batch
+                                batch = None
+                        reported, reported_at = event.position, time.monotonic()
+                    elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
+                        if batch is not None:  # order: the events before the checkpoint go first
                             yield batch
                             batch = None
-                    reported, reported_at = event.position, time.monotonic()
-                elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
-                    if batch is not None:  # order: the events before the checkpoint go first
-                        yield batch
-                        batch = None
-                    checkpoint = stream_pb2.Checkpoint(position=event.position)
-                    yield stream_pb2.SubscribeResponse(checkpoint=checkpoint)
-                    reported, reported_at = event.position, time.monotonic()
-            if batch is not None:
-                yield batch
-            position = max(position, scanned)
-            if events or position < store.log.last_position:
-                continue
-            if not caught_up:
-                yield stream_pb2.SubscribeResponse(caught_up=stream_pb2.CaughtUp(position=position))
-                caught_up = True
-                reported, reported_at = max(reported, position), time.monotonic()
-            if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
-                yield stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
-                reported, reported_at = position, time.monotonic()
-            await store.feed.wait(CHECKPOINT_EVERY_SECONDS)
-        raise ClosedError("the server is shutting down")
+                        checkpoint = stream_pb2.Checkpoint(position=event.position)
+                        yield stream_pb2.SubscribeResponse(checkpoint=checkpoint)
+                        reported, reported_at = event.position, time.monotonic()
+                if batch is not None:
+                    yield batch
+                position = max(position, scanned)
+                if events or position < store.log.last_position:
+                    continue
+                if not caught_up:
+                    yield stream_pb2.SubscribeResponse(caught_up=stream_pb2.CaughtUp(position=position))
+                    caught_up = True
+                    reported, reported_at = max(reported, position), time.monotonic()
+                if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
+                    yield stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
+                    reported, reported_at = position, time.monotonic()
+                await store.feed.wait(CHECKPOINT_EVERY_SECONDS)
+            raise ClosedError("the server is shutting down")
+        finally:
+            store.audit("Subscribe", request, matched)
 
 
 # -- administration -----------------------------------------------------------------

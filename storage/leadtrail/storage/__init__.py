@@ -16,6 +16,7 @@ from .errors import (
     ValidationError,
 )
 from .event import (
+    AUDIT_TYPE_PREFIX,
     DEFAULT_ACCOUNT,
     AppendResult,
     Event,
@@ -33,6 +34,7 @@ from .options import FsyncPolicy, Options
 from .ulid import new_event_id
 
 __all__ = [
+    "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
     "AppendResult",
     "ClosedError",

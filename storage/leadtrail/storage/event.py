@@ -87,6 +87,10 @@ class AppendResult:
     duplicate: bool
 
 
+AUDIT_TYPE_PREFIX = "audit."
+"""Events of these types are the record of who read what: retention never removes them."""
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """All set parts must match; the empty filter matches every event of the account.
@@ -108,6 +112,8 @@ class EventFilter:
     """When set, only events of these entities exist for this filter (a key's scope)."""
     flow_scope: tuple[str, ...] = ()
     """When set, only events of these flows exist for this filter (a key's scope)."""
+    hidden_types: tuple[str, ...] = ()
+    """Types (or ``x.*`` prefixes) that do not exist for this filter (what a role may not see)."""
 
     def matches(self, event: Event) -> bool:
         if event.account_id != self.account_id:
@@ -116,6 +122,9 @@ class EventFilter:
             return False
         if self.flow_scope and event.flow_id not in self.flow_scope:
             return False
+        for pattern in self.hidden_types:
+            if event.type.startswith(pattern[:-1]) if pattern.endswith(".*") else event.type == pattern:
+                return False
         if self.lead_id and event.lead_id != self.lead_id:
             return False
         if self.flow_id and event.flow_id != self.flow_id:

@@ -69,6 +69,7 @@ def _filter_hash(f: EventFilter) -> int:
         )
         # A key's scope, only when there is one: cursors made before scopes existed stay valid.
         + ((sorted(f.entity_scope), sorted(f.flow_scope)) if f.entity_scope or f.flow_scope else ())
+        + ((sorted(f.hidden_types),) if f.hidden_types else ())
     )
     return int(crc32c(text.encode()))
 

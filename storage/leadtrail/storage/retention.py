@@ -18,7 +18,7 @@ from crc32c import crc32c
 
 from .codec import EventEncoder
 from .errors import StorageError
-from .event import RetentionPolicy, RetentionReport
+from .event import AUDIT_TYPE_PREFIX, RetentionPolicy, RetentionReport
 from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
 from .fs import Files
 from .index import Located
@@ -95,14 +95,16 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
     if floor > log.recorded_at_floor():
         log.save_recorded_at_floor(floor)
     for segment in segments[:-1]:
-        every, some = expiry(segment)
+        _, some = expiry(segment)
         if not some:
             continue
         items = list(log._segment_events(segment, include_lead=True))
         gone = [
             i
             for i in items
-            if i.event.account_id in cutoffs and i.event.recorded_at_ms < cutoffs[i.event.account_id]
+            if i.event.account_id in cutoffs
+            and i.event.recorded_at_ms < cutoffs[i.event.account_id]
+            and not i.event.type.startswith(AUDIT_TYPE_PREFIX)
         ]
         if not gone:
             continue
@@ -115,7 +117,7 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
         gone_positions = {i.event.position for i in gone}
         survivors = [i for i in items if i.event.position not in gone_positions]
         survivors_last = survivors[-1].event.position if survivors else segment.base - 1
-        whole = every or len(gone) == len(items)
+        whole = len(gone) == len(items)  # `every` may still leave audit records to keep
         log.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
         with log.swap_lock:
             if whole:
