@@ -396,3 +396,82 @@ def test_reads_made_with_a_key_are_recorded_for_the_accounts_admins_only(
     with pytest.raises(grpc.RpcError) as info:
         append(stubs, keyed["admin"], forged)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].type" in info.value.details()
+
+
+def test_account_wide_admin_calls_need_an_unscoped_admin_and_keys_never_widen(
+    server: Server, stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    scoped_admin = auth(new_key(server, "acme", "admin", "--entity", "buyer-7"))
+    for call in (
+        lambda: stubs.admin.CreateKey(admin_pb2.CreateKeyRequest(role="admin"), metadata=scoped_admin),
+        lambda: stubs.admin.ListKeys(admin_pb2.ListKeysRequest(), metadata=scoped_admin),
+        lambda: stubs.admin.RevokeKey(admin_pb2.RevokeKeyRequest(key_id="key_x"), metadata=scoped_admin),
+        lambda: stubs.admin.ApplyRetention(admin_pb2.ApplyRetentionRequest(), metadata=scoped_admin),
+        lambda: stubs.admin.SetRetentionPolicy(
+            admin_pb2.RetentionPolicy(max_age_days=1), metadata=scoped_admin
+        ),
+    ):
+        assert code_of(call) == grpc.StatusCode.PERMISSION_DENIED
+    slow_admin = auth(new_key(server, "acme", "admin", "--rate-limit", "50"))
+    unlimited = admin_pb2.CreateKeyRequest(role="reader")
+    assert (
+        code_of(lambda: stubs.admin.CreateKey(unlimited, metadata=slow_admin))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    within = admin_pb2.CreateKeyRequest(role="reader", rate_per_second=10)
+    assert stubs.admin.CreateKey(within, metadata=slow_admin).info.rate_per_second == 10
+
+
+def test_a_key_cannot_move_the_retention_clock(stubs: Stubs, keyed: dict[str, str]) -> None:
+    request = admin_pb2.ApplyRetentionRequest()
+    request.now.FromMilliseconds(253_000_000_000_000)  # the year 9987: everything would be expired
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.admin.ApplyRetention(request, metadata=auth(keyed["admin"]))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "now" in info.value.details()
+
+
+def test_one_rate_budget_per_key_across_services(server: Server, stubs: Stubs, keyed: dict[str, str]) -> None:
+    limited = auth(new_key(server, "acme", "reader", "--rate-limit", "2"))
+    stubs.query.QueryEvents(query_pb2.QueryEventsRequest(), metadata=limited)
+    subscription = stubs.stream.Subscribe(stream_pb2.SubscribeRequest(from_end=True), metadata=limited)
+    next(iter(subscription))  # admitted: the caught-up mark
+    subscription.cancel()
+    refused = code_of(
+        lambda: stubs.query.GetTimeline(query_pb2.GetTimelineRequest(lead_id="lead-a"), metadata=limited)
+    )
+    assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_key_file_that_disappears_does_not_open_the_server(spawn: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = keys("create", "--data", str(data), "--account", "acme", "--role", "admin").stdout.strip()
+    server = spawn(data)
+    channel = grpc.insecure_channel(server.address)
+    from leadtrail.v1 import admin_pb2_grpc
+
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    assert admin.GetStats(admin_pb2.GetStatsRequest(), metadata=auth(secret)).last_position == 0
+    (data / "keys.json").unlink()
+    for metadata in (auth(secret), None):
+        with pytest.raises(grpc.RpcError) as info:
+            admin.GetStats(admin_pb2.GetStatsRequest(), metadata=metadata)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "keys.json" in info.value.details()
+    channel.close()
+
+
+def test_a_damaged_key_record_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keys.json").write_text('{"version": 1, "keys": [null]}')
+    served = subprocess.run(
+        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        served.returncode == 1
+        and "key record is damaged" in served.stderr
+        and "Traceback" not in served.stderr
+    )

@@ -176,3 +176,21 @@ def test_admins_see_personal_fields_in_clear(stubs: Stubs, roles: dict[str, Any]
     )
     assert lead_of(timeline.steps[0].event) == PERSON
     assert lead_of(timeline.steps[1].event)["address_1"] == "40 Ocean Avenue"
+
+
+def test_names_are_classed_in_any_case_style_and_inside_lists() -> None:
+    from leadtrail.server.privacy import field_class, mask_pii, seal_secrets
+
+    assert {field_class(k) for k in ("socialSecurityNumber", "creditCardNumber", "bankAccountNumber")} == {
+        "secret"
+    }
+    assert {
+        field_class(k) for k in ("firstName", "phoneNumber", "emailAddress", "dateOfBirth", "emails")
+    } == {"pii"}
+    assert {field_class(k) for k in ("leadId", "subId", "source.name", "status")} == {"plain"}
+    lead = {"contacts": [{"ssn": SSN, "email": "dana@example.com"}], "ssn": "fp:123-45-6789"}
+    sealed = seal_secrets(lead, lambda value: "fp:" + "0" * 32)
+    assert sealed["contacts"][0]["ssn"] == "fp:" + "0" * 32 and sealed["ssn"] == "fp:" + "0" * 32
+    assert sealed["contacts"][0]["email"] == "dana@example.com"
+    masked = mask_pii({"contacts": [{"email": "dana@example.com"}], "emails": ["lee@example.org"]})
+    assert masked == {"contacts": [{"email": "d***@example.com"}], "emails": ["l***@example.org"]}

@@ -412,3 +412,15 @@ def test_audit_records_outlive_every_retention_policy(clock: Clock, data: Path, 
         assert_store_holds_exactly(log, audit + young, expired)
     with EventLog.open(data, options) as reopened:
         assert_store_holds_exactly(reopened, audit + young, expired)
+
+
+def test_retention_of_one_account_leaves_the_others_policies_for_later(log: EventLog, clock: Clock) -> None:
+    old_acme = append(log, [event("acme") for _ in range(5)])
+    old_default = append(log, [event() for _ in range(5)])
+    log.set_retention_policy(RetentionPolicy("acme", max_age_days=1))
+    log.set_retention_policy(RetentionPolicy("default", max_age_days=1))
+
+    report = log.apply_retention(now_ms=T0 + 10 * DAY_MS, account_id="acme")
+
+    assert report.events_removed == len(old_acme)
+    assert_store_holds_exactly(log, old_default, old_acme)

@@ -252,7 +252,10 @@ class LeadTrailServer:
         # Opening recovers the log and indexes its tail: disk work, off the loop.
         event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
-        fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
+        try:
+            fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
+        except (OSError, ValueError) as e:
+            raise StartupError(f"fingerprint key: {e}") from None
         feed = Feed(event_log.last_position)
         store = Store(event_log, reads, feed, ingest, keys, fingerprints)
         self._store = store
@@ -261,8 +264,9 @@ class LeadTrailServer:
             loop.call_soon_threadsafe(store.feed.publish, events)
 
         event_log.add_commit_listener(committed)
+        gate = Gate(store.keys)  # one gate: one rate budget per key across every service
         server = grpc.aio.server(
-            interceptors=[ReflectionGate(Gate(store.keys))],
+            interceptors=[ReflectionGate(gate)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -276,7 +280,7 @@ class LeadTrailServer:
             (AdminService(store), admin_pb2),
         ):
             (service,) = module.DESCRIPTOR.services_by_name.values()
-            server.add_generic_rpc_handlers((_handlers(servicer, service, Gate(store.keys)),))
+            server.add_generic_rpc_handlers((_handlers(servicer, service, gate),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)

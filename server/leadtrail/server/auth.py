@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from .keys import ROLES, ApiKey, KeyStore
+from .keys import ROLES, ApiKey, KeyStore, KeyStoreError
 from .status import ServiceError
 
 CALLER: ContextVar[ApiKey | None] = ContextVar("leadtrail_caller", default=None)
@@ -82,8 +82,14 @@ class Gate:
 
     def admit(self, metadata: Any, method: str) -> ApiKey | None:
         """The caller's key (None in open mode) if it may call ``method``."""
-        if not self.keys.configured():
-            return None
+        try:
+            if not self.keys.configured():
+                return None
+            return self._admit(metadata, method)
+        except KeyStoreError as e:  # fail closed, and say why
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"API keys: {e}") from None
+
+    def _admit(self, metadata: Any, method: str) -> ApiKey:
         secret = _bearer(metadata)
         if not secret:
             raise ServiceError(

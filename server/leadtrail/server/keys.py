@@ -98,6 +98,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) of what _keys holds
         self._keys: dict[str, ApiKey] = {}  # by secret digest
+        self._seen_keys = False
 
     # -- reading -----------------------------------------------------------------------
 
@@ -119,10 +120,14 @@ class KeyStore:
         if not isinstance(data, dict) or data.get("version") != _FORMAT_VERSION:
             raise KeyStoreError(f"{self._path}: not a version {_FORMAT_VERSION} key file")
         keys = []
-        for item in data.get("keys", []):
-            item = dict(item)
-            item["entities"], item["flows"] = tuple(item.get("entities", ())), tuple(item.get("flows", ()))
-            keys.append(ApiKey(**item))
+        try:
+            for item in data["keys"]:
+                item = dict(item)
+                item["entities"] = tuple(item.get("entities", ()))
+                item["flows"] = tuple(item.get("flows", ()))
+                keys.append(ApiKey(**item))
+        except (KeyError, TypeError, ValueError) as e:
+            raise KeyStoreError(f"{self._path}: a key record is damaged ({e!r})") from None
         return keys
 
     def _current(self) -> dict[str, ApiKey]:
@@ -134,8 +139,13 @@ class KeyStore:
             return self._keys
 
     def configured(self) -> bool:
-        """True once any key exists (revoked ones included): from then on every call needs one."""
-        return bool(self._current())
+        """True once any key exists (revoked ones included): from then on every call needs one.
+        A key file that disappears later does not open the store again: it is refused instead."""
+        if self._current():
+            self._seen_keys = True
+        elif self._seen_keys:
+            raise KeyStoreError(f"{self._path} is gone or empty; restart the server to run without keys")
+        return self._seen_keys
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The live key for ``secret``; None when unknown or revoked."""

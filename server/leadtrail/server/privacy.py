@@ -36,8 +36,10 @@ SECRET = re.compile(
 PII = re.compile(
     r"(^|_)(e_?mail|email_address|phone|phone_number|mobile|mobile_phone|cell_phone|home_phone"
     r"|work_phone|first_name|last_name|full_name|middle_name|maiden_name|address|address_line"
-    r"|street|street_address|ip_address|dob|date_of_birth|birth_date|birthday)(_?\d+)?$"
+    r"|street|street_address|ip_address|dob|date_of_birth|birth_date|birthday)(e?s|_?\d+)?$"
 )
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_FINGERPRINT = re.compile(r"^fp:[0-9a-f]{32}$")
 PII_WHOLE_NAMES = frozenset({"name", "ip", "cell"})
 """Personal only as a whole top-level name: "source.name" is the lead source's name."""
 
@@ -45,7 +47,8 @@ PII_WHOLE_NAMES = frozenset({"name", "ip", "cell"})
 @lru_cache(maxsize=4096)
 def field_class(key: str) -> str:
     """``secret``, ``pii`` or ``plain`` for a snapshot field name."""
-    name = key.rsplit(".", 1)[-1].lower().replace("-", "_")
+    last = key.rsplit(".", 1)[-1]
+    name = _CAMEL.sub("_", last).lower().replace("-", "_")  # "socialSecurityNumber" too
     if SECRET.search(name):
         return "secret"
     if PII.search(name) or key.lower() in PII_WHOLE_NAMES:
@@ -87,19 +90,34 @@ class Fingerprints:
         return FINGERPRINT_PREFIX + digest[:32]
 
 
-def seal_secrets(data: Mapping[str, Any], fingerprint: Callable[[Any], str]) -> dict[str, Any] | None:
-    """``data`` with every secret value replaced by its fingerprint; None when it holds none."""
+def _seal(value: Any, fingerprint: Callable[[Any], str]) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str) and _FINGERPRINT.match(value):
+        return value  # sealed already (an event copied from this store)
+    return fingerprint(value)
+
+
+def seal_secrets(data: Any, fingerprint: Callable[[Any], str]) -> Any | None:
+    """``data`` (an object or a list) with every secret value replaced by its fingerprint,
+    at any depth; None when it holds none."""
+    if isinstance(data, list):
+        items = [seal_secrets(item, fingerprint) for item in data]
+        if all(item is None for item in items):
+            return None
+        return [original if item is None else item for original, item in zip(data, items, strict=True)]
+    if not isinstance(data, Mapping):
+        return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        if field_class(key) == "secret" and value is not None:
-            already = isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX)
-            sealed: Any = value if already else fingerprint(value)
-        elif isinstance(value, Mapping):
+        if field_class(key) == "secret":
+            sealed = _seal(value, fingerprint)
+            if sealed is value:
+                continue
+        else:
             sealed = seal_secrets(value, fingerprint)
             if sealed is None:
                 continue
-        else:
-            continue
         if out is None:
             out = dict(data)
         out[key] = sealed
@@ -124,19 +142,27 @@ def mask_value(key: str, value: Any) -> Any:
     return "***"
 
 
-def mask_pii(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``data`` with personal values masked; None when it holds none."""
+def mask_pii(data: Any) -> Any | None:
+    """``data`` (an object or a list) with personal values masked at any depth; None when it
+    holds none."""
+    if isinstance(data, list):
+        items = [mask_pii(item) for item in data]
+        if all(item is None for item in items):
+            return None
+        return [original if item is None else item for original, item in zip(data, items, strict=True)]
+    if not isinstance(data, Mapping):
+        return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        kind = field_class(key)
-        if kind == "pii":
-            masked: Any = mask_value(key, value)
-        elif isinstance(value, Mapping):
+        if field_class(key) == "pii":
+            if isinstance(value, list):
+                masked: Any = [mask_value(key, item) for item in value]
+            else:
+                masked = mask_value(key, value)
+        else:
             masked = mask_pii(value)
             if masked is None:
                 continue
-        else:
-            continue
         if out is None:
             out = dict(data)
         out[key] = masked

@@ -128,6 +128,9 @@ class Store:
         if key is None:
             return
         asked = MessageToDict(request, preserving_proto_field_name=True)
+        size = len(orjson.dumps(asked))
+        if size > AUDIT_REQUEST_BYTES:  # the record must fit, however big the request
+            asked = {"omitted": f"{size} bytes as JSON, over the {AUDIT_REQUEST_BYTES} kept"}
         record = Event(
             type=AUDIT_READ,
             lead_id=key.key_id,  # a key's reads are its timeline
@@ -142,6 +145,17 @@ class Store:
             self.log.submit([record])
         except StorageError as e:  # a read-only store keeps serving reads
             logging.getLogger("leadtrail.server").warning("audit record of %s not written: %s", rpc, e)
+
+    def account_admin(self, rpc: str) -> ApiKey | None:
+        """The caller's key for a call that acts on its whole account (None in open mode):
+        an admin key limited to some entities or flows may not make it."""
+        key = CALLER.get()
+        if key is not None and (key.entities or key.flows):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{rpc}: acts on the whole account; this admin key is limited to some entities or flows",
+            )
+        return key
 
     def sees(self, event: Event) -> bool:
         """Whether the caller may see this event at all (on the loop: the caller is per task)."""
@@ -166,6 +180,7 @@ class Store:
 
 AUDIT_READ = AUDIT_TYPE_PREFIX + "read"
 AUDIT_FLOW = "audit"
+AUDIT_REQUEST_BYTES = 8192
 
 
 def visible(key: ApiKey | None, event: Event) -> bool:
@@ -660,6 +675,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetRetentionPolicy(
         self, request: admin_pb2.RetentionPolicy, context: Context
     ) -> admin_pb2.SetRetentionPolicyResponse:
+        self.store.account_admin("SetRetentionPolicy")
         account = request.account_id or self.store.account(context)
         if CALLER.get() is not None and account != self.store.account(context):
             raise ServiceError(
@@ -678,8 +694,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ApplyRetention(
         self, request: admin_pb2.ApplyRetentionRequest, context: Context
     ) -> admin_pb2.ApplyRetentionResponse:
+        key = self.store.account_admin("ApplyRetention")
+        if key is not None and request.HasField("now"):
+            # Ages are measured on the server's clock: a client's `now` could expire anything.
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, "now: only in open mode (no API keys)")
         now = timestamp_to_ms(request.now) if request.HasField("now") else None
-        report = await self.store.run(self.store.log.apply_retention, now)
+        account = key.account if key is not None else None
+        report = await self.store.run(self.store.log.apply_retention, now, account)
         # The engine's reports and the messages share their field names.
         return admin_pb2.ApplyRetentionResponse(**asdict(report))
 
@@ -691,7 +712,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateKey(
         self, request: admin_pb2.CreateKeyRequest, context: Context
     ) -> admin_pb2.CreateKeyResponse:
+        maker = self.store.account_admin("CreateKey")
         account = self.store.account(context)
+        if maker is not None and maker.rate_per_second and not (
+            0 < request.rate_per_second <= maker.rate_per_second
+        ):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"rate_per_second: {request.rate_per_second}; a key made by a key limited to "
+                f"{maker.rate_per_second} calls a second must be limited to as many or fewer",
+            )
         try:
             secret, key = await self.store.run(
                 lambda: self.store.keys.create(
@@ -711,6 +741,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListKeys(
         self, request: admin_pb2.ListKeysRequest, context: Context
     ) -> admin_pb2.ListKeysResponse:
+        self.store.account_admin("ListKeys")
         keys = await self.store.run(self.store.keys.list_keys, self.store.account(context))
         return admin_pb2.ListKeysResponse(keys=[key_to_proto(k) for k in keys])
 
@@ -718,6 +749,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: Context) -> admin_pb2.ApiKey:
         if not request.key_id:
             raise invalid("key_id", "required")
+        self.store.account_admin("RevokeKey")
         account = self.store.account(context)
         try:
             key = await self.store.run(self.store.keys.revoke, request.key_id, _now_ms(), account)

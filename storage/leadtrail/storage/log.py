@@ -892,10 +892,14 @@ class EventLog(SegmentHost):
     def retention_policies(self) -> list[RetentionPolicy]:
         return sorted(self._policies.values(), key=lambda p: p.account_id)
 
-    def apply_retention(self, now_ms: int | None = None) -> RetentionReport:
+    def apply_retention(self, now_ms: int | None = None, account_id: str | None = None) -> RetentionReport:
+        """Remove what the policies expire at ``now_ms``; only ``account_id``'s events when given."""
         with self._maintenance:
             now = self.options.clock_ms() if now_ms is None else now_ms
-            return retention.apply(self, self._policies, now)
+            policies = self._policies
+            if account_id is not None:
+                policies = {a: p for a, p in policies.items() if a == account_id}
+            return retention.apply(self, policies, now)
 
     @property
     def index(self) -> Index:
