@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import importlib
 import os
 import re
 import shutil
@@ -171,6 +172,14 @@ def find_binary(name: str, *extra_dirs: str) -> str:
         if os.access(candidate, os.X_OK):
             return candidate
     raise Unavailable(f"{name} not found (bash benchmarks/install_peers.sh installs it)")
+
+
+def require_client(module: str, package: str) -> None:
+    """A peer's Python client must be importable (``pip install '.[bench]'``)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise Unavailable(f"Python client {package} not installed (pip install '.[bench]')") from None
 
 
 def command_output(argv: Sequence[str]) -> str:

@@ -29,10 +29,10 @@ from benchmarks.systems import (
     Received,
     Session,
     System,
-    Unavailable,
     command_output,
     find_binary,
     free_port,
+    require_client,
 )
 
 STREAM = "EVENTS"
@@ -119,10 +119,7 @@ class NatsJetStream(System):
         return "file storage, no fsync per message (default)"
 
     def check(self) -> None:
-        try:
-            import nats  # noqa: F401
-        except ImportError:
-            raise Unavailable("Python client nats-py not installed (pip install '.[bench]')") from None
+        require_client("nats", "nats-py")
         find_binary("nats-server")
 
     async def _connect(self) -> Any:

@@ -37,6 +37,7 @@ from benchmarks.systems import (
     command_output,
     find_binary,
     free_port,
+    require_client,
 )
 
 SCHEMA = """
@@ -146,10 +147,7 @@ class PostgreSQL(System):
         return "synchronous_commit=on"
 
     def check(self) -> None:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise Unavailable("Python client psycopg not installed (pip install '.[bench]')") from None
+        require_client("psycopg", "psycopg")
         find_binary("initdb", *_bin_dirs())
         find_binary("postgres", *_bin_dirs())
         _run_as()

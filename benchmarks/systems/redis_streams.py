@@ -32,10 +32,10 @@ from benchmarks.systems import (
     Received,
     Session,
     System,
-    Unavailable,
     command_output,
     find_binary,
     free_port,
+    require_client,
 )
 
 STREAM = "events"
@@ -129,10 +129,7 @@ class RedisStreams(System):
         return f"redis-{self.appendfsync}"
 
     def check(self) -> None:
-        try:
-            import redis.asyncio  # noqa: F401
-        except ImportError:
-            raise Unavailable("Python client redis not installed (pip install '.[bench]')") from None
+        require_client("redis.asyncio", "redis")
         find_binary("redis-server")
 
     def _client(self) -> Any:

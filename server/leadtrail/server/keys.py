@@ -148,9 +148,11 @@ class KeyStore:
         return self._seen_keys
 
     def authenticate(self, secret: str) -> ApiKey | None:
-        """The live key for ``secret``; None when unknown or revoked."""
+        """The live key for ``secret`` as of the last ``configured()`` (which rereads a changed
+        file; the gate asks it first on every call); None when unknown or revoked."""
         digest = _digest(secret)
-        key = self._current().get(digest)
+        with self._lock:
+            key = self._keys.get(digest)
         if key is None or key.revoked or not hmac.compare_digest(key.secret_sha256, digest):
             return None
         return key
