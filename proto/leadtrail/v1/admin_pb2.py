@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/admin.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fGetStatsRequest\"\xa5\x02\n\x05Stats\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x15\n\rlast_position\x18\x02 \x01(\x04\x12\x15\n\rsegment_count\x18\x03 \x01(\r\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x04\x12\x11\n\traw_bytes\x18\x05 \x01(\x04\x12\x11\n\tlog_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x18\n\x10\x64ictionary_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x62ytes_per_event\x18\t \x01(\x01\x12\x19\n\x11\x63ompression_ratio\x18\n \x01(\x01\x12\x14\n\x0c\x64ictionaries\x18\x0b \x01(\r\x12\x14\n\x0c\x66sync_policy\x18\x0c \x01(\t\x12\x10\n\x08writable\x18\r \x01(\x08\"O\n\x0fRetentionPolicy\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0cmax_age_days\x18\x02 \x01(\r\x12\x12\n\nlegal_hold\x18\x03 \x01(\x08\"K\n\x1aSetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.leadtrail.v1.RetentionPolicy\"@\n\x15\x41pplyRetentionRequest\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x16\x41pplyRetentionResponse\x12\x16\n\x0e\x65vents_removed\x18\x01 \x01(\x04\x12\x18\n\x10segments_deleted\x18\x02 \x01(\x04\x12\x1a\n\x12segments_rewritten\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_freed\x18\x04 \x01(\x04\"\x0f\n\rVerifyRequest\"N\n\x0cVerifyReport\x12\x17\n\x0frecords_checked\x18\x01 \x01(\x04\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x13\n\x0bquarantined\x18\x03 \x03(\t\"_\n\x10\x43reateKeyRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x03 \x03(\t\x12\x17\n\x0frate_per_second\x18\x04 \x01(\r\"D\n\x11\x43reateKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.leadtrail.v1.ApiKey\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.leadtrail.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xd9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frate_per_second\x18\x08 \x01(\r2\xa9\x04\n\x0c\x41\x64minService\x12>\n\x08GetStats\x12\x1d.leadtrail.v1.GetStatsRequest\x1a\x13.leadtrail.v1.Stats\x12]\n\x12SetRetentionPolicy\x12\x1d.leadtrail.v1.RetentionPolicy\x1a(.leadtrail.v1.SetRetentionPolicyResponse\x12[\n\x0e\x41pplyRetention\x12#.leadtrail.v1.ApplyRetentionRequest\x1a$.leadtrail.v1.ApplyRetentionResponse\x12\x41\n\x06Verify\x12\x1b.leadtrail.v1.VerifyRequest\x1a\x1a.leadtrail.v1.VerifyReport\x12L\n\tCreateKey\x12\x1e.leadtrail.v1.CreateKeyRequest\x1a\x1f.leadtrail.v1.CreateKeyResponse\x12I\n\x08ListKeys\x12\x1d.leadtrail.v1.ListKeysRequest\x1a\x1e.leadtrail.v1.ListKeysResponse\x12\x41\n\tRevokeKey\x12\x1e.leadtrail.v1.RevokeKeyRequest\x1a\x14.leadtrail.v1.ApiKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/admin.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fGetStatsRequest\"\xa5\x02\n\x05Stats\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x15\n\rlast_position\x18\x02 \x01(\x04\x12\x15\n\rsegment_count\x18\x03 \x01(\r\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x04\x12\x11\n\traw_bytes\x18\x05 \x01(\x04\x12\x11\n\tlog_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x18\n\x10\x64ictionary_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x62ytes_per_event\x18\t \x01(\x01\x12\x19\n\x11\x63ompression_ratio\x18\n \x01(\x01\x12\x14\n\x0c\x64ictionaries\x18\x0b \x01(\r\x12\x14\n\x0c\x66sync_policy\x18\x0c \x01(\t\x12\x10\n\x08writable\x18\r \x01(\x08\"\x86\x01\n\x0fRetentionPolicy\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0cmax_age_days\x18\x02 \x01(\r\x12\x12\n\nlegal_hold\x18\x03 \x01(\x08\x12\x18\n\x10pii_max_age_days\x18\x04 \x01(\r\x12\x1b\n\x13secret_max_age_days\x18\x05 \x01(\r\"K\n\x1aSetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.leadtrail.v1.RetentionPolicy\"@\n\x15\x41pplyRetentionRequest\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x16\x41pplyRetentionResponse\x12\x16\n\x0e\x65vents_removed\x18\x01 \x01(\x04\x12\x18\n\x10segments_deleted\x18\x02 \x01(\x04\x12\x1a\n\x12segments_rewritten\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_freed\x18\x04 \x01(\x04\x12\x17\n\x0f\x65vents_scrubbed\x18\x05 \x01(\x04\"\x0f\n\rVerifyRequest\"N\n\x0cVerifyReport\x12\x17\n\x0frecords_checked\x18\x01 \x01(\x04\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x13\n\x0bquarantined\x18\x03 \x03(\t\"_\n\x10\x43reateKeyRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x03 \x03(\t\x12\x17\n\x0frate_per_second\x18\x04 \x01(\r\"D\n\x11\x43reateKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x04info\x18\x02 \x01(\x0b\x32\x14.leadtrail.v1.ApiKey\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.leadtrail.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xd9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x10\n\x08\x66low_ids\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frate_per_second\x18\x08 \x01(\r\"3\n\x10\x45raseLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x01\n\x11\x45raseLeadResponse\x12\x15\n\revents_erased\x18\x01 \x01(\x04\x12\x1a\n\x12segments_rewritten\x18\x02 \x01(\x04\x12\x1d\n\x15\x64ictionaries_replaced\x18\x03 \x01(\x04\x12\x16\n\x0e\x61udit_event_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_position\x18\x05 \x01(\x04\"\x17\n\x15GetFieldPolicyRequest\"b\n\x0b\x46ieldPolicy\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rsecret_fields\x18\x02 \x03(\t\x12\x12\n\npii_fields\x18\x03 \x03(\t\x12\x14\n\x0cplain_fields\x18\x04 \x03(\t2\x91\x06\n\x0c\x41\x64minService\x12>\n\x08GetStats\x12\x1d.leadtrail.v1.GetStatsRequest\x1a\x13.leadtrail.v1.Stats\x12]\n\x12SetRetentionPolicy\x12\x1d.leadtrail.v1.RetentionPolicy\x1a(.leadtrail.v1.SetRetentionPolicyResponse\x12[\n\x0e\x41pplyRetention\x12#.leadtrail.v1.ApplyRetentionRequest\x1a$.leadtrail.v1.ApplyRetentionResponse\x12\x41\n\x06Verify\x12\x1b.leadtrail.v1.VerifyRequest\x1a\x1a.leadtrail.v1.VerifyReport\x12L\n\tCreateKey\x12\x1e.leadtrail.v1.CreateKeyRequest\x1a\x1f.leadtrail.v1.CreateKeyResponse\x12I\n\x08ListKeys\x12\x1d.leadtrail.v1.ListKeysRequest\x1a\x1e.leadtrail.v1.ListKeysResponse\x12\x41\n\tRevokeKey\x12\x1e.leadtrail.v1.RevokeKeyRequest\x1a\x14.leadtrail.v1.ApiKey\x12L\n\tEraseLead\x12\x1e.leadtrail.v1.EraseLeadRequest\x1a\x1f.leadtrail.v1.EraseLeadResponse\x12\x46\n\x0eSetFieldPolicy\x12\x19.leadtrail.v1.FieldPolicy\x1a\x19.leadtrail.v1.FieldPolicy\x12P\n\x0eGetFieldPolicy\x12#.leadtrail.v1.GetFieldPolicyRequest\x1a\x19.leadtrail.v1.FieldPolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,30 +36,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_end=92
   _globals['_STATS']._serialized_start=95
   _globals['_STATS']._serialized_end=388
-  _globals['_RETENTIONPOLICY']._serialized_start=390
-  _globals['_RETENTIONPOLICY']._serialized_end=469
-  _globals['_SETRETENTIONPOLICYRESPONSE']._serialized_start=471
-  _globals['_SETRETENTIONPOLICYRESPONSE']._serialized_end=546
-  _globals['_APPLYRETENTIONREQUEST']._serialized_start=548
-  _globals['_APPLYRETENTIONREQUEST']._serialized_end=612
-  _globals['_APPLYRETENTIONRESPONSE']._serialized_start=614
-  _globals['_APPLYRETENTIONRESPONSE']._serialized_end=737
-  _globals['_VERIFYREQUEST']._serialized_start=739
-  _globals['_VERIFYREQUEST']._serialized_end=754
-  _globals['_VERIFYREPORT']._serialized_start=756
-  _globals['_VERIFYREPORT']._serialized_end=834
-  _globals['_CREATEKEYREQUEST']._serialized_start=836
-  _globals['_CREATEKEYREQUEST']._serialized_end=931
-  _globals['_CREATEKEYRESPONSE']._serialized_start=933
-  _globals['_CREATEKEYRESPONSE']._serialized_end=1001
-  _globals['_LISTKEYSREQUEST']._serialized_start=1003
-  _globals['_LISTKEYSREQUEST']._serialized_end=1020
-  _globals['_LISTKEYSRESPONSE']._serialized_start=1022
-  _globals['_LISTKEYSRESPONSE']._serialized_end=1076
-  _globals['_REVOKEKEYREQUEST']._serialized_start=1078
-  _globals['_REVOKEKEYREQUEST']._serialized_end=1112
-  _globals['_APIKEY']._serialized_start=1115
-  _globals['_APIKEY']._serialized_end=1332
-  _globals['_ADMINSERVICE']._serialized_start=1335
-  _globals['_ADMINSERVICE']._serialized_end=1888
+  _globals['_RETENTIONPOLICY']._serialized_start=391
+  _globals['_RETENTIONPOLICY']._serialized_end=525
+  _globals['_SETRETENTIONPOLICYRESPONSE']._serialized_start=527
+  _globals['_SETRETENTIONPOLICYRESPONSE']._serialized_end=602
+  _globals['_APPLYRETENTIONREQUEST']._serialized_start=604
+  _globals['_APPLYRETENTIONREQUEST']._serialized_end=668
+  _globals['_APPLYRETENTIONRESPONSE']._serialized_start=671
+  _globals['_APPLYRETENTIONRESPONSE']._serialized_end=819
+  _globals['_VERIFYREQUEST']._serialized_start=821
+  _globals['_VERIFYREQUEST']._serialized_end=836
+  _globals['_VERIFYREPORT']._serialized_start=838
+  _globals['_VERIFYREPORT']._serialized_end=916
+  _globals['_CREATEKEYREQUEST']._serialized_start=918
+  _globals['_CREATEKEYREQUEST']._serialized_end=1013
+  _globals['_CREATEKEYRESPONSE']._serialized_start=1015
+  _globals['_CREATEKEYRESPONSE']._serialized_end=1083
+  _globals['_LISTKEYSREQUEST']._serialized_start=1085
+  _globals['_LISTKEYSREQUEST']._serialized_end=1102
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1104
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1158
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1160
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1194
+  _globals['_APIKEY']._serialized_start=1197
+  _globals['_APIKEY']._serialized_end=1414
+  _globals['_ERASELEADREQUEST']._serialized_start=1416
+  _globals['_ERASELEADREQUEST']._serialized_end=1467
+  _globals['_ERASELEADRESPONSE']._serialized_start=1470
+  _globals['_ERASELEADRESPONSE']._serialized_end=1619
+  _globals['_GETFIELDPOLICYREQUEST']._serialized_start=1621
+  _globals['_GETFIELDPOLICYREQUEST']._serialized_end=1644
+  _globals['_FIELDPOLICY']._serialized_start=1646
+  _globals['_FIELDPOLICY']._serialized_end=1744
+  _globals['_ADMINSERVICE']._serialized_start=1747
+  _globals['_ADMINSERVICE']._serialized_end=2532
 # @@protoc_insertion_point(module_scope)

@@ -105,21 +105,31 @@ class RetentionPolicy(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     MAX_AGE_DAYS_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    PII_MAX_AGE_DAYS_FIELD_NUMBER: _builtins.int
+    SECRET_MAX_AGE_DAYS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     max_age_days: _builtins.int
     """Events older than this many days are removed; 0 keeps events forever."""
     legal_hold: _builtins.bool
     """While set nothing of the account is removed, whatever its age."""
+    pii_max_age_days: _builtins.int
+    """Tiered retention: the values of fields classed pii (resp. secret, whose
+    fingerprints are all that is stored) are erased from events older than
+    this many days, keeping the events; 0 keeps them as long as the event.
+    """
+    secret_max_age_days: _builtins.int
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
         max_age_days: _builtins.int = ...,
         legal_hold: _builtins.bool = ...,
+        pii_max_age_days: _builtins.int = ...,
+        secret_max_age_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "legal_hold", b"legal_hold", "max_age_days", b"max_age_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "legal_hold", b"legal_hold", "max_age_days", b"max_age_days", "pii_max_age_days", b"pii_max_age_days", "secret_max_age_days", b"secret_max_age_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,10 +187,13 @@ class ApplyRetentionResponse(_message.Message):
     SEGMENTS_DELETED_FIELD_NUMBER: _builtins.int
     SEGMENTS_REWRITTEN_FIELD_NUMBER: _builtins.int
     BYTES_FREED_FIELD_NUMBER: _builtins.int
+    EVENTS_SCRUBBED_FIELD_NUMBER: _builtins.int
     events_removed: _builtins.int
     segments_deleted: _builtins.int
     segments_rewritten: _builtins.int
     bytes_freed: _builtins.int
+    events_scrubbed: _builtins.int
+    """Events whose pii or secret values passed their age and were erased."""
     def __init__(
         self,
         *,
@@ -188,10 +201,11 @@ class ApplyRetentionResponse(_message.Message):
         segments_deleted: _builtins.int = ...,
         segments_rewritten: _builtins.int = ...,
         bytes_freed: _builtins.int = ...,
+        events_scrubbed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_freed", b"bytes_freed", "events_removed", b"events_removed", "segments_deleted", b"segments_deleted", "segments_rewritten", b"segments_rewritten"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_freed", b"bytes_freed", "events_removed", b"events_removed", "events_scrubbed", b"events_scrubbed", "segments_deleted", b"segments_deleted", "segments_rewritten", b"segments_rewritten"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,3 +421,115 @@ class ApiKey(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
+
+@_typing.final
+class EraseLeadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    reason: _builtins.str
+    """Why (e.g. the data subject's request number); kept in the audit event."""
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_id", b"lead_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseLeadRequest: _TypeAlias = EraseLeadRequest  # noqa: Y015
+
+@_typing.final
+class EraseLeadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_ERASED_FIELD_NUMBER: _builtins.int
+    SEGMENTS_REWRITTEN_FIELD_NUMBER: _builtins.int
+    DICTIONARIES_REPLACED_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    AUDIT_POSITION_FIELD_NUMBER: _builtins.int
+    events_erased: _builtins.int
+    """Events whose stored content changed (0 when erased already)."""
+    segments_rewritten: _builtins.int
+    dictionaries_replaced: _builtins.int
+    """Compression dictionaries that held an erased value, replaced."""
+    audit_event_id: _builtins.str
+    """The `audit.erased` event recording the erasure."""
+    audit_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        events_erased: _builtins.int = ...,
+        segments_rewritten: _builtins.int = ...,
+        dictionaries_replaced: _builtins.int = ...,
+        audit_event_id: _builtins.str = ...,
+        audit_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "audit_position", b"audit_position", "dictionaries_replaced", b"dictionaries_replaced", "events_erased", b"events_erased", "segments_rewritten", b"segments_rewritten"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseLeadResponse: _TypeAlias = EraseLeadResponse  # noqa: Y015
+
+@_typing.final
+class GetFieldPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFieldPolicyRequest: _TypeAlias = GetFieldPolicyRequest  # noqa: Y015
+
+@_typing.final
+class FieldPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SECRET_FIELDS_FIELD_NUMBER: _builtins.int
+    PII_FIELDS_FIELD_NUMBER: _builtins.int
+    PLAIN_FIELDS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The caller's account (set by the server)."""
+    @_builtins.property
+    def secret_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names or patterns (`*`, `?`), matched case-blind against a field's whole
+        dotted key and its last part: `customer_ref`, `contact.*`.
+        """
+
+    @_builtins.property
+    def pii_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def plain_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names the built-in rules class pii that are not personal in this account.
+        A built-in secret stays secret.
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        secret_fields: _abc.Iterable[_builtins.str] | None = ...,
+        pii_fields: _abc.Iterable[_builtins.str] | None = ...,
+        plain_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "pii_fields", b"pii_fields", "plain_fields", b"plain_fields", "secret_fields", b"secret_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldPolicy: _TypeAlias = FieldPolicy  # noqa: Y015

@@ -69,6 +69,21 @@ class AdminServiceStub:
                 request_serializer=leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=leadtrail_dot_v1_dot_admin__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.EraseLead = channel.unary_unary(
+                '/leadtrail.v1.AdminService/EraseLead',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.EraseLeadRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.EraseLeadResponse.FromString,
+                _registered_method=True)
+        self.SetFieldPolicy = channel.unary_unary(
+                '/leadtrail.v1.AdminService/SetFieldPolicy',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
+                _registered_method=True)
+        self.GetFieldPolicy = channel.unary_unary(
+                '/leadtrail.v1.AdminService/GetFieldPolicy',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -121,6 +136,34 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseLead(self, request, context):
+        """Erases a lead's personal data (fields classed pii or secret, and quotes of
+        their values) from every event of the caller's account recorded so far,
+        keeping the audit skeleton, and records an `audit.erased` event. When it
+        returns, the erased values are in no response and no file of the data
+        directory. NOT_FOUND when the account has no event of the lead;
+        FAILED_PRECONDITION under a legal hold. Admin keys of the whole account only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFieldPolicy(self, request, context):
+        """The field policy of the caller's account: names (or patterns) classed
+        secret or pii beyond the built-in rules, and names the rules class pii that
+        are plain here. Applies to events appended from then on (sealing) and to
+        every answer, erasure and retention from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFieldPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +201,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
                     response_serializer=leadtrail_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
+            ),
+            'EraseLead': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseLead,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.EraseLeadRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.EraseLeadResponse.SerializeToString,
+            ),
+            'SetFieldPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFieldPolicy,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.SerializeToString,
+            ),
+            'GetFieldPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFieldPolicy,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +407,87 @@ class AdminService:
             '/leadtrail.v1.AdminService/RevokeKey',
             leadtrail_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
             leadtrail_dot_v1_dot_admin__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseLead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/EraseLead',
+            leadtrail_dot_v1_dot_admin__pb2.EraseLeadRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.EraseLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFieldPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/SetFieldPolicy',
+            leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFieldPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/GetFieldPolicy',
+            leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
             options,
             channel_credentials,
             insecure,

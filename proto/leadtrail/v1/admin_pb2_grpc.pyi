@@ -44,6 +44,21 @@ class AdminServiceStub:
     """
     ListKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListKeysRequest, _admin_pb2.ListKeysResponse]
     RevokeKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeKeyRequest, _admin_pb2.ApiKey]
+    EraseLead: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EraseLeadRequest, _admin_pb2.EraseLeadResponse]
+    """Erases a lead's personal data (fields classed pii or secret, and quotes of
+    their values) from every event of the caller's account recorded so far,
+    keeping the audit skeleton, and records an `audit.erased` event. When it
+    returns, the erased values are in no response and no file of the data
+    directory. NOT_FOUND when the account has no event of the lead;
+    FAILED_PRECONDITION under a legal hold. Admin keys of the whole account only.
+    """
+    SetFieldPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.FieldPolicy, _admin_pb2.FieldPolicy]
+    """The field policy of the caller's account: names (or patterns) classed
+    secret or pii beyond the built-in rules, and names the rules class pii that
+    are plain here. Applies to events appended from then on (sealing) and to
+    every answer, erasure and retention from then on.
+    """
+    GetFieldPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetFieldPolicyRequest, _admin_pb2.FieldPolicy]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -61,6 +76,21 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     ListKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListKeysRequest, _admin_pb2.ListKeysResponse]  # type: ignore[assignment]
     RevokeKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeKeyRequest, _admin_pb2.ApiKey]  # type: ignore[assignment]
+    EraseLead: _aio.UnaryUnaryMultiCallable[_admin_pb2.EraseLeadRequest, _admin_pb2.EraseLeadResponse]  # type: ignore[assignment]
+    """Erases a lead's personal data (fields classed pii or secret, and quotes of
+    their values) from every event of the caller's account recorded so far,
+    keeping the audit skeleton, and records an `audit.erased` event. When it
+    returns, the erased values are in no response and no file of the data
+    directory. NOT_FOUND when the account has no event of the lead;
+    FAILED_PRECONDITION under a legal hold. Admin keys of the whole account only.
+    """
+    SetFieldPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.FieldPolicy, _admin_pb2.FieldPolicy]  # type: ignore[assignment]
+    """The field policy of the caller's account: names (or patterns) classed
+    secret or pii beyond the built-in rules, and names the rules class pii that
+    are plain here. Applies to events appended from then on (sealing) and to
+    every answer, erasure and retention from then on.
+    """
+    GetFieldPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetFieldPolicyRequest, _admin_pb2.FieldPolicy]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -117,5 +147,38 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RevokeKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ApiKey, _abc.Awaitable[_admin_pb2.ApiKey]]: ...
+
+    @_abc_1.abstractmethod
+    def EraseLead(
+        self,
+        request: _admin_pb2.EraseLeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.EraseLeadResponse, _abc.Awaitable[_admin_pb2.EraseLeadResponse]]:
+        """Erases a lead's personal data (fields classed pii or secret, and quotes of
+        their values) from every event of the caller's account recorded so far,
+        keeping the audit skeleton, and records an `audit.erased` event. When it
+        returns, the erased values are in no response and no file of the data
+        directory. NOT_FOUND when the account has no event of the lead;
+        FAILED_PRECONDITION under a legal hold. Admin keys of the whole account only.
+        """
+
+    @_abc_1.abstractmethod
+    def SetFieldPolicy(
+        self,
+        request: _admin_pb2.FieldPolicy,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.FieldPolicy, _abc.Awaitable[_admin_pb2.FieldPolicy]]:
+        """The field policy of the caller's account: names (or patterns) classed
+        secret or pii beyond the built-in rules, and names the rules class pii that
+        are plain here. Applies to events appended from then on (sealing) and to
+        every answer, erasure and retention from then on.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFieldPolicy(
+        self,
+        request: _admin_pb2.GetFieldPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.FieldPolicy, _abc.Awaitable[_admin_pb2.FieldPolicy]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

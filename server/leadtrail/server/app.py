@@ -271,7 +271,7 @@ class LeadTrailServer:
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         for servicer, module in (
             (SubmissionService(store), submission_pb2),

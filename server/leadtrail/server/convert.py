@@ -255,4 +255,3 @@ def plain_decimal(value: Any) -> str:
     """A Decimal as a plain string: never an exponent (``1E+2`` is ``100``)."""
     text = format(value, "f")
     return text if text != "-0" else "0"
-

@@ -46,6 +46,22 @@ class Feed:
         start = position + 1 - first
         return self._events[start : start + limit]
 
+    def replace(self, events: list[Event]) -> None:
+        """Give the kept copies of these events their stored content again (after an
+        erasure); in place, so a subscriber holding a slice sends the new content."""
+        if not self._events:
+            return
+        first = self._events[0].position
+        for event in events:
+            i = event.position - first
+            if 0 <= i < len(self._events) and self._events[i].position == event.position:
+                kept = self._events[i]
+                kept.lead, kept.details, kept.reason = event.lead, event.details, event.reason
+
+    def clear(self) -> None:
+        """Keep nothing in memory: subscribers read from disk until the next commits."""
+        self._events.clear()
+
     async def wait(self, timeout: float) -> None:
         """Until the next publish, or ``timeout`` seconds."""
         signal = self._signal

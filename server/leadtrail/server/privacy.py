@@ -17,43 +17,17 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 
 from leadtrail.storage import Event
+from leadtrail.storage.fields import PII, SECRET, Classify, default_classify
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
 FINGERPRINT_PREFIX = "fp:"
-
-# A name is classed by its last dotted part ("contact.email" is an email), ending
-# in one of these words, optionally numbered ("phone_1", "address_2").
-SECRET = re.compile(
-    r"(^|_)(ssn|social_security(_number)?|password|passwd|passphrase|credentials?|api_?key|secret"
-    r"|access_token|auth_token|api_token|card_number|cc_number|credit_card(_number)?|cvv|cvc"
-    r"|routing_number|account_number|bank_account(_number)?|iban|tax_id|drivers?_license(_number)?"
-    r"|passport(_number)?)(_\d+)?$"
-)
-PII = re.compile(
-    r"(^|_)(e_?mail|email_address|phone|phone_number|mobile|mobile_phone|cell_phone|home_phone"
-    r"|work_phone|first_name|last_name|full_name|middle_name|maiden_name|address|address_line"
-    r"|street|street_address|ip_address|dob|date_of_birth|birth_date|birthday)(e?s|_?\d+)?$"
-)
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _FINGERPRINT = re.compile(r"^fp:[0-9a-f]{32}$")
-PII_WHOLE_NAMES = frozenset({"name", "ip", "cell"})
-"""Personal only as a whole top-level name: "source.name" is the lead source's name."""
 
-
-@lru_cache(maxsize=4096)
-def field_class(key: str) -> str:
-    """``secret``, ``pii`` or ``plain`` for a snapshot field name."""
-    last = key.rsplit(".", 1)[-1]
-    name = _CAMEL.sub("_", last).lower().replace("-", "_")  # "socialSecurityNumber" too
-    if SECRET.search(name):
-        return "secret"
-    if PII.search(name) or key.lower() in PII_WHOLE_NAMES:
-        return "pii"
-    return "plain"
+field_class = default_classify
+"""The built-in classes (an account's field policy may add to them)."""
 
 
 class Fingerprints:
@@ -98,11 +72,13 @@ def _seal(value: Any, fingerprint: Callable[[Any], str]) -> Any:
     return fingerprint(value)
 
 
-def seal_secrets(data: Any, fingerprint: Callable[[Any], str]) -> Any | None:
+def seal_secrets(
+    data: Any, fingerprint: Callable[[Any], str], classify: Classify = default_classify
+) -> Any | None:
     """``data`` (an object or a list) with every secret value replaced by its fingerprint,
     at any depth; None when it holds none."""
     if isinstance(data, list):
-        items = [seal_secrets(item, fingerprint) for item in data]
+        items = [seal_secrets(item, fingerprint, classify) for item in data]
         if all(item is None for item in items):
             return None
         return [original if item is None else item for original, item in zip(data, items, strict=True)]
@@ -110,12 +86,12 @@ def seal_secrets(data: Any, fingerprint: Callable[[Any], str]) -> Any | None:
         return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        if field_class(key) == "secret":
+        if classify(key) == SECRET:
             sealed = _seal(value, fingerprint)
             if sealed is value:
                 continue
         else:
-            sealed = seal_secrets(value, fingerprint)
+            sealed = seal_secrets(value, fingerprint, classify)
             if sealed is None:
                 continue
         if out is None:
@@ -142,11 +118,11 @@ def mask_value(key: str, value: Any) -> Any:
     return "***"
 
 
-def mask_pii(data: Any) -> Any | None:
+def mask_pii(data: Any, classify: Classify = default_classify) -> Any | None:
     """``data`` (an object or a list) with personal values masked at any depth; None when it
     holds none."""
     if isinstance(data, list):
-        items = [mask_pii(item) for item in data]
+        items = [mask_pii(item, classify) for item in data]
         if all(item is None for item in items):
             return None
         return [original if item is None else item for original, item in zip(data, items, strict=True)]
@@ -154,13 +130,13 @@ def mask_pii(data: Any) -> Any | None:
         return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        if field_class(key) == "pii":
+        if classify(key) == PII:
             if isinstance(value, list):
                 masked: Any = [mask_value(key, item) for item in value]
             else:
                 masked = mask_value(key, value)
         else:
-            masked = mask_pii(value)
+            masked = mask_pii(value, classify)
             if masked is None:
                 continue
         if out is None:
@@ -169,19 +145,21 @@ def mask_pii(data: Any) -> Any | None:
     return out
 
 
-def sealed_event(event: Event, fingerprint: Callable[[Any], str]) -> None:
+def sealed_event(
+    event: Event, fingerprint: Callable[[Any], str], classify: Classify = default_classify
+) -> None:
     """Seal the secrets of an event about to be stored (in place: it is the caller's new copy)."""
-    lead = seal_secrets(event.lead, fingerprint)
+    lead = seal_secrets(event.lead, fingerprint, classify)
     if lead is not None:
         event.lead = lead
-    details = seal_secrets(event.details, fingerprint)
+    details = seal_secrets(event.details, fingerprint, classify)
     if details is not None:
         event.details = details
 
 
-def masked_event(event: Event) -> Event:
+def masked_event(event: Event, classify: Classify = default_classify) -> Event:
     """The event as a role without access to personal data sees it (the original is left alone)."""
-    lead, details = mask_pii(event.lead), mask_pii(event.details)
+    lead, details = mask_pii(event.lead, classify), mask_pii(event.details, classify)
     if lead is None and details is None:
         return event
     shown = event.copy()

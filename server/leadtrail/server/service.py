@@ -30,6 +30,7 @@ from leadtrail.storage import (
     Event,
     EventFilter,
     EventLog,
+    FieldPolicy,
     Outcome,
     RetentionPolicy,
     StorageError,
@@ -164,7 +165,10 @@ class Store:
     def shown(self) -> Callable[[Event], Event]:
         """How the caller sees an event: personal fields masked unless its role may see them."""
         key = CALLER.get()
-        return masked_event if key is not None and key.role in MASKED_ROLES else _as_is
+        if key is None or key.role not in MASKED_ROLES:
+            return _as_is
+        classify = self.log.fields.classifier(key.account)
+        return lambda event: masked_event(event, classify)
 
     def filter(self, message: event_pb2.EventFilter, context: Context) -> EventFilter:
         """The request's filter within the caller's account and the key's entities and flows:
@@ -230,11 +234,12 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
                     )
 
         fingerprint = self.store.fingerprints.of
+        classify = log.fields.classifier(account)
 
         def submit() -> Future[Any]:
             events = [event_from_proto(m, i, account) for i, m in enumerate(request.events)]
             for event in events:  # secrets never reach the log in clear
-                sealed_event(event, fingerprint)
+                sealed_event(event, fingerprint, classify)
             return log.submit(events)
 
         # Converting and validating costs tens of microseconds an event: a big
@@ -686,7 +691,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise invalid("account_id", "longer than 128 characters")
         if request.max_age_days > 365 * 100:
             raise invalid("max_age_days", f"{request.max_age_days} is over the limit of {365 * 100} days")
-        policy = RetentionPolicy(account, request.max_age_days, request.legal_hold)
+        for name in ("pii_max_age_days", "secret_max_age_days"):
+            if getattr(request, name) > 365 * 100:
+                raise invalid(name, f"{getattr(request, name)} is over the limit of {365 * 100} days")
+        policy = RetentionPolicy(
+            account,
+            request.max_age_days,
+            request.legal_hold,
+            request.pii_max_age_days,
+            request.secret_max_age_days,
+        )
         await self.store.run(self.store.log.set_retention_policy, policy)
         return admin_pb2.SetRetentionPolicyResponse(policy=admin_pb2.RetentionPolicy(**asdict(policy)))
 
@@ -701,6 +715,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         now = timestamp_to_ms(request.now) if request.HasField("now") else None
         account = key.account if key is not None else None
         report = await self.store.run(self.store.log.apply_retention, now, account)
+        if report.events_scrubbed:
+            self.store.feed.clear()  # memory held the values just erased: subscribers read disk
         # The engine's reports and the messages share their field names.
         return admin_pb2.ApplyRetentionResponse(**asdict(report))
 
@@ -714,8 +730,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.CreateKeyResponse:
         maker = self.store.account_admin("CreateKey")
         account = self.store.account(context)
-        if maker is not None and maker.rate_per_second and not (
-            0 < request.rate_per_second <= maker.rate_per_second
+        if (
+            maker is not None
+            and maker.rate_per_second
+            and not (0 < request.rate_per_second <= maker.rate_per_second)
         ):
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -756,6 +774,68 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         except KeyStoreError:
             raise not_found(f"key {request.key_id!r} not found") from None
         return key_to_proto(key)
+
+    @unary
+    async def EraseLead(
+        self, request: admin_pb2.EraseLeadRequest, context: Context
+    ) -> admin_pb2.EraseLeadResponse:
+        if not request.lead_id:
+            raise invalid("lead_id", "required")
+        if len(request.lead_id) > 128:
+            raise invalid("lead_id", f"{len(request.lead_id)} characters, over the limit of 128")
+        if len(request.reason) > 1024:
+            raise invalid("reason", f"{len(request.reason)} characters, over the limit of 1024")
+        key = self.store.account_admin("EraseLead")
+        account = self.store.account(context)
+        log = self.store.log
+        held = [p for p in log.retention_policies() if p.account_id == account and p.legal_hold]
+        if held:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"account {account!r} is under a legal hold: nothing of it may be erased until it is lifted",
+            )
+        requested_by = key.key_id if key is not None else "open-mode"
+        report = await self.store.run(
+            lambda: log.erase_lead(request.lead_id, account, requested_by=requested_by, reason=request.reason)
+        )
+        if report is None:
+            raise not_found(f"lead {request.lead_id!r} has no events")
+        erased = await self.store.run(log.timeline, request.lead_id, account)
+        self.store.feed.replace(erased)  # the live feed's copies lose the values too
+        return admin_pb2.EraseLeadResponse(**asdict(report))
+
+    @unary
+    async def SetFieldPolicy(self, request: admin_pb2.FieldPolicy, context: Context) -> admin_pb2.FieldPolicy:
+        self.store.account_admin("SetFieldPolicy")
+        account = self.store.account(context)
+        if request.account_id and request.account_id != account:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"account_id {request.account_id!r}: a key may set the policy of its own account only",
+            )
+        policy = FieldPolicy(
+            account, tuple(request.secret_fields), tuple(request.pii_fields), tuple(request.plain_fields)
+        )
+        try:
+            stored = await self.store.run(self.store.log.set_field_policy, policy)
+        except StorageError as e:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"field policy: {e}") from None
+        return field_policy_to_proto(stored)
+
+    @unary
+    async def GetFieldPolicy(
+        self, request: admin_pb2.GetFieldPolicyRequest, context: Context
+    ) -> admin_pb2.FieldPolicy:
+        return field_policy_to_proto(self.store.log.fields.get(self.store.account(context)))
+
+
+def field_policy_to_proto(policy: FieldPolicy) -> admin_pb2.FieldPolicy:
+    return admin_pb2.FieldPolicy(
+        account_id=policy.account_id,
+        secret_fields=policy.secret,
+        pii_fields=policy.pii,
+        plain_fields=policy.plain,
+    )
 
 
 def _now_ms() -> int:

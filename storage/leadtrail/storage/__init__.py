@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
     CorruptionError,
@@ -28,6 +29,7 @@ from .event import (
     Stats,
     VerifyReport,
 )
+from .fields import FieldPolicy
 from .fs import Files
 from .log import EventLog
 from .options import FsyncPolicy, Options
@@ -36,13 +38,16 @@ from .ulid import new_event_id
 __all__ = [
     "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
+    "ERASED",
     "AppendResult",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
+    "ErasureReport",
     "Event",
     "EventFilter",
     "EventLog",
+    "FieldPolicy",
     "Files",
     "FsyncPolicy",
     "InvalidCursorError",

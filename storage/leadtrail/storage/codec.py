@@ -9,6 +9,7 @@ body is compressed with a zstd dictionary trained on earlier bodies.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -96,6 +97,7 @@ class Dictionaries:
         self._size = size
         self._lock = threading.Lock()
         self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
+        self._retired: set[int] = set()
         self._local = threading.local()
         os.makedirs(directory, exist_ok=True)
         for name in sorted(os.listdir(directory)):
@@ -103,10 +105,15 @@ class Dictionaries:
             if name.endswith(".tmp"):
                 os.remove(path)  # an interrupted write: never referenced by a record
                 continue
+            if name.endswith(".retired"):
+                self._retired.add(int(name.split(".")[0]))
+                continue
             if not name.endswith(".zdict"):
                 continue
-            self._dicts[self._read(path)[0]] = self._read(path)[1]
-        self._current = max(self._dicts, default=0)
+            dict_id, trained = self._read(path)
+            self._dicts[dict_id] = trained
+        self._retired &= set(self._dicts)
+        self._current = max((i for i in self._dicts if i not in self._retired), default=0)
 
     def _read(self, path: str) -> tuple[int, zstandard.ZstdCompressionDict]:
         with open(path, "rb") as f:
@@ -142,15 +149,40 @@ class Dictionaries:
         )
         body = trained.as_bytes()
         with self._lock:
-            if self.current_id >= MAX_DICTIONARY_ID:
+            newest = max(self._dicts, default=0)
+            if newest >= MAX_DICTIONARY_ID:
                 return self.current_id  # the id space is full: keep compressing with the last one
-            dict_id = self.current_id + 1
+            dict_id = newest + 1
             header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body))
             path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
             self._files.write_file_atomically(path, header + body)
             self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
             self._current = dict_id
         return dict_id
+
+    def holding(self, needles: list[bytes]) -> list[int]:
+        """Ids of the dictionaries whose bytes contain any of ``needles`` (trained text)."""
+        return [i for i, d in sorted(self._dicts.items()) if any(n in d.as_bytes() for n in needles)]
+
+    def retire(self, dict_id: int) -> None:
+        """Compress nothing more with ``dict_id``; it still decodes until ``delete``."""
+        with self._lock:
+            # Durable, so that a crash before the records are rewritten does not
+            # bring it back as the newest dictionary.
+            self._files.write_file_atomically(os.path.join(self.directory, f"{dict_id:08d}.retired"), b"")
+            self._retired.add(dict_id)
+            if self._current == dict_id:
+                self._current = max((i for i in self._dicts if i not in self._retired), default=0)
+
+    def delete(self, dict_id: int) -> None:
+        """Remove a retired dictionary once no record names it any more."""
+        with self._lock:
+            self._files.remove(os.path.join(self.directory, f"{dict_id:08d}.zdict"))
+            self._files.fsync_dir(self.directory)
+            with contextlib.suppress(FileNotFoundError):
+                self._files.remove(os.path.join(self.directory, f"{dict_id:08d}.retired"))
+            self._dicts.pop(dict_id, None)
+            self._retired.discard(dict_id)
 
     def compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
         cache = self._thread_cache("compressors")
@@ -189,11 +221,18 @@ class Dictionaries:
 class Trainer:
     """Decides when to (re)train: after the first samples, then when the ratio decays."""
 
-    def __init__(self, dictionaries: Dictionaries, samples_needed: int, decay: float) -> None:
+    def __init__(
+        self,
+        dictionaries: Dictionaries,
+        samples_needed: int,
+        decay: float,
+        scrub: Callable[[str, bytes], bytes] | None = None,
+    ) -> None:
         self._dicts = dictionaries
         self._needed = samples_needed
         self._decay = decay
-        self._samples: list[bytes] = []
+        self._scrub = scrub
+        self._samples: list[tuple[str, bytes]] = []
         self._next = 0
         self._trained_ratio = 0.0
         self._window_raw = 0
@@ -203,14 +242,14 @@ class Trainer:
         self._window_records = 0
         self.last_error: BaseException | None = None
 
-    def observe(self, body: bytes, packed: int, dict_id: int) -> None:
+    def observe(self, body: bytes, packed: int, dict_id: int, account_id: str = "") -> None:
         # orjson hands back its whole output buffer (16 KiB or more, whatever the
         # JSON's length); a sample kept for retraining keeps an exact copy instead.
-        body = bytes(memoryview(body))
+        sample = (account_id, bytes(memoryview(body)))
         if len(self._samples) < _SAMPLE_RING:
-            self._samples.append(body)
+            self._samples.append(sample)
         else:
-            self._samples[self._next] = body
+            self._samples[self._next] = sample
             self._next = (self._next + 1) % _SAMPLE_RING
         if self._busy:
             return
@@ -247,6 +286,12 @@ class Trainer:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadtrail-dictionary-trainer")
         self._pool.submit(self._run, list(self._samples))
 
+    def forget(self, needles: list[bytes]) -> None:
+        """Drop the samples holding any of ``needles`` (erased values); writer thread only."""
+        kept = [s for s in self._samples if not any(n in s[1] for n in needles)]
+        if len(kept) != len(self._samples):
+            self._samples, self._next = kept, 0
+
     def close(self) -> None:
         """Wait for a training in progress, then end the training thread."""
         self.wait_idle()
@@ -263,9 +308,12 @@ class Trainer:
             time.sleep(0.005)
         return True
 
-    def _run(self, samples: list[bytes]) -> None:
+    def _run(self, samples: list[tuple[str, bytes]]) -> None:
         try:
-            self._dicts.train(samples)
+            # Trained text lands in the dictionary file: personal values are
+            # taken out first, so that erasing them never means retraining.
+            scrub = self._scrub
+            self._dicts.train([scrub(a, b) if scrub is not None else b for a, b in samples])
             self._trained_ratio = 0.0  # measured again on the new dictionary
         except Exception as e:  # training failure only costs ratio, never data
             self.last_error = e
@@ -351,7 +399,7 @@ class EventEncoder:
             packed = self._dicts.compressor(dict_id).compress(body)
             codec = CODEC_ZSTD_DICT if dict_id else CODEC_ZSTD
             if self._trainer is not None:
-                self._trainer.observe(body, len(packed), dict_id)
+                self._trainer.observe(body, len(packed), dict_id, event.account_id)
         account = event.account_id.encode()
         recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
         prefix = EVENT_PREFIX.pack(

@@ -163,6 +163,11 @@ class RetentionPolicy:
     """0 keeps events forever."""
     legal_hold: bool = False
     """While set nothing of the account is removed, whatever its age."""
+    pii_max_age_days: int = 0
+    """Personal (``pii``) values are erased from events older than this; 0 keeps them
+    as long as the event."""
+    secret_max_age_days: int = 0
+    """Fingerprints of ``secret`` values are erased from events older than this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,8 @@ class RetentionReport:
     segments_deleted: int
     segments_rewritten: int
     bytes_freed: int
+    events_scrubbed: int = 0
+    """Events whose personal values the field-class ages erased."""
 
 
 @dataclass(frozen=True, slots=True)

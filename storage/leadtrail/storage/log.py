@@ -22,8 +22,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import lmdb
+import orjson
 
-from . import query, retention
+from . import erasure, query, retention
 from .codec import (
     Dictionaries,
     EventEncoder,
@@ -34,6 +35,7 @@ from .codec import (
     encode_body,
     snapshot_part,
 )
+from .erasure import PERSONAL, ErasureReport
 from .errors import (
     ClosedError,
     CorruptionError,
@@ -52,6 +54,7 @@ from .event import (
     Stats,
     VerifyReport,
 )
+from .fields import FieldPolicies, FieldPolicy, scrub
 from .format import (
     KIND_EVENT,
     RECORD_HEADER_SIZE,
@@ -96,6 +99,7 @@ class EventLog(SegmentHost):
         self._swap_lock = threading.RLock()
         self._snapshots: OrderedDict[int, Mapping[str, Any]] = OrderedDict()
         self._snapshots_lock = threading.Lock()
+        self._generation = 0
         self._visible = 0
         self._writer: GroupCommit | None = None
         self._trainer: Trainer | None = None
@@ -138,6 +142,7 @@ class EventLog(SegmentHost):
             self.options.dictionary_bytes,
         )
         self._policies = retention.load_policies(self.path)
+        self.fields = FieldPolicies(self.path, self._files)
         rewritten = self._recover_segments()
         index_dir = os.path.join(self.path, "index")
         try:
@@ -164,6 +169,7 @@ class EventLog(SegmentHost):
             self.dictionaries,
             self.options.dictionary_training_samples,
             self.options.retrain_ratio_decay,
+            self._training_sample,
         )
         self._writer = GroupCommit(
             directory=self.log_dir,
@@ -178,6 +184,22 @@ class EventLog(SegmentHost):
             clock_ms=self.options.clock_ms,
             host=self,
         )
+
+    def _training_sample(self, account_id: str, body: bytes) -> bytes:
+        """A body as the dictionary trainer may see it: personal values blanked."""
+        try:
+            fields = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        classify = self.fields.classifier(account_id)
+        part = fields[12]
+        if isinstance(part, dict) and set(part) == {"s", "d"}:  # a snapshot delta
+            part = {"s": scrub(part["s"], classify, PERSONAL, "", _NOTHING), "d": part["d"]}
+        else:
+            part = scrub(part, classify, PERSONAL, "", _NOTHING)
+        fields[11] = scrub(fields[11], classify, PERSONAL, "", _NOTHING)
+        fields[12] = part
+        return orjson.dumps(fields)
 
     def _store_id(self) -> bytes:
         path = os.path.join(self.path, "STORE_ID")
@@ -723,6 +745,7 @@ class EventLog(SegmentHost):
         if segment is None:
             return None
         index = self._require_index()
+        generation = self._generation
         offset = index.offset_of(txn, segment.base, position)
         if offset is None:
             return None
@@ -735,7 +758,7 @@ class EventLog(SegmentHost):
 
         event = decode_event(payload, position, self.dictionaries, base_snapshot, include_lead)
         if include_lead:
-            self._remember(position, event.lead)
+            self._remember(position, event.lead, generation)
             event.lead = dict(event.lead)  # the remembered snapshot stays ours; the event is new
         return event
 
@@ -746,6 +769,7 @@ class EventLog(SegmentHost):
                 self._snapshots.move_to_end(position)
                 return known
         index = self._require_index()
+        generation = self._generation
 
         def locate(p: int) -> int | None:
             return index.offset_of(txn, segment.base, p)
@@ -754,11 +778,13 @@ class EventLog(SegmentHost):
         if offset is None:
             raise BadRecord(f"delta base {position} is missing from the index")
         snapshot = self._snapshot_from_record(segment, offset, position, locate)
-        self._remember(position, snapshot)
+        self._remember(position, snapshot, generation)
         return snapshot
 
-    def _remember(self, position: int, snapshot: Mapping[str, Any]) -> None:
+    def _remember(self, position: int, snapshot: Mapping[str, Any], generation: int) -> None:
         with self._snapshots_lock:
+            if generation != self._generation:
+                return  # read from a file rewritten since (erasure): not to be served again
             self._snapshots[position] = snapshot
             if len(self._snapshots) > _SNAPSHOT_CACHE:
                 self._snapshots.popitem(last=False)
@@ -766,6 +792,7 @@ class EventLog(SegmentHost):
     def forget_snapshots(self) -> None:
         with self._snapshots_lock:
             self._snapshots.clear()
+            self._generation += 1
 
     def recorded_at_of(self, position: int) -> int:
         with self.read_txn() as txn:
@@ -892,6 +919,24 @@ class EventLog(SegmentHost):
     def retention_policies(self) -> list[RetentionPolicy]:
         return sorted(self._policies.values(), key=lambda p: p.account_id)
 
+    def set_field_policy(self, policy: FieldPolicy) -> FieldPolicy:
+        with self._maintenance:
+            return self.fields.set(policy)
+
+    def erase_lead(
+        self,
+        lead_id: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        *,
+        requested_by: str = "",
+        reason: str = "",
+    ) -> ErasureReport | None:
+        """Erase the personal data of a lead's events recorded so far (see erasure.py) and
+        record an ``audit.erased`` event; None when the account has no such lead."""
+        self._require_writer()
+        with self._maintenance:
+            return erasure.erase_lead(self, account_id, lead_id, requested_by, reason)
+
     def apply_retention(self, now_ms: int | None = None, account_id: str | None = None) -> RetentionReport:
         """Remove what the policies expire at ``now_ms``; only ``account_id``'s events when given."""
         with self._maintenance:
@@ -904,6 +949,10 @@ class EventLog(SegmentHost):
     @property
     def index(self) -> Index:
         return self._require_index()
+
+    @property
+    def trainer(self) -> Trainer | None:
+        return self._trainer
 
     @property
     def writer(self) -> GroupCommit | None:
@@ -957,6 +1006,9 @@ class EventLog(SegmentHost):
         if self._closed or self._index is None:
             raise ClosedError("the store is closed")
         return self._index
+
+
+_NOTHING: frozenset[str] = frozenset()
 
 
 def _named(event: Event) -> Event:

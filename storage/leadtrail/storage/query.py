@@ -164,9 +164,7 @@ def scan(
             values = [tspos(e.timestamp_ms or 0, e.position) for e in lead]
             if descending:
                 values.reverse()
-            merged = iter(
-                [v for v in values if start is None or (v <= start if descending else v >= start)]
-            )
+            merged = iter([v for v in values if start is None or (v <= start if descending else v >= start)])
         else:
             streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
             merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
 from .codec import EventEncoder
+from .erasure import MIN_QUOTED, erase_event, rewrite_segments, seal_active
 from .errors import StorageError
-from .event import AUDIT_TYPE_PREFIX, RetentionPolicy, RetentionReport
+from .event import AUDIT_TYPE_PREFIX, Event, RetentionPolicy, RetentionReport
+from .fields import PII, SECRET, personal_values
 from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
 from .fs import Files
 from .index import Located
@@ -41,7 +44,11 @@ def load_policies(path: str) -> dict[str, RetentionPolicy]:
         raise StorageError(f"{POLICY_FILE} in {path} cannot be read: {e}") from e
     return {
         item["account_id"]: RetentionPolicy(
-            item["account_id"], int(item.get("max_age_days", 0)), bool(item.get("legal_hold", False))
+            item["account_id"],
+            int(item.get("max_age_days", 0)),
+            bool(item.get("legal_hold", False)),
+            int(item.get("pii_max_age_days", 0)),
+            int(item.get("secret_max_age_days", 0)),
         )
         for item in items
     }
@@ -50,14 +57,13 @@ def load_policies(path: str) -> dict[str, RetentionPolicy]:
 def save_policy(
     path: str, files: Files, policies: dict[str, RetentionPolicy], policy: RetentionPolicy
 ) -> dict[str, RetentionPolicy]:
-    if not isinstance(policy.max_age_days, int) or not 0 <= policy.max_age_days <= 36_500:
-        raise StorageError(f"max_age_days {policy.max_age_days!r}: must be in 0..36500 (0 keeps forever)")
+    for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
+        days = getattr(policy, name)
+        if not isinstance(days, int) or not 0 <= days <= 36_500:
+            raise StorageError(f"{name} {days!r}: must be in 0..36500 (0 keeps forever)")
     updated = dict(policies)
     updated[policy.account_id] = policy
-    items = [
-        {"account_id": p.account_id, "max_age_days": p.max_age_days, "legal_hold": p.legal_hold}
-        for p in sorted(updated.values(), key=lambda p: p.account_id)
-    ]
+    items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
     files.write_file_atomically(os.path.join(path, POLICY_FILE), json.dumps(items, indent=1).encode())
     return updated
 
@@ -71,6 +77,81 @@ def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int
 
 
 def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
+    removed = expire(log, policies, now_ms)
+    scrubbed, rewritten = scrub_by_age(log, policies, now_ms)
+    return RetentionReport(
+        removed.events_removed,
+        removed.segments_deleted,
+        removed.segments_rewritten + rewritten,
+        removed.bytes_freed,
+        scrubbed,
+    )
+
+
+def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> tuple[int, int]:
+    """Erase the values of field classes past their age (``pii_max_age_days``,
+    ``secret_max_age_days``); returns (events scrubbed, segments rewritten)."""
+    tiers: dict[str, dict[str, int]] = {}
+    for account, p in policies.items():
+        if p.legal_hold:
+            continue
+        cut = {
+            c: now_ms - days * DAY_MS
+            for c, days in ((PII, p.pii_max_age_days), (SECRET, p.secret_max_age_days))
+            if days
+        }
+        if cut:
+            tiers[account] = cut
+    if not tiers:
+        return 0, 0
+    index = log.index
+
+    def pending(segment: Segment) -> dict[str, dict[str, int]]:
+        """What is still to do in a segment: account -> class -> cutoff."""
+        with index.env.begin() as txn:
+            accounts = index.segment_accounts(txn, segment.base)
+        done = json.loads(index.meta(f"tiered:{segment.base}") or b"{}")
+        todo: dict[str, dict[str, int]] = {}
+        for account, (low, high) in accounts.items():
+            for cls, cutoff in tiers.get(account, {}).items():
+                if low < cutoff and done.get(account, {}).get(cls, 0) < min(cutoff, high + 1):
+                    todo.setdefault(account, {})[cls] = cutoff
+        return todo
+
+    if log.segments and pending(log.segments[-1]):
+        seal_active(log, log.last_position)
+    scrubbed = rewritten = 0
+    for segment in log.segments[:-1]:
+        todo = pending(segment)
+        if not todo:
+            continue
+
+        def transform(event: Event, todo: dict[str, dict[str, int]] = todo) -> Event | None:
+            cut = todo.get(event.account_id)
+            if not cut or event.type.startswith(AUDIT_TYPE_PREFIX):
+                return None
+            classes = frozenset(c for c, cutoff in cut.items() if event.recorded_at_ms < cutoff)
+            if not classes:
+                return None
+            classify = log.fields.classifier(event.account_id)
+            values: set[str] = set()
+            personal_values(event.lead, classify, values)
+            personal_values(event.details, classify, values)
+            quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED) if PII in classes else frozenset()
+            return erase_event(event, classify, classes, quoted)
+
+        changed, count = rewrite_segments(log, [segment], transform)
+        scrubbed += changed
+        rewritten += count
+        done = json.loads(index.meta(f"tiered:{segment.base}") or b"{}")
+        for account, cut in todo.items():
+            done.setdefault(account, {}).update(cut)
+        index.set_meta(f"tiered:{segment.base}", json.dumps(done).encode())
+    return scrubbed, rewritten
+
+
+def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
+    """Remove the events older than their account's ``max_age_days``."""
     cutoffs = _cutoffs(policies, now_ms)
     removed = deleted = rewritten = freed = 0
     if not cutoffs:

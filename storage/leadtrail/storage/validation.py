@@ -131,9 +131,7 @@ def _explain_plain_fields(index: int, event: Event) -> None:
         if not _is_int(value) or not 0 <= value <= U32_MAX:
             raise fail(name, f"{value!r} must be an integer in 0..{U32_MAX}")
     price = event.price
-    if not isinstance(price, str) or (
-        price and (len(price) > PRICE_MAX or not PRICE_PATTERN.match(price))
-    ):
+    if not isinstance(price, str) or (price and (len(price) > PRICE_MAX or not PRICE_PATTERN.match(price))):
         raise fail(
             "price",
             f"{price!r} must be a plain decimal string like '25.00' or '-3.5' "

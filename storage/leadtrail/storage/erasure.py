@@ -1,0 +1,206 @@
+"""Erasing personal data from stored events: one lead on request, or by age.
+
+An erased event keeps its audit skeleton (id, type, lead, flow, entity, times,
+outcome, price, position) and loses the values of its ``pii`` and ``secret``
+fields, in the snapshot and in the details, which read ``[erased]`` from then
+on; any other text of the lead's events that quotes one of those values (a
+buyer's response echoing the email, a reason naming it) loses the quote too.
+
+The bytes go the way retention's do: every segment holding such an event is
+rewritten under a temporary name, fsynced and swapped in, with the index
+marked as under maintenance meanwhile, so a crash leaves each segment either
+as it was or erased, and running the erasure again finishes the job. Personal
+values are kept out of trained dictionaries (samples are scrubbed before
+training); a dictionary that holds an erased value all the same (trained by an
+older version) is retired and every record that names it is recompressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .errors import NotWritableError
+from .event import AUDIT_TYPE_PREFIX, Event, Outcome
+from .fields import PII, SECRET, Classify, personal_values, scrub
+from .format import KIND_EVENT
+from .index import Located
+
+if TYPE_CHECKING:
+    from .log import EventLog
+    from .segment import Segment
+
+ERASED = "[erased]"
+"""What an erased value reads as."""
+PERSONAL = frozenset({PII, SECRET})
+MIN_QUOTED = 5
+"""Shorter personal values ("Al", "CA") are erased from their own fields only, not
+hunted through free text, where they would cut ordinary words."""
+AUDIT_ERASED = AUDIT_TYPE_PREFIX + "erased"
+AUDIT_FLOW = "audit"
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    events_erased: int
+    """Events of the lead whose stored content changed."""
+    segments_rewritten: int
+    dictionaries_replaced: int
+    audit_event_id: str = ""
+    audit_position: int = 0
+
+
+def erase_event(
+    event: Event, classify: Classify, classes: frozenset[str], quoted: frozenset[str]
+) -> Event | None:
+    """The event with personal values erased, or None when it has none left."""
+    lead = scrub(event.lead, classify, classes, ERASED, quoted)
+    details = scrub(event.details, classify, classes, ERASED, quoted)
+    reason = scrub(event.reason, classify, classes, ERASED, quoted)
+    if lead == event.lead and details == event.details and reason == event.reason:
+        return None
+    erased = event.copy()
+    erased.lead, erased.details, erased.reason = lead, details, reason
+    return erased
+
+
+def rewrite_segments(
+    log: EventLog, segments: list[Segment], transform: Callable[[Event], Event | None], force: bool = False
+) -> tuple[int, int]:
+    """Apply ``transform`` to every event of ``segments`` and rewrite those it changes
+    (all of them with ``force``); returns (events changed, segments rewritten)."""
+    from .retention import _rewrite  # one writer of sealed segment files
+
+    index = log.index
+    changed = rewritten = 0
+    for segment in segments:
+        items = list(log._segment_events(segment, include_lead=True))
+        updated = []
+        touched = 0
+        for item in items:
+            new = transform(item.event)
+            if new is not None:
+                touched += 1
+            updated.append(
+                item if new is None else Located(new, item.segment_base, item.offset, item.raw_bytes)
+            )
+        if not touched and not force:
+            continue
+        index.set_meta("maintenance", segment.name.encode())
+        index.sync()
+        with log.swap_lock:
+            new_items = _rewrite(log, segment, updated)
+            index.remove_segment(segment.base, items)
+            index.add(new_items, 0)
+            log.forget_snapshots()
+        index.delete_meta("maintenance")
+        index.sync()
+        changed += touched
+        rewritten += 1
+    return changed, rewritten
+
+
+def seal_active(log: EventLog, last_position: int) -> None:
+    """Seal the active segment when it holds positions up to ``last_position``, so that
+    it can be rewritten like any other."""
+    writer = log.writer
+    if writer is None:
+        raise NotWritableError("the store is open read-only: erasure rewrites segments")
+    if log.segments and log.segments[-1].base <= last_position:
+        writer.call(writer.roll_now).result()
+
+
+def needles(values: frozenset[str]) -> list[bytes]:
+    """Erased values as they may appear in stored JSON text (raw and escaped)."""
+    out = set()
+    for value in values:
+        if len(value) >= MIN_QUOTED:
+            out.add(value.encode())
+            out.add(orjson.dumps(value)[1:-1])
+    return sorted(out)
+
+
+def replace_dictionaries(log: EventLog, found: list[bytes]) -> int:
+    """Retire every dictionary holding an erased value and recompress the records naming it."""
+    dictionaries = log.dictionaries
+    tainted = dictionaries.holding(found) if found else []
+    if not tainted:
+        return 0
+    for dict_id in tainted:
+        dictionaries.retire(dict_id)
+    writer = log.writer
+    assert writer is not None
+    writer.call(writer.roll_now).result()  # records compressed before the retirement are sealed now
+    users = [s for s in log.segments[:-1] if _names_any(log, s, set(tainted))]
+    rewrite_segments(log, users, lambda event: None, force=True)
+    for dict_id in tainted:
+        dictionaries.delete(dict_id)
+    return len(tainted)
+
+
+def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
+    from .codec import EventPrefix
+    from .format import CODEC_ZSTD_DICT
+
+    for _, header, payload in segment.records():
+        if header.kind != KIND_EVENT:
+            continue
+        prefix = EventPrefix(payload, header.position)
+        if prefix.codec == CODEC_ZSTD_DICT and prefix.dict_id in dict_ids:
+            return True
+    return False
+
+
+def erase_lead(
+    log: EventLog, account_id: str, lead_id: str, requested_by: str, reason: str
+) -> ErasureReport | None:
+    """Erase a lead's personal data from every event recorded so far; None when the
+    account has no event of that lead."""
+    timeline = [e for e in log.timeline(lead_id, account_id) if not e.type.startswith(AUDIT_TYPE_PREFIX)]
+    if not timeline:
+        return None
+    classify = log.fields.classifier(account_id)
+    values: set[str] = set()
+    for event in timeline:
+        personal_values(event.lead, classify, values)
+        personal_values(event.details, classify, values)
+    quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED)
+    positions = {e.position for e in timeline}
+    seal_active(log, max(positions))
+    holding = {segment.base: segment for p in positions if (segment := log.segment_for(p)) is not None}
+    segments = [holding[base] for base in sorted(holding)]
+
+    def transform(event: Event) -> Event | None:
+        if event.position not in positions:
+            return None
+        return erase_event(event, classify, PERSONAL, quoted)
+
+    erased, rewritten = rewrite_segments(log, segments, transform)
+    found = needles(quoted)
+    writer = log.writer
+    assert writer is not None
+    trainer = log.trainer
+    if trainer is not None and found:
+        writer.call(lambda: trainer.forget(found)).result()
+    replaced = replace_dictionaries(log, found)
+    record = Event(
+        type=AUDIT_ERASED,
+        lead_id=lead_id,
+        flow_id=AUDIT_FLOW,
+        entity_id=requested_by[:128] or "unknown",
+        outcome=Outcome.SUCCESS,
+        reason=reason[:1024],
+        details={
+            "events_checked": len(timeline),
+            "events_erased": erased,
+            "through_position": max(positions),
+            "segments_rewritten": rewritten,
+            "dictionaries_replaced": replaced,
+        },
+        account_id=account_id,
+    )
+    result = log.append([record])[0]
+    return ErasureReport(erased, rewritten, replaced, result.id, result.position)
