@@ -217,4 +217,3 @@ def fake_server() -> Iterator[FakeSubmissionServer]:
     server = FakeSubmissionServer().start()
     yield server
     server.stop()
-

@@ -171,8 +171,13 @@ def stalled_appender(fake_server: Any, policy: str, **options: Any) -> Backgroun
     """An appender whose server answers nothing, so its queue of 4 fills up."""
     fake_server.service.gate.clear()
     appender = BackgroundAppender(
-        fake_server.address, max_queue=4, batch_size=1, linger_ms=0, max_in_flight=1,
-        full_policy=policy, **options,  # type: ignore[arg-type]
+        fake_server.address,
+        max_queue=4,
+        batch_size=1,
+        linger_ms=0,
+        max_in_flight=1,
+        full_policy=policy,
+        **options,  # type: ignore[arg-type]
     )
     # One event in flight, one held by the sender waiting for room, four queued:
     # top the queue up until the sender has stopped taking from it.

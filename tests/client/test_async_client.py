@@ -25,11 +25,20 @@ def test_async_client_appends_reads_queries_exports_and_aggregates(leadtrail_ser
     async def scenario() -> None:
         async with AsyncClient(leadtrail_server.address, timeout=10) as client:
             flow = unique("flow")
-            results = await client.append([
-                Event("recipient.delivered", f"l{i}", flow, timestamp=T0 + timedelta(seconds=i),
-                      outcome=Outcome.SUCCESS, price=Decimal("1.25"), lead={"i": i})
-                for i in range(7)
-            ])
+            results = await client.append(
+                [
+                    Event(
+                        "recipient.delivered",
+                        f"l{i}",
+                        flow,
+                        timestamp=T0 + timedelta(seconds=i),
+                        outcome=Outcome.SUCCESS,
+                        price=Decimal("1.25"),
+                        lead={"i": i},
+                    )
+                    for i in range(7)
+                ]
+            )
             single = await client.append(Event("source.submitted", "l0", flow, timestamp=T0))
             assert not single.duplicate and single.position > results[-1].position
 
@@ -51,7 +60,9 @@ def test_async_client_appends_reads_queries_exports_and_aggregates(leadtrail_ser
 
             rows = await client.aggregate("type", flow_id=flow)
             assert {row.keys: (row.count, row.price_sum) for row in rows} == {
-                ("recipient.delivered",): (7, Decimal("8.75")), ("source.submitted",): (1, Decimal(0))}
+                ("recipient.delivered",): (7, Decimal("8.75")),
+                ("source.submitted",): (1, Decimal(0)),
+            }
 
             stats = await client.stats()
             assert stats.event_count >= 8

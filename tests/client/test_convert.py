@@ -45,8 +45,13 @@ def full_event() -> Event:
         integration="ping_post",
         response_code=409,
         price=Decimal("-3.50"),
-        details={"rule_set": "default", "rules_evaluated": 12, "ratio": 0.25, "tags": ["a", None, True],
-                 "nested": {"deeper": {"x": None, "empty": {}, "none": []}}},
+        details={
+            "rule_set": "default",
+            "rules_evaluated": 12,
+            "ratio": 0.25,
+            "tags": ["a", None, True],
+            "nested": {"deeper": {"x": None, "empty": {}, "none": []}},
+        },
         lead={"email": "a@example.com", "email.valid": True, "appended.phone_check.carrier": None},
     )
 
@@ -117,8 +122,17 @@ def test_naive_datetimes_are_refused() -> None:
 
 
 def test_json_nulls_numbers_and_containers_survive_struct() -> None:
-    value = {"null": None, "int": 3, "big": 2**60, "float": 2.5, "neg": -0.5, "bool": False, "s": "",
-             "list": [1, [2, {"k": None}]], "tuple": (1, 2)}
+    value = {
+        "null": None,
+        "int": 3,
+        "big": 2**60,
+        "float": 2.5,
+        "neg": -0.5,
+        "bool": False,
+        "s": "",
+        "list": [1, [2, {"k": None}]],
+        "tuple": (1, 2),
+    }
     back = from_struct(to_struct(value))
     assert back["null"] is None and back["bool"] is False and back["s"] == ""
     assert back["int"] == 3 and isinstance(back["int"], int)
@@ -145,8 +159,12 @@ def test_filter_takes_one_type_as_a_string_and_many_as_a_sequence() -> None:
 
 def test_filter_carries_every_part() -> None:
     message = event_filter(
-        lead_id="l", flow_id="f", entity_id="e", outcomes=(Outcome.SUCCESS, 3),
-        start=WHEN, end=WHEN + timedelta(hours=1),
+        lead_id="l",
+        flow_id="f",
+        entity_id="e",
+        outcomes=(Outcome.SUCCESS, 3),
+        start=WHEN,
+        end=WHEN + timedelta(hours=1),
     )
     assert (message.lead_id, message.flow_id, message.entity_id) == ("l", "f", "e")
     assert list(message.outcomes) == [event_pb2.OUTCOME_SUCCESS, event_pb2.OUTCOME_ERROR]
@@ -176,8 +194,12 @@ def test_export_request_names_format_and_fields() -> None:
 def test_group_by_accepts_names_and_enum_members() -> None:
     request = aggregate_request({}, ("type", "Outcome", GroupBy.FLOW, "entity", "hour", "day"))
     assert list(request.group_by) == [
-        query_pb2.GROUP_BY_TYPE, query_pb2.GROUP_BY_OUTCOME, query_pb2.GROUP_BY_FLOW,
-        query_pb2.GROUP_BY_ENTITY, query_pb2.GROUP_BY_HOUR, query_pb2.GROUP_BY_DAY,
+        query_pb2.GROUP_BY_TYPE,
+        query_pb2.GROUP_BY_OUTCOME,
+        query_pb2.GROUP_BY_FLOW,
+        query_pb2.GROUP_BY_ENTITY,
+        query_pb2.GROUP_BY_HOUR,
+        query_pb2.GROUP_BY_DAY,
     ]
     assert list(aggregate_request({}, "day").group_by) == [query_pb2.GROUP_BY_DAY]
     with pytest.raises(ValueError, match="week"):

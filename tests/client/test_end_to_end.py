@@ -64,8 +64,21 @@ def test_appended_event_reads_back_with_every_field(client: Client) -> None:
     got = client.get(result.id)
     assert got.position == result.position and got.recorded_at == result.recorded_at
     assert got.account_id == "default"
-    for name in ("type", "lead_id", "flow_id", "timestamp", "entity_id", "outcome", "reason", "duration_ms",
-                 "integration", "response_code", "price", "details", "lead"):
+    for name in (
+        "type",
+        "lead_id",
+        "flow_id",
+        "timestamp",
+        "entity_id",
+        "outcome",
+        "reason",
+        "duration_ms",
+        "integration",
+        "response_code",
+        "price",
+        "details",
+        "lead",
+    ):
         assert getattr(got, name) == getattr(sent, name), name
     assert isinstance(got.price, Decimal) and str(got.price) == "25.10"
 
@@ -87,8 +100,9 @@ def test_a_batch_with_one_invalid_event_stores_nothing(client: Client) -> None:
 
 def test_append_of_several_events_returns_results_in_request_order(client: Client) -> None:
     lead = unique("lead")
-    results = client.append([Event("source.submitted", lead, "f", timestamp=T0 + timedelta(seconds=i))
-                             for i in range(5)])
+    results = client.append(
+        [Event("source.submitted", lead, "f", timestamp=T0 + timedelta(seconds=i)) for i in range(5)]
+    )
     assert [r.position for r in results] == sorted(r.position for r in results)
     assert len({r.id for r in results}) == 5
     assert client.append([]) == []
@@ -103,32 +117,54 @@ def test_unknown_event_and_lead_raise_not_found(client: Client) -> None:
 
 def test_timeline_reports_steps_gaps_and_snapshot_changes(client: Client) -> None:
     lead = unique("lead")
-    client.append([
-        Event("source.submitted", lead, "f", timestamp=T0, lead={"email": "a@x.com", "phone": "1"}),
-        Event("enhancement.appended", lead, "f", timestamp=T0 + timedelta(milliseconds=1500),
-              lead={"email": "b@x.com", "carrier": None}),
-    ])
+    client.append(
+        [
+            Event("source.submitted", lead, "f", timestamp=T0, lead={"email": "a@x.com", "phone": "1"}),
+            Event(
+                "enhancement.appended",
+                lead,
+                "f",
+                timestamp=T0 + timedelta(milliseconds=1500),
+                lead={"email": "b@x.com", "carrier": None},
+            ),
+        ]
+    )
     timeline = client.timeline(lead)
     assert timeline.lead_id == lead and timeline.total_ms == 1500
     first, second = timeline.steps
     assert first.since_previous_ms == 0 and second.since_previous_ms == 1500
     assert {c.field: (c.kind, c.after) for c in first.changes} == {
-        "email": (ChangeKind.ADDED, "a@x.com"), "phone": (ChangeKind.ADDED, "1")}
+        "email": (ChangeKind.ADDED, "a@x.com"),
+        "phone": (ChangeKind.ADDED, "1"),
+    }
     changes = {c.field: c for c in second.changes}
     assert (changes["email"].kind, changes["email"].before, changes["email"].after) == (
-        ChangeKind.CHANGED, "a@x.com", "b@x.com")
+        ChangeKind.CHANGED,
+        "a@x.com",
+        "b@x.com",
+    )
     assert (changes["phone"].kind, changes["phone"].before, changes["phone"].after) == (
-        ChangeKind.REMOVED, "1", None)
+        ChangeKind.REMOVED,
+        "1",
+        None,
+    )
     assert (changes["carrier"].kind, changes["carrier"].after) == (ChangeKind.ADDED, None)
 
 
 def test_query_pages_through_every_match_in_order(client: Client) -> None:
     flow = unique("flow")
-    sent = client.append([
-        Event("source.submitted" if i % 2 else "recipient.delivered", f"lead-{i}", flow,
-              timestamp=T0 + timedelta(seconds=i), outcome=Outcome.SUCCESS if i % 3 else Outcome.FAILURE)
-        for i in range(23)
-    ])
+    sent = client.append(
+        [
+            Event(
+                "source.submitted" if i % 2 else "recipient.delivered",
+                f"lead-{i}",
+                flow,
+                timestamp=T0 + timedelta(seconds=i),
+                outcome=Outcome.SUCCESS if i % 3 else Outcome.FAILURE,
+            )
+            for i in range(23)
+        ]
+    )
     got = list(client.query(flow_id=flow, page_size=5))
     assert [e.id for e in got] == [r.id for r in sent]
     assert all(e.lead == {} for e in got)  # snapshots only when asked for
@@ -144,8 +180,12 @@ def test_query_pages_through_every_match_in_order(client: Client) -> None:
 
 def test_query_page_hands_back_a_token_until_the_last_page(client: Client) -> None:
     flow = unique("flow")
-    client.append([Event("source.submitted", "l", flow, timestamp=T0 + timedelta(seconds=i),
-                         lead={"i": i}) for i in range(5)])
+    client.append(
+        [
+            Event("source.submitted", "l", flow, timestamp=T0 + timedelta(seconds=i), lead={"i": i})
+            for i in range(5)
+        ]
+    )
     page, token = client.query_page(flow_id=flow, page_size=2, include_lead=True)
     seen = list(page)
     while token:
@@ -156,17 +196,24 @@ def test_query_page_hands_back_a_token_until_the_last_page(client: Client) -> No
 
 def test_aggregate_counts_and_sums_money_exactly(client: Client) -> None:
     flow = unique("flow")
-    client.append([
-        Event("recipient.delivered", "l1", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".10")),
-        Event("recipient.delivered", "l2", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".20")),
-        Event("recipient.delivered", "l3", flow, timestamp=T0, outcome=Outcome.FAILURE),
-        Event("source.submitted", "l4", flow, timestamp=T0 + timedelta(days=1), price=Decimal("-3.5")),
-    ])
+    client.append(
+        [
+            Event(
+                "recipient.delivered", "l1", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".10")
+            ),
+            Event(
+                "recipient.delivered", "l2", flow, timestamp=T0, outcome=Outcome.SUCCESS, price=Decimal(".20")
+            ),
+            Event("recipient.delivered", "l3", flow, timestamp=T0, outcome=Outcome.FAILURE),
+            Event("source.submitted", "l4", flow, timestamp=T0 + timedelta(days=1), price=Decimal("-3.5")),
+        ]
+    )
     rows = {row.keys: row for row in client.aggregate(("type", "outcome"), flow_id=flow)}
     success = rows[("recipient.delivered", "OUTCOME_SUCCESS")]
     assert success.count == 2 and success.price_sum == Decimal("0.30")
     assert rows[("recipient.delivered", "OUTCOME_FAILURE")] == AggregateRow(
-        ("recipient.delivered", "OUTCOME_FAILURE"), 1, Decimal(0))
+        ("recipient.delivered", "OUTCOME_FAILURE"), 1, Decimal(0)
+    )
     by_day = client.aggregate("day", flow_id=flow)
     assert [row.count for row in by_day] == [3, 1]
     assert sum((row.price_sum for row in by_day), Decimal(0)) == Decimal("-3.2")
@@ -174,8 +221,18 @@ def test_aggregate_counts_and_sums_money_exactly(client: Client) -> None:
 
 def test_export_writes_json_lines_and_csv_with_chosen_columns(client: Client, tmp_path: Path) -> None:
     flow = unique("flow")
-    sent = client.append([Event("source.submitted", f"l{i}", flow, timestamp=T0 + timedelta(seconds=i),
-                                lead={"email": f"{i}@x.com"}) for i in range(4)])
+    sent = client.append(
+        [
+            Event(
+                "source.submitted",
+                f"l{i}",
+                flow,
+                timestamp=T0 + timedelta(seconds=i),
+                lead={"email": f"{i}@x.com"},
+            )
+            for i in range(4)
+        ]
+    )
     lines = b"".join(client.export(flow_id=flow)).splitlines()
     assert [json.loads(line)["id"] for line in lines] == [r.id for r in sent]
     target = tmp_path / "out.csv"

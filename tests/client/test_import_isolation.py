@@ -50,4 +50,3 @@ def test_client_imports_and_builds_events_without_storage_or_server_dependencies
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-

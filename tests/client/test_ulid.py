@@ -54,7 +54,6 @@ def test_ids_made_by_many_threads_are_unique() -> None:
         assert out == sorted(out)
 
 
-
 def test_ids_are_the_crockford_base32_of_time_and_randomness() -> None:
     crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     to_crockford = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUV", crockford.encode())

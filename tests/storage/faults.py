@@ -165,24 +165,18 @@ def event_diff(actual: Event | None, expected: Event) -> list[str]:
     if actual is None:
         return [f"{expected.id} (position {expected.position}) is missing"]
     return [
-        f"{expected.id}.{f.name}: stored {getattr(actual, f.name)!r}, "
-        f"expected {getattr(expected, f.name)!r}"
+        f"{expected.id}.{f.name}: stored {getattr(actual, f.name)!r}, expected {getattr(expected, f.name)!r}"
         for f in dataclasses.fields(Event)
         if getattr(actual, f.name) != getattr(expected, f.name)
     ]
 
 
-def append_numbers(
-    log: EventLog, numbers: Sequence[int], *, bulky: bool = True
-) -> dict[str, Event]:
+def append_numbers(log: EventLog, numbers: Sequence[int], *, bulky: bool = True) -> dict[str, Event]:
     """Append events ``numbers`` in one request; the stored events by id."""
     events = [make_event(n, bulky=bulky) for n in numbers]
     results = log.append(events)
     assert [r.id for r in results] == [e.id for e in events], "results out of request order"
-    return {
-        e.id: as_stored(e, r.position, r.recorded_at_ms)
-        for e, r in zip(events, results, strict=True)
-    }
+    return {e.id: as_stored(e, r.position, r.recorded_at_ms) for e, r in zip(events, results, strict=True)}
 
 
 # --------------------------------------------------------------------------
@@ -240,9 +234,7 @@ def matches(event: Event, flt: EventFilter) -> bool:
     return flt.end_ms is None or ts < flt.end_ms
 
 
-def model_scan(
-    events: Iterable[Event], flt: EventFilter, *, descending: bool = False
-) -> list[Event]:
+def model_scan(events: Iterable[Event], flt: EventFilter, *, descending: bool = False) -> list[Event]:
     found = [e for e in events if matches(e, flt)]
     found.sort(key=lambda e: (e.timestamp_ms, e.position), reverse=descending)
     return found
@@ -264,9 +256,7 @@ def scan_all(
     found: list[Event] = []
     after: str | None = None
     for _ in range(100_000):
-        page = log.scan(
-            flt, after=after, limit=limit, descending=descending, include_lead=include_lead
-        )
+        page = log.scan(flt, after=after, limit=limit, descending=descending, include_lead=include_lead)
         found.extend(page.events)
         if page.cursor is None:
             return found
@@ -285,9 +275,7 @@ def standard_filters(accounts: Iterable[str] = ACCOUNTS) -> list[EventFilter]:
             EventFilter(account_id=a, flow_id="flow-2"),
             EventFilter(account_id=a, entity_id="buyer-4"),
             EventFilter(account_id=a, outcomes=(Outcome.SUCCESS, Outcome.SKIP)),
-            EventFilter(
-                account_id=a, start_ms=BASE_MS + DAY_MS // 4, end_ms=BASE_MS + DAY_MS * 3 // 5
-            ),
+            EventFilter(account_id=a, start_ms=BASE_MS + DAY_MS // 4, end_ms=BASE_MS + DAY_MS * 3 // 5),
             EventFilter(
                 account_id=a,
                 types=("source.*", "recipient.rejected"),
@@ -483,9 +471,7 @@ def record_spans(path: Path) -> list[RecordSpan]:
         if magic != b"LT" or version != 1:
             raise ValueError(f"{path.name}: no record at offset {offset}")
         size = RECORD_HEADER.size + length
-        spans.append(
-            RecordSpan(offset, size, kind_flags & 0x0F, bool(kind_flags & FLAG_COMMIT), position)
-        )
+        spans.append(RecordSpan(offset, size, kind_flags & 0x0F, bool(kind_flags & FLAG_COMMIT), position))
         offset += size
     if offset != len(data):
         raise ValueError(f"{path.name}: last record runs past the end of the file")
@@ -553,15 +539,28 @@ def stray_files(data_dir: Path) -> list[str]:
             if top == "index":
                 ok = name in ("data.mdb", "lock.mdb")
             elif top == "log":
-                ok = len(rel.parts) == 2 and len(name) == 24 and name[:20].isdigit() and (
-                    name.endswith(".log")
+                ok = (
+                    len(rel.parts) == 2
+                    and len(name) == 24
+                    and name[:20].isdigit()
+                    and (name.endswith(".log"))
                 )
             elif top == "dictionaries":
-                ok = name.endswith(".zdict") and name[:-6].isdigit()
+                # A ".retired" marker lives while an erasure replaces a dictionary.
+                ok = (name.endswith(".zdict") and name[:-6].isdigit()) or (
+                    name.endswith(".retired") and name[:-8].isdigit()
+                )
             elif top == "quarantine":
                 ok = name.endswith(".bad") or name == "REPORT.jsonl"
             else:
-                ok = str(rel) in ("LOCK", "STORE_ID", "retention.json", "recorded_at.json", "retired.json")
+                ok = str(rel) in (
+                    "LOCK",
+                    "STORE_ID",
+                    "retention.json",
+                    "recorded_at.json",
+                    "retired.json",
+                    "fields.json",
+                )
             if not ok:
                 stray.append(str(rel))
     return sorted(stray)
@@ -625,9 +624,7 @@ def append_loop(args: argparse.Namespace) -> int:
 
     for numbers in resend:
         send(numbers)
-    threads = [
-        threading.Thread(target=worker, args=(t,), daemon=True) for t in range(args.threads)
-    ]
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(args.threads)]
     for t in threads:
         t.start()
     while time.monotonic() < deadline:
@@ -650,6 +647,19 @@ def retention_run(args: argparse.Namespace) -> int:
         files.armed = True
         report = log.apply_retention(now_ms)
         files.armed = False
+    print(json.dumps({"ops": files.ops, "report": dataclasses.asdict(report)}), flush=True)
+    return 0
+
+
+def erase_run(args: argparse.Namespace) -> int:
+    """Erase ``--lead`` of ``--account`` with a Files that crashes at operation ``--crash-at``."""
+    files = InjectedFiles(args.crash_at, crash=True)
+    options = Options(segment_bytes=args.segment_bytes, files=files, dictionary_training_samples=50)
+    with EventLog.open(args.data_dir, options) as log:
+        files.armed = True
+        report = log.erase_lead(args.lead, args.account, requested_by="faults")
+        files.armed = False
+    assert report is not None
     print(json.dumps({"ops": files.ops, "report": dataclasses.asdict(report)}), flush=True)
     return 0
 
@@ -717,6 +727,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     retention.add_argument("--now-ms", type=int, required=True)
     retention.add_argument("--segment-bytes", type=int, required=True)
     retention.add_argument("--policies", required=True)
+    erase = commands.add_parser("erase")
+    erase.add_argument("data_dir")
+    erase.add_argument("--crash-at", type=int, default=None)
+    erase.add_argument("--segment-bytes", type=int, required=True)
+    erase.add_argument("--lead", required=True)
+    erase.add_argument("--account", required=True)
     appends = commands.add_parser("appends")
     appends.add_argument("data_dir")
     appends.add_argument("--crash-at", type=int, default=None)
@@ -734,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, Callable[[argparse.Namespace], int]] = {
         "append-loop": append_loop,
         "retention": retention_run,
+        "erase": erase_run,
         "appends": appends_run,
         "digest": digest_run,
         "open": open_run,

@@ -53,9 +53,7 @@ class Incarnation:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self._stderr = open(stderr_path, "w")  # noqa: SIM115 - closed in finish()
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=self._stderr, text=True
-        )
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -107,15 +105,12 @@ class Oracle:
                     known = self.acked.get(eid)
                     if duplicate:
                         assert known is None or known[0] == position, (
-                            f"retry of {eid} reported position {position}, "
-                            f"first acknowledged at {known}"
+                            f"retry of {eid} reported position {position}, first acknowledged at {known}"
                         )
                         if known is None:
                             self.acked[eid] = (position, None)
                     else:
-                        assert known is None, (
-                            f"{eid} stored twice: acknowledged at {known[0]} and {position}"
-                        )
+                        assert known is None, f"{eid} stored twice: acknowledged at {known[0]} and {position}"
                         self.acked[eid] = (position, recorded_at)
         self.in_flight = list(pending.values())
         self.ack_count += acks_here
@@ -125,9 +120,7 @@ class Oracle:
 expected_event = functools.cache(faults.make_event)
 
 
-def check_store_against_oracle(
-    data_dir: Path, oracle: Oracle, incarnation: int, *, last: bool
-) -> None:
+def check_store_against_oracle(data_dir: Path, oracle: Oracle, incarnation: int, *, last: bool) -> None:
     rng = random.Random(incarnation)
     with EventLog.open(data_dir) as log:
         events = faults.check_log(log)
@@ -169,9 +162,7 @@ def check_store_against_oracle(
     [("always", KILLS), ("interval:50", 10)],
     ids=["fsync_always", "fsync_interval"],
 )
-def test_acknowledged_events_survive_repeated_kill_9(
-    tmp_path: Path, fsync: str, kills: int
-) -> None:
+def test_acknowledged_events_survive_repeated_kill_9(tmp_path: Path, fsync: str, kills: int) -> None:
     """``interval:MS`` risks a power loss, never a process crash (FsyncPolicy docs)."""
     rng = random.Random(SEED)
     data_dir = tmp_path / "store"

@@ -247,9 +247,7 @@ def test_concurrent_appenders_get_no_acknowledgement_after_an_injected_error(
 
 
 @pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC], ids=["eio", "enospc"])
-def test_injected_io_error_during_recovery_never_leaves_a_broken_log(
-    tmp_path: Path, error: int
-) -> None:
+def test_injected_io_error_during_recovery_never_leaves_a_broken_log(tmp_path: Path, error: int) -> None:
     """Truncating a torn tail on open goes through ``Files`` too: it may fail."""
     prestate = tmp_path / "prestate"
     before = build_prestate(prestate, Scenario(Options(), (2, 3), ()))

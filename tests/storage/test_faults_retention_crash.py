@@ -92,9 +92,7 @@ def retention_store(tmp_path_factory: pytest.TempPathFactory) -> RetentionStore:
 
     events = list(stored.values())
     cutoff = NOW_MS - MAX_AGE_DAYS * faults.DAY_MS
-    expired = frozenset(
-        e.id for e in events if e.account_id == "default" and e.recorded_at_ms < cutoff
-    )
+    expired = frozenset(e.id for e in events if e.account_id == "default" and e.recorded_at_ms < cutoff)
     segments = faults.segment_paths(path)
     bases = [faults.segment_base(s) for s in segments]
     by_segment: dict[str, set[str]] = {}
@@ -119,9 +117,7 @@ def retention_store(tmp_path_factory: pytest.TempPathFactory) -> RetentionStore:
         and by_position.get(faults.delta_base(segment, s), by_position[s.position]).id in expired
     ]
     assert delta_on_expired, "no kept snapshot is a delta against an expired one"
-    return RetentionStore(
-        path, events, expired, {k: frozenset(v) for k, v in by_segment.items()}
-    )
+    return RetentionStore(path, events, expired, {k: frozenset(v) for k, v in by_segment.items()})
 
 
 def test_retention_removes_exactly_the_expired_events_and_keeps_positions(

@@ -54,7 +54,7 @@ from .event import (
     Stats,
     VerifyReport,
 )
-from .fields import FieldPolicies, FieldPolicy, scrub
+from .fields import FieldPolicies, FieldPolicy, personal_values, scrub
 from .format import (
     KIND_EVENT,
     RECORD_HEADER_SIZE,
@@ -186,19 +186,26 @@ class EventLog(SegmentHost):
         )
 
     def _training_sample(self, account_id: str, body: bytes) -> bytes:
-        """A body as the dictionary trainer may see it: personal values blanked."""
+        """A body as the dictionary trainer may see it: personal values, and quotes of
+        them elsewhere in the body, blanked."""
         try:
             fields = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body
         classify = self.fields.classifier(account_id)
         part = fields[12]
-        if isinstance(part, dict) and set(part) == {"s", "d"}:  # a snapshot delta
-            part = {"s": scrub(part["s"], classify, PERSONAL, "", _NOTHING), "d": part["d"]}
+        delta = isinstance(part, dict) and set(part) == {"s", "d"}
+        values: set[str] = set()
+        personal_values(part["s"] if delta else part, classify, values)
+        personal_values(fields[11], classify, values)
+        quoted = frozenset(v for v in values if len(v) >= erasure.MIN_QUOTED)
+        if delta:
+            part = {"s": scrub(part["s"], classify, PERSONAL, "", quoted), "d": part["d"]}
         else:
-            part = scrub(part, classify, PERSONAL, "", _NOTHING)
-        fields[11] = scrub(fields[11], classify, PERSONAL, "", _NOTHING)
+            part = scrub(part, classify, PERSONAL, "", quoted)
+        fields[11] = scrub(fields[11], classify, PERSONAL, "", quoted)
         fields[12] = part
+        fields[6] = scrub(fields[6], classify, PERSONAL, "", quoted)
         return orjson.dumps(fields)
 
     def _store_id(self) -> bytes:
@@ -1006,9 +1013,6 @@ class EventLog(SegmentHost):
         if self._closed or self._index is None:
             raise ClosedError("the store is closed")
         return self._index
-
-
-_NOTHING: frozenset[str] = frozenset()
 
 
 def _named(event: Event) -> Event:
