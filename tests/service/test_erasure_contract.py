@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -578,6 +578,8 @@ def test_erased_values_are_in_no_file_and_no_dump_line(spawn: Callable[..., Serv
         ]
     assert fingerprint.startswith("fp:")
     assert server.stop() == 0
+    for sent, result in zip(mine, results, strict=False):
+        sent.id = result.id  # re-sent below with the ids the server gave them
     needles = [*PHILIPPA_CLEAR, fingerprint]
     before = dump(data)
     assert not [n for n in needles if n not in before]  # the check below can fail
@@ -813,7 +815,7 @@ def test_a_plain_field_policy_unmasks_but_never_declassifies_a_secret(
     assert admin_lead["ssn"].startswith("fp:") and "111-22-3333" not in json.dumps(admin_lead)
 
 
-@pytest.mark.parametrize("pattern", ["customer ref", "contact/email", "x" * 129, ""])
+@pytest.mark.parametrize("pattern", ["customer ref", "contact/email", "x" * 129])
 @pytest.mark.parametrize("kind", ["pii_fields", "secret_fields", "plain_fields"])
 def test_an_invalid_pattern_is_refused(
     stubs: Stubs, keys: dict[str, Metadata], policied: Policied, pattern: str, kind: str

@@ -133,7 +133,8 @@ def log(data: Path, options: Options) -> Iterator[EventLog]:
 
 def fill(log: EventLog, jane_steps: int = 6, others: int = 60) -> tuple[list[Event], list[Event]]:
     """Jane's lead interleaved with other leads, over several segments and the active one."""
-    jane, rest = [], []
+    jane: list[Event] = []
+    rest: list[Event] = []
     spread = {round(i * (others - 1) / max(jane_steps - 1, 1)): i for i in range(jane_steps)}
     for n in range(others):
         batch = [lead_event(f"lead-{n % 9}", n)]
@@ -235,7 +236,7 @@ def test_a_dictionary_that_learnt_an_erased_value_is_replaced(log: EventLog, dat
     # A plain field quoting the email in every event of the lead: training keeps it.
     for n in range(120):
         e = lead_event("lead-jane", n, person=JANE)
-        e.lead["notes"] = "call back at jane.doe@example.com after 5pm"
+        e.lead = {**e.lead, "notes": "call back at jane.doe@example.com after 5pm"}
         log.append([e])
     trainer = log.trainer
     assert trainer is not None and trainer.wait_idle(30)
@@ -411,7 +412,7 @@ def test_field_policies_are_validated_and_durable(tmp_path: Path, options: Optio
 def test_erasure_follows_the_accounts_field_policy(log: EventLog) -> None:
     log.set_field_policy(FieldPolicy("default", pii=("customer_ref",), plain=("first_name",)))
     e = lead_event("lead-p", 1, person=JANE)
-    e.lead["customer_ref"] = "CR-99812"
+    e.lead = {**e.lead, "customer_ref": "CR-99812"}
     log.append([e])
     log.erase_lead("lead-p")
     [erased, _audit] = log.timeline("lead-p")
