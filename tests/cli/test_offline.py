@@ -94,3 +94,30 @@ def test_a_missing_store_is_one_line_and_exit_1(cli: CLI, tmp_path: Path, comman
     line = cli(command, "--data", str(tmp_path / "nowhere")).error_line()
     assert "no LeadTrail store" in line
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_erase_offline_erases_the_lead_and_records_who_did(cli: CLI, store: Path) -> None:
+    run = cli("erase", "--data", str(store), "--lead", "lead_1", "--reason", "DSR-2024-17")
+    assert run.status == 0, run
+    assert run.stdout.startswith("erased lead lead_1: 5 events changed, ")
+    run = cli("dump", "--data", str(store))
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    mine = [r for r in records if r["lead_id"] == "lead_1"]
+    assert [r["lead"]["email"] for r in mine[:5]] == ["[erased]"] * 5
+    assert [r["lead"]["score"] for r in mine[:5]] == [5, 6, 7, 8, 9]
+    assert mine[5]["type"] == "audit.erased" and mine[5]["reason"] == "DSR-2024-17"
+    assert mine[5]["entity_id"].startswith("cli:")
+    assert "person1@example.com" not in run.stdout
+    assert "person0@example.com" in run.stdout  # the other lead keeps its values
+
+
+def test_erase_offline_of_an_unknown_lead_or_under_a_hold_is_one_line(cli: CLI, store: Path) -> None:
+    assert (
+        "lead 'lead_9' has no events" in cli("erase", "--data", str(store), "--lead", "lead_9").error_line()
+    )
+    with EventLog.open(store) as log:
+        log.set_retention_policy(RetentionPolicy(account_id="default", legal_hold=True))
+    line = cli("erase", "--data", str(store), "--lead", "lead_1").error_line()
+    assert "legal hold" in line
+    run = cli("dump", "--data", str(store))
+    assert "person1@example.com" in run.stdout

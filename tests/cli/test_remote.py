@@ -271,6 +271,54 @@ def test_retention_set_and_apply(cli: CLI, stored: str) -> None:
     assert run.stdout.startswith("removed 0 events")
 
 
+def test_retention_set_with_ages_per_field_class(cli: CLI, stored: str) -> None:
+    run = cli(
+        "retention", "set", "--account", "tiers", "--max-age-days", "0",
+        "--pii-max-age-days", "30", "--secret-max-age-days", "7", "--server", stored,
+    )  # fmt: skip
+    assert run.status == 0, run
+    assert (
+        run.stdout.strip()
+        == "retention for account tiers: keep forever, pii values 30 days, secret values 7 days"
+    )
+
+
+def test_fields_set_and_show(cli: CLI, stored: str) -> None:
+    run = cli(
+        "fields",
+        "set",
+        "--pii",
+        "customer_ref",
+        "--pii",
+        "contact.*",
+        "--plain",
+        "first_name",
+        "--server",
+        stored,
+    )
+    assert run.status == 0, run
+    expected = "secret: (built-in rules only)\npii: customer_ref, contact.*\nplain: first_name"
+    assert run.stdout.strip() == expected
+    assert cli("fields", "show", "--server", stored).stdout.strip() == expected
+    line = cli("fields", "set", "--secret", "a b", "--server", stored).error_line()
+    assert "secret[0] 'a b'" in line
+    assert cli("fields", "set", "--server", stored).status == 0  # back to the built-in rules
+
+
+def test_erase_a_lead_over_the_server(cli: CLI, stored: str) -> None:
+    lead = {"email": "erin.erase@example.com", "first_name": "Erin", "score": 12}
+    event = {"type": "source.submitted", "lead_id": "lead_cli_erase", "flow_id": FLOW, "lead": lead}
+    assert cli("append", "-", "--server", stored, input=_jsonl([event, event])).status == 0
+    run = cli("erase", "--lead", "lead_cli_erase", "--reason", "DSR-9", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.startswith("erased lead lead_cli_erase: 2 events changed, ")
+    run = cli("timeline", "lead_cli_erase", "--format", "json", "--server", stored)
+    assert "erin.erase@example.com" not in run.stdout and "Erin" not in run.stdout
+    assert '"[erased]"' in run.stdout
+    line = cli("erase", "--lead", "lead_cli_nobody", "--server", stored).error_line()
+    assert "NOT_FOUND" in line or "no events" in line
+
+
 def test_demo_appends_simulated_flows_and_shows_a_timeline(cli: CLI, server: str) -> None:
     run: Run = cli("demo", "--leads", "20", "--seed", "5", "--server", server)
     assert run.status == 0, run

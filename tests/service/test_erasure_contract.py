@@ -938,3 +938,38 @@ def test_tiered_retention_erases_pii_then_secrets_by_age(
             e.id for e in q.QueryEvents(query_pb2.QueryEventsRequest(), timeout=30).events
         ]
     assert server.stop() == 0
+
+
+def test_secret_retention_alone_removes_fingerprints_and_keeps_pii(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    from leadtrail.v1 import admin_pb2_grpc, query_pb2_grpc, submission_pb2_grpc
+
+    server = spawn(tmp_path / "data")
+    with grpc.insecure_channel(server.address) as channel:
+        submit = submission_pb2_grpc.SubmissionServiceStub(channel)
+        q = query_pb2_grpc.QueryServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        [result] = submit.Append(
+            submission_pb2.AppendRequest(events=[event("lead-secret-aged", PHILIPPA)]), timeout=30
+        ).results
+        appended_ms = q.GetEvent(query_pb2.GetEventRequest(id=result.id)).recorded_at.ToMilliseconds()
+
+        def lead() -> dict[str, Any]:
+            return lead_of(q.GetEvent(query_pb2.GetEventRequest(id=result.id, json_snapshots=True)))
+
+        def apply(days: int) -> admin_pb2.ApplyRetentionResponse:
+            request = admin_pb2.ApplyRetentionRequest()
+            request.now.FromMilliseconds(appended_ms + days * DAY_MS)
+            response: admin_pb2.ApplyRetentionResponse = admin.ApplyRetention(request, timeout=60)
+            return response
+
+        original = lead()
+        assert original["ssn"].startswith("fp:")
+        admin.SetRetentionPolicy(admin_pb2.RetentionPolicy(secret_max_age_days=10), timeout=30)
+        assert apply(9).events_scrubbed == 0
+        assert lead() == original
+        due = apply(11)
+        assert (due.events_scrubbed, due.events_removed) == (1, 0)
+        assert lead() == {**original, "ssn": ERASED}  # pii stays while its tier is 0
+    assert server.stop() == 0

@@ -26,7 +26,10 @@ from ._convert import (
     aggregate_row_from_proto,
     append_request,
     append_result_from_proto,
+    erasure_report_from_proto,
     event_from_proto,
+    field_policy_from_proto,
+    field_policy_to_proto,
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
@@ -39,7 +42,9 @@ from ._errors import handle_rpc_error, translated_rpc_errors
 from ._model import (
     AggregateRow,
     AppendResult,
+    ErasureReport,
     Event,
+    FieldPolicy,
     GroupBy,
     RetentionPolicy,
     RetentionReport,
@@ -163,9 +168,7 @@ class Client:
         **filter: Unpack[EventFilterArgs],
     ) -> Iterator[Event]:
         """Every matching event ordered by (timestamp, position), fetched a page at a time."""
-        request = query_request(
-            filter, descending=descending, include_lead=include_lead, page_size=page_size
-        )
+        request = query_request(filter, descending=descending, include_lead=include_lead, page_size=page_size)
         return self._pages(request)
 
     def _pages(self, request: query_pb2.QueryEventsRequest) -> Iterator[Event]:
@@ -293,14 +296,20 @@ class Client:
         return verify_report_from_proto(message)
 
     def set_retention_policy(
-        self, account_id: str, max_age_days: int = 0, legal_hold: bool = False
+        self,
+        account_id: str,
+        max_age_days: int = 0,
+        legal_hold: bool = False,
+        *,
+        pii_max_age_days: int = 0,
+        secret_max_age_days: int = 0,
     ) -> RetentionPolicy:
         """Store an account's retention policy; returns it as stored."""
-        request = retention_policy_to_proto(RetentionPolicy(account_id, max_age_days, legal_hold))
+        request = retention_policy_to_proto(
+            RetentionPolicy(account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days)
+        )
         with translated_rpc_errors():
-            response = self._admin.SetRetentionPolicy(
-                request, timeout=self.timeout, metadata=self._metadata
-            )
+            response = self._admin.SetRetentionPolicy(request, timeout=self.timeout, metadata=self._metadata)
         return retention_policy_from_proto(response.policy)
 
     def apply_retention(self, now: datetime | None = None) -> RetentionReport:
@@ -311,6 +320,30 @@ class Client:
         with translated_rpc_errors():
             response = self._admin.ApplyRetention(request, timeout=None, metadata=self._metadata)
         return retention_report_from_proto(response)
+
+    def erase_lead(self, lead_id: str, reason: str = "") -> ErasureReport:
+        """Erase a lead's personal data from every event recorded so far (admin keys)."""
+        request = admin_pb2.EraseLeadRequest(lead_id=lead_id, reason=reason)
+        with translated_rpc_errors():
+            response = self._admin.EraseLead(request, timeout=None, metadata=self._metadata)
+        return erasure_report_from_proto(response)
+
+    def set_field_policy(
+        self, *, secret: Sequence[str] = (), pii: Sequence[str] = (), plain: Sequence[str] = ()
+    ) -> FieldPolicy:
+        """Replace the caller's account field policy; returns it as stored."""
+        request = field_policy_to_proto(FieldPolicy("", tuple(secret), tuple(pii), tuple(plain)))
+        with translated_rpc_errors():
+            response = self._admin.SetFieldPolicy(request, timeout=self.timeout, metadata=self._metadata)
+        return field_policy_from_proto(response)
+
+    def field_policy(self) -> FieldPolicy:
+        """The caller's account field policy (empty: the built-in classes only)."""
+        with translated_rpc_errors():
+            response = self._admin.GetFieldPolicy(
+                admin_pb2.GetFieldPolicyRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return field_policy_from_proto(response)
 
 
 def _write_all(chunks: Iterator[bytes], file: BinaryWriter) -> int:

@@ -28,8 +28,10 @@ from ._model import (
     CaughtUp,
     ChangeKind,
     Checkpoint,
+    ErasureReport,
     Event,
     FieldChange,
+    FieldPolicy,
     Outcome,
     RetentionPolicy,
     RetentionReport,
@@ -100,8 +102,9 @@ def _fill_value(obj: object, value: struct_pb2.Value, path: str) -> None:
         for index, item in enumerate(obj):
             _fill_value(item, items.values.add(), f"{path}[{index}]")
     else:
-        raise TypeError(f"{path}: {type(obj).__name__} is not a JSON value (use str, number, bool, None, "
-                        "dict or list)")
+        raise TypeError(
+            f"{path}: {type(obj).__name__} is not a JSON value (use str, number, bool, None, dict or list)"
+        )
 
 
 def _fill_struct(mapping: Mapping[Any, Any], struct: struct_pb2.Struct, path: str) -> None:
@@ -336,13 +339,49 @@ def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
 
 def retention_policy_to_proto(policy: RetentionPolicy) -> admin_pb2.RetentionPolicy:
     return admin_pb2.RetentionPolicy(
-        account_id=policy.account_id, max_age_days=policy.max_age_days, legal_hold=policy.legal_hold
+        account_id=policy.account_id,
+        max_age_days=policy.max_age_days,
+        legal_hold=policy.legal_hold,
+        pii_max_age_days=policy.pii_max_age_days,
+        secret_max_age_days=policy.secret_max_age_days,
     )
 
 
 def retention_policy_from_proto(message: admin_pb2.RetentionPolicy) -> RetentionPolicy:
     return RetentionPolicy(
-        account_id=message.account_id, max_age_days=message.max_age_days, legal_hold=message.legal_hold
+        account_id=message.account_id,
+        max_age_days=message.max_age_days,
+        legal_hold=message.legal_hold,
+        pii_max_age_days=message.pii_max_age_days,
+        secret_max_age_days=message.secret_max_age_days,
+    )
+
+
+def erasure_report_from_proto(message: admin_pb2.EraseLeadResponse) -> ErasureReport:
+    return ErasureReport(
+        events_erased=message.events_erased,
+        segments_rewritten=message.segments_rewritten,
+        dictionaries_replaced=message.dictionaries_replaced,
+        audit_event_id=message.audit_event_id,
+        audit_position=message.audit_position,
+    )
+
+
+def field_policy_to_proto(policy: FieldPolicy) -> admin_pb2.FieldPolicy:
+    return admin_pb2.FieldPolicy(
+        account_id=policy.account_id,
+        secret_fields=policy.secret,
+        pii_fields=policy.pii,
+        plain_fields=policy.plain,
+    )
+
+
+def field_policy_from_proto(message: admin_pb2.FieldPolicy) -> FieldPolicy:
+    return FieldPolicy(
+        message.account_id,
+        tuple(message.secret_fields),
+        tuple(message.pii_fields),
+        tuple(message.plain_fields),
     )
 
 
@@ -352,4 +391,5 @@ def retention_report_from_proto(message: admin_pb2.ApplyRetentionResponse) -> Re
         segments_deleted=message.segments_deleted,
         segments_rewritten=message.segments_rewritten,
         bytes_freed=message.bytes_freed,
+        events_scrubbed=message.events_scrubbed,
     )

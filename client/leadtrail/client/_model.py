@@ -155,11 +155,15 @@ class VerifyReport:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """Per account: events older than ``max_age_days`` are removed (0 keeps them) unless on hold."""
+    """Per account: events older than ``max_age_days`` are removed (0 keeps them) unless on
+    hold; the values of fields classed pii (secret) are erased from events older than
+    ``pii_max_age_days`` (``secret_max_age_days``), the events kept."""
 
     account_id: str
     max_age_days: int = 0
     legal_hold: bool = False
+    pii_max_age_days: int = 0
+    secret_max_age_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,30 @@ class RetentionReport:
     segments_deleted: int
     segments_rewritten: int
     bytes_freed: int
+    events_scrubbed: int = 0
+    """Events whose pii or secret values passed their age and were erased."""
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    """What ``erase_lead`` did; the ``audit.erased`` event records it in the store."""
+
+    events_erased: int
+    segments_rewritten: int
+    dictionaries_replaced: int
+    audit_event_id: str
+    audit_position: int
+
+
+@dataclass(frozen=True)
+class FieldPolicy:
+    """An account's additions to the built-in field classes: names or patterns (``*``,
+    ``?``) classed secret or pii, and names the built-in rules class pii that are plain."""
+
+    account_id: str = ""
+    secret: tuple[str, ...] = ()
+    pii: tuple[str, ...] = ()
+    plain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

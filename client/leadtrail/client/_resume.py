@@ -21,9 +21,7 @@ from ._requests import resume_request
 # against its successor. A server stopping with calls still open cancels them,
 # which the client sees as CANCELLED; the caller's own cancellation is told
 # apart by the caller's stop flag.
-RECONNECT_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
-)
+RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED})
 
 
 def is_reconnectable(error: grpc.RpcError) -> bool:

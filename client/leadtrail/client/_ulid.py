@@ -33,8 +33,11 @@ def _encode_time(ms: int) -> str:
     # 48 bits in 10 digits (50 bits, the top two zero).
     pairs = _PAIRS
     return (
-        pairs[(ms >> 40) & 1023] + pairs[(ms >> 30) & 1023] + pairs[(ms >> 20) & 1023]
-        + pairs[(ms >> 10) & 1023] + pairs[ms & 1023]
+        pairs[(ms >> 40) & 1023]
+        + pairs[(ms >> 30) & 1023]
+        + pairs[(ms >> 20) & 1023]
+        + pairs[(ms >> 10) & 1023]
+        + pairs[ms & 1023]
     )
 
 
@@ -42,9 +45,14 @@ def _encode_random(value: int) -> str:
     # 80 bits are exactly 16 digits.
     pairs = _PAIRS
     return (
-        pairs[value >> 70] + pairs[(value >> 60) & 1023] + pairs[(value >> 50) & 1023]
-        + pairs[(value >> 40) & 1023] + pairs[(value >> 30) & 1023] + pairs[(value >> 20) & 1023]
-        + pairs[(value >> 10) & 1023] + pairs[value & 1023]
+        pairs[value >> 70]
+        + pairs[(value >> 60) & 1023]
+        + pairs[(value >> 50) & 1023]
+        + pairs[(value >> 40) & 1023]
+        + pairs[(value >> 30) & 1023]
+        + pairs[(value >> 20) & 1023]
+        + pairs[(value >> 10) & 1023]
+        + pairs[value & 1023]
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import importlib
 import os
 import sys
@@ -28,6 +29,7 @@ from leadtrail.storage import (
 )
 
 from .cli_errors import CommandError, UsageError
+from .cli_output import erasure_line
 from .term import Ticker
 
 DEFAULT_DATA = "./leadtrail-data"
@@ -123,6 +125,22 @@ def cmd_compact(args: argparse.Namespace) -> int:
     with EventLog.open(args.data, _options(args)) as log:
         report = log.apply_retention(args.now)
     _print_json(dataclasses.asdict(report))
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    if args.data is None:
+        return _remote("cli_remote", "cmd_erase")(args)
+    _existing(args)
+    with EventLog.open(args.data, _options(args)) as log:
+        if any(p.account_id == args.account and p.legal_hold for p in log.retention_policies()):
+            raise CommandError(f"account {args.account!r} is under a legal hold: nothing of it may be erased")
+        report = log.erase_lead(
+            args.lead, args.account, requested_by=f"cli:{getpass.getuser()}", reason=args.reason
+        )
+    if report is None:
+        raise CommandError(f"lead {args.lead!r} has no events in account {args.account!r}")
+    print(erasure_line(args.lead, report))
     return 0
 
 
@@ -397,12 +415,49 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--legal-hold", action="store_true", help="keep everything of the account, whatever its age"
     )
+    r.add_argument(
+        "--pii-max-age-days",
+        type=_not_negative,
+        default=0,
+        metavar="N",
+        help="erase personal values from events older than N days (0: keep them with the event)",
+    )
+    r.add_argument(
+        "--secret-max-age-days",
+        type=_not_negative,
+        default=0,
+        metavar="N",
+        help="erase secret fingerprints from events older than N days",
+    )
     _server_args(r)
     r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"))
     r = retention.add_parser("apply", help="remove expired events now")
     r.add_argument("--now", metavar="TIME", help="measure ages from this time (RFC 3339 or UTC ms)")
     _server_args(r)
     r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"))
+
+    p = sub.add_parser(
+        "erase",
+        help="erase a lead's personal data from every event so far (of the server, or of --data offline)",
+    )
+    p.add_argument("--lead", required=True, metavar="LEAD_ID")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why, e.g. the request's number (audited)")
+    p.add_argument("--account", default="default", help="offline only: the lead's account (default: default)")
+    _data_arg(p, default=None)
+    _server_args(p)
+    p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("fields", help="the field policy (secret / pii / plain names) of a server's account")
+    fields = p.add_subparsers(dest="fields_command", required=True, metavar="ACTION")
+    r = fields.add_parser("show", help="the account's field policy")
+    _server_args(r)
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_show"))
+    r = fields.add_parser("set", help="replace the account's field policy")
+    r.add_argument("--secret", action="append", default=[], metavar="NAME", help="class as secret (repeat)")
+    r.add_argument("--pii", action="append", default=[], metavar="NAME", help="class as pii (repeat)")
+    r.add_argument("--plain", action="append", default=[], metavar="NAME", help="not personal here (repeat)")
+    _server_args(r)
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"))
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)

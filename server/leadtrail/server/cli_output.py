@@ -187,3 +187,12 @@ def tail_line(event: Event) -> str:
         event.reason,
     ]
     return "  ".join(parts).rstrip()
+
+
+def erasure_line(lead_id: str, report: Any) -> str:
+    """One line for the offline and the remote ``erase`` alike."""
+    return (
+        f"erased lead {lead_id}: {report.events_erased} events changed, "
+        f"{report.segments_rewritten} segments rewritten, {report.dictionaries_replaced} dictionaries "
+        f"replaced; recorded as {report.audit_event_id} at position {report.audit_position}"
+    )

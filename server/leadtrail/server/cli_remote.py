@@ -32,7 +32,15 @@ from leadtrail.client import (
 
 from .cli_errors import CommandError, UsageError
 from .cli_input import parse_outcome, parse_time, read_events
-from .cli_output import dumps, event_json, events_table, tail_line, timeline_json, timeline_table
+from .cli_output import (
+    dumps,
+    erasure_line,
+    event_json,
+    events_table,
+    tail_line,
+    timeline_json,
+    timeline_table,
+)
 from .term import ProgressLine, human_bytes
 
 _EVENT_INDEX = re.compile(r"events\[(\d+)\]\.?")
@@ -328,11 +336,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_retention_set(args: argparse.Namespace) -> int:
     with connect(args) as client:
         policy = client.set_retention_policy(
-            args.account, max_age_days=args.max_age_days, legal_hold=args.legal_hold
+            args.account,
+            max_age_days=args.max_age_days,
+            legal_hold=args.legal_hold,
+            pii_max_age_days=args.pii_max_age_days,
+            secret_max_age_days=args.secret_max_age_days,
         )
     age = f"{policy.max_age_days} days" if policy.max_age_days else "forever"
     hold = ", legal hold (nothing is removed)" if policy.legal_hold else ""
-    print(f"retention for account {policy.account_id}: keep {age}{hold}")
+    tiers = "".join(
+        f", {name} values {days} days"
+        for name, days in (("pii", policy.pii_max_age_days), ("secret", policy.secret_max_age_days))
+        if days
+    )
+    print(f"retention for account {policy.account_id}: keep {age}{tiers}{hold}")
     return 0
 
 
@@ -345,6 +362,32 @@ def cmd_retention_apply(args: argparse.Namespace) -> int:
         report = client.apply_retention(now=now)
     print(
         f"removed {report.events_removed} events: {report.segments_deleted} segments deleted, "
-        f"{report.segments_rewritten} rewritten, {human_bytes(report.bytes_freed)} freed"
+        f"{report.segments_rewritten} rewritten, {human_bytes(report.bytes_freed)} freed; "
+        f"personal values erased from {report.events_scrubbed} events"
     )
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        report = client.erase_lead(args.lead, reason=args.reason)
+    print(erasure_line(args.lead, report))
+    return 0
+
+
+def _print_field_policy(policy: Any) -> None:
+    for name in ("secret", "pii", "plain"):
+        names = getattr(policy, name)
+        print(f"{name}: {', '.join(names) if names else '(built-in rules only)'}")
+
+
+def cmd_fields_show(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        _print_field_policy(client.field_policy())
+    return 0
+
+
+def cmd_fields_set(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        _print_field_policy(client.set_field_policy(secret=args.secret, pii=args.pii, plain=args.plain))
     return 0

@@ -186,6 +186,9 @@ def erase_lead(
     if trainer is not None and found:
         writer.call(lambda: trainer.forget(found)).result()
     replaced = replace_dictionaries(log, found)
+    last = timeline[-1]
+    # The snapshot as it now stands, so that the lead's timeline shows no change at this step.
+    now_stands = erase_event(last, classify, PERSONAL, quoted) or last
     record = Event(
         type=AUDIT_ERASED,
         lead_id=lead_id,
@@ -200,6 +203,7 @@ def erase_lead(
             "segments_rewritten": rewritten,
             "dictionaries_replaced": replaced,
         },
+        lead=now_stands.lead,
         account_id=account_id,
     )
     result = log.append([record])[0]

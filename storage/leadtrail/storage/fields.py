@@ -193,19 +193,21 @@ class FieldPolicies:
         return found
 
 
-def personal_values(data: Any, classify: Classify, out: set[str]) -> None:
-    """Add to ``out`` every secret or pii value in ``data`` (at any depth), as text."""
+def personal_values(
+    data: Any, classify: Classify, out: set[str], classes: frozenset[str] = frozenset({SECRET, PII})
+) -> None:
+    """Add to ``out`` every value of a field in ``classes`` in ``data`` (at any depth), as text."""
     if isinstance(data, list):
         for item in data:
-            personal_values(item, classify, out)
+            personal_values(item, classify, out, classes)
         return
     if not isinstance(data, Mapping):
         return
     for key, value in data.items():
-        if classify(key) == PLAIN:
-            personal_values(value, classify, out)
-        else:
+        if classify(key) in classes:
             _leaves(value, out)
+        else:
+            personal_values(value, classify, out, classes)
 
 
 def _leaves(value: Any, out: set[str]) -> None:

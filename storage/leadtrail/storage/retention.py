@@ -134,10 +134,10 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
             if not classes:
                 return None
             classify = log.fields.classifier(event.account_id)
-            values: set[str] = set()
-            personal_values(event.lead, classify, values)
-            personal_values(event.details, classify, values)
-            quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED) if PII in classes else frozenset()
+            values: set[str] = set()  # quotes of the values due, not of those kept a while yet
+            personal_values(event.lead, classify, values, classes)
+            personal_values(event.details, classify, values, classes)
+            quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED)
             return erase_event(event, classify, classes, quoted)
 
         changed, count = rewrite_segments(log, [segment], transform)
