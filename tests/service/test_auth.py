@@ -233,6 +233,33 @@ def test_a_writer_limited_to_an_entity_cannot_write_for_another(stubs: Stubs, ke
     assert list(found.events) == []  # nothing of the refused request was stored
 
 
+def test_a_scoped_writer_learns_nothing_from_the_id_of_an_event_outside_its_scope(
+    stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    [outside] = append(stubs, keyed["writer"], event("lead-dup", "buyer-9"))
+    [inside] = append(stubs, keyed["writer7"], event("lead-dup", "buyer-7"))
+    probe_outside, probe_inside = event("lead-dup", "buyer-7"), event("lead-dup", "buyer-7")
+    probe_outside.id, probe_inside.id = outside.id, inside.id
+    for answers in (
+        append(stubs, keyed["writer7"], probe_outside, probe_inside),
+        list(
+            next(
+                stubs.submission.AppendStream(
+                    iter([submission_pb2.AppendRequest(events=[probe_outside, probe_inside])]),
+                    metadata=auth(keyed["writer7"]),
+                    timeout=30,
+                )
+            ).results
+        ),
+    ):
+        hidden, own = answers
+        assert hidden.duplicate and hidden.position == 0 and not hidden.HasField("recorded_at")
+        assert own.duplicate and own.position == inside.position and own.recorded_at == inside.recorded_at
+    # The whole-account writer is told where its duplicate is.
+    [told] = append(stubs, keyed["writer"], probe_outside)
+    assert told.duplicate and told.position == outside.position
+
+
 def test_keys_made_and_revoked_over_the_admin_service(stubs: Stubs, keyed: dict[str, str]) -> None:
     admin = auth(keyed["admin"])
     made = stubs.admin.CreateKey(
@@ -410,8 +437,15 @@ def test_account_wide_admin_calls_need_an_unscoped_admin_and_keys_never_widen(
         lambda: stubs.admin.SetRetentionPolicy(
             admin_pb2.RetentionPolicy(max_age_days=1), metadata=scoped_admin
         ),
+        lambda: stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=scoped_admin),
+        lambda: stubs.admin.Verify(admin_pb2.VerifyRequest(), metadata=scoped_admin),
+        lambda: stubs.admin.EraseLead(admin_pb2.EraseLeadRequest(lead_id="lead-a"), metadata=scoped_admin),
+        lambda: stubs.admin.SetFieldPolicy(admin_pb2.FieldPolicy(), metadata=scoped_admin),
     ):
         assert code_of(call) == grpc.StatusCode.PERMISSION_DENIED
+    whole = auth(keyed["admin"])
+    assert stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=whole).event_count > 0
+    assert stubs.admin.Verify(admin_pb2.VerifyRequest(), metadata=whole).problems == []
     slow_admin = auth(new_key(server, "acme", "admin", "--rate-limit", "50"))
     unlimited = admin_pb2.CreateKeyRequest(role="reader")
     assert (

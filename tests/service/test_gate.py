@@ -49,3 +49,33 @@ def test_keys_refuse_a_rate_out_of_range(tmp_path: Path) -> None:
 
     with pytest.raises(KeyStoreError, match="rate limit -1"):
         KeyStore(str(tmp_path)).create("acme", "reader", 0, rate_per_second=-1)
+
+
+def test_a_stream_is_paced_by_its_keys_rate_rather_than_ended(tmp_path: Path) -> None:
+    import asyncio
+
+    keys = KeyStore(str(tmp_path))
+    secret, key = keys.create("acme", "writer", 0, rate_per_second=4)
+    clock = Clock()
+    gate = Gate(keys, clock)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the test's clock moves instead of time
+        slept.append(seconds)
+        clock.now += seconds
+
+    async def send(messages: int) -> None:
+        for _ in range(messages):
+            await gate.pace(key, sleep)
+
+    asyncio.run(send(4))  # the burst
+    assert slept == []
+    asyncio.run(send(4))  # then one message every quarter second
+    assert slept == [pytest.approx(0.25)] * 4
+    assert clock.now == pytest.approx(101.0)
+    with pytest.raises(RateLimited):  # and a new call finds the budget spent
+        gate.admit((("authorization", f"Bearer {secret}"),), "Append")
+    unlimited = keys.create("acme", "writer", 0)[1]
+    asyncio.run(gate.pace(unlimited, sleep))
+    asyncio.run(gate.pace(None, sleep))
+    assert len(slept) == 4

@@ -264,7 +264,7 @@ class LeadTrailServer:
             loop.call_soon_threadsafe(store.feed.publish, events)
 
         event_log.add_commit_listener(committed)
-        gate = Gate(store.keys)  # one gate: one rate budget per key across every service
+        gate = store.gate = Gate(store.keys)  # one gate: one rate budget per key across every service
         server = grpc.aio.server(
             interceptors=[ReflectionGate(gate)],
             options=[

@@ -9,8 +9,9 @@ the servicer runs (each call runs in its own task, so it never leaks).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -106,11 +107,24 @@ class Gate:
                 f"{method}: not allowed for role {key.role} (it may call {', '.join(sorted(allowed))})",
             )
         if key.rate_per_second:
-            now = self._clock()
-            bucket = self._buckets.get(key.key_id)
-            if bucket is None:
-                bucket = self._buckets[key.key_id] = _Bucket(key.rate_per_second, now)
-            wait = bucket.take(key.rate_per_second, now)
+            wait = self._take(key)
             if wait:
                 raise RateLimited(key, wait)
         return key
+
+    def _take(self, key: ApiKey) -> float:
+        now = self._clock()
+        bucket = self._buckets.get(key.key_id)
+        if bucket is None:
+            bucket = self._buckets[key.key_id] = _Bucket(key.rate_per_second, now)
+        return bucket.take(key.rate_per_second, now)
+
+    async def pace(
+        self, key: ApiKey | None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
+        """Wait until ``key`` may send one more message of a stream: within a stream the
+        rate limit slows the sender down (as flow control does) instead of ending it."""
+        if key is None or not key.rate_per_second:
+            return
+        while wait := self._take(key):
+            await sleep(wait)

@@ -47,7 +47,7 @@ from leadtrail.v1 import (
     submission_pb2_grpc,
 )
 
-from .auth import CALLER
+from .auth import CALLER, Gate
 from .convert import (
     event_from_proto,
     event_to_json,
@@ -109,6 +109,8 @@ class Store:
     ingest: ThreadPoolExecutor
     keys: KeyStore
     fingerprints: Fingerprints
+    gate: Gate | None = None
+    """Set by the server once made: streams pace their messages by a key's rate limit."""
     closing: bool = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -208,7 +210,8 @@ def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
     response = submission_pb2.AppendResponse()
     for r in results:
         out = response.results.add(id=r.id, position=r.position, duplicate=r.duplicate)
-        ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
+        if r.recorded_at_ms:  # 0: a duplicate the caller may not see (see _answer)
+            ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
     return response
 
 
@@ -254,7 +257,28 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     async def Append(
         self, request: submission_pb2.AppendRequest, context: Context
     ) -> submission_pb2.AppendResponse:
-        return _results(await (await self._submit(request, self.store.account(context))))
+        account = self.store.account(context)
+        return _results(await self._answer(await self._submit(request, account), account))
+
+    async def _answer(self, durable: asyncio.Future[Any], account: str) -> list[Any]:
+        """The results of a request once durable. A key limited to some entities or flows
+        learns nothing of an event outside them: a duplicate of one answers position 0."""
+        results: list[Any] = await durable
+        key = CALLER.get()
+        if key is None or not (key.entities or key.flows) or not any(r.duplicate for r in results):
+            return results
+        log = self.store.log
+
+        def hidden(result: Any) -> bool:
+            original = log.get(result.id, account)
+            return original is None or not key.sees(original.entity_id, original.flow_id)
+
+        answered = []
+        for r in results:
+            if r.duplicate and await self.store.run(hidden, r):
+                r = replace(r, position=0, recorded_at_ms=0)
+            answered.append(r)
+        return answered
 
     @streaming
     async def AppendStream(
@@ -268,10 +292,14 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
             APPEND_STREAM_IN_FLIGHT
         )
 
+        key, gate = CALLER.get(), self.store.gate
+
         async def read() -> None:
             number = 0
             try:
                 async for request in request_iterator:
+                    if number and gate is not None:  # the call itself took the first message's token
+                        await gate.pace(key)
                     await pending.put(await self._submit(request, account))
                     number += 1
             except Exception as e:
@@ -284,7 +312,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
             while (item := await pending.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield _results(await item)
+                yield _results(await self._answer(item, account))
         finally:
             reader.cancel()
 
@@ -674,6 +702,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def GetStats(self, request: admin_pb2.GetStatsRequest, context: Context) -> admin_pb2.Stats:
+        # Figures of the whole store (its health is every account's concern), for an
+        # admin of a whole account: a key limited to some entities sees no totals.
+        self.store.account_admin("GetStats")
         return admin_pb2.Stats(**asdict(await self.store.run(self.store.log.stats)))
 
     @unary
@@ -722,6 +753,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def Verify(self, request: admin_pb2.VerifyRequest, context: Context) -> admin_pb2.VerifyReport:
+        self.store.account_admin("Verify")
         return admin_pb2.VerifyReport(**asdict(await self.store.run(self.store.log.verify)))
 
     @unary
