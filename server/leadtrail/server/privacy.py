@@ -26,6 +26,31 @@ FINGERPRINT_KEY_FILE = "fingerprint.key"
 FINGERPRINT_PREFIX = "fp:"
 _FINGERPRINT = re.compile(r"^fp:[0-9a-f]{32}$")
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CLEAR_KEYS: dict[tuple[Classify, str], set[str]] = {}
+"""Per classifier and class: field names seen not to be in the class."""
+
+
+def _nothing_of(data: dict[str, Any], classify: Classify, cls: str) -> bool:
+    """Whether a dict surely holds no field of class ``cls``: every name known clear of it
+    and every value a scalar. Two set operations in C instead of a call per field, for the
+    snapshots of every event appended and every answer masked."""
+    clear = _CLEAR_KEYS.get((classify, cls))
+    if clear is None:
+        if len(_CLEAR_KEYS) > 256:  # classifiers of replaced policies
+            _CLEAR_KEYS.clear()
+        clear = _CLEAR_KEYS[(classify, cls)] = set()
+    unknown = data.keys() - clear
+    if unknown:
+        if len(clear) > 100_000:
+            clear.clear()
+        for key in unknown:
+            if classify(key) == cls:
+                return False
+            clear.add(key)
+    return set(map(type, data.values())) <= _SCALARS
+
+
 field_class = default_classify
 """The built-in classes (an account's field policy may add to them)."""
 
@@ -82,7 +107,10 @@ def seal_secrets(
         if all(item is None for item in items):
             return None
         return [original if item is None else item for original, item in zip(data, items, strict=True)]
-    if not isinstance(data, Mapping):
+    if type(data) is dict:
+        if _nothing_of(data, classify, SECRET):
+            return None
+    elif not isinstance(data, Mapping):
         return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
@@ -91,6 +119,8 @@ def seal_secrets(
             if sealed is value:
                 continue
         else:
+            if type(value) in _SCALARS:
+                continue  # most of a snapshot: no call for it
             sealed = seal_secrets(value, fingerprint, classify)
             if sealed is None:
                 continue
@@ -126,7 +156,10 @@ def mask_pii(data: Any, classify: Classify = default_classify) -> Any | None:
         if all(item is None for item in items):
             return None
         return [original if item is None else item for original, item in zip(data, items, strict=True)]
-    if not isinstance(data, Mapping):
+    if type(data) is dict:
+        if _nothing_of(data, classify, PII):
+            return None
+    elif not isinstance(data, Mapping):
         return None
     out: dict[str, Any] | None = None
     for key, value in data.items():
@@ -136,6 +169,8 @@ def mask_pii(data: Any, classify: Classify = default_classify) -> Any | None:
             else:
                 masked = mask_value(key, value)
         else:
+            if type(value) in _SCALARS:
+                continue
             masked = mask_pii(value, classify)
             if masked is None:
                 continue
