@@ -365,6 +365,12 @@ class EventEncoder:
         self._last.clear()
         self._last_bytes = 0
 
+    def forget_lead(self, account_id: str, lead_id: str) -> None:
+        """Drop the snapshot kept of a lead (its personal data was erased)."""
+        dropped = self._last.pop((account_id, lead_id), None)
+        if dropped is not None:
+            self._last_bytes -= dropped[4]
+
     def encode(self, event: Event, position: int, segment_base: int, lead_json: bytes | None = None) -> bytes:
         """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does)."""
         key = (event.account_id, event.lead_id)

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .errors import NotWritableError
+from .codec import EventEncoder, EventPrefix, encode_body
+from .errors import NotWritableError, StorageError
 from .event import AUDIT_TYPE_PREFIX, Event, Outcome
 from .fields import PII, SECRET, Classify, personal_values, scrub
-from .format import KIND_EVENT
+from .format import CODEC_ZSTD_DICT, FLAG_COMMIT, KIND_EVENT, encode_record, encode_segment_header
 from .index import Located
 
 if TYPE_CHECKING:
@@ -142,8 +143,6 @@ def replace_dictionaries(log: EventLog, found: list[bytes]) -> int:
 
 
 def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
-    from .codec import EventPrefix
-    from .format import CODEC_ZSTD_DICT
 
     for _, header, payload in segment.records():
         if header.kind != KIND_EVENT:
@@ -159,7 +158,8 @@ def erase_lead(
 ) -> ErasureReport | None:
     """Erase a lead's personal data from every event recorded so far; None when the
     account has no event of that lead."""
-    timeline = [e for e in log.timeline(lead_id, account_id) if not e.type.startswith(AUDIT_TYPE_PREFIX)]
+    everything = log.timeline(lead_id, account_id)  # with the lead's audit records
+    timeline = [e for e in everything if not e.type.startswith(AUDIT_TYPE_PREFIX)]
     if not timeline:
         return None
     classify = log.fields.classifier(account_id)
@@ -168,21 +168,34 @@ def erase_lead(
         personal_values(event.lead, classify, values)
         personal_values(event.details, classify, values)
     quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED)
-    positions = {e.position for e in timeline}
-    seal_active(log, max(positions))
-    holding = {segment.base: segment for p in positions if (segment := log.segment_for(p)) is not None}
-    segments = [holding[base] for base in sorted(holding)]
-
-    def transform(event: Event) -> Event | None:
-        if event.position not in positions:
-            return None
-        return erase_event(event, classify, PERSONAL, quoted)
-
-    erased, rewritten = rewrite_segments(log, segments, transform)
+    seal_active(log, max(e.position for e in everything))
+    by_segment: dict[int, list[Event]] = {}
+    for event in everything:
+        segment = log.segment_for(event.position)
+        if segment is not None:
+            by_segment.setdefault(segment.base, []).append(event)
+    erased = rewritten = 0
+    for base, events in sorted(by_segment.items()):
+        changed = {}
+        for event in events:
+            if not event.type.startswith(AUDIT_TYPE_PREFIX):
+                new = erase_event(event, classify, PERSONAL, quoted)
+                if new is not None:
+                    changed[event.position] = new
+        if not changed:
+            continue
+        segment = log.segment_for(base)
+        assert segment is not None and segment.base == base
+        replace_records(log, segment, sorted(events, key=lambda e: e.position), changed)
+        erased += len(changed)
+        rewritten += 1
     found = needles(quoted)
     writer = log.writer
     assert writer is not None
     trainer = log.trainer
+    # Memory the writer keeps of the lead (the last snapshot, to delta against) and
+    # dictionary samples holding its values go too: neither may reach a file later.
+    writer.call(lambda: writer.forget_lead(account_id, lead_id)).result()
     if trainer is not None and found:
         writer.call(lambda: trainer.forget(found)).result()
     replaced = replace_dictionaries(log, found)
@@ -199,7 +212,7 @@ def erase_lead(
         details={
             "events_checked": len(timeline),
             "events_erased": erased,
-            "through_position": max(positions),
+            "through_position": max(e.position for e in timeline),
             "segments_rewritten": rewritten,
             "dictionaries_replaced": replaced,
         },
@@ -208,3 +221,49 @@ def erase_lead(
     )
     result = log.append([record])[0]
     return ErasureReport(erased, rewritten, replaced, result.id, result.position)
+
+
+def replace_records(
+    log: EventLog, segment: Segment, lead_events: list[Event], changed: dict[int, Event]
+) -> None:
+    """Rewrite a sealed segment with the records of one lead encoded anew (``changed``
+    ones erased): every other record is copied as it is, undecoded, so an erasure costs
+    a copy of the segment rather than a decode of its events. Deltas never cross leads,
+    so the lead's records, all re-encoded together, are the only ones whose bases move."""
+    from .retention import swap_in
+
+    encoder = EventEncoder(log.dictionaries, None)  # a fresh one: deltas only among these
+    payloads: dict[int, bytes] = {}
+    raw_change = 0
+    for event in lead_events:
+        new = changed.get(event.position, event)
+        payloads[event.position] = encoder.encode(new, event.position, segment.base)
+        raw_change += encoder.last_raw_bytes - len(encode_body(event, event.lead))
+    body = bytearray(encode_segment_header(segment.base))
+    offsets = []
+    count = last = 0
+    data = segment.read_all()
+    for offset, header, _ in segment.records():  # each one's CRC checked on the way
+        if header.kind != KIND_EVENT:
+            continue  # the seal: made anew for the new bytes
+        position = header.position
+        offsets.append((position, len(body)))
+        new_payload = payloads.get(position)
+        if new_payload is None:
+            body += data[offset : offset + header.size]
+        else:
+            flags = KIND_EVENT | (FLAG_COMMIT if header.commit else 0)
+            body += encode_record(flags, position, new_payload)
+        count, last = count + 1, position
+    missing = payloads.keys() - {p for p, _ in offsets}
+    if missing:
+        raise StorageError(f"segment {segment.name}: positions {sorted(missing)} of the lead are not in it")
+    index = log.index
+    index.set_meta("maintenance", segment.name.encode())
+    index.sync()
+    with log.swap_lock:
+        swap_in(log, segment, body, count, last)
+        index.move_segment(segment.base, offsets, raw_change)
+        log.forget_snapshots()
+    index.delete_meta("maintenance")
+    index.sync()

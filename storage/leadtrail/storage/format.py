@@ -73,7 +73,7 @@ def decode_segment_header(data: bytes) -> int | None:
     return int(base)
 
 
-def encode_record(kind_flags: int, position: int, payload: bytes) -> bytes:
+def encode_record(kind_flags: int, position: int, payload: bytes | memoryview) -> bytes:
     head = RECORD_HEADER.pack(RECORD_MAGIC, RECORD_VERSION, kind_flags, len(payload), position)
     crc = crc32c(payload, crc32c(head))
     return b"".join((head, _U32.pack(crc), payload))

@@ -401,6 +401,21 @@ class Index:
             left = (_U64.unpack(old_raw)[0] if old_raw else 0) - raw
             txn.put(b"raw", _U64.pack(max(left, 0)), db=meta)
 
+    def move_segment(self, segment_base: int, offsets: Iterable[tuple[int, int]], raw_change: int) -> None:
+        """A segment rewritten with the same events at new offsets (erasure): its
+        position -> offset entries replaced, nothing else (ids, leads, types, times
+        and flows do not change)."""
+        base = _U64.pack(segment_base)
+        items = sorted((base, _POSOFF.pack(position - segment_base, offset)) for position, offset in offsets)
+        with self.env.begin(write=True) as txn:
+            txn.delete(base, db=self.dbs["positions"])
+            if items:
+                txn.cursor(db=self.dbs["positions"]).putmulti(items, dupdata=True)
+            meta = self.dbs["meta"]
+            old_raw = txn.get(b"raw", db=meta)
+            total = (_U64.unpack(old_raw)[0] if old_raw else 0) + raw_change
+            txn.put(b"raw", _U64.pack(max(total, 0)), db=meta)
+
     # -- reads --------------------------------------------------------------
 
     def position_of(self, txn: lmdb.Transaction, account_id: str, event_id: str) -> int | None:

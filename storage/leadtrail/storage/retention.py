@@ -221,7 +221,6 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
 
 def _rewrite(log: EventLog, segment: Segment, survivors: list[Located]) -> list[Located]:
     """Write the survivors to a new sealed file and swap it in for the segment."""
-    files = log.options.files
     encoder = EventEncoder(log.dictionaries, None)
     body = bytearray(encode_segment_header(segment.base))
     located = []
@@ -231,7 +230,15 @@ def _rewrite(log: EventLog, segment: Segment, survivors: list[Located]) -> list[
         located.append(Located(event, segment.base, len(body), item.raw_bytes))
         body += encode_record(KIND_EVENT | FLAG_COMMIT, event.position, payload)
     last = survivors[-1].event.position if survivors else 0
-    body += encode_seal(crc32c(bytes(body)), len(survivors), last)
+    swap_in(log, segment, body, len(survivors), last)
+    return located
+
+
+def swap_in(log: EventLog, segment: Segment, body: bytearray, count: int, last: int) -> None:
+    """Seal ``body`` (header and records), write it durably under a temporary name and
+    rename it over the segment: readers see the old file or the new one, never a mix."""
+    files = log.options.files
+    body += encode_seal(crc32c(bytes(body)), count, last)
     tmp = segment.path[: -len(".log")] + ".compact"
     fd = files.open_for_append(tmp)
     try:
@@ -243,7 +250,6 @@ def _rewrite(log: EventLog, segment: Segment, survivors: list[Located]) -> list[
     files.rename(tmp, segment.path)
     files.fsync_dir(log.log_dir)
     segment.reopen()
-    segment.event_count = len(survivors)
+    segment.event_count = count
     segment.last_position = last
     segment.sealed = True
-    return located

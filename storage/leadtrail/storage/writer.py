@@ -373,6 +373,10 @@ class GroupCommit:
         self._encoder.forget_segment()
         self._host.segment_created(next_position)
 
+    def forget_lead(self, account_id: str, lead_id: str) -> None:
+        """Writer thread only: forget what the encoder keeps of a lead (after an erasure)."""
+        self._encoder.forget_lead(account_id, lead_id)
+
     def roll_now(self) -> None:
         """Seal the active segment now (writer thread only), e.g. before retention."""
         if self.failure is not None:
