@@ -493,3 +493,110 @@ def test_tier_ages_are_validated_and_durable(data: Path, options: Options) -> No
         log.set_retention_policy(RetentionPolicy("default", pii_max_age_days=30, secret_max_age_days=7))
     with EventLog.open(data, options) as log:
         assert log.retention_policies() == [RetentionPolicy("default", 0, False, 30, 7)]
+
+
+# -- what the review of erasure found -----------------------------------------------
+
+
+def test_a_deleted_dictionarys_id_is_never_given_out_again(log: EventLog, data: Path) -> None:
+    for n in range(120):
+        e = lead_event("lead-jane", n, person=JANE)
+        e.lead = {**e.lead, "notes": "call back at jane.doe@example.com after 5pm"}
+        log.append([e])
+    trainer = log.trainer
+    assert trainer is not None and trainer.wait_idle(30)
+    [first] = log.dictionaries.ids()
+    assert log.erase_lead("lead-jane") is not None
+    assert first not in log.dictionaries.ids()
+    new = log.dictionaries.train([orjson.dumps(lead_event(f"lead-{n}", n).lead) for n in range(300)])
+    assert new > first
+    log.append([lead_event("lead-after", 1)])
+    log.close()
+    with EventLog.open(data, Options(segment_bytes=SEGMENT_BYTES)) as reopened:
+        assert reopened.verify().problems == []
+        assert first not in reopened.dictionaries.ids() and new in reopened.dictionaries.ids()
+        assert reopened.timeline("lead-after")[0].lead["source"] == "google"
+
+
+def test_a_retirement_left_by_an_interrupted_erasure_is_finished_by_the_next(
+    log: EventLog, data: Path
+) -> None:
+    fill(log, others=150)
+    trainer = log.trainer
+    assert trainer is not None and trainer.wait_idle(30)
+    [dict_id] = log.dictionaries.ids()
+    log.dictionaries.retire(dict_id)  # as an erasure does before rewriting, then crashed
+    log.close()
+    with EventLog.open(data, Options(segment_bytes=SEGMENT_BYTES)) as reopened:
+        assert reopened.dictionaries.pending_retirement() == [dict_id]
+        report = reopened.erase_lead("lead-1")
+        assert report is not None and report.dictionaries_replaced == 1
+        assert reopened.dictionaries.pending_retirement() == []
+        assert not (data / "dictionaries" / f"{dict_id:08d}.zdict").exists()
+        assert reopened.verify().problems == []
+        assert len(list(reopened.read_from(1))) == reopened.stats().event_count
+
+
+def test_the_reason_given_is_kept_without_the_values_it_quotes(log: EventLog) -> None:
+    fill(log, others=10)
+    report = log.erase_lead("lead-jane", reason="request from JANE.DOE@example.com, ticket 7")
+    assert report is not None
+    audit = log.get(report.audit_event_id)
+    assert audit is not None and audit.reason == f"request from {ERASED}, ticket 7"
+
+
+def test_quotes_are_found_whatever_their_case(log: EventLog) -> None:
+    e = lead_event("lead-case", 2, person=JANE)
+    e.details = {"buyer_response": "Accepted JANE.DOE@EXAMPLE.COM", "agent": "janette called"}
+    log.append([e])
+    log.erase_lead("lead-case")
+    got = log.get(e.id)
+    assert got is not None
+    assert got.details == {"buyer_response": f"Accepted {ERASED}", "agent": f"{ERASED} called"}
+
+
+def test_a_reader_going_through_the_log_during_an_erasure_sends_no_erased_value(log: EventLog) -> None:
+    fill(log, others=120)
+    reader = log.read_from(1)
+    first = [next(reader) for _ in range(3)]
+    assert [e.position for e in first] == [1, 2, 3]
+    log.erase_lead("lead-jane")
+    rest = list(reader)
+    assert [e.position for e in first + rest] == list(range(1, log.last_position + 1))
+    late = [e for e in rest if e.lead_id == "lead-jane" and e.type != "audit.erased"]
+    assert late and all(e.lead["email"] == ERASED for e in late)
+
+
+def test_a_field_policy_changed_after_tiering_is_applied_to_segments_tiered_before(
+    log: EventLog, clock: Clock
+) -> None:
+    events = []
+    for n in range(30):
+        e = lead_event(f"lead-{n}", n, person=JANE)
+        e.lead = {**e.lead, "customer_ref": f"CR-{n:05d}"}
+        events.append(e)
+        log.append([e])
+    log.set_retention_policy(RetentionPolicy("default", pii_max_age_days=30))
+    assert log.apply_retention(clock.now + 31 * DAY_MS).events_scrubbed == len(events)
+    assert log.apply_retention(clock.now + 31 * DAY_MS).events_scrubbed == 0
+    log.set_field_policy(FieldPolicy("default", pii=("customer_ref",)))
+    assert log.apply_retention(clock.now + 31 * DAY_MS).events_scrubbed == len(events)
+    for e in events:
+        got = log.get(e.id)
+        assert got is not None and got.lead["customer_ref"] == ERASED
+
+
+def test_tiered_retention_replaces_a_dictionary_that_learnt_an_aged_value(
+    log: EventLog, clock: Clock, data: Path
+) -> None:
+    for n in range(120):
+        e = lead_event("lead-jane", n, person=JANE)
+        e.lead = {**e.lead, "notes": "call back at jane.doe@example.com after 5pm"}
+        log.append([e])
+    trainer = log.trainer
+    assert trainer is not None and trainer.wait_idle(30)
+    assert log.dictionaries.holding([b"jane.doe@example.com"])
+    log.set_retention_policy(RetentionPolicy("default", pii_max_age_days=30))
+    assert log.apply_retention(clock.now + 31 * DAY_MS).events_scrubbed == 120
+    assert log.dictionaries.holding([b"jane.doe@example.com"]) == []
+    assert files_holding(data, JANE_VALUES) == []

@@ -169,8 +169,9 @@ class Store:
         key = CALLER.get()
         if key is None or key.role not in MASKED_ROLES:
             return _as_is
-        classify = self.log.fields.classifier(key.account)
-        return lambda event: masked_event(event, classify)
+        fields, account = self.log.fields, key.account
+        # Looked up per event: a stream open for hours follows a field policy changed meanwhile.
+        return lambda event: masked_event(event, fields.classifier(account))
 
     def filter(self, message: event_pb2.EventFilter, context: Context) -> EventFilter:
         """The request's filter within the caller's account and the key's entities and flows:
@@ -644,20 +645,34 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         try:
             while not store.closing:
                 recent = store.feed.after(position, REPLAY_CHUNK)
-                if recent is None or (not recent and position < store.log.last_position):
+                rewrites = store.log.rewrites
+                from_disk = recent is None or (not recent and position < store.log.last_position)
+                if from_disk:
                     events, scanned = await store.run(read_disk, position)
                 else:
-                    events, reader = recent, None
+                    events, reader = recent or [], None
                     scanned = events[-1].position if events else position
+
+                def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
+                    # Read from a file an erasure has rewritten since: never sent once it
+                    # has returned; read again instead.
+                    return from_disk and store.log.rewrites != rewrites
+
                 batch: stream_pb2.SubscribeResponse | None = None  # matching events not yet sent
                 batch_bytes = 0
+                sent_through = position  # every event up to here was sent or passed over
+                abandoned = False
                 for event in events:
                     if f.matches(event):
                         matched += 1
                         if not batch_size:
                             response = stream_pb2.SubscribeResponse()
                             event_to_proto(shown(event), response.event, json_snapshots)
+                            if stale():
+                                abandoned = True
+                                break
                             yield response
+                            sent_through = event.position
                         else:
                             if batch is None:
                                 batch, batch_bytes = stream_pb2.SubscribeResponse(), 0
@@ -665,18 +680,35 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                             event_to_proto(shown(event), message, json_snapshots)
                             batch_bytes += message.ByteSize()
                             if len(batch.events.events) >= batch_size or batch_bytes >= BATCH_BYTES:
+                                if stale():
+                                    abandoned = True
+                                    break
                                 yield batch
                                 batch = None
+                                sent_through = event.position
                         reported, reported_at = event.position, time.monotonic()
                     elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
                         if batch is not None:  # order: the events before the checkpoint go first
+                            if stale():
+                                abandoned = True
+                                break
                             yield batch
                             batch = None
                         checkpoint = stream_pb2.Checkpoint(position=event.position)
                         yield stream_pb2.SubscribeResponse(checkpoint=checkpoint)
                         reported, reported_at = event.position, time.monotonic()
-                if batch is not None:
-                    yield batch
+                        sent_through = event.position
+                    elif batch is None:
+                        sent_through = event.position
+                if batch is not None and not abandoned:
+                    if stale():
+                        abandoned = True
+                    else:
+                        yield batch
+                if abandoned:
+                    position, reader = sent_through, None
+                    reported = min(reported, sent_through)
+                    continue
                 position = max(position, scanned)
                 if events or position < store.log.last_position:
                     continue

@@ -9,7 +9,6 @@ body is compressed with a zstd dictionary trained on earlier bodies.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import struct
@@ -112,7 +111,8 @@ class Dictionaries:
                 continue
             dict_id, trained = self._read(path)
             self._dicts[dict_id] = trained
-        self._retired &= set(self._dicts)
+        # A ".retired" marker outlives its dictionary: the id is never given out again, so
+        # no record or cached compressor can ever mistake a new dictionary for the old one.
         self._current = max((i for i in self._dicts if i not in self._retired), default=0)
 
     def _read(self, path: str) -> tuple[int, zstandard.ZstdCompressionDict]:
@@ -149,7 +149,7 @@ class Dictionaries:
         )
         body = trained.as_bytes()
         with self._lock:
-            newest = max(self._dicts, default=0)
+            newest = max(self._dicts.keys() | self._retired, default=0)
             if newest >= MAX_DICTIONARY_ID:
                 return self.current_id  # the id space is full: keep compressing with the last one
             dict_id = newest + 1
@@ -161,8 +161,19 @@ class Dictionaries:
         return dict_id
 
     def holding(self, needles: list[bytes]) -> list[int]:
-        """Ids of the dictionaries whose bytes contain any of ``needles`` (trained text)."""
-        return [i for i, d in sorted(self._dicts.items()) if any(n in d.as_bytes() for n in needles)]
+        """Ids of the dictionaries whose bytes contain any of ``needles`` (trained text),
+        whatever the letter case."""
+        lowered = [n.lower() for n in needles]
+        found = []
+        for dict_id, trained in sorted(self._dicts.items()):
+            text = trained.as_bytes().lower()
+            if any(n in text for n in lowered):
+                found.append(dict_id)
+        return found
+
+    def pending_retirement(self) -> list[int]:
+        """Retired dictionaries still on disk: records may still name them."""
+        return sorted(self._retired & set(self._dicts))
 
     def retire(self, dict_id: int) -> None:
         """Compress nothing more with ``dict_id``; it still decodes until ``delete``."""
@@ -179,10 +190,7 @@ class Dictionaries:
         with self._lock:
             self._files.remove(os.path.join(self.directory, f"{dict_id:08d}.zdict"))
             self._files.fsync_dir(self.directory)
-            with contextlib.suppress(FileNotFoundError):
-                self._files.remove(os.path.join(self.directory, f"{dict_id:08d}.retired"))
-            self._dicts.pop(dict_id, None)
-            self._retired.discard(dict_id)
+            self._dicts.pop(dict_id, None)  # the ".retired" marker stays: the id is spent
 
     def compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
         cache = self._thread_cache("compressors")

@@ -17,7 +17,7 @@ older version) is retired and every record that names it is recompressed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ import orjson
 from .codec import EventEncoder, EventPrefix, encode_body
 from .errors import NotWritableError, StorageError
 from .event import AUDIT_TYPE_PREFIX, Event, Outcome
-from .fields import PII, SECRET, Classify, personal_values, scrub
+from .fields import MIN_QUOTED, PII, SECRET, Classify, Quotes, personal_values, quotes_of, scrub
 from .format import CODEC_ZSTD_DICT, FLAG_COMMIT, KIND_EVENT, encode_record, encode_segment_header
 from .index import Located
 
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 ERASED = "[erased]"
 """What an erased value reads as."""
 PERSONAL = frozenset({PII, SECRET})
-MIN_QUOTED = 5
-"""Shorter personal values ("Al", "CA") are erased from their own fields only, not
-hunted through free text, where they would cut ordinary words."""
 AUDIT_ERASED = AUDIT_TYPE_PREFIX + "erased"
 AUDIT_FLOW = "audit"
 
@@ -55,12 +52,12 @@ class ErasureReport:
 
 
 def erase_event(
-    event: Event, classify: Classify, classes: frozenset[str], quoted: frozenset[str]
+    event: Event, classify: Classify, classes: frozenset[str], quotes: Quotes | None
 ) -> Event | None:
     """The event with personal values erased, or None when it has none left."""
-    lead = scrub(event.lead, classify, classes, ERASED, quoted)
-    details = scrub(event.details, classify, classes, ERASED, quoted)
-    reason = scrub(event.reason, classify, classes, ERASED, quoted)
+    lead = scrub(event.lead, classify, classes, ERASED, quotes)
+    details = scrub(event.details, classify, classes, ERASED, quotes)
+    reason = scrub(event.reason, classify, classes, ERASED, quotes)
     if lead == event.lead and details == event.details and reason == event.reason:
         return None
     erased = event.copy()
@@ -114,8 +111,8 @@ def seal_active(log: EventLog, last_position: int) -> None:
         writer.call(writer.roll_now).result()
 
 
-def needles(values: frozenset[str]) -> list[bytes]:
-    """Erased values as they may appear in stored JSON text (raw and escaped)."""
+def needles(values: Iterable[str]) -> list[bytes]:
+    """Personal values as they may appear in stored JSON text (raw and escaped)."""
     out = set()
     for value in values:
         if len(value) >= MIN_QUOTED:
@@ -124,26 +121,53 @@ def needles(values: frozenset[str]) -> list[bytes]:
     return sorted(out)
 
 
-def replace_dictionaries(log: EventLog, found: list[bytes]) -> int:
-    """Retire every dictionary holding an erased value and recompress the records naming it."""
-    dictionaries = log.dictionaries
-    tainted = dictionaries.holding(found) if found else []
-    if not tainted:
-        return 0
-    for dict_id in tainted:
-        dictionaries.retire(dict_id)
+def forget_in_memory(log: EventLog, found: list[bytes], lead: tuple[str, str] | None = None) -> None:
+    """Drop what the writer keeps that holds these values (a lead's last snapshot, the
+    dictionary samples) and wait for a training under way, so that nothing trained from
+    them lands in a dictionary file after the check that follows."""
     writer = log.writer
-    assert writer is not None
+    if writer is None:
+        raise NotWritableError("the store is open read-only: erasure rewrites segments")
+    trainer = log.trainer
+
+    def forget() -> None:
+        if lead is not None:
+            writer.forget_lead(*lead)
+        if trainer is not None and found:
+            trainer.forget(found)
+
+    writer.call(forget).result()
+    if trainer is not None:
+        trainer.wait_idle()
+
+
+def retire_holders(log: EventLog, found: list[bytes]) -> None:
+    """Mark every dictionary that learnt one of ``found`` retired, durably, before the
+    events are rewritten: once they are, the values are no longer there to look for,
+    and a crash must still leave the dictionary to be replaced."""
+    dictionaries = log.dictionaries
+    for dict_id in dictionaries.holding(found) if found else []:
+        dictionaries.retire(dict_id)
+
+
+def finish_retirements(log: EventLog) -> int:
+    """Recompress the records naming a retired dictionary, then delete it; the number deleted."""
+    dictionaries = log.dictionaries
+    pending = dictionaries.pending_retirement()
+    if not pending:
+        return 0
+    writer = log.writer
+    if writer is None:
+        raise NotWritableError("the store is open read-only: erasure rewrites segments")
     writer.call(writer.roll_now).result()  # records compressed before the retirement are sealed now
-    users = [s for s in log.segments[:-1] if _names_any(log, s, set(tainted))]
+    users = [s for s in log.segments[:-1] if _names_any(log, s, set(pending))]
     rewrite_segments(log, users, lambda event: None, force=True)
-    for dict_id in tainted:
+    for dict_id in pending:
         dictionaries.delete(dict_id)
-    return len(tainted)
+    return len(pending)
 
 
 def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
-
     for _, header, payload in segment.records():
         if header.kind != KIND_EVENT:
             continue
@@ -153,22 +177,74 @@ def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
     return False
 
 
+MAX_PASSES = 3
+"""Events of the lead appended while it is erased are erased too, up to this many rounds."""
+
+
 def erase_lead(
     log: EventLog, account_id: str, lead_id: str, requested_by: str, reason: str
 ) -> ErasureReport | None:
     """Erase a lead's personal data from every event recorded so far; None when the
     account has no event of that lead."""
-    everything = log.timeline(lead_id, account_id)  # with the lead's audit records
-    timeline = [e for e in everything if not e.type.startswith(AUDIT_TYPE_PREFIX)]
-    if not timeline:
-        return None
+    replaced = finish_retirements(log)  # left by an interrupted erasure
     classify = log.fields.classifier(account_id)
     values: set[str] = set()
-    for event in timeline:
-        personal_values(event.lead, classify, values)
-        personal_values(event.details, classify, values)
-    quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED)
-    seal_active(log, max(e.position for e in everything))
+    checked: set[int] = set()
+    erased = rewritten = 0
+    quotes = None
+    for _ in range(MAX_PASSES):
+        everything = log.timeline(lead_id, account_id)  # with the lead's audit records
+        fresh = [
+            e for e in everything if e.position not in checked and not e.type.startswith(AUDIT_TYPE_PREFIX)
+        ]
+        if not fresh:
+            break
+        for event in fresh:
+            personal_values(event.lead, classify, values)
+            personal_values(event.details, classify, values)
+        quotes = quotes_of(values)
+        found = needles(values)
+        forget_in_memory(log, found, (account_id, lead_id))
+        retire_holders(log, found)
+        seal_active(log, max(e.position for e in everything))
+        changes, segments = _erase_in_segments(log, everything, classify, quotes)
+        erased += changes
+        rewritten += segments
+        checked.update(e.position for e in _not_audit(everything))
+    if not checked:
+        return None
+    replaced += finish_retirements(log)
+    timeline = _not_audit(log.timeline(lead_id, account_id))
+    record = Event(
+        type=AUDIT_ERASED,
+        lead_id=lead_id,
+        flow_id=AUDIT_FLOW,
+        entity_id=requested_by[:128] or "unknown",
+        outcome=Outcome.SUCCESS,
+        # The request's own words may quote what it erases ("as asked by jane@...").
+        reason=scrub(reason[:1024], classify, frozenset(), ERASED, quotes),
+        details={
+            "events_checked": len(checked),
+            "events_erased": erased,
+            "through_position": max(checked),
+            "segments_rewritten": rewritten,
+            "dictionaries_replaced": replaced,
+        },
+        # The snapshot as it now stands, so that the lead's timeline shows no change here.
+        lead=timeline[-1].lead if timeline else {},
+        account_id=account_id,
+    )
+    result = log.append([record])[0]
+    return ErasureReport(erased, rewritten, replaced, result.id, result.position)
+
+
+def _not_audit(events: list[Event]) -> list[Event]:
+    return [e for e in events if not e.type.startswith(AUDIT_TYPE_PREFIX)]
+
+
+def _erase_in_segments(
+    log: EventLog, everything: list[Event], classify: Classify, quotes: Quotes | None
+) -> tuple[int, int]:
     by_segment: dict[int, list[Event]] = {}
     for event in everything:
         segment = log.segment_for(event.position)
@@ -179,7 +255,7 @@ def erase_lead(
         changed = {}
         for event in events:
             if not event.type.startswith(AUDIT_TYPE_PREFIX):
-                new = erase_event(event, classify, PERSONAL, quoted)
+                new = erase_event(event, classify, PERSONAL, quotes)
                 if new is not None:
                     changed[event.position] = new
         if not changed:
@@ -189,38 +265,7 @@ def erase_lead(
         replace_records(log, segment, sorted(events, key=lambda e: e.position), changed)
         erased += len(changed)
         rewritten += 1
-    found = needles(quoted)
-    writer = log.writer
-    assert writer is not None
-    trainer = log.trainer
-    # Memory the writer keeps of the lead (the last snapshot, to delta against) and
-    # dictionary samples holding its values go too: neither may reach a file later.
-    writer.call(lambda: writer.forget_lead(account_id, lead_id)).result()
-    if trainer is not None and found:
-        writer.call(lambda: trainer.forget(found)).result()
-    replaced = replace_dictionaries(log, found)
-    last = timeline[-1]
-    # The snapshot as it now stands, so that the lead's timeline shows no change at this step.
-    now_stands = erase_event(last, classify, PERSONAL, quoted) or last
-    record = Event(
-        type=AUDIT_ERASED,
-        lead_id=lead_id,
-        flow_id=AUDIT_FLOW,
-        entity_id=requested_by[:128] or "unknown",
-        outcome=Outcome.SUCCESS,
-        reason=reason[:1024],
-        details={
-            "events_checked": len(timeline),
-            "events_erased": erased,
-            "through_position": max(e.position for e in timeline),
-            "segments_rewritten": rewritten,
-            "dictionaries_replaced": replaced,
-        },
-        lead=now_stands.lead,
-        account_id=account_id,
-    )
-    result = log.append([record])[0]
-    return ErasureReport(erased, rewritten, replaced, result.id, result.position)
+    return erased, rewritten
 
 
 def replace_records(

@@ -221,21 +221,34 @@ def _leaves(value: Any, out: set[str]) -> None:
         out.add(value if isinstance(value, str) else json.dumps(value))
 
 
-def scrub(data: Any, classify: Classify, classes: frozenset[str], marker: Any, values: frozenset[str]) -> Any:
+MIN_QUOTED = 5
+"""Shorter personal values ("Al", "CA") are erased from their own fields only, not hunted
+through free text, where they would cut ordinary words."""
+
+Quotes = re.Pattern[str]
+
+
+def quotes_of(values: Iterable[str]) -> Quotes | None:
+    """A pattern finding any of ``values`` (those long enough) in text, whatever its case."""
+    long_enough = sorted({v for v in values if len(v) >= MIN_QUOTED}, key=len, reverse=True)
+    if not long_enough:
+        return None
+    return re.compile("|".join(re.escape(v) for v in long_enough), re.IGNORECASE)
+
+
+def scrub(data: Any, classify: Classify, classes: frozenset[str], marker: Any, quotes: Quotes | None) -> Any:
     """``data`` with the values of fields in ``classes`` replaced by ``marker``, and every
-    occurrence of ``values`` in the remaining text replaced too; the input is left alone."""
+    text of ``quotes`` in the remaining strings replaced too; the input is left alone."""
     if isinstance(data, list):
-        return [scrub(item, classify, classes, marker, values) for item in data]
+        return [scrub(item, classify, classes, marker, quotes) for item in data]
     if isinstance(data, Mapping):
         out = {}
         for key, value in data.items():
             if value is not None and value != "" and classify(key) in classes:
                 out[key] = marker
             else:
-                out[key] = scrub(value, classify, classes, marker, values)
+                out[key] = scrub(value, classify, classes, marker, quotes)
         return out
-    if isinstance(data, str) and values:
-        for value in values:
-            if value in data:
-                data = data.replace(value, marker if isinstance(marker, str) else "")
+    if quotes is not None and isinstance(data, str):
+        return quotes.sub(marker if isinstance(marker, str) else "", data)
     return data

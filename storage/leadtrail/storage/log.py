@@ -54,7 +54,7 @@ from .event import (
     Stats,
     VerifyReport,
 )
-from .fields import FieldPolicies, FieldPolicy, personal_values, scrub
+from .fields import FieldPolicies, FieldPolicy, personal_values, quotes_of, scrub
 from .format import (
     KIND_EVENT,
     RECORD_HEADER_SIZE,
@@ -198,7 +198,7 @@ class EventLog(SegmentHost):
         values: set[str] = set()
         personal_values(part["s"] if delta else part, classify, values)
         personal_values(fields[11], classify, values)
-        quoted = frozenset(v for v in values if len(v) >= erasure.MIN_QUOTED)
+        quoted = quotes_of(values)
         if delta:
             part = {"s": scrub(part["s"], classify, PERSONAL, "", quoted), "d": part["d"]}
         else:
@@ -822,8 +822,29 @@ class EventLog(SegmentHost):
     ) -> Page:
         return query.scan(self, filter or EventFilter(), after, limit, descending, include_lead)
 
+    @property
+    def rewrites(self) -> int:
+        """Counts segment rewrites (erasure, retention): what was read before a change of
+        this number may hold content no longer in the store."""
+        return self._generation
+
     def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]:
         """Every visible event with a position >= ``position``, in position order."""
+        produced = 0
+        while True:
+            # A segment rewritten under the reader (an erasure) leaves it with bytes and
+            # delta bases of the old file: it starts again, from the event it is at.
+            rewrites = self._generation
+            for event in self._read_from(position, None if limit is None else limit - produced):
+                if self._generation != rewrites:
+                    position = event.position
+                    break
+                yield event
+                produced += 1
+            else:
+                return
+
+    def _read_from(self, position: int, limit: int | None) -> Iterator[Event]:
         produced = 0
         visible = self._visible
         for segment in list(self._segments):

@@ -10,6 +10,7 @@ next open.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -18,10 +19,18 @@ from typing import TYPE_CHECKING
 from crc32c import crc32c
 
 from .codec import EventEncoder
-from .erasure import MIN_QUOTED, erase_event, rewrite_segments, seal_active
+from .erasure import (
+    erase_event,
+    finish_retirements,
+    forget_in_memory,
+    needles,
+    retire_holders,
+    rewrite_segments,
+    seal_active,
+)
 from .errors import StorageError
 from .event import AUDIT_TYPE_PREFIX, Event, RetentionPolicy, RetentionReport
-from .fields import PII, SECRET, personal_values
+from .fields import PII, SECRET, personal_values, quotes_of
 from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
 from .fs import Files
 from .index import Located
@@ -105,6 +114,7 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
     if not tiers:
         return 0, 0
     index = log.index
+    policy_marks = {account: _policy_mark(log, account) for account in tiers}
 
     def pending(segment: Segment) -> dict[str, dict[str, int]]:
         """What is still to do in a segment: account -> class -> cutoff."""
@@ -113,14 +123,20 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
         done = json.loads(index.meta(f"tiered:{segment.base}") or b"{}")
         todo: dict[str, dict[str, int]] = {}
         for account, (low, high) in accounts.items():
-            for cls, cutoff in tiers.get(account, {}).items():
-                if low < cutoff and done.get(account, {}).get(cls, 0) < min(cutoff, high + 1):
+            if account not in tiers:
+                continue
+            marks = done.get(account, {})
+            if marks.get("policy") != policy_marks[account]:
+                marks = {}  # none yet, or the field policy changed since: other fields may be due
+            for cls, cutoff in tiers[account].items():
+                if low < cutoff and marks.get(cls, 0) < min(cutoff, high + 1):
                     todo.setdefault(account, {})[cls] = cutoff
         return todo
 
     if log.segments and pending(log.segments[-1]):
         seal_active(log, log.last_position)
     scrubbed = rewritten = 0
+    aged: set[str] = set()
     for segment in log.segments[:-1]:
         todo = pending(segment)
         if not todo:
@@ -137,17 +153,37 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
             values: set[str] = set()  # quotes of the values due, not of those kept a while yet
             personal_values(event.lead, classify, values, classes)
             personal_values(event.details, classify, values, classes)
-            quoted = frozenset(v for v in values if len(v) >= MIN_QUOTED)
-            return erase_event(event, classify, classes, quoted)
+            erased = erase_event(event, classify, classes, quotes_of(values))
+            if erased is not None:
+                aged.update(values)
+            return erased
 
         changed, count = rewrite_segments(log, [segment], transform)
         scrubbed += changed
         rewritten += count
         done = json.loads(index.meta(f"tiered:{segment.base}") or b"{}")
         for account, cut in todo.items():
-            done.setdefault(account, {}).update(cut)
+            marks = done.get(account, {})
+            if marks.get("policy") != policy_marks[account]:
+                marks = {"policy": policy_marks[account]}
+            marks.update(cut)
+            done[account] = marks
         index.set_meta(f"tiered:{segment.base}", json.dumps(done).encode())
+    if aged:
+        # Quotes of the aged values may have been learnt by a dictionary (fields classed
+        # pii or secret are blanked in training samples; text quoting them is not).
+        found = needles(aged)
+        forget_in_memory(log, found)
+        retire_holders(log, found)
+        finish_retirements(log)
     return scrubbed, rewritten
+
+
+def _policy_mark(log: EventLog, account: str) -> str:
+    """A short digest of an account's field policy, kept with what tiering has done."""
+    policy = log.fields.get(account)
+    text = json.dumps([policy.secret, policy.pii, policy.plain])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
@@ -203,6 +239,7 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
         with log.swap_lock:
             if whole:
                 index.remove_segment(segment.base, items)
+                index.delete_meta(f"tiered:{segment.base}")
                 log.remove_segment_file(segment)
                 deleted += 1
                 freed += size
