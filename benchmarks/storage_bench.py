@@ -74,6 +74,7 @@ class Scale:
     fsync_seconds: float
     zstd_snapshots: int
     floor_events: int
+    erase_events: int
 
 
 QUICK = Scale(
@@ -83,6 +84,7 @@ QUICK = Scale(
     fsync_seconds=1.0,
     zstd_snapshots=4_000,
     floor_events=10_000,
+    erase_events=20_000,
 )
 FULL = Scale(
     append_events=200_000,
@@ -91,6 +93,7 @@ FULL = Scale(
     fsync_seconds=3.0,
     zstd_snapshots=20_000,
     floor_events=50_000,
+    erase_events=150_000,
 )
 
 
@@ -309,6 +312,48 @@ def measure_timelines(results: Results, scratch: Scratch, scale: Scale, runs: in
     shutil.rmtree(directory)
 
 
+def measure_erasure(results: Results, scratch: Scratch, scale: Scale, runs: int) -> None:
+    """Erasing one lead's personal data, against copying the segment it lives in durably
+    (the floor of any rewrite of it), in the same run."""
+    progress(f"building a store of {scale.erase_events:,} events in one segment")
+    events = simulated_events(SEED + 2, scale.erase_events)
+    directory = scratch.new("erase")
+    with EventLog.open(directory, Options(fsync=FsyncPolicy(interval_ms=RELAXED_FSYNC_MS))) as log:
+        for batch in batches(events):
+            log.append(batch)
+    lead_ids = sorted({e.lead_id for e in events})
+    chooser = random.Random(SEED + 2)
+    with EventLog.open(directory) as log:
+        [segment] = [s for s in log.segments if s.size > 4096]
+        for run in range(runs):
+            progress(f"erasure, run {run + 1}/{runs}")
+            copy = os.path.join(directory, "copy.tmp")
+            t0 = time.perf_counter()
+            data = segment.read_all()
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            copied = time.perf_counter() - t0
+            os.remove(copy)
+            lead_id = chooser.choice(lead_ids)
+            t0 = time.perf_counter()
+            report = log.erase_lead(lead_id)
+            erased = time.perf_counter() - t0
+            if report is None or report.segments_rewritten != 1:
+                raise RuntimeError(f"erasing {lead_id} did not rewrite its segment: {report}")
+            t0 = time.perf_counter()
+            log.erase_lead(lead_id)
+            again = time.perf_counter() - t0
+            results.add("erase_s", f"erase one lead ({segment.size / 2**20:.0f} MiB segment)", "s", erased)
+            results.add("erase_copy_s", "  baseline: copy the segment + fsync", "s", copied)
+            results.add("erase_ratio", "  erase / copy", "x", erased / copied)
+            results.add("erase_again_ms", "  erase it again (nothing left)", "ms", again * 1000)
+    shutil.rmtree(directory)
+
+
 def measure_fdatasync(results: Results, scratch: Scratch, scale: Scale, runs: int) -> None:
     """Appends of 20 KB, each made durable: the floor under one durable batch."""
     directory = scratch.new("fsync")
@@ -462,6 +507,7 @@ SECTIONS = (
             "engine_per_event", "raw_per_event", "raw_to_disk", "raw_to_log",
         ),
     ),
+    ("erasure", ("erase_s", "erase_copy_s", "erase_ratio", "erase_again_ms")),
     (
         "baselines (this machine, this run)",
         (
@@ -571,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_floor(results, scratch, scale, args.runs)
         measure_appends(results, scratch, scale, args.runs)
         measure_timelines(results, scratch, scale, args.runs)
+        measure_erasure(results, scratch, scale, args.runs)
     finally:
         data_dir = os.path.dirname(scratch.root)
         scratch.close()
