@@ -152,10 +152,10 @@ def export(stubs: Stubs, md: Metadata, lead_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
-def replay(stubs: Stubs, md: Metadata, lead_id: str) -> list[event_pb2.Event]:
-    """Subscribe from_start to the lead's events until caught up."""
+def replay(stubs: Stubs, md: Metadata, lead_id: str | None) -> list[event_pb2.Event]:
+    """Subscribe from_start (to one lead's events, or all) until caught up."""
     request = stream_pb2.SubscribeRequest(
-        filter=event_pb2.EventFilter(lead_id=lead_id), from_start=True, json_snapshots=True
+        filter=event_pb2.EventFilter(lead_id=lead_id or ""), from_start=True, json_snapshots=True
     )
     call = stubs.stream.Subscribe(request, metadata=md, timeout=30)
     out: list[event_pb2.Event] = []
@@ -695,21 +695,7 @@ def test_live_and_new_subscribers_after_an_erasure(stubs: Stubs, keys: dict[str,
     assert lead_of(replayed[second.id])["email"] == "new.address@example.com"
     assert response.audit_event_id in replayed
     # And without a filter, from the start of the store.
-    call = stubs.stream.Subscribe(
-        stream_pb2.SubscribeRequest(from_start=True, json_snapshots=True), metadata=admin, timeout=30
-    )
-    seen: list[event_pb2.Event] = []
-    try:
-        for message in call:
-            kind = message.WhichOneof("message")
-            if kind == "event":
-                seen.append(message.event)
-            elif kind == "events":
-                seen.extend(message.events.events)
-            elif kind == "caught_up":
-                break
-    finally:
-        call.cancel()
+    seen = replay(stubs, admin, None)
     shown = {e.id: lead_of(e) for e in seen}
     assert shown[first.id]["email"] == ERASED
     assert not [e.id for e in seen if e.lead_id == lead_id and PHILIPPA["email"] in json.dumps(as_dict(e))]
