@@ -6,29 +6,27 @@ fields, in the snapshot and in the details, which read ``[erased]`` from then
 on; any other text of the lead's events that quotes one of those values (a
 buyer's response echoing the email, a reason naming it) loses the quote too.
 
-The bytes go the way retention's do: every segment holding such an event is
-rewritten under a temporary name, fsynced and swapped in, with the index
-marked as under maintenance meanwhile, so a crash leaves each segment either
-as it was or erased, and running the erasure again finishes the job. Personal
-values are kept out of trained dictionaries (samples are scrubbed before
-training); a dictionary that holds an erased value all the same (trained by an
-older version) is retired and every record that names it is recompressed.
+Every segment holding such an event is rewritten as retention's are (see
+rewrite.py), so a crash leaves each segment either as it was or erased, and
+running the erasure again finishes the job. Personal fields are kept out of
+trained dictionaries (samples are scrubbed before training); a dictionary
+that learnt an erased value all the same (a quote in free text) is retired and
+every record that names it is recompressed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
-from .codec import EventEncoder, EventPrefix, encode_body
-from .errors import NotWritableError, StorageError
+from .codec import EventPrefix
 from .event import AUDIT_TYPE_PREFIX, Event, Outcome
 from .fields import MIN_QUOTED, PII, SECRET, Classify, Quotes, personal_values, quotes_of, scrub
-from .format import CODEC_ZSTD_DICT, FLAG_COMMIT, KIND_EVENT, encode_record, encode_segment_header
-from .index import Located
+from .format import CODEC_ZSTD_DICT, KIND_EVENT
+from .rewrite import replace_records, rewrite_segments, seal_active
 
 if TYPE_CHECKING:
     from .log import EventLog
@@ -65,52 +63,6 @@ def erase_event(
     return erased
 
 
-def rewrite_segments(
-    log: EventLog, segments: list[Segment], transform: Callable[[Event], Event | None], force: bool = False
-) -> tuple[int, int]:
-    """Apply ``transform`` to every event of ``segments`` and rewrite those it changes
-    (all of them with ``force``); returns (events changed, segments rewritten)."""
-    from .retention import _rewrite  # one writer of sealed segment files
-
-    index = log.index
-    changed = rewritten = 0
-    for segment in segments:
-        items = list(log._segment_events(segment, include_lead=True))
-        updated = []
-        touched = 0
-        for item in items:
-            new = transform(item.event)
-            if new is not None:
-                touched += 1
-            updated.append(
-                item if new is None else Located(new, item.segment_base, item.offset, item.raw_bytes)
-            )
-        if not touched and not force:
-            continue
-        index.set_meta("maintenance", segment.name.encode())
-        index.sync()
-        with log.swap_lock:
-            new_items = _rewrite(log, segment, updated)
-            index.remove_segment(segment.base, items)
-            index.add(new_items, 0)
-            log.forget_snapshots()
-        index.delete_meta("maintenance")
-        index.sync()
-        changed += touched
-        rewritten += 1
-    return changed, rewritten
-
-
-def seal_active(log: EventLog, last_position: int) -> None:
-    """Seal the active segment when it holds positions up to ``last_position``, so that
-    it can be rewritten like any other."""
-    writer = log.writer
-    if writer is None:
-        raise NotWritableError("the store is open read-only: erasure rewrites segments")
-    if log.segments and log.segments[-1].base <= last_position:
-        writer.call(writer.roll_now).result()
-
-
 def needles(values: Iterable[str]) -> list[bytes]:
     """Personal values as they may appear in stored JSON text (raw and escaped)."""
     out = set()
@@ -125,9 +77,7 @@ def forget_in_memory(log: EventLog, found: list[bytes], lead: tuple[str, str] | 
     """Drop what the writer keeps that holds these values (a lead's last snapshot, the
     dictionary samples) and wait for a training under way, so that nothing trained from
     them lands in a dictionary file after the check that follows."""
-    writer = log.writer
-    if writer is None:
-        raise NotWritableError("the store is open read-only: erasure rewrites segments")
+    writer = log._require_writer()
     trainer = log.trainer
 
     def forget() -> None:
@@ -156,9 +106,7 @@ def finish_retirements(log: EventLog) -> int:
     pending = dictionaries.pending_retirement()
     if not pending:
         return 0
-    writer = log.writer
-    if writer is None:
-        raise NotWritableError("the store is open read-only: erasure rewrites segments")
+    writer = log._require_writer()
     writer.call(writer.roll_now).result()  # records compressed before the retirement are sealed now
     users = [s for s in log.segments[:-1] if _names_any(log, s, set(pending))]
     rewrite_segments(log, users, lambda event: None, force=True)
@@ -266,49 +214,3 @@ def _erase_in_segments(
         erased += len(changed)
         rewritten += 1
     return erased, rewritten
-
-
-def replace_records(
-    log: EventLog, segment: Segment, lead_events: list[Event], changed: dict[int, Event]
-) -> None:
-    """Rewrite a sealed segment with the records of one lead encoded anew (``changed``
-    ones erased): every other record is copied as it is, undecoded, so an erasure costs
-    a copy of the segment rather than a decode of its events. Deltas never cross leads,
-    so the lead's records, all re-encoded together, are the only ones whose bases move."""
-    from .retention import swap_in
-
-    encoder = EventEncoder(log.dictionaries, None)  # a fresh one: deltas only among these
-    payloads: dict[int, bytes] = {}
-    raw_change = 0
-    for event in lead_events:
-        new = changed.get(event.position, event)
-        payloads[event.position] = encoder.encode(new, event.position, segment.base)
-        raw_change += encoder.last_raw_bytes - len(encode_body(event, event.lead))
-    body = bytearray(encode_segment_header(segment.base))
-    offsets = []
-    count = last = 0
-    data = segment.read_all()
-    for offset, header, _ in segment.records():  # each one's CRC checked on the way
-        if header.kind != KIND_EVENT:
-            continue  # the seal: made anew for the new bytes
-        position = header.position
-        offsets.append((position, len(body)))
-        new_payload = payloads.get(position)
-        if new_payload is None:
-            body += data[offset : offset + header.size]
-        else:
-            flags = KIND_EVENT | (FLAG_COMMIT if header.commit else 0)
-            body += encode_record(flags, position, new_payload)
-        count, last = count + 1, position
-    missing = payloads.keys() - {p for p, _ in offsets}
-    if missing:
-        raise StorageError(f"segment {segment.name}: positions {sorted(missing)} of the lead are not in it")
-    index = log.index
-    index.set_meta("maintenance", segment.name.encode())
-    index.sync()
-    with log.swap_lock:
-        swap_in(log, segment, body, count, last)
-        index.move_segment(segment.base, offsets, raw_change)
-        log.forget_snapshots()
-    index.delete_meta("maintenance")
-    index.sync()

@@ -16,24 +16,12 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from crc32c import crc32c
-
-from .codec import EventEncoder
-from .erasure import (
-    erase_event,
-    finish_retirements,
-    forget_in_memory,
-    needles,
-    retire_holders,
-    rewrite_segments,
-    seal_active,
-)
+from .erasure import erase_event, finish_retirements, forget_in_memory, needles, retire_holders
 from .errors import StorageError
 from .event import AUDIT_TYPE_PREFIX, Event, RetentionPolicy, RetentionReport
 from .fields import PII, SECRET, personal_values, quotes_of
-from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
 from .fs import Files
-from .index import Located
+from .rewrite import rewrite_segments, rewrite_whole, rewriting, seal_active
 
 if TYPE_CHECKING:
     from .log import EventLog
@@ -226,17 +214,15 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
         if not gone:
             continue
         size = segment.size
-        index.set_meta("maintenance", segment.name.encode())
-        index.sync()
-        # The positions leaving the log are recorded first, so a crash at any
-        # later step never looks like a segment file lost outside retention.
         next_base = segments[segments.index(segment) + 1].base
         gone_positions = {i.event.position for i in gone}
         survivors = [i for i in items if i.event.position not in gone_positions]
         survivors_last = survivors[-1].event.position if survivors else segment.base - 1
         whole = len(gone) == len(items)  # `every` may still leave audit records to keep
-        log.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
-        with log.swap_lock:
+        with rewriting(log, segment):
+            # The positions leaving the log are recorded first, so a crash at any
+            # later step never looks like a segment file lost outside retention.
+            log.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
             if whole:
                 index.remove_segment(segment.base, items)
                 index.delete_meta(f"tiered:{segment.base}")
@@ -244,49 +230,10 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
                 deleted += 1
                 freed += size
             else:
-                new_items = _rewrite(log, segment, survivors)
+                new_items = rewrite_whole(log, segment, survivors)
                 index.remove_segment(segment.base, items)
                 index.add(new_items, 0)
                 rewritten += 1
                 freed += size - segment.size
-            log.forget_snapshots()
         removed += len(gone)
-        index.delete_meta("maintenance")
-        index.sync()
     return RetentionReport(removed, deleted, rewritten, freed)
-
-
-def _rewrite(log: EventLog, segment: Segment, survivors: list[Located]) -> list[Located]:
-    """Write the survivors to a new sealed file and swap it in for the segment."""
-    encoder = EventEncoder(log.dictionaries, None)
-    body = bytearray(encode_segment_header(segment.base))
-    located = []
-    for item in survivors:
-        event = item.event
-        payload = encoder.encode(event, event.position, segment.base)
-        located.append(Located(event, segment.base, len(body), item.raw_bytes))
-        body += encode_record(KIND_EVENT | FLAG_COMMIT, event.position, payload)
-    last = survivors[-1].event.position if survivors else 0
-    swap_in(log, segment, body, len(survivors), last)
-    return located
-
-
-def swap_in(log: EventLog, segment: Segment, body: bytearray, count: int, last: int) -> None:
-    """Seal ``body`` (header and records), write it durably under a temporary name and
-    rename it over the segment: readers see the old file or the new one, never a mix."""
-    files = log.options.files
-    body += encode_seal(crc32c(bytes(body)), count, last)
-    tmp = segment.path[: -len(".log")] + ".compact"
-    fd = files.open_for_append(tmp)
-    try:
-        files.truncate(fd, 0)
-        files.write(fd, bytes(body))
-        files.fsync(fd)
-    finally:
-        files.close(fd)
-    files.rename(tmp, segment.path)
-    files.fsync_dir(log.log_dir)
-    segment.reopen()
-    segment.event_count = count
-    segment.last_position = last
-    segment.sealed = True
