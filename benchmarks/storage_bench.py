@@ -407,7 +407,7 @@ def measure_zstd(results: Results, scale: Scale, runs: int) -> None:
         ),
         (
             "zstd_dict",
-            "zstd level 3, trained 32 KB dictionary",
+            f"zstd level 3, trained {DICTIONARY_BYTES // 1024} KB dictionary",
             lambda: zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=dictionary),
             lambda: zstandard.ZstdDecompressor(dict_data=dictionary),
         ),

@@ -18,6 +18,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from leadtrail.storage import Event, EventLog, Options, Outcome
 
@@ -298,3 +299,86 @@ def test_realistic_snapshots_round_trip_with_replaced_fields(tmp_path: Path) -> 
         assert_all_round_trip(log, sent, positions)
         timeline = log.timeline("one-lead")
         assert [canon(dict(e.lead)) for e in timeline] == [canon(e.lead) for e in sent]
+
+
+def _as_format_1_0(data: Path) -> int:
+    """Rewrite every segment as format 1.0 wrote it: zstd frames with their magic
+    number and dictionary id (codecs 1 and 2). Returns how many records changed."""
+    from crc32c import crc32c
+    from leadtrail.storage.codec import EventPrefix
+    from leadtrail.storage.format import (
+        BARE_CODECS,
+        CODEC_ZSTD,
+        CODEC_ZSTD_DICT,
+        CODEC_ZSTD_DICT_BARE,
+        EVENT_PREFIX,
+        KIND_EVENT,
+        encode_record,
+        encode_seal,
+        parse_segment_name,
+    )
+    from leadtrail.storage.segment import Segment
+
+    changed = 0
+    for path in sorted((data / "log").glob("*.log")):
+        base = parse_segment_name(path.name)
+        assert base is not None
+        segment = Segment(str(data / "log"), base)
+        out = bytearray(path.read_bytes()[:24])
+        count = last = 0
+        sealed = False
+        for _, header, payload in segment.records():
+            if header.kind != KIND_EVENT:
+                sealed = True
+                continue
+            prefix = EventPrefix(payload, header.position)
+            payload = bytes(payload)
+            if prefix.codec in BARE_CODECS:
+                dictionary = None
+                if prefix.codec == CODEC_ZSTD_DICT_BARE:
+                    dictionary = zstandard.ZstdCompressionDict(
+                        (data / "dictionaries" / f"{prefix.dict_id:08d}.zdict").read_bytes()[16:]
+                    )
+                body = zstandard.ZstdDecompressor(
+                    dict_data=dictionary, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+                ).decompress(prefix.body, max_output_size=1 << 24)
+                old_codec = CODEC_ZSTD_DICT if dictionary is not None else CODEC_ZSTD
+                framed = zstandard.ZstdCompressor(level=3, dict_data=dictionary).compress(body)
+                assert framed[:4] == b"\x28\xb5\x2f\xfd"  # the magic number codecs 1 and 2 carry
+                head = bytearray(payload[: len(payload) - len(prefix.body)])
+                head[12] = old_codec
+                payload = bytes(head) + framed
+                assert EVENT_PREFIX.unpack_from(payload)[4] == old_codec
+                changed += 1
+            out += encode_record(KIND_EVENT | (0x80 if header.commit else 0), header.position, payload)
+            count, last = count + 1, header.position
+        if sealed:
+            out += encode_seal(crc32c(bytes(out)), count, last)
+        segment.close()
+        path.write_bytes(bytes(out))
+    return changed
+
+
+def test_records_of_format_1_0_codecs_stay_readable(tmp_path: Path) -> None:
+    # Format 1.0 stored zstd frames whole; 1.1 writes them without magic number and
+    # dictionary id. A store written by 1.0 must read the same after the upgrade.
+    rng = random.Random(7)
+    data = tmp_path / "data"
+    options = Options(dictionary_training_samples=TRAINING_SAMPLES, segment_bytes=256 * 1024)
+    sent = [event(n, realistic_lead(rng, n)) for n in range(3 * TRAINING_SAMPLES)]
+    with EventLog.open(data, options) as log:
+        positions = append_all(log, sent[: 2 * TRAINING_SAMPLES])
+        wait_for_dictionaries(log, 1)
+        positions += append_all(log, sent[2 * TRAINING_SAMPLES :])
+        new_bytes = log.stats().log_bytes
+    assert _as_format_1_0(data) == len(sent) - sum(1 for e in sent if len(e.lead) == 0)
+    shutil.rmtree(data / "index")  # record offsets moved
+    with EventLog.open(data, options) as log:
+        assert log.verify().problems == []
+        assert_all_round_trip(log, sent, positions)
+        # Each record is longer in the old form: the 4-byte magic number, and the
+        # dictionary id where there is one.
+        assert log.stats().log_bytes - new_bytes >= 4 * len(sent)
+        more = [event(n, realistic_lead(rng, n)) for n in range(10_000, 10_100)]
+        positions += append_all(log, more)  # new records in the new form beside the old
+        assert_all_round_trip(log, sent + more, positions)

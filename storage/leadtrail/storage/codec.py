@@ -26,12 +26,15 @@ from crc32c import crc32c
 from .errors import CorruptionError, StorageError
 from .event import Event, Outcome
 from .format import (
+    BARE_CODECS,
     CODEC_PLAIN,
-    CODEC_ZSTD,
-    CODEC_ZSTD_DICT,
+    CODEC_ZSTD_BARE,
+    CODEC_ZSTD_DICT_BARE,
+    DICTIONARY_CODECS,
     EVENT_PREFIX,
     MAX_DELTA_BACK,
     MAX_DICTIONARY_ID,
+    ZSTD_CODECS,
     BadRecord,
 )
 from .fs import Files
@@ -193,33 +196,47 @@ class Dictionaries:
             self._dicts.pop(dict_id, None)  # the ".retired" marker stays: the id is spent
 
     def compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
+        """Writes bare frames (codecs 3 and 4): no magic number, no dictionary id."""
         cache = self._thread_cache("compressors")
         comp = cache.get(dict_id)
         if comp is None:
-            if dict_id:
-                comp = zstandard.ZstdCompressor(level=self._level, dict_data=self._dicts[dict_id])
-            else:
-                comp = zstandard.ZstdCompressor(level=self._level)
+            params = zstandard.ZstdCompressionParameters.from_level(
+                self._level,
+                format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+                write_dict_id=False,
+                # Kept: without it decompression allocates the largest body allowed.
+                write_content_size=True,
+            )
+            dict_data = self._dicts[dict_id] if dict_id else None
+            comp = zstandard.ZstdCompressor(dict_data=dict_data, compression_params=params)
             cache[dict_id] = comp
         return comp
 
-    def decompressor(self, dict_id: int) -> zstandard.ZstdDecompressor:
+    def decompressor(self, codec: int, dict_id: int) -> zstandard.ZstdDecompressor:
+        """The decompressor for a record's codec and dictionary id."""
+        if codec not in ZSTD_CODECS:
+            raise BadRecord(f"unknown codec {codec}")
+        if codec not in DICTIONARY_CODECS:
+            dict_id = 0
+        bare = codec in BARE_CODECS
         # zstd contexts are not thread-safe: one per thread and dictionary.
         cache = self._thread_cache("decompressors")
-        dec = cache.get(dict_id)
+        dec = cache.get((dict_id, bare))
         if dec is None:
+            known = None
             if dict_id:
                 known = self._dicts.get(dict_id)
                 if known is None:
                     raise BadRecord(f"record names dictionary {dict_id}, which does not exist")
-                dec = zstandard.ZstdDecompressor(dict_data=known)
-            else:
-                dec = zstandard.ZstdDecompressor()
-            cache[dict_id] = dec
+            dec = zstandard.ZstdDecompressor(
+                dict_data=known,
+                format=zstandard.FORMAT_ZSTD1_MAGICLESS if bare else zstandard.FORMAT_ZSTD1,
+            )
+            cache[(dict_id, bare)] = dec
         return dec
 
-    def _thread_cache(self, name: str) -> dict[int, Any]:
-        cache: dict[int, Any] | None = getattr(self._local, name, None)
+    def _thread_cache(self, name: str) -> dict[Any, Any]:
+        cache: dict[Any, Any] | None = getattr(self._local, name, None)
         if cache is None:
             cache = {}
             setattr(self._local, name, cache)
@@ -411,7 +428,7 @@ class EventEncoder:
             dict_id = 0
         else:
             packed = self._dicts.compressor(dict_id).compress(body)
-            codec = CODEC_ZSTD_DICT if dict_id else CODEC_ZSTD
+            codec = CODEC_ZSTD_DICT_BARE if dict_id else CODEC_ZSTD_BARE
             if self._trainer is not None:
                 self._trainer.observe(body, len(packed), dict_id, event.account_id)
         account = event.account_id.encode()
@@ -470,11 +487,9 @@ def decode_event(
         prefix = EventPrefix(payload, position)
         if prefix.codec == CODEC_PLAIN:
             body = bytes(prefix.body)
-        elif prefix.codec in (CODEC_ZSTD, CODEC_ZSTD_DICT):
-            dec = dictionaries.decompressor(prefix.dict_id if prefix.codec == CODEC_ZSTD_DICT else 0)
-            body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
         else:
-            raise BadRecord(f"unknown codec {prefix.codec}")
+            dec = dictionaries.decompressor(prefix.codec, prefix.dict_id)
+            body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
         fields = orjson.loads(body)
         (
             event_id,
@@ -530,8 +545,9 @@ def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dict
     if prefix.codec == CODEC_PLAIN:
         body = bytes(prefix.body)
     else:
-        dec = dictionaries.decompressor(prefix.dict_id if prefix.codec == CODEC_ZSTD_DICT else 0)
-        body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
+        body = dictionaries.decompressor(prefix.codec, prefix.dict_id).decompress(
+            prefix.body, max_output_size=MAX_BODY
+        )
     return prefix.base_position, orjson.loads(body)[12]
 
 

@@ -25,7 +25,7 @@ import orjson
 from .codec import EventPrefix
 from .event import AUDIT_TYPE_PREFIX, Event, Outcome
 from .fields import MIN_QUOTED, PII, SECRET, Classify, Quotes, personal_values, quotes_of, scrub
-from .format import CODEC_ZSTD_DICT, KIND_EVENT
+from .format import DICTIONARY_CODECS, KIND_EVENT
 from .rewrite import replace_records, rewrite_segments, seal_active
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
         if header.kind != KIND_EVENT:
             continue
         prefix = EventPrefix(payload, header.position)
-        if prefix.codec == CODEC_ZSTD_DICT and prefix.dict_id in dict_ids:
+        if prefix.codec in DICTIONARY_CODECS and prefix.dict_id in dict_ids:
             return True
     return False
 

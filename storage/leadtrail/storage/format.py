@@ -39,6 +39,14 @@ MAX_DICTIONARY_ID = 0xFFFF
 CODEC_PLAIN = 0
 CODEC_ZSTD_DICT = 1
 CODEC_ZSTD = 2
+# What the writer uses since format 1.1: a zstd frame without its 4-byte magic
+# number and without a dictionary id (the prefix names the dictionary), 8
+# bytes less per record. Codecs 1 and 2 stay readable.
+CODEC_ZSTD_DICT_BARE = 3
+CODEC_ZSTD_BARE = 4
+ZSTD_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
+DICTIONARY_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD_DICT_BARE))
+BARE_CODECS = frozenset((CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
 
 _U32 = struct.Struct("<I")
 

@@ -7,7 +7,7 @@ tenants never mix and range scans follow (timestamp, position) order.
 
 Databases (``dupfixed`` ones keep 12-byte (timestamp, position) values packed
 side by side under one key, about 12 bytes an event):
-- ``ids``       account + 16-byte ULID -> position
+- ``ids``       account + 16-byte ULID -> position (6 bytes)
 - ``positions`` segment base -> dups (position, offset): where a record lives
 - ``lead``      account + 8-byte hash of lead_id -> dups position (6 bytes); a lead's
                 few events are ordered by (timestamp, position) when read, which keeps
@@ -34,7 +34,7 @@ from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
 
-INDEX_VERSION = b"4"
+INDEX_VERSION = b"5"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -76,7 +76,7 @@ def pack_u48(value: int) -> bytes:
     return _U48.pack(value >> 32, value & _U32_MASK)
 
 
-def unpack_u48(value: bytes) -> int:
+def unpack_u48(value: bytes | memoryview) -> int:
     hi, lo = _U48.unpack(value)
     return int(hi << 32 | lo)
 
@@ -304,7 +304,7 @@ class Index:
                 acct = number(KIND_ACCOUNT, e.account_id)
                 position = e.position
                 value = pack_tspos(e.timestamp_ms or 0, position)
-                ids.append((acct + id_bytes(e.id), pack_u64(position)))
+                ids.append((acct + id_bytes(e.id), pack_u48(position)))
                 positions.append(
                     (pack_u64(item.segment_base), pack_posoff(position - item.segment_base, item.offset))
                 )
@@ -423,7 +423,7 @@ class Index:
         if acct is None:
             return None
         raw = txn.get(_U32.pack(acct) + id_bytes(event_id), db=self.dbs["ids"])
-        return int(_U64.unpack(raw)[0]) if raw is not None else None
+        return unpack_u48(raw) if raw is not None else None
 
     def offset_of(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:
         cursor = txn.cursor(db=self.dbs["positions"])
