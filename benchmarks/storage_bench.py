@@ -1,6 +1,6 @@
 """Benchmark of the storage engine against the issue's targets, with the machine's own limits beside it.
 
-    python benchmarks/storage_bench.py [--quick] [--runs N] [--data DIR] [--json FILE]
+    python benchmarks/storage_bench.py [--quick | --tiny] [--runs N] [--data DIR] [--json FILE]
 
 What it measures, each figure the median of N runs (at least 3) with min-max:
 
@@ -85,6 +85,15 @@ QUICK = Scale(
     zstd_snapshots=4_000,
     floor_events=10_000,
     erase_events=20_000,
+)
+TINY = Scale(  # --tiny, for the test suite: every measurement runs, its figures mean nothing
+    append_events=1_000,
+    timeline_leads=50,
+    timeline_reads=100,
+    fsync_seconds=0.1,
+    zstd_snapshots=600,
+    floor_events=500,
+    erase_events=1_000,
 )
 FULL = Scale(
     append_events=200_000,
@@ -529,7 +538,7 @@ def fmt(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}"
 
 
-def targets(results: Results) -> list[tuple[str, str, bool]]:
+def targets(results: Results, scale: Scale) -> list[tuple[str, str, bool]]:
     def check(key: str, goal: float, at_least: bool) -> bool:
         value = results.median(key)
         return value >= goal if at_least else value <= goal
@@ -553,15 +562,18 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
     )
     rows.append(
         (
-            f"<= {TARGET_BYTES_PER_EVENT} bytes on disk per event (log + indexes + dictionaries)",
-            f"{fmt(results.median('disk_per_event'))} B",
+            f"<= {TARGET_BYTES_PER_EVENT} bytes on disk per event at {scale.append_events:,} events",
+            f"{fmt(results.median('disk_per_event'))} B"
+            # A small store carries LMDB's fixed overhead (branch and free pages) over
+            # few events; the target is about a store at the full run's scale.
+            + (f"  (judged at the full run's {FULL.append_events:,})" if scale is not FULL else ""),
             check("disk_per_event", TARGET_BYTES_PER_EVENT, False),
         )
     )
     return rows
 
 
-def report(results: Results, header: list[str]) -> str:
+def report(results: Results, header: list[str], scale: Scale) -> str:
     lines = header[:]
     width = max(len(f.name) for f in results.figures.values()) + 2
     for title, keys in SECTIONS:
@@ -576,7 +588,7 @@ def report(results: Results, header: list[str]) -> str:
             lines.append(f"  {figure.name:<{width}}{fmt(figure.median):>12}  {spread:>23}  {figure.unit}")
     lines.append("")
     lines.append("targets (from the issue)")
-    for goal, measured, passed in targets(results):
+    for goal, measured, passed in targets(results, scale):
         lines.append(f"  {'PASS' if passed else 'MISS'}  {goal:<72} {measured}")
     return "\n".join(lines)
 
@@ -591,11 +603,18 @@ def machine() -> dict[str, Any]:
 
 
 def parse_args(
-    argv: Sequence[str] | None, doc: str | None = __doc__, quick: str = "smaller runs (under a minute)"
+    argv: Sequence[str] | None,
+    doc: str | None = __doc__,
+    quick: str = "smaller runs (under a minute)",
+    tiny: bool = False,
 ) -> argparse.Namespace:
     """The options every benchmark here shares."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
     parser.add_argument("--quick", action="store_true", help=quick)
+    if tiny:
+        parser.add_argument(
+            "--tiny", action="store_true", help="a few seconds, for the test suite: figures mean nothing"
+        )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")
     parser.add_argument("--data", help="directory to create the scratch stores in (default: temp)")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
@@ -606,8 +625,9 @@ def parse_args(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    scale = QUICK if args.quick else FULL
+    args = parse_args(argv, tiny=True)
+    scale = TINY if args.tiny else QUICK if args.quick else FULL
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     results = Results()
     scratch = Scratch(args.data)
     began = time.perf_counter()
@@ -624,16 +644,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - began
     info = machine()
     header = [
-        f"LeadTrail storage benchmark ({'quick' if args.quick else 'full'}): "
+        f"LeadTrail storage benchmark ({mode}): "
         f"median of {args.runs} runs, min - max",
         f"  {info['cpus']} CPUs, Python {info['python']}, {info['platform']}",
         f"  data dir {data_dir}, fsync policy always (default), batches of {BATCH}, "
         f"{scale.append_events:,} events per append run, {elapsed:.0f} s in all",
     ]
-    print(report(results, header))
+    print(report(results, header, scale))
     if args.json_path:
         payload = {
-            "mode": "quick" if args.quick else "full",
+            "mode": mode,
             "runs": args.runs,
             "scale": scale.__dict__,
             "machine": info,
@@ -642,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "figures": {key: f.as_json() for key, f in results.figures.items()},
             "targets": [
                 {"target": goal, "measured": measured, "pass": passed}
-                for goal, measured, passed in targets(results)
+                for goal, measured, passed in targets(results, scale)
             ],
         }
         with open(args.json_path, "w", encoding="utf-8") as out:
