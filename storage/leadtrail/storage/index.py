@@ -95,7 +95,7 @@ def untspos(value: bytes) -> tuple[int, int]:
     return (ts_hi << 32) | ts_lo, (pos_hi << 32) | pos_lo
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Located:
     """An event to index: its decoded fields and where its record sits."""
 
@@ -104,6 +104,8 @@ class Located:
     offset: int
     raw_bytes: int = 0
     """Size of the event as plain JSON with its full snapshot (for the ratio in stats)."""
+    id_key: bytes | None = None
+    """Its ``ids`` key, when the writer already made it for the duplicate check."""
 
 
 def _looks_truncated(path: str) -> bool:
@@ -298,29 +300,38 @@ class Index:
                     value = packed[key] = _U32.pack(known)
                 return value
 
-            pack_tspos, pack_u64, pack_posoff = tspos, _U64.pack, _POSOFF.pack
+            pack_u64, pack_posoff = _U64.pack, _POSOFF.pack
+            base_keys: dict[int, bytes] = {}
+            last_bounds_key, last_recorded = b"", -1
             for item in located:
                 e = item.event
                 acct = number(KIND_ACCOUNT, e.account_id)
                 position = e.position
-                value = pack_tspos(e.timestamp_ms or 0, position)
-                ids.append((acct + id_bytes(e.id), pack_u48(position)))
-                positions.append(
-                    (pack_u64(item.segment_base), pack_posoff(position - item.segment_base, item.offset))
-                )
+                # (timestamp, position) as tspos() packs it; both are below 2**48 here
+                # (validated timestamps, real positions), so one shift does it.
+                value = ((e.timestamp_ms or 0) << 48 | position).to_bytes(12, "big")
+                ids.append((item.id_key or acct + id_bytes(e.id), pack_u48(position)))
+                base = item.segment_base
+                base_key = base_keys.get(base)
+                if base_key is None:
+                    base_key = base_keys[base] = pack_u64(base)
+                positions.append((base_key, pack_posoff(position - base, item.offset)))
                 leads.append((acct + lead_hash(e.lead_id), pack_u48(position)))
                 types.append((acct + number(KIND_TYPE, e.type), value))
                 times.append((acct, value))
                 flows.append((acct + number(KIND_FLOW, e.flow_id), value))
                 if e.entity_id:
                     entities.append((acct + number(KIND_ENTITY, e.entity_id), value))
-                key = pack_u64(item.segment_base) + acct
+                key = base_key + acct
                 recorded = e.recorded_at_ms
-                bounds = segacct.get(key)
-                if bounds is None:
-                    segacct[key] = (recorded, recorded)
-                elif recorded < bounds[0] or recorded > bounds[1]:
-                    segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
+                # A committed group shares one recorded_at: most events change nothing here.
+                if key != last_bounds_key or recorded != last_recorded:
+                    last_bounds_key, last_recorded = key, recorded
+                    bounds = segacct.get(key)
+                    if bounds is None:
+                        segacct[key] = (recorded, recorded)
+                    elif recorded < bounds[0] or recorded > bounds[1]:
+                        segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
                 added += 1
                 raw += item.raw_bytes
             for name, items in (
@@ -419,10 +430,16 @@ class Index:
     # -- reads --------------------------------------------------------------
 
     def position_of(self, txn: lmdb.Transaction, account_id: str, event_id: str) -> int | None:
+        key = self.id_key(txn, account_id, event_id)
+        return None if key is None else self.position_at(txn, key)
+
+    def id_key(self, txn: lmdb.Transaction, account_id: str, event_id: str) -> bytes | None:
+        """The ``ids`` key of an event; None while its account has no number (no event yet)."""
         acct = self.number(txn, KIND_ACCOUNT, account_id, False)
-        if acct is None:
-            return None
-        raw = txn.get(_U32.pack(acct) + id_bytes(event_id), db=self.dbs["ids"])
+        return None if acct is None else _U32.pack(acct) + id_bytes(event_id)
+
+    def position_at(self, txn: lmdb.Transaction, id_key: bytes) -> int | None:
+        raw = txn.get(id_key, db=self.dbs["ids"])
         return unpack_u48(raw) if raw is not None else None
 
     def offset_of(self, txn: lmdb.Transaction, segment_base: int, position: int) -> int | None:

@@ -278,7 +278,8 @@ class GroupCommit:
         pending: dict[tuple[str, str], AppendResult] = {}
         all_results: list[list[AppendResult]] = []
         position = self.next_position
-        with self._index.env.begin() as txn:
+        index = self._index
+        with index.env.begin() as txn:
             for request in group:
                 assert request.events is not None
                 if (
@@ -290,13 +291,15 @@ class GroupCommit:
                     self._roll(position)
                 results: list[AppendResult] = []
                 last_new = -1
-                fresh: list[tuple[Event, bytes | None]] = []
+                fresh: list[tuple[Event, bytes | None, bytes | None]] = []
                 leads_json = request.leads_json
                 for i, event in enumerate(request.events):
                     key = (event.account_id, event.id)
                     dup = pending.get(key)
+                    id_key = None
                     if dup is None:
-                        original = self._index.position_of(txn, event.account_id, event.id)
+                        id_key = index.id_key(txn, event.account_id, event.id)
+                        original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
                             dup = AppendResult(event.id, original, self._host.recorded_at_of(original), True)
                     if dup is not None:
@@ -308,10 +311,10 @@ class GroupCommit:
                     result = AppendResult(event.id, position, now, False)
                     pending[key] = result
                     results.append(result)
-                    fresh.append((stored_event, leads_json[i] if leads_json is not None else None))
+                    fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
                     last_new = len(fresh) - 1
                     position += 1
-                for i, (stored_event, lead_json) in enumerate(fresh):
+                for i, (stored_event, lead_json, id_key) in enumerate(fresh):
                     payload = self._encoder.encode(
                         stored_event, stored_event.position, self.active.base, lead_json
                     )
@@ -321,7 +324,7 @@ class GroupCommit:
                     buffer.append(record)
                     buffered += len(record)
                     raw = self._encoder.last_raw_bytes
-                    located.append(Located(stored_event, self.active.base, offset, raw))
+                    located.append(Located(stored_event, self.active.base, offset, raw, id_key))
                     stored.append(stored_event)
                     self.active.event_count += 1
                     self.active.last_position = stored_event.position
