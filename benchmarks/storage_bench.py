@@ -566,7 +566,7 @@ def targets(results: Results, scale: Scale) -> list[tuple[str, str, bool]]:
             f"{fmt(results.median('disk_per_event'))} B"
             # A small store carries LMDB's fixed overhead (branch and free pages) over
             # few events; the target is about a store at the full run's scale.
-            + (f"  (judged at the full run's {FULL.append_events:,})" if scale is not FULL else ""),
+            + (f"  (a small store: the target is for {FULL.append_events:,})" if scale is not FULL else ""),
             check("disk_per_event", TARGET_BYTES_PER_EVENT, False),
         )
     )
@@ -610,9 +610,10 @@ def parse_args(
 ) -> argparse.Namespace:
     """The options every benchmark here shares."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
-    parser.add_argument("--quick", action="store_true", help=quick)
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help=quick)
     if tiny:
-        parser.add_argument(
+        sizes.add_argument(
             "--tiny", action="store_true", help="a few seconds, for the test suite: figures mean nothing"
         )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")

@@ -46,5 +46,5 @@ def test_every_measurement_runs_and_reports_a_median_of_its_runs(tmp_path: Path)
     assert [t["target"][:6] for t in targets] == [">= 50,", ">= 50,", "timeli", "<= 300"]
     assert all(isinstance(t["pass"], bool) for t in targets)
     assert "targets (from the issue)" in result.stdout
-    assert "judged at the full run's 200,000" in result.stdout
+    assert "a small store: the target is for 200,000" in result.stdout
     assert not list((tmp_path / "scratch").glob("leadtrail-bench-*")), "scratch stores left behind"

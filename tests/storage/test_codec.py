@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import orjson
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
-from leadtrail.storage import Event, EventLog, Options, Outcome
+from leadtrail.storage import CorruptionError, Event, EventLog, Options, Outcome
 
 TRAINING_SAMPLES = 200
 
@@ -305,7 +307,7 @@ def _as_format_1_0(data: Path) -> int:
     """Rewrite every segment as format 1.0 wrote it: zstd frames with their magic
     number and dictionary id (codecs 1 and 2). Returns how many records changed."""
     from crc32c import crc32c
-    from leadtrail.storage.codec import EventPrefix
+    from leadtrail.storage.codec import EventPrefix, read_dictionary_file
     from leadtrail.storage.format import (
         BARE_CODECS,
         CODEC_ZSTD,
@@ -336,9 +338,8 @@ def _as_format_1_0(data: Path) -> int:
             if prefix.codec in BARE_CODECS:
                 dictionary = None
                 if prefix.codec == CODEC_ZSTD_DICT_BARE:
-                    dictionary = zstandard.ZstdCompressionDict(
-                        (data / "dictionaries" / f"{prefix.dict_id:08d}.zdict").read_bytes()[16:]
-                    )
+                    stored = data / "dictionaries" / f"{prefix.dict_id:08d}.zdict"
+                    dictionary = zstandard.ZstdCompressionDict(read_dictionary_file(str(stored))[2])
                 body = zstandard.ZstdDecompressor(
                     dict_data=dictionary, format=zstandard.FORMAT_ZSTD1_MAGICLESS
                 ).decompress(prefix.body, max_output_size=1 << 24)
@@ -356,6 +357,10 @@ def _as_format_1_0(data: Path) -> int:
             out += encode_seal(crc32c(bytes(out)), count, last)
         segment.close()
         path.write_bytes(bytes(out))
+    # 1.0 dictionary files: magic "LTZDICT1", id, crc, the dictionary; no store named.
+    for path in (data / "dictionaries").glob("*.zdict"):
+        dict_id, _, body = read_dictionary_file(str(path))
+        path.write_bytes(b"LTZDICT1" + struct.pack("<II", dict_id, crc32c(body)) + body)
     return changed
 
 
@@ -379,6 +384,50 @@ def test_records_of_format_1_0_codecs_stay_readable(tmp_path: Path) -> None:
         # Each record is longer in the old form: the 4-byte magic number, and the
         # dictionary id where there is one.
         assert log.stats().log_bytes - new_bytes >= 4 * len(sent)
-        more = [event(n, realistic_lead(rng, n)) for n in range(10_000, 10_100)]
+        # A 1.0 dictionary names no store: it still decodes what it compressed, but
+        # bare frames (no dictionary id for zstd to check) are never made with it.
+        old_dictionaries = log.dictionaries.ids()
+        assert log.dictionaries.current_id == 0
+        more = [event(n, realistic_lead(rng, n)) for n in range(10_000, 10_000 + 2 * TRAINING_SAMPLES)]
         positions += append_all(log, more)  # new records in the new form beside the old
+        wait_for_dictionaries(log, len(old_dictionaries) + 1)
+        assert log.dictionaries.current_id not in old_dictionaries
         assert_all_round_trip(log, sent + more, positions)
+    with EventLog.open(data, options) as log:
+        assert log.verify().problems == []
+        assert_all_round_trip(log, sent + more, positions)
+
+
+def test_a_dictionary_of_another_store_refuses_the_open(tmp_path: Path) -> None:
+    # Bare frames carry no dictionary id: decoded with another store's dictionary
+    # of the same number they would come out wrong, so such a file is refused.
+    rng = random.Random(8)
+    options = Options(dictionary_training_samples=TRAINING_SAMPLES)
+    stores = [tmp_path / "one", tmp_path / "two"]
+    for n, data in enumerate(stores):
+        with EventLog.open(data, options) as log:
+            append_all(log, [event(k, realistic_lead(rng, k + n)) for k in range(2 * TRAINING_SAMPLES)])
+            wait_for_dictionaries(log, 1)
+    name = "00000001.zdict"
+    shutil.copy(stores[0] / "dictionaries" / name, stores[1] / "dictionaries" / name)
+    with pytest.raises(CorruptionError, match=f"{name}: belongs to another store"):
+        EventLog.open(stores[1], options)
+
+
+def test_a_sample_compressed_before_a_training_finished_starts_no_second_one(tmp_path: Path) -> None:
+    from leadtrail.storage.codec import Dictionaries, Trainer
+    from leadtrail.storage.fs import OS_FILES
+
+    rng = random.Random(9)
+    dictionaries = Dictionaries(str(tmp_path / "dictionaries"), OS_FILES, 3, 8 * 1024, b"store")
+    trainer = Trainer(dictionaries, 100, 0.75)
+    bodies = [orjson.dumps(realistic_lead(rng, n)) for n in range(101)]
+    for body in bodies[:100]:
+        trainer.observe(body, len(body), 0)  # the 100th starts the training
+    assert trainer.wait_idle(30)
+    assert dictionaries.ids() == [1]
+    # Compressed without a dictionary while the training ran, observed after it ended.
+    trainer.observe(bodies[100], len(bodies[100]), 0)
+    assert trainer.wait_idle(30)
+    assert dictionaries.ids() == [1]
+    trainer.close()

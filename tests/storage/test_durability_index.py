@@ -158,3 +158,38 @@ def test_unreadable_index_is_rebuilt_on_open(tmp_path: Path, damage: str) -> Non
         f"opening with a {damage} index: exit status {child.returncode}\n{child.stderr[-1500:]}"
     )
     assert child.stdout.strip() == expected
+
+
+def test_a_query_in_flight_during_a_reset_does_not_bring_back_old_numbers(tmp_path: Path) -> None:
+    # Names (accounts, types, ...) are numbered anew by a rebuild. A reader whose
+    # transaction began before the reset still sees the old numbers; had it put
+    # them back into the shared cache, the next account would get a number that
+    # the cache already gives another account, and two tenants would mix.
+    from leadtrail.storage import new_event_id
+    from leadtrail.storage.index import KIND_ACCOUNT, Index, Located
+
+    def event(account: str, position: int) -> Event:
+        return Event(
+            type="lead.submitted", lead_id="l", flow_id="f", id=new_event_id(), timestamp_ms=1,
+            account_id=account, position=position, recorded_at_ms=1,
+        )  # fmt: skip
+
+    index = Index(str(tmp_path / "index"), 1 << 26)
+    try:
+        index.reset(b"store")
+        index.add([Located(event("acme", 1), 1, 24), Located(event("globex", 2), 1, 60)], 2)
+        reader = index.env.begin()  # a query in flight
+        index.reset(b"store")  # a rebuild starts
+        assert index.number(reader, KIND_ACCOUNT, "globex", False) == 2  # as its snapshot says
+        reader.abort()
+        index.add([Located(event("initech", 3), 3, 24)], 3)  # the first account after the reset
+        index.add([Located(event("globex", 4), 3, 60)], 4)
+        with index.env.begin() as txn:
+            numbers = {a: index.number(txn, KIND_ACCOUNT, a, False) for a in ("initech", "globex")}
+            stored = {a: txn.get(b"a" + a.encode(), db=index.dbs["names"]) for a in numbers}
+        assert numbers["initech"] != numbers["globex"]
+        assert all(
+            stored[a] is not None and int.from_bytes(stored[a], "big") == n for a, n in numbers.items()
+        )
+    finally:
+        index.close()

@@ -9,6 +9,7 @@ body is compressed with a zstd dictionary trained on earlier bodies.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -41,8 +42,32 @@ from .fs import Files
 
 MAX_DELTA_DEPTH = 8
 MAX_BODY = 16 * 1024 * 1024
-DICT_MAGIC = b"LTZDICT1"
-_DICT_HEADER = struct.Struct("<8sII")
+DICT_MAGIC_1_0 = b"LTZDICT1"
+DICT_MAGIC = b"LTZDICT2"
+_DICT_HEADER_1_0 = struct.Struct("<8sII")
+_DICT_HEADER = struct.Struct("<8sII16s")  # magic, id, crc of the dictionary, store digest
+
+
+def store_digest(store_id: bytes) -> bytes:
+    """What a dictionary file carries of the store it belongs to."""
+    return hashlib.blake2b(store_id, digest_size=16).digest()
+
+
+def read_dictionary_file(path: str) -> tuple[int, bytes | None, bytes]:
+    """(id, store digest or None for a 1.0 file, zstd dictionary bytes), checked."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = data[:8]
+    header = _DICT_HEADER if magic == DICT_MAGIC else _DICT_HEADER_1_0
+    if len(data) < header.size or magic not in (DICT_MAGIC, DICT_MAGIC_1_0):
+        raise CorruptionError([f"dictionary {path}: truncated or bad magic ({len(data)} bytes)"])
+    fields = header.unpack_from(data)
+    body = data[header.size :]
+    if crc32c(body) != fields[2]:
+        raise CorruptionError([f"dictionary {path}: checksum does not match its bytes"])
+    return int(fields[1]), (fields[3] if magic == DICT_MAGIC else None), body
+
+
 _SAMPLE_RING = 4000
 _RATIO_WINDOW = 500
 
@@ -92,14 +117,19 @@ def apply_delta(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, 
 class Dictionaries:
     """zstd dictionaries by id, trained from bodies as they arrive, immutable once written."""
 
-    def __init__(self, directory: str, files: Files, options_level: int, size: int) -> None:
+    def __init__(self, directory: str, files: Files, options_level: int, size: int, store_id: bytes) -> None:
         self.directory = directory
         self._files = files
         self._level = options_level
         self._size = size
+        self._store = store_digest(store_id)
         self._lock = threading.Lock()
         self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
         self._retired: set[int] = set()
+        # 1.0 files name no store. Bare frames (codecs 3 and 4) carry no dictionary
+        # id for zstd to check, so a dictionary brought from another store would
+        # decode them into wrong bytes: new records use only files bound to this store.
+        self._unbound: set[int] = set()
         self._local = threading.local()
         os.makedirs(directory, exist_ok=True)
         for name in sorted(os.listdir(directory)):
@@ -112,22 +142,20 @@ class Dictionaries:
                 continue
             if not name.endswith(".zdict"):
                 continue
-            dict_id, trained = self._read(path)
-            self._dicts[dict_id] = trained
+            dict_id, store, body = read_dictionary_file(path)
+            if store is None:
+                self._unbound.add(dict_id)
+            elif store != self._store:
+                raise CorruptionError(
+                    [f"dictionary {path}: belongs to another store (its records would decode wrongly)"]
+                )
+            self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
+        self._current = self._newest_usable()
+
+    def _newest_usable(self) -> int:
         # A ".retired" marker outlives its dictionary: the id is never given out again, so
         # no record or cached compressor can ever mistake a new dictionary for the old one.
-        self._current = max((i for i in self._dicts if i not in self._retired), default=0)
-
-    def _read(self, path: str) -> tuple[int, zstandard.ZstdCompressionDict]:
-        with open(path, "rb") as f:
-            data = f.read()
-        if len(data) < _DICT_HEADER.size:
-            raise CorruptionError([f"dictionary {path}: truncated ({len(data)} bytes)"])
-        magic, dict_id, crc = _DICT_HEADER.unpack_from(data)
-        body = data[_DICT_HEADER.size :]
-        if magic != DICT_MAGIC or crc32c(body) != crc:
-            raise CorruptionError([f"dictionary {path}: bad magic or checksum"])
-        return int(dict_id), zstandard.ZstdCompressionDict(body)
+        return max((i for i in self._dicts if i not in self._retired and i not in self._unbound), default=0)
 
     @property
     def current_id(self) -> int:
@@ -156,7 +184,7 @@ class Dictionaries:
             if newest >= MAX_DICTIONARY_ID:
                 return self.current_id  # the id space is full: keep compressing with the last one
             dict_id = newest + 1
-            header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body))
+            header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body), self._store)
             path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
             self._files.write_file_atomically(path, header + body)
             self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
@@ -186,7 +214,7 @@ class Dictionaries:
             self._files.write_file_atomically(os.path.join(self.directory, f"{dict_id:08d}.retired"), b"")
             self._retired.add(dict_id)
             if self._current == dict_id:
-                self._current = max((i for i in self._dicts if i not in self._retired), default=0)
+                self._current = self._newest_usable()
 
     def delete(self, dict_id: int) -> None:
         """Remove a retired dictionary once no record names it any more."""
@@ -276,7 +304,9 @@ class Trainer:
         else:
             self._samples[self._next] = sample
             self._next = (self._next + 1) % _SAMPLE_RING
-        if self._busy:
+        if self._busy or dict_id != self._dicts.current_id:
+            # Compressed before a training just published its dictionary: says
+            # nothing about the new one, and must not start a second training.
             return
         if dict_id == 0:
             if len(self._samples) >= self._needed:

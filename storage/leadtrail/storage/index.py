@@ -173,6 +173,9 @@ class Index:
             raise StorageError(f"index at {path} cannot be opened: {e}") from e
         self._names: dict[tuple[bytes, str], int] = {}
         self._numbers: dict[tuple[bytes, int], str] = {}
+        # Numbers are given out anew after a reset: what a transaction older than
+        # the last reset reads of them must not go back into the caches.
+        self._names_valid_from = 0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -226,7 +229,9 @@ class Index:
             txn.put(b"high_water", _U64.pack(0), db=meta)
             txn.put(b"count", _U64.pack(0), db=meta)
             txn.put(b"raw", _U64.pack(0), db=meta)
+            reset_id = txn.id()
         with self._lock:
+            self._names_valid_from = reset_id
             self._names.clear()
             self._numbers.clear()
 
@@ -254,7 +259,8 @@ class Index:
             # numbers it created once its transaction has committed.
             return number
         with self._lock:
-            self._names[key] = number
+            if txn.id() >= self._names_valid_from:
+                self._names[key] = number
         return number
 
     def name(self, txn: lmdb.Transaction, kind: bytes, number: int) -> str:
@@ -265,7 +271,9 @@ class Index:
             if raw is None:
                 raise StorageError(f"index names no {kind.decode()} number {number}")
             known = bytes(raw).decode()
-            self._numbers[key] = known
+            with self._lock:
+                if txn.id() >= self._names_valid_from:
+                    self._numbers[key] = known
         return known
 
     def names_with_prefix(self, txn: lmdb.Transaction, kind: bytes, prefix: str) -> list[int]:

@@ -140,6 +140,7 @@ class EventLog(SegmentHost):
             self._files,
             self.options.compression_level,
             self.options.dictionary_bytes,
+            self.store_id,
         )
         self._policies = retention.load_policies(self.path)
         self.fields = FieldPolicies(self.path, self._files)
