@@ -323,6 +323,31 @@ def test_scan_of_an_account_without_events_is_empty(stored: list[Event], log: Ev
     assert (page.events, page.cursor) == ([], None)
 
 
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize(
+    ("start_ms", "end_ms", "everything"),
+    [
+        (-5, None, True),  # before 1970: the same as no start
+        (None, 2**60, True),  # past any timestamp an event may have
+        (-(2**62), 2**62, True),
+        (2**50, None, False),  # after every event
+        (None, -5, False),
+    ],
+)
+def test_time_bounds_beyond_what_an_event_can_hold_mean_the_ends_of_time(
+    stored: list[Event],
+    log: EventLog,
+    start_ms: int | None,
+    end_ms: int | None,
+    everything: bool,
+    descending: bool,
+) -> None:
+    own = [e for e in stored if e.account_id == "default"]
+    found = scan_all(log, EventFilter(start_ms=start_ms, end_ms=end_ms), limit=17, descending=descending)
+    expected = sorted(own, key=by_time, reverse=descending) if everything else []
+    assert [e.position for e in found] == [e.position for e in expected]
+
+
 # -- cursors ----------------------------------------------------------------
 
 

@@ -86,8 +86,12 @@ def lead_hash(lead_id: str) -> bytes:
 
 
 def tspos(timestamp_ms: int, position: int) -> bytes:
-    position = min(position, _U48_MAX)  # callers use 2**64 - 1 as "the largest"
-    return _TSPOS.pack(timestamp_ms >> 32, timestamp_ms & _U32_MASK, position >> 32, position & _U32_MASK)
+    """(timestamp, position) as 12 bytes that sort like the pair. Clamped to 48 bits
+    each: callers also pass range bounds past what any event holds (a start before
+    1970, "the largest" position), which mean the same as the ends of the range."""
+    timestamp_ms = 0 if timestamp_ms < 0 else min(timestamp_ms, _U48_MAX)
+    position = 0 if position < 0 else min(position, _U48_MAX)
+    return (timestamp_ms << 48 | position).to_bytes(12, "big")
 
 
 def untspos(value: bytes) -> tuple[int, int]:
@@ -315,9 +319,7 @@ class Index:
                 e = item.event
                 acct = number(KIND_ACCOUNT, e.account_id)
                 position = e.position
-                # (timestamp, position) as tspos() packs it; both are below 2**48 here
-                # (validated timestamps, real positions), so one shift does it.
-                value = ((e.timestamp_ms or 0) << 48 | position).to_bytes(12, "big")
+                value = tspos(e.timestamp_ms or 0, position)
                 ids.append((item.id_key or acct + id_bytes(e.id), pack_u48(position)))
                 base = item.segment_base
                 base_key = base_keys.get(base)
