@@ -125,18 +125,28 @@ class GetTimelineRequest(_message.Message):
 
     LEAD_ID_FIELD_NUMBER: _builtins.int
     JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     json_snapshots: _builtins.bool
     """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
+    page_size: _builtins.int
+    """Steps per page: 0 means 1,000, the maximum. A long journey is read page
+    by page so that every answer stays well under gRPC's 4 MB default.
+    """
+    page_token: _builtins.str
+    """`Timeline.next_page_token` of the previous page; empty for the first page."""
     def __init__(
         self,
         *,
         lead_id: _builtins.str = ...,
         json_snapshots: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_snapshots", b"json_snapshots", "lead_id", b"lead_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_snapshots", b"json_snapshots", "lead_id", b"lead_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -149,12 +159,25 @@ class Timeline(_message.Message):
     LEAD_ID_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     TOTAL_MS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AUDIT_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     total_ms: _builtins.int
-    """Last step's `timestamp` - first step's `timestamp`, in milliseconds."""
+    """Last step's `timestamp` - first step's `timestamp`, in milliseconds, over
+    the whole journey (every page carries the same value).
+    """
+    next_page_token: _builtins.str
+    """Pass as `GetTimelineRequest.page_token` for the next page; empty at the end."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineStep]:
         """In `timestamp` order, ties by position."""
+
+    @_builtins.property
+    def audit(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """Events the store recorded about the lead rather than for it (an erasure's
+        `audit.erased`): shown apart, never as journey steps. Sent with the first
+        page only.
+        """
 
     def __init__(
         self,
@@ -162,10 +185,12 @@ class Timeline(_message.Message):
         lead_id: _builtins.str = ...,
         steps: _abc.Iterable[Global___TimelineStep] | None = ...,
         total_ms: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+        audit: _abc.Iterable[_event_pb2.Event] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_id", b"lead_id", "steps", b"steps", "total_ms", b"total_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "lead_id", b"lead_id", "next_page_token", b"next_page_token", "steps", b"steps", "total_ms", b"total_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,12 +74,18 @@ class AppendResult(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    CONFLICT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The event id, assigned by the server when the request left it empty."""
     position: _builtins.int
     """Where the event is stored; for a duplicate, the original position."""
     duplicate: _builtins.bool
     """True when the account had already stored this id: nothing was stored."""
+    conflict: _builtins.bool
+    """A duplicate whose stored event differs from the one sent in type, lead,
+    flow or timestamp: the first event is kept, and this says the sender
+    re-used an id for something else.
+    """
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
         """Server commit time of the stored event (the original one for a duplicate)."""
@@ -91,10 +97,11 @@ class AppendResult(_message.Message):
         position: _builtins.int = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         duplicate: _builtins.bool = ...,
+        conflict: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "id", b"id", "position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflict", b"conflict", "duplicate", b"duplicate", "id", b"id", "position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
