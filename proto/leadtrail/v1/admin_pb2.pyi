@@ -38,6 +38,26 @@ Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
 class Stats(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AccountEventsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     LAST_POSITION_FIELD_NUMBER: _builtins.int
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
@@ -51,6 +71,7 @@ class Stats(_message.Message):
     DICTIONARIES_FIELD_NUMBER: _builtins.int
     FSYNC_POLICY_FIELD_NUMBER: _builtins.int
     WRITABLE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_EVENTS_FIELD_NUMBER: _builtins.int
     event_count: _builtins.int
     last_position: _builtins.int
     segment_count: _builtins.int
@@ -71,6 +92,10 @@ class Stats(_message.Message):
     """The server's fsync policy, e.g. `always` or `interval:MS`."""
     writable: _builtins.bool
     """False once a failed write or fsync made the store read-only."""
+    @_builtins.property
+    def account_events(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Stored events per account. With keys, an admin sees its own account only."""
+
     def __init__(
         self,
         *,
@@ -87,10 +112,11 @@ class Stats(_message.Message):
         dictionaries: _builtins.int = ...,
         fsync_policy: _builtins.str = ...,
         writable: _builtins.bool = ...,
+        account_events: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_per_event", b"bytes_per_event", "compression_ratio", b"compression_ratio", "dictionaries", b"dictionaries", "dictionary_bytes", b"dictionary_bytes", "disk_bytes", b"disk_bytes", "event_count", b"event_count", "fsync_policy", b"fsync_policy", "index_bytes", b"index_bytes", "last_position", b"last_position", "log_bytes", b"log_bytes", "raw_bytes", b"raw_bytes", "segment_count", b"segment_count", "writable", b"writable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_events", b"account_events", "bytes_per_event", b"bytes_per_event", "compression_ratio", b"compression_ratio", "dictionaries", b"dictionaries", "dictionary_bytes", b"dictionary_bytes", "disk_bytes", b"disk_bytes", "event_count", b"event_count", "fsync_policy", b"fsync_policy", "index_bytes", b"index_bytes", "last_position", b"last_position", "log_bytes", b"log_bytes", "raw_bytes", b"raw_bytes", "segment_count", b"segment_count", "writable", b"writable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
