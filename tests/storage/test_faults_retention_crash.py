@@ -156,7 +156,7 @@ def crash_points(total: int) -> list[int]:
     if total <= MAX_CRASH_POINTS:
         return list(range(1, total + 1))
     step = total / (MAX_CRASH_POINTS - 20)
-    middle = {int(10 + i * step) for i in range(MAX_CRASH_POINTS - 20)}
+    middle = {min(int(10 + i * step), total) for i in range(MAX_CRASH_POINTS - 20)}
     return sorted({*range(1, 11), *middle, *range(total - 9, total + 1)})
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .datadir import read_json_file, write_json_file
 from .errors import InvalidArgumentError, MetadataFileError
 from .fs import Files
 
@@ -146,10 +147,9 @@ class FieldPolicies:
         self._lock = threading.Lock()
         self._policies: dict[str, FieldPolicy] = {}
         self._classifiers: dict[str, Classify] = {}
+        items = read_json_file(self._path)
         try:
-            with open(self._path) as f:
-                items = json.load(f)
-            for item in items:
+            for item in items or ():
                 policy = FieldPolicy(
                     item["account_id"],
                     tuple(item.get("secret", ())),
@@ -158,10 +158,10 @@ class FieldPolicies:
                 )
                 check_policy(policy)
                 self._policies[policy.account_id] = policy
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError, InvalidArgumentError) as e:
-            raise MetadataFileError(f"{self._path} cannot be read: {e}") from e
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidArgumentError) as e:
+            raise MetadataFileError(
+                f"{POLICY_FILE} does not hold field policies: {e!r} ({self._path})"
+            ) from e
 
     def get(self, account_id: str) -> FieldPolicy:
         return self._policies.get(account_id) or FieldPolicy(account_id)
@@ -180,7 +180,7 @@ class FieldPolicies:
                 }
                 for p in sorted(updated.values(), key=lambda p: p.account_id)
             ]
-            self._files.write_file_atomically(self._path, json.dumps(items, indent=1).encode())
+            write_json_file(self._files, self._path, items, indent=1)
             self._policies = updated
             self._classifiers.pop(policy.account_id, None)
         return policy

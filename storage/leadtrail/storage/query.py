@@ -14,17 +14,24 @@ import base64
 import heapq
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import lmdb
 from crc32c import crc32c
 
 from .errors import InvalidArgumentError, InvalidCursorError
 from .event import Event, EventFilter, Page
-from .index import KIND_ENTITY, KIND_FLOW, tspos, untspos
+from .index import KIND_ENTITY, KIND_FLOW, Index, tspos, untspos
 
-if TYPE_CHECKING:
-    from .log import EventLog
+
+class IndexedReads(Protocol):
+    """What a query needs: the index, and the event at a position it names."""
+
+    @property
+    def index(self) -> Index: ...
+
+    def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None: ...
+
 
 _CURSOR = struct.Struct(">BBQQQI")
 _CURSOR_VERSION = 1
@@ -35,14 +42,14 @@ _U64_MAX = 2**64 - 1
 MAX_LEAD_PAGE = 100_000
 
 
-def timeline(log: EventLog, lead_id: str, account_id: str) -> list[Event]:
+def timeline(reads: IndexedReads, lead_id: str, account_id: str) -> list[Event]:
     """Every event of one lead in (timestamp, position) order."""
-    with log.index.env.begin() as txn:
-        return list(_lead_events(log, txn, lead_id, account_id, None, False, True))
+    with reads.index.env.begin() as txn:
+        return list(_lead_events(reads, txn, lead_id, account_id, None, False, True))
 
 
 def lead_events(
-    log: EventLog,
+    reads: IndexedReads,
     lead_id: str,
     account_id: str,
     start: tuple[int, int] | None,
@@ -61,8 +68,8 @@ def lead_events(
         raise InvalidArgumentError(f"start {start!r}: must be (timestamp_ms, position)")
     low = None if start is None else tspos(*start)
     events = []
-    with log.index.env.begin() as txn:
-        for event in _lead_events(log, txn, lead_id, account_id, low, descending, include_lead):
+    with reads.index.env.begin() as txn:
+        for event in _lead_events(reads, txn, lead_id, account_id, low, descending, include_lead):
             events.append(event)
             if len(events) >= limit:
                 break
@@ -70,7 +77,7 @@ def lead_events(
 
 
 def _lead_events(
-    log: EventLog,
+    reads: IndexedReads,
     txn: lmdb.Transaction,
     lead_id: str,
     account_id: str,
@@ -79,12 +86,12 @@ def _lead_events(
     include_lead: bool,
 ) -> Iterator[Event]:
     """The events of one lead from ``start`` on, in (timestamp, position) order (or reversed)."""
-    index = log.index
+    index = reads.index
     key = index.dup_key(txn, "lead", account_id, None, lead_id)
     if key is None:
         return
     for value in index.iter_dups(txn, "lead", key, start, descending):
-        event = log.event_at(txn, untspos(value)[1], include_lead=include_lead)
+        event = reads.event_at(txn, untspos(value)[1], include_lead=include_lead)
         # The lead key is a hash: a colliding lead shares it, so compare.
         if event is not None and event.lead_id == lead_id and event.account_id == account_id:
             yield event
@@ -127,9 +134,9 @@ def decode_cursor(token: str, descending: bool, f: EventFilter) -> tuple[int, in
     return int(snapshot), int(timestamp), int(position)
 
 
-def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
+def _plan(reads: IndexedReads, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
     """The index and keys to walk, or None when the filter cannot match anything."""
-    index = log.index
+    index = reads.index
     account = index.account_key(txn, f.account_id)
     if account is None:
         return None
@@ -155,7 +162,7 @@ def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, li
 
 
 def scan(
-    log: EventLog,
+    reads: IndexedReads,
     f: EventFilter,
     after: str | None,
     limit: int,
@@ -166,7 +173,7 @@ def scan(
         raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_PAGE}")
     if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
         return Page([], None)
-    index = log.index
+    index = reads.index
     with index.env.begin() as txn:
         if after:
             snapshot, last_ts, last_pos = decode_cursor(after, descending, f)
@@ -188,7 +195,7 @@ def scan(
                 start = tspos(f.end_ms - 1, _U64_MAX) if f.end_ms else None
             else:
                 start = tspos(f.start_ms or 0, 0)
-        plan = _plan(log, txn, f)
+        plan = _plan(reads, txn, f)
         if plan is None:
             return Page([], None)
         db, keys = plan
@@ -205,7 +212,7 @@ def scan(
                 break
             if position > snapshot:
                 continue
-            event = log.event_at(txn, position, include_lead=include_lead)
+            event = reads.event_at(txn, position, include_lead=include_lead)
             if event is None or not f.matches(event):
                 continue
             if len(events) == limit:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from crc32c import crc32c
 
@@ -74,21 +74,15 @@ class _Request:
         self.future: Future[Any] = Future()
 
 
-class SegmentHost:
-    """What the writer needs from the log around it."""
+class SegmentSteps(Protocol):
+    """Where the writer reports the segments it makes: readers see the log through it."""
 
-    def segment_created(self, base: int) -> None:
-        raise NotImplementedError
+    def created(self, base: int) -> None: ...
 
-    def segment_sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
-        raise NotImplementedError
+    def sealed(self, base: int, size: int, event_count: int, last_position: int) -> None: ...
 
-    def segment_grew(self, base: int, size: int) -> None:
-        raise NotImplementedError
-
-    def stored_event(self, position: int) -> Event:
-        """The event at ``position`` without its snapshot (for a duplicate's answer)."""
-        raise NotImplementedError
+    def committed(self, base: int, size: int, event_count: int, last_position: int, visible: int) -> None:
+        """A group is durable and indexed: readers may see positions up to ``visible``."""
 
 
 class GroupCommit:
@@ -105,7 +99,8 @@ class GroupCommit:
         index: Index,
         encoder: EventEncoder,
         clock_ms: Callable[[], int],
-        host: SegmentHost,
+        segments: SegmentSteps,
+        stored_event: Callable[[int], Event],
     ) -> None:
         self._dir = directory
         self.active = active
@@ -117,7 +112,8 @@ class GroupCommit:
         self._index = index
         self._encoder = encoder
         self._clock = clock_ms
-        self._host = host
+        self._segments = segments
+        self._stored_event = stored_event
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -303,7 +299,7 @@ class GroupCommit:
                         id_key = index.id_key(txn, event.account_id, event.id)
                         original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
-                            kept = self._host.stored_event(original)
+                            kept = self._stored_event(original)
                             first = AppendResult(event.id, original, kept.recorded_at_ms, True), kept
                             pending[key] = first
                     if first is not None:
@@ -348,7 +344,10 @@ class GroupCommit:
             self._last_recorded_at = now
             self.next_position = position
             self._index.add(located, position - 1)
-            self._host.segment_grew(self.active.base, self.active.size)
+            active = self.active
+            self._segments.committed(
+                active.base, active.size, active.event_count, active.last_position, position - 1
+            )
         return all_results, stored
 
     def _flush(self, buffer: list[bytes]) -> None:
@@ -367,7 +366,7 @@ class GroupCommit:
             self.active.size += len(seal)
             self._files.fsync(self.active.fd)
             self.active.sealed = True
-            self._host.segment_sealed(
+            self._segments.sealed(
                 self.active.base, self.active.size, self.active.event_count, self.active.last_position
             )
         self._dirty_since = None
@@ -384,7 +383,7 @@ class GroupCommit:
         self._files.close(self.active.fd)
         self.active = ActiveSegment(next_position, fd, SEGMENT_HEADER_SIZE, crc32c(header), 0, 0)
         self._encoder.forget_segment()
-        self._host.segment_created(next_position)
+        self._segments.created(next_position)
 
     def forget_lead(self, account_id: str, lead_id: str) -> None:
         """Writer thread only: forget what the encoder keeps of a lead (after an erasure)."""
@@ -427,4 +426,4 @@ def recorded_at_from_payload(payload: bytes | memoryview) -> int:
     return int(EventPrefix(payload).recorded_at_ms)
 
 
-__all__ = ["ActiveSegment", "CommitListener", "GroupCommit", "SegmentHost", "encode_body"]
+__all__ = ["ActiveSegment", "CommitListener", "GroupCommit", "SegmentSteps", "encode_body"]
