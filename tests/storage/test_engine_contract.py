@@ -30,17 +30,10 @@ from leadtrail.storage import (
     ValidationError,
     new_event_id,
 )
+from leadtrail_storage_support import Clock  # loaded by conftest.py
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def make(n: int, lead_id: str = "lead-1", **changes: Any) -> Event:
@@ -60,7 +53,7 @@ def make(n: int, lead_id: str = "lead-1", **changes: Any) -> Event:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
