@@ -101,8 +101,9 @@ class DataDirectory:
             if not os.path.isdir(directory):
                 continue
             for name in os.listdir(directory):
-                if name.endswith(TEMP_SUFFIXES):
-                    os.remove(os.path.join(directory, name))
+                path = os.path.join(directory, name)
+                if name.endswith(TEMP_SUFFIXES) and not os.path.isdir(path):
+                    os.remove(path)
 
     # -- retired ranges ---------------------------------------------------------
 

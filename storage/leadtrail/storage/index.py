@@ -22,6 +22,7 @@ side by side under one key, about 12 bytes an event):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 import threading
@@ -143,12 +144,14 @@ def _looks_truncated(path: str) -> bool:
 
 
 _PAGE = 4096
+_COPY_CHUNK = 100_000
 _LMDB_MAGIC = 0xBEEFC0DE
 
 
 class Index:
     def __init__(self, path: str, map_size: int, readonly: bool = False) -> None:
         self.path = path
+        self.map_size = map_size
         if _looks_truncated(path):
             raise StorageError(f"index at {path} is shorter than its own meta page says")
         try:
@@ -188,6 +191,30 @@ class Index:
 
     def sync(self) -> None:
         self.env.sync(True)
+
+    def copy_live(self, path: str) -> None:
+        """Write every entry into a new index at ``path`` (an empty directory), in key order:
+        its pages are filled and none is free. LMDB's own compacting copy
+        (``env.copy(compact=True)``) crashes the process on ``dupfixed`` sub-databases."""
+        target = Index(path, self.map_size)
+        try:
+            with self.env.begin() as source:
+                for name, db in self.dbs.items():
+                    entries = source.cursor(db=db).iternext(keys=True, values=True)
+                    while True:
+                        chunk = [(bytes(k), bytes(v)) for k, v in itertools.islice(entries, _COPY_CHUNK)]
+                        if not chunk:
+                            break
+                        with target.env.begin(write=True) as txn:
+                            cursor = txn.cursor(db=target.dbs[name])
+                            _, appended = cursor.putmulti(chunk, dupdata=True, append=True)
+                            if appended < len(chunk):
+                                cursor.putmulti(chunk[appended:], dupdata=True)
+            target.sync()
+        except lmdb.Error as e:
+            raise StorageError(f"index at {self.path} could not be copied to {path}: {e}") from e
+        finally:
+            target.env.close()
 
     # -- meta ---------------------------------------------------------------
 

@@ -17,12 +17,12 @@ import functools
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, query, recovery, retention
+from . import erasure, index_compaction, query, recovery, retention
 from .codec import Dictionaries, EventEncoder, Trainer
 from .datadir import DataDirectory, file_size
 from .erasure import ErasureReport
@@ -146,6 +146,7 @@ class EventLog:
         )
 
     def _open_index(self) -> Index:
+        index_compaction.remove_leftovers(self._directory.index_dir)
         try:
             return Index(self._directory.index_dir, self.options.map_size)
         except StorageError:
@@ -193,14 +194,11 @@ class EventLog:
 
     # -- reads ----------------------------------------------------------------
 
-    def read_txn(self) -> lmdb.Transaction:
-        return self._require_index().env.begin()
-
     def get(self, event_id: str, account_id: str = DEFAULT_ACCOUNT) -> Event | None:
         if not isinstance(event_id, str) or not is_valid_id(event_id):
             return None
-        index = self._require_index()
-        with index.env.begin() as txn:
+        self._require_index()
+        with self._reader.reading() as index, index.env.begin() as txn:
             position = index.position_of(txn, account_id, event_id)
             if position is None:
                 return None
@@ -255,14 +253,13 @@ class EventLog:
     # -- administration -------------------------------------------------------
 
     def stats(self) -> Stats:
-        index = self._require_index()
-        count = index.event_count
+        self._require_index()
+        with self._reader.reading() as index, index.env.begin() as txn:
+            count, raw, index_pages = index.event_count, index.raw_bytes, index.disk_bytes()
+            accounts = index.account_events(txn)
         log_bytes = sum(file_size(s.path) for s in self._segments.all())
         index_bytes = self._directory.bytes_under(self._directory.index_dir)
         dictionary_bytes = self.dictionaries.disk_bytes()
-        raw = index.raw_bytes
-        with index.env.begin() as txn:
-            accounts = index.account_events(txn)
         return Stats(
             event_count=count,
             last_position=self._segments.visible,
@@ -272,7 +269,7 @@ class EventLog:
             index_bytes=index_bytes,
             dictionary_bytes=dictionary_bytes,
             raw_bytes=raw,
-            bytes_per_event=(log_bytes + index.disk_bytes() + dictionary_bytes) / count if count else 0.0,
+            bytes_per_event=(log_bytes + index_pages + dictionary_bytes) / count if count else 0.0,
             compression_ratio=raw / log_bytes if log_bytes and raw else 0.0,
             dictionaries=len(self.dictionaries.ids()),
             fsync_policy=str(self.options.fsync),
@@ -284,8 +281,11 @@ class EventLog:
         """Re-read every record of every segment; name each damaged range.
 
         ``progress(done, total)`` is called with segments checked."""
-        index = self._require_index()
-        return recovery.verify(self._segments, index, self._reader.segment_events, self._quarantine, progress)
+        self._require_index()
+        reader = self._reader
+        return recovery.verify(
+            self._segments, reader.reading, reader.segment_events, self._quarantine, progress
+        )
 
     def quarantined(self) -> list[str]:
         return self._quarantine.report()
@@ -293,19 +293,39 @@ class EventLog:
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild every index from the log; returns the number of events indexed.
 
-        ``progress(done, total)`` is called with segments indexed."""
+        The new index is built beside the old one, which serves reads meanwhile, and
+        swapped in. ``progress(done, total)`` is called with segments indexed."""
         self._require_index()
         with self._maintenance_lock:
-            if self._writer is not None:
-                return int(self._writer.call(lambda: self._reindex_now(progress)).result())
-            return self._reindex_now(progress)
+            self._exclusively(lambda: self._replace_index(self._rebuild_into(progress)))
+            self._reader.new_epoch()
+            return self._require_index().event_count
 
-    def _reindex_now(self, progress: Progress | None) -> int:
-        index = self._require_index()
-        index.reset(self.store_id)
-        recovery.index_tail(index, self._segments, self._reader.segment_events, 0, progress)
-        self._reader.new_epoch()
-        return index.event_count
+    def _rebuild_into(self, progress: Progress | None) -> Callable[[str], None]:
+        def build(path: str) -> None:
+            fresh = Index(path, self.options.map_size)
+            try:
+                fresh.reset(self.store_id)
+                recovery.index_tail(fresh, self._segments, self._reader.segment_events, 0, progress)
+            finally:
+                fresh.close()
+
+        return build
+
+    def _replace_index(self, build: Callable[[str], None]) -> None:
+        """Build a new index beside the current one, then swap it in (index_compaction.py).
+        Runs where nothing else writes the index: on the writer thread, or with no writer."""
+        fresh = index_compaction.prepare(self._directory.index_dir, build, self.options.files)
+        with self._reader.swapping_index():
+            self._index = index_compaction.swap(self._require_index(), fresh, self.options.files)
+            if self._writer is not None:
+                self._writer.use_index(self._index)
+
+    def _exclusively(self, step: Callable[[], None]) -> None:
+        if self._writer is not None:
+            self._writer.call(step).result()
+        else:
+            step()
 
     def set_retention_policy(self, policy: RetentionPolicy) -> None:
         with self._maintenance_lock:
@@ -358,7 +378,11 @@ class EventLog:
             policies = self._policies
             if account_id is not None:
                 policies = {a: p for a, p in policies.items() if a == account_id}
-            return retention.apply(self._maintenance, policies, now, progress)
+            report = retention.apply(self._maintenance, policies, now, progress)
+            if report.events_removed or report.segments_rewritten:
+                # Give back the index pages retention freed: a copy of what is left.
+                self._exclusively(lambda: self._replace_index(self._require_index().copy_live))
+            return report
 
     @property
     def trainer(self) -> Trainer | None:

@@ -14,6 +14,7 @@ import base64
 import heapq
 import struct
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import lmdb
@@ -30,6 +31,10 @@ class IndexedReads(Protocol):
     @property
     def index(self) -> Index: ...
 
+    def reading(self) -> AbstractContextManager[Index]:
+        """The index, kept open while a query's transaction is."""
+        ...
+
     def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None: ...
 
 
@@ -44,7 +49,7 @@ MAX_LEAD_PAGE = 100_000
 
 def timeline(reads: IndexedReads, lead_id: str, account_id: str) -> list[Event]:
     """Every event of one lead in (timestamp, position) order."""
-    with reads.index.env.begin() as txn:
+    with reads.reading() as index, index.env.begin() as txn:
         return list(_lead_events(reads, txn, lead_id, account_id, None, False, True))
 
 
@@ -68,7 +73,7 @@ def lead_events(
         raise InvalidArgumentError(f"start {start!r}: must be (timestamp_ms, position)")
     low = None if start is None else tspos(*start)
     events = []
-    with reads.index.env.begin() as txn:
+    with reads.reading() as index, index.env.begin() as txn:
         for event in _lead_events(reads, txn, lead_id, account_id, low, descending, include_lead):
             events.append(event)
             if len(events) >= limit:
@@ -173,8 +178,7 @@ def scan(
         raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_PAGE}")
     if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
         return Page([], None)
-    index = reads.index
-    with index.env.begin() as txn:
+    with reads.reading() as index, index.env.begin() as txn:
         if after:
             snapshot, last_ts, last_pos = decode_cursor(after, descending, f)
             if descending:

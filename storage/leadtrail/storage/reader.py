@@ -39,10 +39,52 @@ class Reader:
         self._snapshots: OrderedDict[int, Mapping[str, Any]] = OrderedDict()
         self._snapshots_lock = threading.Lock()
         self._epoch = 0
+        # Readers of the index and a compaction that swaps it (see index_compaction.py).
+        self._gate = threading.Condition()
+        self._readers = 0
+        self._swapping = False
+        self._nesting = threading.local()
 
     @property
     def index(self) -> Index:
         return self._index()
+
+    # -- the index, held while it is read ---------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Index]:
+        """The index, kept open for the block: a compaction swaps it only between readers.
+
+        Hold it only while a transaction is open, never across a ``yield`` to a caller:
+        the swap runs on the writer thread, and appends wait while it waits."""
+        depth = getattr(self._nesting, "depth", 0)
+        with self._gate:
+            while self._swapping and not depth:  # a nested reader already holds it
+                self._gate.wait()
+            self._readers += 1
+        self._nesting.depth = depth + 1
+        try:
+            yield self._index()
+        finally:
+            self._nesting.depth = depth
+            with self._gate:
+                self._readers -= 1
+                if not self._readers:
+                    self._gate.notify_all()
+
+    @contextmanager
+    def swapping_index(self) -> Iterator[None]:
+        """Exclusive use of the index: for replacing it (no reader holds the old one)."""
+        with self._gate:
+            self._swapping = True
+            while self._readers:
+                self._gate.wait()
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._swapping = False
+                self._gate.notify_all()
 
     # -- the rewrite epoch --------------------------------------------------------
 
@@ -87,7 +129,7 @@ class Reader:
 
     def stored_event(self, position: int) -> Event:
         """The event at ``position`` without its snapshot."""
-        with self._index().env.begin() as txn:
+        with self.reading() as index, index.env.begin() as txn:
             event = self.event_at(txn, position, include_lead=False)
         if event is None:
             raise StorageError(f"position {position} is not in the index")
@@ -179,7 +221,7 @@ class Reader:
                 return known
             offset = by_position.get(position)
             if offset is None and start > SEGMENT_HEADER_SIZE:
-                with self._index().env.begin() as txn:
+                with self.reading() as index, index.env.begin() as txn:
                     return self._snapshot_at(txn, segment, position)
             if offset is None:
                 raise BadRecord(f"delta base {position} is not an earlier event of this segment")
@@ -235,8 +277,7 @@ class Reader:
             if position > segment.base:
                 # Seek through the index instead of decoding the segment from its
                 # start: a subscriber resuming mid-segment reads only what it needs.
-                index = self._index()
-                with index.env.begin() as txn:
+                with self.reading() as index, index.env.begin() as txn:
                     found = index.offset_at_or_after(txn, segment.base, position)
                 start = found if found is not None else start
             for item in self.segment_events(segment, include_lead=True, end=end, start=start):

@@ -11,7 +11,8 @@ rules; ``describe_damage`` words each finding the same way for both callers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from crc32c import crc32c
@@ -221,7 +222,7 @@ def index_tail(
 
 def verify(
     segments: SegmentList,
-    index: Index,
+    reading: Callable[[], AbstractContextManager[Index]],
     events: SegmentEvents,
     quarantine: Quarantine,
     progress: Progress | None = None,
@@ -243,7 +244,7 @@ def verify(
         if scan.sealed and not is_last and segment.check_seal() is None:
             problems.append(f"segment {segment.name}: seal checksum does not match the segment bytes")
         try:
-            with index.env.begin() as txn:
+            with reading() as index, index.env.begin() as txn:
                 for item in events(segment, True, scan.commit_end):
                     checked += 1
                     e = item.event

@@ -385,6 +385,10 @@ class GroupCommit:
         self._encoder.forget_segment()
         self._segments.created(next_position)
 
+    def use_index(self, index: Index) -> None:
+        """Writer thread only: index into ``index`` from now on (it replaced the old one)."""
+        self._index = index
+
     def forget_lead(self, account_id: str, lead_id: str) -> None:
         """Writer thread only: forget what the encoder keeps of a lead (after an erasure)."""
         self._encoder.forget_lead(account_id, lead_id)
