@@ -6,11 +6,13 @@ of long maintenance calls, and ids without control characters.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import (
     AUDIT_FLOW,
@@ -340,3 +342,45 @@ def test_retention_json_written_by_the_engine_reads_back(tmp_path: Path) -> None
     assert json.loads((data / "retention.json").read_text())[0]["account_id"] == "acme"
     with EventLog.open(data) as log:
         assert log.retention_policies() == [RetentionPolicy("acme", max_age_days=3, legal_hold=True)]
+
+
+# -- foreign errors ------------------------------------------------------------------------------
+
+
+def test_a_failing_disk_during_maintenance_is_a_storage_error(tmp_path: Path) -> None:
+    """Every file operation of retention (and the index compaction after it) fails in
+    turn: the caller sees a StorageError, never a bare OSError, and the store stays whole."""
+    clock = Clock(T0)
+    source = tmp_path / "source"
+    with EventLog.open(source, Options(segment_bytes=4096, clock_ms=clock)) as log:
+        for first in range(0, 120, 20):
+            log.append([make(n, lead_id=f"lead-{n % 5}") for n in range(first, first + 20)])
+        clock.now += 3 * DAY_MS
+        kept = log.append([make(n, lead_id="lead-new") for n in range(10)])
+        log.set_retention_policy(RetentionPolicy("default", max_age_days=1))
+    probe = faults.InjectedFiles()
+    with EventLog.open(
+        faults.copy_store(source, tmp_path / "probe"), Options(files=probe, clock_ms=clock)
+    ) as log:
+        probe.armed = True
+        assert log.apply_retention().events_removed == 120
+        probe.armed = False
+    assert any(op.startswith("rename") for op in probe.ops), probe.ops
+    for fail_at in range(1, len(probe.ops) + 1):
+        where = f"fault at operation {fail_at} ({probe.ops[fail_at - 1]})"
+        store = faults.copy_store(source, tmp_path / f"fault-{fail_at}")
+        files = faults.InjectedFiles(fail_at, error=errno.EIO)
+        with EventLog.open(store, Options(files=files, clock_ms=clock)) as log:
+            files.armed = True
+            try:
+                log.apply_retention()
+            except StorageError:
+                pass  # the failure is reported as the engine's
+            files.armed = False
+        assert files.fired, where
+        with EventLog.open(store, Options(clock_ms=clock)) as log:
+            assert log.verify().problems == [], where
+            ids = {e.id for e in log.read_from(1)}
+            assert {r.id for r in kept} <= ids, where
+            assert log.apply_retention().events_removed == len(ids) - len(kept), where
+            assert {e.id for e in log.read_from(1)} == {r.id for r in kept}, where

@@ -8,6 +8,15 @@ of these where it crosses into the engine, with the original kept as
 from __future__ import annotations
 
 import errno as _errno
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+import lmdb
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class StorageError(Exception):
@@ -86,3 +95,30 @@ class MetadataFileError(DataDirectoryError):
 
 class LegalHoldError(StorageError):
     """The account is under a legal hold: nothing of it may be erased until it is lifted."""
+
+
+@contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """The one boundary: a foreign error (a file operation, LMDB) that reaches a caller of
+    the engine leaves it as a ``StorageError`` saying what was being done."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise DataDirectoryError(f"{doing} failed: {e.strerror or e}{where}") from e
+    except lmdb.Error as e:
+        raise StorageError(f"{doing} failed in the index: {e}") from e
+
+
+def translating(doing: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """``translated`` around every call of a method."""
+
+    def wrap(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(method)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with translated(doing):
+                return method(*args, **kwargs)
+
+        return call
+
+    return wrap

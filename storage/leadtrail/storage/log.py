@@ -15,18 +15,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, index_compaction, query, recovery, retention
+from . import erasure, index_compaction, query, recovery, retention, stats
 from .codec import Dictionaries, EventEncoder, Trainer
-from .datadir import DataDirectory, file_size
+from .datadir import DataDirectory
 from .erasure import ErasureReport
-from .errors import ClosedError, DataDirectoryError, LegalHoldError, NotWritableError, StorageError
+from .errors import ClosedError, DataDirectoryError, LegalHoldError, NotWritableError, translated, translating
 from .event import (
     DEFAULT_ACCOUNT,
     AppendResult,
@@ -47,7 +46,7 @@ from .quarantine import Quarantine
 from .reader import Reader
 from .segment import Segment
 from .segment_list import SegmentList
-from .ulid import is_valid_id, new_event_id
+from .ulid import new_event_id
 from .validation import validate_batch
 from .writer import CommitListener, GroupCommit
 
@@ -99,16 +98,11 @@ class EventLog:
         rewritten = recovery.recover(
             directory, self._segments, self._quarantine if options.quarantine else None
         )
-        index = self._index = self._open_index()
-        last = self._segments.last_position_on_disk
-        if (
-            rewritten
-            or not index.matches(self.store_id)
-            or index.high_water > last
-            or index.meta("maintenance") is not None
-        ):
-            index.reset(self.store_id)
+        index = self._index = recovery.open_index(
+            directory.index_dir, self.options.map_size, self.store_id, rewritten, self._segments
+        )
         recovery.index_tail(index, self._segments, self._reader.segment_events, index.high_water)
+        last = self._segments.last_position_on_disk
         self._segments.make_visible(last)
         self._maintenance = StoreMaintenance(
             directory=directory,
@@ -144,15 +138,6 @@ class EventLog:
             segments=self._segments,
             stored_event=self._reader.stored_event,
         )
-
-    def _open_index(self) -> Index:
-        index_compaction.remove_leftovers(self._directory.index_dir)
-        try:
-            return Index(self._directory.index_dir, self.options.map_size)
-        except StorageError:
-            # Derived state that LMDB cannot read: throw it away and rebuild.
-            shutil.rmtree(self._directory.index_dir, ignore_errors=True)
-            return Index(self._directory.index_dir, self.options.map_size)
 
     def _last_recorded_at(self) -> int:
         last = self._segments.last_event_position
@@ -194,25 +179,17 @@ class EventLog:
 
     # -- reads ----------------------------------------------------------------
 
+    @translating("reading an event")
     def get(self, event_id: str, account_id: str = DEFAULT_ACCOUNT) -> Event | None:
-        if not isinstance(event_id, str) or not is_valid_id(event_id):
-            return None
         self._require_index()
-        with self._reader.reading() as index, index.env.begin() as txn:
-            position = index.position_of(txn, account_id, event_id)
-            if position is None:
-                return None
-            event = self._reader.event_at(txn, position)
-        return event if event is not None and event.account_id == account_id else None
+        return query.get(self._reader, event_id, account_id)
 
-    def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None:
-        """The event at ``position`` as the index of ``txn`` knows it."""
-        return self._reader.event_at(txn, position, include_lead)
-
+    @translating("reading a timeline")
     def timeline(self, lead_id: str, account_id: str = DEFAULT_ACCOUNT) -> list[Event]:
         self._require_index()
         return query.timeline(self._reader, lead_id, account_id)
 
+    @translating("reading a timeline")
     def lead_events(
         self,
         lead_id: str,
@@ -228,6 +205,7 @@ class EventLog:
         self._require_index()
         return query.lead_events(self._reader, lead_id, account_id, start, limit, descending, include_lead)
 
+    @translating("scanning events")
     def scan(
         self,
         filter: EventFilter | None = None,
@@ -248,35 +226,20 @@ class EventLog:
 
     def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]:
         """Every visible event with a position >= ``position``, in position order."""
-        return self._reader.read_from(position, limit=limit)
+        with translated("reading the log"):
+            yield from self._reader.read_from(position, limit=limit)
 
     # -- administration -------------------------------------------------------
 
+    @translating("measuring the store")
     def stats(self) -> Stats:
         self._require_index()
-        with self._reader.reading() as index, index.env.begin() as txn:
-            count, raw, index_pages = index.event_count, index.raw_bytes, index.disk_bytes()
-            accounts = index.account_events(txn)
-        log_bytes = sum(file_size(s.path) for s in self._segments.all())
-        index_bytes = self._directory.bytes_under(self._directory.index_dir)
-        dictionary_bytes = self.dictionaries.disk_bytes()
-        return Stats(
-            event_count=count,
-            last_position=self._segments.visible,
-            segment_count=len(self._segments),
-            disk_bytes=self._directory.bytes_under(),
-            log_bytes=log_bytes,
-            index_bytes=index_bytes,
-            dictionary_bytes=dictionary_bytes,
-            raw_bytes=raw,
-            bytes_per_event=(log_bytes + index_pages + dictionary_bytes) / count if count else 0.0,
-            compression_ratio=raw / log_bytes if log_bytes and raw else 0.0,
-            dictionaries=len(self.dictionaries.ids()),
-            fsync_policy=str(self.options.fsync),
-            writable=self.writable,
-            account_events=accounts,
+        reader, fsync = self._reader, str(self.options.fsync)
+        return stats.measure(
+            self._directory, self._segments, reader.reading, self.dictionaries, fsync, self.writable
         )
 
+    @translating("verifying the store")
     def verify(self, *, progress: Progress | None = None) -> VerifyReport:
         """Re-read every record of every segment; name each damaged range.
 
@@ -287,9 +250,11 @@ class EventLog:
             self._segments, reader.reading, reader.segment_events, self._quarantine, progress
         )
 
+    @translating("reading the quarantine report")
     def quarantined(self) -> list[str]:
         return self._quarantine.report()
 
+    @translating("rebuilding the index")
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild every index from the log; returns the number of events indexed.
 
@@ -297,20 +262,17 @@ class EventLog:
         swapped in. ``progress(done, total)`` is called with segments indexed."""
         self._require_index()
         with self._maintenance_lock:
-            self._exclusively(lambda: self._replace_index(self._rebuild_into(progress)))
+            build = functools.partial(
+                recovery.rebuild_index,
+                map_size=self.options.map_size,
+                store_id=self.store_id,
+                segments=self._segments,
+                events=self._reader.segment_events,
+                progress=progress,
+            )
+            self._exclusively(lambda: self._replace_index(build))
             self._reader.new_epoch()
             return self._require_index().event_count
-
-    def _rebuild_into(self, progress: Progress | None) -> Callable[[str], None]:
-        def build(path: str) -> None:
-            fresh = Index(path, self.options.map_size)
-            try:
-                fresh.reset(self.store_id)
-                recovery.index_tail(fresh, self._segments, self._reader.segment_events, 0, progress)
-            finally:
-                fresh.close()
-
-        return build
 
     def _replace_index(self, build: Callable[[str], None]) -> None:
         """Build a new index beside the current one, then swap it in (index_compaction.py).
@@ -327,6 +289,7 @@ class EventLog:
         else:
             step()
 
+    @translating("saving a retention policy")
     def set_retention_policy(self, policy: RetentionPolicy) -> None:
         with self._maintenance_lock:
             self._policies = retention.save_policy(self.path, self.options.files, self._policies, policy)
@@ -334,10 +297,12 @@ class EventLog:
     def retention_policies(self) -> list[RetentionPolicy]:
         return sorted(self._policies.values(), key=lambda p: p.account_id)
 
+    @translating("saving a field policy")
     def set_field_policy(self, policy: FieldPolicy) -> FieldPolicy:
         with self._maintenance_lock:
             return self.fields.set(policy)
 
+    @translating("erasing a lead")
     def erase_lead(
         self,
         lead_id: str,
@@ -362,6 +327,7 @@ class EventLog:
                 )
             return erasure.erase_lead(self._maintenance, account_id, lead_id, requested_by, reason, progress)
 
+    @translating("applying retention")
     def apply_retention(
         self,
         now_ms: int | None = None,

@@ -23,6 +23,7 @@ from crc32c import crc32c
 from .errors import InvalidArgumentError, InvalidCursorError
 from .event import Event, EventFilter, Page
 from .index import KIND_ENTITY, KIND_FLOW, Index, tspos, untspos
+from .ulid import is_valid_id
 
 
 class IndexedReads(Protocol):
@@ -45,6 +46,18 @@ _U64_MAX = 2**64 - 1
 
 
 MAX_LEAD_PAGE = 100_000
+
+
+def get(reads: IndexedReads, event_id: str, account_id: str) -> Event | None:
+    """The event with this id in this account, if there is one."""
+    if not isinstance(event_id, str) or not is_valid_id(event_id):
+        return None
+    with reads.reading() as index, index.env.begin() as txn:
+        position = index.position_of(txn, account_id, event_id)
+        if position is None:
+            return None
+        event = reads.event_at(txn, position)
+    return event if event is not None and event.account_id == account_id else None
 
 
 def timeline(reads: IndexedReads, lead_id: str, account_id: str) -> list[Event]:

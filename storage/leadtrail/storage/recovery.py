@@ -11,6 +11,7 @@ rules; ``describe_damage`` words each finding the same way for both callers.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -18,11 +19,12 @@ from typing import Protocol
 from crc32c import crc32c
 
 from .datadir import DataDirectory
-from .errors import CorruptionError
+from .errors import CorruptionError, StorageError
 from .event import Progress, VerifyReport
 from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, encode_segment_header, segment_name
 from .fs import Files
 from .index import Index, Located
+from .index_compaction import remove_leftovers
 from .quarantine import Quarantine
 from .segment import ScanResult, Segment, scan_bytes
 from .segment_list import SegmentList, segment_bases
@@ -171,6 +173,28 @@ def _truncate(files: Files, segment: Segment, size: int) -> None:
     segment.reopen()
 
 
+def open_index(
+    index_dir: str, map_size: int, store_id: bytes, rewritten: bool, segments: SegmentList
+) -> Index:
+    """The index as it can be trusted: emptied (to be rebuilt from the log) when it is
+    another store's, another version's, past the log's end, caught mid-maintenance, or
+    when recovery rewrote a segment; thrown away when LMDB cannot read it."""
+    remove_leftovers(index_dir)
+    try:
+        index = Index(index_dir, map_size)
+    except StorageError:
+        shutil.rmtree(index_dir, ignore_errors=True)
+        index = Index(index_dir, map_size)
+    if (
+        rewritten
+        or not index.matches(store_id)
+        or index.high_water > segments.last_position_on_disk
+        or index.meta("maintenance") is not None
+    ):
+        index.reset(store_id)
+    return index
+
+
 def open_active(segments: SegmentList, files: Files) -> ActiveSegment:
     """The last segment opened for appending (the first one created in a new store)."""
     if not len(segments):
@@ -218,6 +242,24 @@ def index_tail(
     index.sync()
     if progress is not None:
         progress(len(found), len(found))
+
+
+def rebuild_index(
+    path: str,
+    *,
+    map_size: int,
+    store_id: bytes,
+    segments: SegmentList,
+    events: SegmentEvents,
+    progress: Progress | None = None,
+) -> None:
+    """A whole new index of the log, written at ``path``."""
+    fresh = Index(path, map_size)
+    try:
+        fresh.reset(store_id)
+        index_tail(fresh, segments, events, 0, progress)
+    finally:
+        fresh.close()
 
 
 def verify(
