@@ -91,7 +91,7 @@ class EventLog:
             options.dictionary_bytes,
             self.store_id,
         )
-        self._policies = retention.load_policies(self.path)
+        self._retention = retention.RetentionPolicies(self.path, files)
         self.fields = FieldPolicies(self.path, files)
         self._reader = Reader(self._require_index, self._segments, self.dictionaries)
         self._quarantine = Quarantine(directory.quarantine_dir, files, directory.retire)
@@ -292,10 +292,10 @@ class EventLog:
     @translating("saving a retention policy")
     def set_retention_policy(self, policy: RetentionPolicy) -> None:
         with self._maintenance_lock:
-            self._policies = retention.save_policy(self.path, self.options.files, self._policies, policy)
+            self._retention.set(policy)
 
     def retention_policies(self) -> list[RetentionPolicy]:
-        return sorted(self._policies.values(), key=lambda p: p.account_id)
+        return self._retention.all()
 
     @translating("saving a field policy")
     def set_field_policy(self, policy: FieldPolicy) -> FieldPolicy:
@@ -319,8 +319,7 @@ class EventLog:
         ``progress(done, total)`` is called with segments rewritten."""
         self._require_writer()
         with self._maintenance_lock:
-            held = self._policies.get(account_id)
-            if held is not None and held.legal_hold:
+            if self._retention.held(account_id):
                 raise LegalHoldError(
                     f"account {account_id!r} is under a legal hold: nothing of it may be erased "
                     "until it is lifted"
@@ -341,10 +340,7 @@ class EventLog:
         self._require_index()
         with self._maintenance_lock:
             now = self.options.clock_ms() if now_ms is None else now_ms
-            policies = self._policies
-            if account_id is not None:
-                policies = {a: p for a, p in policies.items() if a == account_id}
-            report = retention.apply(self._maintenance, policies, now, progress)
+            report = retention.apply(self._maintenance, self._retention.of(account_id), now, progress)
             if report.events_removed or report.segments_rewritten:
                 # Give back the index pages retention freed: a copy of what is left.
                 self._exclusively(lambda: self._replace_index(self._require_index().copy_live))

@@ -32,28 +32,6 @@ DAY_MS = 86_400_000
 POLICY_FILE = "retention.json"
 
 
-def load_policies(path: str) -> dict[str, RetentionPolicy]:
-    items = read_json_file(os.path.join(path, POLICY_FILE))
-    if items is None:
-        return {}
-    try:
-        policies = {
-            item["account_id"]: RetentionPolicy(
-                item["account_id"],
-                int(item.get("max_age_days", 0)),
-                bool(item.get("legal_hold", False)),
-                int(item.get("pii_max_age_days", 0)),
-                int(item.get("secret_max_age_days", 0)),
-            )
-            for item in items
-        }
-        for policy in policies.values():
-            check_policy(policy)
-    except (KeyError, TypeError, ValueError, AttributeError, InvalidArgumentError) as e:
-        raise MetadataFileError(f"{POLICY_FILE} in {path} does not hold retention policies: {e!r}") from e
-    return policies
-
-
 MAX_DAYS = 36_500
 
 
@@ -65,15 +43,56 @@ def check_policy(policy: RetentionPolicy) -> None:
             raise InvalidArgumentError(f"{name} {days!r}: must be in 0..{MAX_DAYS} (0 keeps forever)")
 
 
-def save_policy(
-    path: str, files: Files, policies: dict[str, RetentionPolicy], policy: RetentionPolicy
-) -> dict[str, RetentionPolicy]:
-    check_policy(policy)
-    updated = dict(policies)
-    updated[policy.account_id] = policy
-    items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
-    write_json_file(files, os.path.join(path, POLICY_FILE), items, indent=1)
-    return updated
+class RetentionPolicies:
+    """The retention policy of every account, kept in ``retention.json`` of the data directory."""
+
+    def __init__(self, path: str, files: Files) -> None:
+        self._path = os.path.join(path, POLICY_FILE)
+        self._files = files
+        self._policies = self._load()
+
+    def _load(self) -> dict[str, RetentionPolicy]:
+        items = read_json_file(self._path)
+        try:
+            policies = {
+                item["account_id"]: RetentionPolicy(
+                    item["account_id"],
+                    int(item.get("max_age_days", 0)),
+                    bool(item.get("legal_hold", False)),
+                    int(item.get("pii_max_age_days", 0)),
+                    int(item.get("secret_max_age_days", 0)),
+                )
+                for item in items or ()
+            }
+            for policy in policies.values():
+                check_policy(policy)
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidArgumentError) as e:
+            raise MetadataFileError(
+                f"{POLICY_FILE} does not hold retention policies: {e!r} ({self._path})"
+            ) from e
+        return policies
+
+    def all(self) -> list[RetentionPolicy]:
+        return sorted(self._policies.values(), key=lambda p: p.account_id)
+
+    def of(self, account_id: str | None) -> dict[str, RetentionPolicy]:
+        """account -> policy: every account's, or only ``account_id``'s."""
+        if account_id is None:
+            return dict(self._policies)
+        return {a: p for a, p in self._policies.items() if a == account_id}
+
+    def held(self, account_id: str) -> bool:
+        """Whether the account is under a legal hold (nothing of it is removed or erased)."""
+        policy = self._policies.get(account_id)
+        return policy is not None and policy.legal_hold
+
+    def set(self, policy: RetentionPolicy) -> None:
+        check_policy(policy)
+        updated = dict(self._policies)
+        updated[policy.account_id] = policy
+        items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
+        write_json_file(self._files, self._path, items, indent=1)
+        self._policies = updated
 
 
 def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int]:
