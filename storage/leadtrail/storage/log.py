@@ -21,8 +21,8 @@ from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, index_compaction, query, recovery, retention, stats
-from .codec import Dictionaries, EventEncoder, Trainer
+from . import erasure, index_compaction, query, recovery, retention, stats, writer
+from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .erasure import ErasureReport
 from .errors import ClosedError, DataDirectoryError, LegalHoldError, NotWritableError, translated, translating
@@ -117,26 +117,14 @@ class EventLog:
         )
         if options.read_only:
             return
-        active = recovery.open_active(self._segments, files)
-        trainer = self._trainer = Trainer(
-            self.dictionaries,
-            options.dictionary_training_samples,
-            options.retrain_ratio_decay,
-            functools.partial(erasure.training_sample, self.fields),
-        )
-        self._writer = GroupCommit(
-            directory=directory.log_dir,
-            active=active,
-            next_position=max(self._segments.last_position_on_disk + 1, 1),
-            last_recorded_at=self._last_recorded_at(),
-            segment_bytes=options.segment_bytes,
-            fsync=options.fsync,
-            files=files,
-            index=index,
-            encoder=EventEncoder(self.dictionaries, trainer),
-            clock_ms=options.clock_ms,
+        self._trainer, self._writer = writer.start(
             segments=self._segments,
+            options=options,
+            index=index,
+            dictionaries=self.dictionaries,
+            training_sample=functools.partial(erasure.training_sample, self.fields),
             stored_event=self._reader.stored_event,
+            last_recorded_at=self._last_recorded_at(),
         )
 
     def _last_recorded_at(self) -> int:

@@ -16,19 +16,16 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from crc32c import crc32c
-
 from .datadir import DataDirectory
 from .errors import CorruptionError, StorageError
 from .event import Progress, VerifyReport
-from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, encode_segment_header, segment_name
+from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, encode_segment_header
 from .fs import Files
 from .index import Index, Located
 from .index_compaction import remove_leftovers
 from .quarantine import Quarantine
 from .segment import ScanResult, Segment, scan_bytes
 from .segment_list import SegmentList, segment_bases
-from .writer import ActiveSegment
 
 
 class SegmentEvents(Protocol):
@@ -193,30 +190,6 @@ def open_index(
     ):
         index.reset(store_id)
     return index
-
-
-def open_active(segments: SegmentList, files: Files) -> ActiveSegment:
-    """The last segment opened for appending (the first one created in a new store)."""
-    if not len(segments):
-        path = os.path.join(segments.directory, segment_name(1))
-        fd = files.open_for_append(path)
-        files.write(fd, encode_segment_header(1))
-        files.fsync(fd)
-        files.fsync_dir(segments.directory)
-        files.close(fd)
-        segments.replace([Segment(segments.directory, 1)])
-    last = segments.all()[-1]
-    data = last.read_all()
-    fd = files.open_for_append(last.path)
-    return ActiveSegment(
-        base=last.base,
-        fd=fd,
-        size=len(data),
-        crc=crc32c(data),
-        event_count=last.event_count,
-        last_position=last.last_position,
-        sealed=last.sealed,
-    )
 
 
 def index_tail(

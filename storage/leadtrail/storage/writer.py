@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from crc32c import crc32c
 
-from .codec import EventEncoder, EventPrefix, encode_body
+from .codec import Dictionaries, EventEncoder, EventPrefix, Trainer, encode_body
 from .errors import ClosedError, NotWritableError
 from .event import AppendResult, Event
 from .format import (
@@ -38,7 +38,9 @@ from .format import (
 )
 from .fs import Files
 from .index import Index, Located
-from .options import FsyncPolicy
+from .options import FsyncPolicy, Options
+from .segment import Segment
+from .segment_list import SegmentList
 
 MAX_GROUP_EVENTS = 20_000
 
@@ -414,6 +416,63 @@ def conflicts(stored: Event, sent: Event) -> bool:
         or stored.flow_id != sent.flow_id
         or (bool(sent.timestamp_ms) and sent.timestamp_ms != stored.timestamp_ms)
     )
+
+
+def open_active(segments: SegmentList, files: Files) -> ActiveSegment:
+    """The last segment opened for appending (the first one created in a new store)."""
+    if not len(segments):
+        path = os.path.join(segments.directory, segment_name(1))
+        fd = files.open_for_append(path)
+        files.write(fd, encode_segment_header(1))
+        files.fsync(fd)
+        files.fsync_dir(segments.directory)
+        files.close(fd)
+        segments.replace([Segment(segments.directory, 1)])
+    last = segments.all()[-1]
+    data = last.read_all()
+    fd = files.open_for_append(last.path)
+    return ActiveSegment(
+        base=last.base,
+        fd=fd,
+        size=len(data),
+        crc=crc32c(data),
+        event_count=last.event_count,
+        last_position=last.last_position,
+        sealed=last.sealed,
+    )
+
+
+def start(
+    *,
+    segments: SegmentList,
+    options: Options,
+    index: Index,
+    dictionaries: Dictionaries,
+    training_sample: Callable[[str, bytes], bytes],
+    stored_event: Callable[[int], Event],
+    last_recorded_at: int,
+) -> tuple[Trainer, GroupCommit]:
+    """The dictionary trainer and the writer thread of a store opened for writing."""
+    files = options.files
+    active = open_active(segments, files)
+    trainer = Trainer(
+        dictionaries, options.dictionary_training_samples, options.retrain_ratio_decay, training_sample
+    )
+    writer = GroupCommit(
+        directory=segments.directory,
+        active=active,
+        next_position=max(segments.last_position_on_disk + 1, 1),
+        last_recorded_at=last_recorded_at,
+        segment_bytes=options.segment_bytes,
+        fsync=options.fsync,
+        files=files,
+        index=index,
+        encoder=EventEncoder(dictionaries, trainer),
+        clock_ms=options.clock_ms,
+        segments=segments,
+        stored_event=stored_event,
+    )
+    return trainer, writer
 
 
 def _stored(e: Event, position: int, now: int) -> Event:
