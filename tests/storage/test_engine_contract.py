@@ -384,3 +384,23 @@ def test_a_failing_disk_during_maintenance_is_a_storage_error(tmp_path: Path) ->
             assert {r.id for r in kept} <= ids, where
             assert log.apply_retention().events_removed == len(ids) - len(kept), where
             assert {e.id for e in log.read_from(1)} == {r.id for r in kept}, where
+
+
+def test_a_closed_store_answers_closed(tmp_path: Path) -> None:
+    from leadtrail.storage import ClosedError
+
+    log = EventLog.open(tmp_path / "data")
+    [stored] = log.append([make(0)])
+    log.close()
+    for call in (
+        lambda: log.get(stored.id),
+        lambda: log.timeline("lead-1"),
+        lambda: log.lead_events("lead-1"),
+        lambda: log.scan(),
+        lambda: log.stats(),
+        lambda: log.verify(),
+        lambda: list(log.read_from(1)),
+        lambda: log.append([make(1)]),
+    ):
+        with pytest.raises(ClosedError):
+            call()

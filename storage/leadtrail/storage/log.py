@@ -165,16 +165,14 @@ class EventLog:
     def last_position(self) -> int:
         return self._segments.visible
 
-    # -- reads ----------------------------------------------------------------
+    # -- reads (a closed store answers ClosedError from the reader's index) -------
 
     @translating("reading an event")
     def get(self, event_id: str, account_id: str = DEFAULT_ACCOUNT) -> Event | None:
-        self._require_index()
         return query.get(self._reader, event_id, account_id)
 
     @translating("reading a timeline")
     def timeline(self, lead_id: str, account_id: str = DEFAULT_ACCOUNT) -> list[Event]:
-        self._require_index()
         return query.timeline(self._reader, lead_id, account_id)
 
     @translating("reading a timeline")
@@ -190,7 +188,6 @@ class EventLog:
     ) -> list[Event]:
         """At most ``limit`` events of a lead in (timestamp, position) order (reversed when
         ``descending``), beginning at the key ``start`` = (timestamp_ms, position), inclusive."""
-        self._require_index()
         return query.lead_events(self._reader, lead_id, account_id, start, limit, descending, include_lead)
 
     @translating("scanning events")
@@ -203,7 +200,6 @@ class EventLog:
         descending: bool = False,
         include_lead: bool = True,
     ) -> Page:
-        self._require_index()
         return query.scan(self._reader, filter or EventFilter(), after, limit, descending, include_lead)
 
     @property
@@ -214,6 +210,7 @@ class EventLog:
 
     def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]:
         """Every visible event with a position >= ``position``, in position order."""
+        self._require_index()
         with translated("reading the log"):
             yield from self._reader.read_from(position, limit=limit)
 
@@ -221,7 +218,6 @@ class EventLog:
 
     @translating("measuring the store")
     def stats(self) -> Stats:
-        self._require_index()
         reader, fsync = self._reader, str(self.options.fsync)
         return stats.measure(
             self._directory, self._segments, reader.reading, self.dictionaries, fsync, self.writable
