@@ -664,6 +664,18 @@ def erase_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def reindex_run(args: argparse.Namespace) -> int:
+    """Rebuild the index (and compact it) with a Files that crashes at operation ``--crash-at``."""
+    files = InjectedFiles(args.crash_at, crash=True)
+    options = Options(segment_bytes=args.segment_bytes, files=files)
+    with EventLog.open(args.data_dir, options) as log:
+        files.armed = True
+        count = log.reindex()
+        files.armed = False
+    print(json.dumps({"ops": files.ops, "count": count}), flush=True)
+    return 0
+
+
 def appends_run(args: argparse.Namespace) -> int:
     """Append ``--requests`` with a Files that crashes at operation ``--crash-at``.
 
@@ -733,6 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     erase.add_argument("--segment-bytes", type=int, required=True)
     erase.add_argument("--lead", required=True)
     erase.add_argument("--account", required=True)
+    reindex = commands.add_parser("reindex")
+    reindex.add_argument("data_dir")
+    reindex.add_argument("--crash-at", type=int, default=None)
+    reindex.add_argument("--segment-bytes", type=int, required=True)
     appends = commands.add_parser("appends")
     appends.add_argument("data_dir")
     appends.add_argument("--crash-at", type=int, default=None)
@@ -752,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retention": retention_run,
         "erase": erase_run,
         "appends": appends_run,
+        "reindex": reindex_run,
         "digest": digest_run,
         "open": open_run,
     }

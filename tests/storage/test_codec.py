@@ -23,21 +23,9 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from leadtrail.storage import CorruptionError, Event, EventLog, Options, Outcome
+from leadtrail_storage_support import canon  # loaded by conftest.py
 
 TRAINING_SAMPLES = 200
-
-
-def canon(value: Any) -> Any:
-    """A form of a JSON value where 1, 1.0, True and 0.0, -0.0 are all different."""
-    if isinstance(value, dict):
-        return {key: canon(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [canon(item) for item in value]
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return ("float", value.hex())
-    return (type(value).__name__, value)
 
 
 def assert_round_trips(stored: Event | None, sent: Event) -> None:

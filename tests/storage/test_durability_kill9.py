@@ -11,35 +11,18 @@ incarnation, which first retries the requests that were in flight.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import EventLog
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
 
 KILLS = 24
 SEED = int(os.environ.get("LEADTRAIL_FAULT_SEED", "20261128"))

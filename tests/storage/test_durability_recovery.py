@@ -8,36 +8,19 @@ their length; positions and ``recorded_at`` carry on across restarts.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import shutil
 import struct
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import CorruptionError, Event, EventFilter, EventLog, Options
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
 
 MiB = 1024 * 1024
 

@@ -10,16 +10,14 @@ finishes the job). Tiered retention does the same by age and field class.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import orjson
 import pytest
 from leadtrail.storage import (
@@ -34,21 +32,7 @@ from leadtrail.storage import (
     new_event_id,
 )
 from leadtrail.storage.fields import FieldPolicies, classifier, default_class
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
+from leadtrail_storage_support import Clock  # loaded by conftest.py
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000
@@ -62,14 +46,6 @@ JANE = {
     "ssn": "fp:0123456789abcdef0123456789abcdef",
 }
 JANE_VALUES = ["jane.doe@example.com", "+1-555-867-5309", "Janette", "Doeberg", "742 Evergreen Terrace"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def lead_event(lead_id: str, n: int, account: str = "default", person: dict[str, Any] | None = None) -> Event:
@@ -112,7 +88,7 @@ def files_holding(data: Path, values: list[str]) -> list[str]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

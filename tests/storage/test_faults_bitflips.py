@@ -10,31 +10,14 @@ range aside, opens, and ``verify()`` lists what was lost from then on.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import CorruptionError, Event, EventLog, Options
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
 
 SMALL = Options(segment_bytes=4096)
 QUARANTINE = dataclasses.replace(SMALL, quarantine=True)

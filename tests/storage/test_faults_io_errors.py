@@ -11,31 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib.util
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import Event, EventLog, NotWritableError, Options, StorageError
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
 
 
 @dataclasses.dataclass(frozen=True)

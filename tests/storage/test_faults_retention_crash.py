@@ -15,30 +15,13 @@ finishing the retention must reach the state an uninterrupted run reaches.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import Event, EventLog, Options, RetentionPolicy
-
-
-def _load_faults() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "leadtrail_storage_faults", Path(__file__).with_name("faults.py")
-    )
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-faults = _load_faults()
 
 SEGMENT_BYTES = 4096
 OPTIONS = Options(segment_bytes=SEGMENT_BYTES)
@@ -156,7 +139,7 @@ def crash_points(total: int) -> list[int]:
     if total <= MAX_CRASH_POINTS:
         return list(range(1, total + 1))
     step = total / (MAX_CRASH_POINTS - 20)
-    middle = {int(10 + i * step) for i in range(MAX_CRASH_POINTS - 20)}
+    middle = {min(int(10 + i * step), total) for i in range(MAX_CRASH_POINTS - 20)}
     return sorted({*range(1, 11), *middle, *range(total - 9, total + 1)})
 
 

@@ -36,6 +36,7 @@ from leadtrail.storage import (
     Outcome,
     ValidationError,
 )
+from leadtrail_storage_support import canon_event  # loaded by conftest.py
 
 ID_PATTERN = re.compile(r"^evt_[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 DAY_MS = 86_400_000
@@ -57,6 +58,7 @@ TYPES = (
     "recipient.rejected",
     "feedback.received",
 )
+
 TYPE_PATTERNS = (*TYPES, "source.*", "source_x.*", "recipient.*", "feedback.*", "nothing.*")
 PRICES = ("", "25.00", "-3.5", "0", "0.10", "1000000.000001", "-12")
 TIMESTAMPS = (0, 1, 1_000, 2_000, 5_000, MAX_TIMESTAMP_MS)
@@ -120,25 +122,6 @@ INVALID_CHANGES: tuple[tuple[str, Any], ...] = (
 
 # The engine names a field as the wire contract does where that differs.
 WIRE_NAMES = {"timestamp_ms": "timestamp"}
-
-
-def canon(value: Any) -> Any:
-    """A form of a JSON value where 1, 1.0 and True are all different."""
-    if isinstance(value, dict):
-        return {key: canon(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [canon(item) for item in value]
-    if value is None or isinstance(value, str):
-        return value
-    return (type(value).__name__, value)
-
-
-def canon_event(event: Event) -> dict[str, Any]:
-    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(Event)}
-    fields["lead"] = canon(dict(event.lead))
-    fields["details"] = canon(dict(event.details))
-    fields["outcome"] = (type(event.outcome).__name__, int(event.outcome))
-    return fields
 
 
 def assert_same_events(actual: list[Event], expected: list[Event]) -> None:

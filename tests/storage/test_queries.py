@@ -27,6 +27,7 @@ from leadtrail.storage import (
     Outcome,
     new_event_id,
 )
+from leadtrail_storage_support import Clock, canon_event  # loaded by conftest.py
 
 ID_PATTERN = re.compile(r"^evt_[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 DAY_MS = 86_400_000
@@ -39,37 +40,11 @@ TYPES = (
     "recipient_ping.sent",
     "feedback.received",
 )
+
 LEADS = ("L1", "L10", "L2")
 FLOWS = ("f1", "f10")
 ENTITIES = ("", "e1", "e10")
 TIMES = (1_000, 2_000, 2_000, 3_000, 5_000)
-
-
-class Clock:
-    def __init__(self, now: int = 1_700_000_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def canon(value: Any) -> Any:
-    """A form of a JSON value where 1, 1.0 and True are all different."""
-    if isinstance(value, dict):
-        return {key: canon(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [canon(item) for item in value]
-    if value is None or isinstance(value, str):
-        return value
-    return (type(value).__name__, value)
-
-
-def canon_event(event: Event) -> dict[str, Any]:
-    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(Event)}
-    fields["lead"] = canon(dict(event.lead))
-    fields["details"] = canon(dict(event.details))
-    fields["outcome"] = (type(event.outcome).__name__, int(event.outcome))
-    return fields
 
 
 def assert_same_events(actual: list[Event], expected: list[Event]) -> None:

@@ -26,36 +26,10 @@ from leadtrail.storage import (
     RetentionReport,
     new_event_id,
 )
+from leadtrail_storage_support import Clock, canon_event  # loaded by conftest.py
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000
-
-
-class Clock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def canon(value: Any) -> Any:
-    """A form of a JSON value where 1, 1.0 and True are all different."""
-    if isinstance(value, dict):
-        return {key: canon(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [canon(item) for item in value]
-    if value is None or isinstance(value, str):
-        return value
-    return (type(value).__name__, value)
-
-
-def canon_event(event: Event) -> dict[str, Any]:
-    fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
-    fields["lead"] = canon(dict(event.lead))
-    fields["details"] = canon(dict(event.details))
-    fields["outcome"] = (type(event.outcome).__name__, int(event.outcome))
-    return fields
 
 
 def assert_same_events(actual: list[Event], expected: list[Event]) -> None:
@@ -153,7 +127,7 @@ def assert_store_holds_exactly(log: EventLog, survivors: list[Event], gone: list
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from leadtrail.storage import (
     ValidationError,
     new_event_id,
 )
+from leadtrail_storage_support import canon  # loaded by conftest.py
 
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 SNAPSHOT_LIMIT = 1000
@@ -101,17 +102,6 @@ def assert_stored(log: EventLog, field: str, good_value: Any) -> None:
     elif good_value not in ("", None) or field not in ("id", "timestamp_ms"):
         assert getattr(stored, field) == good_value
         assert type(getattr(stored, field)) is type(good_value)
-
-
-def canon(value: Any) -> Any:
-    """A form of a JSON value where 1, 1.0 and True are all different."""
-    if isinstance(value, dict):
-        return {key: canon(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [canon(item) for item in value]
-    if value is None or isinstance(value, str):
-        return value
-    return (type(value).__name__, value)
 
 
 # (field, valid boundary values, invalid boundary values)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -31,21 +30,22 @@ from .format import (
     CODEC_PLAIN,
     CODEC_ZSTD_BARE,
     CODEC_ZSTD_DICT_BARE,
+    DICT_HEADER,
+    DICT_HEADER_1_0,
+    DICT_MAGIC,
+    DICT_MAGIC_1_0,
     DICTIONARY_CODECS,
     EVENT_PREFIX,
     MAX_DELTA_BACK,
     MAX_DICTIONARY_ID,
     ZSTD_CODECS,
     BadRecord,
+    BodyField,
 )
 from .fs import Files
 
 MAX_DELTA_DEPTH = 8
 MAX_BODY = 16 * 1024 * 1024
-DICT_MAGIC_1_0 = b"LTZDICT1"
-DICT_MAGIC = b"LTZDICT2"
-_DICT_HEADER_1_0 = struct.Struct("<8sII")
-_DICT_HEADER = struct.Struct("<8sII16s")  # magic, id, crc of the dictionary, store digest
 
 
 def store_digest(store_id: bytes) -> bytes:
@@ -58,14 +58,14 @@ def read_dictionary_file(path: str) -> tuple[int, bytes | None, bytes]:
     with open(path, "rb") as f:
         data = f.read()
     magic = data[:8]
-    header = _DICT_HEADER if magic == DICT_MAGIC else _DICT_HEADER_1_0
+    header = DICT_HEADER if magic == DICT_MAGIC else DICT_HEADER_1_0
     if len(data) < header.size or magic not in (DICT_MAGIC, DICT_MAGIC_1_0):
         raise CorruptionError([f"dictionary {path}: truncated or bad magic ({len(data)} bytes)"])
-    fields = header.unpack_from(data)
+    _, dict_id, crc, *store = header.unpack_from(data)
     body = data[header.size :]
-    if crc32c(body) != fields[2]:
+    if crc32c(body) != crc:
         raise CorruptionError([f"dictionary {path}: checksum does not match its bytes"])
-    return int(fields[1]), (fields[3] if magic == DICT_MAGIC else None), body
+    return int(dict_id), (store[0] if store else None), body
 
 
 _SAMPLE_RING = 4000
@@ -184,7 +184,7 @@ class Dictionaries:
             if newest >= MAX_DICTIONARY_ID:
                 return self.current_id  # the id space is full: keep compressing with the last one
             dict_id = newest + 1
-            header = _DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body), self._store)
+            header = DICT_HEADER.pack(DICT_MAGIC, dict_id, crc32c(body), self._store)
             path = os.path.join(self.directory, f"{dict_id:08d}.zdict")
             self._files.write_file_atomically(path, header + body)
             self._dicts[dict_id] = zstandard.ZstdCompressionDict(body)
@@ -377,6 +377,7 @@ class Trainer:
 
 
 def encode_body(event: Event, lead_part: Mapping[str, Any] | orjson.Fragment) -> bytes:
+    """The JSON body: the fields in ``BodyField`` order (decode_event unpacks the same)."""
     return orjson.dumps(
         [
             event.id,
@@ -578,7 +579,7 @@ def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dict
         body = dictionaries.decompressor(prefix.codec, prefix.dict_id).decompress(
             prefix.body, max_output_size=MAX_BODY
         )
-    return prefix.base_position, orjson.loads(body)[12]
+    return prefix.base_position, orjson.loads(body)[BodyField.LEAD]
 
 
 def _no_base(position: int) -> Mapping[str, Any]:

@@ -23,20 +23,29 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .codec import EventPrefix
-from .event import AUDIT_TYPE_PREFIX, Event, Outcome
-from .fields import MIN_QUOTED, PII, SECRET, Classify, Quotes, personal_values, quotes_of, scrub
-from .format import DICTIONARY_CODECS, KIND_EVENT
+from .event import AUDIT_FLOW, AUDIT_TYPE_PREFIX, Event, Outcome, Progress
+from .fields import (
+    MIN_QUOTED,
+    PII,
+    SECRET,
+    Classify,
+    FieldPolicies,
+    Quotes,
+    personal_values,
+    quotes_of,
+    scrub,
+)
+from .format import DICTIONARY_CODECS, KIND_EVENT, BodyField
 from .rewrite import replace_records, rewrite_segments, seal_active
 
 if TYPE_CHECKING:
-    from .log import EventLog
+    from .maintenance import Maintenance
     from .segment import Segment
 
 ERASED = "[erased]"
 """What an erased value reads as."""
 PERSONAL = frozenset({PII, SECRET})
 AUDIT_ERASED = AUDIT_TYPE_PREFIX + "erased"
-AUDIT_FLOW = "audit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +82,12 @@ def needles(values: Iterable[str]) -> list[bytes]:
     return sorted(out)
 
 
-def forget_in_memory(log: EventLog, found: list[bytes], lead: tuple[str, str] | None = None) -> None:
+def forget_in_memory(store: Maintenance, found: list[bytes], lead: tuple[str, str] | None = None) -> None:
     """Drop what the writer keeps that holds these values (a lead's last snapshot, the
     dictionary samples) and wait for a training under way, so that nothing trained from
     them lands in a dictionary file after the check that follows."""
-    writer = log._require_writer()
-    trainer = log.trainer
+    writer = store.writer()
+    trainer = store.trainer
 
     def forget() -> None:
         if lead is not None:
@@ -91,31 +100,31 @@ def forget_in_memory(log: EventLog, found: list[bytes], lead: tuple[str, str] | 
         trainer.wait_idle()
 
 
-def retire_holders(log: EventLog, found: list[bytes]) -> None:
+def retire_holders(store: Maintenance, found: list[bytes]) -> None:
     """Mark every dictionary that learnt one of ``found`` retired, durably, before the
     events are rewritten: once they are, the values are no longer there to look for,
     and a crash must still leave the dictionary to be replaced."""
-    dictionaries = log.dictionaries
+    dictionaries = store.dictionaries
     for dict_id in dictionaries.holding(found) if found else []:
         dictionaries.retire(dict_id)
 
 
-def finish_retirements(log: EventLog) -> int:
+def finish_retirements(store: Maintenance) -> int:
     """Recompress the records naming a retired dictionary, then delete it; the number deleted."""
-    dictionaries = log.dictionaries
+    dictionaries = store.dictionaries
     pending = dictionaries.pending_retirement()
     if not pending:
         return 0
-    writer = log._require_writer()
+    writer = store.writer()
     writer.call(writer.roll_now).result()  # records compressed before the retirement are sealed now
-    users = [s for s in log.segments[:-1] if _names_any(log, s, set(pending))]
-    rewrite_segments(log, users, lambda event: None, force=True)
+    users = [s for s in store.segments()[:-1] if _names_any(store, s, set(pending))]
+    rewrite_segments(store, users, lambda event: None, force=True)
     for dict_id in pending:
         dictionaries.delete(dict_id)
     return len(pending)
 
 
-def _names_any(log: EventLog, segment: Segment, dict_ids: set[int]) -> bool:
+def _names_any(store: Maintenance, segment: Segment, dict_ids: set[int]) -> bool:
     for _, header, payload in segment.records():
         if header.kind != KIND_EVENT:
             continue
@@ -130,18 +139,23 @@ MAX_PASSES = 3
 
 
 def erase_lead(
-    log: EventLog, account_id: str, lead_id: str, requested_by: str, reason: str
+    store: Maintenance,
+    account_id: str,
+    lead_id: str,
+    requested_by: str,
+    reason: str,
+    progress: Progress | None = None,
 ) -> ErasureReport | None:
     """Erase a lead's personal data from every event recorded so far; None when the
     account has no event of that lead."""
-    replaced = finish_retirements(log)  # left by an interrupted erasure
-    classify = log.fields.classifier(account_id)
+    replaced = finish_retirements(store)  # left by an interrupted erasure
+    classify = store.fields.classifier(account_id)
     values: set[str] = set()
     checked: set[int] = set()
     erased = rewritten = 0
     quotes = None
     for _ in range(MAX_PASSES):
-        everything = log.timeline(lead_id, account_id)  # with the lead's audit records
+        everything = store.timeline(lead_id, account_id)  # with the lead's audit records
         fresh = [
             e for e in everything if e.position not in checked and not e.type.startswith(AUDIT_TYPE_PREFIX)
         ]
@@ -152,17 +166,17 @@ def erase_lead(
             personal_values(event.details, classify, values)
         quotes = quotes_of(values)
         found = needles(values)
-        forget_in_memory(log, found, (account_id, lead_id))
-        retire_holders(log, found)
-        seal_active(log, max(e.position for e in everything))
-        changes, segments = _erase_in_segments(log, everything, classify, quotes)
+        forget_in_memory(store, found, (account_id, lead_id))
+        retire_holders(store, found)
+        seal_active(store, max(e.position for e in everything))
+        changes, segments = _erase_in_segments(store, everything, classify, quotes, progress)
         erased += changes
         rewritten += segments
         checked.update(e.position for e in _not_audit(everything))
     if not checked:
         return None
-    replaced += finish_retirements(log)
-    timeline = _not_audit(log.timeline(lead_id, account_id))
+    replaced += finish_retirements(store)
+    timeline = _not_audit(store.timeline(lead_id, account_id))
     record = Event(
         type=AUDIT_ERASED,
         lead_id=lead_id,
@@ -182,7 +196,7 @@ def erase_lead(
         lead=timeline[-1].lead if timeline else {},
         account_id=account_id,
     )
-    result = log.append([record])[0]
+    result = store.append([record])[0]
     return ErasureReport(erased, rewritten, replaced, result.id, result.position)
 
 
@@ -191,15 +205,21 @@ def _not_audit(events: list[Event]) -> list[Event]:
 
 
 def _erase_in_segments(
-    log: EventLog, everything: list[Event], classify: Classify, quotes: Quotes | None
+    store: Maintenance,
+    everything: list[Event],
+    classify: Classify,
+    quotes: Quotes | None,
+    progress: Progress | None,
 ) -> tuple[int, int]:
     by_segment: dict[int, list[Event]] = {}
     for event in everything:
-        segment = log.segment_for(event.position)
+        segment = store.segment_for(event.position)
         if segment is not None:
             by_segment.setdefault(segment.base, []).append(event)
     erased = rewritten = 0
-    for base, events in sorted(by_segment.items()):
+    for done, (base, events) in enumerate(sorted(by_segment.items())):
+        if progress is not None:
+            progress(done, len(by_segment))
         changed = {}
         for event in events:
             if not event.type.startswith(AUDIT_TYPE_PREFIX):
@@ -208,9 +228,35 @@ def _erase_in_segments(
                     changed[event.position] = new
         if not changed:
             continue
-        segment = log.segment_for(base)
+        segment = store.segment_for(base)
         assert segment is not None and segment.base == base
-        replace_records(log, segment, sorted(events, key=lambda e: e.position), changed)
+        replace_records(store, segment, sorted(events, key=lambda e: e.position), changed)
         erased += len(changed)
         rewritten += 1
+    if progress is not None:
+        progress(len(by_segment), len(by_segment))
     return erased, rewritten
+
+
+def training_sample(fields: FieldPolicies, account_id: str, body: bytes) -> bytes:
+    """A body as the dictionary trainer may see it: personal values, and quotes of them
+    elsewhere in the body, blanked (a dictionary must never learn what an erasure removes)."""
+    try:
+        values_of = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    classify = fields.classifier(account_id)
+    part = values_of[BodyField.LEAD]
+    delta = isinstance(part, dict) and set(part) == {"s", "d"}
+    values: set[str] = set()
+    personal_values(part["s"] if delta else part, classify, values)
+    personal_values(values_of[BodyField.DETAILS], classify, values)
+    quoted = quotes_of(values)
+    if delta:
+        part = {"s": scrub(part["s"], classify, PERSONAL, "", quoted), "d": part["d"]}
+    else:
+        part = scrub(part, classify, PERSONAL, "", quoted)
+    values_of[BodyField.DETAILS] = scrub(values_of[BodyField.DETAILS], classify, PERSONAL, "", quoted)
+    values_of[BodyField.LEAD] = part
+    values_of[BodyField.REASON] = scrub(values_of[BodyField.REASON], classify, PERSONAL, "", quoted)
+    return orjson.dumps(values_of)

@@ -8,13 +8,29 @@ of these where it crosses into the engine, with the original kept as
 from __future__ import annotations
 
 import errno as _errno
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+import lmdb
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class StorageError(Exception):
     """Root of every error raised by ``leadtrail.storage``."""
 
 
-class ValidationError(StorageError):
+class InvalidArgumentError(StorageError):
+    """A bad argument to an engine call (a limit out of range, a malformed policy or token).
+
+    The caller can fix it; every other error is the store's own state or the disk's.
+    """
+
+
+class ValidationError(InvalidArgumentError):
     """An event breaks a rule of the contract; the whole batch was rejected.
 
     ``index`` is the position of the offending event in the request, ``field``
@@ -64,9 +80,45 @@ class ClosedError(StorageError):
     """The store was closed."""
 
 
-class InvalidCursorError(StorageError):
+class InvalidCursorError(InvalidArgumentError):
     """A page token could not be decoded or belongs to another query."""
 
 
 class DataDirectoryError(StorageError):
     """The data directory cannot be used (locked by another process, wrong layout)."""
+
+
+class MetadataFileError(DataDirectoryError):
+    """A metadata file of the data directory (retention.json, fields.json, retired.json,
+    ...) cannot be read or does not hold what it should; the message names the file."""
+
+
+class LegalHoldError(StorageError):
+    """The account is under a legal hold: nothing of it may be erased until it is lifted."""
+
+
+@contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """The one boundary: a foreign error (a file operation, LMDB) that reaches a caller of
+    the engine leaves it as a ``StorageError`` saying what was being done."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise DataDirectoryError(f"{doing} failed: {e.strerror or e}{where}") from e
+    except lmdb.Error as e:
+        raise StorageError(f"{doing} failed in the index: {e}") from e
+
+
+def translating(doing: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """``translated`` around every call of a method."""
+
+    def wrap(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(method)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with translated(doing):
+                return method(*args, **kwargs)
+
+        return call
+
+    return wrap

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import StorageError
+from .datadir import read_json_file, write_json_file
+from .errors import InvalidArgumentError, MetadataFileError
 from .fs import Files
 
 SECRET = "secret"
@@ -122,16 +123,16 @@ def check_policy(policy: FieldPolicy) -> None:
     for name in ("secret", "pii", "plain"):
         patterns = getattr(policy, name)
         if len(patterns) > MAX_PATTERNS:
-            raise StorageError(f"{name}: {len(patterns)} patterns, over the limit of {MAX_PATTERNS}")
+            raise InvalidArgumentError(f"{name}: {len(patterns)} patterns, over the limit of {MAX_PATTERNS}")
         for i, pattern in enumerate(patterns):
             if not isinstance(pattern, str) or not pattern:
-                raise StorageError(f"{name}[{i}]: empty pattern")
+                raise InvalidArgumentError(f"{name}[{i}]: empty pattern")
             if len(pattern) > MAX_PATTERN_LENGTH:
-                raise StorageError(
+                raise InvalidArgumentError(
                     f"{name}[{i}]: {len(pattern)} characters, over the limit of {MAX_PATTERN_LENGTH}"
                 )
             if not _PATTERN.match(pattern):
-                raise StorageError(
+                raise InvalidArgumentError(
                     f"{name}[{i}] {pattern!r}: only letters, digits, '_', '-', '.', '*', '?' and [] "
                     "are allowed"
                 )
@@ -146,10 +147,9 @@ class FieldPolicies:
         self._lock = threading.Lock()
         self._policies: dict[str, FieldPolicy] = {}
         self._classifiers: dict[str, Classify] = {}
+        items = read_json_file(self._path)
         try:
-            with open(self._path) as f:
-                items = json.load(f)
-            for item in items:
+            for item in items or ():
                 policy = FieldPolicy(
                     item["account_id"],
                     tuple(item.get("secret", ())),
@@ -158,10 +158,10 @@ class FieldPolicies:
                 )
                 check_policy(policy)
                 self._policies[policy.account_id] = policy
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError, StorageError) as e:
-            raise StorageError(f"{self._path} cannot be read: {e}") from e
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidArgumentError) as e:
+            raise MetadataFileError(
+                f"{POLICY_FILE} does not hold field policies: {e!r} ({self._path})"
+            ) from e
 
     def get(self, account_id: str) -> FieldPolicy:
         return self._policies.get(account_id) or FieldPolicy(account_id)
@@ -180,7 +180,7 @@ class FieldPolicies:
                 }
                 for p in sorted(updated.values(), key=lambda p: p.account_id)
             ]
-            self._files.write_file_atomically(self._path, json.dumps(items, indent=1).encode())
+            write_json_file(self._files, self._path, items, indent=1)
             self._policies = updated
             self._classifiers.pop(policy.account_id, None)
         return policy

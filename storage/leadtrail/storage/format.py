@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 
 from crc32c import crc32c
 
@@ -30,6 +31,7 @@ KIND_MASK = 0x0F
 FLAG_COMMIT = 0x80
 
 SEAL_PAYLOAD = struct.Struct("<IQQ")  # crc of everything before, event count, last position
+SEAL_RECORD_SIZE = RECORD_HEADER_SIZE + SEAL_PAYLOAD.size
 
 # recorded_at (u48 as u32 + u16), timestamp (the same), codec, dictionary id,
 # positions back to the delta base (0: full snapshot), account length
@@ -47,6 +49,32 @@ CODEC_ZSTD_BARE = 4
 ZSTD_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
 DICTIONARY_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD_DICT_BARE))
 BARE_CODECS = frozenset((CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
+
+
+DICT_MAGIC_1_0 = b"LTZDICT1"
+DICT_MAGIC = b"LTZDICT2"
+DICT_HEADER_1_0 = struct.Struct("<8sII")  # magic, id, crc of the dictionary
+DICT_HEADER = struct.Struct("<8sII16s")  # magic, id, crc of the dictionary, store digest
+
+
+class BodyField(IntEnum):
+    """The places of an event's fields in its JSON body (an array, in this order)."""
+
+    ID = 0
+    TYPE = 1
+    LEAD_ID = 2
+    FLOW_ID = 3
+    ENTITY_ID = 4
+    OUTCOME = 5
+    REASON = 6
+    DURATION_MS = 7
+    INTEGRATION = 8
+    RESPONSE_CODE = 9
+    PRICE = 10
+    DETAILS = 11
+    LEAD = 12
+    """The snapshot, or its delta against an earlier one of the lead."""
+
 
 _U32 = struct.Struct("<I")
 

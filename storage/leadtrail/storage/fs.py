@@ -48,15 +48,22 @@ class Files:
         finally:
             os.close(fd)
 
-    def write_file_atomically(self, path: str, data: bytes) -> None:
-        """Write, fsync, rename into place, fsync the directory."""
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def write_file_atomically(self, path: str, data: bytes | memoryview, tmp_suffix: str = ".tmp") -> None:
+        """Write under a temporary name, fsync, rename over ``path``, fsync the directory.
+
+        The one way any file of a data directory is replaced (metadata, dictionaries,
+        rewritten segments, quarantined bytes): a crash at any step leaves the old file
+        or the new one, and a leftover temporary file that the next open removes. Every
+        step goes through this seam, so that fault tests can fail or crash each one.
+        """
+        tmp = path + tmp_suffix
+        fd = self.open_for_append(tmp)
         try:
+            self.truncate(fd, 0)  # a leftover of an earlier attempt
             self.write(fd, data)
             self.fsync(fd)
         finally:
-            os.close(fd)
+            self.close(fd)
         self.rename(tmp, path)
         self.fsync_dir(os.path.dirname(path) or ".")
 

@@ -14,17 +14,30 @@ import base64
 import heapq
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import lmdb
 from crc32c import crc32c
 
-from .errors import InvalidCursorError, StorageError
+from .errors import InvalidArgumentError, InvalidCursorError
 from .event import Event, EventFilter, Page
-from .index import KIND_ENTITY, KIND_FLOW, tspos, unpack_u48, untspos
+from .index import KIND_ENTITY, KIND_FLOW, Index, tspos, untspos
+from .ulid import is_valid_id
 
-if TYPE_CHECKING:
-    from .log import EventLog
+
+class IndexedReads(Protocol):
+    """What a query needs: the index, and the event at a position it names."""
+
+    @property
+    def index(self) -> Index: ...
+
+    def reading(self) -> AbstractContextManager[Index]:
+        """The index, kept open while a query's transaction is."""
+        ...
+
+    def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None: ...
+
 
 _CURSOR = struct.Struct(">BBQQQI")
 _CURSOR_VERSION = 1
@@ -32,27 +45,74 @@ MAX_PAGE = 100_000
 _U64_MAX = 2**64 - 1
 
 
-def timeline(log: EventLog, lead_id: str, account_id: str) -> list[Event]:
-    with log.index.env.begin() as txn:
-        return _lead_events(log, txn, lead_id, account_id, include_lead=True)
+MAX_LEAD_PAGE = 100_000
+
+
+def get(reads: IndexedReads, event_id: str, account_id: str) -> Event | None:
+    """The event with this id in this account, if there is one."""
+    if not isinstance(event_id, str) or not is_valid_id(event_id):
+        return None
+    with reads.reading() as index, index.env.begin() as txn:
+        position = index.position_of(txn, account_id, event_id)
+        if position is None:
+            return None
+        event = reads.event_at(txn, position)
+    return event if event is not None and event.account_id == account_id else None
+
+
+def timeline(reads: IndexedReads, lead_id: str, account_id: str) -> list[Event]:
+    """Every event of one lead in (timestamp, position) order."""
+    with reads.reading() as index, index.env.begin() as txn:
+        return list(_lead_events(reads, txn, lead_id, account_id, None, False, True))
+
+
+def lead_events(
+    reads: IndexedReads,
+    lead_id: str,
+    account_id: str,
+    start: tuple[int, int] | None,
+    limit: int,
+    descending: bool,
+    include_lead: bool,
+) -> list[Event]:
+    """At most ``limit`` events of one lead from the key ``start`` = (timestamp, position)
+    on, inclusive, in (timestamp, position) order or its reverse: a page of a long journey
+    costs its own events only."""
+    if not 1 <= limit <= MAX_LEAD_PAGE:
+        raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_LEAD_PAGE}")
+    if start is not None and (
+        len(start) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in start)
+    ):
+        raise InvalidArgumentError(f"start {start!r}: must be (timestamp_ms, position)")
+    low = None if start is None else tspos(*start)
+    events = []
+    with reads.reading() as index, index.env.begin() as txn:
+        for event in _lead_events(reads, txn, lead_id, account_id, low, descending, include_lead):
+            events.append(event)
+            if len(events) >= limit:
+                break
+    return events
 
 
 def _lead_events(
-    log: EventLog, txn: lmdb.Transaction, lead_id: str, account_id: str, include_lead: bool
-) -> list[Event]:
-    """Every event of one lead in (timestamp, position) order."""
-    index = log.index
+    reads: IndexedReads,
+    txn: lmdb.Transaction,
+    lead_id: str,
+    account_id: str,
+    start: bytes | None,
+    descending: bool,
+    include_lead: bool,
+) -> Iterator[Event]:
+    """The events of one lead from ``start`` on, in (timestamp, position) order (or reversed)."""
+    index = reads.index
     key = index.dup_key(txn, "lead", account_id, None, lead_id)
     if key is None:
-        return []
-    events = []
-    for value in index.iter_dups(txn, "lead", key, None, False):
-        event = log.event_at(txn, unpack_u48(value), include_lead=include_lead)
+        return
+    for value in index.iter_dups(txn, "lead", key, start, descending):
+        event = reads.event_at(txn, untspos(value)[1], include_lead=include_lead)
         # The lead key is a hash: a colliding lead shares it, so compare.
         if event is not None and event.lead_id == lead_id and event.account_id == account_id:
-            events.append(event)
-    events.sort(key=lambda e: (e.timestamp_ms or 0, e.position))
-    return events
+            yield event
 
 
 def _filter_hash(f: EventFilter) -> int:
@@ -92,9 +152,9 @@ def decode_cursor(token: str, descending: bool, f: EventFilter) -> tuple[int, in
     return int(snapshot), int(timestamp), int(position)
 
 
-def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
+def _plan(reads: IndexedReads, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, list[bytes]] | None:
     """The index and keys to walk, or None when the filter cannot match anything."""
-    index = log.index
+    index = reads.index
     account = index.account_key(txn, f.account_id)
     if account is None:
         return None
@@ -120,7 +180,7 @@ def _plan(log: EventLog, txn: lmdb.Transaction, f: EventFilter) -> tuple[str, li
 
 
 def scan(
-    log: EventLog,
+    reads: IndexedReads,
     f: EventFilter,
     after: str | None,
     limit: int,
@@ -128,11 +188,10 @@ def scan(
     include_lead: bool,
 ) -> Page:
     if not 1 <= limit <= MAX_PAGE:
-        raise StorageError(f"limit {limit}: must be in 1..{MAX_PAGE}")
+        raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_PAGE}")
     if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
         return Page([], None)
-    index = log.index
-    with index.env.begin() as txn:
+    with reads.reading() as index, index.env.begin() as txn:
         if after:
             snapshot, last_ts, last_pos = decode_cursor(after, descending, f)
             if descending:
@@ -153,21 +212,13 @@ def scan(
                 start = tspos(f.end_ms - 1, _U64_MAX) if f.end_ms else None
             else:
                 start = tspos(f.start_ms or 0, 0)
-        plan = _plan(log, txn, f)
+        plan = _plan(reads, txn, f)
         if plan is None:
             return Page([], None)
         db, keys = plan
         merged: Iterator[bytes]
-        if db == "lead":
-            # The lead index holds positions only: order the lead's few events here.
-            lead = _lead_events(log, txn, f.lead_id, f.account_id, include_lead=False)
-            values = [tspos(e.timestamp_ms or 0, e.position) for e in lead]
-            if descending:
-                values.reverse()
-            merged = iter([v for v in values if start is None or (v <= start if descending else v >= start)])
-        else:
-            streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
-            merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
+        streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
         events: list[Event] = []
         for value in merged:
             ts, position = untspos(value)
@@ -178,7 +229,7 @@ def scan(
                 break
             if position > snapshot:
                 continue
-            event = log.event_at(txn, position, include_lead=include_lead)
+            event = reads.event_at(txn, position, include_lead=include_lead)
             if event is None or not f.matches(event):
                 continue
             if len(events) == limit:

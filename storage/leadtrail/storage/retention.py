@@ -16,53 +16,83 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from .datadir import read_json_file, write_json_file
 from .erasure import erase_event, finish_retirements, forget_in_memory, needles, retire_holders
-from .errors import StorageError
-from .event import AUDIT_TYPE_PREFIX, Event, RetentionPolicy, RetentionReport
+from .errors import InvalidArgumentError, MetadataFileError
+from .event import AUDIT_TYPE_PREFIX, Event, Progress, RetentionPolicy, RetentionReport
 from .fields import PII, SECRET, personal_values, quotes_of
 from .fs import Files
 from .rewrite import rewrite_segments, rewrite_whole, rewriting, seal_active
 
 if TYPE_CHECKING:
-    from .log import EventLog
+    from .maintenance import Maintenance
     from .segment import Segment
 
 DAY_MS = 86_400_000
 POLICY_FILE = "retention.json"
 
 
-def load_policies(path: str) -> dict[str, RetentionPolicy]:
-    try:
-        with open(os.path.join(path, POLICY_FILE)) as f:
-            items = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise StorageError(f"{POLICY_FILE} in {path} cannot be read: {e}") from e
-    return {
-        item["account_id"]: RetentionPolicy(
-            item["account_id"],
-            int(item.get("max_age_days", 0)),
-            bool(item.get("legal_hold", False)),
-            int(item.get("pii_max_age_days", 0)),
-            int(item.get("secret_max_age_days", 0)),
-        )
-        for item in items
-    }
+MAX_DAYS = 36_500
 
 
-def save_policy(
-    path: str, files: Files, policies: dict[str, RetentionPolicy], policy: RetentionPolicy
-) -> dict[str, RetentionPolicy]:
+def check_policy(policy: RetentionPolicy) -> None:
+    """The one check of a policy's day limits."""
     for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
         days = getattr(policy, name)
-        if not isinstance(days, int) or not 0 <= days <= 36_500:
-            raise StorageError(f"{name} {days!r}: must be in 0..36500 (0 keeps forever)")
-    updated = dict(policies)
-    updated[policy.account_id] = policy
-    items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
-    files.write_file_atomically(os.path.join(path, POLICY_FILE), json.dumps(items, indent=1).encode())
-    return updated
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_DAYS:
+            raise InvalidArgumentError(f"{name} {days!r}: must be in 0..{MAX_DAYS} (0 keeps forever)")
+
+
+class RetentionPolicies:
+    """The retention policy of every account, kept in ``retention.json`` of the data directory."""
+
+    def __init__(self, path: str, files: Files) -> None:
+        self._path = os.path.join(path, POLICY_FILE)
+        self._files = files
+        self._policies = self._load()
+
+    def _load(self) -> dict[str, RetentionPolicy]:
+        items = read_json_file(self._path)
+        try:
+            policies = {
+                item["account_id"]: RetentionPolicy(
+                    item["account_id"],
+                    int(item.get("max_age_days", 0)),
+                    bool(item.get("legal_hold", False)),
+                    int(item.get("pii_max_age_days", 0)),
+                    int(item.get("secret_max_age_days", 0)),
+                )
+                for item in items or ()
+            }
+            for policy in policies.values():
+                check_policy(policy)
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidArgumentError) as e:
+            raise MetadataFileError(
+                f"{POLICY_FILE} does not hold retention policies: {e!r} ({self._path})"
+            ) from e
+        return policies
+
+    def all(self) -> list[RetentionPolicy]:
+        return sorted(self._policies.values(), key=lambda p: p.account_id)
+
+    def of(self, account_id: str | None) -> dict[str, RetentionPolicy]:
+        """account -> policy: every account's, or only ``account_id``'s."""
+        if account_id is None:
+            return dict(self._policies)
+        return {a: p for a, p in self._policies.items() if a == account_id}
+
+    def held(self, account_id: str) -> bool:
+        """Whether the account is under a legal hold (nothing of it is removed or erased)."""
+        policy = self._policies.get(account_id)
+        return policy is not None and policy.legal_hold
+
+    def set(self, policy: RetentionPolicy) -> None:
+        check_policy(policy)
+        updated = dict(self._policies)
+        updated[policy.account_id] = policy
+        items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
+        write_json_file(self._files, self._path, items, indent=1)
+        self._policies = updated
 
 
 def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int]:
@@ -73,9 +103,14 @@ def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int
     }
 
 
-def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
-    removed = expire(log, policies, now_ms)
-    scrubbed, rewritten = scrub_by_age(log, policies, now_ms)
+def apply(
+    store: Maintenance, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> RetentionReport:
+    """Expire, then erase by age; ``progress`` sees the two sweeps as halves of one."""
+    removed = expire(store, policies, now_ms, _half(progress, 0))
+    scrubbed, rewritten = scrub_by_age(store, policies, now_ms, _half(progress, 1))
+    if progress is not None:
+        progress(1, 1)
     return RetentionReport(
         removed.events_removed,
         removed.segments_deleted,
@@ -85,7 +120,19 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
     )
 
 
-def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> tuple[int, int]:
+def _half(progress: Progress | None, which: int) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(which * total + done, 2 * total)
+
+    return report
+
+
+def scrub_by_age(
+    store: Maintenance, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> tuple[int, int]:
     """Erase the values of field classes past their age (``pii_max_age_days``,
     ``secret_max_age_days``); returns (events scrubbed, segments rewritten)."""
     tiers: dict[str, dict[str, int]] = {}
@@ -101,8 +148,8 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
             tiers[account] = cut
     if not tiers:
         return 0, 0
-    index = log.index
-    policy_marks = {account: _policy_mark(log, account) for account in tiers}
+    index = store.index
+    policy_marks = {account: _policy_mark(store, account) for account in tiers}
 
     def pending(segment: Segment) -> dict[str, dict[str, int]]:
         """What is still to do in a segment: account -> class -> cutoff."""
@@ -121,11 +168,15 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
                     todo.setdefault(account, {})[cls] = cutoff
         return todo
 
-    if log.segments and pending(log.segments[-1]):
-        seal_active(log, log.last_position)
+    segments = store.segments()
+    if segments and pending(segments[-1]):
+        seal_active(store, store.last_position)
     scrubbed = rewritten = 0
     aged: set[str] = set()
-    for segment in log.segments[:-1]:
+    sweep = store.segments()[:-1]
+    for done, segment in enumerate(sweep):
+        if progress is not None:
+            progress(done, len(sweep))
         todo = pending(segment)
         if not todo:
             continue
@@ -137,7 +188,7 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
             classes = frozenset(c for c, cutoff in cut.items() if event.recorded_at_ms < cutoff)
             if not classes:
                 return None
-            classify = log.fields.classifier(event.account_id)
+            classify = store.fields.classifier(event.account_id)
             values: set[str] = set()  # quotes of the values due, not of those kept a while yet
             personal_values(event.lead, classify, values, classes)
             personal_values(event.details, classify, values, classes)
@@ -146,7 +197,7 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
                 aged.update(values)
             return erased
 
-        changed, count = rewrite_segments(log, [segment], transform)
+        changed, count = rewrite_segments(store, [segment], transform)
         scrubbed += changed
         rewritten += count
         done = json.loads(index.meta(f"tiered:{segment.base}") or b"{}")
@@ -161,26 +212,28 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
         # Quotes of the aged values may have been learnt by a dictionary (fields classed
         # pii or secret are blanked in training samples; text quoting them is not).
         found = needles(aged)
-        forget_in_memory(log, found)
-        retire_holders(log, found)
-        finish_retirements(log)
+        forget_in_memory(store, found)
+        retire_holders(store, found)
+        finish_retirements(store)
     return scrubbed, rewritten
 
 
-def _policy_mark(log: EventLog, account: str) -> str:
+def _policy_mark(store: Maintenance, account: str) -> str:
     """A short digest of an account's field policy, kept with what tiering has done."""
-    policy = log.fields.get(account)
+    policy = store.fields.get(account)
     text = json.dumps([policy.secret, policy.pii, policy.plain])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
+def expire(
+    store: Maintenance, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> RetentionReport:
     """Remove the events older than their account's ``max_age_days``."""
     cutoffs = _cutoffs(policies, now_ms)
     removed = deleted = rewritten = freed = 0
     if not cutoffs:
         return RetentionReport(0, 0, 0, 0)
-    index = log.index
+    index = store.index
 
     def expiry(segment: Segment) -> tuple[bool, bool]:
         with index.env.begin() as txn:
@@ -191,19 +244,21 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
         some = any(a in cutoffs and low < cutoffs[a] for a, (low, _) in accounts.items())
         return every, some
 
-    writer = log.writer
-    segments = log.segments
+    writer = store.writer_if_writable()
+    segments = store.segments()
     if writer is not None and segments and expiry(segments[-1])[1]:
         writer.call(writer.roll_now).result()  # seal the active segment so it can be swept
-    segments = log.segments
-    floor = writer.last_recorded_at if writer is not None else log.recorded_at_floor()
-    if floor > log.recorded_at_floor():
-        log.save_recorded_at_floor(floor)
-    for segment in segments[:-1]:
+    segments = store.segments()
+    floor = writer.last_recorded_at if writer is not None else store.recorded_at_floor()
+    if floor > store.recorded_at_floor():
+        store.save_recorded_at_floor(floor)
+    for done, segment in enumerate(segments[:-1]):
+        if progress is not None:
+            progress(done, len(segments) - 1)
         _, some = expiry(segment)
         if not some:
             continue
-        items = list(log._segment_events(segment, include_lead=True))
+        items = list(store.segment_events(segment, include_lead=True))
         gone = [
             i
             for i in items
@@ -219,18 +274,18 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
         survivors = [i for i in items if i.event.position not in gone_positions]
         survivors_last = survivors[-1].event.position if survivors else segment.base - 1
         whole = len(gone) == len(items)  # `every` may still leave audit records to keep
-        with rewriting(log, segment):
+        with rewriting(store, segment):
             # The positions leaving the log are recorded first, so a crash at any
             # later step never looks like a segment file lost outside retention.
-            log.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
+            store.retire([(segment.base if whole else survivors_last + 1, next_base - 1)])
             if whole:
                 index.remove_segment(segment.base, items)
                 index.delete_meta(f"tiered:{segment.base}")
-                log.remove_segment_file(segment)
+                store.delete_segment(segment)
                 deleted += 1
                 freed += size
             else:
-                new_items = rewrite_whole(log, segment, survivors)
+                new_items = rewrite_whole(store, segment, survivors)
                 index.remove_segment(segment.base, items)
                 index.add(new_items, 0)
                 rewritten += 1

@@ -18,44 +18,53 @@ from crc32c import crc32c
 from .codec import EventEncoder, encode_body
 from .errors import StorageError
 from .event import Event
-from .format import FLAG_COMMIT, KIND_EVENT, encode_record, encode_seal, encode_segment_header
+from .format import (
+    FLAG_COMMIT,
+    KIND_EVENT,
+    encode_record,
+    encode_seal,
+    encode_segment_header,
+)
 from .index import Located
 
 if TYPE_CHECKING:
-    from .log import EventLog
+    from .maintenance import Maintenance
     from .segment import Segment
 
 
 @contextmanager
-def rewriting(log: EventLog, segment: Segment) -> Iterator[None]:
+def rewriting(store: Maintenance, segment: Segment) -> Iterator[None]:
     """Around the change of a segment's file and its index entries."""
-    index = log.index
+    index = store.index
     index.set_meta("maintenance", segment.name.encode())
     index.sync()
-    with log.swap_lock:
+    with store.rewriting_segment():
         yield
-        log.forget_snapshots()
     index.delete_meta("maintenance")
     index.sync()
 
 
-def seal_active(log: EventLog, last_position: int) -> None:
+def seal_active(store: Maintenance, last_position: int) -> None:
     """Seal the active segment when it holds positions up to ``last_position``, so that
     it can be rewritten like any other."""
-    writer = log._require_writer()
-    if log.segments and log.segments[-1].base <= last_position:
+    writer = store.writer()
+    segments = store.segments()
+    if segments and segments[-1].base <= last_position:
         writer.call(writer.roll_now).result()
 
 
 def rewrite_segments(
-    log: EventLog, segments: list[Segment], transform: Callable[[Event], Event | None], force: bool = False
+    store: Maintenance,
+    segments: list[Segment],
+    transform: Callable[[Event], Event | None],
+    force: bool = False,
 ) -> tuple[int, int]:
     """Apply ``transform`` to every event of ``segments`` and rewrite those it changes
     (all of them with ``force``); returns (events changed, segments rewritten)."""
-    index = log.index
+    index = store.index
     changed = rewritten = 0
     for segment in segments:
-        items = list(log._segment_events(segment, include_lead=True))
+        items = list(store.segment_events(segment, include_lead=True))
         updated = []
         touched = 0
         for item in items:
@@ -67,8 +76,8 @@ def rewrite_segments(
             )
         if not touched and not force:
             continue
-        with rewriting(log, segment):
-            new_items = rewrite_whole(log, segment, updated)
+        with rewriting(store, segment):
+            new_items = rewrite_whole(store, segment, updated)
             index.remove_segment(segment.base, items)
             index.add(new_items, 0)
         changed += touched
@@ -77,13 +86,13 @@ def rewrite_segments(
 
 
 def replace_records(
-    log: EventLog, segment: Segment, lead_events: list[Event], changed: dict[int, Event]
+    store: Maintenance, segment: Segment, lead_events: list[Event], changed: dict[int, Event]
 ) -> None:
     """Rewrite a sealed segment with the records of one lead encoded anew (``changed``
     ones erased): every other record is copied as it is, undecoded, so an erasure costs
     a copy of the segment rather than a decode of its events. Deltas never cross leads,
     so the lead's records, all re-encoded together, are the only ones whose bases move."""
-    encoder = EventEncoder(log.dictionaries, None)  # a fresh one: deltas only among these
+    encoder = EventEncoder(store.dictionaries, None)  # a fresh one: deltas only among these
     payloads: dict[int, bytes] = {}
     raw_change = 0
     for event in lead_events:
@@ -109,14 +118,14 @@ def replace_records(
     missing = payloads.keys() - {p for p, _ in offsets}
     if missing:
         raise StorageError(f"segment {segment.name}: positions {sorted(missing)} of the lead are not in it")
-    with rewriting(log, segment):
-        swap_in(log, segment, body, count, last)
-        log.index.move_segment(segment.base, offsets, raw_change)
+    with rewriting(store, segment):
+        swap_in(store, segment, body, count, last)
+        store.index.move_segment(segment.base, offsets, raw_change)
 
 
-def rewrite_whole(log: EventLog, segment: Segment, survivors: list[Located]) -> list[Located]:
+def rewrite_whole(store: Maintenance, segment: Segment, survivors: list[Located]) -> list[Located]:
     """Write the survivors to a new sealed file and swap it in for the segment."""
-    encoder = EventEncoder(log.dictionaries, None)
+    encoder = EventEncoder(store.dictionaries, None)
     body = bytearray(encode_segment_header(segment.base))
     located = []
     for item in survivors:
@@ -125,25 +134,15 @@ def rewrite_whole(log: EventLog, segment: Segment, survivors: list[Located]) -> 
         located.append(Located(event, segment.base, len(body), item.raw_bytes))
         body += encode_record(KIND_EVENT | FLAG_COMMIT, event.position, payload)
     last = survivors[-1].event.position if survivors else 0
-    swap_in(log, segment, body, len(survivors), last)
+    swap_in(store, segment, body, len(survivors), last)
     return located
 
 
-def swap_in(log: EventLog, segment: Segment, body: bytearray, count: int, last: int) -> None:
+def swap_in(store: Maintenance, segment: Segment, body: bytearray, count: int, last: int) -> None:
     """Seal ``body`` (header and records), write it durably under a temporary name and
     rename it over the segment: readers see the old file or the new one, never a mix."""
-    files = log.options.files
     body += encode_seal(crc32c(bytes(body)), count, last)
-    tmp = segment.path[: -len(".log")] + ".compact"
-    fd = files.open_for_append(tmp)
-    try:
-        files.truncate(fd, 0)
-        files.write(fd, bytes(body))
-        files.fsync(fd)
-    finally:
-        files.close(fd)
-    files.rename(tmp, segment.path)
-    files.fsync_dir(log.log_dir)
+    store.files.write_file_atomically(segment.path, bytes(body), tmp_suffix=".compact")
     segment.reopen()
     segment.event_count = count
     segment.last_position = last

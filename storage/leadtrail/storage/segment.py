@@ -20,7 +20,7 @@ from .format import (
     RECORD_HEADER_SIZE,
     RECORD_MAGIC,
     RECORD_VERSION,
-    SEAL_PAYLOAD,
+    SEAL_RECORD_SIZE,
     SEGMENT_HEADER_SIZE,
     BadRecord,
     RecordHeader,
@@ -31,7 +31,6 @@ from .format import (
     segment_name,
 )
 
-SEAL_RECORD_SIZE = RECORD_HEADER_SIZE + SEAL_PAYLOAD.size
 _READ_AHEAD = 4096
 _CHUNK = 4 * 1024 * 1024
 

@@ -20,11 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from crc32c import crc32c
 
-from .codec import EventEncoder, EventPrefix, encode_body
+from .codec import Dictionaries, EventEncoder, EventPrefix, Trainer, encode_body
 from .errors import ClosedError, NotWritableError
 from .event import AppendResult, Event
 from .format import (
@@ -38,7 +38,9 @@ from .format import (
 )
 from .fs import Files
 from .index import Index, Located
-from .options import FsyncPolicy
+from .options import FsyncPolicy, Options
+from .segment import Segment
+from .segment_list import SegmentList
 
 MAX_GROUP_EVENTS = 20_000
 
@@ -74,20 +76,15 @@ class _Request:
         self.future: Future[Any] = Future()
 
 
-class SegmentHost:
-    """What the writer needs from the log around it."""
+class SegmentSteps(Protocol):
+    """Where the writer reports the segments it makes: readers see the log through it."""
 
-    def segment_created(self, base: int) -> None:
-        raise NotImplementedError
+    def created(self, base: int) -> None: ...
 
-    def segment_sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
-        raise NotImplementedError
+    def sealed(self, base: int, size: int, event_count: int, last_position: int) -> None: ...
 
-    def segment_grew(self, base: int, size: int) -> None:
-        raise NotImplementedError
-
-    def recorded_at_of(self, position: int) -> int:
-        raise NotImplementedError
+    def committed(self, base: int, size: int, event_count: int, last_position: int, visible: int) -> None:
+        """A group is durable and indexed: readers may see positions up to ``visible``."""
 
 
 class GroupCommit:
@@ -104,7 +101,8 @@ class GroupCommit:
         index: Index,
         encoder: EventEncoder,
         clock_ms: Callable[[], int],
-        host: SegmentHost,
+        segments: SegmentSteps,
+        stored_event: Callable[[int], Event],
     ) -> None:
         self._dir = directory
         self.active = active
@@ -116,7 +114,8 @@ class GroupCommit:
         self._index = index
         self._encoder = encoder
         self._clock = clock_ms
-        self._host = host
+        self._segments = segments
+        self._stored_event = stored_event
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -275,7 +274,8 @@ class GroupCommit:
         buffered = 0
         located: list[Located] = []
         stored: list[Event] = []
-        pending: dict[tuple[str, str], AppendResult] = {}
+        # (account, id) -> its result and the event it stands for, as stored.
+        pending: dict[tuple[str, str], tuple[AppendResult, Event]] = {}
         all_results: list[list[AppendResult]] = []
         position = self.next_position
         index = self._index
@@ -295,21 +295,29 @@ class GroupCommit:
                 leads_json = request.leads_json
                 for i, event in enumerate(request.events):
                     key = (event.account_id, event.id)
-                    dup = pending.get(key)
+                    first = pending.get(key)
                     id_key = None
-                    if dup is None:
+                    if first is None:
                         id_key = index.id_key(txn, event.account_id, event.id)
                         original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
-                            dup = AppendResult(event.id, original, self._host.recorded_at_of(original), True)
-                    if dup is not None:
-                        dup = AppendResult(dup.id, dup.position, dup.recorded_at_ms, True)
-                        pending[key] = dup
+                            kept = self._stored_event(original)
+                            first = AppendResult(event.id, original, kept.recorded_at_ms, True), kept
+                            pending[key] = first
+                    if first is not None:
+                        kept_result, kept = first
+                        dup = AppendResult(
+                            kept_result.id,
+                            kept_result.position,
+                            kept_result.recorded_at_ms,
+                            True,
+                            conflicts(kept, event),
+                        )
                         results.append(dup)
                         continue
                     stored_event = _stored(event, position, now)
                     result = AppendResult(event.id, position, now, False)
-                    pending[key] = result
+                    pending[key] = result, stored_event
                     results.append(result)
                     fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
                     last_new = len(fresh) - 1
@@ -338,7 +346,10 @@ class GroupCommit:
             self._last_recorded_at = now
             self.next_position = position
             self._index.add(located, position - 1)
-            self._host.segment_grew(self.active.base, self.active.size)
+            active = self.active
+            self._segments.committed(
+                active.base, active.size, active.event_count, active.last_position, position - 1
+            )
         return all_results, stored
 
     def _flush(self, buffer: list[bytes]) -> None:
@@ -357,7 +368,7 @@ class GroupCommit:
             self.active.size += len(seal)
             self._files.fsync(self.active.fd)
             self.active.sealed = True
-            self._host.segment_sealed(
+            self._segments.sealed(
                 self.active.base, self.active.size, self.active.event_count, self.active.last_position
             )
         self._dirty_since = None
@@ -374,7 +385,11 @@ class GroupCommit:
         self._files.close(self.active.fd)
         self.active = ActiveSegment(next_position, fd, SEGMENT_HEADER_SIZE, crc32c(header), 0, 0)
         self._encoder.forget_segment()
-        self._host.segment_created(next_position)
+        self._segments.created(next_position)
+
+    def use_index(self, index: Index) -> None:
+        """Writer thread only: index into ``index`` from now on (it replaced the old one)."""
+        self._index = index
 
     def forget_lead(self, account_id: str, lead_id: str) -> None:
         """Writer thread only: forget what the encoder keeps of a lead (after an erasure)."""
@@ -392,6 +407,74 @@ class GroupCommit:
             raise self._fail(e) from e
 
 
+def conflicts(stored: Event, sent: Event) -> bool:
+    """A re-sent id whose event is not the one stored: another type, lead, flow or time
+    (a sent time left unset is filled by the store and differs from nothing)."""
+    return (
+        stored.type != sent.type
+        or stored.lead_id != sent.lead_id
+        or stored.flow_id != sent.flow_id
+        or (bool(sent.timestamp_ms) and sent.timestamp_ms != stored.timestamp_ms)
+    )
+
+
+def open_active(segments: SegmentList, files: Files) -> ActiveSegment:
+    """The last segment opened for appending (the first one created in a new store)."""
+    if not len(segments):
+        path = os.path.join(segments.directory, segment_name(1))
+        fd = files.open_for_append(path)
+        files.write(fd, encode_segment_header(1))
+        files.fsync(fd)
+        files.fsync_dir(segments.directory)
+        files.close(fd)
+        segments.replace([Segment(segments.directory, 1)])
+    last = segments.all()[-1]
+    data = last.read_all()
+    fd = files.open_for_append(last.path)
+    return ActiveSegment(
+        base=last.base,
+        fd=fd,
+        size=len(data),
+        crc=crc32c(data),
+        event_count=last.event_count,
+        last_position=last.last_position,
+        sealed=last.sealed,
+    )
+
+
+def start(
+    *,
+    segments: SegmentList,
+    options: Options,
+    index: Index,
+    dictionaries: Dictionaries,
+    training_sample: Callable[[str, bytes], bytes],
+    stored_event: Callable[[int], Event],
+    last_recorded_at: int,
+) -> tuple[Trainer, GroupCommit]:
+    """The dictionary trainer and the writer thread of a store opened for writing."""
+    files = options.files
+    active = open_active(segments, files)
+    trainer = Trainer(
+        dictionaries, options.dictionary_training_samples, options.retrain_ratio_decay, training_sample
+    )
+    writer = GroupCommit(
+        directory=segments.directory,
+        active=active,
+        next_position=max(segments.last_position_on_disk + 1, 1),
+        last_recorded_at=last_recorded_at,
+        segment_bytes=options.segment_bytes,
+        fsync=options.fsync,
+        files=files,
+        index=index,
+        encoder=EventEncoder(dictionaries, trainer),
+        clock_ms=options.clock_ms,
+        segments=segments,
+        stored_event=stored_event,
+    )
+    return trainer, writer
+
+
 def _stored(e: Event, position: int, now: int) -> Event:
     """The event as committed."""
     stored = e.copy()
@@ -406,4 +489,4 @@ def recorded_at_from_payload(payload: bytes | memoryview) -> int:
     return int(EventPrefix(payload).recorded_at_ms)
 
 
-__all__ = ["ActiveSegment", "CommitListener", "GroupCommit", "SegmentHost", "encode_body"]
+__all__ = ["ActiveSegment", "CommitListener", "GroupCommit", "SegmentSteps", "encode_body"]

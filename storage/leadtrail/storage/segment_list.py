@@ -1,0 +1,118 @@
+"""The log's segments in position order, and the visible position.
+
+Readers take the list as it is at one moment (a copy) and look positions up
+by bisecting the bases. Three parties change it, each through a named step:
+recovery sets it whole on open; the writer thread reports a segment
+``created``, ``sealed`` and each group ``committed`` (which moves the visible
+position: what readers may see is what is durable and indexed); maintenance
+``delete``s a whole segment that retention emptied.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+
+from .format import parse_segment_name
+from .fs import Files
+from .segment import Segment
+
+
+class SegmentList:
+    def __init__(self, directory: str, files: Files) -> None:
+        self.directory = directory
+        self._files = files
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        self._lock = threading.Lock()
+        self._visible = 0
+
+    def replace(self, segments: list[Segment]) -> None:
+        """Set the whole list (recovery)."""
+        with self._lock:
+            self._segments = sorted(segments, key=lambda s: s.base)
+            self._bases = [s.base for s in self._segments]
+
+    def all(self) -> list[Segment]:
+        """The segments as they are now, oldest first (a copy: the list may change)."""
+        return list(self._segments)
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def segment_for(self, position: int) -> Segment | None:
+        bases = self._bases
+        i = bisect.bisect_right(bases, position) - 1
+        if i < 0:
+            return None
+        segments = self._segments
+        return segments[i] if i < len(segments) and segments[i].base == bases[i] else None
+
+    @property
+    def visible(self) -> int:
+        """The last position readers may see."""
+        return self._visible
+
+    def make_visible(self, position: int) -> None:
+        """On open: everything recovered is visible."""
+        self._visible = position
+
+    @property
+    def last_position_on_disk(self) -> int:
+        # An empty last segment still holds its place: retention may have
+        # removed every event before it, and positions are never reused.
+        segments = self._segments
+        last = max((s.last_position for s in segments), default=0)
+        return max(last, segments[-1].base - 1) if segments else last
+
+    @property
+    def last_event_position(self) -> int:
+        """The position of the newest event in any segment (0: none)."""
+        return max((s.last_position for s in self._segments), default=0)
+
+    # -- the writer thread's steps ---------------------------------------------------
+
+    def created(self, base: int) -> None:
+        """A new segment file starting at ``base`` exists (with its header, fsynced)."""
+        self.replace([*self._segments, Segment(self.directory, base)])
+
+    def sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
+        segment = self.segment_for(base)
+        if segment is not None and segment.base == base:
+            segment.sealed = True
+            segment.size = size
+            segment.event_count = event_count
+            segment.last_position = last_position
+
+    def committed(self, base: int, size: int, event_count: int, last_position: int, visible: int) -> None:
+        """A group is durable and indexed in segment ``base``: readers may see up to ``visible``."""
+        segment = self.segment_for(base)
+        if segment is not None and segment.base == base:
+            segment.size = size
+            segment.event_count = event_count
+            segment.last_position = last_position
+            self._visible = visible
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def delete(self, segment: Segment) -> None:
+        """Forget a whole segment and delete its file (retention emptied it)."""
+        self.replace([s for s in self._segments if s.base != segment.base])
+        segment.close()
+        self._files.remove(segment.path)
+        self._files.fsync_dir(self.directory)
+
+    def close(self) -> None:
+        for segment in self._segments:
+            segment.close()
+
+
+def segment_bases(directory: str) -> list[int]:
+    """The bases of the segment files in ``directory``, in order."""
+    bases = []
+    for name in os.listdir(directory):
+        base = parse_segment_name(name)
+        if base is not None:
+            bases.append(base)
+    return sorted(bases)
