@@ -31,6 +31,8 @@ from leadtrail.storage import (
 
 log = logging.getLogger("leadtrail.server")
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
 
 class ServiceError(Exception):
     """A request the server refuses for a reason of its own, with its status."""
