@@ -12,7 +12,7 @@ from dataclasses import asdict
 import grpc
 
 from leadtrail.client.wire import field_policy_to_proto, retention_policy_to_proto
-from leadtrail.storage import FieldPolicy, RetentionPolicy, StorageError
+from leadtrail.storage import FieldPolicy, InvalidArgumentError, RetentionPolicy
 from leadtrail.v1 import admin_pb2, admin_pb2_grpc
 
 from .caller import Caller
@@ -34,8 +34,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetStats(self, request: admin_pb2.GetStatsRequest, context: Context) -> admin_pb2.Stats:
         # Figures of the whole store (its health is every account's concern), for an
         # admin of a whole account: a key limited to some entities sees no totals.
-        Caller.current().whole_account("GetStats")
-        return admin_pb2.Stats(**asdict(await self.store.run(self.store.log.stats)))
+        caller = Caller.current()
+        caller.whole_account("GetStats")
+        figures = asdict(await self.store.run(self.store.log.stats))
+        if caller.key is not None:  # the other accounts' sizes are theirs
+            figures["account_events"] = {caller.account: figures["account_events"].get(caller.account, 0)}
+        return admin_pb2.Stats(**figures)
 
     @unary
     async def SetRetentionPolicy(
@@ -150,12 +154,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         caller = Caller.current()
         key = caller.whole_account("EraseLead")
         account, log = caller.account, self.store.log
-        held = [p for p in log.retention_policies() if p.account_id == account and p.legal_hold]
-        if held:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"account {account!r} is under a legal hold: nothing of it may be erased until it is lifted",
-            )
+        # A legal hold is the engine's rule: its LegalHoldError answers FAILED_PRECONDITION.
         requested_by = key.key_id if key is not None else "open-mode"
         report = await self.store.run(
             lambda: log.erase_lead(request.lead_id, account, requested_by=requested_by, reason=request.reason)
@@ -181,8 +180,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         )
         try:
             stored = await self.store.run(self.store.log.set_field_policy, policy)
-        except StorageError as e:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"field policy: {e}") from None
+        except InvalidArgumentError as e:
+            raise invalid("field policy", str(e)) from None
         return field_policy_to_proto(stored)
 
     @unary

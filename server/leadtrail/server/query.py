@@ -15,10 +15,12 @@ from .export import ExportShape, chunks
 from .scan import matching_pages
 from .served_store import ServedStore
 from .status import Context, invalid, not_found, streaming, unary
-from .timelines import timeline_message
+from .timelines import check_page_size, key_of_token, page_message, read_page
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+PAGE_BYTES = 3 * 1024 * 1024
+"""A page of events is cut once it holds this much: under gRPC's 4 MB default with room to spare."""
 
 
 class QueryService(query_pb2_grpc.QueryServiceServicer):
@@ -46,16 +48,20 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             raise invalid("lead_id", "required")
         if len(request.lead_id) > 128:
             raise invalid("lead_id", "longer than the 128 characters an id may have")
-        caller, log = Caller.current(), self.store.log
+        page_size = check_page_size(request.page_size)
+        caller, log, lead_id = Caller.current(), self.store.log, request.lead_id
+        after = key_of_token(request.page_token, lead_id, caller.account) if request.page_token else None
         shown = caller.shown(log.fields)
 
         def build() -> query_pb2.Timeline | None:
-            events = [shown(e) for e in log.timeline(request.lead_id, caller.account) if caller.sees(e)]
-            return timeline_message(request.lead_id, events, request.json_snapshots) if events else None
+            page = read_page(log, lead_id, caller.account, caller.sees, page_size, after)
+            if not page.steps and not page.audit and after is None:
+                return None
+            return page_message(lead_id, caller.account, page, shown, request.json_snapshots)
 
         timeline = await self.store.run(build)
         if timeline is None:
-            raise not_found(f"lead {request.lead_id!r} has no events")
+            raise not_found(f"lead {lead_id!r} has no events")
         self.store.audit.record(caller, "GetTimeline", request, len(timeline.steps))
         return timeline
 
@@ -70,17 +76,23 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         f = caller.filter(request.filter)
         log, shown = self.store.log, caller.shown(self.store.log.fields)
 
-        def page() -> query_pb2.QueryEventsResponse:
+        def page(limit: int = size) -> query_pb2.QueryEventsResponse:
             found = log.scan(
                 f,
                 after=request.page_token or None,
-                limit=size,
+                limit=limit,
                 descending=request.descending,
                 include_lead=request.include_lead,
             )
             response = query_pb2.QueryEventsResponse(next_page_token=found.cursor or "")
-            for event in found.events:
-                event_to_proto(shown(event), response.events.add(), request.json_snapshots)
+            used = 0
+            for i, event in enumerate(found.events):
+                if i and used >= PAGE_BYTES:
+                    # Cut by bytes: read the page again as long as what fits, for its cursor.
+                    return page(i)
+                message = response.events.add()
+                event_to_proto(shown(event), message, request.json_snapshots)
+                used += message.ByteSize() + 8
             return response
 
         response = await self.store.run(page)

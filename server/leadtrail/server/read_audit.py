@@ -16,12 +16,11 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from leadtrail.storage import AUDIT_TYPE_PREFIX, Event, Outcome, StorageError
+from leadtrail.storage import AUDIT_FLOW, AUDIT_TYPE_PREFIX, Event, Outcome, StorageError
 
 from .caller import Caller
 
 AUDIT_READ = AUDIT_TYPE_PREFIX + "read"
-AUDIT_FLOW = "audit"
 AUDIT_REQUEST_BYTES = 8192
 """A request bigger than this as JSON is recorded by its size only: the record must fit."""
 

@@ -26,9 +26,7 @@ INLINE_EVENTS = 8
 def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
     response = submission_pb2.AppendResponse()
     for r in results:
-        out = response.results.add(
-            id=r.id, position=r.position, duplicate=r.duplicate, conflict=getattr(r, "conflict", False)
-        )
+        out = response.results.add(id=r.id, position=r.position, duplicate=r.duplicate, conflict=r.conflict)
         if r.recorded_at_ms:  # 0: a duplicate the caller may not see (see _answer)
             ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
     return response
@@ -96,7 +94,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         answered = []
         for r in results:
             if r.duplicate and await self.store.run(hidden, r):
-                r = replace(r, position=0, recorded_at_ms=0)
+                r = replace(r, position=0, recorded_at_ms=0, conflict=False)
             answered.append(r)
         return answered
 
