@@ -4,16 +4,20 @@ filter matches, batches and checkpoints through one place, in position order, wi
 What a subscription holds in memory is bounded, per subscriber and for all together:
 
 - Per subscriber: the events in hand (at most ``REPLAY_CHUNK`` = 512 events and, by
-  estimate, ``CHUNK_BYTES`` = 256 KiB, at least one event), the one message being
-  sent (a batch is cut at ``BATCH_BYTES`` = 1 MiB), and a disk reader's decoded state
-  while it replays from disk. A client that stops reading stops its pump at the send:
-  the server holds no queue per subscriber beyond that.
+  estimate, ``CHUNK_BYTES`` = 256 KiB, at least one event) and the one message being
+  sent (a batch is cut at ``BATCH_BYTES`` = 1 MiB). A client that stops reading stops
+  its pump at the send: the server holds no queue per subscriber beyond that (gRPC's
+  own buffers aside, bounded by HTTP/2 flow control). A disk reader is closed before
+  its chunk is sent: an open one holds its segment's 4 MiB read buffer, which 200
+  stalled subscribers replaying from disk once held together (480 MB resident).
 - All subscribers together: the events in hand are charged to one ``HeldBytes``
   budget (``SUBSCRIBERS_BUDGET_BYTES`` = 64 MiB by default). A pump that finds the
-  budget spent takes one event at a time and keeps no disk reader open between
-  chunks, as a slow subscriber reading from disk does; it catches up at full speed
-  again once others have given their share back. Events shared with the live feed
-  are counted for every subscriber that holds them, so the estimate errs high.
+  budget spent takes ``MIN_CHUNK_BYTES`` = 32 KiB (or one event) at a time,
+  uncharged, as a slow subscriber reading from disk does, and catches up at full
+  speed once others have given their share back. Events shared with the live feed
+  are counted for every subscriber that holds them, so the estimate errs high. So N
+  stalled subscribers hold at most the budget plus 32 KiB of events and one message
+  each.
 
 The pump knows nothing of gRPC: it yields ``SubscribeResponse`` messages that the
 servicer sends, and is tested against a real ``EventLog`` in a temporary directory.
@@ -34,6 +38,8 @@ T = TypeVar("T")
 
 REPLAY_CHUNK = 512
 CHUNK_BYTES = 256 * 1024
+MIN_CHUNK_BYTES = 32 * 1024
+"""What a subscriber takes at a time when the shared budget is spent (or one event)."""
 SUBSCRIBERS_BUDGET_BYTES = 64 * 1024 * 1024
 CHECKPOINT_EVERY_EVENTS = 1000
 CHECKPOINT_EVERY_SECONDS = 1.0
@@ -73,42 +79,31 @@ class SubscribedLog(Protocol):
 RunOffLoop = Callable[[Callable[[], T]], Awaitable[T]]
 
 
-class _DiskReader:
-    """Reads the log from disk a chunk at a time, keeping its iterator between chunks
-    only when asked to (it holds the decoded state of the segment it is in)."""
+def read_chunk(log: SubscribedLog, after: int, max_bytes: int) -> tuple[list[Event], int, int]:
+    """The events after ``after`` from disk, at most REPLAY_CHUNK and (but for the first)
+    ``max_bytes`` by estimate: (events, the position scanned through, their bytes).
 
-    def __init__(self, log: SubscribedLog) -> None:
-        self._log = log
-        self._open: tuple[int, Iterator[Event]] | None = None
-
-    def chunk(self, after: int, max_bytes: int, keep: bool) -> tuple[list[Event], int, int]:
-        """(events, the position scanned through, their estimated bytes)."""
-        visible = self._log.last_position
-        if self._open is None or self._open[0] != after:
-            self._open = (after, iter(self._log.read_from(after + 1)))
-        events: list[Event] = []
-        total = 0
-        ended = True
-        for event in self._open[1]:
-            events.append(event)
-            total += estimated_bytes(event)
-            if len(events) == REPLAY_CHUNK or total >= max_bytes:
-                ended = False
+    The reader is closed before the events are sent: an open one holds its segment's read
+    buffer (4 MiB) and decoding state, which a subscriber that stops reading would keep.
+    Reopening costs an index lookup and one read a chunk."""
+    visible = log.last_position
+    reader = log.read_from(after + 1)
+    events: list[Event] = []
+    total = 0
+    try:
+        for event in reader:
+            size = estimated_bytes(event)
+            if events and total + size > max_bytes:
                 break
-        if ended or not keep:
-            self.close()
-        elif events:
-            self._open = (events[-1].position, self._open[1])
-        if events:
-            return events, events[-1].position, total
-        return events, max(after, visible), 0
-
-    def close(self) -> None:
-        if self._open is not None:
-            close = getattr(self._open[1], "close", None)
-            self._open = None
-            if close is not None:
-                close()
+            events.append(event)
+            total += size
+            if len(events) == REPLAY_CHUNK:
+                break
+    finally:
+        getattr(reader, "close", lambda: None)()
+    if events:
+        return events, events[-1].position, total
+    return events, max(after, visible), 0
 
 
 class _Outbox:
@@ -186,85 +181,79 @@ class SubscriptionPump:
         reported = position  # the last position the client has heard of
         reported_at = time.monotonic()
         caught = False
-        disk = _DiskReader(log)
-        try:
-            while not self._closing():
-                granted = self._held.take(CHUNK_BYTES)
-                try:
-                    recent = feed.after(position, REPLAY_CHUNK, granted)
-                    rewrites = log.rewrites
-                    from_disk = recent is None or (not recent[0] and position < log.last_position)
-                    if from_disk:
-                        keep = granted == CHUNK_BYTES  # over the budget: no reader kept open
-                        events, scanned, size = await self._run(
-                            lambda p=position, g=granted, k=keep: disk.chunk(p, g, k)  # type: ignore[misc]
-                        )
-                    else:
-                        disk.close()
-                        events, size = recent if recent is not None else ([], 0)
-                        scanned = events[-1].position if events else position
-                    recent = None
-                    # What the chunk holds stays charged until it is sent; the rest goes back now.
-                    self._held.give_back(granted - min(granted, size))
-                    granted = min(granted, size)
+        while not self._closing():
+            granted = self._held.take(CHUNK_BYTES)
+            try:
+                recent = feed.after(position, REPLAY_CHUNK, max(granted, MIN_CHUNK_BYTES))
+                rewrites = log.rewrites
+                from_disk = recent is None or (not recent[0] and position < log.last_position)
+                if from_disk:
+                    wanted = max(granted, MIN_CHUNK_BYTES)  # over the budget: a little at a time
+                    events, scanned, size = await self._run(
+                        lambda p=position, w=wanted: read_chunk(log, p, w)  # type: ignore[misc]
+                    )
+                else:
+                    events, size = recent if recent is not None else ([], 0)
+                    scanned = events[-1].position if events else position
+                recent = None
+                # What the chunk holds stays charged until it is sent; the rest goes back now.
+                self._held.give_back(granted - min(granted, size))
+                granted = min(granted, size)
 
-                    def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
-                        # Read from a file an erasure has rewritten since: never sent once it
-                        # has returned; read again instead.
-                        return from_disk and log.rewrites != rewrites
+                def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
+                    # Read from a file an erasure has rewritten since: never sent once it
+                    # has returned; read again instead.
+                    return from_disk and log.rewrites != rewrites
 
-                    sent_through = position  # every event up to here was sent or passed over
-                    abandoned = False
-                    for event in events:
-                        if self._filter.matches(event):
-                            self.matched += 1
-                            ready = outbox.add(event)
-                            if ready is not None:
-                                if stale():
-                                    abandoned = True
-                                    break
-                                yield ready
-                                sent_through = event.position
-                            reported, reported_at = event.position, time.monotonic()
-                        elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
-                            pending = outbox.flush()  # order: the events before the checkpoint first
-                            if pending is not None:
-                                if stale():
-                                    abandoned = True
-                                    break
-                                yield pending
-                            yield checkpoint(event.position)
-                            reported, reported_at = event.position, time.monotonic()
+                sent_through = position  # every event up to here was sent or passed over
+                abandoned = False
+                for event in events:
+                    if self._filter.matches(event):
+                        self.matched += 1
+                        ready = outbox.add(event)
+                        if ready is not None:
+                            if stale():
+                                abandoned = True
+                                break
+                            yield ready
                             sent_through = event.position
-                        elif not outbox.holding:
-                            sent_through = event.position
-                    if not abandoned and outbox.holding:
-                        if stale():
-                            abandoned = True
-                        else:
-                            pending = outbox.flush()
-                            assert pending is not None
+                        reported, reported_at = event.position, time.monotonic()
+                    elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
+                        pending = outbox.flush()  # order: the events before the checkpoint first
+                        if pending is not None:
+                            if stale():
+                                abandoned = True
+                                break
                             yield pending
-                    read_any = bool(events)
-                    events = []  # nothing held while waiting below
-                finally:
-                    self._held.give_back(granted)
-                if abandoned:
-                    outbox.drop()
-                    position = sent_through
-                    reported = min(reported, sent_through)
-                    disk.close()
-                    continue
-                position = max(position, scanned)
-                if read_any or position < log.last_position:
-                    continue
-                if not caught:
-                    yield caught_up(position)
-                    caught = True
-                    reported, reported_at = max(reported, position), time.monotonic()
-                if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
-                    yield checkpoint(position)
-                    reported, reported_at = position, time.monotonic()
-                await feed.wait(CHECKPOINT_EVERY_SECONDS)
-        finally:
-            disk.close()
+                        yield checkpoint(event.position)
+                        reported, reported_at = event.position, time.monotonic()
+                        sent_through = event.position
+                    elif not outbox.holding:
+                        sent_through = event.position
+                if not abandoned and outbox.holding:
+                    if stale():
+                        abandoned = True
+                    else:
+                        pending = outbox.flush()
+                        assert pending is not None
+                        yield pending
+                read_any = bool(events)
+                events = []  # nothing held while waiting below
+            finally:
+                self._held.give_back(granted)
+            if abandoned:
+                outbox.drop()
+                position = sent_through
+                reported = min(reported, sent_through)
+                continue
+            position = max(position, scanned)
+            if read_any or position < log.last_position:
+                continue
+            if not caught:
+                yield caught_up(position)
+                caught = True
+                reported, reported_at = max(reported, position), time.monotonic()
+            if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
+                yield checkpoint(position)
+                reported, reported_at = position, time.monotonic()
+            await feed.wait(CHECKPOINT_EVERY_SECONDS)
