@@ -4,8 +4,9 @@ feed, and the messages the pump would send, checked for order, gaps and what it 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from leadtrail.server.feed import EVENT_OVERHEAD_BYTES, Feed
@@ -17,6 +18,8 @@ from leadtrail.server.subscription import (
 )
 from leadtrail.storage import Event, EventFilter, EventLog
 from leadtrail.v1 import event_pb2, stream_pb2
+
+T = TypeVar("T")
 
 
 def append(log: EventLog, batch: list[Event]) -> None:
@@ -38,7 +41,7 @@ def encode(event: Event, out: event_pb2.Event) -> None:
     out.id, out.position, out.flow_id = event.id, event.position, event.flow_id
 
 
-async def run_off_loop(fn):  # type: ignore[no-untyped-def]
+async def run_off_loop(fn: Callable[[], T]) -> T:
     return fn()
 
 
