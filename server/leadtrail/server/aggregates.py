@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import grpc
+
 from leadtrail.storage import Event, EventFilter, EventLog
 from leadtrail.v1 import event_pb2, query_pb2
 
 from .convert import plain_decimal
 from .scan import matching_pages
-from .status import invalid
+from .status import ServiceError, invalid
 
 
 def _group_key(event: Event, group: int) -> str:
@@ -41,7 +43,14 @@ def check_groups(groups: Sequence[int]) -> None:
             raise invalid(f"group_by[{i}]", f"{g} is not a GroupBy value (GROUP_BY_TYPE..GROUP_BY_DAY)")
 
 
-def aggregate(log: EventLog, f: EventFilter, groups: Sequence[int]) -> query_pb2.AggregateResponse:
+ANSWER_BYTES = 3 * 1024 * 1024
+"""An answer holds at most this much, under gRPC's 4 MB default: Aggregate does not page."""
+
+
+def aggregate(
+    log: EventLog, f: EventFilter, groups: Sequence[int], max_bytes: int = ANSWER_BYTES
+) -> query_pb2.AggregateResponse:
+    """Counts and sums per group; RESOURCE_EXHAUSTED when the groups would not fit an answer."""
     counts: dict[tuple[str, ...], int] = {}
     sums: dict[tuple[str, ...], Decimal] = {}
     for events in matching_pages(log, f, include_lead=False):
@@ -51,6 +60,16 @@ def aggregate(log: EventLog, f: EventFilter, groups: Sequence[int]) -> query_pb2
             if event.price:
                 sums[key] = sums.get(key, Decimal(0)) + Decimal(event.price)
     response = query_pb2.AggregateResponse()
+    used = 0
     for key in sorted(counts):
-        response.rows.add(keys=key, count=counts[key], price_sum=plain_decimal(sums.get(key, Decimal(0))))
+        row = response.rows.add(
+            keys=key, count=counts[key], price_sum=plain_decimal(sums.get(key, Decimal(0)))
+        )
+        used += row.ByteSize() + 4
+        if used > max_bytes:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"group_by: {len(counts)} groups are more than one answer holds ({max_bytes} bytes); "
+                "narrow the filter or group by fewer keys",
+            )
     return response
