@@ -45,13 +45,6 @@ def lead_events(start: int, count: int) -> list[event_pb2.Event]:
     return out
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_stalled_subscribers_hold_bounded_memory_and_miss_nothing_once_they_read(
     spawn: Callable[..., Server], tmp_path: Path
 ) -> None:
