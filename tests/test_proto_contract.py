@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -322,3 +323,20 @@ def test_all_names_live_in_the_package_files() -> None:
         file = importlib.import_module(f"{PACKAGE}.{module_name}_pb2").DESCRIPTOR
         assert file.package == PACKAGE
         assert file.name == f"leadtrail/v1/{module_name}.proto"
+
+
+def test_both_sides_of_the_wire_share_one_set_of_converters() -> None:
+    """Struct/Value, times, decimals and policies are converted once, in the SDK's public
+    ``leadtrail.client.wire``; the server's converters are the same objects, and the SDK's
+    private module keeps its names."""
+    from leadtrail.client import _convert, wire
+    from leadtrail.server import convert
+
+    for name in ("python_to_value", "dict_to_struct", "value_to_python", "struct_to_dict"):
+        assert getattr(convert, name) is getattr(wire, name), name
+    for name in ("timestamp_to_ms", "ms_to_timestamp", "iso_ms", "plain_decimal"):
+        assert getattr(convert, name) is getattr(wire, name), name
+    for name in ("to_timestamp", "from_timestamp", "field_policy_to_proto", "retention_policy_to_proto"):
+        assert getattr(_convert, name) is getattr(wire, name), name
+    assert wire.outcome_name(1) == "SUCCESS" and wire.outcome_name(0) == "UNSPECIFIED"
+    assert wire.plain_decimal(Decimal("1E+2")) == "100"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -36,6 +37,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.stderr_lines: list[str] = []
+        self._stdout: queue.Queue[str | None] = queue.Queue()
+        self._stderr_grew = threading.Condition()
 
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(self.data)]
@@ -48,10 +51,17 @@ class ServerProcess:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._drain = threading.Thread(target=self._drain_stderr, args=(self.proc.stderr,), daemon=True)
         self._drain.start()
+        # stdout is read on a thread too: a server that hangs before its ready line fails the
+        # test at the deadline instead of blocking a readline() for ever.
+        self._reader = threading.Thread(target=self._read_stdout, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._stdout.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:  # stdout closed: the server exited
                 break
             match = READY.search(line)
             if match:
@@ -60,9 +70,30 @@ class ServerProcess:
         self.proc.kill()
         raise AssertionError(f"server did not become ready: {''.join(self.stderr_lines)}")
 
+    def _read_stdout(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self._stdout.put(line)
+        self._stdout.put(None)
+
     def _drain_stderr(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
-            self.stderr_lines.append(line)
+            with self._stderr_grew:
+                self.stderr_lines.append(line)
+                self._stderr_grew.notify_all()
+
+    def wait_for_stderr(self, text: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing ``text``, waiting for it until ``timeout``: stderr
+        is drained on a thread, so a line written before the ready line may still be on its way."""
+        deadline = time.monotonic() + timeout
+        with self._stderr_grew:
+            while True:
+                for line in self.stderr_lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no stderr line with {text!r}: {''.join(self.stderr_lines)}")
+                self._stderr_grew.wait(left)
 
     @property
     def pid(self) -> int:
@@ -87,6 +118,7 @@ class ServerProcess:
     def _close_pipes(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
         self._drain.join(10)
+        self._reader.join(10)
         self.proc.stdout.close()
         self.proc.stderr.close()
 

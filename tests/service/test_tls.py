@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -152,6 +153,36 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_trusted_ca(
         ):
             refused.stats()
     assert server.stop() == 0
+
+
+GRPC_CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.]+:\d+\]")
+"""A line of gRPC core's own logger, e.g. ``I1203 00:35:47.003119 30621 ssl_transport_security.cc:2563]``."""
+
+
+def test_refused_handshakes_leave_no_grpc_core_lines_in_the_server_log(
+    spawn: Spawn, tmp_path: Path, certs: Certificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the server's own default, not ours
+    server = spawn(
+        tmp_path / "data",
+        "--tls-cert",
+        str(certs.server.cert),
+        "--tls-key",
+        str(certs.server.key),
+        "--tls-client-ca",
+        str(certs.ca.cert),
+    )
+    with Client(server.address, timeout=3) as plaintext, pytest.raises(UnavailableError):
+        plaintext.stats()
+    without_certificate = tls_credentials(str(certs.ca.cert))
+    with (
+        Client(server.address, credentials=without_certificate, timeout=3) as refused,
+        pytest.raises(UnavailableError),
+    ):
+        refused.stats()
+    assert server.stop() == 0
+    raw = [line for line in server.stderr_lines if GRPC_CORE_LINE.match(line) or ".cc:" in line]
+    assert not raw, "".join(raw)
 
 
 def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
