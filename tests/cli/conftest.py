@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
 COMMAND = [sys.executable, "-m", "leadtrail.server.cli"]
+
+
+def _load_server_process() -> ModuleType:
+    """``tests/server_process.py``, loaded once by path and shared with tests/client."""
+    module = sys.modules.get("server_process")
+    if module is None:
+        path = Path(__file__).resolve().parents[1] / "server_process.py"
+        spec = importlib.util.spec_from_file_location("server_process", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["server_process"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+server_process = _load_server_process()
 
 
 @dataclass(frozen=True)
@@ -41,7 +62,26 @@ class CLI:
         )
         return Run(done.returncode, done.stdout, done.stderr)
 
+    def start(self, *args: str) -> Any:
+        """The command running in the background (a ``server_process.Child``), its output
+        read line by line with deadlines."""
+        return server_process.Child([*COMMAND, *args])
+
 
 @pytest.fixture(scope="session")
 def cli() -> CLI:
     return CLI()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a ``leadtrail serve`` of this test module, without keys or TLS."""
+    process = server_process.ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
+    yield process.address
+    assert process.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    return server_process.make_certificates(tmp_path_factory.mktemp("certificates"))

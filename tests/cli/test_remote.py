@@ -8,10 +8,6 @@ import io
 import json
 import re
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +16,6 @@ import pytest
 if TYPE_CHECKING:
     from conftest import CLI, Run
 
-SERVE = [sys.executable, "-m", "leadtrail.server.cli", "serve"]
-READY = re.compile(r"127\.0\.0\.1:(\d+)")
 
 LEAD = "lead_cli_0001"
 FLOW = "flow_cli"
@@ -62,24 +56,6 @@ OTHER = [
 
 def _jsonl(events: list[dict[str, object]]) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("server") / "data"
-    with subprocess.Popen(
-        [*SERVE, "--data", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        match = READY.search(ready)
-        assert match, f"no ready line: {ready!r}"
-        yield f"127.0.0.1:{match.group(1)}"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
 
 
 @pytest.fixture(scope="module")
@@ -221,35 +197,63 @@ def test_export_jsonl_to_stdout(cli: CLI, stored: str) -> None:
     assert types == ["recipient.delivered", "recipient.failed", "recipient.error"]
 
 
-def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(stored: str) -> None:
-    tail = [sys.executable, "-m", "leadtrail.server.cli", "tail", "--from-start", "--flow", FLOW]
-    with subprocess.Popen(
-        [*tail, "--server", stored], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        assert process.stdout is not None and process.stderr is not None
-        lines = [process.stdout.readline() for _ in range(5)]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
-        assert "Traceback" not in process.stderr.read()
+def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(cli: CLI, stored: str) -> None:
+    tail = cli.start("tail", "--from-start", "--flow", FLOW, "--server", stored)
+    try:
+        lines = [tail.stdout.next() for _ in range(5)]
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
+    assert "Traceback" not in tail.stderr.text
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
     assert "recipient.delivered" in lines[2] and LEAD in lines[2]
 
 
 def test_tail_follows_events_appended_while_it_runs(cli: CLI, stored: str) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "leadtrail.server.cli", "tail", "--lead", "lead_live", "--format", "jsonl",
-         "--server", stored],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:  # fmt: skip
-        assert process.stdout is not None
-        time.sleep(0.5)  # subscribed from the end: only what is appended from now on
+    tail = cli.start("tail", "--lead", "lead_live", "--format", "jsonl", "--server", stored)
+    try:
+        # Subscribed from the end: only what is appended once it has caught up is shown.
+        tail.stderr.wait_for("caught up")
         live = {"type": "feedback.received", "lead_id": "lead_live", "flow_id": FLOW, "outcome": "SUCCESS"}
         assert cli("append", "--server", stored, input=_jsonl([live])).status == 0
-        event = json.loads(process.stdout.readline())
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        event = json.loads(tail.stdout.next())
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
     assert (event["type"], event["lead_id"]) == ("feedback.received", "lead_live")
+
+
+PROMPT_EXIT_S = 2.0
+"""How long a tail may take to end after SIGTERM or SIGINT."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_tail_since_replays_what_was_recorded_from_then_says_it_caught_up_and_ends_on_a_signal(
+    cli: CLI, stored: str, sig: signal.Signals
+) -> None:
+    tail = cli.start("tail", "--since", "1h", "--flow", FLOW, "--server", stored)
+    try:
+        replayed = [tail.stdout.next() for _ in range(5)]
+        assert "caught up at position" in tail.stderr.next()
+        tail.signal(sig)
+        assert tail.wait(timeout=PROMPT_EXIT_S) == 0
+    finally:
+        tail.close()
+    assert [line.split()[0] for line in replayed] == ["1", "2", "3", "4", "5"]
+    assert "Traceback" not in tail.stderr.text
+
+
+def test_tail_since_a_later_time_replays_nothing(cli: CLI, stored: str) -> None:
+    tail = cli.start("tail", "--since", "2999-01-01T00:00:00Z", "--format", "jsonl", "--server", stored)
+    try:
+        tail.stderr.wait_for("caught up")
+        tail.signal(signal.SIGTERM)
+        assert tail.wait(timeout=PROMPT_EXIT_S) == 0
+    finally:
+        tail.close()
+    assert tail.stdout.text == ""
 
 
 def test_stats_of_the_server(cli: CLI, stored: str) -> None:

@@ -285,7 +285,29 @@ def _server_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SERVE
     p.add_argument("--tls-key", metavar="FILE", help="the client certificate's key (PEM)")
 
 
-def _filter_args(p: argparse.ArgumentParser) -> None:
+def _time(text: str) -> Any:
+    """A --since/--until/--now value; a bad one is reported with the command's own usage."""
+    from .cli_input import parse_time  # loads the SDK: only remote commands take times
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _outcome(text: str) -> Any:
+    from .cli_input import parse_outcome
+
+    try:
+        return parse_outcome(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_TIME_FORMS = "RFC 3339, UTC ms, or ago: 15m, 2h, 3d, today, yesterday"
+
+
+def _filter_args(p: argparse.ArgumentParser, *, since: bool = True) -> None:
     g = p.add_argument_group("filter (all given parts must match)")
     g.add_argument(
         "--type", action="append", metavar="TYPE", help="event type or prefix 'recipient.*'; repeatable"
@@ -296,11 +318,15 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--outcome",
         action="append",
+        type=_outcome,
         metavar="OUTCOME",
         help="SUCCESS, FAILURE, ERROR, SKIP or UNSPECIFIED; repeatable",
     )
-    g.add_argument("--since", metavar="TIME", help="from this time, inclusive (RFC 3339 or UTC ms)")
-    g.add_argument("--until", metavar="TIME", help="before this time, exclusive (RFC 3339 or UTC ms)")
+    if since:
+        g.add_argument(
+            "--since", type=_time, metavar="TIME", help=f"from this event time, inclusive ({_TIME_FORMS})"
+        )
+    g.add_argument("--until", type=_time, metavar="TIME", help=f"before this event time ({_TIME_FORMS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS)"
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, parser=p)
 
     p = sub.add_parser(
         "append",
@@ -342,19 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="events per request (default 500, max 1000)",
     )
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_append"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_append"), parser=p)
 
     p = sub.add_parser("get", help="one event as JSON")
     p.add_argument("id", metavar="ID", help="event id (evt_...)")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_get"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_get"), parser=p)
 
     p = sub.add_parser("timeline", help="one lead's journey, step by step")
     p.add_argument("lead_id", metavar="LEAD_ID")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--all-changes", action="store_true", help="list every changed field of every step")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_timeline"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_timeline"), parser=p)
 
     p = sub.add_parser("query", help="events matching a filter, by time")
     _filter_args(p)
@@ -365,18 +391,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-lead", action="store_true", help="include each event's lead snapshot")
     p.add_argument("--format", choices=("table", "json", "jsonl"), default="table")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_query"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_query"), parser=p)
 
-    p = sub.add_parser("tail", help="follow new events live until Ctrl-C")
-    _filter_args(p)
+    p = sub.add_parser(
+        "tail",
+        help="follow new events live until Ctrl-C",
+        description="Replay the matching events from the start point (by default: none, only new "
+        "events), say on stderr when caught up, then follow new events live until Ctrl-C or SIGTERM.",
+    )
+    _filter_args(p, since=False)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-start", action="store_true", help="replay every stored event first")
     start.add_argument(
         "--after", type=_not_negative, metavar="POS", help="replay events after this position first"
     )
+    start.add_argument(
+        "--since",
+        dest="recorded_since",
+        type=_time,
+        metavar="TIME",
+        help=f"replay events recorded from this time on first ({_TIME_FORMS})",
+    )
     p.add_argument("--format", choices=("line", "jsonl"), default="line")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_tail"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_tail"), parser=p)
 
     p = sub.add_parser("export", help="events matching a filter as JSON lines or CSV")
     p.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, '-' for stdout")
@@ -384,26 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", metavar="A,B,lead.email", help="columns (CSV); lead.<name> reads the snapshot")
     _filter_args(p)
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_export"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_export"), parser=p)
 
     p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
     _data_arg(p, default=None)
     _server_args(p)
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=cmd_stats, parser=p)
 
     p = sub.add_parser("verify", help="re-read and check every record (offline on --data, or --server)")
     _data_arg(p)
     _server_args(p, default=None)
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_verify, parser=p)
 
     p = sub.add_parser("reindex", help="offline: rebuild the indexes from the log")
     _data_arg(p)
-    p.set_defaults(func=cmd_reindex)
+    p.set_defaults(func=cmd_reindex, parser=p)
 
     p = sub.add_parser("compact", help="offline: apply retention policies now")
     _data_arg(p)
     p.add_argument("--now", type=int, default=None, help="UTC milliseconds to measure ages from")
-    p.set_defaults(func=cmd_compact)
+    p.set_defaults(func=cmd_compact, parser=p)
 
     p = sub.add_parser("retention", help="retention policies of a running server")
     retention = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
@@ -430,11 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="erase secret fingerprints from events older than N days",
     )
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"), parser=r)
     r = retention.add_parser("apply", help="remove expired events now")
-    r.add_argument("--now", metavar="TIME", help="measure ages from this time (RFC 3339 or UTC ms)")
+    r.add_argument("--now", type=_time, metavar="TIME", help=f"measure ages from this time ({_TIME_FORMS})")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"), parser=r)
 
     p = sub.add_parser(
         "erase",
@@ -445,19 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", default="default", help="offline only: the lead's account (default: default)")
     _data_arg(p, default=None)
     _server_args(p)
-    p.set_defaults(func=cmd_erase)
+    p.set_defaults(func=cmd_erase, parser=p)
 
     p = sub.add_parser("fields", help="the field policy (secret / pii / plain names) of a server's account")
     fields = p.add_subparsers(dest="fields_command", required=True, metavar="ACTION")
     r = fields.add_parser("show", help="the account's field policy")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_fields_show"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_show"), parser=r)
     r = fields.add_parser("set", help="replace the account's field policy")
     r.add_argument("--secret", action="append", default=[], metavar="NAME", help="class as secret (repeat)")
     r.add_argument("--pii", action="append", default=[], metavar="NAME", help="class as pii (repeat)")
     r.add_argument("--plain", action="append", default=[], metavar="NAME", help="not personal here (repeat)")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"), parser=r)
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)
@@ -465,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_position", type=_positive(), default=1, metavar="POS", help="first position"
     )
     p.add_argument("--limit", type=_not_negative, default=None, metavar="N", help="at most N events")
-    p.set_defaults(func=cmd_dump)
+    p.set_defaults(func=cmd_dump, parser=p)
 
     p = sub.add_parser("keys", help="offline: API keys of a data directory (create, list, revoke)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -484,15 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="calls a second, in bursts of as many (default 0: no limit)",
     )
-    k.set_defaults(func=cmd_keys_create)
+    k.set_defaults(func=cmd_keys_create, parser=k)
     k = keys.add_parser("list", help="the keys (never their secrets)")
     _data_arg(k)
     k.add_argument("--account", metavar="NAME", help="only this account's keys")
-    k.set_defaults(func=cmd_keys_list)
+    k.set_defaults(func=cmd_keys_list, parser=k)
     k = keys.add_parser("revoke", help="revoke a key by its id; calls with it fail from then on")
     _data_arg(k)
     k.add_argument("key_id", metavar="KEY_ID")
-    k.set_defaults(func=cmd_keys_revoke)
+    k.set_defaults(func=cmd_keys_revoke, parser=k)
 
     p = sub.add_parser("demo", help="append simulated lead flows to a running server")
     p.add_argument(
@@ -500,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1, help="the same seed gives the same leads and event ids")
     _server_args(p)
-    p.set_defaults(func=_remote("demo", "cmd_demo"))
+    p.set_defaults(func=_remote("demo", "cmd_demo"), parser=p)
     return parser
 
 
@@ -519,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as e:
-        parser.error(str(e))
+        # The command's own usage, not the list of every command.
+        command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
+        command_parser.error(str(e))
     except (CommandError, StorageError) as e:
         print(f"leadtrail: {e}", file=sys.stderr)
         return 1

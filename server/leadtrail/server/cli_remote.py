@@ -21,6 +21,7 @@ from typing import IO, Any
 import grpc
 
 from leadtrail.client import (
+    CaughtUp,
     Client,
     Event,
     InvalidArgumentError,
@@ -31,12 +32,13 @@ from leadtrail.client import (
 )
 
 from .cli_errors import CommandError, UsageError
-from .cli_input import parse_outcome, parse_time, read_events
+from .cli_input import read_events
 from .cli_output import (
     dumps,
     erasure_line,
     event_json,
     events_table,
+    iso_ms,
     tail_line,
     timeline_json,
     timeline_table,
@@ -79,21 +81,18 @@ def _first_line(error: BaseException | str) -> str:
 
 
 def filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments."""
-    try:
-        outcomes = tuple(parse_outcome(o) for o in args.outcome or ())
-        start = parse_time(args.since) if args.since else None
-        end = parse_time(args.until) if args.until else None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments
+    (times and outcomes were parsed by the command line's parser)."""
+    start = getattr(args, "since", None)
+    end = args.until
     if start is not None and end is not None and end <= start:
-        raise UsageError(f"--until {args.until} is not after --since {args.since}")
+        raise UsageError(f"--until {iso_ms(end)} is not after --since {iso_ms(start)}")
     return {
         "types": tuple(args.type or ()),
         "lead_id": args.lead or "",
         "flow_id": args.flow or "",
         "entity_id": args.entity or "",
-        "outcomes": outcomes,
+        "outcomes": tuple(args.outcome or ()),
         "start": start,
         "end": end,
     }
@@ -224,24 +223,29 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    if args.from_start and args.after is not None:
-        raise UsageError("--from-start and --after exclude each other")
     start: dict[str, Any]
     if args.from_start:
         start = {"from_start": True}
     elif args.after is not None:
         start = {"after_position": args.after}
+    elif args.recorded_since is not None:
+        start = {"from_recorded_at": args.recorded_since}
     else:
         start = {"from_end": True}
+    # SIGTERM ends a tail the way Ctrl-C does: at once, with status 0.
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     out = sys.stdout
     try:
         with connect(args) as client:
-            for event in _follow(client, start, filter_kwargs(args)):
+            for item in _follow(client, start, filter_kwargs(args)):
+                if isinstance(item, CaughtUp):
+                    # On stderr: stdout stays the events alone, for a pipe.
+                    print(f"caught up at position {item.position}; following new events", file=sys.stderr)
+                    continue
                 if args.format == "jsonl":
-                    out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
+                    out.write(dumps(event_json(item, include_lead=True)).decode() + "\n")
                 else:
-                    out.write(tail_line(event) + "\n")
+                    out.write(tail_line(item) + "\n")
                 out.flush()
     except (_Stop, KeyboardInterrupt):
         pass
@@ -250,8 +254,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> Iterator[Event]:
-    """The subscription's events, forever.
+def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> Iterator[Event | CaughtUp]:
+    """The subscription's events, forever, and once the mark that history is replayed.
 
     A server that cannot be reached at the start is an error the operator must
     see at once; one that goes away later (a restart) is waited for, and the
@@ -263,7 +267,7 @@ def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> I
         with first:
             for item in first:
                 connected = True  # the caught-up mark arrives even when nothing matches
-                if isinstance(item, Event):
+                if isinstance(item, Event | CaughtUp):
                     yield item
     except UnavailableError:
         if not connected:
@@ -354,12 +358,8 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
 
 
 def cmd_retention_apply(args: argparse.Namespace) -> int:
-    try:
-        now = parse_time(args.now) if args.now else None
-    except ValueError as e:
-        raise UsageError(f"--now {e}") from None
     with connect(args) as client:
-        report = client.apply_retention(now=now)
+        report = client.apply_retention(now=args.now)
     print(
         f"removed {report.events_removed} events: {report.segments_deleted} segments deleted, "
         f"{report.segments_rewritten} rewritten, {human_bytes(report.bytes_freed)} freed; "
