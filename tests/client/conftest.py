@@ -63,6 +63,25 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return server_process.make_certificates(tmp_path_factory.mktemp("certificates"))
 
 
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
+    """A server that speaks only TLS."""
+    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
+    server = server_process.ServerProcess(tmp_path_factory.mktemp("tls") / "data", *tls).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
+    """A server that admits only clients with a certificate signed by the test CA."""
+    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
+    mutual = ("--tls-client-ca", str(certificates.ca))
+    server = server_process.ServerProcess(tmp_path_factory.mktemp("mtls") / "data", *tls, *mutual).start()
+    yield server
+    server.stop()
+
+
 # -- the in-process fake ---------------------------------------------------------------------------
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

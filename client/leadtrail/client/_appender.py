@@ -437,7 +437,7 @@ class BackgroundAppender:
                 if size > 1 and code in _SPLIT_CODES:
                     sizes.extendleft((size - size // 2, size // 2))
                     continue
-                self._fail(chunk, handle_rpc_error(error))
+                self._fail(chunk, handle_rpc_error(error, secure=self._client.secure))
             else:
                 self._acknowledge(size)
             del batch.events[:size]

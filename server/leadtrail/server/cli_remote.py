@@ -27,6 +27,7 @@ from leadtrail.client import (
     InvalidArgumentError,
     LeadTrailError,
     NotFoundError,
+    TLSError,
     UnavailableError,
     tls_credentials,
 )
@@ -58,8 +59,21 @@ def connect(args: argparse.Namespace) -> Client:
     return Client(args.server, api_key=args.api_key or None, credentials=credentials)
 
 
+_TLS_ADVICE = {
+    "tls_required": "requires TLS: pass --tls-ca FILE, the CA that signed its certificate",
+    "client_certificate_required": "requires a client certificate (mutual TLS): pass --tls-cert FILE "
+    "and --tls-key FILE (with --tls-ca FILE)",
+    "tls_or_client_certificate_required": "requires TLS (--tls-ca FILE) or a client certificate "
+    "(--tls-cert FILE --tls-key FILE)",
+    "server_not_tls": "does not speak TLS: leave out --tls-ca, --tls-cert and --tls-key",
+    "certificate_untrusted": "has a certificate that the CA given with --tls-ca did not sign",
+}
+
+
 def problem(error: BaseException, server: str) -> str | None:
     """The one line to print for an error of the SDK or gRPC; ``None`` for anything else."""
+    if isinstance(error, TLSError) and error.problem in _TLS_ADVICE:
+        return f"server {server} {_TLS_ADVICE[error.problem]}"
     if isinstance(error, UnavailableError):
         return f"server {server} unavailable: {_first_line(error.details or str(error))}"
     if isinstance(error, LeadTrailError):
