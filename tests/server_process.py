@@ -159,6 +159,7 @@ class ServerProcess:
 
 def create_key(data: Path, account: str, role: str) -> str:
     """A new API key in ``data`` (made offline, before the server starts)."""
+    data.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [*LEADTRAIL, "keys", "create", "--data", str(data), "--account", account, "--role", role],
         capture_output=True,

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ import pytest
 
 if TYPE_CHECKING:
     from conftest import CLI, Run
+
+server_process = sys.modules["server_process"]  # loaded by conftest.py from tests/server_process.py
 
 
 LEAD = "lead_cli_0001"
@@ -334,3 +337,20 @@ def test_demo_appends_simulated_flows_and_shows_a_timeline(cli: CLI, server: str
     assert re.search(r"^\s+1\s+2024-\S+\s+0\s+source\.submitted", run.stdout, re.M)
     again = cli("demo", "--leads", "20", "--seed", "5", "--server", server)
     assert f"appended 0, duplicates {appended}" in again.stdout.splitlines()[0]
+
+
+def test_demo_with_a_writer_key_says_what_it_stored_and_why_it_shows_no_timeline(
+    cli: CLI, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    writer = server_process.create_key(data, "acme", "writer")
+    server = server_process.ServerProcess(data).start()
+    try:
+        run = cli("demo", "--leads", "5", "--server", server.address, "--api-key", writer)
+    finally:
+        assert server.stop() == 0
+    assert run.status == 0, run
+    assert re.match(r"demo: 5 leads, \d+ events to .*: appended \d+, duplicates 0", run.stdout)
+    assert "journeys" in run.stdout
+    assert "not shown: this API key's role may append but not read" in run.stdout
+    assert "PERMISSION_DENIED" not in run.stdout + run.stderr
