@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .codec import EventPrefix
-from .event import AUDIT_TYPE_PREFIX, Event, Outcome
+from .event import AUDIT_FLOW, AUDIT_TYPE_PREFIX, Event, Outcome, Progress
 from .fields import MIN_QUOTED, PII, SECRET, Classify, Quotes, personal_values, quotes_of, scrub
 from .format import DICTIONARY_CODECS, KIND_EVENT
 from .rewrite import replace_records, rewrite_segments, seal_active
@@ -36,7 +36,6 @@ ERASED = "[erased]"
 """What an erased value reads as."""
 PERSONAL = frozenset({PII, SECRET})
 AUDIT_ERASED = AUDIT_TYPE_PREFIX + "erased"
-AUDIT_FLOW = "audit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +129,12 @@ MAX_PASSES = 3
 
 
 def erase_lead(
-    log: EventLog, account_id: str, lead_id: str, requested_by: str, reason: str
+    log: EventLog,
+    account_id: str,
+    lead_id: str,
+    requested_by: str,
+    reason: str,
+    progress: Progress | None = None,
 ) -> ErasureReport | None:
     """Erase a lead's personal data from every event recorded so far; None when the
     account has no event of that lead."""
@@ -155,7 +159,7 @@ def erase_lead(
         forget_in_memory(log, found, (account_id, lead_id))
         retire_holders(log, found)
         seal_active(log, max(e.position for e in everything))
-        changes, segments = _erase_in_segments(log, everything, classify, quotes)
+        changes, segments = _erase_in_segments(log, everything, classify, quotes, progress)
         erased += changes
         rewritten += segments
         checked.update(e.position for e in _not_audit(everything))
@@ -191,7 +195,11 @@ def _not_audit(events: list[Event]) -> list[Event]:
 
 
 def _erase_in_segments(
-    log: EventLog, everything: list[Event], classify: Classify, quotes: Quotes | None
+    log: EventLog,
+    everything: list[Event],
+    classify: Classify,
+    quotes: Quotes | None,
+    progress: Progress | None,
 ) -> tuple[int, int]:
     by_segment: dict[int, list[Event]] = {}
     for event in everything:
@@ -199,7 +207,9 @@ def _erase_in_segments(
         if segment is not None:
             by_segment.setdefault(segment.base, []).append(event)
     erased = rewritten = 0
-    for base, events in sorted(by_segment.items()):
+    for done, (base, events) in enumerate(sorted(by_segment.items())):
+        if progress is not None:
+            progress(done, len(by_segment))
         changed = {}
         for event in events:
             if not event.type.startswith(AUDIT_TYPE_PREFIX):
@@ -213,4 +223,6 @@ def _erase_in_segments(
         replace_records(log, segment, sorted(events, key=lambda e: e.position), changed)
         erased += len(changed)
         rewritten += 1
+    if progress is not None:
+        progress(len(by_segment), len(by_segment))
     return erased, rewritten

@@ -14,7 +14,14 @@ class StorageError(Exception):
     """Root of every error raised by ``leadtrail.storage``."""
 
 
-class ValidationError(StorageError):
+class InvalidArgumentError(StorageError):
+    """A bad argument to an engine call (a limit out of range, a malformed policy or token).
+
+    The caller can fix it; every other error is the store's own state or the disk's.
+    """
+
+
+class ValidationError(InvalidArgumentError):
     """An event breaks a rule of the contract; the whole batch was rejected.
 
     ``index`` is the position of the offending event in the request, ``field``
@@ -64,9 +71,18 @@ class ClosedError(StorageError):
     """The store was closed."""
 
 
-class InvalidCursorError(StorageError):
+class InvalidCursorError(InvalidArgumentError):
     """A page token could not be decoded or belongs to another query."""
 
 
 class DataDirectoryError(StorageError):
     """The data directory cannot be used (locked by another process, wrong layout)."""
+
+
+class MetadataFileError(DataDirectoryError):
+    """A metadata file of the data directory (retention.json, fields.json, retired.json,
+    ...) cannot be read or does not hold what it should; the message names the file."""
+
+
+class LegalHoldError(StorageError):
+    """The account is under a legal hold: nothing of it may be erased until it is lifted."""

@@ -7,12 +7,15 @@ and ``details`` are JSON-compatible mappings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 DEFAULT_ACCOUNT = "default"
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)`` of a long maintenance call (segments, or events), for a progress bar."""
 
 
 class Outcome(IntEnum):
@@ -85,10 +88,16 @@ class AppendResult:
     position: int
     recorded_at_ms: int
     duplicate: bool
+    conflict: bool = False
+    """A duplicate whose stored event differs from the one sent (type, lead, flow or
+    timestamp): the first one is kept, and the sender should hear of it."""
 
 
 AUDIT_TYPE_PREFIX = "audit."
 """Events of these types are the record of who read what: retention never removes them."""
+
+AUDIT_FLOW = "audit"
+"""The flow of the events the store records about itself (an erasure, a read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +216,5 @@ class Stats:
     dictionaries: int
     fsync_policy: str
     writable: bool
+    account_events: dict[str, int] = field(default_factory=dict)
+    """Stored events per account."""

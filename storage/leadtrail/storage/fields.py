@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import StorageError
+from .errors import InvalidArgumentError, MetadataFileError
 from .fs import Files
 
 SECRET = "secret"
@@ -122,16 +122,16 @@ def check_policy(policy: FieldPolicy) -> None:
     for name in ("secret", "pii", "plain"):
         patterns = getattr(policy, name)
         if len(patterns) > MAX_PATTERNS:
-            raise StorageError(f"{name}: {len(patterns)} patterns, over the limit of {MAX_PATTERNS}")
+            raise InvalidArgumentError(f"{name}: {len(patterns)} patterns, over the limit of {MAX_PATTERNS}")
         for i, pattern in enumerate(patterns):
             if not isinstance(pattern, str) or not pattern:
-                raise StorageError(f"{name}[{i}]: empty pattern")
+                raise InvalidArgumentError(f"{name}[{i}]: empty pattern")
             if len(pattern) > MAX_PATTERN_LENGTH:
-                raise StorageError(
+                raise InvalidArgumentError(
                     f"{name}[{i}]: {len(pattern)} characters, over the limit of {MAX_PATTERN_LENGTH}"
                 )
             if not _PATTERN.match(pattern):
-                raise StorageError(
+                raise InvalidArgumentError(
                     f"{name}[{i}] {pattern!r}: only letters, digits, '_', '-', '.', '*', '?' and [] "
                     "are allowed"
                 )
@@ -160,8 +160,8 @@ class FieldPolicies:
                 self._policies[policy.account_id] = policy
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError, StorageError) as e:
-            raise StorageError(f"{self._path} cannot be read: {e}") from e
+        except (OSError, ValueError, KeyError, TypeError, InvalidArgumentError) as e:
+            raise MetadataFileError(f"{self._path} cannot be read: {e}") from e
 
     def get(self, account_id: str) -> FieldPolicy:
         return self._policies.get(account_id) or FieldPolicy(account_id)

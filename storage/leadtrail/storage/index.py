@@ -9,9 +9,9 @@ Databases (``dupfixed`` ones keep 12-byte (timestamp, position) values packed
 side by side under one key, about 12 bytes an event):
 - ``ids``       account + 16-byte ULID -> position (6 bytes)
 - ``positions`` segment base -> dups (position, offset): where a record lives
-- ``lead``      account + 8-byte hash of lead_id -> dups position (6 bytes); a lead's
-                few events are ordered by (timestamp, position) when read, which keeps
-                this, the one index with keys in random order, small
+- ``lead``      account + 8-byte hash of lead_id -> dups (timestamp, position): a page of
+                a long journey is read from any (timestamp, position) on, without
+                decoding the events before it
 - ``type``, ``flow``, ``entity``  account + name number -> dups (timestamp, position)
 - ``time``      account -> dups (timestamp, position)
 - ``segacct``   segment base + account -> (min, max recorded_at): retention planning
@@ -34,7 +34,7 @@ from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
 
-INDEX_VERSION = b"5"
+INDEX_VERSION = b"6"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -326,7 +326,7 @@ class Index:
                 if base_key is None:
                     base_key = base_keys[base] = pack_u64(base)
                 positions.append((base_key, pack_posoff(position - base, item.offset)))
-                leads.append((acct + lead_hash(e.lead_id), pack_u48(position)))
+                leads.append((acct + lead_hash(e.lead_id), value))
                 types.append((acct + number(KIND_TYPE, e.type), value))
                 times.append((acct, value))
                 flows.append((acct + number(KIND_FLOW, e.flow_id), value))
@@ -382,6 +382,18 @@ class Index:
             for created, value in packed.items():
                 self._names.setdefault(created, int(_U32.unpack(value)[0]))
 
+    def account_events(self, txn: lmdb.Transaction) -> dict[str, int]:
+        """Stored events per account: the ``time`` index holds one value per event under
+        its account, and LMDB keeps the count of a key's values (no walk)."""
+        out: dict[str, int] = {}
+        cursor = txn.cursor(db=self.dbs["time"])
+        found = cursor.first()
+        while found:
+            number = int(_U32.unpack(cursor.key())[0])
+            out[self.name(txn, KIND_ACCOUNT, number)] = int(cursor.count())
+            found = cursor.next_nodup()
+        return out
+
     def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
         """Forget a segment's events (before it is deleted or rewritten)."""
         removed = raw = 0
@@ -396,7 +408,7 @@ class Index:
                 value = tspos(e.timestamp_ms or 0, e.position)
                 if txn.delete(acct + id_bytes(e.id), db=self.dbs["ids"]):
                     removed += 1
-                txn.delete(acct + lead_hash(e.lead_id), pack_u48(e.position), db=self.dbs["lead"])
+                txn.delete(acct + lead_hash(e.lead_id), value, db=self.dbs["lead"])
                 txn.delete(acct, value, db=self.dbs["time"])
                 for db, kind, name in (
                     ("type", KIND_TYPE, e.type),

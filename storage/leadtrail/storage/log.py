@@ -40,6 +40,8 @@ from .errors import (
     ClosedError,
     CorruptionError,
     DataDirectoryError,
+    LegalHoldError,
+    MetadataFileError,
     NotWritableError,
     StorageError,
 )
@@ -49,6 +51,7 @@ from .event import (
     Event,
     EventFilter,
     Page,
+    Progress,
     RetentionPolicy,
     RetentionReport,
     Stats,
@@ -297,7 +300,7 @@ class EventLog(SegmentHost):
         except FileNotFoundError:
             return []
         except (ValueError, TypeError) as e:
-            raise DataDirectoryError(f"{RETIRED_FILE} is unreadable: {e}") from e
+            raise MetadataFileError(f"{RETIRED_FILE} is unreadable: {e}") from e
 
     def retire(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Record, durably and before they go, positions about to be removed on purpose.
@@ -551,7 +554,7 @@ class EventLog(SegmentHost):
         except FileNotFoundError:
             return 0
         except (ValueError, KeyError, TypeError) as e:
-            raise DataDirectoryError(f"{RECORDED_AT_FLOOR_FILE} is unreadable: {e}") from e
+            raise MetadataFileError(f"{RECORDED_AT_FLOOR_FILE} is unreadable: {e}") from e
 
     def save_recorded_at_floor(self, recorded_at_ms: int) -> None:
         # Retention may remove the newest events, and with them the only record
@@ -559,9 +562,12 @@ class EventLog(SegmentHost):
         data = json.dumps({"recorded_at_ms": recorded_at_ms}).encode()
         self._files.write_file_atomically(os.path.join(self.path, RECORDED_AT_FLOOR_FILE), data)
 
-    def _index_tail(self, after: int) -> None:
+    def _index_tail(self, after: int, progress: Progress | None = None) -> None:
         index = self._require_index()
-        for segment in list(self._segments):
+        segments = list(self._segments)
+        for done, segment in enumerate(segments):
+            if progress is not None:
+                progress(done, len(segments))
             if segment.last_position <= after:
                 continue
             batch: list[Located] = []
@@ -575,6 +581,8 @@ class EventLog(SegmentHost):
             if batch:
                 index.add(batch, batch[-1].event.position)
         index.sync()
+        if progress is not None:
+            progress(len(segments), len(segments))
 
     def _segment_events(
         self,
@@ -803,14 +811,31 @@ class EventLog(SegmentHost):
             self._generation += 1
 
     def recorded_at_of(self, position: int) -> int:
+        return self.stored_event(position).recorded_at_ms
+
+    def stored_event(self, position: int) -> Event:
         with self.read_txn() as txn:
             event = self.event_at(txn, position, include_lead=False)
         if event is None:
             raise StorageError(f"position {position} is not in the index")
-        return event.recorded_at_ms
+        return event
 
     def timeline(self, lead_id: str, account_id: str = DEFAULT_ACCOUNT) -> list[Event]:
         return query.timeline(self, lead_id, account_id)
+
+    def lead_events(
+        self,
+        lead_id: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        *,
+        start: tuple[int, int] | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+        include_lead: bool = True,
+    ) -> list[Event]:
+        """At most ``limit`` events of a lead in (timestamp, position) order (reversed when
+        ``descending``), beginning at the key ``start`` = (timestamp_ms, position), inclusive."""
+        return query.lead_events(self, lead_id, account_id, start, limit, descending, include_lead)
 
     def scan(
         self,
@@ -882,6 +907,8 @@ class EventLog(SegmentHost):
         dictionary_bytes = self.dictionaries.disk_bytes()
         disk = _tree_size(self.path)
         raw = index.raw_bytes
+        with index.env.begin() as txn:
+            accounts = index.account_events(txn)
         return Stats(
             event_count=count,
             last_position=self._visible,
@@ -896,16 +923,23 @@ class EventLog(SegmentHost):
             dictionaries=len(self.dictionaries.ids()),
             fsync_policy=str(self.options.fsync),
             writable=self.writable,
+            account_events=accounts,
         )
 
-    def verify(self) -> VerifyReport:
-        """Re-read every record of every segment; name each damaged range."""
+    def verify(self, *, progress: Progress | None = None) -> VerifyReport:
+        """Re-read every record of every segment; name each damaged range.
+
+        ``progress(done, total)`` is called with segments checked."""
         problems: list[str] = []
         checked = 0
         previous_last = 0
         segments = list(self._segments)
         index = self._require_index()
+        if progress is not None:
+            progress(0, len(segments))
         for i, segment in enumerate(segments):
+            if progress is not None and i:
+                progress(i, len(segments))
             is_last = i == len(segments) - 1
             data = os.pread(segment.fd, segment.size, 0) if is_last else segment.read_all()
             scan = scan_bytes(data, segment.base, previous_last)
@@ -924,20 +958,24 @@ class EventLog(SegmentHost):
                         previous_last = max(previous_last, e.position)
             except CorruptionError as e:
                 problems.extend(e.problems)
+        if progress is not None and segments:
+            progress(len(segments), len(segments))
         return VerifyReport(records_checked=checked, problems=problems, quarantined=self.quarantined())
 
-    def reindex(self) -> int:
-        """Rebuild every index from the log; returns the number of events indexed."""
+    def reindex(self, *, progress: Progress | None = None) -> int:
+        """Rebuild every index from the log; returns the number of events indexed.
+
+        ``progress(done, total)`` is called with segments indexed."""
         self._require_index()
         with self._maintenance:
             if self._writer is not None:
-                return int(self._writer.call(self._reindex_now).result())
-            return self._reindex_now()
+                return int(self._writer.call(lambda: self._reindex_now(progress)).result())
+            return self._reindex_now(progress)
 
-    def _reindex_now(self) -> int:
+    def _reindex_now(self, progress: Progress | None = None) -> int:
         index = self._require_index()
         index.reset(self.store_id)
-        self._index_tail(0)
+        self._index_tail(0, progress)
         self.forget_snapshots()
         return index.event_count
 
@@ -959,21 +997,39 @@ class EventLog(SegmentHost):
         *,
         requested_by: str = "",
         reason: str = "",
+        progress: Progress | None = None,
     ) -> ErasureReport | None:
         """Erase the personal data of a lead's events recorded so far (see erasure.py) and
-        record an ``audit.erased`` event; None when the account has no such lead."""
+        record an ``audit.erased`` event; None when the account has no such lead.
+
+        Refused with ``LegalHoldError`` while the account is under a legal hold.
+        ``progress(done, total)`` is called with segments rewritten."""
         self._require_writer()
         with self._maintenance:
-            return erasure.erase_lead(self, account_id, lead_id, requested_by, reason)
+            held = self._policies.get(account_id)
+            if held is not None and held.legal_hold:
+                raise LegalHoldError(
+                    f"account {account_id!r} is under a legal hold: nothing of it may be erased "
+                    "until it is lifted"
+                )
+            return erasure.erase_lead(self, account_id, lead_id, requested_by, reason, progress)
 
-    def apply_retention(self, now_ms: int | None = None, account_id: str | None = None) -> RetentionReport:
-        """Remove what the policies expire at ``now_ms``; only ``account_id``'s events when given."""
+    def apply_retention(
+        self,
+        now_ms: int | None = None,
+        account_id: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> RetentionReport:
+        """Remove what the policies expire at ``now_ms``; only ``account_id``'s events when given.
+
+        ``progress(done, total)`` is called with segments swept."""
         with self._maintenance:
             now = self.options.clock_ms() if now_ms is None else now_ms
             policies = self._policies
             if account_id is not None:
                 policies = {a: p for a, p in policies.items() if a == account_id}
-            return retention.apply(self, policies, now)
+            return retention.apply(self, policies, now, progress)
 
     @property
     def index(self) -> Index:

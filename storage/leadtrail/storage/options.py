@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import StorageError
+from .errors import InvalidArgumentError
 from .fs import OS_FILES, Files
 
 MiB = 1024 * 1024
@@ -39,7 +39,7 @@ class FsyncPolicy:
             return cls(0)
         match = re.fullmatch(r"interval:(\d{1,6})", text)
         if not match or int(match.group(1)) == 0:
-            raise StorageError(
+            raise InvalidArgumentError(
                 f"fsync policy {text!r}: expected 'always' or 'interval:MS' with MS in 1..999999"
             )
         return cls(int(match.group(1)))
@@ -72,6 +72,8 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.segment_bytes < 4096:
-            raise StorageError(f"segment_bytes {self.segment_bytes}: must be at least 4096")
+            raise InvalidArgumentError(f"segment_bytes {self.segment_bytes}: must be at least 4096")
         if not 1 <= self.max_events_per_append <= 100_000:
-            raise StorageError(f"max_events_per_append {self.max_events_per_append}: must be in 1..100000")
+            raise InvalidArgumentError(
+                f"max_events_per_append {self.max_events_per_append}: must be in 1..100000"
+            )

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import lmdb
 from crc32c import crc32c
 
-from .errors import InvalidCursorError, StorageError
+from .errors import InvalidArgumentError, InvalidCursorError
 from .event import Event, EventFilter, Page
-from .index import KIND_ENTITY, KIND_FLOW, tspos, unpack_u48, untspos
+from .index import KIND_ENTITY, KIND_FLOW, tspos, untspos
 
 if TYPE_CHECKING:
     from .log import EventLog
@@ -32,27 +32,62 @@ MAX_PAGE = 100_000
 _U64_MAX = 2**64 - 1
 
 
+MAX_LEAD_PAGE = 100_000
+
+
 def timeline(log: EventLog, lead_id: str, account_id: str) -> list[Event]:
+    """Every event of one lead in (timestamp, position) order."""
     with log.index.env.begin() as txn:
-        return _lead_events(log, txn, lead_id, account_id, include_lead=True)
+        return list(_lead_events(log, txn, lead_id, account_id, None, False, True))
+
+
+def lead_events(
+    log: EventLog,
+    lead_id: str,
+    account_id: str,
+    start: tuple[int, int] | None,
+    limit: int,
+    descending: bool,
+    include_lead: bool,
+) -> list[Event]:
+    """At most ``limit`` events of one lead from the key ``start`` = (timestamp, position)
+    on, inclusive, in (timestamp, position) order or its reverse: a page of a long journey
+    costs its own events only."""
+    if not 1 <= limit <= MAX_LEAD_PAGE:
+        raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_LEAD_PAGE}")
+    if start is not None and (
+        len(start) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in start)
+    ):
+        raise InvalidArgumentError(f"start {start!r}: must be (timestamp_ms, position)")
+    low = None if start is None else tspos(*start)
+    events = []
+    with log.index.env.begin() as txn:
+        for event in _lead_events(log, txn, lead_id, account_id, low, descending, include_lead):
+            events.append(event)
+            if len(events) >= limit:
+                break
+    return events
 
 
 def _lead_events(
-    log: EventLog, txn: lmdb.Transaction, lead_id: str, account_id: str, include_lead: bool
-) -> list[Event]:
-    """Every event of one lead in (timestamp, position) order."""
+    log: EventLog,
+    txn: lmdb.Transaction,
+    lead_id: str,
+    account_id: str,
+    start: bytes | None,
+    descending: bool,
+    include_lead: bool,
+) -> Iterator[Event]:
+    """The events of one lead from ``start`` on, in (timestamp, position) order (or reversed)."""
     index = log.index
     key = index.dup_key(txn, "lead", account_id, None, lead_id)
     if key is None:
-        return []
-    events = []
-    for value in index.iter_dups(txn, "lead", key, None, False):
-        event = log.event_at(txn, unpack_u48(value), include_lead=include_lead)
+        return
+    for value in index.iter_dups(txn, "lead", key, start, descending):
+        event = log.event_at(txn, untspos(value)[1], include_lead=include_lead)
         # The lead key is a hash: a colliding lead shares it, so compare.
         if event is not None and event.lead_id == lead_id and event.account_id == account_id:
-            events.append(event)
-    events.sort(key=lambda e: (e.timestamp_ms or 0, e.position))
-    return events
+            yield event
 
 
 def _filter_hash(f: EventFilter) -> int:
@@ -128,7 +163,7 @@ def scan(
     include_lead: bool,
 ) -> Page:
     if not 1 <= limit <= MAX_PAGE:
-        raise StorageError(f"limit {limit}: must be in 1..{MAX_PAGE}")
+        raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_PAGE}")
     if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
         return Page([], None)
     index = log.index
@@ -158,16 +193,8 @@ def scan(
             return Page([], None)
         db, keys = plan
         merged: Iterator[bytes]
-        if db == "lead":
-            # The lead index holds positions only: order the lead's few events here.
-            lead = _lead_events(log, txn, f.lead_id, f.account_id, include_lead=False)
-            values = [tspos(e.timestamp_ms or 0, e.position) for e in lead]
-            if descending:
-                values.reverse()
-            merged = iter([v for v in values if start is None or (v <= start if descending else v >= start)])
-        else:
-            streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
-            merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
+        streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
         events: list[Event] = []
         for value in merged:
             ts, position = untspos(value)

@@ -17,8 +17,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from .erasure import erase_event, finish_retirements, forget_in_memory, needles, retire_holders
-from .errors import StorageError
-from .event import AUDIT_TYPE_PREFIX, Event, RetentionPolicy, RetentionReport
+from .errors import InvalidArgumentError, MetadataFileError
+from .event import AUDIT_TYPE_PREFIX, Event, Progress, RetentionPolicy, RetentionReport
 from .fields import PII, SECRET, personal_values, quotes_of
 from .fs import Files
 from .rewrite import rewrite_segments, rewrite_whole, rewriting, seal_active
@@ -38,26 +38,40 @@ def load_policies(path: str) -> dict[str, RetentionPolicy]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise StorageError(f"{POLICY_FILE} in {path} cannot be read: {e}") from e
-    return {
-        item["account_id"]: RetentionPolicy(
-            item["account_id"],
-            int(item.get("max_age_days", 0)),
-            bool(item.get("legal_hold", False)),
-            int(item.get("pii_max_age_days", 0)),
-            int(item.get("secret_max_age_days", 0)),
-        )
-        for item in items
-    }
+        raise MetadataFileError(f"{POLICY_FILE} in {path} cannot be read: {e}") from e
+    try:
+        policies = {
+            item["account_id"]: RetentionPolicy(
+                item["account_id"],
+                int(item.get("max_age_days", 0)),
+                bool(item.get("legal_hold", False)),
+                int(item.get("pii_max_age_days", 0)),
+                int(item.get("secret_max_age_days", 0)),
+            )
+            for item in items
+        }
+        for policy in policies.values():
+            check_policy(policy)
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidArgumentError) as e:
+        raise MetadataFileError(f"{POLICY_FILE} in {path} does not hold retention policies: {e!r}") from e
+    return policies
+
+
+MAX_DAYS = 36_500
+
+
+def check_policy(policy: RetentionPolicy) -> None:
+    """The one check of a policy's day limits."""
+    for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
+        days = getattr(policy, name)
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_DAYS:
+            raise InvalidArgumentError(f"{name} {days!r}: must be in 0..{MAX_DAYS} (0 keeps forever)")
 
 
 def save_policy(
     path: str, files: Files, policies: dict[str, RetentionPolicy], policy: RetentionPolicy
 ) -> dict[str, RetentionPolicy]:
-    for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
-        days = getattr(policy, name)
-        if not isinstance(days, int) or not 0 <= days <= 36_500:
-            raise StorageError(f"{name} {days!r}: must be in 0..36500 (0 keeps forever)")
+    check_policy(policy)
     updated = dict(policies)
     updated[policy.account_id] = policy
     items = [asdict(p) for p in sorted(updated.values(), key=lambda p: p.account_id)]
@@ -73,9 +87,14 @@ def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int
     }
 
 
-def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
-    removed = expire(log, policies, now_ms)
-    scrubbed, rewritten = scrub_by_age(log, policies, now_ms)
+def apply(
+    log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> RetentionReport:
+    """Expire, then erase by age; ``progress`` sees the two sweeps as halves of one."""
+    removed = expire(log, policies, now_ms, _half(progress, 0))
+    scrubbed, rewritten = scrub_by_age(log, policies, now_ms, _half(progress, 1))
+    if progress is not None:
+        progress(1, 1)
     return RetentionReport(
         removed.events_removed,
         removed.segments_deleted,
@@ -85,7 +104,19 @@ def apply(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> R
     )
 
 
-def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> tuple[int, int]:
+def _half(progress: Progress | None, which: int) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(which * total + done, 2 * total)
+
+    return report
+
+
+def scrub_by_age(
+    log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> tuple[int, int]:
     """Erase the values of field classes past their age (``pii_max_age_days``,
     ``secret_max_age_days``); returns (events scrubbed, segments rewritten)."""
     tiers: dict[str, dict[str, int]] = {}
@@ -125,7 +156,10 @@ def scrub_by_age(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: in
         seal_active(log, log.last_position)
     scrubbed = rewritten = 0
     aged: set[str] = set()
-    for segment in log.segments[:-1]:
+    sweep = log.segments[:-1]
+    for done, segment in enumerate(sweep):
+        if progress is not None:
+            progress(done, len(sweep))
         todo = pending(segment)
         if not todo:
             continue
@@ -174,7 +208,9 @@ def _policy_mark(log: EventLog, account: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> RetentionReport:
+def expire(
+    log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
+) -> RetentionReport:
     """Remove the events older than their account's ``max_age_days``."""
     cutoffs = _cutoffs(policies, now_ms)
     removed = deleted = rewritten = freed = 0
@@ -199,7 +235,9 @@ def expire(log: EventLog, policies: dict[str, RetentionPolicy], now_ms: int) -> 
     floor = writer.last_recorded_at if writer is not None else log.recorded_at_floor()
     if floor > log.recorded_at_floor():
         log.save_recorded_at_floor(floor)
-    for segment in segments[:-1]:
+    for done, segment in enumerate(segments[:-1]):
+        if progress is not None:
+            progress(done, len(segments) - 1)
         _, some = expiry(segment)
         if not some:
             continue

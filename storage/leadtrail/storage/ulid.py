@@ -74,4 +74,4 @@ def id_bytes(event_id: str) -> bytes:
 
 
 def is_valid_id(event_id: str) -> bool:
-    return ID_PATTERN.match(event_id) is not None
+    return ID_PATTERN.fullmatch(event_id) is not None

@@ -30,6 +30,9 @@ MAX_DEPTH = 32
 U32_MAX = 2**32 - 1
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 JSON_INT_MAX = 2**63 - 1
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+"""Not in an id: they break CSV exports and terminal output of everything that shows one."""
+NO_CONTROL_CHARACTERS = "must not contain control characters"
 
 
 def validate_batch(events: Sequence[Event], options: Options) -> list[bytes]:
@@ -63,18 +66,21 @@ _KNOWN_MAX = 10_000
 def _known(cache: set[str], pattern: re.Pattern[str], value: object, high: int) -> bool:
     if value in cache:
         return True
-    if type(value) is not str or not 0 < len(value) <= high or not pattern.match(value):
+    if type(value) is not str or not 0 < len(value) <= high or not pattern.fullmatch(value):
         return False
     if len(cache) < _KNOWN_MAX:
         cache.add(value)
     return True
 
 
+_CONTROL_SEARCH = CONTROL_CHARACTERS.search
+
+
 def _plain_fields_valid(event: Event) -> bool:
     """Every field but ``details`` and ``lead`` obeys the contract (the hot path: no messages)."""
     ts, price = event.timestamp_ms, event.price
     return (
-        (not event.id or (type(event.id) is str and ID_PATTERN.match(event.id) is not None))
+        (not event.id or (type(event.id) is str and ID_PATTERN.fullmatch(event.id) is not None))
         and _known(_KNOWN_TYPES, TYPE_PATTERN, event.type, TYPE_MAX)
         and type(event.lead_id) is str
         and 0 < len(event.lead_id) <= ID_FIELD_MAX
@@ -82,6 +88,9 @@ def _plain_fields_valid(event: Event) -> bool:
         and 0 < len(event.flow_id) <= ID_FIELD_MAX
         and type(event.entity_id) is str
         and len(event.entity_id) <= ID_FIELD_MAX
+        and _CONTROL_SEARCH(event.lead_id) is None
+        and _CONTROL_SEARCH(event.flow_id) is None
+        and (not event.entity_id or _CONTROL_SEARCH(event.entity_id) is None)
         and type(event.integration) is str
         and len(event.integration) <= ID_FIELD_MAX
         and type(event.reason) is str
@@ -95,7 +104,7 @@ def _plain_fields_valid(event: Event) -> bool:
         and 0 <= event.response_code <= U32_MAX
         and (
             price == ""
-            or (type(price) is str and len(price) <= PRICE_MAX and PRICE_PATTERN.match(price) is not None)
+            or (type(price) is str and len(price) <= PRICE_MAX and PRICE_PATTERN.fullmatch(price) is not None)
         )
     )
 
@@ -106,17 +115,24 @@ def _explain_plain_fields(index: int, event: Event) -> None:
     def fail(field: str, rule: str) -> ValidationError:
         return ValidationError(index, field, rule)
 
-    if event.id and (not isinstance(event.id, str) or not ID_PATTERN.match(event.id)):
+    if event.id and isinstance(event.id, str) and CONTROL_CHARACTERS.search(event.id):
+        raise fail("id", NO_CONTROL_CHARACTERS)
+    if event.id and (not isinstance(event.id, str) or not ID_PATTERN.fullmatch(event.id)):
         raise fail("id", f"{event.id!r} is not 'evt_' followed by a 26-character ULID")
     _text(fail, "type", event.type, 1, TYPE_MAX)
-    if not TYPE_PATTERN.match(event.type):
+    if not TYPE_PATTERN.fullmatch(event.type):
         raise fail("type", f"{event.type!r} must match <category>.<action> ({TYPE_PATTERN.pattern})")
-    _text(fail, "lead_id", event.lead_id, 1, ID_FIELD_MAX)
-    _text(fail, "flow_id", event.flow_id, 1, ID_FIELD_MAX)
-    _text(fail, "entity_id", event.entity_id, 0, ID_FIELD_MAX)
+    for id_field, text, low in (
+        ("lead_id", event.lead_id, 1),
+        ("flow_id", event.flow_id, 1),
+        ("entity_id", event.entity_id, 0),
+    ):
+        _text(fail, id_field, text, low, ID_FIELD_MAX)
+        if CONTROL_CHARACTERS.search(text):
+            raise fail(id_field, NO_CONTROL_CHARACTERS)
     _text(fail, "integration", event.integration, 0, ID_FIELD_MAX)
     _text(fail, "reason", event.reason, 0, REASON_MAX)
-    if not isinstance(event.account_id, str) or not ACCOUNT_PATTERN.match(event.account_id):
+    if not isinstance(event.account_id, str) or not ACCOUNT_PATTERN.fullmatch(event.account_id):
         raise fail("account_id", f"{event.account_id!r} must be 1..64 characters of [A-Za-z0-9_.-]")
     ts = event.timestamp_ms
     if ts is not None and (not _is_int(ts) or not 0 <= ts <= MAX_TIMESTAMP_MS):
@@ -131,7 +147,10 @@ def _explain_plain_fields(index: int, event: Event) -> None:
         if not _is_int(value) or not 0 <= value <= U32_MAX:
             raise fail(name, f"{value!r} must be an integer in 0..{U32_MAX}")
     price = event.price
-    if not isinstance(price, str) or (price and (len(price) > PRICE_MAX or not PRICE_PATTERN.match(price))):
+    bad_price = (
+        isinstance(price, str) and price and (len(price) > PRICE_MAX or not PRICE_PATTERN.fullmatch(price))
+    )
+    if not isinstance(price, str) or bad_price:
         raise fail(
             "price",
             f"{price!r} must be a plain decimal string like '25.00' or '-3.5' "

@@ -86,7 +86,8 @@ class SegmentHost:
     def segment_grew(self, base: int, size: int) -> None:
         raise NotImplementedError
 
-    def recorded_at_of(self, position: int) -> int:
+    def stored_event(self, position: int) -> Event:
+        """The event at ``position`` without its snapshot (for a duplicate's answer)."""
         raise NotImplementedError
 
 
@@ -275,7 +276,8 @@ class GroupCommit:
         buffered = 0
         located: list[Located] = []
         stored: list[Event] = []
-        pending: dict[tuple[str, str], AppendResult] = {}
+        # (account, id) -> its result and the event it stands for, as stored.
+        pending: dict[tuple[str, str], tuple[AppendResult, Event]] = {}
         all_results: list[list[AppendResult]] = []
         position = self.next_position
         index = self._index
@@ -295,21 +297,29 @@ class GroupCommit:
                 leads_json = request.leads_json
                 for i, event in enumerate(request.events):
                     key = (event.account_id, event.id)
-                    dup = pending.get(key)
+                    first = pending.get(key)
                     id_key = None
-                    if dup is None:
+                    if first is None:
                         id_key = index.id_key(txn, event.account_id, event.id)
                         original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
-                            dup = AppendResult(event.id, original, self._host.recorded_at_of(original), True)
-                    if dup is not None:
-                        dup = AppendResult(dup.id, dup.position, dup.recorded_at_ms, True)
-                        pending[key] = dup
+                            kept = self._host.stored_event(original)
+                            first = AppendResult(event.id, original, kept.recorded_at_ms, True), kept
+                            pending[key] = first
+                    if first is not None:
+                        kept_result, kept = first
+                        dup = AppendResult(
+                            kept_result.id,
+                            kept_result.position,
+                            kept_result.recorded_at_ms,
+                            True,
+                            conflicts(kept, event),
+                        )
                         results.append(dup)
                         continue
                     stored_event = _stored(event, position, now)
                     result = AppendResult(event.id, position, now, False)
-                    pending[key] = result
+                    pending[key] = result, stored_event
                     results.append(result)
                     fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
                     last_new = len(fresh) - 1
@@ -390,6 +400,17 @@ class GroupCommit:
             self._roll(self.next_position)
         except OSError as e:
             raise self._fail(e) from e
+
+
+def conflicts(stored: Event, sent: Event) -> bool:
+    """A re-sent id whose event is not the one stored: another type, lead, flow or time
+    (a sent time left unset is filled by the store and differs from nothing)."""
+    return (
+        stored.type != sent.type
+        or stored.lead_id != sent.lead_id
+        or stored.flow_id != sent.flow_id
+        or (bool(sent.timestamp_ms) and sent.timestamp_ms != stored.timestamp_ms)
+    )
 
 
 def _stored(e: Event, position: int, now: int) -> Event:
