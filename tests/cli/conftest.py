@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,42 @@ class CLI:
             env={k: v for k, v in os.environ.items() if k != "LEADTRAIL_API_KEY"},
         )
         return Run(done.returncode, done.stdout, done.stderr)
+
+    def on_terminal(self, *args: str, timeout: float = 60) -> Run:
+        """The command with stderr on a pseudo-terminal, as an operator at a shell sees it;
+        ``stderr`` is what the terminal showed."""
+        main, terminal = pty.openpty()
+        try:
+            process = subprocess.Popen(
+                [*COMMAND, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=terminal,
+                env={k: v for k, v in os.environ.items() if k != "LEADTRAIL_API_KEY"},
+            )
+        finally:
+            os.close(terminal)
+        shown = bytearray()
+        deadline = time.monotonic() + timeout
+        with process:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([main], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    continue
+                try:
+                    data = os.read(main, 65536)
+                except OSError:  # EIO: every writer of the terminal has closed it
+                    break
+                if not data:
+                    break
+                shown += data
+            else:
+                process.kill()
+            assert process.stdout is not None
+            stdout = process.stdout.read()
+            status = process.wait(timeout)
+        os.close(main)
+        return Run(status, stdout.decode(), shown.decode(errors="replace"))
 
     def start(self, *args: str) -> Any:
         """The command running in the background (a ``server_process.Child``), its output

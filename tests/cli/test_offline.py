@@ -121,3 +121,23 @@ def test_erase_offline_of_an_unknown_lead_or_under_a_hold_is_one_line(cli: CLI, 
     assert "legal hold" in line
     run = cli("dump", "--data", str(store))
     assert "person1@example.com" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["verify"], "verifying"),
+        (["reindex"], "reindexing"),
+        (["compact", "--now", str(NOW_MS + DAY_MS)], "compacting"),
+        (["erase", "--lead", "lead_1"], "erasing"),
+    ],
+)
+def test_a_long_offline_command_shows_progress_on_a_terminal_and_nothing_in_a_pipe(
+    cli: CLI, store: Path, command: list[str], shown: str
+) -> None:
+    on_terminal = cli.on_terminal(*command, "--data", str(store))
+    assert on_terminal.status == 0, on_terminal
+    assert shown in on_terminal.stderr and "segments" in on_terminal.stderr
+    in_a_pipe = cli(*command, "--data", str(store))
+    assert in_a_pipe.status == 0, in_a_pipe
+    assert in_a_pipe.stderr == ""

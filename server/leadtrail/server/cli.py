@@ -30,7 +30,7 @@ from leadtrail.storage import (
 
 from .cli_errors import CommandError, UsageError
 from .cli_output import erasure_line
-from .term import Ticker
+from .term import ProgressBar
 
 DEFAULT_DATA = "./leadtrail-data"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -87,11 +87,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.server:
         return _remote("cli_remote", "cmd_verify")(args)
     _existing(args)
-    with (
-        EventLog.open(args.data, _options(args)) as log,
-        Ticker(lambda s: f"verifying {len(log.segments)} segments … {s:.0f} s"),
-    ):
-        report = log.verify()
+    with EventLog.open(args.data, _options(args)) as log, ProgressBar("verifying", "segments") as progress:
+        report = log.verify(progress=progress)
     for line in report.quarantined:
         print(f"quarantined: {line}")
     for line in report.problems:
@@ -102,11 +99,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     _existing(args)
-    with (
-        EventLog.open(args.data, _options(args)) as log,
-        Ticker(lambda s: f"reindexing {len(log.segments)} segments … {s:.0f} s"),
-    ):
-        count = log.reindex()
+    with EventLog.open(args.data, _options(args)) as log, ProgressBar("reindexing", "segments") as progress:
+        count = log.reindex(progress=progress)
     print(f"reindexed {count} events")
     return 0
 
@@ -122,8 +116,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        report = log.apply_retention(args.now)
+    with EventLog.open(args.data, _options(args)) as log, ProgressBar("compacting", "segments") as progress:
+        report = log.apply_retention(args.now, progress=progress)
     _print_json(dataclasses.asdict(report))
     return 0
 
@@ -132,11 +126,14 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.data is None:
         return _remote("cli_remote", "cmd_erase")(args)
     _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        if any(p.account_id == args.account and p.legal_hold for p in log.retention_policies()):
-            raise CommandError(f"account {args.account!r} is under a legal hold: nothing of it may be erased")
+    # A legal hold is the engine's rule: its LegalHoldError is reported like any StorageError.
+    with EventLog.open(args.data, _options(args)) as log, ProgressBar("erasing", "segments") as progress:
         report = log.erase_lead(
-            args.lead, args.account, requested_by=f"cli:{getpass.getuser()}", reason=args.reason
+            args.lead,
+            args.account,
+            requested_by=f"cli:{getpass.getuser()}",
+            reason=args.reason,
+            progress=progress,
         )
     if report is None:
         raise CommandError(f"lead {args.lead!r} has no events in account {args.account!r}")

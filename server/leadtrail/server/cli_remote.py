@@ -146,9 +146,8 @@ def cmd_append(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.file}: {e}; nothing appended") from None
         source.seek(0)
     appended = duplicates = last_position = 0
-    progress = ProgressLine()
     try:
-        with connect(args) as client:
+        with connect(args) as client, ProgressLine() as progress:
             try:
                 for batch in _batches(read_events(source), args.batch):
                     try:
@@ -166,7 +165,6 @@ def cmd_append(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise CommandError(f"{e} ({appended + duplicates} events before it were appended)") from None
     finally:
-        progress.close()
         if source is not sys.stdin.buffer:
             source.close()
     print(f"appended {appended}, duplicates {duplicates}, last position {last_position}")
