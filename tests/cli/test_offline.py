@@ -64,11 +64,27 @@ def test_reindex_rebuilds_every_event(cli: CLI, store: Path) -> None:
 
 
 def test_stats_with_data_reads_the_store_offline(cli: CLI, store: Path) -> None:
-    run = cli("stats", "--data", str(store))
+    run = cli("stats", "--data", str(store), "--json")
     assert run.status == 0, run
     stats = json.loads(run.stdout)
     assert stats["event_count"] == 10
     assert stats["last_position"] == 10
+
+
+def test_stats_is_a_readable_table_with_the_events_of_each_account(cli: CLI, store: Path) -> None:
+    with EventLog.open(store) as log:
+        log.append([Event(type="source.submitted", lead_id="l", flow_id="f", account_id="acme")])
+    run = cli("stats", "--data", str(store))
+    assert run.status == 0, run
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}
+    assert rows["events"][:3] == ["11", "last", "position"]
+    assert rows["writable"] == ["yes"]
+    assert rows["ACCOUNT"] == ["EVENTS"]
+    assert rows["default"] == ["10"] and rows["acme"] == ["1"]
+    assert json.loads(cli("stats", "--data", str(store), "--json").stdout)["account_events"] == {
+        "default": 10,
+        "acme": 1,
+    }
 
 
 def test_dump_prints_stored_records_from_a_position(cli: CLI, store: Path) -> None:

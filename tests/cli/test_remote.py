@@ -260,7 +260,7 @@ def test_tail_since_a_later_time_replays_nothing(cli: CLI, stored: str) -> None:
 
 
 def test_stats_of_the_server(cli: CLI, stored: str) -> None:
-    run = cli("stats", "--server", stored)
+    run = cli("stats", "--server", stored, "--json")
     assert run.status == 0, run
     stats = json.loads(run.stdout)
     assert stats["event_count"] >= 5

@@ -29,7 +29,7 @@ from leadtrail.storage import (
 )
 
 from .cli_errors import CommandError, UsageError
-from .cli_output import erasure_line
+from .cli_output import erasure_line, print_stats
 from .term import ProgressBar
 
 DEFAULT_DATA = "./leadtrail-data"
@@ -110,7 +110,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return _remote("cli_remote", "cmd_stats")(args)
     _existing(args)
     with EventLog.open(args.data, _options(args)) as log:
-        _print_json(dataclasses.asdict(log.stats()))
+        stats = dataclasses.asdict(log.stats())
+    print_stats(stats, as_json=args.json)
     return 0
 
 
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
     _data_arg(p, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object, for programs")
     _server_args(p)
     p.set_defaults(func=cmd_stats, parser=p)
 

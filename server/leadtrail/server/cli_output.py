@@ -7,11 +7,15 @@ RFC 3339 UTC strings at millisecond precision and outcomes by name, so that
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
 
 from leadtrail.client import ChangeKind, Event, FieldChange, Timeline
 
@@ -196,3 +200,57 @@ def erasure_line(lead_id: str, report: Any) -> str:
         f"{report.segments_rewritten} segments rewritten, {report.dictionaries_replaced} dictionaries "
         f"replaced; recorded as {report.audit_event_id} at position {report.audit_position}"
     )
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n:,} B" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def stats_view(stats: Mapping[str, Any]) -> RenderableType:
+    """The store's counts as an operator reads them: one table of the whole store and one
+    of the events per account (``stats`` is the Stats of the engine or of the SDK, as a dict)."""
+    store = Table.grid(padding=(0, 2))
+    store.add_column(style="bold")
+    store.add_column(justify="right")
+    store.add_column(style="dim")
+    count = int(stats["event_count"])
+    store.add_row("events", f"{count:,}", f"last position {int(stats['last_position']):,}")
+    store.add_row("segments", f"{int(stats['segment_count']):,}", "")
+    parts = (("log", "log_bytes"), ("indexes", "index_bytes"), ("dictionaries", "dictionary_bytes"))
+    store.add_row(
+        "on disk",
+        _bytes(int(stats["disk_bytes"])),
+        ", ".join(f"{name} {_bytes(int(stats[key]))}" for name, key in parts),
+    )
+    store.add_row(
+        "per event",
+        f"{float(stats['bytes_per_event']):,.0f} B",
+        f"as JSON {_bytes(int(stats['raw_bytes']))}, compressed {float(stats['compression_ratio']):.1f}x",
+    )
+    store.add_row("dictionaries", f"{int(stats['dictionaries']):,}", "zstd dictionaries trained")
+    store.add_row("fsync", str(stats["fsync_policy"]), "")
+    store.add_row("writable", "yes" if stats["writable"] else "NO", "" if stats["writable"] else "read-only")
+    accounts = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    accounts.add_column("ACCOUNT")
+    accounts.add_column("EVENTS", justify="right")
+    per_account: Mapping[str, int] = stats.get("account_events") or {}
+    for account, events in sorted(per_account.items(), key=lambda item: (-item[1], item[0])):
+        accounts.add_row(account, f"{events:,}")
+    return Group(store, accounts) if per_account else store
+
+
+def print_stats(stats: Mapping[str, Any], *, as_json: bool) -> None:
+    """``stats`` on stdout: the tables, or with ``as_json`` one JSON object for programs."""
+    if as_json:
+        sys.stdout.buffer.write(dumps(dict(stats), indent=True) + b"\n")
+        return
+    console = Console(file=sys.stdout, highlight=False)
+    with console.capture() as captured:
+        console.print(stats_view(stats))
+    # Cells are padded to the column width; a line's trailing blanks are noise in a file.
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

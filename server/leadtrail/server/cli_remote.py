@@ -40,6 +40,7 @@ from .cli_output import (
     event_json,
     events_table,
     iso_ms,
+    print_stats,
     tail_line,
     timeline_json,
     timeline_table,
@@ -333,8 +334,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with connect(args) as client:
         stats = client.stats()
-    # The same JSON as `stats --data` prints offline.
-    sys.stdout.buffer.write(dumps(dataclasses.asdict(stats), indent=True) + b"\n")
+    # The same table, or JSON, as `stats --data` prints offline.
+    print_stats(dataclasses.asdict(stats), as_json=args.json)
     return 0
 
 
