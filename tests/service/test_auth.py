@@ -542,3 +542,11 @@ def test_a_damaged_key_record_stops_the_server_with_one_line(tmp_path: Path) -> 
         and "key record is damaged" in served.stderr
         and "Traceback" not in served.stderr
     )
+
+
+def test_stats_with_keys_count_the_callers_own_account_only(stubs: Stubs, keyed: dict[str, str]) -> None:
+    stats = stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=auth(keyed["admin"]), timeout=30)
+    assert set(stats.account_events) == {"acme"}
+    assert stats.account_events["acme"] >= 2  # lead-a's two events, and the reads' audit records
+    other = stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=auth(keyed["other"]), timeout=30)
+    assert set(other.account_events) == {"globex"}

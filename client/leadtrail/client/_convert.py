@@ -6,14 +6,12 @@ Shared by the sync client, the asyncio client and the background appender.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
 from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
 
@@ -40,29 +38,22 @@ from ._model import (
     TimelineStep,
     VerifyReport,
 )
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-# Doubles hold every integer up to 2**53 exactly; beyond it a "whole" double is
-# only an approximation, so it stays a float.
-_EXACT_INT_LIMIT = 2**53
-
+from .wire import (
+    OUTCOME_WIRE_PREFIX,
+    dict_to_struct,
+    outcome_name,
+    plain_decimal,
+    python_to_value,
+    struct_to_dict,
+    value_to_python,
+)
+from .wire import field_policy_to_proto as field_policy_to_proto  # importable from here as before
+from .wire import from_timestamp as from_timestamp
+from .wire import retention_policy_to_proto as retention_policy_to_proto
+from .wire import to_timestamp as to_timestamp
 
 # -- times -----------------------------------------------------------------------------------------
-
-
-def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """A Timestamp for an aware datetime, truncated to the store's millisecond precision."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        # A naive datetime is ambiguous (local time? UTC?); guessing corrupts the audit trail.
-        raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware datetime")
-    ms = (value - _EPOCH) // _MILLISECOND
-    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-
-
-def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
-    # Integer arithmetic: float seconds would round some milliseconds.
-    return _EPOCH + timedelta(milliseconds=value.seconds * 1000 + value.nanos // 1_000_000)
+# (to_timestamp and from_timestamp live in ``wire``, shared with the server.)
 
 
 # -- money -----------------------------------------------------------------------------------------
@@ -74,7 +65,7 @@ def price_to_str(price: Decimal | None) -> str:
     if not price.is_finite():
         raise ValueError(f"price must be a finite decimal, not {price}")
     # Fixed-point notation: str() would write Decimal("1E+2") as "1E+2".
-    return format(price, "f")
+    return plain_decimal(price)
 
 
 def price_from_str(text: str) -> Decimal | None:
@@ -84,71 +75,22 @@ def price_from_str(text: str) -> Decimal | None:
 # -- JSON values (google.protobuf.Struct / Value) --------------------------------------------------
 
 
-def _fill_value(obj: object, value: struct_pb2.Value, path: str) -> None:
-    if obj is None:
-        value.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(obj, bool):
-        value.bool_value = obj
-    elif isinstance(obj, int | float):
-        value.number_value = obj
-    elif isinstance(obj, str):
-        value.string_value = obj
-    elif isinstance(obj, Mapping):
-        value.struct_value.SetInParent()
-        _fill_struct(obj, value.struct_value, path)
-    elif isinstance(obj, list | tuple):
-        items = value.list_value
-        items.SetInParent()
-        for index, item in enumerate(obj):
-            _fill_value(item, items.values.add(), f"{path}[{index}]")
-    else:
-        raise TypeError(
-            f"{path}: {type(obj).__name__} is not a JSON value (use str, number, bool, None, dict or list)"
-        )
-
-
-def _fill_struct(mapping: Mapping[Any, Any], struct: struct_pb2.Struct, path: str) -> None:
-    for key, item in mapping.items():
-        if not isinstance(key, str):
-            raise TypeError(f"{path}: key {key!r} is not a string")
-        _fill_value(item, struct.fields[key], f"{path}.{key}")
-
-
 def to_struct(mapping: Mapping[str, Any], name: str = "value") -> struct_pb2.Struct:
     """A Struct holding ``mapping``; ``name`` is the root of the path named in a TypeError."""
     struct = struct_pb2.Struct()
-    _fill_struct(mapping, struct, name)
+    dict_to_struct(mapping, struct, name)
     return struct
 
 
 def to_value(obj: object, name: str = "value") -> struct_pb2.Value:
     value = struct_pb2.Value()
-    _fill_value(obj, value, name)
+    python_to_value(obj, value, name)
     return value
 
 
-def from_value(value: struct_pb2.Value) -> Any:
-    """The Python value of a Value; an unset Value is None, like a JSON null."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        # Struct has only doubles: give back the int a JSON reader would see for "3".
-        if math.isfinite(number) and number.is_integer() and abs(number) <= _EXACT_INT_LIMIT:
-            return int(number)
-        return number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return from_struct(value.struct_value)
-    if kind == "list_value":
-        return [from_value(item) for item in value.list_value.values]
-    return None
-
-
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: from_value(item) for key, item in struct.fields.items()}
+from_value = value_to_python
+"""The Python value of a Value; an unset Value is None, like a JSON null."""
+from_struct = struct_to_dict
 
 
 # -- JSON snapshots --------------------------------------------------------------------------------
@@ -265,10 +207,16 @@ def append_result_from_proto(message: submission_pb2.AppendResult) -> AppendResu
         position=message.position,
         recorded_at=from_timestamp(message.recorded_at),
         duplicate=message.duplicate,
+        conflict=message.conflict,
     )
 
 
 # -- query results ---------------------------------------------------------------------------------
+
+
+_WIRE_OUTCOMES = frozenset(
+    name for name in event_pb2.Outcome.DESCRIPTOR.values_by_name if name.startswith(OUTCOME_WIRE_PREFIX)
+)
 
 
 def _change_kind(value: int) -> ChangeKind:
@@ -295,12 +243,32 @@ def timeline_from_proto(message: query_pb2.Timeline) -> Timeline:
         )
         for step in message.steps
     ]
-    return Timeline(lead_id=message.lead_id, steps=steps, total_ms=message.total_ms)
+    return Timeline(
+        lead_id=message.lead_id,
+        steps=steps,
+        total_ms=message.total_ms,
+        audit=[event_from_proto(event) for event in message.audit],
+        next_page_token=message.next_page_token,
+    )
 
 
-def aggregate_row_from_proto(message: query_pb2.AggregateRow) -> AggregateRow:
+def aggregate_row_from_proto(
+    message: query_pb2.AggregateRow, group_by: Sequence[int] | None = None
+) -> AggregateRow:
+    """One row; outcome keys are spelled by their short names (``SUCCESS``) as in every other
+    output. With ``group_by`` (the request's), only the outcome column is renamed; without
+    it, every key spelled like a wire outcome name is."""
+    outcome_columns = (
+        range(len(message.keys))
+        if group_by is None
+        else [i for i, g in enumerate(group_by) if g == query_pb2.GROUP_BY_OUTCOME]
+    )
+    keys = list(message.keys)
+    for i in outcome_columns:
+        if i < len(keys) and keys[i] in _WIRE_OUTCOMES:
+            keys[i] = outcome_name(event_pb2.Outcome.Value(keys[i]))
     return AggregateRow(
-        keys=tuple(message.keys),
+        keys=tuple(keys),
         count=message.count,
         price_sum=Decimal(message.price_sum) if message.price_sum else Decimal(0),
     )
@@ -326,7 +294,9 @@ def subscription_items_from_proto(
 
 
 def stats_from_proto(message: admin_pb2.Stats) -> Stats:
-    return Stats(**{item.name: getattr(message, item.name) for item in fields(Stats)})
+    values = {item.name: getattr(message, item.name) for item in fields(Stats)}
+    values["account_events"] = dict(message.account_events)
+    return Stats(**values)
 
 
 def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
@@ -334,16 +304,6 @@ def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
         records_checked=message.records_checked,
         problems=list(message.problems),
         quarantined=list(message.quarantined),
-    )
-
-
-def retention_policy_to_proto(policy: RetentionPolicy) -> admin_pb2.RetentionPolicy:
-    return admin_pb2.RetentionPolicy(
-        account_id=policy.account_id,
-        max_age_days=policy.max_age_days,
-        legal_hold=policy.legal_hold,
-        pii_max_age_days=policy.pii_max_age_days,
-        secret_max_age_days=policy.secret_max_age_days,
     )
 
 
@@ -364,15 +324,6 @@ def erasure_report_from_proto(message: admin_pb2.EraseLeadResponse) -> ErasureRe
         dictionaries_replaced=message.dictionaries_replaced,
         audit_event_id=message.audit_event_id,
         audit_position=message.audit_position,
-    )
-
-
-def field_policy_to_proto(policy: FieldPolicy) -> admin_pb2.FieldPolicy:
-    return admin_pb2.FieldPolicy(
-        account_id=policy.account_id,
-        secret_fields=policy.secret,
-        pii_fields=policy.pii,
-        plain_fields=policy.plain,
     )
 
 

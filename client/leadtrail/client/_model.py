@@ -84,12 +84,15 @@ class Event:
 
 @dataclass(frozen=True)
 class AppendResult:
-    """Where an appended event is stored; ``duplicate`` when its id was already stored."""
+    """Where an appended event is stored; ``duplicate`` when its id was already stored, and
+    ``conflict`` when that stored event differs from the one sent (type, lead, flow or
+    timestamp): the first one is kept, the one sent is not stored."""
 
     id: str
     position: int
     recorded_at: datetime
     duplicate: bool
+    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,16 @@ class TimelineStep:
 
 @dataclass(frozen=True)
 class Timeline:
-    """Every event of one lead in timestamp order, with the snapshot changes step by step."""
+    """One lead's events in timestamp order (a page of them), with the snapshot changes step
+    by step. ``total_ms`` is the whole journey's, whichever page this is; ``audit`` holds the
+    store's own records about the lead (such as its erasure), shown apart from the journey
+    and on the first page only; ``next_page_token`` is empty on the last page."""
 
     lead_id: str
     steps: list[TimelineStep]
     total_ms: int
+    audit: list[Event] = field(default_factory=list)
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,8 @@ class Stats:
     dictionaries: int
     fsync_policy: str
     writable: bool
+    account_events: dict[str, int] = field(default_factory=dict)
+    """Stored events per account (with API keys: the caller's account only)."""
 
 
 @dataclass(frozen=True)

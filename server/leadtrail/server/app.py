@@ -35,8 +35,8 @@ from .auth import CALLER, Gate
 from .feed import Feed
 from .keys import KeyStore, KeyStoreError
 from .privacy import Fingerprints
-from .service import AdminService, Context, QueryService, Store, StreamService, SubmissionService
-from .status import ServiceError, abort, invalid
+from .service import ServedStore, servicers
+from .status import Context, ServiceError, abort, invalid
 
 log = logging.getLogger("leadtrail.server")
 
@@ -229,7 +229,7 @@ class LeadTrailServer:
         self.config = config
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._store: Store | None = None
+        self._store: ServedStore | None = None
         self._health = HealthServicer()
 
     async def start(self) -> None:
@@ -257,7 +257,7 @@ class LeadTrailServer:
         except (OSError, ValueError) as e:
             raise StartupError(f"fingerprint key: {e}") from None
         feed = Feed(event_log.last_position)
-        store = Store(event_log, reads, feed, ingest, keys, fingerprints)
+        store = ServedStore(event_log, reads, feed, ingest, keys, fingerprints)
         self._store = store
 
         def committed(events: list[Event]) -> None:  # on the writer thread
@@ -273,12 +273,7 @@ class LeadTrailServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        for servicer, module in (
-            (SubmissionService(store), submission_pb2),
-            (QueryService(store), query_pb2),
-            (StreamService(store), stream_pb2),
-            (AdminService(store), admin_pb2),
-        ):
+        for servicer, module in servicers(store):
             (service,) = module.DESCRIPTOR.services_by_name.values()
             server.add_generic_rpc_handlers((_handlers(servicer, service, gate),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

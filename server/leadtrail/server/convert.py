@@ -1,110 +1,33 @@
-"""Between the wire (``leadtrail.v1`` messages) and the storage engine's values.
+"""Between the wire (``leadtrail.v1`` messages) and the storage engine's events and filters.
 
 The engine speaks UTC milliseconds, decimal strings and plain JSON-like
-mappings; the wire speaks ``Timestamp``, decimal strings and ``Struct``. A
-``Struct`` carries every number as a double, so whole numbers that a double
-holds exactly come back as ``int``: a producer's ``"score": 71`` is stored and
-returned as 71, not 71.0.
+mappings; the wire speaks ``Timestamp``, decimal strings and ``Struct``. The
+value converters underneath (times, ``Struct``, decimals, policies) are the
+SDK's public ``leadtrail.client.wire``, kept once for both sides.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from google.protobuf import struct_pb2, timestamp_pb2
 
+from leadtrail.client.wire import dict_to_struct as dict_to_struct  # importable from here as before
+from leadtrail.client.wire import iso_ms as iso_ms
+from leadtrail.client.wire import ms_to_timestamp as ms_to_timestamp
+from leadtrail.client.wire import outcome_name
+from leadtrail.client.wire import plain_decimal as plain_decimal
+from leadtrail.client.wire import python_to_value as python_to_value
+from leadtrail.client.wire import struct_to_dict as struct_to_dict
+from leadtrail.client.wire import timestamp_to_ms as timestamp_to_ms
+from leadtrail.client.wire import value_to_python as value_to_python
 from leadtrail.storage import DEFAULT_ACCOUNT, Event, EventFilter, Outcome, ValidationError, new_event_id
 from leadtrail.storage.validation import TYPE_MAX, TYPE_PATTERN
 from leadtrail.v1 import event_pb2
 
-_MAX_EXACT = 2**53
 _OUTCOMES = {int(o) for o in Outcome}
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-
-
-# -- times ----------------------------------------------------------------------
-
-
-def timestamp_to_ms(ts: timestamp_pb2.Timestamp) -> int:
-    # Millisecond precision: finer digits are cut, as API.md fixes the unit.
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
-
-
-def ms_to_timestamp(ms: int, out: timestamp_pb2.Timestamp) -> None:
-    out.seconds, rest = divmod(ms, 1000)
-    out.nanos = rest * 1_000_000
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T10:15:00.123Z``."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-# -- Struct <-> plain values -----------------------------------------------------
-
-
-def value_to_python(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and -_MAX_EXACT <= number <= _MAX_EXACT:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(v) for v in value.list_value.values]
-    return None  # null_value, or a Value with nothing set
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    # The hot path of every append: snapshots are flat maps of scalars, so
-    # scalars are unpacked inline (no call per field, no ItemsView).
-    out: dict[str, Any] = {}
-    fields = struct.fields
-    for key in fields:
-        value = fields[key]
-        kind = value.WhichOneof("kind")
-        if kind == "string_value":
-            out[key] = value.string_value
-        elif kind == "number_value":
-            number = value.number_value
-            out[key] = int(number) if number.is_integer() and -_MAX_EXACT <= number <= _MAX_EXACT else number
-        elif kind == "bool_value":
-            out[key] = value.bool_value
-        else:
-            out[key] = value_to_python(value)
-    return out
-
-
-def python_to_value(item: Any, out: struct_pb2.Value) -> None:
-    if item is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(item, bool):
-        out.bool_value = item
-    elif isinstance(item, int | float):
-        out.number_value = item
-    elif isinstance(item, str):
-        out.string_value = item
-    elif isinstance(item, Mapping):
-        dict_to_struct(item, out.struct_value)
-    else:
-        out.list_value.SetInParent()
-        for element in item:
-            python_to_value(element, out.list_value.values.add())
-
-
-def dict_to_struct(data: Mapping[str, Any], out: struct_pb2.Struct) -> None:
-    for key, item in data.items():
-        python_to_value(item, out.fields[key])
 
 
 # -- events ---------------------------------------------------------------------
@@ -195,7 +118,7 @@ def event_to_json(event: Event, include_lead: bool = True) -> dict[str, Any]:
         "lead_id": event.lead_id,
         "flow_id": event.flow_id,
         "entity_id": event.entity_id,
-        "outcome": event_pb2.Outcome.Name(int(event.outcome)),  # type: ignore[arg-type]
+        "outcome": outcome_name(int(event.outcome)),
         "reason": event.reason,
         "duration_ms": event.duration_ms,
         "integration": event.integration,
@@ -249,9 +172,3 @@ def _check_type_pattern(field: str, pattern: str) -> None:
             f"{pattern!r} is neither an event type (<category>.<action>, at most {TYPE_MAX} "
             "characters) nor a prefix pattern such as 'recipient.*'",
         )
-
-
-def plain_decimal(value: Any) -> str:
-    """A Decimal as a plain string: never an exponent (``1E+2`` is ``100``)."""
-    text = format(value, "f")
-    return text if text != "-0" else "0"

@@ -22,14 +22,16 @@ from leadtrail.storage import (
     ClosedError,
     CorruptionError,
     DataDirectoryError,
-    InvalidCursorError,
+    InvalidArgumentError,
+    LegalHoldError,
     LimitExceededError,
     NotWritableError,
     StorageError,
-    ValidationError,
 )
 
 log = logging.getLogger("leadtrail.server")
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ServiceError(Exception):
@@ -54,8 +56,10 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
             return error.code, str(error)
         case LimitExceededError():
             return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
-        case ValidationError() | InvalidCursorError():
+        case InvalidArgumentError():  # after LimitExceededError, one of its kind
             return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+        case LegalHoldError():
+            return grpc.StatusCode.FAILED_PRECONDITION, str(error)
         case NotWritableError() if error.disk_full:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, f"disk full: {error}"
         case NotWritableError():

@@ -1,0 +1,139 @@
+"""SubmissionService: Append and AppendStream (validate, queue, answer once durable)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
+
+import grpc
+
+from leadtrail.storage import AUDIT_TYPE_PREFIX, StorageError
+from leadtrail.v1 import submission_pb2, submission_pb2_grpc
+
+from .caller import Caller
+from .convert import event_from_proto, ms_to_timestamp
+from .privacy import sealed_event
+from .served_store import ServedStore
+from .status import Context, ServiceError, invalid, streaming, unary
+
+APPEND_STREAM_IN_FLIGHT = 64
+INLINE_EVENTS = 8
+
+
+def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
+    response = submission_pb2.AppendResponse()
+    for r in results:
+        out = response.results.add(id=r.id, position=r.position, duplicate=r.duplicate, conflict=r.conflict)
+        if r.recorded_at_ms:  # 0: a duplicate the caller may not see (see _answer)
+            ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
+    return response
+
+
+class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
+    def __init__(self, store: ServedStore) -> None:
+        self.store = store
+
+    async def _submit(self, request: submission_pb2.AppendRequest, caller: Caller) -> asyncio.Future[Any]:
+        """Convert, validate and queue a request; the returned future resolves once durable."""
+        log, account = self.store.log, caller.account
+        for i, m in enumerate(request.events):
+            if m.type.startswith(AUDIT_TYPE_PREFIX):
+                raise invalid(f"events[{i}].type", f"{AUDIT_TYPE_PREFIX}* events are the server's own")
+        key = caller.key
+        if key is not None and caller.limited:
+            for i, m in enumerate(request.events):
+                if not key.sees(m.entity_id, m.flow_id):
+                    scope = f"entities {list(key.entities) or 'any'}, flows {list(key.flows) or 'any'}"
+                    raise ServiceError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"events[{i}]: entity_id {m.entity_id!r} / flow_id {m.flow_id!r} are outside "
+                        f"this key's scope ({scope})",
+                    )
+
+        fingerprint = self.store.fingerprints.of
+        classify = log.fields.classifier(account)
+
+        def submit() -> Future[Any]:
+            events = [event_from_proto(m, i, account) for i, m in enumerate(request.events)]
+            for event in events:  # secrets never reach the log in clear
+                sealed_event(event, fingerprint, classify)
+            return log.submit(events)
+
+        # Converting and validating costs tens of microseconds an event: a big
+        # request is handled on the ingest thread so the loop keeps serving
+        # reads and subscriptions; a small one is cheaper than the thread hop.
+        if len(request.events) <= INLINE_EVENTS:
+            return asyncio.wrap_future(submit())
+        loop = asyncio.get_running_loop()
+        return asyncio.wrap_future(await loop.run_in_executor(self.store.ingest, submit))
+
+    @unary
+    async def Append(
+        self, request: submission_pb2.AppendRequest, context: Context
+    ) -> submission_pb2.AppendResponse:
+        caller = Caller.current()
+        return _results(await self._answer(await self._submit(request, caller), caller))
+
+    async def _answer(self, durable: asyncio.Future[Any], caller: Caller) -> list[Any]:
+        """The results of a request once durable. A key limited to some entities or flows
+        learns nothing of an event outside them: a duplicate of one answers position 0."""
+        results: list[Any] = await durable
+        if not caller.limited or not any(r.duplicate for r in results):
+            return results
+        log, key = self.store.log, caller.key
+
+        def hidden(result: Any) -> bool:
+            original = log.get(result.id, caller.account)
+            return original is None or not (
+                key is not None and key.sees(original.entity_id, original.flow_id)
+            )
+
+        answered = []
+        for r in results:
+            if r.duplicate and await self.store.run(hidden, r):
+                r = replace(r, position=0, recorded_at_ms=0, conflict=False)
+            answered.append(r)
+        return answered
+
+    @streaming
+    async def AppendStream(
+        self, request_iterator: AsyncIterator[submission_pb2.AppendRequest], context: Context
+    ) -> AsyncIterator[submission_pb2.AppendResponse]:
+        caller, gate = Caller.current(), self.store.gate
+        # Requests are validated and queued as they arrive; responses follow in
+        # order as groups become durable. A bad request ends the stream after
+        # the responses of every request before it.
+        pending: asyncio.Queue[asyncio.Future[Any] | BaseException | None] = asyncio.Queue(
+            APPEND_STREAM_IN_FLIGHT
+        )
+
+        async def read() -> None:
+            number = 0
+            try:
+                async for request in request_iterator:
+                    if number and gate is not None:  # the call itself took the first message's token
+                        await gate.pace(caller.key)
+                    await pending.put(await self._submit(request, caller))
+                    number += 1
+            except Exception as e:
+                await pending.put(_numbered(e, number))
+                return
+            await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await pending.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield _results(await self._answer(item, caller))
+        finally:
+            reader.cancel()
+
+
+def _numbered(error: Exception, number: int) -> Exception:
+    if isinstance(error, StorageError | ServiceError):
+        error.args = (f"request {number}: {error}",)
+    return error

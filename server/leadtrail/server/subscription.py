@@ -1,0 +1,270 @@
+"""A subscription's pump: it chooses the live feed or the disk, and emits the events a
+filter matches, batches and checkpoints through one place, in position order, with no gap.
+
+What a subscription holds in memory is bounded, per subscriber and for all together:
+
+- Per subscriber: the events in hand (at most ``REPLAY_CHUNK`` = 512 events and, by
+  estimate, ``CHUNK_BYTES`` = 256 KiB, at least one event), the one message being
+  sent (a batch is cut at ``BATCH_BYTES`` = 1 MiB), and a disk reader's decoded state
+  while it replays from disk. A client that stops reading stops its pump at the send:
+  the server holds no queue per subscriber beyond that.
+- All subscribers together: the events in hand are charged to one ``HeldBytes``
+  budget (``SUBSCRIBERS_BUDGET_BYTES`` = 64 MiB by default). A pump that finds the
+  budget spent takes one event at a time and keeps no disk reader open between
+  chunks, as a slow subscriber reading from disk does; it catches up at full speed
+  again once others have given their share back. Events shared with the live feed
+  are counted for every subscriber that holds them, so the estimate errs high.
+
+The pump knows nothing of gRPC: it yields ``SubscribeResponse`` messages that the
+servicer sends, and is tested against a real ``EventLog`` in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Protocol, TypeVar
+
+from leadtrail.storage import Event, EventFilter
+from leadtrail.v1 import event_pb2, stream_pb2
+
+from .feed import Feed, estimated_bytes
+
+T = TypeVar("T")
+
+REPLAY_CHUNK = 512
+CHUNK_BYTES = 256 * 1024
+SUBSCRIBERS_BUDGET_BYTES = 64 * 1024 * 1024
+CHECKPOINT_EVERY_EVENTS = 1000
+CHECKPOINT_EVERY_SECONDS = 1.0
+MAX_BATCH_SIZE = 1000
+BATCH_BYTES = 1 << 20
+"""A subscription's batch is sent once it holds this much, whatever ``batch_size`` says: well
+under the 4 MiB a gRPC client accepts by default, with 64 KiB snapshots."""
+
+
+class HeldBytes:
+    """The bytes (by estimate) that every subscription's events in hand hold together."""
+
+    def __init__(self, budget: int = SUBSCRIBERS_BUDGET_BYTES) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, wanted: int) -> int:
+        """As much of ``wanted`` as the budget has left (possibly nothing)."""
+        granted = max(0, min(wanted, self.budget - self.held))
+        self.held += granted
+        return granted
+
+    def give_back(self, granted: int) -> None:
+        self.held -= granted
+
+
+class SubscribedLog(Protocol):
+    """What a pump reads of the log."""
+
+    @property
+    def last_position(self) -> int: ...
+    @property
+    def rewrites(self) -> int: ...
+    def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]: ...
+
+
+RunOffLoop = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+class _DiskReader:
+    """Reads the log from disk a chunk at a time, keeping its iterator between chunks
+    only when asked to (it holds the decoded state of the segment it is in)."""
+
+    def __init__(self, log: SubscribedLog) -> None:
+        self._log = log
+        self._open: tuple[int, Iterator[Event]] | None = None
+
+    def chunk(self, after: int, max_bytes: int, keep: bool) -> tuple[list[Event], int, int]:
+        """(events, the position scanned through, their estimated bytes)."""
+        visible = self._log.last_position
+        if self._open is None or self._open[0] != after:
+            self._open = (after, iter(self._log.read_from(after + 1)))
+        events: list[Event] = []
+        total = 0
+        ended = True
+        for event in self._open[1]:
+            events.append(event)
+            total += estimated_bytes(event)
+            if len(events) == REPLAY_CHUNK or total >= max_bytes:
+                ended = False
+                break
+        if ended or not keep:
+            self.close()
+        elif events:
+            self._open = (events[-1].position, self._open[1])
+        if events:
+            return events, events[-1].position, total
+        return events, max(after, visible), 0
+
+    def close(self) -> None:
+        if self._open is not None:
+            close = getattr(self._open[1], "close", None)
+            self._open = None
+            if close is not None:
+                close()
+
+
+class _Outbox:
+    """One place that decides what goes out: an event, a batch, a checkpoint."""
+
+    def __init__(self, batch_size: int, encode: Callable[[Event, event_pb2.Event], None]) -> None:
+        self._batch_size = batch_size
+        self._encode = encode
+        self._batch: stream_pb2.SubscribeResponse | None = None
+        self._bytes = 0
+
+    def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
+        """Take a matching event; the message to send now, if one is complete."""
+        if not self._batch_size:
+            response = stream_pb2.SubscribeResponse()
+            self._encode(event, response.event)
+            return response
+        if self._batch is None:
+            self._batch, self._bytes = stream_pb2.SubscribeResponse(), 0
+        message = self._batch.events.events.add()
+        self._encode(event, message)
+        self._bytes += message.ByteSize()
+        if len(self._batch.events.events) >= self._batch_size or self._bytes >= BATCH_BYTES:
+            return self.flush()
+        return None
+
+    def flush(self) -> stream_pb2.SubscribeResponse | None:
+        """The batch begun, if any (it goes before a checkpoint, and at a chunk's end)."""
+        batch, self._batch = self._batch, None
+        return batch
+
+    @property
+    def holding(self) -> bool:
+        """Whether a batch is begun and not yet sent."""
+        return self._batch is not None
+
+    def drop(self) -> None:
+        self._batch = None
+
+
+def checkpoint(position: int) -> stream_pb2.SubscribeResponse:
+    return stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
+
+
+def caught_up(position: int) -> stream_pb2.SubscribeResponse:
+    return stream_pb2.SubscribeResponse(caught_up=stream_pb2.CaughtUp(position=position))
+
+
+class SubscriptionPump:
+    """The messages of one subscription from ``after`` on, until ``closing()``."""
+
+    def __init__(
+        self,
+        log: SubscribedLog,
+        feed: Feed,
+        run: RunOffLoop[tuple[list[Event], int, int]],
+        f: EventFilter,
+        encode: Callable[[Event, event_pb2.Event], None],
+        *,
+        batch_size: int = 0,
+        held: HeldBytes | None = None,
+        closing: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._log, self._feed, self._run = log, feed, run
+        self._filter = f
+        self._outbox = _Outbox(batch_size, encode)
+        self._held = held if held is not None else HeldBytes()
+        self._closing = closing
+        self.matched = 0
+        """Events handed to the stream, for the read audit."""
+
+    async def responses(self, after: int) -> AsyncIterator[stream_pb2.SubscribeResponse]:
+        log, feed, outbox = self._log, self._feed, self._outbox
+        position = after  # everything up to here is scanned
+        reported = position  # the last position the client has heard of
+        reported_at = time.monotonic()
+        caught = False
+        disk = _DiskReader(log)
+        try:
+            while not self._closing():
+                granted = self._held.take(CHUNK_BYTES)
+                try:
+                    recent = feed.after(position, REPLAY_CHUNK, granted)
+                    rewrites = log.rewrites
+                    from_disk = recent is None or (not recent[0] and position < log.last_position)
+                    if from_disk:
+                        keep = granted == CHUNK_BYTES  # over the budget: no reader kept open
+                        events, scanned, size = await self._run(
+                            lambda p=position, g=granted, k=keep: disk.chunk(p, g, k)  # type: ignore[misc]
+                        )
+                    else:
+                        disk.close()
+                        events, size = recent if recent is not None else ([], 0)
+                        scanned = events[-1].position if events else position
+                    recent = None
+                    # What the chunk holds stays charged until it is sent; the rest goes back now.
+                    self._held.give_back(granted - min(granted, size))
+                    granted = min(granted, size)
+
+                    def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
+                        # Read from a file an erasure has rewritten since: never sent once it
+                        # has returned; read again instead.
+                        return from_disk and log.rewrites != rewrites
+
+                    sent_through = position  # every event up to here was sent or passed over
+                    abandoned = False
+                    for event in events:
+                        if self._filter.matches(event):
+                            self.matched += 1
+                            ready = outbox.add(event)
+                            if ready is not None:
+                                if stale():
+                                    abandoned = True
+                                    break
+                                yield ready
+                                sent_through = event.position
+                            reported, reported_at = event.position, time.monotonic()
+                        elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
+                            pending = outbox.flush()  # order: the events before the checkpoint first
+                            if pending is not None:
+                                if stale():
+                                    abandoned = True
+                                    break
+                                yield pending
+                            yield checkpoint(event.position)
+                            reported, reported_at = event.position, time.monotonic()
+                            sent_through = event.position
+                        elif not outbox.holding:
+                            sent_through = event.position
+                    if not abandoned and outbox.holding:
+                        if stale():
+                            abandoned = True
+                        else:
+                            pending = outbox.flush()
+                            assert pending is not None
+                            yield pending
+                    read_any = bool(events)
+                    events = []  # nothing held while waiting below
+                finally:
+                    self._held.give_back(granted)
+                if abandoned:
+                    outbox.drop()
+                    position = sent_through
+                    reported = min(reported, sent_through)
+                    disk.close()
+                    continue
+                position = max(position, scanned)
+                if read_any or position < log.last_position:
+                    continue
+                if not caught:
+                    yield caught_up(position)
+                    caught = True
+                    reported, reported_at = max(reported, position), time.monotonic()
+                if position > reported and time.monotonic() - reported_at >= CHECKPOINT_EVERY_SECONDS:
+                    yield checkpoint(position)
+                    reported, reported_at = position, time.monotonic()
+                await feed.wait(CHECKPOINT_EVERY_SECONDS)
+        finally:
+            disk.close()
