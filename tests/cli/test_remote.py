@@ -354,3 +354,39 @@ def test_demo_with_a_writer_key_says_what_it_stored_and_why_it_shows_no_timeline
     assert "journeys" in run.stdout
     assert "not shown: this API key's role may append but not read" in run.stdout
     assert "PERMISSION_DENIED" not in run.stdout + run.stderr
+
+
+def test_every_output_spells_outcomes_by_their_short_name(cli: CLI, stored: str, tmp_path: Path) -> None:
+    """SUCCESS, never OUTCOME_SUCCESS: in get, query, tail and exports to a file alike."""
+    outputs = {
+        "get": cli("get", JOURNEY[2]["id"], "--server", stored).stdout,  # type: ignore[arg-type]
+        "query": cli("query", "--lead", LEAD, "--format", "jsonl", "--server", stored).stdout,
+        "table": cli("query", "--lead", LEAD, "--server", stored).stdout,
+    }
+    tail = cli.start("tail", "--from-start", "--lead", LEAD, "--format", "jsonl", "--server", stored)
+    try:
+        outputs["tail"] = "".join(tail.stdout.next() for _ in range(3))
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
+    for form in ("jsonl", "csv"):
+        target = tmp_path / f"out.{form}"
+        run = cli("export", "-o", str(target), "--format", form, "--lead", LEAD, "--server", stored)
+        assert run.status == 0, run
+        outputs[f"export {form}"] = target.read_text()
+    for name, text in outputs.items():
+        assert "SUCCESS" in text, name
+        assert "OUTCOME_" not in text, name
+
+
+def test_a_long_export_to_a_file_shows_its_count_on_a_terminal_only(
+    cli: CLI, stored: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "all.jsonl"
+    on_terminal = cli.on_terminal("export", "-o", str(target), "--server", stored)
+    assert on_terminal.status == 0, on_terminal
+    assert re.search(r"exported \d+ events, \d+", on_terminal.stderr)
+    in_a_pipe = cli("export", "-o", str(target), "--server", stored)
+    assert (in_a_pipe.status, in_a_pipe.stderr) == (0, "")
+    assert in_a_pipe.stdout == on_terminal.stdout

@@ -209,10 +209,10 @@ def test_aggregate_counts_and_sums_money_exactly(client: Client) -> None:
         ]
     )
     rows = {row.keys: row for row in client.aggregate(("type", "outcome"), flow_id=flow)}
-    success = rows[("recipient.delivered", "OUTCOME_SUCCESS")]
+    success = rows[("recipient.delivered", "SUCCESS")]
     assert success.count == 2 and success.price_sum == Decimal("0.30")
-    assert rows[("recipient.delivered", "OUTCOME_FAILURE")] == AggregateRow(
-        ("recipient.delivered", "OUTCOME_FAILURE"), 1, Decimal(0)
+    assert rows[("recipient.delivered", "FAILURE")] == AggregateRow(
+        ("recipient.delivered", "FAILURE"), 1, Decimal(0)
     )
     by_day = client.aggregate("day", flow_id=flow)
     assert [row.count for row in by_day] == [3, 1]

@@ -248,7 +248,7 @@ class Client:
         request = aggregate_request(filter, group_by)
         with translated_rpc_errors(secure=self.secure):
             response = self._query.Aggregate(request, timeout=self.timeout, metadata=self._metadata)
-        return [aggregate_row_from_proto(row) for row in response.rows]
+        return [aggregate_row_from_proto(row, request.group_by) for row in response.rows]
 
     def subscribe(
         self,
