@@ -390,3 +390,19 @@ def test_a_long_export_to_a_file_shows_its_count_on_a_terminal_only(
     in_a_pipe = cli("export", "-o", str(target), "--server", stored)
     assert (in_a_pipe.status, in_a_pipe.stderr) == (0, "")
     assert in_a_pipe.stdout == on_terminal.stdout
+
+
+def test_append_warns_on_stderr_once_per_id_stored_with_other_content(cli: CLI, stored: str) -> None:
+    changed = [
+        {**JOURNEY[0], "type": "source.rejected"},  # same id, another type
+        JOURNEY[1],  # the very same event: a plain duplicate
+        {**JOURNEY[2], "lead_id": "lead_someone_else"},  # same id, another lead
+    ]
+    run = cli("append", "--server", stored, input=_jsonl(changed))
+    assert run.status == 0, run
+    assert run.stdout.strip() == "appended 0, duplicates 3, last position 3"
+    warned = run.stderr.splitlines()
+    assert len(warned) == 2, run.stderr
+    for line, event in zip(warned, (JOURNEY[0], JOURNEY[2]), strict=True):
+        assert line.startswith(f"leadtrail: warning: {event['id']} is already stored with another type")
+    assert "AppendConflictWarning" not in run.stderr  # the CLI's words, not the SDK's warning

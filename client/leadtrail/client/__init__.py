@@ -53,9 +53,11 @@ from ._model import (
 )
 from ._tls import tls_credentials
 from ._ulid import new_event_id
+from ._warnings import AppendConflictWarning
 
 __all__ = [
     "AggregateRow",
+    "AppendConflictWarning",
     "AppendResult",
     "AsyncClient",
     "AsyncSubscription",

@@ -69,6 +69,7 @@ from ._requests import (
     subscribe_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, is_reconnectable
+from ._warnings import warn_of_conflicts
 
 
 class AsyncClient:
@@ -138,6 +139,7 @@ class AsyncClient:
         with translated_rpc_errors(secure=self.secure):
             response = await self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
         results = [append_result_from_proto(result) for result in response.results]
+        warn_of_conflicts(results, stacklevel=2)
         return results[0] if single else results
 
     # -- reading -----------------------------------------------------------------------------------

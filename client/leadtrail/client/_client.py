@@ -64,6 +64,7 @@ from ._requests import (
     subscribe_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, cancel_call, is_reconnectable
+from ._warnings import warn_of_conflicts
 
 
 class BinaryWriter(Protocol):
@@ -143,6 +144,7 @@ class Client:
         with translated_rpc_errors(secure=self.secure):
             response = self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
         results = [append_result_from_proto(result) for result in response.results]
+        warn_of_conflicts(results, stacklevel=2)
         return results[0] if single else results
 
     # -- reading -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -21,6 +22,7 @@ from typing import IO, Any
 import grpc
 
 from leadtrail.client import (
+    AppendConflictWarning,
     CaughtUp,
     Client,
     Event,
@@ -148,7 +150,9 @@ def cmd_append(args: argparse.Namespace) -> int:
         source.seek(0)
     appended = duplicates = last_position = 0
     try:
-        with connect(args) as client, ProgressLine() as progress:
+        with connect(args) as client, ProgressLine() as progress, warnings.catch_warnings():
+            # Said once per id below, in the CLI's words, instead of the SDK's warning.
+            warnings.simplefilter("ignore", AppendConflictWarning)
             try:
                 for batch in _batches(read_events(source), args.batch):
                     try:
@@ -162,6 +166,11 @@ def cmd_append(args: argparse.Namespace) -> int:
                         duplicates += result.duplicate
                         appended += not result.duplicate
                         last_position = max(last_position, result.position)
+                        if result.conflict:
+                            progress.note(
+                                f"leadtrail: warning: {result.id} is already stored with another type, "
+                                "lead, flow or timestamp: the stored event was kept, this one not stored"
+                            )
                     progress.update(f"appended {appended + duplicates} events")
             except ValueError as e:
                 raise CommandError(f"{e} ({appended + duplicates} events before it were appended)") from None

@@ -72,8 +72,11 @@ def _terminal(stream: TextIO | None) -> Console | None:
 class _Display:
     """A rich progress display that exists only on a terminal; ``with`` starts and ends it."""
 
-    def __init__(self, progress: Progress | None, description: str, total: int | None) -> None:
+    def __init__(
+        self, progress: Progress | None, description: str, total: int | None, stream: TextIO | None
+    ) -> None:
         self._progress = progress
+        self._stream = stream if stream is not None else sys.stderr
         self._task: TaskID | None = None
         if progress is not None:
             self._task = progress.add_task(description, total=total, start=True)
@@ -87,6 +90,13 @@ class _Display:
     ) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=completed, total=total, description=description)
+
+    def note(self, line: str) -> None:
+        """A line on stderr that stays: above the display on a terminal, plain otherwise."""
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=self._stream)
 
     def close(self) -> None:
         if self._progress is not None:
@@ -120,7 +130,7 @@ class ProgressBar(_Display):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        super().__init__(progress, description, None)
+        super().__init__(progress, description, None, stream)
 
     def __call__(self, done: int, total: int) -> None:
         self._update(completed=done, total=total)
@@ -132,7 +142,7 @@ class ProgressLine(_Display):
     def __init__(self, stream: TextIO | None = None) -> None:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         progress = _on_terminal(stream, *columns)
-        super().__init__(progress, "", None)
+        super().__init__(progress, "", None, stream)
 
     def update(self, text: str) -> None:
         self._update(description=text)
