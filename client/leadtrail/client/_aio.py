@@ -57,6 +57,7 @@ from ._model import (
     Timeline,
     VerifyReport,
 )
+from ._pages import joined_timeline
 from ._requests import (
     DEFAULT_OPTIONS,
     DEFAULT_TARGET,
@@ -67,6 +68,7 @@ from ._requests import (
     export_request,
     query_request,
     subscribe_request,
+    timeline_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, is_reconnectable
 from ._warnings import warn_of_conflicts
@@ -150,11 +152,24 @@ class AsyncClient:
             message = await self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    async def timeline(self, lead_id: str) -> Timeline:
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
-        with translated_rpc_errors(secure=self.secure):
-            message = await self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
-        return timeline_from_proto(message)
+    async def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+        """See ``Client.timeline``: all pages fetched and joined."""
+        return joined_timeline([page async for page in self.timeline_pages(lead_id, page_size=page_size)])
+
+    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> AsyncIterator[Timeline]:
+        """See ``Client.timeline_pages``; iterate with ``async for``."""
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+
+    async def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> AsyncIterator[Timeline]:
+        while True:
+            with translated_rpc_errors(secure=self.secure):
+                message = await self._query.GetTimeline(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+            yield timeline_from_proto(message)
+            if not message.next_page_token:
+                return
+            request.page_token = message.next_page_token
 
     def query(
         self,

@@ -52,6 +52,7 @@ from ._model import (
     Timeline,
     VerifyReport,
 )
+from ._pages import joined_timeline
 from ._requests import (
     DEFAULT_OPTIONS,
     DEFAULT_TARGET,
@@ -62,6 +63,7 @@ from ._requests import (
     export_request,
     query_request,
     subscribe_request,
+    timeline_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, cancel_call, is_reconnectable
 from ._warnings import warn_of_conflicts
@@ -156,12 +158,26 @@ class Client:
             message = self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    def timeline(self, lead_id: str) -> Timeline:
-        """Every event of a lead with its snapshot changes; ``NotFoundError`` for an unknown lead."""
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
-        with translated_rpc_errors(secure=self.secure):
-            message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
-        return timeline_from_proto(message)
+    def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+        """Every event of a lead with its snapshot changes, all pages fetched and joined;
+        ``NotFoundError`` for an unknown lead. The store's own records about the lead (such
+        as its erasure) are in ``audit``, apart from the steps."""
+        return joined_timeline(list(self.timeline_pages(lead_id, page_size=page_size)))
+
+    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> Iterator[Timeline]:
+        """The lead's timeline a page at a time (``page_size`` steps, 0: the server's 1,000),
+        each fetched when the previous one has been taken. ``total_ms`` and
+        ``since_previous_ms`` are the whole journey's on every page."""
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+
+    def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> Iterator[Timeline]:
+        while True:
+            with translated_rpc_errors(secure=self.secure):
+                message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
+            yield timeline_from_proto(message)
+            if not message.next_page_token:
+                return
+            request.page_token = message.next_page_token
 
     def query(
         self,
