@@ -267,6 +267,16 @@ def test_stats_of_the_server(cli: CLI, stored: str) -> None:
     assert stats["writable"] is True
 
 
+def test_stats_of_the_server_is_a_table_with_the_events_of_each_account(cli: CLI, stored: str) -> None:
+    run = cli("stats", "--server", stored)
+    assert run.status == 0, run
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}
+    assert rows["writable"] == ["yes"]
+    assert rows["ACCOUNT"] == ["EVENTS"]
+    assert int(rows["default"][0].replace(",", "")) >= 5
+    assert int(rows["events"][0].replace(",", "")) >= 5
+
+
 def test_retention_set_and_apply(cli: CLI, stored: str) -> None:
     run = cli(
         "retention", "set", "--account", "other", "--max-age-days", "30", "--legal-hold", "--server", stored
@@ -406,3 +416,43 @@ def test_append_warns_on_stderr_once_per_id_stored_with_other_content(cli: CLI, 
     for line, event in zip(warned, (JOURNEY[0], JOURNEY[2]), strict=True):
         assert line.startswith(f"leadtrail: warning: {event['id']} is already stored with another type")
     assert "AppendConflictWarning" not in run.stderr  # the CLI's words, not the SDK's warning
+
+
+def test_a_timeline_longer_than_a_page_is_printed_whole_page_by_page(cli: CLI, stored: str) -> None:
+    lead = "lead_cli_long"
+    events = [
+        {"type": "enhancement.success", "lead_id": lead, "flow_id": "flow_long",
+         "timestamp": 1705329045000 + i * 1000, "lead": {"step": i}}
+        for i in range(2500)
+    ]  # fmt: skip
+    assert cli("append", "--server", stored, input=_jsonl(events)).status == 0
+    run = cli("timeline", lead, "--server", stored)
+    assert run.status == 0, run
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"lead {lead}  flow flow_long  more steps than a page over 41 min 39 s")
+    rows = [line.split() for line in lines if re.match(r"^\s*\d+\s+2024-", line)]
+    assert [int(row[0]) for row in rows] == list(range(1, 2501))
+    assert {row[2] for row in rows[1:]} == {"+1,000"}  # the gap is known across page boundaries
+    assert lines[-1] == "2,500 steps"
+    as_json = json.loads(cli("timeline", lead, "--format", "json", "--server", stored).stdout)
+    assert as_json["total_ms"] == 2_499_000 and as_json["audit"] == []
+    assert [s["since_previous_ms"] for s in as_json["steps"]] == [0] + [1000] * 2499
+    assert [s["changes"] for s in as_json["steps"]][1000] == [
+        {"field": "step", "kind": "CHANGED", "before": 999, "after": 1000}
+    ]
+
+
+def test_an_erasure_is_shown_apart_from_the_journey(cli: CLI, stored: str) -> None:
+    lead = {"email": "apart@example.com"}
+    event = {"type": "source.submitted", "lead_id": "lead_cli_apart", "flow_id": FLOW, "lead": lead}
+    assert cli("append", "--server", stored, input=_jsonl([event])).status == 0
+    assert cli("erase", "--lead", "lead_cli_apart", "--reason", "DSR-10", "--server", stored).status == 0
+    run = cli("timeline", "lead_cli_apart", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.splitlines()[0].startswith(f"lead lead_cli_apart  flow {FLOW}  1 steps over 0 ms")
+    journey, _, apart = run.stdout.partition("recorded by the store about this lead")
+    assert "audit.erased" not in journey
+    assert "audit.erased" in apart and "DSR-10" in apart
+    as_json = json.loads(cli("timeline", "lead_cli_apart", "--format", "json", "--server", stored).stdout)
+    assert [s["event"]["type"] for s in as_json["steps"]] == ["source.submitted"]
+    assert [e["type"] for e in as_json["audit"]] == ["audit.erased"]

@@ -8,7 +8,7 @@ RFC 3339 UTC strings at millisecond precision and outcomes by name, so that
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from leadtrail.client import ChangeKind, Event, FieldChange, Timeline
+from leadtrail.client import ChangeKind, Event, FieldChange, Timeline, TimelineStep
 
 CHANGES_SHOWN = 8
 """Per timeline step; the first step adds the whole submitted lead, which would
@@ -57,22 +57,39 @@ def event_json(event: Event, *, include_lead: bool = True) -> dict[str, Any]:
     return record
 
 
+def _step_json(step: TimelineStep) -> dict[str, Any]:
+    return {
+        "event": event_json(step.event),
+        "since_previous_ms": step.since_previous_ms,
+        "changes": [
+            {"field": c.field, "kind": c.kind.name, "before": c.before, "after": c.after}
+            for c in step.changes
+        ],
+    }
+
+
 def timeline_json(timeline: Timeline) -> dict[str, Any]:
     return {
         "lead_id": timeline.lead_id,
         "total_ms": timeline.total_ms,
-        "steps": [
-            {
-                "event": event_json(step.event),
-                "since_previous_ms": step.since_previous_ms,
-                "changes": [
-                    {"field": c.field, "kind": c.kind.name, "before": c.before, "after": c.after}
-                    for c in step.changes
-                ],
-            }
-            for step in timeline.steps
-        ],
+        "audit": [event_json(event) for event in timeline.audit],
+        "steps": [_step_json(step) for step in timeline.steps],
     }
+
+
+def timeline_json_chunks(pages: Iterable[Timeline]) -> Iterator[bytes]:
+    """``timeline_json`` of the whole journey, written as its pages arrive: the steps one
+    per line inside the object, so a journey of any length never sits in memory."""
+    steps = 0
+    for page in pages:
+        if steps == 0:
+            head = timeline_json(page)
+            del head["steps"]
+            yield dumps(head, indent=True)[:-2] + b',\n  "steps": ['
+        for step in page.steps:
+            yield (b"\n    " if steps == 0 else b",\n    ") + dumps(_step_json(step))
+            steps += 1
+    yield b"\n  ]\n}\n" if steps else b"]\n}\n"
 
 
 def dumps(value: Any, *, indent: bool = False) -> bytes:
@@ -126,12 +143,43 @@ def _outcome(event: Event) -> str:
 
 def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str]:
     """The lead's journey, one row per step, each followed by the fields the step changed."""
-    steps = timeline.steps
-    if not steps:
-        return [f"lead {timeline.lead_id}: no events"]
-    first = steps[0].event
-    span = duration(timeline.total_ms)
-    lines = [f"lead {timeline.lead_id}  flow {first.flow_id}  {len(steps)} steps over {span}", ""]
+    return list(timeline_lines([timeline], all_changes=all_changes))
+
+
+def timeline_lines(pages: Iterable[Timeline], *, all_changes: bool = False) -> Iterator[str]:
+    """``timeline_table`` of a journey that arrives in pages, each printed as it comes.
+
+    A journey of one page is counted in its first line; a longer one says so there
+    and is counted at its end. The store's records about the lead (its erasure)
+    come after the steps, apart: they are no step of the journey.
+    """
+    number = 0
+    first: Timeline | None = None
+    for page in pages:
+        if first is None:
+            first = page
+            if not page.steps:
+                yield f"lead {page.lead_id}: no events"
+                break
+            count = f"{len(page.steps)} steps" if not page.next_page_token else "more steps than a page"
+            flow = page.steps[0].event.flow_id
+            yield f"lead {page.lead_id}  flow {flow}  {count} over {duration(page.total_ms)}"
+            yield ""
+        rows, number = _step_rows(page.steps, number, all_changes=all_changes)
+        yield from rows if first is page else rows[1:]  # the column header once
+    if first is None:
+        return
+    if first.next_page_token:
+        yield f"{number:,} steps"
+    if first.audit:
+        yield ""
+        yield "recorded by the store about this lead (not steps of its journey):"
+        for event in first.audit:
+            yield f"  {iso_ms(event.timestamp)}  {event.type}  {event.entity_id}  {event.reason}".rstrip()
+
+
+def _step_rows(steps: Sequence[TimelineStep], before: int, *, all_changes: bool) -> tuple[list[str], int]:
+    """A page's rows (column header first), numbered on from ``before``; and the last number."""
     header = ("STEP", "TIME (UTC)", "+MS", "TYPE", "ENTITY", "OUTCOME", "REASON")
     rows = [
         (
@@ -143,10 +191,10 @@ def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str
             _outcome(step.event),
             step.event.reason,
         )
-        for n, step in enumerate(steps, start=1)
+        for n, step in enumerate(steps, start=before + 1)
     ]
     rendered = table(header, rows, right=(0, 2))
-    lines.append(rendered[0])
+    lines = [rendered[0]]
     indent = " " * (len(rendered[0]) - len(rendered[0].lstrip()) + 6)
     for step, row in zip(steps, rendered[1:], strict=True):
         lines.append(row)
@@ -155,7 +203,7 @@ def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str
         hidden = len(step.changes) - len(changes)
         if hidden:
             lines.append(f"{indent}… {hidden} more (--all-changes shows them)")
-    return lines
+    return lines, before + len(steps)
 
 
 def events_table(events: Iterable[Event]) -> list[str]:

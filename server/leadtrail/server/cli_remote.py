@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import re
 import signal
@@ -44,8 +45,8 @@ from .cli_output import (
     iso_ms,
     print_stats,
     tail_line,
-    timeline_json,
-    timeline_table,
+    timeline_json_chunks,
+    timeline_lines,
 )
 from .term import ProgressLine, human_bytes
 
@@ -196,14 +197,20 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        pages = client.timeline_pages(args.lead_id)
         try:
-            timeline = client.timeline(args.lead_id)
+            first = next(pages)
         except NotFoundError:
             raise CommandError(f"lead {args.lead_id} not found") from None
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps(timeline_json(timeline), indent=True) + b"\n")
-    else:
-        print("\n".join(timeline_table(timeline, all_changes=args.all_changes)))
+        # Printed page by page: a long journey starts showing at once and never sits in memory.
+        journey = itertools.chain([first], pages)
+        if args.format == "json":
+            out = sys.stdout.buffer
+            for chunk in timeline_json_chunks(journey):
+                out.write(chunk)
+        else:
+            for line in timeline_lines(journey, all_changes=args.all_changes):
+                print(line)
     return 0
 
 
