@@ -1,8 +1,9 @@
-"""The ``leadtrail`` command line.
+"""The ``leadtrail`` command line: its parser and ``main``.
 
-Offline commands (``verify``, ``reindex``, ``compact``, ``dump``, ``stats --data``)
-open the store directory themselves; remote ones talk to a running server
-through the SDK and are imported only when used (``cli_remote``, ``demo``).
+Offline commands (``verify``, ``reindex``, ``compact``, ``dump``, ``stats --data``,
+``erase --data``: ``cli_offline``; ``keys``: ``cli_keys``) open the store
+directory themselves; remote ones talk to a running server through the SDK and
+are imported only when used (``cli_remote``, ``demo``).
 
 Exit status: 0 on success, 1 on a reported error (one line on stderr, no
 traceback), 2 on a usage error.
@@ -11,26 +12,16 @@ traceback), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import getpass
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
+from leadtrail.storage import FsyncPolicy, StorageError
 
-from leadtrail.storage import (
-    EventLog,
-    FsyncPolicy,
-    Options,
-    StorageError,
-)
-
+from . import cli_keys, cli_offline
 from .cli_errors import CommandError, UsageError
-from .cli_output import erasure_line, print_stats
-from .term import ProgressBar
 
 DEFAULT_DATA = "./leadtrail-data"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -39,21 +30,6 @@ MAX_BATCH = 1000
 """The server's limit of events per Append request."""
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _existing(args: argparse.Namespace) -> None:
-    """Offline commands read a store; they never create an empty one by mistake."""
-    if not os.path.isdir(os.path.join(args.data, "log")):
-        raise StorageError(f"no LeadTrail store at {args.data} (no log/ directory)")
-
-
-def _options(args: argparse.Namespace, **extra: Any) -> Options:
-    fsync = FsyncPolicy.parse(getattr(args, "fsync", "always") or "always")
-    return Options(fsync=fsync, quarantine=getattr(args, "quarantine", False), **extra)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _parse_listen(listen: str) -> None:
@@ -83,77 +59,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    if args.server:
-        return _remote("cli_remote", "cmd_verify")(args)
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log, ProgressBar("verifying", "segments") as progress:
-        report = log.verify(progress=progress)
-    for line in report.quarantined:
-        print(f"quarantined: {line}")
-    for line in report.problems:
-        print(f"problem: {line}")
-    print(f"{report.records_checked} events checked, {len(report.problems)} problems")
-    return 1 if report.problems else 0
-
-
-def cmd_reindex(args: argparse.Namespace) -> int:
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log, ProgressBar("reindexing", "segments") as progress:
-        count = log.reindex(progress=progress)
-    print(f"reindexed {count} events")
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    if args.data is None:
-        return _remote("cli_remote", "cmd_stats")(args)
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        stats = dataclasses.asdict(log.stats())
-    print_stats(stats, as_json=args.json)
-    return 0
-
-
-def cmd_compact(args: argparse.Namespace) -> int:
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log, ProgressBar("compacting", "segments") as progress:
-        report = log.apply_retention(args.now, progress=progress)
-    _print_json(dataclasses.asdict(report))
-    return 0
-
-
-def cmd_erase(args: argparse.Namespace) -> int:
-    if args.data is None:
-        return _remote("cli_remote", "cmd_erase")(args)
-    _existing(args)
-    # A legal hold is the engine's rule: its LegalHoldError is reported like any StorageError.
-    with EventLog.open(args.data, _options(args)) as log, ProgressBar("erasing", "segments") as progress:
-        report = log.erase_lead(
-            args.lead,
-            args.account,
-            requested_by=f"cli:{getpass.getuser()}",
-            reason=args.reason,
-            progress=progress,
-        )
-    if report is None:
-        raise CommandError(f"lead {args.lead!r} has no events in account {args.account!r}")
-    print(erasure_line(args.lead, report))
-    return 0
-
-
-def cmd_dump(args: argparse.Namespace) -> int:
-    _existing(args)
-    out = sys.stdout.buffer
-    with EventLog.open(args.data, _options(args, read_only=True)) as log:
-        for event in log.read_from(args.from_position, limit=args.limit):
-            record = dataclasses.asdict(event)
-            record["outcome"] = event.outcome.name
-            out.write(orjson.dumps(record) + b"\n")
-    out.flush()
-    return 0
-
-
 def _remote(module: str, name: str) -> Command:
     """A remote command, imported when it runs: the offline commands never load the SDK."""
 
@@ -162,6 +67,24 @@ def _remote(module: str, name: str) -> Command:
         return command(args)
 
     return run
+
+
+def _offline_unless(remote: Callable[[argparse.Namespace], bool], offline: Command) -> Command:
+    """A command that works on ``--data`` offline, or when ``remote(args)`` on a server
+    (``cli_remote``'s command of the same name)."""
+
+    def run(args: argparse.Namespace) -> int:
+        return _remote("cli_remote", offline.__name__)(args) if remote(args) else offline(args)
+
+    return run
+
+
+def _no_data(args: argparse.Namespace) -> bool:
+    return args.data is None
+
+
+def _server_given(args: argparse.Namespace) -> bool:
+    return bool(args.server)
 
 
 # --------------------------------------------------------------------------- the parser
@@ -189,79 +112,6 @@ def _not_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
-
-
-def _key_store(args: argparse.Namespace) -> Any:
-    from .keys import KeyStore
-
-    if not os.path.isdir(args.data):
-        raise CommandError(f"no data directory at {args.data} (create it, or start the server once)")
-    return KeyStore(args.data)
-
-
-def _now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from .keys import KeyStoreError
-
-    try:
-        secret, key = _key_store(args).create(
-            args.account, args.role, _now_ms(), args.entity or (), args.flow or (), args.rate_limit
-        )
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    print(secret)  # alone on stdout, for `KEY=$(leadtrail keys create ...)`
-    print(f"created {key.key_id}: account {key.account}, role {key.role}", file=sys.stderr)
-    return 0
-
-
-def cmd_keys_list(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .cli_output import iso_ms
-
-    def format_ms(ms: int) -> str:
-        return iso_ms(datetime.fromtimestamp(ms / 1000, UTC))
-
-    from .keys import KeyStoreError
-
-    try:
-        keys = _key_store(args).list_keys(args.account)
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "RATE/S", "CREATED", "REVOKED")]
-    for k in keys:
-        rows.append(
-            (
-                k.key_id,
-                k.account,
-                k.role,
-                ",".join(k.entities) or "*",
-                ",".join(k.flows) or "*",
-                str(k.rate_per_second or "-"),
-                format_ms(k.created_at_ms),
-                format_ms(k.revoked_at_ms) if k.revoked else "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from .keys import KeyStoreError
-
-    try:
-        key = _key_store(args).revoke(args.key_id, _now_ms())
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    print(f"revoked {key.key_id} (account {key.account}, role {key.role})", file=sys.stderr)
-    return 0
 
 
 def _data_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
@@ -426,21 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object, for programs")
     _server_args(p)
-    p.set_defaults(func=cmd_stats, parser=p)
+    p.set_defaults(func=_offline_unless(_no_data, cli_offline.cmd_stats), parser=p)
 
     p = sub.add_parser("verify", help="re-read and check every record (offline on --data, or --server)")
     _data_arg(p)
     _server_args(p, default=None)
-    p.set_defaults(func=cmd_verify, parser=p)
+    p.set_defaults(func=_offline_unless(_server_given, cli_offline.cmd_verify), parser=p)
 
     p = sub.add_parser("reindex", help="offline: rebuild the indexes from the log")
     _data_arg(p)
-    p.set_defaults(func=cmd_reindex, parser=p)
+    p.set_defaults(func=cli_offline.cmd_reindex, parser=p)
 
     p = sub.add_parser("compact", help="offline: apply retention policies now")
     _data_arg(p)
     p.add_argument("--now", type=int, default=None, help="UTC milliseconds to measure ages from")
-    p.set_defaults(func=cmd_compact, parser=p)
+    p.set_defaults(func=cli_offline.cmd_compact, parser=p)
 
     p = sub.add_parser("retention", help="retention policies of a running server")
     retention = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
@@ -482,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", default="default", help="offline only: the lead's account (default: default)")
     _data_arg(p, default=None)
     _server_args(p)
-    p.set_defaults(func=cmd_erase, parser=p)
+    p.set_defaults(func=_offline_unless(_no_data, cli_offline.cmd_erase), parser=p)
 
     p = sub.add_parser("fields", help="the field policy (secret / pii / plain names) of a server's account")
     fields = p.add_subparsers(dest="fields_command", required=True, metavar="ACTION")
@@ -502,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_position", type=_positive(), default=1, metavar="POS", help="first position"
     )
     p.add_argument("--limit", type=_not_negative, default=None, metavar="N", help="at most N events")
-    p.set_defaults(func=cmd_dump, parser=p)
+    p.set_defaults(func=cli_offline.cmd_dump, parser=p)
 
     p = sub.add_parser("keys", help="offline: API keys of a data directory (create, list, revoke)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -521,15 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="calls a second, in bursts of as many (default 0: no limit)",
     )
-    k.set_defaults(func=cmd_keys_create, parser=k)
+    k.set_defaults(func=cli_keys.cmd_keys_create, parser=k)
     k = keys.add_parser("list", help="the keys (never their secrets)")
     _data_arg(k)
     k.add_argument("--account", metavar="NAME", help="only this account's keys")
-    k.set_defaults(func=cmd_keys_list, parser=k)
+    k.set_defaults(func=cli_keys.cmd_keys_list, parser=k)
     k = keys.add_parser("revoke", help="revoke a key by its id; calls with it fail from then on")
     _data_arg(k)
     k.add_argument("key_id", metavar="KEY_ID")
-    k.set_defaults(func=cmd_keys_revoke, parser=k)
+    k.set_defaults(func=cli_keys.cmd_keys_revoke, parser=k)
 
     p = sub.add_parser("demo", help="append simulated lead flows to a running server")
     p.add_argument(
