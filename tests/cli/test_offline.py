@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,3 +159,20 @@ def test_a_long_offline_command_shows_progress_on_a_terminal_and_nothing_in_a_pi
     in_a_pipe = cli(*command, "--data", str(store))
     assert in_a_pipe.status == 0, in_a_pipe
     assert in_a_pipe.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "command", [["verify"], ["stats"], ["dump"], ["compact"], ["erase", "--lead", "lead_0"]]
+)
+def test_offline_commands_never_load_the_sdk_or_grpc(store: Path, command: list[str]) -> None:
+    """A host with the store but without a working gRPC stack can still check and read it."""
+    script = (
+        "import sys\n"
+        "from leadtrail.server import cli\n"
+        f"status = cli.main({[*command, '--data', str(store)]!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'grpc' or m.startswith('leadtrail.client'))\n"
+        "print(status, loaded, file=sys.stderr)\n"
+    )
+    command_line = [sys.executable, "-c", script]
+    done = subprocess.run(command_line, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    assert done.stderr.decode().strip() == "0 []", done.stderr.decode()

@@ -10,14 +10,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from leadtrail.client import ChangeKind, Event, FieldChange, Timeline, TimelineStep
+if TYPE_CHECKING:  # the offline commands print with this module and never load the SDK (gRPC)
+    from leadtrail.client import Event, FieldChange, Timeline, TimelineStep
 
 CHANGES_SHOWN = 8
 """Per timeline step; the first step adds the whole submitted lead, which would
@@ -102,9 +103,9 @@ def _value(value: Any) -> str:
 
 def describe_change(change: FieldChange) -> str:
     """``+email.valid=true``, ``~score 71→80``, ``-field``."""
-    if change.kind == ChangeKind.ADDED:
+    if change.kind.name == "ADDED":
         return f"+{change.field}={_value(change.after)}"
-    if change.kind == ChangeKind.REMOVED:
+    if change.kind.name == "REMOVED":
         return f"-{change.field}"
     return f"~{change.field} {_value(change.before)}→{_value(change.after)}"
 
