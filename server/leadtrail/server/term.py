@@ -72,18 +72,13 @@ def _terminal(stream: TextIO | None) -> Console | None:
 class _Display:
     """A rich progress display that exists only on a terminal; ``with`` starts and ends it."""
 
-    def __init__(
-        self, progress: Progress | None, description: str, total: int | None, stream: TextIO | None
-    ) -> None:
+    def __init__(self, progress: Progress | None, description: str, stream: TextIO | None) -> None:
         self._progress = progress
         self._stream = stream if stream is not None else sys.stderr
         self._task: TaskID | None = None
         if progress is not None:
-            self._task = progress.add_task(description, total=total, start=True)
-
-    @property
-    def enabled(self) -> bool:
-        return self._progress is not None
+            # No total yet: the bar pulses until the first progress(done, total).
+            self._task = progress.add_task(description, total=None)
 
     def _update(
         self, *, completed: int | None = None, total: int | None = None, description: str | None = None
@@ -130,7 +125,7 @@ class ProgressBar(_Display):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        super().__init__(progress, description, None, stream)
+        super().__init__(progress, description, stream)
 
     def __call__(self, done: int, total: int) -> None:
         self._update(completed=done, total=total)
@@ -142,7 +137,7 @@ class ProgressLine(_Display):
     def __init__(self, stream: TextIO | None = None) -> None:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         progress = _on_terminal(stream, *columns)
-        super().__init__(progress, "", None, stream)
+        super().__init__(progress, "", stream)
 
     def update(self, text: str) -> None:
         self._update(description=text)
