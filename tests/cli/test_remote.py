@@ -380,6 +380,7 @@ def test_every_output_spells_outcomes_by_their_short_name(cli: CLI, stored: str,
         assert tail.wait() == 0
     finally:
         tail.close()
+    outputs["aggregate"] = cli("aggregate", "--by", "outcome", "--lead", LEAD, "--server", stored).stdout
     for form in ("jsonl", "csv"):
         target = tmp_path / f"out.{form}"
         run = cli("export", "-o", str(target), "--format", form, "--lead", LEAD, "--server", stored)
@@ -456,3 +457,19 @@ def test_an_erasure_is_shown_apart_from_the_journey(cli: CLI, stored: str) -> No
     as_json = json.loads(cli("timeline", "lead_cli_apart", "--format", "json", "--server", stored).stdout)
     assert [s["event"]["type"] for s in as_json["steps"]] == ["source.submitted"]
     assert [e["type"] for e in as_json["audit"]] == ["audit.erased"]
+
+
+def test_aggregate_counts_and_sums_per_group_as_a_table_or_json(cli: CLI, stored: str) -> None:
+    run = cli("aggregate", "--by", "type,outcome", "--lead", LEAD, "--server", stored)
+    assert run.status == 0, run
+    header, *rows = run.stdout.splitlines()
+    assert header.split() == ["TYPE", "OUTCOME", "EVENTS", "PRICE", "SUM"]
+    assert sorted(row.split() for row in rows) == [
+        ["recipient.delivered", "SUCCESS", "1", "25.00"],
+        ["source.accepted", "SUCCESS", "1", "-4.50"],
+        ["source.submitted", "UNSPECIFIED", "1", "0"],
+    ]
+    by_day = cli("aggregate", "--by", "day", "--lead", LEAD, "--format", "json", "--server", stored)
+    assert json.loads(by_day.stdout) == [{"keys": ["2024-01-15"], "count": 3, "price_sum": "20.50"}]
+    usage = cli("aggregate", "--by", "colour", "--server", stored)
+    assert usage.status == 2 and usage.stderr.startswith("usage: leadtrail aggregate ")

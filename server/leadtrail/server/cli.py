@@ -152,6 +152,17 @@ def _outcome(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+GROUP_KEYS = ("type", "outcome", "flow", "entity", "hour", "day")
+
+
+def _group_by(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip().lower() for key in text.split(",") if key.strip())
+    unknown = [key for key in keys if key not in GROUP_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected keys among {', '.join(GROUP_KEYS)}")
+    return keys
+
+
 _TIME_FORMS = "RFC 3339, UTC ms, or ago: 15m, 2h, 3d, today, yesterday"
 
 
@@ -271,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_args(p)
     _server_args(p)
     p.set_defaults(func=_remote("cli_remote", "cmd_export"), parser=p)
+
+    p = sub.add_parser("aggregate", help="count and price sum of the matching events per group")
+    p.add_argument(
+        "--by",
+        type=_group_by,
+        default=("type",),
+        metavar="KEY,KEY",
+        help=f"group by these, in order: {', '.join(GROUP_KEYS)} (default type)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _filter_args(p)
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_aggregate"), parser=p)
 
     p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
     _data_arg(p, default=None)

@@ -44,6 +44,7 @@ from .cli_output import (
     events_table,
     iso_ms,
     print_stats,
+    table,
     tail_line,
     timeline_json_chunks,
     timeline_lines,
@@ -341,6 +342,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     events = max(0, lines - 1) if args.format == "csv" else lines
     if args.output != "-":
         print(f"exported {events} events ({human_bytes(written)}) to {args.output}")
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        rows = client.aggregate(args.by, **filter_kwargs(args))
+    if args.format == "json":
+        records = [
+            {"keys": list(row.keys), "count": row.count, "price_sum": str(row.price_sum)} for row in rows
+        ]
+        sys.stdout.buffer.write(dumps(records, indent=True) + b"\n")
+        return 0
+    if not rows:
+        print("no events match", file=sys.stderr)
+        return 0
+    header = [*(key.upper() for key in args.by), "EVENTS", "PRICE SUM"]
+    lines = [[*row.keys, f"{row.count:,}", str(row.price_sum)] for row in rows]
+    print("\n".join(table(header, lines, right=(len(args.by), len(args.by) + 1))))
     return 0
 
 
