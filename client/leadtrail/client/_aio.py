@@ -115,6 +115,16 @@ class AsyncClient:
             subscription.stop()
         await self._channel.close(None)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The gRPC channel, for stubs of services this client does not wrap."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends: the API key as ``authorization: Bearer <key>``, if any."""
+        return self._metadata
+
     async def __aenter__(self) -> Self:
         return self
 

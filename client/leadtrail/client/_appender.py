@@ -123,8 +123,8 @@ class BackgroundAppender:
         else:
             self._client = Client(target_or_client, api_key=api_key)
             self._owns_client = True
-        self._stub = submission_pb2_grpc.SubmissionServiceStub(self._client._channel)
-        self._metadata = self._client._metadata
+        self._stub = submission_pb2_grpc.SubmissionServiceStub(self._client.channel)
+        self._metadata = self._client.metadata
         self._unary_timeout = self._client.timeout
         self._batch_size = batch_size
         self._linger = linger_ms / 1000

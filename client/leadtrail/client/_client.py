@@ -116,6 +116,16 @@ class Client:
             subscription.stop()
         self._channel.close()
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel, for stubs of services this client does not wrap."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends: the API key as ``authorization: Bearer <key>``, if any."""
+        return self._metadata
+
     def __enter__(self) -> Self:
         return self
 
