@@ -473,3 +473,9 @@ def test_aggregate_counts_and_sums_per_group_as_a_table_or_json(cli: CLI, stored
     assert json.loads(by_day.stdout) == [{"keys": ["2024-01-15"], "count": 3, "price_sum": "20.50"}]
     usage = cli("aggregate", "--by", "colour", "--server", stored)
     assert usage.status == 2 and usage.stderr.startswith("usage: leadtrail aggregate ")
+
+
+def test_verify_with_a_server_asks_the_server(cli: CLI, stored: str) -> None:
+    run = cli("verify", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.strip().endswith(" events checked, 0 problems")
