@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,11 +66,27 @@ def test_reindex_rebuilds_every_event(cli: CLI, store: Path) -> None:
 
 
 def test_stats_with_data_reads_the_store_offline(cli: CLI, store: Path) -> None:
-    run = cli("stats", "--data", str(store))
+    run = cli("stats", "--data", str(store), "--json")
     assert run.status == 0, run
     stats = json.loads(run.stdout)
     assert stats["event_count"] == 10
     assert stats["last_position"] == 10
+
+
+def test_stats_is_a_readable_table_with_the_events_of_each_account(cli: CLI, store: Path) -> None:
+    with EventLog.open(store) as log:
+        log.append([Event(type="source.submitted", lead_id="l", flow_id="f", account_id="acme")])
+    run = cli("stats", "--data", str(store))
+    assert run.status == 0, run
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}
+    assert rows["events"][:3] == ["11", "last", "position"]
+    assert rows["writable"] == ["yes"]
+    assert rows["ACCOUNT"] == ["EVENTS"]
+    assert rows["default"] == ["10"] and rows["acme"] == ["1"]
+    assert json.loads(cli("stats", "--data", str(store), "--json").stdout)["account_events"] == {
+        "default": 10,
+        "acme": 1,
+    }
 
 
 def test_dump_prints_stored_records_from_a_position(cli: CLI, store: Path) -> None:
@@ -121,3 +139,40 @@ def test_erase_offline_of_an_unknown_lead_or_under_a_hold_is_one_line(cli: CLI, 
     assert "legal hold" in line
     run = cli("dump", "--data", str(store))
     assert "person1@example.com" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["verify"], "verifying"),
+        (["reindex"], "reindexing"),
+        (["compact", "--now", str(NOW_MS + DAY_MS)], "compacting"),
+        (["erase", "--lead", "lead_1"], "erasing"),
+    ],
+)
+def test_a_long_offline_command_shows_progress_on_a_terminal_and_nothing_in_a_pipe(
+    cli: CLI, store: Path, command: list[str], shown: str
+) -> None:
+    on_terminal = cli.on_terminal(*command, "--data", str(store))
+    assert on_terminal.status == 0, on_terminal
+    assert shown in on_terminal.stderr and "segments" in on_terminal.stderr
+    in_a_pipe = cli(*command, "--data", str(store))
+    assert in_a_pipe.status == 0, in_a_pipe
+    assert in_a_pipe.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "command", [["verify"], ["stats"], ["dump"], ["compact"], ["erase", "--lead", "lead_0"]]
+)
+def test_offline_commands_never_load_the_sdk_or_grpc(store: Path, command: list[str]) -> None:
+    """A host with the store but without a working gRPC stack can still check and read it."""
+    script = (
+        "import sys\n"
+        "from leadtrail.server import cli\n"
+        f"status = cli.main({[*command, '--data', str(store)]!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'grpc' or m.startswith('leadtrail.client'))\n"
+        "print(status, loaded, file=sys.stderr)\n"
+    )
+    command_line = [sys.executable, "-c", script]
+    done = subprocess.run(command_line, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    assert done.stderr.decode().strip() == "0 []", done.stderr.decode()

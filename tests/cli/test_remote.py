@@ -8,10 +8,7 @@ import io
 import json
 import re
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +17,8 @@ import pytest
 if TYPE_CHECKING:
     from conftest import CLI, Run
 
-SERVE = [sys.executable, "-m", "leadtrail.server.cli", "serve"]
-READY = re.compile(r"127\.0\.0\.1:(\d+)")
+server_process = sys.modules["server_process"]  # loaded by conftest.py from tests/server_process.py
+
 
 LEAD = "lead_cli_0001"
 FLOW = "flow_cli"
@@ -62,24 +59,6 @@ OTHER = [
 
 def _jsonl(events: list[dict[str, object]]) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("server") / "data"
-    with subprocess.Popen(
-        [*SERVE, "--data", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        match = READY.search(ready)
-        assert match, f"no ready line: {ready!r}"
-        yield f"127.0.0.1:{match.group(1)}"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
 
 
 @pytest.fixture(scope="module")
@@ -221,43 +200,81 @@ def test_export_jsonl_to_stdout(cli: CLI, stored: str) -> None:
     assert types == ["recipient.delivered", "recipient.failed", "recipient.error"]
 
 
-def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(stored: str) -> None:
-    tail = [sys.executable, "-m", "leadtrail.server.cli", "tail", "--from-start", "--flow", FLOW]
-    with subprocess.Popen(
-        [*tail, "--server", stored], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        assert process.stdout is not None and process.stderr is not None
-        lines = [process.stdout.readline() for _ in range(5)]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
-        assert "Traceback" not in process.stderr.read()
+def test_tail_from_start_replays_then_stops_cleanly_on_sigterm(cli: CLI, stored: str) -> None:
+    tail = cli.start("tail", "--from-start", "--flow", FLOW, "--server", stored)
+    try:
+        lines = [tail.stdout.next() for _ in range(5)]
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
+    assert "Traceback" not in tail.stderr.text
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
     assert "recipient.delivered" in lines[2] and LEAD in lines[2]
 
 
 def test_tail_follows_events_appended_while_it_runs(cli: CLI, stored: str) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "leadtrail.server.cli", "tail", "--lead", "lead_live", "--format", "jsonl",
-         "--server", stored],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:  # fmt: skip
-        assert process.stdout is not None
-        time.sleep(0.5)  # subscribed from the end: only what is appended from now on
+    tail = cli.start("tail", "--lead", "lead_live", "--format", "jsonl", "--server", stored)
+    try:
+        # Subscribed from the end: only what is appended once it has caught up is shown.
+        tail.stderr.wait_for("caught up")
         live = {"type": "feedback.received", "lead_id": "lead_live", "flow_id": FLOW, "outcome": "SUCCESS"}
         assert cli("append", "--server", stored, input=_jsonl([live])).status == 0
-        event = json.loads(process.stdout.readline())
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        event = json.loads(tail.stdout.next())
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
     assert (event["type"], event["lead_id"]) == ("feedback.received", "lead_live")
 
 
+PROMPT_EXIT_S = 2.0
+"""How long a tail may take to end after SIGTERM or SIGINT."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_tail_since_replays_what_was_recorded_from_then_says_it_caught_up_and_ends_on_a_signal(
+    cli: CLI, stored: str, sig: signal.Signals
+) -> None:
+    tail = cli.start("tail", "--since", "1h", "--flow", FLOW, "--server", stored)
+    try:
+        replayed = [tail.stdout.next() for _ in range(5)]
+        assert "caught up at position" in tail.stderr.next()
+        tail.signal(sig)
+        assert tail.wait(timeout=PROMPT_EXIT_S) == 0
+    finally:
+        tail.close()
+    assert [line.split()[0] for line in replayed] == ["1", "2", "3", "4", "5"]
+    assert "Traceback" not in tail.stderr.text
+
+
+def test_tail_since_a_later_time_replays_nothing(cli: CLI, stored: str) -> None:
+    tail = cli.start("tail", "--since", "2999-01-01T00:00:00Z", "--format", "jsonl", "--server", stored)
+    try:
+        tail.stderr.wait_for("caught up")
+        tail.signal(signal.SIGTERM)
+        assert tail.wait(timeout=PROMPT_EXIT_S) == 0
+    finally:
+        tail.close()
+    assert tail.stdout.text == ""
+
+
 def test_stats_of_the_server(cli: CLI, stored: str) -> None:
-    run = cli("stats", "--server", stored)
+    run = cli("stats", "--server", stored, "--json")
     assert run.status == 0, run
     stats = json.loads(run.stdout)
     assert stats["event_count"] >= 5
     assert stats["writable"] is True
+
+
+def test_stats_of_the_server_is_a_table_with_the_events_of_each_account(cli: CLI, stored: str) -> None:
+    run = cli("stats", "--server", stored)
+    assert run.status == 0, run
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}
+    assert rows["writable"] == ["yes"]
+    assert rows["ACCOUNT"] == ["EVENTS"]
+    assert int(rows["default"][0].replace(",", "")) >= 5
+    assert int(rows["events"][0].replace(",", "")) >= 5
 
 
 def test_retention_set_and_apply(cli: CLI, stored: str) -> None:
@@ -330,3 +347,135 @@ def test_demo_appends_simulated_flows_and_shows_a_timeline(cli: CLI, server: str
     assert re.search(r"^\s+1\s+2024-\S+\s+0\s+source\.submitted", run.stdout, re.M)
     again = cli("demo", "--leads", "20", "--seed", "5", "--server", server)
     assert f"appended 0, duplicates {appended}" in again.stdout.splitlines()[0]
+
+
+def test_demo_with_a_writer_key_says_what_it_stored_and_why_it_shows_no_timeline(
+    cli: CLI, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    writer = server_process.create_key(data, "acme", "writer")
+    server = server_process.ServerProcess(data).start()
+    try:
+        run = cli("demo", "--leads", "5", "--server", server.address, "--api-key", writer)
+    finally:
+        assert server.stop() == 0
+    assert run.status == 0, run
+    assert re.match(r"demo: 5 leads, \d+ events to .*: appended \d+, duplicates 0", run.stdout)
+    assert "journeys" in run.stdout
+    assert "not shown: this API key's role may append but not read" in run.stdout
+    assert "PERMISSION_DENIED" not in run.stdout + run.stderr
+
+
+def test_every_output_spells_outcomes_by_their_short_name(cli: CLI, stored: str, tmp_path: Path) -> None:
+    """SUCCESS, never OUTCOME_SUCCESS: in get, query, tail and exports to a file alike."""
+    outputs = {
+        "get": cli("get", JOURNEY[2]["id"], "--server", stored).stdout,  # type: ignore[arg-type]
+        "query": cli("query", "--lead", LEAD, "--format", "jsonl", "--server", stored).stdout,
+        "table": cli("query", "--lead", LEAD, "--server", stored).stdout,
+    }
+    tail = cli.start("tail", "--from-start", "--lead", LEAD, "--format", "jsonl", "--server", stored)
+    try:
+        outputs["tail"] = "".join(tail.stdout.next() for _ in range(3))
+        tail.signal(signal.SIGTERM)
+        assert tail.wait() == 0
+    finally:
+        tail.close()
+    outputs["aggregate"] = cli("aggregate", "--by", "outcome", "--lead", LEAD, "--server", stored).stdout
+    for form in ("jsonl", "csv"):
+        target = tmp_path / f"out.{form}"
+        run = cli("export", "-o", str(target), "--format", form, "--lead", LEAD, "--server", stored)
+        assert run.status == 0, run
+        outputs[f"export {form}"] = target.read_text()
+    for name, text in outputs.items():
+        assert "SUCCESS" in text, name
+        assert "OUTCOME_" not in text, name
+
+
+def test_a_long_export_to_a_file_shows_its_count_on_a_terminal_only(
+    cli: CLI, stored: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "all.jsonl"
+    on_terminal = cli.on_terminal("export", "-o", str(target), "--server", stored)
+    assert on_terminal.status == 0, on_terminal
+    assert re.search(r"exported \d+ events, \d+", on_terminal.stderr)
+    in_a_pipe = cli("export", "-o", str(target), "--server", stored)
+    assert (in_a_pipe.status, in_a_pipe.stderr) == (0, "")
+    assert in_a_pipe.stdout == on_terminal.stdout
+
+
+def test_append_warns_on_stderr_once_per_id_stored_with_other_content(cli: CLI, stored: str) -> None:
+    changed = [
+        {**JOURNEY[0], "type": "source.rejected"},  # same id, another type
+        JOURNEY[1],  # the very same event: a plain duplicate
+        {**JOURNEY[2], "lead_id": "lead_someone_else"},  # same id, another lead
+    ]
+    run = cli("append", "--server", stored, input=_jsonl(changed))
+    assert run.status == 0, run
+    assert run.stdout.strip() == "appended 0, duplicates 3, last position 3"
+    warned = run.stderr.splitlines()
+    assert len(warned) == 2, run.stderr
+    for line, event in zip(warned, (JOURNEY[0], JOURNEY[2]), strict=True):
+        assert line.startswith(f"leadtrail: warning: {event['id']} is already stored with another type")
+    assert "AppendConflictWarning" not in run.stderr  # the CLI's words, not the SDK's warning
+
+
+def test_a_timeline_longer_than_a_page_is_printed_whole_page_by_page(cli: CLI, stored: str) -> None:
+    lead = "lead_cli_long"
+    events = [
+        {"type": "enhancement.success", "lead_id": lead, "flow_id": "flow_long",
+         "timestamp": 1705329045000 + i * 1000, "lead": {"step": i}}
+        for i in range(2500)
+    ]  # fmt: skip
+    assert cli("append", "--server", stored, input=_jsonl(events)).status == 0
+    run = cli("timeline", lead, "--server", stored)
+    assert run.status == 0, run
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"lead {lead}  flow flow_long  more steps than a page over 41 min 39 s")
+    rows = [line.split() for line in lines if re.match(r"^\s*\d+\s+2024-", line)]
+    assert [int(row[0]) for row in rows] == list(range(1, 2501))
+    assert {row[2] for row in rows[1:]} == {"+1,000"}  # the gap is known across page boundaries
+    assert lines[-1] == "2,500 steps"
+    as_json = json.loads(cli("timeline", lead, "--format", "json", "--server", stored).stdout)
+    assert as_json["total_ms"] == 2_499_000 and as_json["audit"] == []
+    assert [s["since_previous_ms"] for s in as_json["steps"]] == [0] + [1000] * 2499
+    assert [s["changes"] for s in as_json["steps"]][1000] == [
+        {"field": "step", "kind": "CHANGED", "before": 999, "after": 1000}
+    ]
+
+
+def test_an_erasure_is_shown_apart_from_the_journey(cli: CLI, stored: str) -> None:
+    lead = {"email": "apart@example.com"}
+    event = {"type": "source.submitted", "lead_id": "lead_cli_apart", "flow_id": FLOW, "lead": lead}
+    assert cli("append", "--server", stored, input=_jsonl([event])).status == 0
+    assert cli("erase", "--lead", "lead_cli_apart", "--reason", "DSR-10", "--server", stored).status == 0
+    run = cli("timeline", "lead_cli_apart", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.splitlines()[0].startswith(f"lead lead_cli_apart  flow {FLOW}  1 steps over 0 ms")
+    journey, _, apart = run.stdout.partition("recorded by the store about this lead")
+    assert "audit.erased" not in journey
+    assert "audit.erased" in apart and "DSR-10" in apart
+    as_json = json.loads(cli("timeline", "lead_cli_apart", "--format", "json", "--server", stored).stdout)
+    assert [s["event"]["type"] for s in as_json["steps"]] == ["source.submitted"]
+    assert [e["type"] for e in as_json["audit"]] == ["audit.erased"]
+
+
+def test_aggregate_counts_and_sums_per_group_as_a_table_or_json(cli: CLI, stored: str) -> None:
+    run = cli("aggregate", "--by", "type,outcome", "--lead", LEAD, "--server", stored)
+    assert run.status == 0, run
+    header, *rows = run.stdout.splitlines()
+    assert header.split() == ["TYPE", "OUTCOME", "EVENTS", "PRICE", "SUM"]
+    assert sorted(row.split() for row in rows) == [
+        ["recipient.delivered", "SUCCESS", "1", "25.00"],
+        ["source.accepted", "SUCCESS", "1", "-4.50"],
+        ["source.submitted", "UNSPECIFIED", "1", "0"],
+    ]
+    by_day = cli("aggregate", "--by", "day", "--lead", LEAD, "--format", "json", "--server", stored)
+    assert json.loads(by_day.stdout) == [{"keys": ["2024-01-15"], "count": 3, "price_sum": "20.50"}]
+    usage = cli("aggregate", "--by", "colour", "--server", stored)
+    assert usage.status == 2 and usage.stderr.startswith("usage: leadtrail aggregate ")
+
+
+def test_verify_with_a_server_asks_the_server(cli: CLI, stored: str) -> None:
+    run = cli("verify", "--server", stored)
+    assert run.status == 0, run
+    assert run.stdout.strip().endswith(" events checked, 0 problems")

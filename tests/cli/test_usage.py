@@ -57,6 +57,25 @@ def test_a_bad_time_in_a_filter_is_a_usage_error(cli: CLI) -> None:
     assert "yesterday-ish" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["query", "--since", "yesterday-ish"], "query"),
+        (["query", "--since", "2024-02-01", "--until", "2024-01-01"], "query"),
+        (["tail", "--outcome", "MAYBE"], "tail"),
+        (["retention", "apply", "--now", "soon"], "retention apply"),
+        (["export", "--output", "-", "--until", "later"], "export"),
+    ],
+)
+def test_an_error_in_a_commands_arguments_prints_that_commands_usage(
+    cli: CLI, args: list[str], command: str
+) -> None:
+    run = cli(*args, "--server", f"127.0.0.1:{_closed_port()}")
+    assert run.status == 2, run
+    assert run.stderr.startswith(f"usage: leadtrail {command} "), run.stderr
+    assert f"leadtrail {command}: error: " in run.stderr
+
+
 def test_a_bad_listen_address_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
     run = cli("serve", "--data", str(tmp_path), "--listen", "localhost")
     assert run.status == 2, run

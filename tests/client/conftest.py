@@ -1,109 +1,83 @@
 """Servers for the client tests.
 
 ``leadtrail_server`` is the real thing: ``leadtrail serve`` as a child process
-on a loopback port chosen by the OS. ``FakeSubmissionServer`` is a real gRPC
+on a loopback port chosen by the OS (``tests/server_process.py``). ``FakeSubmissionServer`` is a real gRPC
 server in this process with an in-memory, idempotent SubmissionService whose
 failures the tests choose; its store outlives a restart on the same port.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from leadtrail.v1 import submission_pb2, submission_pb2_grpc
 
-READY = re.compile(r"(127\.0\.0\.1:\d+)")
+
+def _load_server_process() -> ModuleType:
+    """``tests/server_process.py``, loaded once by path and shared with tests/cli."""
+    module = sys.modules.get("server_process")
+    if module is None:
+        path = Path(__file__).resolve().parents[1] / "server_process.py"
+        spec = importlib.util.spec_from_file_location("server_process", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["server_process"] = module
+        spec.loader.exec_module(module)
+    return module
 
 
-class ServerProcess:
-    """``python -m leadtrail.server.cli serve`` as a child process."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.proc: subprocess.Popen[str] | None = None
-        self.address = ""
-        self.output: list[str] = []
-        self._drainer = threading.Thread()
-
-    def start(self, listen: str = "127.0.0.1:0", timeout: float = 30.0) -> ServerProcess:
-        command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(self.data)]
-        self.proc = subprocess.Popen(
-            [*command, "--listen", listen],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            match = READY.search(line)
-            if match:
-                self.address = match.group(1)
-                # Keep reading so a chatty server never blocks on a full pipe.
-                self._drainer = threading.Thread(target=self._drain, daemon=True)
-                self._drainer.start()
-                return self
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-        raise AssertionError("server did not become ready:\n" + "".join(self.output))
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rpartition(":")[2])
-
-    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            status = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            status = self.proc.wait()
-        self._drainer.join(5)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return status
-
-    def restart(self, sig: int = signal.SIGTERM) -> ServerProcess:
-        """Stop with ``sig``, then start again on the same data directory and port."""
-        port = self.port
-        self.stop(sig=sig)
-        return self.start(f"127.0.0.1:{port}")
+server_process = _load_server_process()
+ServerProcess = server_process.ServerProcess
 
 
 @pytest.fixture(scope="module")
-def leadtrail_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def leadtrail_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server = ServerProcess(tmp_path_factory.mktemp("leadtrail-data")).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def fresh_server(tmp_path: Path) -> Iterator[Any]:
     """A server of its own, for tests that restart it."""
     server = ServerProcess(tmp_path / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    return server_process.make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
+    """A server that speaks only TLS."""
+    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
+    server = server_process.ServerProcess(tmp_path_factory.mktemp("tls") / "data", *tls).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
+    """A server that admits only clients with a certificate signed by the test CA."""
+    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
+    mutual = ("--tls-client-ca", str(certificates.ca))
+    server = server_process.ServerProcess(tmp_path_factory.mktemp("mtls") / "data", *tls, *mutual).start()
     yield server
     server.stop()
 

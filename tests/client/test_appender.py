@@ -196,7 +196,7 @@ def test_full_queue_with_raise_policy_raises_at_once(fake_server: Any) -> None:
     started = time.monotonic()
     with pytest.raises(QueueFullError):
         appender.submit(event(99))
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 1  # at once: the block policy would wait for room
     fake_server.service.gate.set()
     assert appender.close(10)
 

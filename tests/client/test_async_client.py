@@ -91,6 +91,6 @@ def test_async_subscription_delivers_history_live_events_and_stops(leadtrail_ser
             asyncio.get_running_loop().call_later(0.2, idle.stop)
             started = time.monotonic()
             assert [item async for item in idle] == []
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 10  # stopped, not ended by a timeout of its own
 
     asyncio.run(asyncio.wait_for(scenario(), 20))

@@ -209,10 +209,10 @@ def test_aggregate_counts_and_sums_money_exactly(client: Client) -> None:
         ]
     )
     rows = {row.keys: row for row in client.aggregate(("type", "outcome"), flow_id=flow)}
-    success = rows[("recipient.delivered", "OUTCOME_SUCCESS")]
+    success = rows[("recipient.delivered", "SUCCESS")]
     assert success.count == 2 and success.price_sum == Decimal("0.30")
-    assert rows[("recipient.delivered", "OUTCOME_FAILURE")] == AggregateRow(
-        ("recipient.delivered", "OUTCOME_FAILURE"), 1, Decimal(0)
+    assert rows[("recipient.delivered", "FAILURE")] == AggregateRow(
+        ("recipient.delivered", "FAILURE"), 1, Decimal(0)
     )
     by_day = client.aggregate("day", flow_id=flow)
     assert [row.count for row in by_day] == [3, 1]
@@ -275,10 +275,14 @@ def test_a_subscription_position_names_the_last_event_handed_over_even_inside_a_
 def test_subscription_without_start_point_sees_only_new_events(client: Client) -> None:
     flow = unique("flow")
     client.append(Event("source.submitted", "old", flow))
-    with client.subscribe(flow_id=flow) as subscription:
-        time.sleep(0.3)  # let the subscription reach the end of the log first
+    with client.subscribe(flow_id=flow, include_checkpoints=True) as subscription:
+        items = iter(subscription)
+        for item in items:  # the end of the log is reached when it says it caught up
+            assert not isinstance(item, Event), item
+            if isinstance(item, CaughtUp):
+                break
         new = client.append(Event("source.submitted", "new", flow))
-        first = next(iter(subscription))
+        first = next(item for item in items if not isinstance(item, Checkpoint))
     assert isinstance(first, Event) and first.id == new.id
 
 
@@ -287,7 +291,7 @@ def test_stop_from_another_thread_ends_the_iteration_promptly(client: Client) ->
     threading.Timer(0.3, subscription.stop).start()
     started = time.monotonic()
     assert list(subscription) == []
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # stopped, not ended by a timeout of its own
 
 
 def test_administration_reports_stats_verification_and_retention(client: Client) -> None:

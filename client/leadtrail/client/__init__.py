@@ -27,6 +27,7 @@ from ._errors import (
     QueueFullError,
     ResourceExhaustedError,
     ServiceError,
+    TLSError,
     UnauthenticatedError,
     UnavailableError,
     handle_rpc_error,
@@ -52,9 +53,11 @@ from ._model import (
 )
 from ._tls import tls_credentials
 from ._ulid import new_event_id
+from ._warnings import AppendConflictWarning
 
 __all__ = [
     "AggregateRow",
+    "AppendConflictWarning",
     "AppendResult",
     "AsyncClient",
     "AsyncSubscription",
@@ -83,6 +86,7 @@ __all__ = [
     "ServiceError",
     "Stats",
     "Subscription",
+    "TLSError",
     "Timeline",
     "TimelineStep",
     "UnauthenticatedError",

@@ -57,6 +57,7 @@ from ._model import (
     Timeline,
     VerifyReport,
 )
+from ._pages import joined_timeline
 from ._requests import (
     DEFAULT_OPTIONS,
     DEFAULT_TARGET,
@@ -67,8 +68,10 @@ from ._requests import (
     export_request,
     query_request,
     subscribe_request,
+    timeline_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, is_reconnectable
+from ._warnings import warn_of_conflicts
 
 
 class AsyncClient:
@@ -89,6 +92,8 @@ class AsyncClient:
     ) -> None:
         self.target = target
         self.timeout = timeout
+        self.secure = credentials is not None
+        """Whether the channel uses TLS."""
         self._metadata = call_metadata(api_key)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=list(options))
@@ -99,11 +104,26 @@ class AsyncClient:
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._subscriptions: set[AsyncSubscription] = set()
+        self._closed = False
 
     async def close(self) -> None:
+        """Stop the open subscriptions and close the channel; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for subscription in list(self._subscriptions):
             subscription.stop()
         await self._channel.close(None)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The gRPC channel, for stubs of services this client does not wrap."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends: the API key as ``authorization: Bearer <key>``, if any."""
+        return self._metadata
 
     async def __aenter__(self) -> Self:
         return self
@@ -128,24 +148,38 @@ class AsyncClient:
         if not events:
             return []
         request = append_request(events)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
         results = [append_result_from_proto(result) for result in response.results]
+        warn_of_conflicts(results, stacklevel=2)
         return results[0] if single else results
 
     # -- reading -----------------------------------------------------------------------------------
 
     async def get(self, event_id: str) -> Event:
         request = query_pb2.GetEventRequest(id=event_id, json_snapshots=True)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = await self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    async def timeline(self, lead_id: str) -> Timeline:
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
-        with translated_rpc_errors():
-            message = await self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
-        return timeline_from_proto(message)
+    async def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+        """See ``Client.timeline``: all pages fetched and joined."""
+        return joined_timeline([page async for page in self.timeline_pages(lead_id, page_size=page_size)])
+
+    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> AsyncIterator[Timeline]:
+        """See ``Client.timeline_pages``; iterate with ``async for``."""
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+
+    async def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> AsyncIterator[Timeline]:
+        while True:
+            with translated_rpc_errors(secure=self.secure):
+                message = await self._query.GetTimeline(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+            yield timeline_from_proto(message)
+            if not message.next_page_token:
+                return
+            request.page_token = message.next_page_token
 
     def query(
         self,
@@ -161,7 +195,7 @@ class AsyncClient:
 
     async def _pages(self, request: query_pb2.QueryEventsRequest) -> AsyncIterator[Event]:
         while True:
-            with translated_rpc_errors():
+            with translated_rpc_errors(secure=self.secure):
                 response = await self._query.QueryEvents(
                     request, timeout=self.timeout, metadata=self._metadata
                 )
@@ -187,7 +221,7 @@ class AsyncClient:
             page_size=page_size,
             page_token=page_token,
         )
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
         return [event_from_proto(message) for message in response.events], response.next_page_token
 
@@ -200,7 +234,7 @@ class AsyncClient:
     async def _export(self, request: query_pb2.ExportRequest) -> AsyncIterator[bytes]:
         call = self._query.Export(request, metadata=self._metadata)
         try:
-            with translated_rpc_errors():
+            with translated_rpc_errors(secure=self.secure):
                 async for chunk in call:
                     yield chunk.data
         finally:
@@ -226,9 +260,9 @@ class AsyncClient:
         **filter: Unpack[EventFilterArgs],
     ) -> list[AggregateRow]:
         request = aggregate_request(filter, group_by)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._query.Aggregate(request, timeout=self.timeout, metadata=self._metadata)
-        return [aggregate_row_from_proto(row) for row in response.rows]
+        return [aggregate_row_from_proto(row, request.group_by) for row in response.rows]
 
     def subscribe(
         self,
@@ -254,6 +288,7 @@ class AsyncClient:
             SubscriptionCursor(request, include_checkpoints),
             metadata=self._metadata,
             reconnect=reconnect,
+            secure=self.secure,
             on_close=self._subscriptions.discard,
         )
         self._subscriptions.add(subscription)
@@ -262,14 +297,14 @@ class AsyncClient:
     # -- administration ----------------------------------------------------------------------------
 
     async def stats(self) -> Stats:
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = await self._admin.GetStats(
                 admin_pb2.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata
             )
         return stats_from_proto(message)
 
     async def verify(self) -> VerifyReport:
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = await self._admin.Verify(admin_pb2.VerifyRequest(), metadata=self._metadata)
         return verify_report_from_proto(message)
 
@@ -285,7 +320,7 @@ class AsyncClient:
         request = retention_policy_to_proto(
             RetentionPolicy(account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days)
         )
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._admin.SetRetentionPolicy(
                 request, timeout=self.timeout, metadata=self._metadata
             )
@@ -295,14 +330,14 @@ class AsyncClient:
         request = admin_pb2.ApplyRetentionRequest()
         if now is not None:
             request.now.CopyFrom(to_timestamp(now))
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._admin.ApplyRetention(request, metadata=self._metadata)
         return retention_report_from_proto(response)
 
     async def erase_lead(self, lead_id: str, reason: str = "") -> ErasureReport:
         """Erase a lead's personal data from every event recorded so far (admin keys)."""
         request = admin_pb2.EraseLeadRequest(lead_id=lead_id, reason=reason)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._admin.EraseLead(request, timeout=None, metadata=self._metadata)
         return erasure_report_from_proto(response)
 
@@ -311,7 +346,7 @@ class AsyncClient:
     ) -> FieldPolicy:
         """Replace the caller's account field policy; returns it as stored."""
         request = field_policy_to_proto(FieldPolicy("", tuple(secret), tuple(pii), tuple(plain)))
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._admin.SetFieldPolicy(
                 request, timeout=self.timeout, metadata=self._metadata
             )
@@ -319,7 +354,7 @@ class AsyncClient:
 
     async def field_policy(self) -> FieldPolicy:
         """The caller's account field policy (empty: the built-in classes only)."""
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = await self._admin.GetFieldPolicy(
                 admin_pb2.GetFieldPolicyRequest(), timeout=self.timeout, metadata=self._metadata
             )
@@ -352,12 +387,14 @@ class AsyncSubscription:
         *,
         metadata: tuple[tuple[str, str], ...],
         reconnect: bool,
+        secure: bool = False,
         on_close: Callable[[AsyncSubscription], None] | None = None,
     ) -> None:
         self._stub = stub
         self._cursor = cursor
         self._metadata = metadata
         self._reconnect = reconnect
+        self._secure = secure
         self._on_close = on_close
         self._stopped = asyncio.Event()
         self._call: grpc.aio.UnaryStreamCall[stream_pb2.SubscribeRequest, stream_pb2.SubscribeResponse] | None
@@ -419,7 +456,7 @@ class AsyncSubscription:
                 if self._stopped.is_set():
                     return
                 if not (self._reconnect and is_reconnectable(error)):
-                    raise handle_rpc_error(error) from error
+                    raise handle_rpc_error(error, secure=self._secure) from error
             except asyncio.CancelledError:
                 # grpc.aio reports our own call.cancel() this way; anything else is
                 # the task being cancelled and must propagate.

@@ -26,12 +26,13 @@ import grpc
 from leadtrail.v1 import submission_pb2, submission_pb2_grpc
 
 from ._client import Client
-from ._convert import append_request, event_to_proto
+from ._convert import append_request, append_result_from_proto, event_to_proto
 from ._errors import InvalidArgumentError, LeadTrailError, QueueFullError, handle_rpc_error
 from ._model import Event
 from ._requests import DEFAULT_TARGET
 from ._resume import RECONNECT_CODES, Backoff, cancel_call
 from ._ulid import new_event_id
+from ._warnings import warn_of_conflicts
 
 logger = logging.getLogger("leadtrail.client")
 
@@ -122,8 +123,8 @@ class BackgroundAppender:
         else:
             self._client = Client(target_or_client, api_key=api_key)
             self._owns_client = True
-        self._stub = submission_pb2_grpc.SubmissionServiceStub(self._client._channel)
-        self._metadata = self._client._metadata
+        self._stub = submission_pb2_grpc.SubmissionServiceStub(self._client.channel)
+        self._metadata = self._client.metadata
         self._unary_timeout = self._client.timeout
         self._batch_size = batch_size
         self._linger = linger_ms / 1000
@@ -383,12 +384,13 @@ class BackgroundAppender:
                 self._call = call
             error: grpc.RpcError | None = None
             try:
-                for _response in call:  # one per request, in order; results not needed
+                for response in call:  # one per request, in order
                     backoff.reset()
                     with self._cond:
                         if not self._in_flight:
                             continue
                         batch = self._in_flight.popleft()
+                    _warn_of_conflicts(response)  # before flush() can return
                     self._acknowledge(len(batch.events))
             except grpc.RpcError as rpc_error:
                 error = rpc_error
@@ -428,7 +430,9 @@ class BackgroundAppender:
             size = sizes.popleft()
             chunk = batch.events[:size]
             try:
-                self._stub.Append(append_request(chunk), timeout=self._unary_timeout, metadata=self._metadata)
+                response = self._stub.Append(
+                    append_request(chunk), timeout=self._unary_timeout, metadata=self._metadata
+                )
             except grpc.RpcError as error:
                 code = error.code()
                 if code in _RETRY_CODES:
@@ -437,8 +441,9 @@ class BackgroundAppender:
                 if size > 1 and code in _SPLIT_CODES:
                     sizes.extendleft((size - size // 2, size // 2))
                     continue
-                self._fail(chunk, handle_rpc_error(error))
+                self._fail(chunk, handle_rpc_error(error, secure=self._client.secure))
             else:
+                _warn_of_conflicts(response)
                 self._acknowledge(size)
             del batch.events[:size]
         if self._stopped.is_set():
@@ -466,3 +471,9 @@ def _requests(
         if request is None:
             return
         yield request
+
+
+def _warn_of_conflicts(response: submission_pb2.AppendResponse) -> None:
+    # Checked on the message first: converting every result would cost the hot path.
+    if any(result.conflict for result in response.results):
+        warn_of_conflicts(append_result_from_proto(result) for result in response.results)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, Unpack, overload
@@ -52,6 +52,7 @@ from ._model import (
     Timeline,
     VerifyReport,
 )
+from ._pages import joined_timeline
 from ._requests import (
     DEFAULT_OPTIONS,
     DEFAULT_TARGET,
@@ -62,8 +63,10 @@ from ._requests import (
     export_request,
     query_request,
     subscribe_request,
+    timeline_request,
 )
 from ._resume import Backoff, SubscriptionCursor, SubscriptionItem, cancel_call, is_reconnectable
+from ._warnings import warn_of_conflicts
 
 
 class BinaryWriter(Protocol):
@@ -90,6 +93,8 @@ class Client:
     ) -> None:
         self.target = target
         self.timeout = timeout
+        self.secure = credentials is not None
+        """Whether the channel uses TLS."""
         self._metadata = call_metadata(api_key)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=list(options))
@@ -110,6 +115,16 @@ class Client:
         for subscription in list(self._subscriptions):
             subscription.stop()
         self._channel.close()
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel, for stubs of services this client does not wrap."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call sends: the API key as ``authorization: Bearer <key>``, if any."""
+        return self._metadata
 
     def __enter__(self) -> Self:
         return self
@@ -138,9 +153,10 @@ class Client:
         if not events:
             return []
         request = append_request(events)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._submission.Append(request, timeout=self.timeout, metadata=self._metadata)
         results = [append_result_from_proto(result) for result in response.results]
+        warn_of_conflicts(results, stacklevel=2)
         return results[0] if single else results
 
     # -- reading -----------------------------------------------------------------------------------
@@ -148,16 +164,30 @@ class Client:
     def get(self, event_id: str) -> Event:
         """The event with this id; ``NotFoundError`` when there is none."""
         request = query_pb2.GetEventRequest(id=event_id, json_snapshots=True)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    def timeline(self, lead_id: str) -> Timeline:
-        """Every event of a lead with its snapshot changes; ``NotFoundError`` for an unknown lead."""
-        request = query_pb2.GetTimelineRequest(lead_id=lead_id, json_snapshots=True)
-        with translated_rpc_errors():
-            message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
-        return timeline_from_proto(message)
+    def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+        """Every event of a lead with its snapshot changes, all pages fetched and joined;
+        ``NotFoundError`` for an unknown lead. The store's own records about the lead (such
+        as its erasure) are in ``audit``, apart from the steps."""
+        return joined_timeline(list(self.timeline_pages(lead_id, page_size=page_size)))
+
+    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> Iterator[Timeline]:
+        """The lead's timeline a page at a time (``page_size`` steps, 0: the server's 1,000),
+        each fetched when the previous one has been taken. ``total_ms`` and
+        ``since_previous_ms`` are the whole journey's on every page."""
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+
+    def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> Iterator[Timeline]:
+        while True:
+            with translated_rpc_errors(secure=self.secure):
+                message = self._query.GetTimeline(request, timeout=self.timeout, metadata=self._metadata)
+            yield timeline_from_proto(message)
+            if not message.next_page_token:
+                return
+            request.page_token = message.next_page_token
 
     def query(
         self,
@@ -173,7 +203,7 @@ class Client:
 
     def _pages(self, request: query_pb2.QueryEventsRequest) -> Iterator[Event]:
         while True:
-            with translated_rpc_errors():
+            with translated_rpc_errors(secure=self.secure):
                 response = self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
             for message in response.events:
                 yield event_from_proto(message)
@@ -198,7 +228,7 @@ class Client:
             page_size=page_size,
             page_token=page_token,
         )
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._query.QueryEvents(request, timeout=self.timeout, metadata=self._metadata)
         return [event_from_proto(message) for message in response.events], response.next_page_token
 
@@ -212,7 +242,7 @@ class Client:
     def _export(self, request: query_pb2.ExportRequest) -> Iterator[bytes]:
         call = self._query.Export(request, metadata=self._metadata)
         try:
-            with translated_rpc_errors():
+            with translated_rpc_errors(secure=self.secure):
                 for chunk in call:
                     yield chunk.data
         finally:
@@ -244,9 +274,9 @@ class Client:
         ``group_by`` names: "type", "outcome", "flow", "entity", "hour", "day".
         """
         request = aggregate_request(filter, group_by)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._query.Aggregate(request, timeout=self.timeout, metadata=self._metadata)
-        return [aggregate_row_from_proto(row) for row in response.rows]
+        return [aggregate_row_from_proto(row, request.group_by) for row in response.rows]
 
     def subscribe(
         self,
@@ -276,6 +306,8 @@ class Client:
             SubscriptionCursor(request, include_checkpoints),
             metadata=self._metadata,
             reconnect=reconnect,
+            secure=self.secure,
+            on_close=self._subscriptions.discard,
         )
         self._subscriptions.add(subscription)
         return subscription
@@ -283,7 +315,7 @@ class Client:
     # -- administration ----------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = self._admin.GetStats(
                 admin_pb2.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata
             )
@@ -291,7 +323,7 @@ class Client:
 
     def verify(self) -> VerifyReport:
         """Check every record of the log; an empty ``problems`` list means a healthy store."""
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             message = self._admin.Verify(admin_pb2.VerifyRequest(), timeout=None, metadata=self._metadata)
         return verify_report_from_proto(message)
 
@@ -308,7 +340,7 @@ class Client:
         request = retention_policy_to_proto(
             RetentionPolicy(account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days)
         )
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._admin.SetRetentionPolicy(request, timeout=self.timeout, metadata=self._metadata)
         return retention_policy_from_proto(response.policy)
 
@@ -317,14 +349,14 @@ class Client:
         request = admin_pb2.ApplyRetentionRequest()
         if now is not None:
             request.now.CopyFrom(to_timestamp(now))
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._admin.ApplyRetention(request, timeout=None, metadata=self._metadata)
         return retention_report_from_proto(response)
 
     def erase_lead(self, lead_id: str, reason: str = "") -> ErasureReport:
         """Erase a lead's personal data from every event recorded so far (admin keys)."""
         request = admin_pb2.EraseLeadRequest(lead_id=lead_id, reason=reason)
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._admin.EraseLead(request, timeout=None, metadata=self._metadata)
         return erasure_report_from_proto(response)
 
@@ -333,13 +365,13 @@ class Client:
     ) -> FieldPolicy:
         """Replace the caller's account field policy; returns it as stored."""
         request = field_policy_to_proto(FieldPolicy("", tuple(secret), tuple(pii), tuple(plain)))
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._admin.SetFieldPolicy(request, timeout=self.timeout, metadata=self._metadata)
         return field_policy_from_proto(response)
 
     def field_policy(self) -> FieldPolicy:
         """The caller's account field policy (empty: the built-in classes only)."""
-        with translated_rpc_errors():
+        with translated_rpc_errors(secure=self.secure):
             response = self._admin.GetFieldPolicy(
                 admin_pb2.GetFieldPolicyRequest(), timeout=self.timeout, metadata=self._metadata
             )
@@ -372,11 +404,15 @@ class Subscription:
         *,
         metadata: tuple[tuple[str, str], ...],
         reconnect: bool,
+        secure: bool = False,
+        on_close: Callable[[Subscription], None] | None = None,
     ) -> None:
         self._stub = stub
         self._cursor = cursor
         self._metadata = metadata
         self._reconnect = reconnect
+        self._secure = secure
+        self._on_close = on_close
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         # The first call starts now, not at the first next(): a subscription to new
@@ -404,6 +440,8 @@ class Subscription:
             call = self._call
         if call is not None:
             cancel_call(call)
+        if self._on_close is not None:
+            self._on_close(self)
 
     def __enter__(self) -> Self:
         return self
@@ -440,7 +478,7 @@ class Subscription:
                 if self._stopped.is_set():
                     return
                 if not (self._reconnect and is_reconnectable(error)):
-                    raise handle_rpc_error(error) from error
+                    raise handle_rpc_error(error, secure=self._secure) from error
             finally:
                 cancel_call(call)
             call = None

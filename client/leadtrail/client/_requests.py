@@ -88,6 +88,20 @@ def query_request(
     )
 
 
+MAX_TIMELINE_PAGE = 1000
+
+
+def timeline_request(
+    lead_id: str, *, page_size: int = 0, page_token: str = ""
+) -> query_pb2.GetTimelineRequest:
+    """``page_size`` steps a page, 0 for the server's default (and maximum) of 1,000."""
+    if not 0 <= page_size <= MAX_TIMELINE_PAGE:
+        raise ValueError(f"page_size must be within 0..{MAX_TIMELINE_PAGE}, not {page_size}")
+    return query_pb2.GetTimelineRequest(
+        lead_id=lead_id, page_size=page_size, page_token=page_token, json_snapshots=True
+    )
+
+
 def export_request(
     filter_args: EventFilterArgs, *, format: ExportFormat = "jsonl", fields: Iterable[str] = ()
 ) -> query_pb2.ExportRequest:

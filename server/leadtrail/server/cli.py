@@ -1,8 +1,9 @@
-"""The ``leadtrail`` command line.
+"""The ``leadtrail`` command line: its parser and ``main``.
 
-Offline commands (``verify``, ``reindex``, ``compact``, ``dump``, ``stats --data``)
-open the store directory themselves; remote ones talk to a running server
-through the SDK and are imported only when used (``cli_remote``, ``demo``).
+Offline commands (``verify``, ``reindex``, ``compact``, ``dump``, ``stats --data``,
+``erase --data``: ``cli_offline``; ``keys``: ``cli_keys``) open the store
+directory themselves; remote ones talk to a running server through the SDK and
+are imported only when used (``cli_remote``, ``demo``).
 
 Exit status: 0 on success, 1 on a reported error (one line on stderr, no
 traceback), 2 on a usage error.
@@ -11,26 +12,16 @@ traceback), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import getpass
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
+from leadtrail.storage import FsyncPolicy, StorageError
 
-from leadtrail.storage import (
-    EventLog,
-    FsyncPolicy,
-    Options,
-    StorageError,
-)
-
+from . import cli_keys, cli_offline
 from .cli_errors import CommandError, UsageError
-from .cli_output import erasure_line
-from .term import Ticker
 
 DEFAULT_DATA = "./leadtrail-data"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -39,21 +30,6 @@ MAX_BATCH = 1000
 """The server's limit of events per Append request."""
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _existing(args: argparse.Namespace) -> None:
-    """Offline commands read a store; they never create an empty one by mistake."""
-    if not os.path.isdir(os.path.join(args.data, "log")):
-        raise StorageError(f"no LeadTrail store at {args.data} (no log/ directory)")
-
-
-def _options(args: argparse.Namespace, **extra: Any) -> Options:
-    fsync = FsyncPolicy.parse(getattr(args, "fsync", "always") or "always")
-    return Options(fsync=fsync, quarantine=getattr(args, "quarantine", False), **extra)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _parse_listen(listen: str) -> None:
@@ -83,79 +59,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    if args.server:
-        return _remote("cli_remote", "cmd_verify")(args)
-    _existing(args)
-    with (
-        EventLog.open(args.data, _options(args)) as log,
-        Ticker(lambda s: f"verifying {len(log.segments)} segments … {s:.0f} s"),
-    ):
-        report = log.verify()
-    for line in report.quarantined:
-        print(f"quarantined: {line}")
-    for line in report.problems:
-        print(f"problem: {line}")
-    print(f"{report.records_checked} events checked, {len(report.problems)} problems")
-    return 1 if report.problems else 0
-
-
-def cmd_reindex(args: argparse.Namespace) -> int:
-    _existing(args)
-    with (
-        EventLog.open(args.data, _options(args)) as log,
-        Ticker(lambda s: f"reindexing {len(log.segments)} segments … {s:.0f} s"),
-    ):
-        count = log.reindex()
-    print(f"reindexed {count} events")
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    if args.data is None:
-        return _remote("cli_remote", "cmd_stats")(args)
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        _print_json(dataclasses.asdict(log.stats()))
-    return 0
-
-
-def cmd_compact(args: argparse.Namespace) -> int:
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        report = log.apply_retention(args.now)
-    _print_json(dataclasses.asdict(report))
-    return 0
-
-
-def cmd_erase(args: argparse.Namespace) -> int:
-    if args.data is None:
-        return _remote("cli_remote", "cmd_erase")(args)
-    _existing(args)
-    with EventLog.open(args.data, _options(args)) as log:
-        if any(p.account_id == args.account and p.legal_hold for p in log.retention_policies()):
-            raise CommandError(f"account {args.account!r} is under a legal hold: nothing of it may be erased")
-        report = log.erase_lead(
-            args.lead, args.account, requested_by=f"cli:{getpass.getuser()}", reason=args.reason
-        )
-    if report is None:
-        raise CommandError(f"lead {args.lead!r} has no events in account {args.account!r}")
-    print(erasure_line(args.lead, report))
-    return 0
-
-
-def cmd_dump(args: argparse.Namespace) -> int:
-    _existing(args)
-    out = sys.stdout.buffer
-    with EventLog.open(args.data, _options(args, read_only=True)) as log:
-        for event in log.read_from(args.from_position, limit=args.limit):
-            record = dataclasses.asdict(event)
-            record["outcome"] = event.outcome.name
-            out.write(orjson.dumps(record) + b"\n")
-    out.flush()
-    return 0
-
-
 def _remote(module: str, name: str) -> Command:
     """A remote command, imported when it runs: the offline commands never load the SDK."""
 
@@ -164,6 +67,24 @@ def _remote(module: str, name: str) -> Command:
         return command(args)
 
     return run
+
+
+def _offline_unless(remote: Callable[[argparse.Namespace], bool], offline: Command) -> Command:
+    """A command that works on ``--data`` offline, or when ``remote(args)`` on a server
+    (``cli_remote``'s command of the same name)."""
+
+    def run(args: argparse.Namespace) -> int:
+        return _remote("cli_remote", offline.__name__)(args) if remote(args) else offline(args)
+
+    return run
+
+
+def _no_data(args: argparse.Namespace) -> bool:
+    return args.data is None
+
+
+def _server_given(args: argparse.Namespace) -> bool:
+    return bool(args.server)
 
 
 # --------------------------------------------------------------------------- the parser
@@ -193,79 +114,6 @@ def _not_negative(text: str) -> int:
     return value
 
 
-def _key_store(args: argparse.Namespace) -> Any:
-    from .keys import KeyStore
-
-    if not os.path.isdir(args.data):
-        raise CommandError(f"no data directory at {args.data} (create it, or start the server once)")
-    return KeyStore(args.data)
-
-
-def _now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from .keys import KeyStoreError
-
-    try:
-        secret, key = _key_store(args).create(
-            args.account, args.role, _now_ms(), args.entity or (), args.flow or (), args.rate_limit
-        )
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    print(secret)  # alone on stdout, for `KEY=$(leadtrail keys create ...)`
-    print(f"created {key.key_id}: account {key.account}, role {key.role}", file=sys.stderr)
-    return 0
-
-
-def cmd_keys_list(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .cli_output import iso_ms
-
-    def format_ms(ms: int) -> str:
-        return iso_ms(datetime.fromtimestamp(ms / 1000, UTC))
-
-    from .keys import KeyStoreError
-
-    try:
-        keys = _key_store(args).list_keys(args.account)
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    rows = [("KEY_ID", "ACCOUNT", "ROLE", "ENTITIES", "FLOWS", "RATE/S", "CREATED", "REVOKED")]
-    for k in keys:
-        rows.append(
-            (
-                k.key_id,
-                k.account,
-                k.role,
-                ",".join(k.entities) or "*",
-                ",".join(k.flows) or "*",
-                str(k.rate_per_second or "-"),
-                format_ms(k.created_at_ms),
-                format_ms(k.revoked_at_ms) if k.revoked else "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from .keys import KeyStoreError
-
-    try:
-        key = _key_store(args).revoke(args.key_id, _now_ms())
-    except KeyStoreError as e:
-        raise CommandError(str(e)) from None
-    print(f"revoked {key.key_id} (account {key.account}, role {key.role})", file=sys.stderr)
-    return 0
-
-
 def _data_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
     shown = f" (default {default})" if default else ""
     p.add_argument("--data", default=default, metavar="DIR", help=f"data directory{shown}")
@@ -285,7 +133,40 @@ def _server_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SERVE
     p.add_argument("--tls-key", metavar="FILE", help="the client certificate's key (PEM)")
 
 
-def _filter_args(p: argparse.ArgumentParser) -> None:
+def _time(text: str) -> Any:
+    """A --since/--until/--now value; a bad one is reported with the command's own usage."""
+    from .cli_input import parse_time  # loads the SDK: only remote commands take times
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _outcome(text: str) -> Any:
+    from .cli_input import parse_outcome
+
+    try:
+        return parse_outcome(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+GROUP_KEYS = ("type", "outcome", "flow", "entity", "hour", "day")
+
+
+def _group_by(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip().lower() for key in text.split(",") if key.strip())
+    unknown = [key for key in keys if key not in GROUP_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected keys among {', '.join(GROUP_KEYS)}")
+    return keys
+
+
+_TIME_FORMS = "RFC 3339, UTC ms, or ago: 15m, 2h, 3d, today, yesterday"
+
+
+def _filter_args(p: argparse.ArgumentParser, *, since: bool = True) -> None:
     g = p.add_argument_group("filter (all given parts must match)")
     g.add_argument(
         "--type", action="append", metavar="TYPE", help="event type or prefix 'recipient.*'; repeatable"
@@ -296,11 +177,15 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--outcome",
         action="append",
+        type=_outcome,
         metavar="OUTCOME",
         help="SUCCESS, FAILURE, ERROR, SKIP or UNSPECIFIED; repeatable",
     )
-    g.add_argument("--since", metavar="TIME", help="from this time, inclusive (RFC 3339 or UTC ms)")
-    g.add_argument("--until", metavar="TIME", help="before this time, exclusive (RFC 3339 or UTC ms)")
+    if since:
+        g.add_argument(
+            "--since", type=_time, metavar="TIME", help=f"from this event time, inclusive ({_TIME_FORMS})"
+        )
+    g.add_argument("--until", type=_time, metavar="TIME", help=f"before this event time ({_TIME_FORMS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS)"
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, parser=p)
 
     p = sub.add_parser(
         "append",
@@ -342,19 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="events per request (default 500, max 1000)",
     )
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_append"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_append"), parser=p)
 
     p = sub.add_parser("get", help="one event as JSON")
     p.add_argument("id", metavar="ID", help="event id (evt_...)")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_get"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_get"), parser=p)
 
     p = sub.add_parser("timeline", help="one lead's journey, step by step")
     p.add_argument("lead_id", metavar="LEAD_ID")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--all-changes", action="store_true", help="list every changed field of every step")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_timeline"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_timeline"), parser=p)
 
     p = sub.add_parser("query", help="events matching a filter, by time")
     _filter_args(p)
@@ -365,18 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-lead", action="store_true", help="include each event's lead snapshot")
     p.add_argument("--format", choices=("table", "json", "jsonl"), default="table")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_query"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_query"), parser=p)
 
-    p = sub.add_parser("tail", help="follow new events live until Ctrl-C")
-    _filter_args(p)
+    p = sub.add_parser(
+        "tail",
+        help="follow new events live until Ctrl-C",
+        description="Replay the matching events from the start point (by default: none, only new "
+        "events), say on stderr when caught up, then follow new events live until Ctrl-C or SIGTERM.",
+    )
+    _filter_args(p, since=False)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-start", action="store_true", help="replay every stored event first")
     start.add_argument(
         "--after", type=_not_negative, metavar="POS", help="replay events after this position first"
     )
+    start.add_argument(
+        "--since",
+        dest="recorded_since",
+        type=_time,
+        metavar="TIME",
+        help=f"replay events recorded from this time on first ({_TIME_FORMS})",
+    )
     p.add_argument("--format", choices=("line", "jsonl"), default="line")
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_tail"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_tail"), parser=p)
 
     p = sub.add_parser("export", help="events matching a filter as JSON lines or CSV")
     p.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, '-' for stdout")
@@ -384,26 +281,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", metavar="A,B,lead.email", help="columns (CSV); lead.<name> reads the snapshot")
     _filter_args(p)
     _server_args(p)
-    p.set_defaults(func=_remote("cli_remote", "cmd_export"))
+    p.set_defaults(func=_remote("cli_remote", "cmd_export"), parser=p)
+
+    p = sub.add_parser("aggregate", help="count and price sum of the matching events per group")
+    p.add_argument(
+        "--by",
+        type=_group_by,
+        default=("type",),
+        metavar="KEY,KEY",
+        help=f"group by these, in order: {', '.join(GROUP_KEYS)} (default type)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _filter_args(p)
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_remote", "cmd_aggregate"), parser=p)
 
     p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
     _data_arg(p, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object, for programs")
     _server_args(p)
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=_offline_unless(_no_data, cli_offline.cmd_stats), parser=p)
 
     p = sub.add_parser("verify", help="re-read and check every record (offline on --data, or --server)")
     _data_arg(p)
     _server_args(p, default=None)
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=_offline_unless(_server_given, cli_offline.cmd_verify), parser=p)
 
     p = sub.add_parser("reindex", help="offline: rebuild the indexes from the log")
     _data_arg(p)
-    p.set_defaults(func=cmd_reindex)
+    p.set_defaults(func=cli_offline.cmd_reindex, parser=p)
 
     p = sub.add_parser("compact", help="offline: apply retention policies now")
     _data_arg(p)
     p.add_argument("--now", type=int, default=None, help="UTC milliseconds to measure ages from")
-    p.set_defaults(func=cmd_compact)
+    p.set_defaults(func=cli_offline.cmd_compact, parser=p)
 
     p = sub.add_parser("retention", help="retention policies of a running server")
     retention = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
@@ -430,11 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="erase secret fingerprints from events older than N days",
     )
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_set"), parser=r)
     r = retention.add_parser("apply", help="remove expired events now")
-    r.add_argument("--now", metavar="TIME", help="measure ages from this time (RFC 3339 or UTC ms)")
+    r.add_argument("--now", type=_time, metavar="TIME", help=f"measure ages from this time ({_TIME_FORMS})")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_retention_apply"), parser=r)
 
     p = sub.add_parser(
         "erase",
@@ -445,19 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", default="default", help="offline only: the lead's account (default: default)")
     _data_arg(p, default=None)
     _server_args(p)
-    p.set_defaults(func=cmd_erase)
+    p.set_defaults(func=_offline_unless(_no_data, cli_offline.cmd_erase), parser=p)
 
     p = sub.add_parser("fields", help="the field policy (secret / pii / plain names) of a server's account")
     fields = p.add_subparsers(dest="fields_command", required=True, metavar="ACTION")
     r = fields.add_parser("show", help="the account's field policy")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_fields_show"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_show"), parser=r)
     r = fields.add_parser("set", help="replace the account's field policy")
     r.add_argument("--secret", action="append", default=[], metavar="NAME", help="class as secret (repeat)")
     r.add_argument("--pii", action="append", default=[], metavar="NAME", help="class as pii (repeat)")
     r.add_argument("--plain", action="append", default=[], metavar="NAME", help="not personal here (repeat)")
     _server_args(r)
-    r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"))
+    r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"), parser=r)
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)
@@ -465,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_position", type=_positive(), default=1, metavar="POS", help="first position"
     )
     p.add_argument("--limit", type=_not_negative, default=None, metavar="N", help="at most N events")
-    p.set_defaults(func=cmd_dump)
+    p.set_defaults(func=cli_offline.cmd_dump, parser=p)
 
     p = sub.add_parser("keys", help="offline: API keys of a data directory (create, list, revoke)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -484,15 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="calls a second, in bursts of as many (default 0: no limit)",
     )
-    k.set_defaults(func=cmd_keys_create)
+    k.set_defaults(func=cli_keys.cmd_keys_create, parser=k)
     k = keys.add_parser("list", help="the keys (never their secrets)")
     _data_arg(k)
     k.add_argument("--account", metavar="NAME", help="only this account's keys")
-    k.set_defaults(func=cmd_keys_list)
+    k.set_defaults(func=cli_keys.cmd_keys_list, parser=k)
     k = keys.add_parser("revoke", help="revoke a key by its id; calls with it fail from then on")
     _data_arg(k)
     k.add_argument("key_id", metavar="KEY_ID")
-    k.set_defaults(func=cmd_keys_revoke)
+    k.set_defaults(func=cli_keys.cmd_keys_revoke, parser=k)
 
     p = sub.add_parser("demo", help="append simulated lead flows to a running server")
     p.add_argument(
@@ -500,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1, help="the same seed gives the same leads and event ids")
     _server_args(p)
-    p.set_defaults(func=_remote("demo", "cmd_demo"))
+    p.set_defaults(func=_remote("demo", "cmd_demo"), parser=p)
     return parser
 
 
@@ -519,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as e:
-        parser.error(str(e))
+        # The command's own usage, not the list of every command.
+        command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
+        command_parser.error(str(e))
     except (CommandError, StorageError) as e:
         print(f"leadtrail: {e}", file=sys.stderr)
         return 1

@@ -30,8 +30,14 @@ _DIGITS = re.compile(r"^-?[0-9]+$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_time(value: str | int) -> datetime:
-    """RFC 3339 (``2024-01-15T14:30:45.123Z``), a date (midnight UTC) or UTC milliseconds.
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+_RELATIVE = re.compile(r"^(\d+)\s*(s|m|min|h|d|w)(?:\s+ago)?$")
+
+
+def parse_time(value: str | int, *, now: datetime | None = None) -> datetime:
+    """RFC 3339 (``2024-01-15T14:30:45.123Z``), a date (midnight UTC), UTC milliseconds,
+    or a time relative to ``now``: ``now``, ``today``, ``yesterday`` (midnight UTC) or
+    a span ago (``90s``, ``15m``, ``2h``, ``3d``, ``1w``, also ``2h ago``).
 
     A time without an offset is taken as UTC: the store keeps nothing else.
     """
@@ -40,15 +46,36 @@ def parse_time(value: str | int) -> datetime:
             return _EPOCH + timedelta(milliseconds=int(value))
         except OverflowError:
             raise ValueError(f"{value}: milliseconds out of range") from None
+    relative = _relative(value.strip().lower(), now or datetime.now(UTC))
+    if relative is not None:
+        return relative
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(
-            f"{value!r}: expected RFC 3339 (2024-01-15T14:30:45.123Z) or UTC milliseconds"
+            f"{value!r}: expected RFC 3339 (2024-01-15T14:30:45.123Z), UTC milliseconds, "
+            "or a time ago such as 15m, 2h, 3d, today, yesterday"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def _relative(text: str, now: datetime) -> datetime | None:
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if text == "now":
+        return now
+    if text == "today":
+        return midnight
+    if text == "yesterday":
+        return midnight - timedelta(days=1)
+    match = _RELATIVE.match(text)
+    if match is None:
+        return None
+    try:
+        return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text}: too long ago") from None
 
 
 def parse_outcome(value: str | int) -> Outcome:

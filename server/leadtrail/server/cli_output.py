@@ -7,13 +7,18 @@ RFC 3339 UTC strings at millisecond precision and outcomes by name, so that
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
 
-from leadtrail.client import ChangeKind, Event, FieldChange, Timeline
+if TYPE_CHECKING:  # the offline commands print with this module and never load the SDK (gRPC)
+    from leadtrail.client import Event, FieldChange, Timeline, TimelineStep
 
 CHANGES_SHOWN = 8
 """Per timeline step; the first step adds the whole submitted lead, which would
@@ -53,22 +58,39 @@ def event_json(event: Event, *, include_lead: bool = True) -> dict[str, Any]:
     return record
 
 
+def _step_json(step: TimelineStep) -> dict[str, Any]:
+    return {
+        "event": event_json(step.event),
+        "since_previous_ms": step.since_previous_ms,
+        "changes": [
+            {"field": c.field, "kind": c.kind.name, "before": c.before, "after": c.after}
+            for c in step.changes
+        ],
+    }
+
+
 def timeline_json(timeline: Timeline) -> dict[str, Any]:
     return {
         "lead_id": timeline.lead_id,
         "total_ms": timeline.total_ms,
-        "steps": [
-            {
-                "event": event_json(step.event),
-                "since_previous_ms": step.since_previous_ms,
-                "changes": [
-                    {"field": c.field, "kind": c.kind.name, "before": c.before, "after": c.after}
-                    for c in step.changes
-                ],
-            }
-            for step in timeline.steps
-        ],
+        "audit": [event_json(event) for event in timeline.audit],
+        "steps": [_step_json(step) for step in timeline.steps],
     }
+
+
+def timeline_json_chunks(pages: Iterable[Timeline]) -> Iterator[bytes]:
+    """``timeline_json`` of the whole journey, written as its pages arrive: the steps one
+    per line inside the object, so a journey of any length never sits in memory."""
+    steps = 0
+    for page in pages:
+        if steps == 0:
+            head = timeline_json(page)
+            del head["steps"]
+            yield dumps(head, indent=True)[:-2] + b',\n  "steps": ['
+        for step in page.steps:
+            yield (b"\n    " if steps == 0 else b",\n    ") + dumps(_step_json(step))
+            steps += 1
+    yield b"\n  ]\n}\n" if steps else b"]\n}\n"
 
 
 def dumps(value: Any, *, indent: bool = False) -> bytes:
@@ -81,9 +103,9 @@ def _value(value: Any) -> str:
 
 def describe_change(change: FieldChange) -> str:
     """``+email.valid=true``, ``~score 71→80``, ``-field``."""
-    if change.kind == ChangeKind.ADDED:
+    if change.kind.name == "ADDED":
         return f"+{change.field}={_value(change.after)}"
-    if change.kind == ChangeKind.REMOVED:
+    if change.kind.name == "REMOVED":
         return f"-{change.field}"
     return f"~{change.field} {_value(change.before)}→{_value(change.after)}"
 
@@ -122,12 +144,43 @@ def _outcome(event: Event) -> str:
 
 def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str]:
     """The lead's journey, one row per step, each followed by the fields the step changed."""
-    steps = timeline.steps
-    if not steps:
-        return [f"lead {timeline.lead_id}: no events"]
-    first = steps[0].event
-    span = duration(timeline.total_ms)
-    lines = [f"lead {timeline.lead_id}  flow {first.flow_id}  {len(steps)} steps over {span}", ""]
+    return list(timeline_lines([timeline], all_changes=all_changes))
+
+
+def timeline_lines(pages: Iterable[Timeline], *, all_changes: bool = False) -> Iterator[str]:
+    """``timeline_table`` of a journey that arrives in pages, each printed as it comes.
+
+    A journey of one page is counted in its first line; a longer one says so there
+    and is counted at its end. The store's records about the lead (its erasure)
+    come after the steps, apart: they are no step of the journey.
+    """
+    number = 0
+    first: Timeline | None = None
+    for page in pages:
+        if first is None:
+            first = page
+            if not page.steps:
+                yield f"lead {page.lead_id}: no events"
+                break
+            count = f"{len(page.steps)} steps" if not page.next_page_token else "more steps than a page"
+            flow = page.steps[0].event.flow_id
+            yield f"lead {page.lead_id}  flow {flow}  {count} over {duration(page.total_ms)}"
+            yield ""
+        rows, number = _step_rows(page.steps, number, all_changes=all_changes)
+        yield from rows if first is page else rows[1:]  # the column header once
+    if first is None:
+        return
+    if first.next_page_token:
+        yield f"{number:,} steps"
+    if first.audit:
+        yield ""
+        yield "recorded by the store about this lead (not steps of its journey):"
+        for event in first.audit:
+            yield f"  {iso_ms(event.timestamp)}  {event.type}  {event.entity_id}  {event.reason}".rstrip()
+
+
+def _step_rows(steps: Sequence[TimelineStep], before: int, *, all_changes: bool) -> tuple[list[str], int]:
+    """A page's rows (column header first), numbered on from ``before``; and the last number."""
     header = ("STEP", "TIME (UTC)", "+MS", "TYPE", "ENTITY", "OUTCOME", "REASON")
     rows = [
         (
@@ -139,10 +192,10 @@ def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str
             _outcome(step.event),
             step.event.reason,
         )
-        for n, step in enumerate(steps, start=1)
+        for n, step in enumerate(steps, start=before + 1)
     ]
     rendered = table(header, rows, right=(0, 2))
-    lines.append(rendered[0])
+    lines = [rendered[0]]
     indent = " " * (len(rendered[0]) - len(rendered[0].lstrip()) + 6)
     for step, row in zip(steps, rendered[1:], strict=True):
         lines.append(row)
@@ -151,7 +204,7 @@ def timeline_table(timeline: Timeline, *, all_changes: bool = False) -> list[str
         hidden = len(step.changes) - len(changes)
         if hidden:
             lines.append(f"{indent}… {hidden} more (--all-changes shows them)")
-    return lines
+    return lines, before + len(steps)
 
 
 def events_table(events: Iterable[Event]) -> list[str]:
@@ -196,3 +249,57 @@ def erasure_line(lead_id: str, report: Any) -> str:
         f"{report.segments_rewritten} segments rewritten, {report.dictionaries_replaced} dictionaries "
         f"replaced; recorded as {report.audit_event_id} at position {report.audit_position}"
     )
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n:,} B" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def stats_view(stats: Mapping[str, Any]) -> RenderableType:
+    """The store's counts as an operator reads them: one table of the whole store and one
+    of the events per account (``stats`` is the Stats of the engine or of the SDK, as a dict)."""
+    store = Table.grid(padding=(0, 2))
+    store.add_column(style="bold")
+    store.add_column(justify="right")
+    store.add_column(style="dim")
+    count = int(stats["event_count"])
+    store.add_row("events", f"{count:,}", f"last position {int(stats['last_position']):,}")
+    store.add_row("segments", f"{int(stats['segment_count']):,}", "")
+    parts = (("log", "log_bytes"), ("indexes", "index_bytes"), ("dictionaries", "dictionary_bytes"))
+    store.add_row(
+        "on disk",
+        _bytes(int(stats["disk_bytes"])),
+        ", ".join(f"{name} {_bytes(int(stats[key]))}" for name, key in parts),
+    )
+    store.add_row(
+        "per event",
+        f"{float(stats['bytes_per_event']):,.0f} B",
+        f"as JSON {_bytes(int(stats['raw_bytes']))}, compressed {float(stats['compression_ratio']):.1f}x",
+    )
+    store.add_row("dictionaries", f"{int(stats['dictionaries']):,}", "zstd dictionaries trained")
+    store.add_row("fsync", str(stats["fsync_policy"]), "")
+    store.add_row("writable", "yes" if stats["writable"] else "NO", "" if stats["writable"] else "read-only")
+    accounts = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    accounts.add_column("ACCOUNT")
+    accounts.add_column("EVENTS", justify="right")
+    per_account: Mapping[str, int] = stats.get("account_events") or {}
+    for account, events in sorted(per_account.items(), key=lambda item: (-item[1], item[0])):
+        accounts.add_row(account, f"{events:,}")
+    return Group(store, accounts) if per_account else store
+
+
+def print_stats(stats: Mapping[str, Any], *, as_json: bool) -> None:
+    """``stats`` on stdout: the tables, or with ``as_json`` one JSON object for programs."""
+    if as_json:
+        sys.stdout.buffer.write(dumps(dict(stats), indent=True) + b"\n")
+        return
+    console = Console(file=sys.stdout, highlight=False)
+    with console.capture() as captured:
+        console.print(stats_view(stats))
+    # Cells are padded to the column width; a line's trailing blanks are noise in a file.
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -21,25 +23,31 @@ from typing import IO, Any
 import grpc
 
 from leadtrail.client import (
+    AppendConflictWarning,
+    CaughtUp,
     Client,
     Event,
     InvalidArgumentError,
     LeadTrailError,
     NotFoundError,
+    TLSError,
     UnavailableError,
     tls_credentials,
 )
 
 from .cli_errors import CommandError, UsageError
-from .cli_input import parse_outcome, parse_time, read_events
+from .cli_input import read_events
 from .cli_output import (
     dumps,
     erasure_line,
     event_json,
     events_table,
+    iso_ms,
+    print_stats,
+    table,
     tail_line,
-    timeline_json,
-    timeline_table,
+    timeline_json_chunks,
+    timeline_lines,
 )
 from .term import ProgressLine, human_bytes
 
@@ -56,8 +64,21 @@ def connect(args: argparse.Namespace) -> Client:
     return Client(args.server, api_key=args.api_key or None, credentials=credentials)
 
 
+_TLS_ADVICE = {
+    "tls_required": "requires TLS: pass --tls-ca FILE, the CA that signed its certificate",
+    "client_certificate_required": "requires a client certificate (mutual TLS): pass --tls-cert FILE "
+    "and --tls-key FILE (with --tls-ca FILE)",
+    "tls_or_client_certificate_required": "requires TLS (--tls-ca FILE) or a client certificate "
+    "(--tls-cert FILE --tls-key FILE)",
+    "server_not_tls": "does not speak TLS: leave out --tls-ca, --tls-cert and --tls-key",
+    "certificate_untrusted": "has a certificate that the CA given with --tls-ca did not sign",
+}
+
+
 def problem(error: BaseException, server: str) -> str | None:
     """The one line to print for an error of the SDK or gRPC; ``None`` for anything else."""
+    if isinstance(error, TLSError) and error.problem in _TLS_ADVICE:
+        return f"server {server} {_TLS_ADVICE[error.problem]}"
     if isinstance(error, UnavailableError):
         return f"server {server} unavailable: {_first_line(error.details or str(error))}"
     if isinstance(error, LeadTrailError):
@@ -79,21 +100,18 @@ def _first_line(error: BaseException | str) -> str:
 
 
 def filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments."""
-    try:
-        outcomes = tuple(parse_outcome(o) for o in args.outcome or ())
-        start = parse_time(args.since) if args.since else None
-        end = parse_time(args.until) if args.until else None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments
+    (times and outcomes were parsed by the command line's parser)."""
+    start = getattr(args, "since", None)
+    end = args.until
     if start is not None and end is not None and end <= start:
-        raise UsageError(f"--until {args.until} is not after --since {args.since}")
+        raise UsageError(f"--until {iso_ms(end)} is not after --since {iso_ms(start)}")
     return {
         "types": tuple(args.type or ()),
         "lead_id": args.lead or "",
         "flow_id": args.flow or "",
         "entity_id": args.entity or "",
-        "outcomes": outcomes,
+        "outcomes": tuple(args.outcome or ()),
         "start": start,
         "end": end,
     }
@@ -133,9 +151,10 @@ def cmd_append(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.file}: {e}; nothing appended") from None
         source.seek(0)
     appended = duplicates = last_position = 0
-    progress = ProgressLine()
     try:
-        with connect(args) as client:
+        with connect(args) as client, ProgressLine() as progress, warnings.catch_warnings():
+            # Said once per id below, in the CLI's words, instead of the SDK's warning.
+            warnings.simplefilter("ignore", AppendConflictWarning)
             try:
                 for batch in _batches(read_events(source), args.batch):
                     try:
@@ -149,11 +168,15 @@ def cmd_append(args: argparse.Namespace) -> int:
                         duplicates += result.duplicate
                         appended += not result.duplicate
                         last_position = max(last_position, result.position)
+                        if result.conflict:
+                            progress.note(
+                                f"leadtrail: warning: {result.id} is already stored with another type, "
+                                "lead, flow or timestamp: the stored event was kept, this one not stored"
+                            )
                     progress.update(f"appended {appended + duplicates} events")
             except ValueError as e:
                 raise CommandError(f"{e} ({appended + duplicates} events before it were appended)") from None
     finally:
-        progress.close()
         if source is not sys.stdin.buffer:
             source.close()
     print(f"appended {appended}, duplicates {duplicates}, last position {last_position}")
@@ -175,14 +198,20 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        pages = client.timeline_pages(args.lead_id)
         try:
-            timeline = client.timeline(args.lead_id)
+            first = next(pages)
         except NotFoundError:
             raise CommandError(f"lead {args.lead_id} not found") from None
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps(timeline_json(timeline), indent=True) + b"\n")
-    else:
-        print("\n".join(timeline_table(timeline, all_changes=args.all_changes)))
+        # Printed page by page: a long journey starts showing at once and never sits in memory.
+        journey = itertools.chain([first], pages)
+        if args.format == "json":
+            out = sys.stdout.buffer
+            for chunk in timeline_json_chunks(journey):
+                out.write(chunk)
+        else:
+            for line in timeline_lines(journey, all_changes=args.all_changes):
+                print(line)
     return 0
 
 
@@ -224,24 +253,29 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    if args.from_start and args.after is not None:
-        raise UsageError("--from-start and --after exclude each other")
     start: dict[str, Any]
     if args.from_start:
         start = {"from_start": True}
     elif args.after is not None:
         start = {"after_position": args.after}
+    elif args.recorded_since is not None:
+        start = {"from_recorded_at": args.recorded_since}
     else:
         start = {"from_end": True}
+    # SIGTERM ends a tail the way Ctrl-C does: at once, with status 0.
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     out = sys.stdout
     try:
         with connect(args) as client:
-            for event in _follow(client, start, filter_kwargs(args)):
+            for item in _follow(client, start, filter_kwargs(args)):
+                if isinstance(item, CaughtUp):
+                    # On stderr: stdout stays the events alone, for a pipe.
+                    print(f"caught up at position {item.position}; following new events", file=sys.stderr)
+                    continue
                 if args.format == "jsonl":
-                    out.write(dumps(event_json(event, include_lead=True)).decode() + "\n")
+                    out.write(dumps(event_json(item, include_lead=True)).decode() + "\n")
                 else:
-                    out.write(tail_line(event) + "\n")
+                    out.write(tail_line(item) + "\n")
                 out.flush()
     except (_Stop, KeyboardInterrupt):
         pass
@@ -250,8 +284,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> Iterator[Event]:
-    """The subscription's events, forever.
+def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> Iterator[Event | CaughtUp]:
+    """The subscription's events, forever, and once the mark that history is replayed.
 
     A server that cannot be reached at the start is an error the operator must
     see at once; one that goes away later (a restart) is waited for, and the
@@ -263,7 +297,7 @@ def _follow(client: Client, start: dict[str, Any], filters: dict[str, Any]) -> I
         with first:
             for item in first:
                 connected = True  # the caught-up mark arrives even when nothing matches
-                if isinstance(item, Event):
+                if isinstance(item, Event | CaughtUp):
                     yield item
     except UnavailableError:
         if not connected:
@@ -311,14 +345,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        rows = client.aggregate(args.by, **filter_kwargs(args))
+    if args.format == "json":
+        records = [
+            {"keys": list(row.keys), "count": row.count, "price_sum": str(row.price_sum)} for row in rows
+        ]
+        sys.stdout.buffer.write(dumps(records, indent=True) + b"\n")
+        return 0
+    if not rows:
+        print("no events match", file=sys.stderr)
+        return 0
+    header = [*(key.upper() for key in args.by), "EVENTS", "PRICE SUM"]
+    lines = [[*row.keys, f"{row.count:,}", str(row.price_sum)] for row in rows]
+    print("\n".join(table(header, lines, right=(len(args.by), len(args.by) + 1))))
+    return 0
+
+
 # --------------------------------------------------------------------------- administration
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with connect(args) as client:
         stats = client.stats()
-    # The same JSON as `stats --data` prints offline.
-    sys.stdout.buffer.write(dumps(dataclasses.asdict(stats), indent=True) + b"\n")
+    # The same table, or JSON, as `stats --data` prints offline.
+    print_stats(dataclasses.asdict(stats), as_json=args.json)
     return 0
 
 
@@ -354,12 +406,8 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
 
 
 def cmd_retention_apply(args: argparse.Namespace) -> int:
-    try:
-        now = parse_time(args.now) if args.now else None
-    except ValueError as e:
-        raise UsageError(f"--now {e}") from None
     with connect(args) as client:
-        report = client.apply_retention(now=now)
+        report = client.apply_retention(now=args.now)
     print(
         f"removed {report.events_removed} events: {report.segments_deleted} segments deleted, "
         f"{report.segments_rewritten} rewritten, {human_bytes(report.bytes_freed)} freed; "

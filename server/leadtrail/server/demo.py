@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from leadtrail.client import Event, Outcome
+from leadtrail.client import Event, Outcome, PermissionDeniedError
 
 from .cli_output import duration, timeline_table
 from .cli_remote import connect
@@ -151,15 +151,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     last = max(last, result.position)
                 progress.update(f"appended {appended + duplicates} of {len(events)} events")
         elapsed = time.monotonic() - started
-        sample = client.timeline(report.sample_lead())
-
-    rate = f"{len(events) / elapsed:,.0f} events/s" if elapsed > 0 else ""
-    print(
-        f"demo: {args.leads} leads, {len(events)} events to {args.server}: appended {appended}, "
-        f"duplicates {duplicates}, positions {first}..{last}, {duration(int(elapsed * 1000))} ({rate})"
-    )
-    print("\n".join(report.lines()))
-    print()
+        rate = f"{len(events) / elapsed:,.0f} events/s" if elapsed > 0 else ""
+        # What was stored is said before anything is read back: a key that may only
+        # write (the writer role) has done all the demo needs of it by now.
+        print(
+            f"demo: {args.leads} leads, {len(events)} events to {args.server}: appended {appended}, "
+            f"duplicates {duplicates}, positions {first}..{last}, {duration(int(elapsed * 1000))} ({rate})"
+        )
+        print("\n".join(report.lines()))
+        print()
+        lead = report.sample_lead()
+        try:
+            sample = client.timeline(lead)
+        except PermissionDeniedError:
+            print(
+                f"sample lead: {lead} not shown: this API key's role may append but not read "
+                f"(a reader, analyst or admin key can: leadtrail timeline {lead})"
+            )
+            return 0
     print("sample lead:")
     print("\n".join(timeline_table(sample)))
     return 0
