@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pty
 import select
@@ -11,8 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,20 +17,7 @@ import pytest
 COMMAND = [sys.executable, "-m", "leadtrail.server.cli"]
 
 
-def _load_server_process() -> ModuleType:
-    """``tests/server_process.py``, loaded once by path and shared with tests/client."""
-    module = sys.modules.get("server_process")
-    if module is None:
-        path = Path(__file__).resolve().parents[1] / "server_process.py"
-        spec = importlib.util.spec_from_file_location("server_process", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["server_process"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-server_process = _load_server_process()
+server_process = sys.modules["server_process"]  # loaded by tests/conftest.py
 
 
 @dataclass(frozen=True)
@@ -118,28 +102,3 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = server_process.ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
     yield process.address
     assert process.stop() == 0
-
-
-@pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
-    return server_process.make_certificates(tmp_path_factory.mktemp("certificates"))
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
-    """A server that speaks only TLS."""
-    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
-    server = server_process.ServerProcess(tmp_path_factory.mktemp("tls") / "data", *tls).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mutual_tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: Any) -> Iterator[Any]:
-    """A server that admits only clients with a certificate signed by the test CA."""
-    tls = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
-    mutual = ("--tls-client-ca", str(certificates.ca))
-    server = server_process.ServerProcess(tmp_path_factory.mktemp("mtls") / "data", *tls, *mutual).start()
-    yield server
-    server.stop()
