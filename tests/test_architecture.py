@@ -116,3 +116,18 @@ def test_no_import_cycles_between_modules_of_a_package(package: str) -> None:
         if start not in state:
             visit(start, [start])
     assert cycles == []
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A subpackage missing from pyproject's list works in an editable install and is absent
+    from a real one: every folder with an ``__init__.py`` must be listed."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, folder in PACKAGES.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            found.add(".".join([package, *parts]))
+    assert found - listed == set()
