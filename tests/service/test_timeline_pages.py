@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from leadtrail.server.timelines import MAX_TIMELINE_PAGE, key_of, read_page
-from leadtrail.storage import DEFAULT_ACCOUNT, Event
+from leadtrail.storage import DEFAULT_ACCOUNT, Event, StoredEvent
+from leadtrail.storage.wirebody import of_event
 from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, submission_pb2
 
 Stubs = Any  # conftest.Stubs
@@ -141,16 +142,16 @@ def test_after_an_erasure_the_journey_is_the_leads_own_and_the_erasure_is_shown_
 
 
 class CountingLead:
-    """A lead of ``count`` events behind ``lead_events``, counting the events handed out."""
+    """A lead of ``count`` events behind ``lead_stored``, counting the events handed out."""
 
     def __init__(self, count: int) -> None:
         self.events = [
-            Event("source.submitted", "lead", "flow", id=f"e{i}", timestamp_ms=T0 + i, position=i + 1)
+            of_event(Event("source.submitted", "lead", "flow", id=f"e{i}", timestamp_ms=T0 + i, position=i + 1))
             for i in range(count)
         ]
         self.read = 0
 
-    def lead_events(
+    def lead_stored(
         self,
         lead_id: str,
         account_id: str = DEFAULT_ACCOUNT,
@@ -158,8 +159,7 @@ class CountingLead:
         start: tuple[int, int] | None = None,
         limit: int = 1000,
         descending: bool = False,
-        include_lead: bool = True,
-    ) -> list[Event]:
+    ) -> list[StoredEvent]:
         ordered = self.events[::-1] if descending else self.events
         if start is not None:
             ordered = [e for e in ordered if (key_of(e) <= start if descending else key_of(e) >= start)]

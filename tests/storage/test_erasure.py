@@ -92,8 +92,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def options(clock: Clock) -> Options:
-    return Options(segment_bytes=SEGMENT_BYTES, clock_ms=clock, dictionary_training_samples=50)
+def options(clock: Clock, request: pytest.FixtureRequest) -> Options:
+    form = getattr(request, "param", "wire")
+    return Options(segment_bytes=SEGMENT_BYTES, clock_ms=clock, dictionary_training_samples=50, record_form=form)
 
 
 @pytest.fixture
@@ -228,6 +229,23 @@ def test_dictionaries_are_trained_without_personal_values(log: EventLog) -> None
     assert log.dictionaries.holding([b"loan_amount"]) != []  # while field names are learnt
 
 
+def test_wire_form_training_never_learns_a_quoted_personal_value(log: EventLog) -> None:
+    # Each wire body holds the whole snapshot, so its sample finds every personal value
+    # and blanks its quotes in plain fields too.
+    for n in range(120):
+        e = lead_event("lead-jane", n, person=JANE)
+        e.lead = {**e.lead, "notes": "call back at jane.doe@example.com after 5pm"}
+        log.append([e])
+    trainer = log.trainer
+    assert trainer is not None and trainer.wait_idle(30)
+    assert log.dictionaries.ids()
+    assert log.dictionaries.holding([b"jane.doe@example.com", b"Evergreen"]) == []
+    assert log.dictionaries.holding([b"call back at"]) != []  # plain text is learnt
+
+
+# Format 1.1 records: a training sample of a snapshot delta keeps a plain field's quote
+# of a personal value (the wire form's samples never do: see the test below).
+@pytest.mark.parametrize("options", ["json"], indirect=True)
 def test_a_dictionary_that_learnt_an_erased_value_is_replaced(log: EventLog, data: Path) -> None:
     # A plain field quoting the email in every event of the lead: training keeps it.
     for n in range(120):
@@ -474,6 +492,9 @@ def test_tier_ages_are_validated_and_durable(data: Path, options: Options) -> No
 # -- what the review of erasure found -----------------------------------------------
 
 
+# Format 1.1 records: a training sample of a snapshot delta keeps a plain field's quote
+# of a personal value (the wire form's samples never do: see the test below).
+@pytest.mark.parametrize("options", ["json"], indirect=True)
 def test_a_deleted_dictionarys_id_is_never_given_out_again(log: EventLog, data: Path) -> None:
     for n in range(120):
         e = lead_event("lead-jane", n, person=JANE)
@@ -562,6 +583,9 @@ def test_a_field_policy_changed_after_tiering_is_applied_to_segments_tiered_befo
         assert got is not None and got.lead["customer_ref"] == ERASED
 
 
+# Format 1.1 records: a training sample of a snapshot delta keeps a plain field's quote
+# of a personal value (the wire form's samples never do: see the test below).
+@pytest.mark.parametrize("options", ["json"], indirect=True)
 def test_tiered_retention_replaces_a_dictionary_that_learnt_an_aged_value(
     log: EventLog, clock: Clock, data: Path
 ) -> None:

@@ -204,7 +204,7 @@ def test_quarantine_never_leaves_an_event_whose_snapshot_base_was_quarantined(
     store = tmp_path / "store"
     chain = [69 * j + 3 for j in range(7)]  # one account, one lead
     stored: list[Event] = []
-    with EventLog.open(store) as log:
+    with EventLog.open(store, Options(record_form="json")) as log:
         for n in chain:
             stored += faults.append_numbers(log, [n]).values()
     [segment] = faults.segment_paths(store)

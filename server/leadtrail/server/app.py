@@ -120,6 +120,17 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def _serializer(message_class: Any) -> Callable[[Any], bytes]:
+    """A response's bytes: handlers may answer with a message, or with its bytes spliced
+    together from stored ones (nothing to serialize then)."""
+    to_bytes = message_class.SerializeToString
+
+    def serialize(response: Any) -> bytes:
+        return response if type(response) is bytes else bytes(to_bytes(response))
+
+    return serialize
+
+
 def _handlers(servicer: object, service: ServiceDescriptor, gate: Gate) -> grpc.GenericRpcHandler[Any, Any]:
     """The service's methods, taking raw bytes so that a malformed message is
     answered INVALID_ARGUMENT naming the expected type (grpc's own parsing would
@@ -127,7 +138,7 @@ def _handlers(servicer: object, service: ServiceDescriptor, gate: Gate) -> grpc.
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_class = message_factory.GetMessageClass(method.input_type)
-        serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+        serialize = _serializer(message_factory.GetMessageClass(method.output_type))
         impl = getattr(servicer, method.name)
 
         async def admit(context: Context, name: str = method.name) -> None:

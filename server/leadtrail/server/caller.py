@@ -14,7 +14,7 @@ from typing import Protocol
 
 import grpc
 
-from leadtrail.storage import AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT, Event, EventFilter
+from leadtrail.storage import AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT, Event, EventFields, EventFilter
 from leadtrail.storage.fields import Classify
 from leadtrail.v1 import event_pb2
 
@@ -53,7 +53,7 @@ class Caller:
         """Whether the key is limited to some entities or flows."""
         return self.key is not None and bool(self.key.entities or self.key.flows)
 
-    def sees(self, event: Event) -> bool:
+    def sees(self, event: EventFields) -> bool:
         """Whether the caller may see this event at all: its scope, and audit records for
         admins only."""
         key = self.key
@@ -71,6 +71,14 @@ class Caller:
         account = key.account
         # Looked up per event: a stream open for hours follows a field policy changed meanwhile.
         return lambda event: masked_event(event, fields.classifier(account))
+
+    def masking(self, fields: FieldClasses) -> Callable[[Event], Event] | None:
+        """``shown`` when it masks anything, else None: the caller sees events as stored,
+        and their answers are spliced from the stored bytes."""
+        key = self.key
+        if key is None or key.role not in MASKED_ROLES:
+            return None
+        return self.shown(fields)
 
     def filter(self, message: event_pb2.EventFilter) -> EventFilter:
         """The request's filter within the caller's account and the key's entities and flows:

@@ -3,10 +3,11 @@ caller's scope, each recorded by the read audit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from leadtrail.storage import Event
-from leadtrail.v1 import event_pb2, query_pb2, query_pb2_grpc
+from leadtrail.storage import Event, StoredEvent
+from leadtrail.storage.wireform import repeated_field
+from leadtrail.v1 import query_pb2
 
 from .aggregates import aggregate, check_groups
 from .caller import Caller
@@ -17,33 +18,45 @@ from .served_store import ServedStore
 from .status import Context, invalid, not_found, streaming, unary
 from .timelines import check_page_size, key_of_token, page_message, read_page
 
+INLINE_EVENTS = 64
+"""Reads of at most this many events run on the event loop: a hop to the thread pool
+and back costs more than reading them."""
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 PAGE_BYTES = 3 * 1024 * 1024
 """A page of events is cut once it holds this much: under gRPC's 4 MB default with room to spare."""
 
 
-class QueryService(query_pb2_grpc.QueryServiceServicer):
+class QueryService:
+    """Answers are spliced from the events' stored wire form (``StoredEvent``); a caller
+    whose role masks personal fields gets each event decoded, masked and encoded."""
+
     def __init__(self, store: ServedStore) -> None:
         self.store = store
 
     @unary
-    async def GetEvent(self, request: query_pb2.GetEventRequest, context: Context) -> event_pb2.Event:
+    async def GetEvent(self, request: query_pb2.GetEventRequest, context: Context) -> bytes:
         if not request.id:
             raise invalid("id", "required")
         caller = Caller.current()
-        event = await self.store.run(self.store.log.get, request.id, caller.account)
-        if event is None or not caller.sees(event):
+        masking = caller.masking(self.store.log.fields)
+        log = self.store.log
+
+        def read() -> bytes | None:
+            record = log.get_stored(request.id, caller.account)
+            if record is None or not caller.sees(record):
+                return None
+            return _event_bytes(record, masking, request.json_snapshots, True)
+
+        # One event: read on the loop, a thread-pool hop would cost more than the read.
+        answer = read()
+        if answer is None:
             raise not_found(f"event {request.id!r} not found")
         self.store.audit.record(caller, "GetEvent", request, 1)
-        return event_to_proto(
-            caller.shown(self.store.log.fields)(event), json_snapshots=request.json_snapshots
-        )
+        return answer
 
     @unary
-    async def GetTimeline(
-        self, request: query_pb2.GetTimelineRequest, context: Context
-    ) -> query_pb2.Timeline:
+    async def GetTimeline(self, request: query_pb2.GetTimelineRequest, context: Context) -> bytes:
         if not request.lead_id:
             raise invalid("lead_id", "required")
         if len(request.lead_id) > 128:
@@ -51,52 +64,52 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         page_size = check_page_size(request.page_size)
         caller, log, lead_id = Caller.current(), self.store.log, request.lead_id
         after = key_of_token(request.page_token, lead_id, caller.account) if request.page_token else None
-        shown = caller.shown(log.fields)
+        masking = caller.masking(log.fields)
 
-        def build() -> query_pb2.Timeline | None:
+        def build() -> tuple[bytes, int] | None:
             page = read_page(log, lead_id, caller.account, caller.sees, page_size, after)
             if not page.steps and not page.audit and after is None:
                 return None
-            return page_message(lead_id, caller.account, page, shown, request.json_snapshots)
+            return page_message(lead_id, caller.account, page, masking, request.json_snapshots)
 
-        timeline = await self.store.run(build)
-        if timeline is None:
+        # A page of a usual journey (a few steps) is read on the loop; a long one in the pool.
+        built = build() if page_size <= INLINE_EVENTS else await self.store.run(build)
+        if built is None:
             raise not_found(f"lead {lead_id!r} has no events")
-        self.store.audit.record(caller, "GetTimeline", request, len(timeline.steps))
+        timeline, steps = built
+        self.store.audit.record(caller, "GetTimeline", request, steps)
         return timeline
 
     @unary
-    async def QueryEvents(
-        self, request: query_pb2.QueryEventsRequest, context: Context
-    ) -> query_pb2.QueryEventsResponse:
+    async def QueryEvents(self, request: query_pb2.QueryEventsRequest, context: Context) -> bytes:
         size = request.page_size or DEFAULT_PAGE_SIZE
         if size > MAX_PAGE_SIZE:
             raise invalid("page_size", f"{size} is over the limit of {MAX_PAGE_SIZE}")
         caller = Caller.current()
         f = caller.filter(request.filter)
-        log, shown = self.store.log, caller.shown(self.store.log.fields)
+        log = self.store.log
+        masking = caller.masking(log.fields)
 
-        def page(limit: int = size) -> query_pb2.QueryEventsResponse:
-            found = log.scan(
-                f,
-                after=request.page_token or None,
-                limit=limit,
-                descending=request.descending,
-                include_lead=request.include_lead,
+        def page(limit: int = size) -> tuple[bytes, int]:
+            records, cursor = log.scan_stored(
+                f, after=request.page_token or None, limit=limit, descending=request.descending
             )
-            response = query_pb2.QueryEventsResponse(next_page_token=found.cursor or "")
+            messages = []
             used = 0
-            for i, event in enumerate(found.events):
+            for i, record in enumerate(records):
                 if i and used >= PAGE_BYTES:
                     # Cut by bytes: read the page again as long as what fits, for its cursor.
                     return page(i)
-                message = response.events.add()
-                event_to_proto(shown(event), message, request.json_snapshots)
-                used += message.ByteSize() + 8
-            return response
+                message = _event_bytes(record, masking, request.json_snapshots, request.include_lead)
+                messages.append(message)
+                used += len(message) + 8
+            response = repeated_field(1, messages)
+            if cursor:
+                response += repeated_field(2, [cursor.encode()])
+            return response, len(messages)
 
-        response = await self.store.run(page)
-        self.store.audit.record(caller, "QueryEvents", request, len(response.events))
+        response, count = await self.store.run(page)
+        self.store.audit.record(caller, "QueryEvents", request, count)
         return response
 
     @streaming
@@ -138,3 +151,13 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         response = await self.store.run(aggregate, self.store.log, f, groups)
         self.store.audit.record(caller, "Aggregate", request, sum(row.count for row in response.rows))
         return response
+
+
+def _event_bytes(
+    record: StoredEvent, masking: Callable[[Event], Event] | None, json_snapshots: bool, include_lead: bool
+) -> bytes:
+    """A serialized ``Event`` as the caller sees it."""
+    if masking is None:
+        return record.wire(include_lead) if json_snapshots else record.wire_structs(include_lead)
+    event = masking(record.event(include_lead))
+    return event_to_proto(event, json_snapshots=json_snapshots).SerializeToString()

@@ -25,12 +25,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from leadtrail.storage import AUDIT_FLOW, AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT, Event, EventFields, StoredEvent
+from leadtrail.storage.wireform import field_changes, timeline_bytes
 
-from leadtrail.storage import AUDIT_FLOW, AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT, Event
-from leadtrail.v1 import query_pb2
-
-from .convert import event_to_proto, python_to_value
+from .convert import event_to_proto
 from .status import invalid
 
 MAX_TIMELINE_PAGE = 1000
@@ -41,44 +39,7 @@ READ_WINDOW = 64
 """Events read at a time where the steps a caller may see are sparse (hidden ones skipped)."""
 
 
-def _same(a: Any, b: Any) -> bool:
-    # JSON values: true is not 1, but 1 and 1.0 are the same number.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
-_ABSENT = object()
-
-
-def changes(
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    out: RepeatedCompositeFieldContainer[query_pb2.FieldChange],
-) -> None:
-    # Most fields of a lead stay the same from one step to the next: find the
-    # changed ones with the cheapest test that can say "same", sort only those.
-    changed = [field for field in before if field not in after]
-    for field, value in after.items():
-        old = before.get(field, _ABSENT)
-        if old is value or (type(old) is type(value) and old == value):
-            continue
-        if old is _ABSENT or not _same(old, value):
-            changed.append(field)
-    for field in sorted(changed):
-        if field not in before:
-            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_ADDED)
-            python_to_value(after[field], change.after)
-        elif field not in after:
-            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_REMOVED)
-            python_to_value(before[field], change.before)
-        elif not _same(before[field], after[field]):
-            change = out.add(field=field, kind=query_pb2.CHANGE_KIND_CHANGED)
-            python_to_value(before[field], change.before)
-            python_to_value(after[field], change.after)
-
-
-def is_audit(event: Event) -> bool:
+def is_audit(event: EventFields) -> bool:
     """Whether an event is the store's own record about a lead rather than a step of it."""
     return event.type.startswith(AUDIT_TYPE_PREFIX) or event.flow_id == AUDIT_FLOW
 
@@ -87,14 +48,14 @@ Key = tuple[int, int]
 """An event's place in a lead's index: (timestamp_ms, position)."""
 
 
-def key_of(event: Event) -> Key:
+def key_of(event: EventFields) -> Key:
     return (event.timestamp_ms or 0, event.position)
 
 
 class LeadEvents(Protocol):
-    """How a timeline reads a lead (``EventLog.lead_events``)."""
+    """How a timeline reads a lead (``EventLog.lead_stored``)."""
 
-    def lead_events(
+    def lead_stored(
         self,
         lead_id: str,
         account_id: str = DEFAULT_ACCOUNT,
@@ -102,8 +63,7 @@ class LeadEvents(Protocol):
         start: Key | None = None,
         limit: int = 1000,
         descending: bool = False,
-        include_lead: bool = True,
-    ) -> list[Event]: ...
+    ) -> list[StoredEvent]: ...
 
 
 _TOKEN = struct.Struct(">IqQ")  # the lead's crc32, then the key of the page's last step
@@ -146,9 +106,9 @@ def check_page_size(page_size: int) -> int:
 class TimelinePage:
     """What a page is built from: the steps' events, the one before them, the audit records."""
 
-    steps: list[Event]
-    previous: Event | None
-    audit: list[Event] = dataclasses.field(default_factory=list)
+    steps: list[StoredEvent]
+    previous: StoredEvent | None
+    audit: list[StoredEvent] = dataclasses.field(default_factory=list)
     more: bool = False
     """Whether the journey goes on after the last of ``steps``."""
     total_ms: int = 0
@@ -156,10 +116,10 @@ class TimelinePage:
 
 def _events_from(
     log: LeadEvents, lead_id: str, account_id: str, start: Key | None, window: int, descending: bool = False
-) -> Iterator[Event]:
+) -> Iterator[StoredEvent]:
     """The lead's events from ``start`` (inclusive) on, read ``window`` at a time."""
     while True:
-        read = log.lead_events(lead_id, account_id, start=start, limit=window, descending=descending)
+        read = log.lead_stored(lead_id, account_id, start=start, limit=window, descending=descending)
         yield from read
         if len(read) < window:
             return
@@ -177,7 +137,7 @@ def read_page(
     log: LeadEvents,
     lead_id: str,
     account_id: str,
-    sees: Callable[[Event], bool],
+    sees: Callable[[EventFields], bool],
     page_size: int,
     after: Key | None,
 ) -> TimelinePage:
@@ -211,11 +171,15 @@ END_WINDOW = 4
 
 
 def _journey_span(
-    log: LeadEvents, lead_id: str, account_id: str, sees: Callable[[Event], bool], audit: list[Event] | None
+    log: LeadEvents,
+    lead_id: str,
+    account_id: str,
+    sees: Callable[[EventFields], bool],
+    audit: list[StoredEvent] | None,
 ) -> int:
     """The whole journey's duration, from its first step to its last; records about the
     lead met at either end are added to ``audit`` (when given) unless already there."""
-    ends: list[Event] = []
+    ends: list[StoredEvent] = []
     for descending in (False, True):
         for event in _events_from(log, lead_id, account_id, None, END_WINDOW, descending):
             if not sees(event):
@@ -235,27 +199,66 @@ def page_message(
     lead_id: str,
     account_id: str,
     page: TimelinePage,
-    shown: Callable[[Event], Event],
+    masking: Callable[[Event], Event] | None,
     json_snapshots: bool,
-) -> query_pb2.Timeline:
-    """The page on the wire; cut short (with a next page token) once it holds PAGE_BYTES."""
-    timeline = query_pb2.Timeline(lead_id=lead_id, total_ms=page.total_ms)
-    for record in sorted(page.audit, key=key_of):
-        event_to_proto(shown(record), timeline.audit.add(), json_snapshots)
-    used = timeline.ByteSize()
-    previous = shown(page.previous) if page.previous is not None else None
-    last: Event | None = None
-    for raw in page.steps:
+) -> tuple[bytes, int]:
+    """(the page on the wire as a serialized ``Timeline``, the steps it holds); cut short
+    (with a next page token) once it holds PAGE_BYTES.
+
+    Unmasked, a step is the stored bytes: the event spliced, and the changes the writer
+    computed when they are against the step shown before it (a lead's first step, or an
+    event appended out of order or after hidden ones, has its changes computed here).
+    Masked (``masking``), each event is decoded and masked once, and its changes are
+    computed between masked snapshots: a masked value never shows as changed."""
+    shown = _Shown(masking, json_snapshots)
+    audit = [shown.wire(record) for record in sorted(page.audit, key=key_of)]
+    used = len(lead_id) + sum(len(a) + 8 for a in audit) + 32
+    steps: list[tuple[bytes, int, bytes]] = []
+    previous = page.previous
+    last: StoredEvent | None = None
+    for record in page.steps:
         if last is not None and used >= PAGE_BYTES:
             break
-        event = shown(raw)
-        step = timeline.steps.add()
-        event_to_proto(event, step.event, json_snapshots)
-        if previous is not None:
-            step.since_previous_ms = (event.timestamp_ms or 0) - (previous.timestamp_ms or 0)
-        changes(previous.lead if previous is not None else {}, event.lead, step.changes)
-        used += step.ByteSize() + 8  # the step's tag and length
-        previous, last = event, raw
+        event = shown.wire(record)
+        since = (record.timestamp_ms or 0) - (previous.timestamp_ms or 0) if previous is not None else 0
+        if masking is None and previous is not None and record.changes_base == previous.position:
+            changes = record.changes
+        else:
+            changes = field_changes(shown.lead(previous) if previous is not None else {}, shown.lead(record))
+        steps.append((event, since, changes))
+        used += len(event) + len(changes) + 16  # the step's tags and lengths
+        previous, last = record, record
+    token = ""
     if last is not None and (page.more or last is not page.steps[-1]):
-        timeline.next_page_token = page_token(lead_id, account_id, key_of(last))
-    return timeline
+        token = page_token(lead_id, account_id, key_of(last))
+    return timeline_bytes(lead_id, steps, page.total_ms, token, audit), len(steps)
+
+
+class _Shown:
+    """How the caller sees the page's events, each decoded (and masked) at most once."""
+
+    def __init__(self, masking: Callable[[Event], Event] | None, json_snapshots: bool) -> None:
+        self._masking = masking
+        self._json = json_snapshots
+        self._decoded: dict[int, Event] = {}
+        self._leads: dict[int, Mapping[str, Any]] = {}
+
+    def wire(self, record: StoredEvent) -> bytes:
+        if self._masking is None:
+            return record.wire() if self._json else record.wire_structs()
+        return event_to_proto(self._event(record), json_snapshots=self._json).SerializeToString()
+
+    def lead(self, record: StoredEvent) -> Mapping[str, Any]:
+        if self._masking is not None:
+            return self._event(record).lead
+        lead = self._leads.get(record.position)
+        if lead is None:
+            lead = self._leads[record.position] = record.lead()
+        return lead
+
+    def _event(self, record: StoredEvent) -> Event:
+        assert self._masking is not None
+        event = self._decoded.get(record.position)
+        if event is None:
+            event = self._decoded[record.position] = self._masking(record.event())
+        return event

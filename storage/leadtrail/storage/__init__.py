@@ -25,6 +25,7 @@ from .event import (
     DEFAULT_ACCOUNT,
     AppendResult,
     Event,
+    EventFields,
     EventFilter,
     Outcome,
     Page,
@@ -39,6 +40,7 @@ from .fs import Files
 from .log import EventLog
 from .options import FsyncPolicy, Options
 from .ulid import new_event_id
+from .wirebody import StoredEvent
 
 __all__ = [
     "AUDIT_FLOW",
@@ -51,6 +53,7 @@ __all__ = [
     "DataDirectoryError",
     "ErasureReport",
     "Event",
+    "EventFields",
     "EventFilter",
     "EventLog",
     "FieldPolicy",
@@ -70,6 +73,7 @@ __all__ = [
     "RetentionReport",
     "Stats",
     "StorageError",
+    "StoredEvent",
     "ValidationError",
     "VerifyReport",
     "new_event_id",

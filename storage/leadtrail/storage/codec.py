@@ -23,11 +23,15 @@ import orjson
 import zstandard
 from crc32c import crc32c
 
+from . import wirebody, wireform
 from .errors import CorruptionError, StorageError
 from .event import Event, Outcome
 from .format import (
     BARE_CODECS,
     CODEC_PLAIN,
+    CODEC_WIRE_PLAIN,
+    CODEC_WIRE_ZSTD_BARE,
+    CODEC_WIRE_ZSTD_DICT_BARE,
     CODEC_ZSTD_BARE,
     CODEC_ZSTD_DICT_BARE,
     DICT_HEADER,
@@ -38,11 +42,13 @@ from .format import (
     EVENT_PREFIX,
     MAX_DELTA_BACK,
     MAX_DICTIONARY_ID,
+    WIRE_CODECS,
     ZSTD_CODECS,
     BadRecord,
     BodyField,
 )
 from .fs import Files
+from .wirebody import NO_CHANGES, StoredEvent
 
 MAX_DELTA_DEPTH = 8
 MAX_BODY = 16 * 1024 * 1024
@@ -404,7 +410,9 @@ LAST_SNAPSHOTS_BUDGET = 8 * 1024 * 1024
 class EventEncoder:
     """Turns events into payloads; owned by the single writer thread."""
 
-    def __init__(self, dictionaries: Dictionaries, trainer: Trainer | None) -> None:
+    def __init__(self, dictionaries: Dictionaries, trainer: Trainer | None, json_form: bool = False) -> None:
+        """``json_form``: write format 1.1 records (``Options.record_form`` "json")."""
+        self._json_form = json_form
         self._dicts = dictionaries
         self._trainer = trainer
         # (account, lead_id) -> (segment base, position, snapshot, chain depth, JSON size).
@@ -428,7 +436,64 @@ class EventEncoder:
             self._last_bytes -= dropped[4]
 
     def encode(self, event: Event, position: int, segment_base: int, lead_json: bytes | None = None) -> bytes:
-        """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does)."""
+        """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does).
+
+        The body is the event's wire form (format 1.2) with its snapshot whole and the
+        timeline changes against the lead's previous event in this segment, computed
+        here once rather than on every read of the timeline. Changes never reach back past the segment:
+        a rewrite (erasure) re-encodes a segment's events together, and must find every
+        value a change quotes among them."""
+        if self._json_form:
+            return self._encode_json(event, position, segment_base, lead_json)
+        key = (event.account_id, event.lead_id)
+        lead = event.lead
+        if not lead:
+            lead_json = b""
+        elif lead_json is None:
+            lead_json = orjson.dumps(lead)
+        previous = self._last.get(key)
+        if previous is not None and previous[0] == segment_base:
+            changes, base_position = wireform.field_changes(previous[2], lead), previous[1]
+        else:
+            # A lead's first step shows every field as added: a copy of the snapshot that
+            # would double the bytes of one-step leads, so its read computes it.
+            changes, base_position = b"", NO_CHANGES
+        details_json = orjson.dumps(event.details) if event.details else b""
+        body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
+        self.last_raw_bytes = json_size
+        replaced = self._last.pop(key, None)
+        if replaced is not None:
+            self._last_bytes -= replaced[4]
+        self._last[key] = (segment_base, position, dict(lead), 0, json_size)
+        self._last_bytes += json_size
+        while self._last_bytes > self._last_budget and len(self._last) > 1:
+            self._last_bytes -= self._last.popitem(last=False)[1][4]
+        dict_id = self._dicts.current_id
+        if len(body) < 64:
+            codec, packed = CODEC_WIRE_PLAIN, body
+            dict_id = 0
+        else:
+            packed = self._dicts.compressor(dict_id).compress(body)
+            codec = CODEC_WIRE_ZSTD_DICT_BARE if dict_id else CODEC_WIRE_ZSTD_BARE
+            if self._trainer is not None:
+                self._trainer.observe(body, len(packed), dict_id, event.account_id)
+        account = event.account_id.encode()
+        recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
+        prefix = EVENT_PREFIX.pack(
+            recorded & 0xFFFFFFFF,
+            recorded >> 32,
+            timestamp & 0xFFFFFFFF,
+            timestamp >> 32,
+            codec,
+            dict_id,
+            0,
+            len(account),
+        )
+        return b"".join((prefix, account, packed))
+
+
+    def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
+        """Format 1.1: a JSON array body, the snapshot as a delta against the lead's previous one."""
         key = (event.account_id, event.lead_id)
         lead = event.lead
         if lead_json is None:
@@ -476,7 +541,6 @@ class EventEncoder:
         )
         return b"".join((prefix, account, packed))
 
-
 class EventPrefix:
     __slots__ = ("account_id", "base_position", "body", "codec", "dict_id", "recorded_at_ms", "timestamp_ms")
 
@@ -506,6 +570,38 @@ class EventPrefix:
         self.body = payload[start + account_len :]
 
 
+def _body_of(prefix: EventPrefix, dictionaries: Dictionaries) -> bytes:
+    if prefix.codec == CODEC_PLAIN or prefix.codec == CODEC_WIRE_PLAIN:
+        return bytes(prefix.body)
+    dec = dictionaries.decompressor(prefix.codec, prefix.dict_id)
+    try:
+        return dec.decompress(prefix.body, max_output_size=MAX_BODY)
+    except zstandard.ZstdError as e:
+        raise BadRecord(f"undecodable event body: {e}") from e
+
+
+def stored_form(payload: bytes | memoryview) -> bool:
+    """Whether an event payload holds a wire body (format 1.2)."""
+    return len(payload) > EVENT_PREFIX.size and payload[_CODEC_AT] in WIRE_CODECS
+
+
+_CODEC_AT = 12
+"""The codec's byte in the event prefix."""
+
+
+def stored_event(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> StoredEvent | None:
+    """A CRC-checked event payload in its wire form (format 1.2), undecoded; None when the
+    record is in an older form (decode it with ``decode_event``)."""
+    prefix = EventPrefix(payload, position)
+    if prefix.codec not in WIRE_CODECS:
+        return None
+    if prefix.base_position:
+        raise BadRecord("a wire body names a delta base")
+    return StoredEvent(
+        _body_of(prefix, dictionaries), position, prefix.account_id, prefix.recorded_at_ms, prefix.timestamp_ms
+    )
+
+
 def decode_event(
     payload: bytes | memoryview,
     position: int,
@@ -514,13 +610,15 @@ def decode_event(
     include_lead: bool = True,
 ) -> Event:
     """Decode a CRC-checked event payload. ``base_snapshot`` resolves delta bases."""
+    stored = stored_event(payload, position, dictionaries)
+    if stored is not None:
+        try:
+            return stored.event(include_lead)
+        except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
+            raise BadRecord(f"undecodable event body: {e}") from e
     try:
         prefix = EventPrefix(payload, position)
-        if prefix.codec == CODEC_PLAIN:
-            body = bytes(prefix.body)
-        else:
-            dec = dictionaries.decompressor(prefix.codec, prefix.dict_id)
-            body = dec.decompress(prefix.body, max_output_size=MAX_BODY)
+        body = _body_of(prefix, dictionaries)
         fields = orjson.loads(body)
         (
             event_id,
@@ -570,16 +668,11 @@ def decode_event(
 
 def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> tuple[int, Any]:
     """(base position, snapshot-or-delta) of an event payload, for resolving chains."""
-    event = decode_event(payload, position, dictionaries, _no_base, include_lead=False)
-    del event
+    stored = stored_event(payload, position, dictionaries)
+    if stored is not None:
+        return 0, stored.lead()
     prefix = EventPrefix(payload, position)
-    if prefix.codec == CODEC_PLAIN:
-        body = bytes(prefix.body)
-    else:
-        body = dictionaries.decompressor(prefix.codec, prefix.dict_id).decompress(
-            prefix.body, max_output_size=MAX_BODY
-        )
-    return prefix.base_position, orjson.loads(body)[BodyField.LEAD]
+    return prefix.base_position, orjson.loads(_body_of(prefix, dictionaries))[BodyField.LEAD]
 
 
 def _no_base(position: int) -> Mapping[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from . import wirebody
 from .codec import EventPrefix
 from .event import AUDIT_FLOW, AUDIT_TYPE_PREFIX, Event, Outcome, Progress
 from .fields import (
@@ -35,8 +36,9 @@ from .fields import (
     quotes_of,
     scrub,
 )
-from .format import DICTIONARY_CODECS, KIND_EVENT, BodyField
+from .format import DICTIONARY_CODECS, KIND_EVENT, BadRecord, BodyField
 from .rewrite import replace_records, rewrite_segments, seal_active
+from .wirebody import NO_CHANGES, StoredEvent
 
 if TYPE_CHECKING:
     from .maintenance import Maintenance
@@ -240,11 +242,16 @@ def _erase_in_segments(
 
 def training_sample(fields: FieldPolicies, account_id: str, body: bytes) -> bytes:
     """A body as the dictionary trainer may see it: personal values, and quotes of them
-    elsewhere in the body, blanked (a dictionary must never learn what an erasure removes)."""
+    elsewhere in the body, blanked (a dictionary must never learn what an erasure removes).
+
+    A wire body (format 1.2) is rebuilt from its scrubbed event without its changes: they
+    quote values of the lead's previous snapshot, which the sample cannot scrub by class
+    alone, and the values they hold sit in the same frame's ``lead_json`` anyway."""
     try:
         values_of = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body
+        # Not a format 1.1 body: a wire body (its binary header is never JSON).
+        return _wire_training_sample(fields, account_id, body)
     classify = fields.classifier(account_id)
     part = values_of[BodyField.LEAD]
     delta = isinstance(part, dict) and set(part) == {"s", "d"}
@@ -260,3 +267,25 @@ def training_sample(fields: FieldPolicies, account_id: str, body: bytes) -> byte
     values_of[BodyField.LEAD] = part
     values_of[BodyField.REASON] = scrub(values_of[BodyField.REASON], classify, PERSONAL, "", quoted)
     return orjson.dumps(values_of)
+
+
+def _wire_training_sample(fields: FieldPolicies, account_id: str, body: bytes) -> bytes:
+    try:
+        event = StoredEvent(body, 1, account_id, 0, 0).event()
+    except BadRecord:
+        return b""
+    classify = fields.classifier(account_id)
+    values: set[str] = set()
+    personal_values(event.lead, classify, values)
+    personal_values(event.details, classify, values)
+    quoted = quotes_of(values)
+    event.lead = scrub(event.lead, classify, PERSONAL, "", quoted)
+    event.details = scrub(event.details, classify, PERSONAL, "", quoted)
+    event.reason = scrub(event.reason, classify, PERSONAL, "", quoted)
+    return wirebody.encode(
+        event,
+        orjson.dumps(event.details) if event.details else b"",
+        orjson.dumps(event.lead) if event.lead else b"",
+        b"",
+        NO_CHANGES,
+    )[0]

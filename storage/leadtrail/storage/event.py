@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_ACCOUNT = "default"
 
@@ -100,6 +100,28 @@ AUDIT_FLOW = "audit"
 """The flow of the events the store records about itself (an erasure, a read)."""
 
 
+class EventFields(Protocol):
+    """What a filter or a caller's scope looks at: an ``Event``, or a ``StoredEvent``
+    whose values stay undecoded."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def lead_id(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def outcome(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
+    @property
+    def position(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """All set parts must match; the empty filter matches every event of the account.
@@ -124,7 +146,7 @@ class EventFilter:
     hidden_types: tuple[str, ...] = ()
     """Types (or ``x.*`` prefixes) that do not exist for this filter (what a role may not see)."""
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: EventFields) -> bool:
         if event.account_id != self.account_id:
             return False
         if self.entity_scope and event.entity_id not in self.entity_scope:

@@ -46,9 +46,22 @@ CODEC_ZSTD = 2
 # bytes less per record. Codecs 1 and 2 stay readable.
 CODEC_ZSTD_DICT_BARE = 3
 CODEC_ZSTD_BARE = 4
-ZSTD_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
-DICTIONARY_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD_DICT_BARE))
-BARE_CODECS = frozenset((CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE))
+# Format 1.2: the body is the event's wire form (FORMAT.md, "Wire body") rather
+# than a JSON array, plain or in a bare zstd frame with or without a dictionary.
+# The snapshot is always whole (delta_back 0): every record decodes on its own.
+CODEC_WIRE_PLAIN = 5
+CODEC_WIRE_ZSTD_DICT_BARE = 6
+CODEC_WIRE_ZSTD_BARE = 7
+WIRE_CODECS = frozenset((CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE))
+ZSTD_CODECS = frozenset(
+    (CODEC_ZSTD_DICT, CODEC_ZSTD, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE)
+)
+DICTIONARY_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_DICT_BARE))
+BARE_CODECS = frozenset((CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE))
+# The wire body's header: lengths of the scalar-field JSON array and of the event's
+# protobuf bytes; within those bytes, where fields 4-6 go, where details_json and
+# lead_json start; the length of the changes and the position they are against.
+WIRE_HEADER = struct.Struct("<IIHIIIQ")
 
 
 DICT_MAGIC_1_0 = b"LTZDICT1"

@@ -48,6 +48,7 @@ from .segment import Segment
 from .segment_list import SegmentList
 from .ulid import new_event_id
 from .validation import validate_batch
+from .wirebody import StoredEvent
 from .writer import CommitListener, GroupCommit
 
 
@@ -201,6 +202,36 @@ class EventLog:
         include_lead: bool = True,
     ) -> Page:
         return query.scan(self._reader, filter or EventFilter(), after, limit, descending, include_lead)
+
+    # -- the same reads in the wire form: answers spliced from stored bytes ------------
+
+    @translating("reading an event")
+    def get_stored(self, event_id: str, account_id: str = DEFAULT_ACCOUNT) -> StoredEvent | None:
+        return query.get_stored(self._reader, event_id, account_id)
+
+    @translating("reading a timeline")
+    def lead_stored(
+        self,
+        lead_id: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        *,
+        start: tuple[int, int] | None = None,
+        limit: int = 1000,
+        descending: bool = False,
+    ) -> list[StoredEvent]:
+        return query.lead_stored(self._reader, lead_id, account_id, start, limit, descending)
+
+    @translating("scanning events")
+    def scan_stored(
+        self,
+        filter: EventFilter | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> tuple[list[StoredEvent], str | None]:
+        """``scan`` in the wire form: (events, cursor of the next page or None)."""
+        return query.scan_stored(self._reader, filter or EventFilter(), after, limit, descending)
 
     @property
     def rewrites(self) -> int:

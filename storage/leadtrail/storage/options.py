@@ -68,9 +68,15 @@ class Options:
     """Retrain when the recent ratio falls below this fraction of the ratio at training."""
     compression_level: int = 3
     clock_ms: Callable[[], int] = wall_clock_ms
+    record_form: str = "wire"
+    """How new records hold an event (FORMAT.md): "wire" (format 1.2: the bytes of its
+    answers, read without decoding) or "json" (format 1.1: a JSON array with snapshot
+    deltas, which releases before 1.2 read; rewrites always use "wire")."""
     files: Files = OS_FILES
 
     def __post_init__(self) -> None:
+        if self.record_form not in ("wire", "json"):
+            raise InvalidArgumentError(f"record_form {self.record_form!r}: must be 'wire' or 'json'")
         if self.segment_bytes < 4096:
             raise InvalidArgumentError(f"segment_bytes {self.segment_bytes}: must be at least 4096")
         if not 1 <= self.max_events_per_append <= 100_000:

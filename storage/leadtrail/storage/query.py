@@ -13,17 +13,20 @@ from __future__ import annotations
 import base64
 import heapq
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import lmdb
 from crc32c import crc32c
 
 from .errors import InvalidArgumentError, InvalidCursorError
-from .event import Event, EventFilter, Page
+from .event import Event, EventFields, EventFilter, Page
 from .index import KIND_ENTITY, KIND_FLOW, Index, tspos, untspos
 from .ulid import is_valid_id
+from .wirebody import StoredEvent
+
+_Found = TypeVar("_Found", bound=EventFields)
 
 
 class IndexedReads(Protocol):
@@ -38,6 +41,8 @@ class IndexedReads(Protocol):
 
     def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None: ...
 
+    def stored_at(self, txn: lmdb.Transaction, position: int) -> StoredEvent | None: ...
+
 
 _CURSOR = struct.Struct(">BBQQQI")
 _CURSOR_VERSION = 1
@@ -50,20 +55,34 @@ MAX_LEAD_PAGE = 100_000
 
 def get(reads: IndexedReads, event_id: str, account_id: str) -> Event | None:
     """The event with this id in this account, if there is one."""
+    return _get(reads, event_id, account_id, lambda txn, position: reads.event_at(txn, position))
+
+
+def get_stored(reads: IndexedReads, event_id: str, account_id: str) -> StoredEvent | None:
+    """``get`` in the wire form."""
+    return _get(reads, event_id, account_id, reads.stored_at)
+
+
+def _get(
+    reads: IndexedReads,
+    event_id: str,
+    account_id: str,
+    read: Callable[[lmdb.Transaction, int], _Found | None],
+) -> _Found | None:
     if not isinstance(event_id, str) or not is_valid_id(event_id):
         return None
     with reads.reading() as index, index.env.begin() as txn:
         position = index.position_of(txn, account_id, event_id)
         if position is None:
             return None
-        event = reads.event_at(txn, position)
+        event = read(txn, position)
     return event if event is not None and event.account_id == account_id else None
 
 
 def timeline(reads: IndexedReads, lead_id: str, account_id: str) -> list[Event]:
     """Every event of one lead in (timestamp, position) order."""
     with reads.reading() as index, index.env.begin() as txn:
-        return list(_lead_events(reads, txn, lead_id, account_id, None, False, True))
+        return list(_lead_events(reads, txn, lead_id, account_id, None, False, reads.event_at))
 
 
 def lead_events(
@@ -78,6 +97,34 @@ def lead_events(
     """At most ``limit`` events of one lead from the key ``start`` = (timestamp, position)
     on, inclusive, in (timestamp, position) order or its reverse: a page of a long journey
     costs its own events only."""
+
+    def read(txn: lmdb.Transaction, position: int) -> Event | None:
+        return reads.event_at(txn, position, include_lead=include_lead)
+
+    return _lead_page(reads, lead_id, account_id, start, limit, descending, read)
+
+
+def lead_stored(
+    reads: IndexedReads,
+    lead_id: str,
+    account_id: str,
+    start: tuple[int, int] | None,
+    limit: int,
+    descending: bool,
+) -> list[StoredEvent]:
+    """``lead_events`` in the wire form."""
+    return _lead_page(reads, lead_id, account_id, start, limit, descending, reads.stored_at)
+
+
+def _lead_page(
+    reads: IndexedReads,
+    lead_id: str,
+    account_id: str,
+    start: tuple[int, int] | None,
+    limit: int,
+    descending: bool,
+    read: Callable[[lmdb.Transaction, int], _Found | None],
+) -> list[_Found]:
     if not 1 <= limit <= MAX_LEAD_PAGE:
         raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_LEAD_PAGE}")
     if start is not None and (
@@ -87,7 +134,7 @@ def lead_events(
     low = None if start is None else tspos(*start)
     events = []
     with reads.reading() as index, index.env.begin() as txn:
-        for event in _lead_events(reads, txn, lead_id, account_id, low, descending, include_lead):
+        for event in _lead_events(reads, txn, lead_id, account_id, low, descending, read):
             events.append(event)
             if len(events) >= limit:
                 break
@@ -101,15 +148,15 @@ def _lead_events(
     account_id: str,
     start: bytes | None,
     descending: bool,
-    include_lead: bool,
-) -> Iterator[Event]:
+    read: Callable[[lmdb.Transaction, int], _Found | None],
+) -> Iterator[_Found]:
     """The events of one lead from ``start`` on, in (timestamp, position) order (or reversed)."""
     index = reads.index
     key = index.dup_key(txn, "lead", account_id, None, lead_id)
     if key is None:
         return
     for value in index.iter_dups(txn, "lead", key, start, descending):
-        event = reads.event_at(txn, untspos(value)[1], include_lead=include_lead)
+        event = read(txn, untspos(value)[1])
         # The lead key is a hash: a colliding lead shares it, so compare.
         if event is not None and event.lead_id == lead_id and event.account_id == account_id:
             yield event
@@ -187,10 +234,31 @@ def scan(
     descending: bool,
     include_lead: bool,
 ) -> Page:
+    def read(txn: lmdb.Transaction, position: int) -> Event | None:
+        return reads.event_at(txn, position, include_lead=include_lead)
+
+    return Page(*_scan(reads, f, after, limit, descending, read))
+
+
+def scan_stored(
+    reads: IndexedReads, f: EventFilter, after: str | None, limit: int, descending: bool
+) -> tuple[list[StoredEvent], str | None]:
+    """``scan`` in the wire form: (events, cursor of the next page or None)."""
+    return _scan(reads, f, after, limit, descending, reads.stored_at)
+
+
+def _scan(
+    reads: IndexedReads,
+    f: EventFilter,
+    after: str | None,
+    limit: int,
+    descending: bool,
+    read: Callable[[lmdb.Transaction, int], _Found | None],
+) -> tuple[list[_Found], str | None]:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidArgumentError(f"limit {limit}: must be in 1..{MAX_PAGE}")
     if f.start_ms is not None and f.end_ms is not None and f.end_ms <= f.start_ms:
-        return Page([], None)
+        return [], None
     with reads.reading() as index, index.env.begin() as txn:
         if after:
             snapshot, last_ts, last_pos = decode_cursor(after, descending, f)
@@ -203,7 +271,7 @@ def scan(
                     else None
                 )
                 if start is None:
-                    return Page([], None)
+                    return [], None
             else:
                 start = tspos(last_ts, last_pos + 1)
         else:
@@ -214,12 +282,12 @@ def scan(
                 start = tspos(f.start_ms or 0, 0)
         plan = _plan(reads, txn, f)
         if plan is None:
-            return Page([], None)
+            return [], None
         db, keys = plan
         merged: Iterator[bytes]
         streams = [index.iter_dups(txn, db, key, start, descending) for key in keys]
         merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=descending)
-        events: list[Event] = []
+        events: list[_Found] = []
         for value in merged:
             ts, position = untspos(value)
             if descending:
@@ -229,12 +297,12 @@ def scan(
                 break
             if position > snapshot:
                 continue
-            event = reads.event_at(txn, position, include_lead=include_lead)
+            event = read(txn, position)
             if event is None or not f.matches(event):
                 continue
             if len(events) == limit:
                 last = events[-1]
                 cursor = encode_cursor(descending, snapshot, last.timestamp_ms or 0, last.position, f)
-                return Page(events, cursor)
+                return events, cursor
             events.append(event)
-    return Page(events, None)
+    return events, None

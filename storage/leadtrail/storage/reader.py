@@ -15,19 +15,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import lmdb
 
-from .codec import Dictionaries, apply_delta, decode_event, encode_body, snapshot_part
+from . import wirebody
+from .codec import Dictionaries, apply_delta, decode_event, encode_body, snapshot_part, stored_event, stored_form
 from .errors import CorruptionError, StorageError
 from .event import Event
 from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, BadRecord
 from .index import Index, Located
 from .segment import Segment
 from .segment_list import SegmentList
+from .wirebody import StoredEvent
 
 SNAPSHOT_CACHE = 4096
+_Read = TypeVar("_Read")
 
 
 class Reader:
@@ -112,9 +115,19 @@ class Reader:
 
     def event_at(self, txn: lmdb.Transaction, position: int, include_lead: bool = True) -> Event | None:
         """The event at ``position`` as the index of ``txn`` knows it."""
+        return self._retrying(txn, position, lambda t: self._read_event(t, position, include_lead))
+
+    def stored_at(self, txn: lmdb.Transaction, position: int) -> StoredEvent | None:
+        """The event at ``position`` in its wire form, undecoded (a record of an older
+        form is decoded and put in it, without precomputed changes)."""
+        return self._retrying(txn, position, lambda t: self._read_stored(t, position))
+
+    def _retrying(
+        self, txn: lmdb.Transaction, position: int, read: Callable[[lmdb.Transaction], _Read | None]
+    ) -> _Read | None:
         for attempt in range(2):
             try:
-                return self._read_event(txn, position, include_lead)
+                return read(txn)
             except BadRecord as e:
                 if attempt:
                     segment = self._segments.segment_for(position)
@@ -135,23 +148,44 @@ class Reader:
             raise StorageError(f"position {position} is not in the index")
         return event
 
-    def _read_event(self, txn: lmdb.Transaction, position: int, include_lead: bool) -> Event | None:
+    def _record(self, txn: lmdb.Transaction, position: int) -> tuple[Segment, bytes | memoryview] | None:
         segment = self._segments.segment_for(position)
         if segment is None:
             return None
-        epoch = self._epoch
         offset = self._index().offset_of(txn, segment.base, position)
         if offset is None:
             return None
         header, payload = segment.read_record(offset)
         if header.position != position or header.kind != KIND_EVENT:
             raise BadRecord(f"offset {offset} holds position {header.position}, not {position}")
+        return segment, payload
+
+    def _read_stored(self, txn: lmdb.Transaction, position: int) -> StoredEvent | None:
+        found = self._record(txn, position)
+        if found is None:
+            return None
+        segment, payload = found
+        stored = stored_event(payload, position, self._dictionaries)
+        if stored is not None:
+            return stored
+
+        def base_snapshot(base: int) -> Mapping[str, Any]:
+            return self._snapshot_at(txn, segment, base)
+
+        return wirebody.of_event(decode_event(payload, position, self._dictionaries, base_snapshot, True))
+
+    def _read_event(self, txn: lmdb.Transaction, position: int, include_lead: bool) -> Event | None:
+        epoch = self._epoch
+        found = self._record(txn, position)
+        if found is None:
+            return None
+        segment, payload = found
 
         def base_snapshot(base: int) -> Mapping[str, Any]:
             return self._snapshot_at(txn, segment, base)
 
         event = decode_event(payload, position, self._dictionaries, base_snapshot, include_lead)
-        if include_lead:
+        if include_lead and not stored_form(payload):
             self._remember(position, event.lead, epoch)
             event.lead = dict(event.lead)  # the remembered snapshot stays ours; the event is new
         return event

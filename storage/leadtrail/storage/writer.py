@@ -467,7 +467,7 @@ def start(
         fsync=options.fsync,
         files=files,
         index=index,
-        encoder=EventEncoder(dictionaries, trainer),
+        encoder=EventEncoder(dictionaries, trainer, json_form=options.record_form == "json"),
         clock_ms=options.clock_ms,
         segments=segments,
         stored_event=stored_event,
