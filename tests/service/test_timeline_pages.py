@@ -146,7 +146,9 @@ class CountingLead:
 
     def __init__(self, count: int) -> None:
         self.events = [
-            of_event(Event("source.submitted", "lead", "flow", id=f"e{i}", timestamp_ms=T0 + i, position=i + 1))
+            of_event(
+                Event("source.submitted", "lead", "flow", id=f"e{i}", timestamp_ms=T0 + i, position=i + 1)
+            )
             for i in range(count)
         ]
         self.read = 0

@@ -357,7 +357,9 @@ def test_records_of_format_1_0_codecs_stay_readable(tmp_path: Path) -> None:
     # dictionary id. A store written by 1.0 must read the same after the upgrade.
     rng = random.Random(7)
     data = tmp_path / "data"
-    options = Options(dictionary_training_samples=TRAINING_SAMPLES, segment_bytes=256 * 1024, record_form="json")
+    options = Options(
+        dictionary_training_samples=TRAINING_SAMPLES, segment_bytes=256 * 1024, record_form="json"
+    )
     sent = [event(n, realistic_lead(rng, n)) for n in range(3 * TRAINING_SAMPLES)]
     with EventLog.open(data, options) as log:
         positions = append_all(log, sent[: 2 * TRAINING_SAMPLES])

@@ -94,7 +94,9 @@ def clock() -> Clock:
 @pytest.fixture
 def options(clock: Clock, request: pytest.FixtureRequest) -> Options:
     form = getattr(request, "param", "wire")
-    return Options(segment_bytes=SEGMENT_BYTES, clock_ms=clock, dictionary_training_samples=50, record_form=form)
+    return Options(
+        segment_bytes=SEGMENT_BYTES, clock_ms=clock, dictionary_training_samples=50, record_form=form
+    )
 
 
 @pytest.fixture

@@ -49,7 +49,9 @@ class RetentionStore:
 
 
 @pytest.fixture(scope="module", params=["json", "wire"])
-def retention_store(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> RetentionStore:
+def retention_store(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> RetentionStore:
     # "json": format 1.1 records, whose snapshots are deltas against earlier ones (which
     # retention must keep readable); "wire": format 1.2, whole snapshots and changes.
     form = request.param
@@ -64,7 +66,9 @@ def retention_store(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fi
     # One lead of account "default" appended across the old/new boundary:
     # its new snapshots are deltas against old (expired) ones.
     chain = [69 * j + 3 for j in range(20, 28)]
-    with EventLog.open(path, dataclasses.replace(OPTIONS, clock_ms=lambda: clock[0], record_form=form)) as log:
+    with EventLog.open(
+        path, dataclasses.replace(OPTIONS, clock_ms=lambda: clock[0], record_form=form)
+    ) as log:
         append_in_requests(list(range(3000, 3012)), 4)  # a mixed segment first, so that
         append_in_requests(faults.numbers_of_account("default", 1, 45), 3)  # these leave a gap
         clock[0] += 3_600_000

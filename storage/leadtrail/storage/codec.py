@@ -491,7 +491,6 @@ class EventEncoder:
         )
         return b"".join((prefix, account, packed))
 
-
     def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
         """Format 1.1: a JSON array body, the snapshot as a delta against the lead's previous one."""
         key = (event.account_id, event.lead_id)
@@ -541,6 +540,7 @@ class EventEncoder:
         )
         return b"".join((prefix, account, packed))
 
+
 class EventPrefix:
     __slots__ = ("account_id", "base_position", "body", "codec", "dict_id", "recorded_at_ms", "timestamp_ms")
 
@@ -589,7 +589,9 @@ _CODEC_AT = 12
 """The codec's byte in the event prefix."""
 
 
-def stored_event(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> StoredEvent | None:
+def stored_event(
+    payload: bytes | memoryview, position: int, dictionaries: Dictionaries
+) -> StoredEvent | None:
     """A CRC-checked event payload in its wire form (format 1.2), undecoded; None when the
     record is in an older form (decode it with ``decode_event``)."""
     prefix = EventPrefix(payload, position)
@@ -598,7 +600,11 @@ def stored_event(payload: bytes | memoryview, position: int, dictionaries: Dicti
     if prefix.base_position:
         raise BadRecord("a wire body names a delta base")
     return StoredEvent(
-        _body_of(prefix, dictionaries), position, prefix.account_id, prefix.recorded_at_ms, prefix.timestamp_ms
+        _body_of(prefix, dictionaries),
+        position,
+        prefix.account_id,
+        prefix.recorded_at_ms,
+        prefix.timestamp_ms,
     )
 
 

@@ -54,10 +54,19 @@ CODEC_WIRE_ZSTD_DICT_BARE = 6
 CODEC_WIRE_ZSTD_BARE = 7
 WIRE_CODECS = frozenset((CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE))
 ZSTD_CODECS = frozenset(
-    (CODEC_ZSTD_DICT, CODEC_ZSTD, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE)
+    (
+        CODEC_ZSTD_DICT,
+        CODEC_ZSTD,
+        CODEC_ZSTD_DICT_BARE,
+        CODEC_ZSTD_BARE,
+        CODEC_WIRE_ZSTD_DICT_BARE,
+        CODEC_WIRE_ZSTD_BARE,
+    )
 )
 DICTIONARY_CODECS = frozenset((CODEC_ZSTD_DICT, CODEC_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_DICT_BARE))
-BARE_CODECS = frozenset((CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE))
+BARE_CODECS = frozenset(
+    (CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE)
+)
 # The wire body's header: lengths of the scalar-field JSON array and of the event's
 # protobuf bytes; within those bytes, where fields 4-6 go, where details_json and
 # lead_json start; the length of the changes and the position they are against.

@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 import lmdb
 
 from . import wirebody
-from .codec import Dictionaries, apply_delta, decode_event, encode_body, snapshot_part, stored_event, stored_form
+from .codec import (
+    Dictionaries,
+    apply_delta,
+    decode_event,
+    encode_body,
+    snapshot_part,
+    stored_event,
+    stored_form,
+)
 from .errors import CorruptionError, StorageError
 from .event import Event
 from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, BadRecord

@@ -80,7 +80,9 @@ def encode(
     )
     lead_at = len(event_pb) - _field_size(LEAD_JSON_TAG, lead_json)
     json_at = lead_at - _field_size(DETAILS_JSON_TAG, details_json)
-    header = WIRE_HEADER.pack(len(meta), len(event_pb), head_len, json_at, lead_at, len(changes), changes_base)
+    header = WIRE_HEADER.pack(
+        len(meta), len(event_pb), head_len, json_at, lead_at, len(changes), changes_base
+    )
     # As a JSON array of every field (format 1.0's body): what stats count as raw bytes.
     json_size = len(meta) + len(details_json or b"{}") + len(lead_json or b"{}") + 2
     return b"".join((header, meta, event_pb, changes)), json_size
@@ -111,7 +113,9 @@ class StoredEvent:
         "type",
     )
 
-    def __init__(self, body: bytes, position: int, account_id: str, recorded_at_ms: int, timestamp_ms: int) -> None:
+    def __init__(
+        self, body: bytes, position: int, account_id: str, recorded_at_ms: int, timestamp_ms: int
+    ) -> None:
         try:
             meta_len, event_len, head_len, json_at, lead_at, changes_len, base = WIRE_HEADER.unpack_from(body)
         except Exception as e:  # struct.error: shorter than its header
@@ -142,7 +146,11 @@ class StoredEvent:
         start = self._event_at
         end = start + self._lead_at if not include_lead else self._changes_at
         return wireform.splice_event(
-            self._body[start:end], self._head_len, self.recorded_at_ms, self.position, self.account_id.encode()
+            self._body[start:end],
+            self._head_len,
+            self.recorded_at_ms,
+            self.position,
+            self.account_id.encode(),
         )
 
     def wire_structs(self, include_lead: bool = True) -> bytes:
