@@ -161,7 +161,11 @@ def read_page(
             page.more = True
             break
         page.steps.append(event)
-    if page.steps:
+    if page.steps and first_page and not page.more:
+        # The page read the whole journey: its ends, and the records about the lead at
+        # them, are in hand.
+        page.total_ms = (page.steps[-1].timestamp_ms or 0) - (page.steps[0].timestamp_ms or 0)
+    elif page.steps:
         page.total_ms = _journey_span(log, lead_id, account_id, sees, page.audit if first_page else None)
     return page
 
