@@ -18,7 +18,7 @@ WIREFORM = Extension(
     sources=["storage/leadtrail/storage/_wireform.c"],
     optional=True,
 )
-FALLBACK = "leadtrail: the C extension {} was not built ({}): the pure-Python twin is used"
+FALLBACK = "leadtrail: {} was not built ({}): the pure-Python twin is used"
 
 
 class OptionalBuildExt(build_ext):
@@ -28,13 +28,13 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as e:  # no compiler at all (setuptools raises before compiling anything)
-            print(FALLBACK.format(WIREFORM.name, e), file=sys.stderr)
+            print(FALLBACK.format(WIREFORM.name, type(e).__name__), file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as e:  # the compiler or the headers are missing, or it does not compile
-            print(FALLBACK.format(ext.name, e), file=sys.stderr)
+            print(FALLBACK.format(ext.name, type(e).__name__), file=sys.stderr)
 
 
 setup(ext_modules=[WIREFORM], cmdclass={"build_ext": OptionalBuildExt})
