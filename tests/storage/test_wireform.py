@@ -9,12 +9,14 @@ is about the pure twin alone.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import subprocess
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +31,7 @@ from leadtrail.server.timelines import changes
 from leadtrail.storage import wireform
 from leadtrail.v1 import event_pb2, query_pb2
 
+ROOT = Path(__file__).resolve().parents[2]
 TWINS = {"pure": "leadtrail.storage._wireform_py", "compiled": "leadtrail.storage._wireform"}
 PURE_ONLY = os.environ.get("LEADTRAIL_PURE") == "1"
 INT64 = (-(2**63), 2**63 - 1)
@@ -617,3 +620,31 @@ def test_leadtrail_pure_forces_the_pure_twin() -> None:
         check=True,
     )
     assert result.stdout.split() == ["pure", "False"]
+
+
+def test_the_benchmark_runs_and_reports_both_twins(tmp_path: Path) -> None:
+    """``benchmarks/wireform_bench.py --tiny``: every function measured, each figure a median of
+    its runs (the figures of a tiny run mean nothing; that it runs against this code does)."""
+    out = tmp_path / "wireform.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/wireform_bench.py", "--tiny", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())["figures"]
+    twins = ["pure"] if PURE_ONLY and "compiled" not in figures["splice_event"] else ["pure", "compiled"]
+    for function in (
+        "encode_event",
+        "splice_event",
+        "field_changes",
+        "value_bytes",
+        "struct_bytes",
+        "timeline_bytes",
+        "repeated_field",
+    ):
+        for twin in twins:
+            runs = figures[function][twin]["runs"]
+            assert len(runs) == 3 and all(run > 0 for run in runs), (function, twin)
+            assert min(runs) <= figures[function][twin]["median"] <= max(runs)
+    assert "protobuf" in figures["encode_event"] and "protobuf" in figures["field_changes"]
+    assert "splice_event" in result.stdout
