@@ -593,6 +593,32 @@ def test_repeated_field_rejects_wrong_arguments(twin: ModuleType, args: tuple[An
         twin.repeated_field(*args)
 
 
+def test_large_answers_are_the_same_bytes_from_both_twins() -> None:
+    """Answers far past any inline buffer, sized up front (lists) or grown (iterators)."""
+    events = [
+        event_pb2.Event(id=f"evt_{i}", lead_json=b"x" * (500 * i)).SerializeToString() for i in range(40)
+    ]
+    expected = query_pb2.QueryEventsResponse(events=[event_pb2.Event.FromString(e) for e in events])
+    snapshot = {f"field.{i}": ["v" * i, {"n": i, "deep": [None, True, "é" * i]}] for i in range(300)}
+    diff = _reference_changes({"a": 1}, {"a": "x" * 3000}).SerializeToString()
+    steps = [(event, i - 20, diff) for i, event in enumerate(events)]
+    for twin in _both():
+        assert twin.repeated_field(1, events) == expected.SerializeToString()
+        assert twin.repeated_field(1, iter(events)) == expected.SerializeToString()
+        assert twin.repeated_field(1, tuple(events)) == expected.SerializeToString()
+        _same_message(struct_pb2.Value, twin.value_bytes(snapshot), _reference_value(snapshot))
+        timeline = query_pb2.Timeline.FromString(twin.timeline_bytes("l", steps, 5, "t", events[:3]))
+        assert [step.event.id for step in timeline.steps] == [f"evt_{i}" for i in range(40)]
+        assert twin.timeline_bytes("l", steps, 5, "t", events) == twin.timeline_bytes(
+            "l", iter(steps), 5, "t", events
+        )
+    pure, compiled = _both()
+    assert pure.value_bytes(snapshot) == compiled.value_bytes(snapshot)
+    assert pure.timeline_bytes("l", steps, 5, "t", events) == compiled.timeline_bytes(
+        "l", steps, 5, "t", events
+    )
+
+
 # -- the public module ------------------------------------------------------------------------
 
 

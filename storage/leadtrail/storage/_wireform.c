@@ -13,13 +13,14 @@
 #include <stdint.h>
 #include <string.h>
 
-#define INLINE_CAPACITY 4096
+#define INLINE_CAPACITY 2048
 
 typedef struct {
     char *data;
     Py_ssize_t len;
     Py_ssize_t cap;
-    char inline_data[INLINE_CAPACITY]; /* most answers fit here: no allocation at all */
+    PyObject *bytes; /* past the inline buffer, the bytes object being filled (returned as is) */
+    char inline_data[INLINE_CAPACITY]; /* small answers are built here, with no allocation */
 } Buf;
 
 static PyObject *mapping_type; /* collections.abc.Mapping */
@@ -28,41 +29,47 @@ static void buf_init(Buf *b) {
     b->data = b->inline_data;
     b->len = 0;
     b->cap = INLINE_CAPACITY;
+    b->bytes = NULL;
 }
 
 static void buf_free(Buf *b) {
-    if (b->data != b->inline_data) {
-        PyMem_Free(b->data);
-    }
+    Py_CLEAR(b->bytes);
     b->data = b->inline_data;
 }
 
+/* Moves the buffer to a bytes object of `cap` bytes (or resizes the one it is in). */
+static int buf_move(Buf *b, Py_ssize_t cap) {
+    if (b->bytes == NULL) {
+        b->bytes = PyBytes_FromStringAndSize(NULL, cap);
+        if (b->bytes == NULL) {
+            return -1;
+        }
+        memcpy(PyBytes_AS_STRING(b->bytes), b->inline_data, (size_t)b->len);
+    } else if (_PyBytes_Resize(&b->bytes, cap) < 0) {
+        return -1; /* b->bytes is NULL: freed */
+    }
+    b->data = PyBytes_AS_STRING(b->bytes);
+    b->cap = cap;
+    return 0;
+}
+
+/* A buffer that will hold about `size` bytes: one allocation up front when it is large, so that
+ * an answer of stored events is copied once, into the bytes object returned. */
+static int buf_init_sized(Buf *b, Py_ssize_t size) {
+    buf_init(b);
+    return size > INLINE_CAPACITY ? buf_move(b, size) : 0;
+}
+
 static int buf_grow(Buf *b, Py_ssize_t extra) {
-    Py_ssize_t need = b->len + extra;
     Py_ssize_t cap = b->cap;
-    char *data;
     if (extra > PY_SSIZE_T_MAX - b->len) {
         PyErr_NoMemory();
         return -1;
     }
-    while (cap < need) {
-        cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    while (cap < b->len + extra) {
+        cap = cap > PY_SSIZE_T_MAX / 2 ? b->len + extra : cap * 2;
     }
-    if (b->data == b->inline_data) {
-        data = PyMem_Malloc((size_t)cap);
-        if (data != NULL) {
-            memcpy(data, b->inline_data, (size_t)b->len);
-        }
-    } else {
-        data = PyMem_Realloc(b->data, (size_t)cap);
-    }
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
+    return buf_move(b, cap);
 }
 
 static inline int buf_reserve(Buf *b, Py_ssize_t extra) {
@@ -149,8 +156,16 @@ static int close_piece(Buf *b, Py_ssize_t start) {
 }
 
 static PyObject *buf_finish(Buf *b) {
-    PyObject *out = PyBytes_FromStringAndSize(b->data, b->len);
-    buf_free(b);
+    PyObject *out;
+    if (b->bytes == NULL) {
+        return PyBytes_FromStringAndSize(b->data, b->len);
+    }
+    out = b->bytes;
+    b->bytes = NULL;
+    b->data = b->inline_data;
+    if (_PyBytes_Resize(&out, b->len) < 0) { /* a shrink: in place */
+        return NULL;
+    }
     return out;
 }
 
@@ -345,29 +360,30 @@ static PyObject *splice_event(PyObject *module, PyObject *const *args, Py_ssize_
     }
     buf_init(&b);
     if (int_arg(args[1], "head_len", 0, event.len, &head_len) < 0) {
-        goto done;
+        goto release_event;
     }
-    if (put_raw(&b, event.buf, (Py_ssize_t)head_len) < 0 ||
-        put_timestamp(&b, TAG(4, LENGTH_DELIMITED), args[2], "recorded_at_ms") < 0 ||
+    /* Fields 4..6 first, in the inline buffer; then the whole event in one bytes object. */
+    if (put_timestamp(&b, TAG(4, LENGTH_DELIMITED), args[2], "recorded_at_ms") < 0 ||
         uint64_arg(args[3], "position", &position) < 0) {
-        goto done;
+        goto release_event;
     }
     if (position && (put_varint(&b, TAG(5, VARINT)) < 0 || put_varint(&b, position) < 0)) {
-        goto done;
+        goto release_event;
     }
     if (blob_arg(args[4], "account_id", &account) < 0) {
-        goto done;
+        goto release_event;
     }
-    if (account.len && put_field_bytes(&b, TAG(6, LENGTH_DELIMITED), account.buf, account.len) < 0) {
-        PyBuffer_Release(&account);
-        goto done;
+    if (account.len == 0 || put_field_bytes(&b, TAG(6, LENGTH_DELIMITED), account.buf, account.len) == 0) {
+        out = PyBytes_FromStringAndSize(NULL, event.len + b.len);
     }
     PyBuffer_Release(&account);
-    if (put_raw(&b, (const char *)event.buf + head_len, event.len - (Py_ssize_t)head_len) < 0) {
-        goto done;
+    if (out != NULL) {
+        char *data = PyBytes_AS_STRING(out);
+        memcpy(data, event.buf, (size_t)head_len);
+        memcpy(data + head_len, b.data, (size_t)b.len);
+        memcpy(data + head_len + b.len, (const char *)event.buf + head_len, (size_t)(event.len - head_len));
     }
-    out = buf_finish(&b);
-done:
+release_event:
     buf_free(&b);
     PyBuffer_Release(&event);
     return out;
@@ -653,6 +669,17 @@ static int put_change(Buf *b, PyObject *field, int kind, PyObject *before, PyObj
 static int removed_fields(PyObject *before, PyObject *after, PyObject *changed) {
     PyObject *iterator, *field;
     int result = 0;
+    if (PyDict_CheckExact(before) && PyDict_CheckExact(after)) {
+        Py_ssize_t position = 0;
+        PyObject *value;
+        while (PyDict_Next(before, &position, &field, &value)) {
+            int present = PyDict_Contains(after, field);
+            if (present < 0 || (!present && PyList_Append(changed, field) < 0)) {
+                return -1;
+            }
+        }
+        return 0;
+    }
     iterator = PyObject_GetIter(before);
     if (iterator == NULL) {
         return -1;
@@ -675,6 +702,12 @@ static int differing_field(PyObject *before, PyObject *field, PyObject *value, P
     }
     if (old == value) {
         same = 1;
+    } else if (PyUnicode_CheckExact(old) && PyUnicode_CheckExact(value)) {
+        /* most fields hold strings: str == str without a call */
+        Py_ssize_t length = PyUnicode_GET_LENGTH(old);
+        int kind = PyUnicode_KIND(old);
+        same = length == PyUnicode_GET_LENGTH(value) && kind == (int)PyUnicode_KIND(value) &&
+               memcmp(PyUnicode_DATA(old), PyUnicode_DATA(value), (size_t)(length * kind)) == 0;
     } else {
         same = same_value(old, value);
     }
@@ -794,6 +827,38 @@ error:
     return NULL;
 }
 
+/* About what a list or tuple of bytes takes as entries of a repeated field (0 for anything else):
+ * a hint, so that a page of events is written straight into the bytes object returned. */
+static Py_ssize_t messages_size(PyObject *messages, int tag_size) {
+    Py_ssize_t size = 0;
+    if (!PyList_CheckExact(messages) && !PyTuple_CheckExact(messages)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(messages); i++) {
+        PyObject *message = PySequence_Fast_GET_ITEM(messages, i);
+        size += tag_size + 3 + (PyBytes_CheckExact(message) ? PyBytes_GET_SIZE(message) : 0);
+    }
+    return size;
+}
+
+/* The same for a timeline's steps: their events and changes, when they are bytes. */
+static Py_ssize_t steps_size(PyObject *steps) {
+    Py_ssize_t size = 0;
+    if (!PyList_CheckExact(steps) && !PyTuple_CheckExact(steps)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(steps); i++) {
+        PyObject *step = PySequence_Fast_GET_ITEM(steps, i);
+        size += 20;
+        if (PyTuple_CheckExact(step) && PyTuple_GET_SIZE(step) == 3) {
+            PyObject *event = PyTuple_GET_ITEM(step, 0), *changes = PyTuple_GET_ITEM(step, 2);
+            size += PyBytes_CheckExact(event) ? PyBytes_GET_SIZE(event) : 0;
+            size += PyBytes_CheckExact(changes) ? PyBytes_GET_SIZE(changes) : 0;
+        }
+    }
+    return size;
+}
+
 /* A TimelineStep from (event bytes, since_previous_ms, changes bytes). */
 static int put_step(Buf *b, PyObject *step) {
     PyObject *fields = PySequence_Fast(step, "a timeline step must be (event, since_previous_ms, changes)");
@@ -871,7 +936,9 @@ static PyObject *timeline_bytes(PyObject *module, PyObject *const *args, Py_ssiz
         PyErr_Format(PyExc_TypeError, "timeline_bytes takes 5 arguments (%zd given)", nargs);
         return NULL;
     }
-    buf_init(&b);
+    if (buf_init_sized(&b, 64 + steps_size(args[1]) + messages_size(args[4], 1)) < 0) {
+        return NULL;
+    }
     if (put_text_field(&b, TAG(1, LENGTH_DELIMITED), args[0], "lead_id") < 0 || put_each(&b, args[1], put_step) < 0 ||
         int_arg(args[2], "total_ms", INT64_MIN, INT64_MAX, &total) < 0) {
         goto error;
@@ -904,11 +971,14 @@ static PyObject *repeated_field(PyObject *module, PyObject *const *args, Py_ssiz
         return NULL;
     }
     tag = TAG((uint64_t)field_number, LENGTH_DELIMITED);
-    iterator = PyObject_GetIter(args[1]);
-    if (iterator == NULL) {
+    if (buf_init_sized(&b, messages_size(args[1], varint_size(tag))) < 0) {
         return NULL;
     }
-    buf_init(&b);
+    iterator = PyObject_GetIter(args[1]);
+    if (iterator == NULL) {
+        buf_free(&b);
+        return NULL;
+    }
     while (result == 0 && (message = PyIter_Next(iterator)) != NULL) {
         if (PyBytes_CheckExact(message)) {
             result = put_field_bytes(&b, tag, PyBytes_AS_STRING(message), PyBytes_GET_SIZE(message));
