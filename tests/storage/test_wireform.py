@@ -257,6 +257,35 @@ def test_encode_event_rejects_wrong_arguments(twin: ModuleType, name: str, value
         _encode(twin, fields | {name: value})
 
 
+def test_the_first_wrong_argument_decides_the_error_in_both_twins() -> None:
+    fields = dict.fromkeys(EVENT_ORDER, "a") | {
+        "timestamp_ms": 1, "outcome": 1, "duration_ms": 1, "response_code": 1,
+        "details_json": b"{}", "lead_json": b"{}",
+    }  # fmt: skip
+    for wrong, error in (
+        ({"lead_id": 5, "timestamp_ms": 2**63}, ValueError),  # timestamp_ms comes first
+        ({"type": None, "timestamp_ms": 2**63}, TypeError),
+        ({"price": "\ud800", "lead_json": "no bytes"}, UnicodeEncodeError),
+        ({"reason": b"bytes", "duration_ms": -1}, TypeError),  # reason comes first
+        ({"response_code": -1, "price": 5}, ValueError),
+    ):
+        for twin in _both():
+            with pytest.raises(error):
+                _encode(twin, fields | wrong)
+
+
+def test_bools_and_bytes_likes_are_taken_alike_by_both_twins() -> None:
+    fields = dict.fromkeys(EVENT_ORDER, "a") | {
+        "timestamp_ms": True, "outcome": True, "duration_ms": False, "response_code": True,
+        "details_json": bytearray(b"{}"), "lead_json": memoryview(b'{"a":1}'),
+    }  # fmt: skip
+    pure, compiled = (_encode(twin, fields) for twin in _both())
+    assert pure == compiled
+    assert pure == _encode(_load("pure"), fields | {"timestamp_ms": 1, "outcome": 1, "duration_ms": 0,
+                                                    "response_code": 1, "details_json": b"{}",
+                                                    "lead_json": b'{"a":1}'})  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [

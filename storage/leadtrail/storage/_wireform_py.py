@@ -108,22 +108,58 @@ def _integer(name: str, value: object, low: int, end: int) -> int:
     return value
 
 
-def _timestamp(tag: bytes, name: str, ms: object) -> bytes:
-    """A Timestamp field, always present (an empty message for the epoch)."""
-    seconds, rest = divmod(_integer(name, ms, _INT64_MIN, _INT64_END), 1000)
-    if seconds:
-        if rest:
-            body = _TIMESTAMP_SECONDS + _signed_varint(seconds) + _TIMESTAMP_NANOS + _varint(rest * 1_000_000)
+# -- events ---------------------------------------------------------------------------------------
+
+_EVENT_ARGUMENTS: tuple[tuple[str, str, int, int], ...] = (
+    ("id", "text", 0, 0),
+    ("type", "text", 0, 0),
+    ("timestamp_ms", "int", _INT64_MIN, _INT64_END),
+    ("lead_id", "text", 0, 0),
+    ("flow_id", "text", 0, 0),
+    ("entity_id", "text", 0, 0),
+    ("outcome", "int", _INT32_MIN, _INT32_END),
+    ("reason", "text", 0, 0),
+    ("duration_ms", "int", 0, _UINT32_END),
+    ("integration", "text", 0, 0),
+    ("response_code", "int", 0, _UINT32_END),
+    ("price", "text", 0, 0),
+    ("details_json", "blob", 0, 0),
+    ("lead_json", "blob", 0, 0),
+)
+"""encode_event's arguments in the order both twins check them: the first wrong one is reported."""
+
+
+def _checked_event_arguments(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The arguments checked one by one (raising for the first wrong one), ints as ints and
+    bytes-likes as bytes: what the fast path of encode_event takes."""
+    out: list[Any] = []
+    for (name, kind, low, end), value in zip(_EVENT_ARGUMENTS, arguments, strict=True):
+        if kind == "text":
+            _text(name, value)
+            out.append(value)
+        elif kind == "int":
+            out.append(int(_integer(name, value, low, end)))
         else:
-            body = _TIMESTAMP_SECONDS + _signed_varint(seconds)
-    elif rest:
-        body = _TIMESTAMP_NANOS + _varint(rest * 1_000_000)
+            out.append(bytes(_blob(name, value)))
+    return tuple(out)
+
+
+def _timestamp_field(tag: bytes, ms: int) -> bytes:
+    seconds, rest = divmod(ms, 1000)
+    if rest:
+        nanos = rest * 1_000_000
+        nanos_field = _TIMESTAMP_NANOS + (
+            _VARINTS[nanos] if nanos < _VARINT_TABLE_SIZE else _varint_of(nanos)
+        )
+        body = _TIMESTAMP_SECONDS + _signed_varint(seconds) + nanos_field if seconds else nanos_field
+    elif seconds:
+        body = _TIMESTAMP_SECONDS + _signed_varint(seconds)
     else:
-        body = b""
+        return tag + b"\x00"
     return tag + _VARINTS[len(body)] + body
 
 
-# -- events ---------------------------------------------------------------------------------------
+_type = type  # encode_event's parameter ``type`` (the contract's name) hides the builtin there
 
 
 def encode_event(
@@ -143,61 +179,101 @@ def encode_event(
     lead_json: Blob,
 ) -> tuple[bytes, int]:
     """An Event without its fields 4..6, and the length of the head (fields 1..3) they follow."""
-    parts: list[Blob] = []
-    append = parts.append
-    for tag, name, text in ((_EVENT_ID, "id", id), (_EVENT_TYPE, "type", type)):
-        data = _text(name, text)
-        if data:
-            append(tag)
-            append(_varint(len(data)))
-            append(data)
-    append(_timestamp(_EVENT_TIMESTAMP, "timestamp_ms", timestamp_ms))
-    head_len = sum(map(len, parts))
-    for tag, name, text in (
-        (_EVENT_LEAD_ID, "lead_id", lead_id),
-        (_EVENT_FLOW_ID, "flow_id", flow_id),
-        (_EVENT_ENTITY_ID, "entity_id", entity_id),
+    # The fast path takes what the engine passes (str, int, bytes) and writes without a call per
+    # field; anything else goes through the checks, which raise for the first wrong argument.
+    if not (
+        _type(timestamp_ms) is int
+        and _type(outcome) is int
+        and _type(duration_ms) is int
+        and _type(response_code) is int
+        and _type(details_json) is bytes
+        and _type(lead_json) is bytes
+        and _INT64_MIN <= timestamp_ms < _INT64_END
+        and _INT32_MIN <= outcome < _INT32_END
+        and 0 <= duration_ms < _UINT32_END
+        and 0 <= response_code < _UINT32_END
     ):
-        data = _text(name, text)
+        return encode_event(*_checked_event_arguments(_event_arguments(locals())))
+    varints, table_size = _VARINTS, _VARINT_TABLE_SIZE
+    try:
+        parts: list[bytes] = []
+        data = id.encode()
         if data:
-            append(tag)
-            append(_varint(len(data)))
-            append(data)
-    if _integer("outcome", outcome, _INT32_MIN, _INT32_END):
-        append(_EVENT_OUTCOME)
-        append(_signed_varint(outcome))
-    data = _text("reason", reason)
-    if data:
-        append(_EVENT_REASON)
-        append(_varint(len(data)))
-        append(data)
-    if _integer("duration_ms", duration_ms, 0, _UINT32_END):
-        append(_EVENT_DURATION)
-        append(_varint(duration_ms))
-    data = _text("integration", integration)
-    if data:
-        append(_EVENT_INTEGRATION)
-        append(_varint(len(data)))
-        append(data)
-    if _integer("response_code", response_code, 0, _UINT32_END):
-        append(_EVENT_RESPONSE_CODE)
-        append(_varint(response_code))
-    for tag, name, text in ((_EVENT_PRICE, "price", price),):
-        data = _text(name, text)
+            parts += (
+                _EVENT_ID,
+                varints[len(data)] if len(data) < table_size else _varint_of(len(data)),
+                data,
+            )
+        data = type.encode()
         if data:
-            append(tag)
-            append(_varint(len(data)))
-            append(data)
-    for tag, name, blob in (
-        (_EVENT_DETAILS_JSON, "details_json", details_json),
-        (_EVENT_LEAD_JSON, "lead_json", lead_json),
-    ):
-        view = _blob(name, blob)
-        if view:
-            append(tag)
-            append(_varint(len(view)))
-            append(view)
-    return b"".join(parts), head_len
+            parts += (
+                _EVENT_TYPE,
+                varints[len(data)] if len(data) < table_size else _varint_of(len(data)),
+                data,
+            )
+        parts.append(_timestamp_field(_EVENT_TIMESTAMP, timestamp_ms))
+        head = b"".join(parts)
+        parts = [head]
+        for tag, text in (
+            (_EVENT_LEAD_ID, lead_id),
+            (_EVENT_FLOW_ID, flow_id),
+            (_EVENT_ENTITY_ID, entity_id),
+        ):
+            data = text.encode()
+            if data:
+                parts += (tag, varints[len(data)] if len(data) < table_size else _varint_of(len(data)), data)
+        if outcome:
+            parts += (_EVENT_OUTCOME, _signed_varint(outcome))
+        data = reason.encode()
+        if data:
+            parts += (
+                _EVENT_REASON,
+                varints[len(data)] if len(data) < table_size else _varint_of(len(data)),
+                data,
+            )
+        if duration_ms:
+            parts += (
+                _EVENT_DURATION,
+                varints[duration_ms] if duration_ms < table_size else _varint_of(duration_ms),
+            )
+        data = integration.encode()
+        if data:
+            parts += (
+                _EVENT_INTEGRATION,
+                varints[len(data)] if len(data) < table_size else _varint_of(len(data)),
+                data,
+            )
+        if response_code:
+            parts += (
+                _EVENT_RESPONSE_CODE,
+                varints[response_code] if response_code < table_size else _varint_of(response_code),
+            )
+        data = price.encode()
+        if data:
+            parts += (
+                _EVENT_PRICE,
+                varints[len(data)] if len(data) < table_size else _varint_of(len(data)),
+                data,
+            )
+        if details_json:
+            parts += (_EVENT_DETAILS_JSON, _varint(len(details_json)), details_json)
+        if lead_json:
+            parts += (_EVENT_LEAD_JSON, _varint(len(lead_json)), lead_json)
+    except (AttributeError, UnicodeError):
+        # A text argument that is no str (or has no UTF-8): the checks name the first one.
+        _checked_event_arguments(_event_arguments(locals()))
+        raise
+    return b"".join(parts), len(head)
+
+
+def _event_arguments(scope: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(scope[name] for name, _, _, _ in _EVENT_ARGUMENTS)
+
+
+_recorded_at: tuple[int, bytes] = (0, _EVENT_RECORDED_AT + b"\x00")
+"""The last recorded_at field written: a page's events mostly share their commit's time."""
+_account: tuple[bytes, bytes] = (b"", b"")
+"""The last account_id field written: a page's events are one account's."""
 
 
 def splice_event(
@@ -205,61 +281,88 @@ def splice_event(
 ) -> bytes:
     """The full Event: the stored one with fields 4 (recorded_at), 5 (position) and 6 (account)
     put in at ``head_len``, where field-number order wants them."""
+    global _recorded_at, _account
     if type(event_pb) is not bytes:
-        event_pb = _blob("event_pb", event_pb)
-    _integer("head_len", head_len, 0, len(event_pb) + 1)
-    middle = _timestamp(_EVENT_RECORDED_AT, "recorded_at_ms", recorded_at_ms)
-    if _integer("position", position, 0, _UINT64_END):
-        middle += _EVENT_POSITION + _varint(position)
-    account = _blob("account_id", account_id)
-    if account:
-        middle += _EVENT_ACCOUNT + _varint(len(account)) + account
-    return b"".join((event_pb[:head_len], middle, event_pb[head_len:]))
+        event_pb = bytes(_blob("event_pb", event_pb))
+    if type(head_len) is not int or not 0 <= head_len <= len(event_pb):
+        _integer("head_len", head_len, 0, len(event_pb) + 1)  # raises but for a bool
+    if type(recorded_at_ms) is int and recorded_at_ms == _recorded_at[0]:
+        middle = _recorded_at[1]
+    else:
+        middle = _timestamp_field(
+            _EVENT_RECORDED_AT, _integer("recorded_at_ms", recorded_at_ms, _INT64_MIN, _INT64_END)
+        )
+        _recorded_at = (recorded_at_ms, middle)
+    if type(position) is not int or not 0 <= position < _UINT64_END:
+        _integer("position", position, 0, _UINT64_END)  # raises but for a bool
+    if position:
+        middle += _EVENT_POSITION + (
+            _VARINTS[position] if position < _VARINT_TABLE_SIZE else _varint_of(position)
+        )
+    if type(account_id) is not bytes:
+        account_id = bytes(_blob("account_id", account_id))
+    if account_id:
+        if account_id == _account[0]:
+            middle += _account[1]
+        else:
+            field = _EVENT_ACCOUNT + _varint(len(account_id)) + account_id
+            _account = (account_id, field)
+            middle += field
+    return event_pb[:head_len] + middle + event_pb[head_len:]
 
 
 # -- JSON values (google.protobuf.Value / Struct / ListValue) -------------------------------------
 
+_KEY_FIELDS: dict[str, bytes] = {}
+"""A Struct entry's key field (tag, length, UTF-8) by key: snapshots repeat the same field names."""
+_KEY_FIELDS_MAX = 65536
 
-def _value(item: Any, parts: list[bytes]) -> None:
-    """Append a Value's encoding (the message body, without its own tag and length) to ``parts``."""
+
+def _key_field(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise TypeError(f"key {key!r} is not a string")
+    data = key.encode()
+    field = _ENTRY_KEY + _varint(len(data)) + data
+    if type(key) is str:
+        if len(_KEY_FIELDS) >= _KEY_FIELDS_MAX:
+            _KEY_FIELDS.clear()
+        _KEY_FIELDS[key] = field
+    return field
+
+
+def _value(item: Any) -> bytes:
+    """A Value's encoding (its message body, without its own tag and length)."""
     kind = type(item)
     # The common kinds by exact type first; then the isinstance order of python_to_value.
     if kind is str:
+        data: bytes = item.encode()
+        size = len(data)
+        return _STRING_VALUE + (_VARINTS[size] if size < _VARINT_TABLE_SIZE else _varint_of(size)) + data
+    if kind is int or kind is float:
+        return _number(item)
+    if item is None:
+        return _NULL_VALUE
+    if kind is bool:
+        return _TRUE_VALUE if item else _FALSE_VALUE
+    if kind is dict:
+        return _length_prefixed(_STRUCT_VALUE, _struct_body(item))
+    if kind is list or kind is tuple:
+        return _length_prefixed(_LIST_VALUE, _list_body(item))
+    if isinstance(item, bool):
+        return _TRUE_VALUE if item else _FALSE_VALUE
+    if isinstance(item, int | float):
+        return _number(item)
+    if isinstance(item, str):
         data = item.encode()
-        parts.append(_STRING_VALUE)
-        parts.append(_varint(len(data)))
-        parts.append(data)
-    elif kind is int or kind is float:
-        parts.append(_number(item))
-    elif item is None:
-        parts.append(_NULL_VALUE)
-    elif kind is bool:
-        parts.append(_BOOL_VALUES[item])
-    elif kind is dict:
-        parts.append(_STRUCT_VALUE)
-        _length_prefixed(_struct_body(item), parts)
-    elif kind is list or kind is tuple:
-        parts.append(_LIST_VALUE)
-        _length_prefixed(_list_body(item), parts)
-    elif isinstance(item, bool):
-        parts.append(_BOOL_VALUES[bool(item)])
-    elif isinstance(item, int | float):
-        parts.append(_number(item))
-    elif isinstance(item, str):
-        data = item.encode()
-        parts.append(_STRING_VALUE)
-        parts.append(_varint(len(data)))
-        parts.append(data)
-    elif isinstance(item, Mapping):
-        parts.append(_STRUCT_VALUE)
-        _length_prefixed(_struct_body(item), parts)
-    elif isinstance(item, list | tuple):
-        parts.append(_LIST_VALUE)
-        _length_prefixed(_list_body(item), parts)
-    else:
-        raise TypeError(
-            f"{type(item).__name__} is not a JSON value (use str, number, bool, None, dict or list)"
-        )
+        return _STRING_VALUE + _varint(len(data)) + data
+    if isinstance(item, Mapping):
+        return _length_prefixed(_STRUCT_VALUE, _struct_body(item))
+    if isinstance(item, list | tuple):
+        return _length_prefixed(_LIST_VALUE, _list_body(item))
+    raise TypeError(f"{type(item).__name__} is not a JSON value (use str, number, bool, None, dict or list)")
+
+
+_TRUE_VALUE, _FALSE_VALUE = _BOOL_VALUES[True], _BOOL_VALUES[False]
 
 
 def _number(item: int | float) -> bytes:
@@ -274,52 +377,64 @@ def _number(item: int | float) -> bytes:
         return _NUMBER_VALUE.pack(_NUMBER_TAG, number)
 
 
-def _length_prefixed(body: bytes, parts: list[bytes]) -> None:
-    parts.append(_varint(len(body)))
-    parts.append(body)
+def _length_prefixed(tag: bytes, body: bytes) -> bytes:
+    size = len(body)
+    return tag + (_VARINTS[size] if size < _VARINT_TABLE_SIZE else _varint_of(size)) + body
 
 
 def _struct_body(data: Mapping[Any, Any]) -> bytes:
     parts: list[bytes] = []
-    append = parts.append
+    varints, table_size, key_fields = _VARINTS, _VARINT_TABLE_SIZE, _KEY_FIELDS
     for key, item in data.items():
-        if type(key) is not str and not isinstance(key, str):
-            raise TypeError(f"key {key!r} is not a string")
-        key_bytes = key.encode()
+        key_field = key_fields.get(key) if type(key) is str else None
+        if key_field is None:
+            key_field = _key_field(key)
         if type(item) is str:
-            # The most common entry (a snapshot field holding a string), written in one go.
+            # The most common entry (a snapshot field holding a string), written in one go:
+            # entry = key field + (0x12, len, (0x1a, len, UTF-8)).
             data_bytes = item.encode()
-            value = _STRING_VALUE + _varint(len(data_bytes)) + data_bytes
+            size = len(data_bytes)
+            length = varints[size] if size < table_size else _varint_of(size)
+            value_size = 1 + len(length) + size
+            value_length = varints[value_size] if value_size < table_size else _varint_of(value_size)
+            entry_size = len(key_field) + 1 + len(value_length) + value_size
+            parts += (
+                _STRUCT_ENTRY,
+                varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
+                key_field,
+                _ENTRY_VALUE,
+                value_length,
+                _STRING_VALUE,
+                length,
+                data_bytes,
+            )
         else:
-            value_parts: list[bytes] = []
-            _value(item, value_parts)
-            value = b"".join(value_parts)
-        entry = b"".join(
-            (_ENTRY_KEY, _varint(len(key_bytes)), key_bytes, _ENTRY_VALUE, _varint(len(value)), value)
-        )
-        append(_STRUCT_ENTRY)
-        append(_varint(len(entry)))
-        append(entry)
+            value = _value(item)
+            size = len(value)
+            value_length = varints[size] if size < table_size else _varint_of(size)
+            entry_size = len(key_field) + 1 + len(value_length) + size
+            parts += (
+                _STRUCT_ENTRY,
+                varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
+                key_field,
+                _ENTRY_VALUE,
+                value_length,
+                value,
+            )
     return b"".join(parts)
 
 
 def _list_body(items: Sequence[Any]) -> bytes:
     parts: list[bytes] = []
     for item in items:
-        value_parts: list[bytes] = []
-        _value(item, value_parts)
-        value = b"".join(value_parts)
-        parts.append(_LIST_ELEMENT)
-        parts.append(_varint(len(value)))
-        parts.append(value)
+        value = _value(item)
+        parts += (_LIST_ELEMENT, _varint(len(value)), value)
     return b"".join(parts)
 
 
 def value_bytes(value: Any) -> bytes:
     """A ``google.protobuf.Value`` holding a JSON value, as ``python_to_value`` fills it."""
-    parts: list[bytes] = []
-    _value(value, parts)
-    return b"".join(parts)
+    return _value(value)
 
 
 def struct_bytes(obj: Mapping[str, Any]) -> bytes:
@@ -344,21 +459,16 @@ _ABSENT = object()
 
 def _change(field: Any, kind: bytes, before: Any, after: Any) -> bytes:
     parts: list[bytes] = []
-    append = parts.append
     name = _text("field name", field)
     if name:
-        append(_CHANGE_FIELD)
-        append(_varint(len(name)))
-        append(name)
-    for tag, item in ((_CHANGE_BEFORE, before), (_CHANGE_AFTER, after)):
-        if item is not _ABSENT:
-            value_parts: list[bytes] = []
-            _value(item, value_parts)
-            value = b"".join(value_parts)
-            append(tag)
-            append(_varint(len(value)))
-            append(value)
-    append(kind)
+        parts += (_CHANGE_FIELD, _varint(len(name)), name)
+    if before is not _ABSENT:
+        value = _value(before)
+        parts += (_CHANGE_BEFORE, _varint(len(value)), value)
+    if after is not _ABSENT:
+        value = _value(after)
+        parts += (_CHANGE_AFTER, _varint(len(value)), value)
+    parts.append(kind)
     body = b"".join(parts)
     return _STEP_CHANGE + _varint(len(body)) + body
 
