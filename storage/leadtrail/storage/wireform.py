@@ -1,0 +1,71 @@
+"""The wire form of events and answers, built and spliced as bytes.
+
+Every stored event keeps the protobuf bytes of its ``leadtrail.v1.Event`` and
+the changes of its timeline step, so that a read answers by splicing stored
+bytes instead of building messages field by field. These functions make and
+splice those bytes; each writes protobuf's canonical encoding, equal to what
+``SerializeToString()`` gives for the same content.
+
+Two twins implement them byte for byte alike: the compiled ``_wireform`` (C,
+built by ``pip install`` where a compiler exists) and the plain-Python
+``_wireform_py``. The compiled one is used when it imports, unless the
+environment sets ``LEADTRAIL_PURE=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+
+def _implementation() -> ModuleType:
+    if os.environ.get("LEADTRAIL_PURE") != "1":
+        try:
+            from . import _wireform
+        except ImportError:
+            pass
+        else:
+            return _wireform
+    from . import _wireform_py
+
+    return _wireform_py
+
+
+_twin = _implementation()
+
+COMPILED: bool = _twin.__name__.endswith("._wireform")
+"""Whether the compiled twin is in use."""
+IMPLEMENTATION: str = "compiled" if COMPILED else "pure"
+"""Which twin is in use, as reports and benchmarks name it: ``compiled`` or ``pure``."""
+
+if TYPE_CHECKING:  # both twins have these signatures (``_wireform.pyi`` states the compiled one's)
+    from ._wireform_py import (
+        encode_event,
+        field_changes,
+        repeated_field,
+        splice_event,
+        struct_bytes,
+        timeline_bytes,
+        value_bytes,
+    )
+else:
+    encode_event = _twin.encode_event
+    splice_event = _twin.splice_event
+    value_bytes = _twin.value_bytes
+    field_changes = _twin.field_changes
+    struct_bytes = _twin.struct_bytes
+    timeline_bytes = _twin.timeline_bytes
+    repeated_field = _twin.repeated_field
+
+__all__ = [
+    "COMPILED",
+    "IMPLEMENTATION",
+    "encode_event",
+    "field_changes",
+    "repeated_field",
+    "splice_event",
+    "struct_bytes",
+    "timeline_bytes",
+    "value_bytes",
+]
