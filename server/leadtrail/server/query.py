@@ -72,8 +72,9 @@ class QueryService:
                 return None
             return page_message(lead_id, caller.account, page, masking, request.json_snapshots)
 
-        # A page of a usual journey (a few steps) is read on the loop; a long one in the pool.
-        built = build() if page_size <= INLINE_EVENTS else await self.store.run(build)
+        # A usual journey (a few steps) is read on the loop; a long one in the pool.
+        inline = min(page_size, log.lead_size(lead_id, caller.account)) <= INLINE_EVENTS
+        built = build() if inline else await self.store.run(build)
         if built is None:
             raise not_found(f"lead {lead_id!r} has no events")
         timeline, steps = built

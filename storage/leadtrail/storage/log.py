@@ -210,6 +210,12 @@ class EventLog:
         return query.get_stored(self._reader, event_id, account_id)
 
     @translating("reading a timeline")
+    def lead_size(self, lead_id: str, account_id: str = DEFAULT_ACCOUNT) -> int:
+        """How many events a lead has, from the index alone (an upper bound: a lead whose
+        key shares a hash with another's counts that one's events too)."""
+        return query.lead_size(self._reader, lead_id, account_id)
+
+    @translating("reading a timeline")
     def lead_stored(
         self,
         lead_id: str,

@@ -104,6 +104,13 @@ def lead_events(
     return _lead_page(reads, lead_id, account_id, start, limit, descending, read)
 
 
+def lead_size(reads: IndexedReads, lead_id: str, account_id: str) -> int:
+    """How many events the lead has (at least: a lead sharing its key's hash adds to it)."""
+    with reads.reading() as index, index.env.begin() as txn:
+        key = index.dup_key(txn, "lead", account_id, None, lead_id)
+        return 0 if key is None else index.count_dups(txn, "lead", key)
+
+
 def lead_stored(
     reads: IndexedReads,
     lead_id: str,
