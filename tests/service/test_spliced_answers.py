@@ -200,3 +200,15 @@ def test_a_store_written_in_both_forms_reads_as_one(tmp_path: Path) -> None:
             )
             assert spliced == reference_timeline(log.timeline(lead_id), True)
         assert log.verify().problems == []
+
+
+def test_the_log_read_in_the_wire_form_equals_the_decoded_log(store: EventLog) -> None:
+    decoded = list(store.read_from(1))
+    stored = list(store.read_stored_from(1))
+    assert [r.position for r in stored] == [e.position for e in decoded]
+    for record, event in zip(stored, decoded, strict=True):
+        assert record.wire() == event_to_proto(event, json_snapshots=True).SerializeToString()
+    middle = decoded[len(decoded) // 2].position
+    assert [r.position for r in store.read_stored_from(middle, limit=5)] == [
+        e.position for e in decoded if e.position >= middle
+    ][:5]

@@ -251,6 +251,12 @@ class EventLog:
         with translated("reading the log"):
             yield from self._reader.read_from(position, limit=limit)
 
+    def read_stored_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[StoredEvent]:
+        """``read_from`` in the wire form: answers spliced from the stored bytes."""
+        self._require_index()
+        with translated("reading the log"):
+            yield from self._reader.read_stored_from(position, limit=limit)
+
     # -- administration -------------------------------------------------------
 
     @translating("measuring the store")

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import lmdb
 
@@ -39,6 +39,14 @@ from .wirebody import StoredEvent
 
 SNAPSHOT_CACHE = 4096
 _Read = TypeVar("_Read")
+
+
+class _HasPosition(Protocol):
+    @property
+    def position(self) -> int: ...
+
+
+_Positioned = TypeVar("_Positioned", bound=_HasPosition)
 
 
 class Reader:
@@ -292,12 +300,21 @@ class Reader:
 
     def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]:
         """Every visible event with a position >= ``position``, in position order."""
+        return self._restarting(position, limit, self._decoded_from)
+
+    def read_stored_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[StoredEvent]:
+        """``read_from`` in the wire form."""
+        return self._restarting(position, limit, self._stored_from)
+
+    def _restarting(
+        self, position: int, limit: int | None, read: Callable[[Segment, int, int], Iterator[_Positioned]]
+    ) -> Iterator[_Positioned]:
         produced = 0
         while True:
             # A segment rewritten under the reader (an erasure) leaves it with bytes and
             # delta bases of the old file: it starts again, from the event it is at.
             epoch = self._epoch
-            for event in self._read_from(position, None if limit is None else limit - produced):
+            for event in self._read_from(position, None if limit is None else limit - produced, read):
                 if self._epoch != epoch:
                     position = event.position
                     break
@@ -306,7 +323,9 @@ class Reader:
             else:
                 return
 
-    def _read_from(self, position: int, limit: int | None) -> Iterator[Event]:
+    def _read_from(
+        self, position: int, limit: int | None, read: Callable[[Segment, int, int], Iterator[_Positioned]]
+    ) -> Iterator[_Positioned]:
         produced = 0
         visible = self._segments.visible
         for segment in self._segments.all():
@@ -322,8 +341,7 @@ class Reader:
                 with self.reading() as index, index.env.begin() as txn:
                     found = index.offset_at_or_after(txn, segment.base, position)
                 start = found if found is not None else start
-            for item in self.segment_events(segment, include_lead=True, end=end, start=start):
-                event = item.event
+            for event in read(segment, start, end):
                 if event.position < position:
                     continue
                 if event.position > visible:
@@ -332,3 +350,29 @@ class Reader:
                 produced += 1
                 if limit is not None and produced >= limit:
                     return
+
+    def _decoded_from(self, segment: Segment, start: int, end: int) -> Iterator[Event]:
+        for item in self.segment_events(segment, include_lead=True, end=end, start=start):
+            yield item.event
+
+    def _stored_from(self, segment: Segment, start: int, end: int) -> Iterator[StoredEvent]:
+        """A segment's events in the wire form, undecoded; a record of an older form is
+        decoded (its delta base found through the index) and put in it."""
+        try:
+            for _, header, payload in segment.records(start=start, end=end):
+                if header.kind != KIND_EVENT:
+                    continue
+                stored = stored_event(payload, header.position, self._dictionaries)
+                if stored is None:
+                    with self.reading() as index, index.env.begin() as txn:
+
+                        def base_snapshot(base: int, txn: lmdb.Transaction = txn) -> Mapping[str, Any]:
+                            return self._snapshot_at(txn, segment, base)
+
+                        event = decode_event(
+                            payload, header.position, self._dictionaries, base_snapshot, True
+                        )
+                    stored = wirebody.of_event(event)
+                yield stored
+        except BadRecord as e:
+            raise CorruptionError([f"segment {segment.name}: {e.reason}"]) from e
