@@ -102,7 +102,7 @@ class Scale:
 
 TINY = Scale(400, 150, 400, 0.3, 200, 3, 0.2, 0.5)
 """For the harness's own tests: seconds per system, figures of no value."""
-QUICK = Scale(3_000, 1_500, 4_000, 0.6, 2_000, 6, 0.3, 1.2)
+QUICK = Scale(3_000, 1_500, 4_000, 0.5, 2_000, 6, 0.3, 1.0)
 FULL = Scale(30_000, 12_000, 40_000, 4.0, 20_000, 30, 1.0, 8.0)
 
 

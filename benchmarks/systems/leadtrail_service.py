@@ -10,6 +10,7 @@ not of Python gRPC or of the client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -111,10 +112,19 @@ class LeadTrailSession(Session):
         await self.client.close()
 
 
+@functools.cache
+def serve_offers_workers() -> bool:
+    """Whether this build's ``leadtrail serve`` has ``--workers`` (its help says so)."""
+    usage = command_output([sys.executable, "-m", "leadtrail.server.cli", "serve", "--help"])
+    return "--workers" in usage
+
+
 class LeadTrail(System):
     key = "leadtrail"
     label = "LeadTrail"
     peer = False
+    workers = 1
+    """Processes serving (``--workers``, where the build has the option)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,8 +136,11 @@ class LeadTrail(System):
         return "fsync per group commit (default)"
 
     def serve_argv(self) -> list[str]:
-        return [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", self.directory,
+        argv = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", self.directory,
                 "--listen", "127.0.0.1:0"]  # fmt: skip
+        if serve_offers_workers():  # stated, so that a default of several workers does not change this figure
+            argv += ["--workers", str(self.workers)]
+        return argv
 
     async def start(self, directory: str) -> None:
         self.directory = os.path.join(directory, "data")
@@ -182,7 +195,8 @@ class LeadTrail(System):
             "acknowledged after fsync; concurrent appends share fsyncs), called through the SDK "
             "(`AsyncClient`), whose conversion of `Event` objects to protobuf runs in the client's clock. "
             "Every field of every event read (timelines, scans, replay, live) is read once, snapshot "
-            "included, so that decoding whole events is in the clock as it is for the other systems.",
+            "included, so that decoding whole events is in the clock as it is for the other systems. "
+            "One process (`--workers 1` where the build has the option).",
         ]
 
 
@@ -206,12 +220,8 @@ class LeadTrailWorkers(LeadTrail):
         return f"fsync per group commit (default), --workers {self.workers}"
 
     def check(self) -> None:
-        usage = command_output([sys.executable, "-m", "leadtrail.server.cli", "serve", "--help"])
-        if "--workers" not in usage:
+        if not serve_offers_workers():
             raise Unavailable("`leadtrail serve --help` offers no --workers option in this build")
-
-    def serve_argv(self) -> list[str]:
-        return [*super().serve_argv(), "--workers", str(self.workers)]
 
     def notes(self) -> list[str]:
         return [
