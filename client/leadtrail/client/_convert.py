@@ -6,7 +6,7 @@ Shared by the sync client, the asyncio client and the background appender.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
@@ -28,9 +28,11 @@ from ._model import (
     CaughtUp,
     ChangeKind,
     Checkpoint,
+    Decoders,
     ErasureReport,
     Event,
     FieldChange,
+    FieldGroup,
     FieldPolicy,
     Outcome,
     RetentionPolicy,
@@ -171,24 +173,12 @@ def event_to_proto(event: Event) -> event_pb2.Event:
     return message
 
 
-def _outcome(value: int) -> Outcome:
-    try:
-        return Outcome(value)
-    except ValueError:
-        # A newer server may know outcomes this client does not.
-        return Outcome.UNSPECIFIED
-
-
 def _timestamp(message: event_pb2.Event) -> datetime | None:
     return from_timestamp(message.timestamp) if message.HasField("timestamp") else None
 
 
 def _recorded_at(message: event_pb2.Event) -> datetime | None:
     return from_timestamp(message.recorded_at) if message.HasField("recorded_at") else None
-
-
-def _event_outcome(message: event_pb2.Event) -> Outcome:
-    return _outcome(message.outcome)
 
 
 def _price(message: event_pb2.Event) -> Decimal | None:
@@ -207,10 +197,19 @@ _PLAIN_EVENT_FIELDS = (
     "type", "lead_id", "flow_id", "id", "entity_id", "reason", "duration_ms", "integration",
     "response_code", "account_id", "position",
 )  # fmt: skip
-_EVENT_FIELDS: dict[str, Callable[[Any], Any]] = {
-    **{name: attrgetter(name) for name in _PLAIN_EVENT_FIELDS},
+_read_plain_fields = attrgetter(*_PLAIN_EVENT_FIELDS)
+_OUTCOMES = {int(outcome): outcome for outcome in Outcome}
+
+
+def _plain_values(message: event_pb2.Event) -> tuple[Any, ...]:
+    # A newer server may know outcomes this client does not: they read as UNSPECIFIED.
+    return (*_read_plain_fields(message), _OUTCOMES.get(message.outcome, Outcome.UNSPECIFIED))
+
+
+_PLAIN = FieldGroup((*_PLAIN_EVENT_FIELDS, "outcome"), _plain_values)
+_EVENT_FIELDS: Decoders = {
+    **dict.fromkeys(_PLAIN.names, _PLAIN),
     "timestamp": _timestamp,
-    "outcome": _event_outcome,
     "price": _price,
     "details": _details,
     "lead": _lead,
@@ -271,7 +270,7 @@ def _step_event(step: query_pb2.TimelineStep) -> Event:
     return event_from_proto(step.event)
 
 
-_STEP_FIELDS: dict[str, Callable[[Any], Any]] = {
+_STEP_FIELDS: Decoders = {
     "event": _step_event,
     "since_previous_ms": attrgetter("since_previous_ms"),
     "changes": _field_changes,

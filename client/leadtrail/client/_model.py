@@ -24,11 +24,26 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 Model = TypeVar("Model")
-Decoders = Mapping[str, Callable[[Any], Any]]
-"""Field name -> the function that makes its value from the wire message (picklable: module-level
-functions or ``operator.attrgetter``, since a decoded object pickles its message and these)."""
 _WIRE = "_wire"
 """The instance attribute holding (message, decoders) until every field is decoded."""
+
+
+class FieldGroup:
+    """Fields decoded together on the first read of any of them: plain values, which cost less
+    read all at once (``attrgetter`` of several names is one call) than one call each."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: tuple[str, ...], values: Callable[[Any], tuple[Any, ...]]) -> None:
+        self.names = names
+        self.values = values
+        """The message -> the fields' values, in the order of ``names``."""
+
+
+Decoders = Mapping[str, "Callable[[Any], Any] | FieldGroup"]
+"""Field name -> what makes its value from the wire message: a function of it, or the group it is
+decoded with. Picklable (module-level functions, ``operator.attrgetter``), since a decoded object
+pickles its message and these."""
 
 
 class _FromWire:
@@ -54,8 +69,15 @@ class _FromWire:
             if self.name in state:  # decoded by another thread since the lookup
                 return state[self.name]
             raise AttributeError(self.name) from None
-        value = decoders[self.name](message)
-        state[self.name] = value
+        decoder = decoders[self.name]
+        if type(decoder) is FieldGroup:
+            for name, item in zip(decoder.names, decoder.values(message), strict=True):
+                if name not in state:  # a value set since (a copy given another id) stays
+                    state[name] = item
+            value = state[self.name]
+        else:
+            value = decoder(message)
+            state[self.name] = value
         if len(state) > len(decoders):  # every field decoded: the message is no longer needed
             del state[_WIRE]
         return value
