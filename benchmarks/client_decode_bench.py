@@ -1,6 +1,7 @@
 """What the SDK spends per event turning a read's answer into model objects.
 
     python benchmarks/client_decode_bench.py [--runs 7] [--seconds 0.3]
+    valgrind --tool=callgrind python benchmarks/client_decode_bench.py --case N --repeat R
 
 The answers are those a server sends for the workload (``timeline_answer``): a
 typical lead's timeline (7 steps, JSON snapshots, field changes) and a
@@ -14,7 +15,9 @@ event, the median of ``--runs`` runs with min-max:
   step and change read once (snapshots and changes included).
 
 Figures are CPU time of this process on a shared machine: compare the lines of
-one run with each other, not with another run's.
+one run with each other, not with another run's. For instruction counts, run
+one case (``--case``, numbered as printed) ``--repeat`` times under callgrind,
+once with ``--repeat 0``: the difference over the events decoded is per event.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def per_event_us(work: Callable[[], object], events: int, seconds: float, runs: 
     return results
 
 
-def measurements(seconds: float, runs: int) -> list[tuple[str, list[float]]]:
+def cases() -> Sequence[tuple[str, int, Callable[[], object]]]:
     work = workload.build(dataset_events=3_000, single_events=0, live_events=0, timeline_reads=0, scans=0)
     timeline_bytes = timeline_answer.canned_timeline(work.dataset)
     steps = len(query_pb2.Timeline.FromString(timeline_bytes).steps)
@@ -102,17 +105,29 @@ def measurements(seconds: float, runs: int) -> list[tuple[str, list[float]]]:
          lambda: [event_from_proto(m) for m in lean_message.events]),
         ("query page of 100 without snapshots: decode + read all", 100, lambda: page_read_all(lean_message)),
     )  # fmt: skip
-    return [(label, per_event_us(work_, events, seconds, runs)) for label, events, work_ in cases]
+    return cases
+
+
+def measurements(seconds: float, runs: int) -> list[tuple[str, list[float]]]:
+    return [(label, per_event_us(work, events, seconds, runs)) for label, events, work in cases()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="CPU seconds per run and case")
+    parser.add_argument("--case", type=int, help="run only this case (1-based, as printed), untimed")
+    parser.add_argument("--repeat", type=int, default=1000, help="with --case: how many times")
     args = parser.parse_args(argv)
+    if args.case is not None:
+        label, events, work = cases()[args.case - 1]
+        for _ in range(args.repeat):
+            work()
+        print(f"{label}: {args.repeat} x {events} events")
+        return 0
     print(f"client decoding, CPU us per event, median of {args.runs} runs (min-max)")
-    for label, runs in measurements(args.seconds, args.runs):
-        print(f"  {label:<56} {statistics.median(runs):7.2f} us  ({min(runs):.2f}-{max(runs):.2f})")
+    for number, (label, runs) in enumerate(measurements(args.seconds, args.runs), start=1):
+        print(f"  {number}. {label:<53} {statistics.median(runs):7.2f} us  ({min(runs):.2f}-{max(runs):.2f})")
     return 0
 
 
