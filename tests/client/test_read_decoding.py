@@ -316,3 +316,18 @@ def test_threads_reading_the_same_event_all_get_its_values() -> None:
         for thread in threads:
             thread.join(10)
         assert seen == [True] * 4
+
+
+def test_a_copy_given_another_id_keeps_it_when_its_other_fields_are_decoded() -> None:
+    # How the background appender names an event without running its constructor.
+    message = next(realistic_timelines())
+    eager = eager_timeline(message).steps[2].event
+    for read_first in ((), ("type",), ("lead", "id")):
+        event = timeline_from_proto(message).steps[2].event
+        for name in read_first:
+            getattr(event, name)
+        copy_ = object.__new__(Event)
+        copy_.__dict__.update(event.__dict__)
+        copy_.__dict__["id"] = "evt_other"
+        assert copy_ == dataclasses.replace(eager, id="evt_other")
+        assert event == eager

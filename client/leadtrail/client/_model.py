@@ -79,7 +79,7 @@ class _FromWire:
             value = decoder(message)
             state[self.name] = value
         if len(state) > len(decoders):  # every field decoded: the message is no longer needed
-            del state[_WIRE]
+            state.pop(_WIRE, None)  # pop: another thread may have just removed it
         return value
 
 
