@@ -8,11 +8,13 @@ from collections.abc import Sequence
 USAGE = """usage: python -m benchmarks compare [--quick] [--runs N] [--only SYSTEMS] [--out DIR]
 
 commands:
-  compare   LeadTrail side by side with PostgreSQL, Redis Streams and NATS JetStream
+  compare   LeadTrail side by side with PostgreSQL, Redis Streams and NATS JetStream, the gRPC
+            ceilings and LeadTrail with --workers 2, ending with the issue's targets
             (python -m benchmarks compare --help for its options)
 
-The engine and service benchmarks run as scripts: python benchmarks/storage_bench.py,
-python benchmarks/service_bench.py, python benchmarks/appender_bench.py."""
+The engine, service and client benchmarks run as scripts: python benchmarks/storage_bench.py,
+python benchmarks/service_bench.py, python benchmarks/appender_bench.py,
+python benchmarks/client_decode_bench.py."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

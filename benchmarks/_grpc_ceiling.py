@@ -1,6 +1,6 @@
 """An empty gRPC service: the most a Python grpc.aio server answers on this machine.
 
-    python benchmarks/_grpc_ceiling.py --listen 127.0.0.1:0
+    python benchmarks/_grpc_ceiling.py --listen 127.0.0.1:0 [--timeline-answer FILE]
 
 The service benchmark calls it exactly as it calls LeadTrail (same client, same
 concurrency, same request bytes) so that every LeadTrail figure has a ceiling
@@ -18,6 +18,14 @@ Methods of ``leadtrail.bench.Ceiling``:
 - ``Flood``: a request of an 8-byte big-endian count followed by a payload; the
   payload is sent back that many times (the shape of a subscription replay,
   with messages of the size the real one sends).
+
+It also answers LeadTrail's own ``Append`` and ``GetTimeline`` (same service
+and method names), so that the SDK's client itself can call it: the same
+client object, requests and decoding of the answer as against LeadTrail.
+``Append`` answers an empty ``AppendResponse``; ``GetTimeline`` an empty
+``Timeline``, or, with ``--timeline-answer FILE``, the bytes of that file on
+every call (a realistic answer built once: what transport and client decoding
+cost alone, with no store behind it).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +43,9 @@ SERVICE = "leadtrail.bench.Ceiling"
 UNARY = f"/{SERVICE}/Unary"
 ECHO = f"/{SERVICE}/Echo"
 FLOOD = f"/{SERVICE}/Flood"
+SUBMISSION = "leadtrail.v1.SubmissionService"
+QUERY = "leadtrail.v1.QueryService"
+"""LeadTrail's services, as ``leadtrail.v1`` names them (repeated so this file needs only grpcio)."""
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """As ``leadtrail.server.app.DEFAULT_MAX_MESSAGE_BYTES``; repeated so this file needs only grpcio."""
 SERVER_OPTIONS = [
@@ -66,7 +77,26 @@ def flood_request(count: int, payload: bytes) -> bytes:
     return count.to_bytes(8, "big") + payload
 
 
-async def serve(listen: str) -> None:
+def answering(answer: bytes) -> Callable[[bytes, Context], Awaitable[bytes]]:
+    async def handler(request: bytes, context: Context) -> bytes:
+        return answer
+
+    return handler
+
+
+def leadtrail_handlers(timeline_answer: bytes) -> list[grpc.GenericRpcHandler[Any, Any]]:
+    """LeadTrail's Append and GetTimeline, answered at once (see the module's docstring)."""
+    return [
+        grpc.method_handlers_generic_handler(
+            SUBMISSION, {"Append": grpc.unary_unary_rpc_method_handler(unary)}
+        ),
+        grpc.method_handlers_generic_handler(
+            QUERY, {"GetTimeline": grpc.unary_unary_rpc_method_handler(answering(timeline_answer))}
+        ),
+    ]
+
+
+async def serve(listen: str, timeline_answer: bytes = b"") -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     # No serializers: requests arrive and responses leave as bytes, as in
     # LeadTrail's handlers, which parse requests themselves.
@@ -75,7 +105,9 @@ async def serve(listen: str) -> None:
         "Echo": grpc.stream_stream_rpc_method_handler(echo),
         "Flood": grpc.unary_stream_rpc_method_handler(flood),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, handlers), *leadtrail_handlers(timeline_answer))
+    )
     port = server.add_insecure_port(listen)
     await server.start()
     stop = asyncio.Event()
@@ -90,8 +122,13 @@ async def serve(listen: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--timeline-answer", help="file whose bytes GetTimeline answers (default: empty)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.listen))
+    answer = b""
+    if args.timeline_answer:
+        with open(args.timeline_answer, "rb") as file:
+            answer = file.read()
+    asyncio.run(serve(args.listen, answer))
     return 0
 
 

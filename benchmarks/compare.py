@@ -1,6 +1,7 @@
 """LeadTrail side by side with PostgreSQL, Redis Streams and NATS JetStream, in one run.
 
-    python -m benchmarks compare [--quick] [--runs N] [--only leadtrail,postgres,redis,nats] [--out DIR]
+    python -m benchmarks compare [--quick] [--runs N] [--only leadtrail,workers,ceiling,postgres,redis,nats]
+                                 [--out DIR]
 
 Every system is started here, on 127.0.0.1 with a free port and a fresh data
 directory under a temporary folder, stopped by its process id at the end of
@@ -11,16 +12,21 @@ of N runs (at least 3) with min-max. What a run does with a system:
 
 1. ingest the data set in batches of 100 from one client (durable ingest, batches);
 2. bytes on disk per event: growth of the whole data directory since it was empty;
-3. lead timelines from 1 and from 4 clients (reads/s, p50/p99), every answer's
+3. lead timelines from 1, 4 and 16 clients (16 in flight; reads/s, p50/p99), every answer's
    event count checked against the generator's;
-4. type + 1-hour window scans (latency), every count checked (at least 3, then as many as fit in
-   twice the measurement time);
+4. type + 1-hour window scans with snapshots (latency), every count checked (at least 3, then as
+   many as fit in twice the measurement time);
 5. replay of everything in commit (``recorded_at``) order (events/s), count checked;
 6. single events with an acknowledgement each, from 1 and from 16 clients, then
    a check that the store holds exactly what was acknowledged;
-7. live: a follower subscribed, appends of 5 events every 5 ms (1,000 events/s)
-   sent open-loop on a clock, publish->receive latency p50/p99; every event
-   must arrive once.
+7. live: a follower subscribed, single-event appends every millisecond (1,000 appends/s)
+   sent open-loop on a clock over 16 connections, publish->receive latency p50/p99 and the rate
+   the appends were acknowledged at (sustained: ~1,000/s); every event must arrive once.
+
+Beside the stores: the gRPC ceiling (an empty grpc.aio service called through the same SDK client
+with the same requests), the same ceiling answering a canned timeline of realistic size, and
+LeadTrail with ``--workers 2`` where the build offers it. The report ends with the issue's targets,
+each a ratio from the same run.
 
 A figure whose check fails in any run is reported invalid, with the reason: a
 fast wrong answer never counts. A peer that cannot run here (not installed: see
@@ -57,6 +63,7 @@ from benchmarks.systems import (
     SCAN,
     TIMELINE_1,
     TIMELINE_4,
+    TIMELINE_16,
     Session,
     System,
     Unavailable,
@@ -66,14 +73,16 @@ BATCH = 100
 SINGLE_CLIENTS = 16
 LIVE_RATE = 1000
 """Events/s published while a follower receives them."""
-LIVE_EVENTS_PER_APPEND = 5
-"""So an append every 5 ms, as the service benchmark sends them: the live path, not a saturated queue."""
-LIVE_PUBLISHERS = 4
-"""Connections the live appends are spread over, so one slow answer does not hold the next append."""
+LIVE_EVENTS_PER_APPEND = 1
+"""Single-event appends, one a millisecond: the issue's live target."""
+LIVE_PUBLISHERS = 16
+"""Connections the live appends are spread over, so one slow answer does not hold the next append
+(each connection has one append in flight: up to 16 ms of latency still sustains the rate)."""
+TIMELINE_CLIENTS = ((1, TIMELINE_1), (4, TIMELINE_4), (16, TIMELINE_16))
 MIN_SCANS = 3
 CLOCK = time.perf_counter_ns
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-ALL_SYSTEMS = ("leadtrail", "ceiling", "postgres", "redis", "nats")
+ALL_SYSTEMS = ("leadtrail", "workers", "ceiling", "postgres", "redis", "nats")
 
 
 @dataclass(frozen=True)
@@ -93,21 +102,22 @@ class Scale:
 
 TINY = Scale(400, 150, 400, 0.3, 200, 3, 0.2, 0.5)
 """For the harness's own tests: seconds per system, figures of no value."""
-QUICK = Scale(3_000, 1_500, 4_000, 0.8, 2_000, 6, 0.3, 1.2)
+QUICK = Scale(3_000, 1_500, 4_000, 0.5, 2_000, 6, 0.3, 1.0)
 FULL = Scale(30_000, 12_000, 40_000, 4.0, 20_000, 30, 1.0, 8.0)
 
 
 def systems_by_key() -> dict[str, list[System]]:
     # Imported here: each module imports only what the harness needs to start; the peers'
     # clients are imported by check() and start(), so a machine without them still runs LeadTrail.
-    from benchmarks.systems.leadtrail_service import GrpcCeiling, LeadTrail
+    from benchmarks.systems.leadtrail_service import GrpcCeiling, LeadTrail, LeadTrailWorkers
     from benchmarks.systems.nats_jetstream import NatsJetStream
     from benchmarks.systems.postgres import PostgreSQL
     from benchmarks.systems.redis_streams import RedisStreams, RedisStreamsEverysec
 
     return {
         "leadtrail": [LeadTrail()],
-        "ceiling": [GrpcCeiling()],
+        "workers": [LeadTrailWorkers(2)],
+        "ceiling": [GrpcCeiling(), GrpcCeiling(canned_timeline=True)],
         "postgres": [PostgreSQL()],
         "redis": [RedisStreams(), RedisStreamsEverysec()],
         "nats": [NatsJetStream()],
@@ -281,7 +291,9 @@ async def run_scans(system: System, scans: Sequence[workload.Scan], seconds: flo
 
 
 async def live(system: System, events: Sequence[Any], ids: Sequence[str], skip: int) -> Reads:
-    """Publish->receive latencies of the events after the first ``skip`` appends, sent open-loop."""
+    """Publish->receive latencies of the events after the first ``skip`` appends, sent open-loop; and
+    the rate those appends were acknowledged at (events/s from the first measured send to the last
+    acknowledgement: the offered rate when the system keeps up, less when appends queue)."""
     sent: dict[str, int] = {}
     received: Counter[str] = Counter()
     latencies: list[float] = []
@@ -301,6 +313,7 @@ async def live(system: System, events: Sequence[Any], ids: Sequence[str], skip: 
     publishers = await open_sessions(system, LIVE_PUBLISHERS)
     locks = [asyncio.Lock() for _ in publishers]
     problems: list[str] = []
+    acknowledged_ns = [0]
     try:
         await asyncio.wait_for(_ready_or_failed(ready, follower), 30)
         interval_ns = 1_000_000_000 * LIVE_EVENTS_PER_APPEND // LIVE_RATE
@@ -312,6 +325,7 @@ async def live(system: System, events: Sequence[Any], ids: Sequence[str], skip: 
                 for event_id in ids[part]:
                     sent[event_id] = began
                 await publishers[k % len(publishers)].append(events[part])
+                acknowledged_ns[0] = max(acknowledged_ns[0], CLOCK())
 
         tasks = []
         start = CLOCK()
@@ -319,8 +333,12 @@ async def live(system: System, events: Sequence[Any], ids: Sequence[str], skip: 
             delay = (start + k * interval_ns - CLOCK()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:  # behind the clock: still let the appends under way run
+                await asyncio.sleep(0)
             tasks.append(asyncio.create_task(append(k)))
         await asyncio.gather(*tasks)
+        measured_from = start + skip * interval_ns
+        rate = len(measured) / max((acknowledged_ns[0] - measured_from) / 1e9, 1e-9)
         try:
             await asyncio.wait_for(everything.wait(), 30)
         except TimeoutError:
@@ -334,7 +352,7 @@ async def live(system: System, events: Sequence[Any], ids: Sequence[str], skip: 
     if duplicates:
         problems.append(f"live: {duplicates} events arrived more than once")
     latencies.sort()
-    return Reads(0.0, latencies, problems)
+    return Reads(rate, latencies, problems)
 
 
 async def _ready_or_failed(ready: asyncio.Event, follower: asyncio.Task[None]) -> None:
@@ -443,7 +461,7 @@ class Harness:
         if loaded and DISK in measures:
             await self.phase(outcome, "disk", disk, cap)
 
-        for clients, key in ((1, TIMELINE_1), (4, TIMELINE_4)):
+        for clients, key in TIMELINE_CLIENTS:
             if not (loaded and key in measures):
                 continue
 
@@ -506,7 +524,7 @@ class Harness:
             await self.phase(outcome, f"single events, {clients} client(s)", singles, cap, key)
 
         async def live_feed() -> None:
-            progress(f"    {system.name}: live at {LIVE_RATE} events/s")
+            progress(f"    {system.name}: live at {LIVE_RATE} single-event appends/s")
             per_second = LIVE_RATE // LIVE_EVENTS_PER_APPEND
             skip = int(per_second * scale.live_warmup_s)
             appends = skip + int(per_second * scale.live_seconds)
@@ -517,6 +535,7 @@ class Harness:
             if reads.latencies_ms:
                 m.add("live_p50", system, percentile(reads.latencies_ms, 0.5))
                 m.add("live_p99", system, percentile(reads.latencies_ms, 0.99))
+                m.add("live_rate", system, reads.rate)
 
         if LIVE in measures:
             await self.phase(outcome, "live", live_feed, cap * 2, LIVE)
@@ -529,7 +548,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks compare", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="smaller runs (under 3 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 3 minutes in all)")
     parser.add_argument("--tiny", action="store_true", help="for the harness's own tests: no useful figures")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")
     parser.add_argument(
@@ -575,6 +594,7 @@ async def compare(args: argparse.Namespace, scale: Scale, scratch: Scratch) -> H
             outcome.missing = str(e)
             progress(f"{system.name}: missing: {e}")
     for system in running:
+        system.use(work)
         harness.prepare(system)  # before any clock, once for all runs
     for run in range(args.runs):
         for system in running:

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 from leadtrail.server.simulation import SimulatedEvent
 
+from benchmarks.workload import Workload
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 INGEST_SINGLE_1 = "ingest_single_1"
@@ -36,13 +38,15 @@ INGEST_SINGLE_16 = "ingest_single_16"
 INGEST_BATCH = "ingest_batch_100"
 TIMELINE_1 = "timeline_1"
 TIMELINE_4 = "timeline_4"
+TIMELINE_16 = "timeline_16"
 SCAN = "scan"
 REPLAY = "replay"
 LIVE = "live"
 DISK = "disk"
 EVERYTHING = frozenset(
-    {INGEST_SINGLE_1, INGEST_SINGLE_16, INGEST_BATCH, TIMELINE_1, TIMELINE_4, SCAN, REPLAY, LIVE, DISK}
-)
+    {INGEST_SINGLE_1, INGEST_SINGLE_16, INGEST_BATCH, TIMELINE_1, TIMELINE_4, TIMELINE_16, SCAN, REPLAY,
+     LIVE, DISK}
+)  # fmt: skip
 WRITES = frozenset({INGEST_SINGLE_1, INGEST_SINGLE_16, INGEST_BATCH, LIVE})
 
 Received = Callable[[str], None]
@@ -66,7 +70,7 @@ class Session(abc.ABC):
         raise NotImplementedError
 
     async def scan(self, event_type: str, start_ms: int, end_ms: int) -> int | None:
-        """Events of one type with ``start_ms <= timestamp < end_ms``, without snapshots; how many."""
+        """Events of one type with ``start_ms <= timestamp < end_ms``, with their snapshots; how many."""
         raise NotImplementedError
 
     @abc.abstractmethod
@@ -78,10 +82,12 @@ class System(abc.ABC):
 
     key: ClassVar[str]
     """Stable name, used by ``--only`` (``postgres``, ``redis``...)."""
-    label: ClassVar[str]
-    measures: ClassVar[frozenset[str]] = EVERYTHING
+    label: str
+    measures: frozenset[str] = EVERYTHING
     checked: ClassVar[bool] = True
     """Whether its answers can be checked; only the empty gRPC ceiling has none."""
+    peer: ClassVar[bool] = True
+    """Another store LeadTrail is compared with; not the ceilings, nor LeadTrail in another setting."""
 
     def __init__(self) -> None:
         self.directory = ""
@@ -99,6 +105,10 @@ class System(abc.ABC):
 
     def check(self) -> None:
         """Raise ``Unavailable`` when the binaries or the Python client are missing (no side effects)."""
+        return None
+
+    def use(self, work: Workload) -> None:
+        """Take what the system needs of the workload before its first start (a store needs nothing)."""
         return None
 
     @abc.abstractmethod
@@ -209,10 +219,13 @@ class ChildProcess:
         *,
         stop_signal: int = signal.SIGTERM,
         run_as: RunAs | None = None,
+        stop_group: bool = False,
     ) -> None:
         self.name = name
         self.log_path = log_path
         self.stop_signal = stop_signal
+        self.stop_group = stop_group
+        """Whether stop() also ends what is left of the child's process group (its own workers)."""
         with open(log_path, "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 list(argv),
@@ -277,3 +290,10 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.stop_group:
+            # The child leads its own session and group (start_new_session): whatever is left in
+            # that group is its own children, which must not outlive it.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

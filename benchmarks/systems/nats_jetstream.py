@@ -8,9 +8,10 @@ message by default (2.9 flushes and syncs on a timer): a crash of the machine
 can lose acknowledged messages. The report says so beside every NATS figure.
 
 Reads are what JetStream offers: an ephemeral consumer filtered by subject
-(``ev.*.<lead>.>`` for a timeline, ``ev.*.*.<type>`` with headers only for a
-scan; there is no index on the event's own timestamp, so the window is
-filtered in the client), fetched in batches, then deleted. The live feed is an
+(``ev.*.<lead>.>`` for a timeline, ``ev.*.*.<type>`` for a scan, whole
+messages, snapshots included, as every system's scan returns them; there is
+no index on the event's own timestamp, so the window is filtered in the
+client), fetched in batches, then deleted. The live feed is an
 ordered push consumer delivering new messages.
 """
 
@@ -98,8 +99,13 @@ class NatsSession(Session):
         return len(events)
 
     async def scan(self, event_type: str, start_ms: int, end_ms: int) -> int:
-        messages = await read_filtered(self.js, f"ev.*.*.{event_type}", headers_only=True)
-        return sum(1 for m in messages if start_ms <= int(m.headers[TIMESTAMP_HEADER]) < end_ms)
+        messages = await read_filtered(self.js, f"ev.*.*.{event_type}")
+        # Whole events, snapshots decoded, as the other systems' scans return them.
+        return sum(
+            1
+            for m in messages
+            if start_ms <= int(m.headers[TIMESTAMP_HEADER]) < end_ms and orjson.loads(m.data)
+        )
 
     async def close(self) -> None:
         await self.connection.close()
@@ -201,6 +207,6 @@ class NatsJetStream(System):
             "the fast, non-fsyncing reference, never as a durable peer. File storage, one stream `ev.>`, "
             "subjects `ev.<flow>.<lead>.<type>`, ids in `Nats-Msg-Id` (de-duplication window 2 min); "
             "batches are 100 publishes pipelined on one connection. Timelines and scans use an "
-            "ephemeral consumer filtered by subject (scans headers-only, the time window filtered in the "
-            "client: no index on event time); live is an ordered push consumer.",
+            "ephemeral consumer filtered by subject (scans read whole messages, the time window filtered in "
+            "the client: no index on event time); live is an ordered push consumer.",
         ]

@@ -78,8 +78,7 @@ COLUMNS = (
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"
 TIMELINE = f"SELECT position, recorded_at, {COLUMNS} FROM events WHERE lead_id = %s ORDER BY ts, position"
 SCAN = (
-    "SELECT position, recorded_at, id, type, ts, lead_id, flow_id, entity_id, outcome, reason, "
-    "duration_ms, integration, response_code, price, details FROM events "
+    f"SELECT position, recorded_at, {COLUMNS} FROM events "
     "WHERE type = %s AND ts >= %s AND ts < %s ORDER BY ts, position"
 )
 REPLAY = f"SELECT position, recorded_at, {COLUMNS} FROM events ORDER BY position"

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -26,9 +28,11 @@ from ._model import (
     CaughtUp,
     ChangeKind,
     Checkpoint,
+    Decoders,
     ErasureReport,
     Event,
     FieldChange,
+    FieldGroup,
     FieldPolicy,
     Outcome,
     RetentionPolicy,
@@ -37,6 +41,8 @@ from ._model import (
     Timeline,
     TimelineStep,
     VerifyReport,
+    built,
+    from_wire,
 )
 from .wire import (
     OUTCOME_WIRE_PREFIX,
@@ -167,34 +173,53 @@ def event_to_proto(event: Event) -> event_pb2.Event:
     return message
 
 
-def _outcome(value: int) -> Outcome:
-    try:
-        return Outcome(value)
-    except ValueError:
-        # A newer server may know outcomes this client does not.
-        return Outcome.UNSPECIFIED
+def _timestamp(message: event_pb2.Event) -> datetime | None:
+    return from_timestamp(message.timestamp) if message.HasField("timestamp") else None
+
+
+def _recorded_at(message: event_pb2.Event) -> datetime | None:
+    return from_timestamp(message.recorded_at) if message.HasField("recorded_at") else None
+
+
+def _price(message: event_pb2.Event) -> Decimal | None:
+    return price_from_str(message.price)
+
+
+def _details(message: event_pb2.Event) -> dict[str, Any]:
+    return from_json(message.details_json) if message.details_json else from_struct(message.details)
+
+
+def _lead(message: event_pb2.Event) -> dict[str, Any]:
+    return from_json(message.lead_json) if message.lead_json else from_struct(message.lead)
+
+
+_PLAIN_EVENT_FIELDS = (
+    "type", "lead_id", "flow_id", "id", "entity_id", "reason", "duration_ms", "integration",
+    "response_code", "account_id", "position",
+)  # fmt: skip
+_read_plain_fields = attrgetter(*_PLAIN_EVENT_FIELDS)
+_OUTCOMES = {int(outcome): outcome for outcome in Outcome}
+
+
+def _plain_values(message: event_pb2.Event) -> tuple[Any, ...]:
+    # A newer server may know outcomes this client does not: they read as UNSPECIFIED.
+    return (*_read_plain_fields(message), _OUTCOMES.get(message.outcome, Outcome.UNSPECIFIED))
+
+
+_PLAIN = FieldGroup((*_PLAIN_EVENT_FIELDS, "outcome"), _plain_values)
+_EVENT_FIELDS: Decoders = {
+    **dict.fromkeys(_PLAIN.names, _PLAIN),
+    "timestamp": _timestamp,
+    "price": _price,
+    "details": _details,
+    "lead": _lead,
+    "recorded_at": _recorded_at,
+}
 
 
 def event_from_proto(message: event_pb2.Event) -> Event:
-    return Event(
-        type=message.type,
-        lead_id=message.lead_id,
-        flow_id=message.flow_id,
-        id=message.id,
-        timestamp=from_timestamp(message.timestamp) if message.HasField("timestamp") else None,
-        entity_id=message.entity_id,
-        outcome=_outcome(message.outcome),
-        reason=message.reason,
-        duration_ms=message.duration_ms,
-        integration=message.integration,
-        response_code=message.response_code,
-        price=price_from_str(message.price),
-        details=from_json(message.details_json) if message.details_json else from_struct(message.details),
-        lead=from_json(message.lead_json) if message.lead_json else from_struct(message.lead),
-        account_id=message.account_id,
-        position=message.position,
-        recorded_at=from_timestamp(message.recorded_at) if message.HasField("recorded_at") else None,
-    )
+    """The event a read returned; each field is decoded when first read (see ``_model``)."""
+    return from_wire(Event, message, _EVENT_FIELDS)
 
 
 def append_request(events: Iterable[Event]) -> submission_pb2.AppendRequest:
@@ -226,26 +251,38 @@ def _change_kind(value: int) -> ChangeKind:
         return ChangeKind.CHANGED
 
 
-def timeline_from_proto(message: query_pb2.Timeline) -> Timeline:
-    steps = [
-        TimelineStep(
-            event=event_from_proto(step.event),
-            since_previous_ms=step.since_previous_ms,
-            changes=[
-                FieldChange(
-                    field=change.field,
-                    before=from_value(change.before) if change.HasField("before") else None,
-                    after=from_value(change.after) if change.HasField("after") else None,
-                    kind=_change_kind(change.kind),
-                )
-                for change in step.changes
-            ],
+def _field_changes(step: query_pb2.TimelineStep) -> list[FieldChange]:
+    return [
+        built(
+            FieldChange,
+            {
+                "field": change.field,
+                "before": from_value(change.before) if change.HasField("before") else None,
+                "after": from_value(change.after) if change.HasField("after") else None,
+                "kind": _change_kind(change.kind),
+            },
         )
-        for step in message.steps
+        for change in step.changes
     ]
+
+
+def _step_event(step: query_pb2.TimelineStep) -> Event:
+    return event_from_proto(step.event)
+
+
+_STEP_FIELDS: Decoders = {
+    "event": _step_event,
+    "since_previous_ms": attrgetter("since_previous_ms"),
+    "changes": _field_changes,
+}
+
+
+def timeline_from_proto(message: query_pb2.Timeline) -> Timeline:
+    # Steps, their events and changes are decoded when read: a caller that counts the
+    # steps or reads a few fields pays for those only.
     return Timeline(
         lead_id=message.lead_id,
-        steps=steps,
+        steps=[from_wire(TimelineStep, step, _STEP_FIELDS) for step in message.steps],
         total_ms=message.total_ms,
         audit=[event_from_proto(event) for event in message.audit],
         next_page_token=message.next_page_token,

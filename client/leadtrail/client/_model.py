@@ -3,15 +3,108 @@
 Money is ``Decimal``, times are timezone-aware UTC ``datetime`` (millisecond
 precision, like the store), snapshots and details are plain dicts of JSON
 values.
+
+Events and timeline steps that come from a read are built by ``from_wire``:
+each field is decoded from the wire message the first time it is read, then
+kept. A caller that counts a timeline's steps or reads a few fields of each
+event pays for those only, not for every snapshot, change and datetime of the
+answer (decoding was most of the client's work per event). Such an object is
+the same class, compares, prints, copies and pickles as one built by its
+constructor, and holds on to its message until then. An answer that cannot be
+decoded raises when the field is read.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+Model = TypeVar("Model")
+_WIRE = "_wire"
+"""The instance attribute holding (message, decoders) until every field is decoded."""
+
+
+class FieldGroup:
+    """Fields decoded together on the first read of any of them: plain values, which cost less
+    read all at once (``attrgetter`` of several names is one call) than one call each."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: tuple[str, ...], values: Callable[[Any], tuple[Any, ...]]) -> None:
+        self.names = names
+        self.values = values
+        """The message -> the fields' values, in the order of ``names``."""
+
+
+Decoders = Mapping[str, "Callable[[Any], Any] | FieldGroup"]
+"""Field name -> what makes its value from the wire message: a function of it, or the group it is
+decoded with. Picklable (module-level functions, ``operator.attrgetter``), since a decoded object
+pickles its message and these."""
+
+
+class _FromWire:
+    """A dataclass field decoded on first read. A non-data descriptor: once the value is in the
+    instance's ``__dict__`` (at once for objects built by the constructor), Python reads it from
+    there without calling this."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, name: str, default: object) -> None:
+        self.name = name
+        self.default = default
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:  # the class attribute: the field's default, as the dataclass had it
+            if self.default is MISSING:
+                raise AttributeError(self.name)
+            return self.default
+        state = instance.__dict__
+        try:
+            message, decoders = state[_WIRE]
+        except KeyError:
+            if self.name in state:  # decoded by another thread since the lookup
+                return state[self.name]
+            raise AttributeError(self.name) from None
+        decoder = decoders[self.name]
+        if type(decoder) is FieldGroup:
+            for name, item in zip(decoder.names, decoder.values(message), strict=True):
+                if name not in state:  # a value set since (a copy given another id) stays
+                    state[name] = item
+            value = state[self.name]
+        else:
+            value = decoder(message)
+            state[self.name] = value
+        if len(state) > len(decoders):  # every field decoded: the message is no longer needed
+            state.pop(_WIRE, None)  # pop: another thread may have just removed it
+        return value
+
+
+def _decoded_on_read(cls: type[Model]) -> type[Model]:
+    """Make every field of the dataclass ``cls`` decodable on first read (see ``from_wire``).
+    Its constructor, comparison and representation are unchanged: they were generated already."""
+    for item in fields(cls):  # type: ignore[arg-type]
+        setattr(cls, item.name, _FromWire(item.name, item.default))
+    return cls
+
+
+def from_wire(cls: type[Model], message: object, decoders: Decoders) -> Model:
+    """An instance of ``cls`` whose fields are ``decoders[name](message)``, each made when first read.
+    ``decoders`` must name every field of ``cls``."""
+    instance: Model = object.__new__(cls)
+    instance.__dict__[_WIRE] = (message, decoders)
+    return instance
+
+
+def built(cls: type[Model], values: Mapping[str, Any]) -> Model:
+    """An instance of the frozen dataclass ``cls`` with these (already right) field values, without
+    its constructor's checks: for the decoder's own results, many per answer."""
+    instance: Model = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance
 
 
 class Outcome(enum.IntEnum):
@@ -43,6 +136,7 @@ class GroupBy(enum.IntEnum):
     DAY = 6
 
 
+@_decoded_on_read
 @dataclass(frozen=True)
 class Event:
     """One thing that happened to a lead.
@@ -105,6 +199,7 @@ class FieldChange:
     kind: ChangeKind
 
 
+@_decoded_on_read
 @dataclass(frozen=True)
 class TimelineStep:
     event: Event
