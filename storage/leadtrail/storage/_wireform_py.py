@@ -27,6 +27,19 @@ _MAX_FIELD_NUMBER = (1 << 29) - 1
 
 
 def _varint_of(n: int) -> bytes:
+    # Unrolled up to five bytes: a timestamp's seconds and nanos, without a loop.
+    if n < 1 << 21:
+        if n < 1 << 7:
+            return bytes((n,))
+        if n < 1 << 14:
+            return bytes((n & 0x7F | 0x80, n >> 7))
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if n < 1 << 28:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    if n < 1 << 35:
+        return bytes(
+            (n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28)
+        )
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
