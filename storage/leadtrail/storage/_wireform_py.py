@@ -157,18 +157,24 @@ def _checked_event_arguments(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_NANOS_FIELDS = tuple(
+    _TIMESTAMP_NANOS + _varint_of(rest * 1_000_000) if rest else b"" for rest in range(1000)
+)
+"""A Timestamp's nanos field for each millisecond of a second (none for 0)."""
+_seconds_field: tuple[int, bytes] = (0, b"")
+"""The last seconds field written: events close in time share it, and its varint costs the most."""
+
+
 def _timestamp_field(tag: bytes, ms: int) -> bytes:
+    global _seconds_field
     seconds, rest = divmod(ms, 1000)
-    if rest:
-        nanos = rest * 1_000_000
-        nanos_field = _TIMESTAMP_NANOS + (
-            _VARINTS[nanos] if nanos < _VARINT_TABLE_SIZE else _varint_of(nanos)
-        )
-        body = _TIMESTAMP_SECONDS + _signed_varint(seconds) + nanos_field if seconds else nanos_field
-    elif seconds:
-        body = _TIMESTAMP_SECONDS + _signed_varint(seconds)
+    last = _seconds_field
+    if seconds == last[0]:
+        seconds_field = last[1]
     else:
-        return tag + b"\x00"
+        seconds_field = _TIMESTAMP_SECONDS + _signed_varint(seconds) if seconds else b""
+        _seconds_field = (seconds, seconds_field)
+    body = seconds_field + _NANOS_FIELDS[rest]
     return tag + _VARINTS[len(body)] + body
 
 
