@@ -171,10 +171,10 @@ _PART = re.compile(rb"^part:\s+(\d+)", re.MULTILINE)
 
 
 def _child_main(twin_names: list[str], leads: int) -> int:
-    """Runs under callgrind: one phase per twin and function, each opened by ``os.getppid()``
-    (callgrind dumps the counts before it: ``--dump-before=os_getppid``). The inputs and a
-    first call (first-call costs) run outside ``starmap``, not collected; then the other calls
-    under it. Prints how many events each phase's calls stand for."""
+    """Runs under callgrind: one phase per twin and function, then per protobuf baseline, each
+    opened by ``os.getppid()`` (callgrind dumps the counts before it: ``--dump-before=os_getppid``).
+    The inputs and a first call (first-call costs) run outside ``starmap``, not collected; then
+    the other calls under it. Prints how many events each phase's calls stand for."""
     work = workload(leads, importlib.import_module(TWINS["pure"]))  # the same bytes from either twin
     phases = []
     for twin_name in twin_names:
@@ -186,6 +186,12 @@ def _child_main(twin_names: list[str], leads: int) -> int:
             function(*calls[0])
             _consume(function, calls[1:])
             phases.append(sum(events[1:]))
+    for function_name, baseline in BASELINES.items():
+        calls, events = work.calls[function_name], work.events_per_call[function_name]
+        os.getppid()
+        baseline(*calls[0])
+        _consume(baseline, calls[1:])
+        phases.append(sum(events[1:]))
     os.getppid()
     print(json.dumps(phases))
     return 0
@@ -209,6 +215,7 @@ def instructions_per_event(twin_names: list[str], leads: int, scratch: Path) -> 
     # Part 1 is the dump before the first phase (nothing collected yet); then one per phase.
     phases = [counts[part] for part in sorted(counts)[1 : 1 + len(events)]]
     names = [(twin, function) for twin in twin_names for function in FUNCTIONS]
+    names += [("protobuf", function) for function in BASELINES]
     return {name: count / n for name, count, n in zip(names, phases, events, strict=True)}
 
 

@@ -491,6 +491,27 @@ def test_changes_follow_the_timelines_notion_of_same(twin: ModuleType) -> None:
     assert twin.field_changes({}, {}) == b""
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2, "c": 3, "d": 4}),  # fields added at the end
+        ({"a": 1, "b": 2, "c": 3}, {"a": 1, "c": 3}),  # one removed in the middle
+        ({"a": 1, "b": 2, "c": 3}, {"c": 3, "b": 5, "a": 1}),  # the same fields in another order
+        ({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2}),  # the last removed
+        ({"a": 1, "x": 2}, {"a": 1, "y": 2, "x": 2}),  # a field put in between
+        ({"a": "é", "b": "e"}, {"a": "é", "b": "é"}),
+        ({}, {"a": 1}),
+        ({"a": 1}, {}),
+    ],
+)
+def test_changes_of_snapshots_whose_fields_move(
+    twin: ModuleType, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    expected = _reference_changes(before, after).SerializeToString()
+    assert twin.field_changes(before, after) == expected
+    assert twin.field_changes(OrderedDict(before), after) == expected  # the path for other mappings
+
+
 def test_simulated_journeys_changes_are_the_timelines(twin: ModuleType) -> None:
     previous: dict[str, dict[str, Any]] = {}
     for event in _simulated_events(40):

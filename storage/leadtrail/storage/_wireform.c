@@ -693,29 +693,76 @@ static int removed_fields(PyObject *before, PyObject *after, PyObject *changed) 
     return result < 0 || PyErr_Occurred() ? -1 : 0;
 }
 
-/* Appends to `changed` the fields of `after` that are new or not the same as in `before`. */
-static int differing_field(PyObject *before, PyObject *field, PyObject *value, PyObject *changed) {
-    PyObject *old = lookup(before, field);
+static inline int same_text(PyObject *a, PyObject *b) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
+    int kind = PyUnicode_KIND(a);
+    return length == PyUnicode_GET_LENGTH(b) && kind == (int)PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)(length * kind)) == 0;
+}
+
+/* Appends `field` to `changed` unless its value in `before` (`old`, borrowed; NULL when absent)
+ * is the same as `value`. */
+static int compare_field(PyObject *old, PyObject *field, PyObject *value, PyObject *changed) {
     int same;
     if (old == NULL) {
-        return PyErr_Occurred() ? -1 : PyList_Append(changed, field);
+        return PyList_Append(changed, field);
     }
     if (old == value) {
-        same = 1;
-    } else if (PyUnicode_CheckExact(old) && PyUnicode_CheckExact(value)) {
-        /* most fields hold strings: str == str without a call */
-        Py_ssize_t length = PyUnicode_GET_LENGTH(old);
-        int kind = PyUnicode_KIND(old);
-        same = length == PyUnicode_GET_LENGTH(value) && kind == (int)PyUnicode_KIND(value) &&
-               memcmp(PyUnicode_DATA(old), PyUnicode_DATA(value), (size_t)(length * kind)) == 0;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(old) && PyUnicode_CheckExact(value)) {
+        same = same_text(old, value); /* most fields hold strings: str == str without a call */
     } else {
         same = same_value(old, value);
     }
-    Py_DECREF(old);
     if (same < 0) {
         return -1;
     }
     return same ? 0 : PyList_Append(changed, field);
+}
+
+/* Appends `field` to `changed` when it is new in `after` or not the same as in `before`. */
+static int differing_field(PyObject *before, PyObject *field, PyObject *value, PyObject *changed) {
+    PyObject *old = lookup(before, field);
+    int result;
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    result = compare_field(old, field, value, changed);
+    Py_XDECREF(old);
+    return result;
+}
+
+static inline int same_key(PyObject *a, PyObject *b) {
+    return a == b || (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b) && same_text(a, b));
+}
+
+/* Two plain dicts, walked side by side while their keys are the same in the same order (a lead's
+ * next snapshot is mostly the previous one with fields added at the end): no lookups until they
+ * part, and no search for removed fields when every field of `before` was met. */
+static int dict_changes(PyObject *before, PyObject *after, PyObject *changed) {
+    Py_ssize_t in_before = 0, in_after = 0, matched = 0;
+    PyObject *before_key, *old, *field, *value;
+    int aligned = 1, result = 0;
+    while (result == 0 && PyDict_Next(after, &in_after, &field, &value)) {
+        Py_INCREF(field);
+        Py_INCREF(value);
+        if (aligned && PyDict_Next(before, &in_before, &before_key, &old) && same_key(before_key, field)) {
+            Py_INCREF(old);
+            matched++;
+            result = compare_field(old, field, value, changed);
+            Py_DECREF(old);
+        } else {
+            aligned = 0;
+            result = differing_field(before, field, value, changed);
+        }
+        Py_DECREF(field);
+        Py_DECREF(value);
+    }
+    if (result == 0 && matched < PyDict_GET_SIZE(before)) {
+        result = removed_fields(before, after, changed);
+    }
+    return result;
 }
 
 static int differing_fields(PyObject *before, PyObject *after, PyObject *changed) {
@@ -810,8 +857,15 @@ static PyObject *field_changes(PyObject *module, PyObject *const *args, Py_ssize
         return NULL;
     }
     buf_init(&b);
-    if (removed_fields(before, after, changed) < 0 || differing_fields(before, after, changed) < 0 ||
-        PyList_Sort(changed) < 0) {
+    /* `changed` is sorted before use: the order the fields are found in does not matter. */
+    if (PyDict_CheckExact(before) && PyDict_CheckExact(after)) {
+        if (dict_changes(before, after, changed) < 0) {
+            goto error;
+        }
+    } else if (removed_fields(before, after, changed) < 0 || differing_fields(before, after, changed) < 0) {
+        goto error;
+    }
+    if (PyList_Sort(changed) < 0) {
         goto error;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(changed); i++) {

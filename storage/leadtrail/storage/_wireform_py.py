@@ -27,6 +27,19 @@ _MAX_FIELD_NUMBER = (1 << 29) - 1
 
 
 def _varint_of(n: int) -> bytes:
+    # Unrolled up to five bytes: a timestamp's seconds and nanos, without a loop.
+    if n < 1 << 21:
+        if n < 1 << 7:
+            return bytes((n,))
+        if n < 1 << 14:
+            return bytes((n & 0x7F | 0x80, n >> 7))
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if n < 1 << 28:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    if n < 1 << 35:
+        return bytes(
+            (n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28)
+        )
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -144,18 +157,24 @@ def _checked_event_arguments(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_NANOS_FIELDS = tuple(
+    _TIMESTAMP_NANOS + _varint_of(rest * 1_000_000) if rest else b"" for rest in range(1000)
+)
+"""A Timestamp's nanos field for each millisecond of a second (none for 0)."""
+_seconds_field: tuple[int, bytes] = (0, b"")
+"""The last seconds field written: events close in time share it, and its varint costs the most."""
+
+
 def _timestamp_field(tag: bytes, ms: int) -> bytes:
+    global _seconds_field
     seconds, rest = divmod(ms, 1000)
-    if rest:
-        nanos = rest * 1_000_000
-        nanos_field = _TIMESTAMP_NANOS + (
-            _VARINTS[nanos] if nanos < _VARINT_TABLE_SIZE else _varint_of(nanos)
-        )
-        body = _TIMESTAMP_SECONDS + _signed_varint(seconds) + nanos_field if seconds else nanos_field
-    elif seconds:
-        body = _TIMESTAMP_SECONDS + _signed_varint(seconds)
+    last = _seconds_field
+    if seconds == last[0]:
+        seconds_field = last[1]
     else:
-        return tag + b"\x00"
+        seconds_field = _TIMESTAMP_SECONDS + _signed_varint(seconds) if seconds else b""
+        _seconds_field = (seconds, seconds_field)
+    body = seconds_field + _NANOS_FIELDS[rest]
     return tag + _VARINTS[len(body)] + body
 
 
@@ -382,45 +401,64 @@ def _length_prefixed(tag: bytes, body: bytes) -> bytes:
     return tag + (_VARINTS[size] if size < _VARINT_TABLE_SIZE else _varint_of(size)) + body
 
 
+_SHORT_STRING = 2048
+_STRING_ENTRY_HEADS = tuple(
+    _ENTRY_VALUE + _varint_of(1 + len(_varint_of(size)) + size) + _STRING_VALUE + _varint_of(size)
+    for size in range(_SHORT_STRING)
+)
+"""What follows a Struct entry's key when its value is a string of each short size: the value's
+tag and length, then the string's tag and length."""
+_NUMBER_ENTRY_HEAD = _ENTRY_VALUE + _varint_of(_NUMBER_VALUE.size)
+
+
 def _struct_body(data: Mapping[Any, Any]) -> bytes:
     parts: list[bytes] = []
-    varints, table_size, key_fields = _VARINTS, _VARINT_TABLE_SIZE, _KEY_FIELDS
+    varints, table_size, key_fields, heads = _VARINTS, _VARINT_TABLE_SIZE, _KEY_FIELDS, _STRING_ENTRY_HEADS
     for key, item in data.items():
         key_field = key_fields.get(key) if type(key) is str else None
         if key_field is None:
             key_field = _key_field(key)
-        if type(item) is str:
-            # The most common entry (a snapshot field holding a string), written in one go:
-            # entry = key field + (0x12, len, (0x1a, len, UTF-8)).
+        kind = type(item)
+        # entry = 0x0a, length, (key field, 0x12, length, Value); the common values written
+        # with their heads from tables.
+        if kind is str:
             data_bytes = item.encode()
             size = len(data_bytes)
-            length = varints[size] if size < table_size else _varint_of(size)
-            value_size = 1 + len(length) + size
-            value_length = varints[value_size] if value_size < table_size else _varint_of(value_size)
-            entry_size = len(key_field) + 1 + len(value_length) + value_size
+            if size < _SHORT_STRING:
+                head = heads[size]
+                entry_size = len(key_field) + len(head) + size
+                parts += (
+                    _STRUCT_ENTRY,
+                    varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
+                    key_field,
+                    head,
+                    data_bytes,
+                )
+                continue
+            value = _STRING_VALUE + _varint_of(size) + data_bytes
+        elif kind is int or kind is float:
+            entry_size = len(key_field) + 11
             parts += (
                 _STRUCT_ENTRY,
                 varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
                 key_field,
-                _ENTRY_VALUE,
-                value_length,
-                _STRING_VALUE,
-                length,
-                data_bytes,
+                _NUMBER_ENTRY_HEAD,
+                _number(item),
             )
+            continue
         else:
             value = _value(item)
-            size = len(value)
-            value_length = varints[size] if size < table_size else _varint_of(size)
-            entry_size = len(key_field) + 1 + len(value_length) + size
-            parts += (
-                _STRUCT_ENTRY,
-                varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
-                key_field,
-                _ENTRY_VALUE,
-                value_length,
-                value,
-            )
+        size = len(value)
+        value_length = varints[size] if size < table_size else _varint_of(size)
+        entry_size = len(key_field) + 1 + len(value_length) + size
+        parts += (
+            _STRUCT_ENTRY,
+            varints[entry_size] if entry_size < table_size else _varint_of(entry_size),
+            key_field,
+            _ENTRY_VALUE,
+            value_length,
+            value,
+        )
     return b"".join(parts)
 
 
