@@ -144,6 +144,61 @@ class _Outbox:
         self._batch = None
 
 
+_RESPONSE_EVENT = 1
+"""``SubscribeResponse.event``."""
+_RESPONSE_EVENTS = 4
+"""``SubscribeResponse.events`` (an ``EventBatch``)."""
+_BATCH_EVENTS = 1
+"""``EventBatch.events``."""
+
+
+def _field(number: int, message: bytes) -> bytes:
+    """``message`` as length-delimited field ``number`` of the enclosing message."""
+    size = len(message)
+    prefix = bytearray(((number << 3) | 2,))
+    while size > 0x7F:
+        prefix.append((size & 0x7F) | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + message
+
+
+class _SplicedOutbox:
+    """The ``_Outbox`` of events given as serialized ``Event`` messages, shared between
+    subscribers of one form: a response is built by splicing their bytes (a repeated
+    field is a run of tagged, length-prefixed messages), with no Python object per field."""
+
+    def __init__(self, batch_size: int, serialize: Callable[[Event], bytes]) -> None:
+        self._batch_size = batch_size
+        self._serialize = serialize
+        self._parts: list[bytes] = []
+        self._bytes = 0
+
+    def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
+        encoded = self._serialize(event)
+        if not self._batch_size:
+            return stream_pb2.SubscribeResponse.FromString(_field(_RESPONSE_EVENT, encoded))
+        self._parts.append(_field(_BATCH_EVENTS, encoded))
+        self._bytes += len(encoded)
+        if len(self._parts) >= self._batch_size or self._bytes >= BATCH_BYTES:
+            return self.flush()
+        return None
+
+    def flush(self) -> stream_pb2.SubscribeResponse | None:
+        if not self._parts:
+            return None
+        batch = _field(_RESPONSE_EVENTS, b"".join(self._parts))
+        self.drop()
+        return stream_pb2.SubscribeResponse.FromString(batch)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._parts)
+
+    def drop(self) -> None:
+        self._parts, self._bytes = [], 0
+
+
 def checkpoint(position: int) -> stream_pb2.SubscribeResponse:
     return stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
 
@@ -161,15 +216,24 @@ class SubscriptionPump:
         feed: Feed,
         run: RunOffLoop[tuple[list[Event], int, int]],
         f: EventFilter,
-        encode: Callable[[Event, event_pb2.Event], None],
+        encode: Callable[[Event, event_pb2.Event], None] | None = None,
         *,
+        serialized: Callable[[Event], bytes] | None = None,
         batch_size: int = 0,
         held: HeldBytes | None = None,
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
+        """Events are sent as ``encode`` fills a message, or as ``serialized`` gives their
+        bytes (which the feed shares between the subscribers of one form)."""
         self._log, self._feed, self._run = log, feed, run
         self._filter = f
-        self._outbox = _Outbox(batch_size, encode)
+        self._outbox: _Outbox | _SplicedOutbox
+        if serialized is not None:
+            self._outbox = _SplicedOutbox(batch_size, serialized)
+        elif encode is not None:
+            self._outbox = _Outbox(batch_size, encode)
+        else:
+            raise TypeError("SubscriptionPump needs encode or serialized")
         self._held = held if held is not None else HeldBytes()
         self._closing = closing
         self.matched = 0
