@@ -14,7 +14,7 @@ from leadtrail.server.caller import Caller
 from leadtrail.server.feed import Encodings, Feed
 from leadtrail.server.keys import ApiKey
 from leadtrail.server.stream import form_of
-from leadtrail.server.subscription import SubscriptionPump
+from leadtrail.server.subscription import SubscriptionPump, event_field
 from leadtrail.storage import Event, EventFilter, EventLog
 from leadtrail.storage.fields import Classify, default_classify
 from leadtrail.v1 import event_pb2, stream_pb2
@@ -40,7 +40,8 @@ async def run_off_loop(fn: Callable[[], T]) -> T:
 
 
 class CountingEncoder:
-    """An event's wire form (id, position, lead JSON), counting the encodings made."""
+    """An event's wire form (id, position, lead JSON) as a response carries it, counting the
+    encodings made."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -48,7 +49,7 @@ class CountingEncoder:
     def __call__(self, event: Event) -> bytes:
         self.calls += 1
         message = event_pb2.Event(id=event.id, position=event.position, lead_json=repr(event.lead).encode())
-        return message.SerializeToString()
+        return event_field(message.SerializeToString())
 
 
 def positions(message: stream_pb2.SubscribeResponse) -> list[int]:
@@ -239,6 +240,23 @@ def test_a_publish_wakes_every_waiting_subscriber_and_a_cancelled_wait_is_forgot
         await asyncio.wait_for(feed.wait(3600), 30)  # a closed feed never makes anyone wait
 
     asyncio.run(scenario())
+
+
+def test_an_idle_wait_ends_at_its_timeout_while_longer_ones_go_on_until_a_publish() -> None:
+    feed = Feed(0)
+
+    async def scenario(position: int) -> None:
+        long_waits = [asyncio.create_task(feed.wait(3600)) for _ in range(2)]
+        await asyncio.wait_for(feed.wait(0.05), 30)  # no publish: the timeout ends it
+        await asyncio.wait_for(feed.wait(0.05), 30)  # and again, with the feed's timer re-armed
+        assert not any(wait.done() for wait in long_waits)
+        event = Event("source.submitted", "lead-t", "flow-live")
+        event.position = position
+        feed.publish([event])
+        await asyncio.wait_for(asyncio.gather(*long_waits), 30)
+
+    for position in (1, 2):  # the feed's timer is armed again on each loop it waits on
+        asyncio.run(scenario(position))
 
 
 def test_commits_another_process_wrote_reach_subscribers_from_disk_in_order(log: EventLog) -> None:

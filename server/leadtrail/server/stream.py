@@ -11,7 +11,7 @@ from .caller import MASKED_ROLES, Caller, FieldClasses
 from .convert import event_to_proto, timestamp_to_ms
 from .served_store import ServedStore
 from .status import Context, invalid, streaming
-from .subscription import MAX_BATCH_SIZE, SubscriptionPump
+from .subscription import MAX_BATCH_SIZE, SubscriptionPump, event_field
 
 
 def first_position_recorded_at_or_after(log: EventLog, ms: int) -> int:
@@ -75,7 +75,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         shown, form, feed = caller.shown(fields), form_of(caller, fields, json_snapshots), store.feed
 
         def encode(event: Event) -> bytes:
-            return event_to_proto(shown(event), None, json_snapshots).SerializeToString()
+            return event_field(event_to_proto(shown(event), None, json_snapshots).SerializeToString())
 
         def serialized(event: Event) -> bytes:
             return feed.encoded(event, form(event), encode)

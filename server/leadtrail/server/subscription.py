@@ -144,12 +144,11 @@ class _Outbox:
         self._batch = None
 
 
-_RESPONSE_EVENT = 1
-"""``SubscribeResponse.event``."""
+_EVENT_FIELD = 1
+"""The field number of ``SubscribeResponse.event`` and of ``EventBatch.events`` alike, so an
+event tagged once serves both."""
 _RESPONSE_EVENTS = 4
 """``SubscribeResponse.events`` (an ``EventBatch``)."""
-_BATCH_EVENTS = 1
-"""``EventBatch.events``."""
 
 
 def _field(number: int, message: bytes) -> bytes:
@@ -163,23 +162,29 @@ def _field(number: int, message: bytes) -> bytes:
     return bytes(prefix) + message
 
 
-class _SplicedOutbox:
-    """The ``_Outbox`` of events given as serialized ``Event`` messages, shared between
-    subscribers of one form: a response is built by splicing their bytes (a repeated
-    field is a run of tagged, length-prefixed messages), with no Python object per field."""
+def event_field(event: bytes) -> bytes:
+    """A serialized ``Event`` as a response carries it: tagged and length-prefixed, the same
+    bytes in a single-event response and in a batch."""
+    return _field(_EVENT_FIELD, event)
 
-    def __init__(self, batch_size: int, serialize: Callable[[Event], bytes]) -> None:
+
+class _SplicedOutbox:
+    """The ``_Outbox`` of events given already serialized (``event_field``), shared between
+    subscribers of one form: a response is spliced from their bytes (a repeated field is a
+    run of tagged, length-prefixed messages), with no Python object per field."""
+
+    def __init__(self, batch_size: int, serialized: Callable[[Event], bytes]) -> None:
         self._batch_size = batch_size
-        self._serialize = serialize
+        self._serialized = serialized
         self._parts: list[bytes] = []
         self._bytes = 0
 
     def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
-        encoded = self._serialize(event)
+        tagged = self._serialized(event)
         if not self._batch_size:
-            return stream_pb2.SubscribeResponse.FromString(_field(_RESPONSE_EVENT, encoded))
-        self._parts.append(_field(_BATCH_EVENTS, encoded))
-        self._bytes += len(encoded)
+            return stream_pb2.SubscribeResponse.FromString(tagged)
+        self._parts.append(tagged)
+        self._bytes += len(tagged)
         if len(self._parts) >= self._batch_size or self._bytes >= BATCH_BYTES:
             return self.flush()
         return None
@@ -224,7 +229,8 @@ class SubscriptionPump:
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
         """Events are sent as ``encode`` fills a message, or as ``serialized`` gives their
-        bytes (which the feed shares between the subscribers of one form)."""
+        bytes as ``event_field`` tags them (which the feed shares between the subscribers of
+        one form)."""
         self._log, self._feed, self._run = log, feed, run
         self._filter = f
         self._outbox: _Outbox | _SplicedOutbox
@@ -264,11 +270,8 @@ class SubscriptionPump:
                 self._held.give_back(granted - min(granted, size))
                 granted = min(granted, size)
 
-                def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
-                    # Read from a file an erasure has rewritten since: never sent once it
-                    # has returned; read again instead.
-                    return from_disk and log.rewrites != rewrites
-
+                # A chunk read from a file an erasure has rewritten since is stale: never sent
+                # once the rewrite has returned; it is read again instead.
                 sent_through = position  # every event up to here was sent or passed over
                 abandoned = False
                 for event in events:
@@ -276,7 +279,7 @@ class SubscriptionPump:
                         self.matched += 1
                         ready = outbox.add(event)
                         if ready is not None:
-                            if stale():
+                            if from_disk and log.rewrites != rewrites:
                                 abandoned = True
                                 break
                             yield ready
@@ -285,7 +288,7 @@ class SubscriptionPump:
                     elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
                         pending = outbox.flush()  # order: the events before the checkpoint first
                         if pending is not None:
-                            if stale():
+                            if from_disk and log.rewrites != rewrites:
                                 abandoned = True
                                 break
                             yield pending
@@ -295,7 +298,7 @@ class SubscriptionPump:
                     elif not outbox.holding:
                         sent_through = event.position
                 if not abandoned and outbox.holding:
-                    if stale():
+                    if from_disk and log.rewrites != rewrites:
                         abandoned = True
                     else:
                         pending = outbox.flush()
@@ -311,7 +314,8 @@ class SubscriptionPump:
                 reported = min(reported, sent_through)
                 continue
             position = max(position, scanned)
-            if read_any or position < log.last_position:
+            # More may be visible; a chunk from memory that reached the log's end is all there is.
+            if position < log.last_position or (read_any and from_disk):
                 continue
             if not caught:
                 yield caught_up(position)
