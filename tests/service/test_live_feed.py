@@ -1,6 +1,6 @@
 """The live feed without gRPC: one encoding of each kept event per form, shared by every
 subscriber of that form and never kept past an erasure or the feed's bounds; waiting
-subscribers woken by a publish (not by a timer); commits another process wrote."""
+subscribers woken by a publish (not by a timer)."""
 
 from __future__ import annotations
 
@@ -257,21 +257,3 @@ def test_an_idle_wait_ends_at_its_timeout_while_longer_ones_go_on_until_a_publis
 
     for position in (1, 2):  # the feed's timer is armed again on each loop it waits on
         asyncio.run(scenario(position))
-
-
-def test_commits_another_process_wrote_reach_subscribers_from_disk_in_order(log: EventLog) -> None:
-    log.append(events("lead-before", 5))
-
-    async def scenario() -> list[int]:
-        feed = Feed(log.last_position)  # never handed a commit: as in a process that does not write
-        encode = CountingEncoder()
-        follower = asyncio.create_task(
-            follow(log, feed, lambda e: feed.encoded(e, "form", encode), 5, 125, batch_size=10)
-        )
-        loop = asyncio.get_running_loop()
-        for start in range(0, 120, 40):
-            await loop.run_in_executor(None, log.append, events(f"lead-{start}", 40))
-            feed.advanced(log.last_position)
-        return await asyncio.wait_for(follower, 60)
-
-    assert asyncio.run(scenario()) == list(range(6, 126))

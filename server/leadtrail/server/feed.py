@@ -124,14 +124,6 @@ class Feed:
         self.last_position = max(self.last_position, events[-1].position)
         self._wake()
 
-    def advanced(self, last_position: int) -> None:
-        """Commits this feed was not handed (another process wrote them) are visible up to
-        ``last_position``: wake the subscribers, who read them from disk."""
-        if last_position > self.last_position:
-            self.clear()  # what is kept no longer reaches up to the log's end
-            self.last_position = last_position
-            self._wake()
-
     def after(
         self, position: int, limit: int, max_bytes: int | None = None
     ) -> tuple[list[Event], int] | None:
