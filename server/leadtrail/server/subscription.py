@@ -18,6 +18,8 @@ What a subscription holds in memory is bounded, per subscriber and for all toget
   are counted for every subscriber that holds them, so the estimate errs high. So N
   stalled subscribers hold at most the budget plus 32 KiB of events and one message
   each.
+- Shared by all: the live feed's encodings of the events it keeps, one per form, within
+  ``feed.ENCODINGS_BUDGET_BYTES`` (32 MiB); past it a subscriber encodes for itself.
 
 The pump knows nothing of gRPC: it yields ``SubscribeResponse`` messages that the
 servicer sends, and is tested against a real ``EventLog`` in a temporary directory.
