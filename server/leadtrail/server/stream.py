@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 
 from leadtrail.storage import ClosedError, Event, EventLog
-from leadtrail.v1 import event_pb2, stream_pb2, stream_pb2_grpc
+from leadtrail.v1 import stream_pb2, stream_pb2_grpc
 
-from .caller import Caller
+from .caller import MASKED_ROLES, Caller, FieldClasses
 from .convert import event_to_proto, timestamp_to_ms
 from .served_store import ServedStore
 from .status import Context, invalid, streaming
-from .subscription import MAX_BATCH_SIZE, SubscriptionPump
+from .subscription import MAX_BATCH_SIZE, SubscriptionPump, event_field
 
 
 def first_position_recorded_at_or_after(log: EventLog, ms: int) -> int:
@@ -30,6 +30,21 @@ def first_position_recorded_at_or_after(log: EventLog, ms: int) -> int:
         if event.recorded_at_ms >= ms:
             return event.position
     return log.last_position + 1
+
+
+def form_of(caller: Caller, fields: FieldClasses, json_snapshots: bool) -> Callable[[Event], Hashable]:
+    """The form an event is sent to ``caller`` in: subscribers of equal forms share one
+    encoding of each live event. Unmasked, every subscriber sees the stored content and
+    only the snapshot form differs (an event reaches only its own account's subscribers).
+    Masked, the encoding depends on the account's field policy as it stands when the event
+    is encoded (its classifier, looked up per event as ``Caller.shown`` does) and is never
+    shared with another account or role."""
+    key = caller.key
+    if key is None or key.role not in MASKED_ROLES:
+        as_stored = ("as stored", json_snapshots)
+        return lambda event: as_stored
+    role, account = key.role, key.account
+    return lambda event: ("masked", role, account, fields.classifier(account), json_snapshots)
 
 
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
@@ -56,18 +71,22 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         f = caller.filter(request.filter)
         if request.batch_size > MAX_BATCH_SIZE:
             raise invalid("batch_size", f"{request.batch_size} is over the limit of {MAX_BATCH_SIZE}")
-        shown, json_snapshots = caller.shown(store.log.fields), request.json_snapshots
+        fields, json_snapshots = store.log.fields, request.json_snapshots
+        shown, form, feed = caller.shown(fields), form_of(caller, fields, json_snapshots), store.feed
 
-        def encode(event: Event, out: event_pb2.Event) -> None:
-            event_to_proto(shown(event), out, json_snapshots)
+        def encode(event: Event) -> bytes:
+            return event_field(event_to_proto(shown(event), None, json_snapshots).SerializeToString())
+
+        def serialized(event: Event) -> bytes:
+            return feed.encoded(event, form(event), encode)
 
         closing: Callable[[], bool] = lambda: store.closing  # noqa: E731
         pump = SubscriptionPump(
             store.log,
-            store.feed,
+            feed,
             store.run,
             f,
-            encode,
+            serialized=serialized,
             batch_size=request.batch_size,
             held=store.held,
             closing=closing,

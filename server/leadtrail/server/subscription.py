@@ -18,6 +18,8 @@ What a subscription holds in memory is bounded, per subscriber and for all toget
   are counted for every subscriber that holds them, so the estimate errs high. So N
   stalled subscribers hold at most the budget plus 32 KiB of events and one message
   each.
+- Shared by all: the live feed's encodings of the events it keeps, one per form, within
+  ``feed.ENCODINGS_BUDGET_BYTES`` (32 MiB); past it a subscriber encodes for itself.
 
 The pump knows nothing of gRPC: it yields ``SubscribeResponse`` messages that the
 servicer sends, and is tested against a real ``EventLog`` in a temporary directory.
@@ -144,6 +146,66 @@ class _Outbox:
         self._batch = None
 
 
+_EVENT_FIELD = 1
+"""The field number of ``SubscribeResponse.event`` and of ``EventBatch.events`` alike, so an
+event tagged once serves both."""
+_RESPONSE_EVENTS = 4
+"""``SubscribeResponse.events`` (an ``EventBatch``)."""
+
+
+def _field(number: int, message: bytes) -> bytes:
+    """``message`` as length-delimited field ``number`` of the enclosing message."""
+    size = len(message)
+    prefix = bytearray(((number << 3) | 2,))
+    while size > 0x7F:
+        prefix.append((size & 0x7F) | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + message
+
+
+def event_field(event: bytes) -> bytes:
+    """A serialized ``Event`` as a response carries it: tagged and length-prefixed, the same
+    bytes in a single-event response and in a batch."""
+    return _field(_EVENT_FIELD, event)
+
+
+class _SplicedOutbox:
+    """The ``_Outbox`` of events given already serialized (``event_field``), shared between
+    subscribers of one form: a response is spliced from their bytes (a repeated field is a
+    run of tagged, length-prefixed messages), with no Python object per field."""
+
+    def __init__(self, batch_size: int, serialized: Callable[[Event], bytes]) -> None:
+        self._batch_size = batch_size
+        self._serialized = serialized
+        self._parts: list[bytes] = []
+        self._bytes = 0
+
+    def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
+        tagged = self._serialized(event)
+        if not self._batch_size:
+            return stream_pb2.SubscribeResponse.FromString(tagged)
+        self._parts.append(tagged)
+        self._bytes += len(tagged)
+        if len(self._parts) >= self._batch_size or self._bytes >= BATCH_BYTES:
+            return self.flush()
+        return None
+
+    def flush(self) -> stream_pb2.SubscribeResponse | None:
+        if not self._parts:
+            return None
+        batch = _field(_RESPONSE_EVENTS, b"".join(self._parts))
+        self.drop()
+        return stream_pb2.SubscribeResponse.FromString(batch)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._parts)
+
+    def drop(self) -> None:
+        self._parts, self._bytes = [], 0
+
+
 def checkpoint(position: int) -> stream_pb2.SubscribeResponse:
     return stream_pb2.SubscribeResponse(checkpoint=stream_pb2.Checkpoint(position=position))
 
@@ -161,15 +223,25 @@ class SubscriptionPump:
         feed: Feed,
         run: RunOffLoop[tuple[list[Event], int, int]],
         f: EventFilter,
-        encode: Callable[[Event, event_pb2.Event], None],
+        encode: Callable[[Event, event_pb2.Event], None] | None = None,
         *,
+        serialized: Callable[[Event], bytes] | None = None,
         batch_size: int = 0,
         held: HeldBytes | None = None,
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
+        """Events are sent as ``encode`` fills a message, or as ``serialized`` gives their
+        bytes as ``event_field`` tags them (which the feed shares between the subscribers of
+        one form)."""
         self._log, self._feed, self._run = log, feed, run
         self._filter = f
-        self._outbox = _Outbox(batch_size, encode)
+        self._outbox: _Outbox | _SplicedOutbox
+        if serialized is not None:
+            self._outbox = _SplicedOutbox(batch_size, serialized)
+        elif encode is not None:
+            self._outbox = _Outbox(batch_size, encode)
+        else:
+            raise TypeError("SubscriptionPump needs encode or serialized")
         self._held = held if held is not None else HeldBytes()
         self._closing = closing
         self.matched = 0
@@ -200,11 +272,8 @@ class SubscriptionPump:
                 self._held.give_back(granted - min(granted, size))
                 granted = min(granted, size)
 
-                def stale(from_disk: bool = from_disk, rewrites: int = rewrites) -> bool:
-                    # Read from a file an erasure has rewritten since: never sent once it
-                    # has returned; read again instead.
-                    return from_disk and log.rewrites != rewrites
-
+                # A chunk read from a file an erasure has rewritten since is stale: never sent
+                # once the rewrite has returned; it is read again instead.
                 sent_through = position  # every event up to here was sent or passed over
                 abandoned = False
                 for event in events:
@@ -212,7 +281,7 @@ class SubscriptionPump:
                         self.matched += 1
                         ready = outbox.add(event)
                         if ready is not None:
-                            if stale():
+                            if from_disk and log.rewrites != rewrites:
                                 abandoned = True
                                 break
                             yield ready
@@ -221,7 +290,7 @@ class SubscriptionPump:
                     elif event.position - reported >= CHECKPOINT_EVERY_EVENTS:
                         pending = outbox.flush()  # order: the events before the checkpoint first
                         if pending is not None:
-                            if stale():
+                            if from_disk and log.rewrites != rewrites:
                                 abandoned = True
                                 break
                             yield pending
@@ -231,7 +300,7 @@ class SubscriptionPump:
                     elif not outbox.holding:
                         sent_through = event.position
                 if not abandoned and outbox.holding:
-                    if stale():
+                    if from_disk and log.rewrites != rewrites:
                         abandoned = True
                     else:
                         pending = outbox.flush()
@@ -247,7 +316,8 @@ class SubscriptionPump:
                 reported = min(reported, sent_through)
                 continue
             position = max(position, scanned)
-            if read_any or position < log.last_position:
+            # More may be visible; a chunk from memory that reached the log's end is all there is.
+            if position < log.last_position or (read_any and from_disk):
                 continue
             if not caught:
                 yield caught_up(position)
