@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol, TypeVar
 
 from leadtrail.storage import Event, EventFilter
+from leadtrail.storage.wireform import repeated_field
 from leadtrail.v1 import event_pb2, stream_pb2
 
 from .feed import Feed, estimated_bytes
@@ -155,13 +156,7 @@ _RESPONSE_EVENTS = 4
 
 def _field(number: int, message: bytes) -> bytes:
     """``message`` as length-delimited field ``number`` of the enclosing message."""
-    size = len(message)
-    prefix = bytearray(((number << 3) | 2,))
-    while size > 0x7F:
-        prefix.append((size & 0x7F) | 0x80)
-        size >>= 7
-    prefix.append(size)
-    return bytes(prefix) + message
+    return repeated_field(number, (message,))
 
 
 def event_field(event: bytes) -> bytes:
