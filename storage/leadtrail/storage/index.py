@@ -322,7 +322,13 @@ class Index:
 
     def add(self, located: Iterable[Located], high_water: int) -> None:
         """Index a committed batch in one transaction, with its high-water position."""
-        ids, positions, leads, types, times, flows, entities = [], [], [], [], [], [], []
+        ids: list[tuple[bytes, bytes]] = []
+        positions: list[tuple[bytes, bytes]] = []
+        leads: list[tuple[bytes, bytes]] = []
+        types: list[tuple[bytes, bytes]] = []
+        times: list[tuple[bytes, bytes]] = []
+        flows: list[tuple[bytes, bytes]] = []
+        entities: list[tuple[bytes, bytes]] = []
         segacct: dict[bytes, tuple[int, int]] = {}
         added = raw = 0
         with self.env.begin(write=True) as txn:
@@ -339,26 +345,59 @@ class Index:
                     value = packed[key] = _U32.pack(known)
                 return value
 
+            # The group's few accounts, types, flows and entities, each looked up once:
+            # name -> packed number, one dictionary a kind (no tuple key an event).
+            accounts: dict[str, bytes] = {}
+            type_keys: dict[tuple[bytes, str], bytes] = {}
+            flow_keys: dict[tuple[bytes, str], bytes] = {}
+            entity_keys: dict[tuple[bytes, str], bytes] = {}
+            lead_keys: dict[tuple[bytes, str], bytes] = {}
             pack_u64, pack_posoff = _U64.pack, _POSOFF.pack
             base_keys: dict[int, bytes] = {}
             last_bounds_key, last_recorded = b"", -1
+            ids_append, positions_append, leads_append = ids.append, positions.append, leads.append
+            types_append, times_append, flows_append = types.append, times.append, flows.append
             for item in located:
                 e = item.event
-                acct = number(KIND_ACCOUNT, e.account_id)
+                account = e.account_id
+                acct = accounts.get(account)
+                if acct is None:
+                    acct = accounts[account] = number(KIND_ACCOUNT, account)
                 position = e.position
-                value = tspos(e.timestamp_ms or 0, position)
-                ids.append((item.id_key or acct + id_bytes(e.id), pack_u48(position)))
+                timestamp = e.timestamp_ms or 0
+                if 0 <= timestamp <= _U48_MAX and 0 <= position <= _U48_MAX:
+                    value = (timestamp << 48 | position).to_bytes(12, "big")
+                else:
+                    value = tspos(timestamp, position)
+                id_key = item.id_key
+                ids_append((id_key if id_key is not None else acct + id_bytes(e.id), pack_u48(position)))
                 base = item.segment_base
                 base_key = base_keys.get(base)
                 if base_key is None:
                     base_key = base_keys[base] = pack_u64(base)
-                positions.append((base_key, pack_posoff(position - base, item.offset)))
-                leads.append((acct + lead_hash(e.lead_id), value))
-                types.append((acct + number(KIND_TYPE, e.type), value))
-                times.append((acct, value))
-                flows.append((acct + number(KIND_FLOW, e.flow_id), value))
+                positions_append((base_key, pack_posoff(position - base, item.offset)))
+                name_key = (acct, e.lead_id)
+                key = lead_keys.get(name_key)
+                if key is None:
+                    key = lead_keys[name_key] = acct + lead_hash(e.lead_id)
+                leads_append((key, value))
+                name_key = (acct, e.type)
+                key = type_keys.get(name_key)
+                if key is None:
+                    key = type_keys[name_key] = acct + number(KIND_TYPE, e.type)
+                types_append((key, value))
+                times_append((acct, value))
+                name_key = (acct, e.flow_id)
+                key = flow_keys.get(name_key)
+                if key is None:
+                    key = flow_keys[name_key] = acct + number(KIND_FLOW, e.flow_id)
+                flows_append((key, value))
                 if e.entity_id:
-                    entities.append((acct + number(KIND_ENTITY, e.entity_id), value))
+                    name_key = (acct, e.entity_id)
+                    key = entity_keys.get(name_key)
+                    if key is None:
+                        key = entity_keys[name_key] = acct + number(KIND_ENTITY, e.entity_id)
+                    entities.append((key, value))
                 key = base_key + acct
                 recorded = e.recorded_at_ms
                 # A committed group shares one recorded_at: most events change nothing here.

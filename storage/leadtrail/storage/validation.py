@@ -76,6 +76,13 @@ def _known(cache: set[str], pattern: re.Pattern[str], value: object, high: int) 
 _CONTROL_SEARCH = CONTROL_CHARACTERS.search
 
 
+def _no_control_characters(text: str) -> bool:
+    # Control characters are not printable, so a printable text has none: one C
+    # loop over the text, a tenth of the regular expression's search. Other
+    # unprintable characters (non-ASCII separators) are allowed: the search decides.
+    return text.isprintable() or _CONTROL_SEARCH(text) is None
+
+
 def _plain_fields_valid(event: Event) -> bool:
     """Every field but ``details`` and ``lead`` obeys the contract (the hot path: no messages)."""
     ts, price = event.timestamp_ms, event.price
@@ -88,9 +95,9 @@ def _plain_fields_valid(event: Event) -> bool:
         and 0 < len(event.flow_id) <= ID_FIELD_MAX
         and type(event.entity_id) is str
         and len(event.entity_id) <= ID_FIELD_MAX
-        and _CONTROL_SEARCH(event.lead_id) is None
-        and _CONTROL_SEARCH(event.flow_id) is None
-        and (not event.entity_id or _CONTROL_SEARCH(event.entity_id) is None)
+        and _no_control_characters(event.lead_id)
+        and _no_control_characters(event.flow_id)
+        and (not event.entity_id or _no_control_characters(event.entity_id))
         and type(event.integration) is str
         and len(event.integration) <= ID_FIELD_MAX
         and type(event.reason) is str

@@ -41,8 +41,11 @@ from .index import Index, Located
 from .options import FsyncPolicy, Options
 from .segment import Segment
 from .segment_list import SegmentList
+from .ulid import id_bytes
 
 MAX_GROUP_EVENTS = 20_000
+_UNKNOWN = b"?"
+"""Not yet looked up (an account key is 4 bytes or None)."""
 
 CommitListener = Callable[[list[Event]], None]
 
@@ -184,9 +187,16 @@ class GroupCommit:
                     if request.call is not None:
                         if group:
                             break
-                        group.append(self._queue.popleft())
+                        self._queue.popleft()
+                        if request.future.set_running_or_notify_cancel():
+                            group.append(request)
                         break
                     self._queue.popleft()
+                    # A caller that gave up before its batch was taken (a cancelled
+                    # future) has no answer to wait for, so the batch is not written;
+                    # once taken, the future cannot be cancelled and always gets its result.
+                    if not request.future.set_running_or_notify_cancel():
+                        continue
                     group.append(request)
                     count += len(request.events or ())
             if not group:
@@ -279,6 +289,8 @@ class GroupCommit:
         all_results: list[list[AppendResult]] = []
         position = self.next_position
         index = self._index
+        # An account's ``ids`` key prefix, looked up once a group (None: no event of it yet).
+        account_keys: dict[str, bytes | None] = {}
         with index.env.begin() as txn:
             for request in group:
                 assert request.events is not None
@@ -294,11 +306,16 @@ class GroupCommit:
                 fresh: list[tuple[Event, bytes | None, bytes | None]] = []
                 leads_json = request.leads_json
                 for i, event in enumerate(request.events):
-                    key = (event.account_id, event.id)
+                    account = event.account_id
+                    key = (account, event.id)
                     first = pending.get(key)
                     id_key = None
                     if first is None:
-                        id_key = index.id_key(txn, event.account_id, event.id)
+                        acct = account_keys.get(account, _UNKNOWN)
+                        if acct is _UNKNOWN:
+                            acct = account_keys[account] = index.account_key(txn, account)
+                        if acct is not None:
+                            id_key = acct + id_bytes(event.id)
                         original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
                             kept = self._stored_event(original)
