@@ -181,14 +181,15 @@ class EventLog:
             reader.new_epoch()
         self._reader = reader
 
-    def follow_commit(self, notice: CommitNotice) -> None:
+    def follow_commit(self, notice: CommitNotice, reload: bool = False) -> None:
         """A follower learns that the writer committed up to ``notice.visible``; a new
-        maintenance epoch or dictionary makes it reload segments, index and policies."""
+        maintenance epoch or dictionary (or ``reload``: the writer restarted) makes it
+        reload segments, index and policies."""
         following = self._following
         if following is None or self._closed:
             return
         known = notice.dictionary == 0 or notice.dictionary in self.dictionaries.ids()
-        if notice.epoch != following.epoch or not known:
+        if reload or notice.epoch != following.epoch or not known:
             self._reload_followed(notice)
         elif not self._segments.follow(notice.tail, notice.visible):
             self._segments.reload(notice.tail, notice.visible)
