@@ -37,7 +37,13 @@ async def _relay_error(context: Context, error: grpc.aio.AioRpcError) -> None:
     code = error.code()
     if code == grpc.StatusCode.CANCELLED and context.cancelled():
         return
-    trailing: Any = error.trailing_metadata()  # e.g. a rate limit's retry delay
+    # Kept: the rich status (a rate limit's retry delay, a field violation) and any of ours.
+    received: Any = error.trailing_metadata() or ()
+    trailing = tuple(
+        (key, value)
+        for key, value in received
+        if not key.startswith("grpc-") or key == "grpc-status-details-bin"
+    )
     await context.abort(code, error.details() or "", trailing)
 
 
