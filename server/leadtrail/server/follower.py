@@ -46,6 +46,10 @@ async def follow_writer(
     async for notice, first in notices:
         try:
             await loop.run_in_executor(reads, store.follow_commit, notice, first)
+            if first or notice.epoch != acknowledged:
+                # The store was reloaded (an erasure may be why): what the feed kept is
+                # read again from disk by whoever needs it.
+                feed.clear()
             if notice.visible > published:
                 events = await loop.run_in_executor(reads, _visible_events, store, published, notice.visible)
                 feed.publish(events)
