@@ -30,7 +30,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from leadtrail.storage import CorruptionError, Event, EventLog, FsyncPolicy, Options, StorageError
+from leadtrail.storage import (
+    CorruptionError,
+    DataDirectoryError,
+    Event,
+    EventLog,
+    FsyncPolicy,
+    Options,
+    StorageError,
+)
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .auth import CALLER, Gate
@@ -58,6 +66,7 @@ SERVICE_NAMES = (
 FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3]
 """What a follower worker sends on to the writer: appends and administration."""
 FIRST_NOTICE_SECONDS = 60.0
+LOCK_WAIT_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -299,7 +308,7 @@ class LeadTrailServer:
             event_log, notices = await self._open_following(role, options, reads)
         else:
             # Opening recovers the log and indexes its tail: disk work, off the loop.
-            event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
+            event_log = await self._open_writing(options, reads)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
         try:
             fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
@@ -360,6 +369,21 @@ class LeadTrailServer:
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _open_writing(self, options: Options, reads: ThreadPoolExecutor) -> EventLog:
+        loop = asyncio.get_running_loop()
+        if self.role is None:
+            return await loop.run_in_executor(reads, EventLog.open, self.config.data, options)
+        # A writer started again after its supervisor was killed may find the killed
+        # writer's lock still held for a moment, while the kernel ends that process.
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                return await loop.run_in_executor(reads, EventLog.open, self.config.data, options)
+            except DataDirectoryError as e:
+                if "in use" not in str(e) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     async def _open_following(
         self, role: WorkerRole, options: Options, reads: ThreadPoolExecutor

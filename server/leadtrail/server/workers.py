@@ -209,10 +209,12 @@ def supervise(config: app.ServerConfig, workers: int) -> int:
 
 
 def _die_with_parent() -> None:
-    """A worker never outlives its supervisor (Linux; elsewhere the pipe's end tells)."""
+    """A worker never outlives its supervisor (Linux): a supervisor killed is a server
+    killed, so its workers are killed too and free the port and the data directory at
+    once for the next start (what they acknowledged is on disk already)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
