@@ -44,8 +44,10 @@ class Workers:
     def pid(self, worker: int) -> int:
         """The worker's current process (the latest one the supervisor started)."""
         assert self.server.child is not None
-        found = re.findall(rf"worker {worker} \(\w+\) pid (\d+)", self.server.child.stderr.text)
-        assert found, self.server.output
+        deadline = time.monotonic() + 10  # stderr is read by its own thread
+        while not (found := re.findall(rf"worker {worker} \(\w+\) pid (\d+)", self.server.child.stderr.text)):
+            assert time.monotonic() < deadline, self.server.output
+            time.sleep(0.01)
         return int(found[-1])
 
     def wait_restarted(self, worker: int, timeout: float = 60.0) -> None:
@@ -333,3 +335,18 @@ def test_nothing_acknowledged_is_lost_when_a_worker_is_killed(workers: Workers, 
         for event_id in load.acknowledged:
             got = _eventually(lambda s=stubs, i=event_id: s.query.GetEvent(query_pb2.GetEventRequest(id=i)))
             assert got.id == event_id
+
+
+def test_one_worker_is_the_single_process_server(tmp_path: Path) -> None:
+    server = server_process.ServerProcess(tmp_path / "data", "--workers", "1").start()
+    try:
+        assert server.child is not None
+        pid = server.child.proc.pid
+        children = set()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.update(f.read().split())
+        assert not children
+        assert "workers" not in server.output
+    finally:
+        assert server.stop() == 0

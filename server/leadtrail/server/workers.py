@@ -39,6 +39,7 @@ READY_SECONDS = 120.0
 STOP_SECONDS = 30.0
 RESTART_BACKOFF_SECONDS = (0.1, 5.0)
 SOCKET_NAME = "writer.sock"
+PORT_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -50,16 +51,36 @@ class _Worker:
     started: float = field(default_factory=time.monotonic)
 
 
-def _reserve(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    reserved = socket.socket(family, socket.SOCK_STREAM)
-    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc's own listeners
+    if shared:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        reserved.bind((host.strip("[]"), port))
+        bound.bind((host.strip("[]"), port))
     except OSError as e:
-        reserved.close()
+        bound.close()
         raise app.StartupError(f"--listen {host}:{port}: cannot bind ({e.strerror or e})") from None
-    return reserved
+    return bound
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """The port, for this server's workers only. ``SO_REUSEPORT`` would also let another
+    server of the same user share a port in use: a plain bind first proves it free."""
+    deadline = time.monotonic() + PORT_WAIT_SECONDS
+    while True:
+        try:
+            probe = _bind(host, port, shared=False)
+            break
+        except app.StartupError:
+            # The workers of a supervisor just killed may hold it a moment longer.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    port = probe.getsockname()[1]
+    probe.close()
+    return _bind(host, port, shared=True)
 
 
 def _check(config: app.ServerConfig) -> tuple[str, int]:
@@ -78,6 +99,8 @@ class Supervisor:
         self.count = count
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
+        self._serving = False
+        """Set once all N serve: before, a failed start says only what the worker said."""
         self._failures: dict[int, int] = {}
 
     def run(self) -> int:
@@ -103,6 +126,9 @@ class Supervisor:
             for role in roles[1:]:
                 if self._start(config, role) is None:
                     return self._failed_start(role.index)
+            self._serving = True
+            for worker in self._workers.values():
+                self._tell(worker)
             print(f"{line.rstrip(')')}, {self.count} workers)", flush=True)
             self._supervise(config)
             return self._stop_all()
@@ -128,8 +154,14 @@ class Supervisor:
         )
         os.close(announce)
         worker = self._workers[role.index] = _Worker(role, proc, ready)
-        print(f"leadtrail: worker {role.index} ({role.name}) pid {proc.pid}", file=sys.stderr, flush=True)
+        if self._serving:
+            self._tell(worker)
         return self._wait_ready(worker)
+
+    def _tell(self, worker: _Worker) -> None:
+        role = worker.role
+        line = f"leadtrail: worker {role.index} ({role.name}) pid {worker.proc.pid}"
+        print(line, file=sys.stderr, flush=True)
 
     def _wait_ready(self, worker: _Worker) -> str | None:
         received = b""
@@ -187,7 +219,8 @@ class Supervisor:
     def _stop_all(self) -> int:
         """Followers first (their forwarded calls finish at the writer), then the writer;
         returns the writer's exit status."""
-        print("leadtrail: shutting down", file=sys.stderr, flush=True)
+        if self._serving:
+            print("leadtrail: shutting down", file=sys.stderr, flush=True)
         followers = [w for i, w in self._workers.items() if i]
         writer = self._workers.get(0)
         for group in (followers, [writer] if writer else []):
