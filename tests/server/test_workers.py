@@ -207,6 +207,22 @@ def test_a_subscriber_on_each_worker_receives_a_new_commit(workers: Workers) -> 
     assert received == {WRITER: [event_id], FOLLOWER: [event_id]}
 
 
+def test_a_subscription_on_a_follower_replays_what_was_just_acknowledged(workers: Workers) -> None:
+    writer = _stubs(workers.channel(WRITER))
+    follower = stream_pb2_grpc.StreamServiceStub(workers.channel(FOLLOWER))
+    for round in range(5):
+        ids = _append(writer, *(_event(f"lead-s{round}-{n}") for n in range(3)))
+        replayed = []
+        call = follower.Subscribe(stream_pb2.SubscribeRequest(from_start=True), timeout=30)
+        for response in call:
+            if response.HasField("caught_up"):
+                break
+            if response.HasField("event"):
+                replayed.append(response.event.id)
+        call.cancel()
+        assert replayed[-3:] == ids
+
+
 def test_reads_on_a_follower_keep_each_roles_scope_and_masking(tmp_path: Path) -> None:
     data = tmp_path / "data"
     roles = ("writer", "reader", "analyst", "admin")

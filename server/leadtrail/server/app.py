@@ -43,7 +43,7 @@ from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .auth import CALLER, Gate
 from .feed import Feed
-from .follower import follow_writer
+from .follower import Followed, SyncedStream, follow_writer
 from .forwarding import forwarded
 from .keys import KeyStore, KeyStoreError
 from .notices import NoticeHub, WriterLink
@@ -320,7 +320,10 @@ class LeadTrailServer:
         if following:
             assert self._link is not None
             store.audit = ReadAudit(self._link)  # records of reads here are written by the writer
-            self._following = asyncio.create_task(follow_writer(self._link, notices, event_log, feed, reads))
+            followed = Followed(event_log.last_position)
+            self._following = asyncio.create_task(
+                follow_writer(self._link, notices, event_log, feed, reads, followed)
+            )
         else:
             hub = self._hub = NoticeHub(event_log) if role is not None else None
 
@@ -349,6 +352,9 @@ class LeadTrailServer:
                 continue
             if self._hub is not None and module is admin_pb2:
                 servicer = SettledAdmin(servicer, self._hub)
+            if following and module is stream_pb2:
+                assert self._link is not None
+                servicer = SyncedStream(servicer, self._link, followed)
             handler = _handlers(servicer, service, gate)
             server.add_generic_rpc_handlers((handler,))
             if service.full_name in FORWARDED:

@@ -37,6 +37,7 @@ log = logging.getLogger("leadtrail.server")
 SERVICE = "leadtrail.worker.Writer"
 FOLLOW = f"/{SERVICE}/Follow"
 AUDIT = f"/{SERVICE}/Audit"
+LATEST = f"/{SERVICE}/Latest"
 SETTLE_SECONDS = 10.0
 """How long an admin call waits for the followers' answers; one that does not answer
 in time is reported in the log (it is hung or dying, and is restarted)."""
@@ -143,11 +144,15 @@ class NoticeHub:
                 log.warning("audit records of a follower not written: %s", e)
             return b""
 
+        async def latest(raw: bytes, context: Context) -> bytes:
+            return str(self._store.last_position).encode()
+
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
                 "Follow": grpc.stream_stream_rpc_method_handler(self._follow),
                 "Audit": grpc.unary_unary_rpc_method_handler(audit),
+                "Latest": grpc.unary_unary_rpc_method_handler(latest),
             },
         )
 
@@ -209,6 +214,14 @@ class WriterLink:
             await self.channel.unary_unary(AUDIT, None, None)(events_to_bytes(events), timeout=SETTLE_SECONDS)
         except grpc.aio.AioRpcError as e:
             log.warning("audit records not handed to the writer: %s", e.code())
+
+    async def latest(self, timeout: float) -> int | None:
+        """The writer's visible position now; None when it does not answer in time."""
+        try:
+            raw = await self.channel.unary_unary(LATEST, None, None)(b"", timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+        return int(raw)
 
     async def close(self) -> None:
         self._closed = True
