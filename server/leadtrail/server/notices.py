@@ -169,6 +169,11 @@ class WriterLink:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # The writer's socket appears (again) within a second or two of start: try
+                # often, so a follower serves soon after it does.
+                ("grpc.initial_reconnect_backoff_ms", 20),
+                ("grpc.min_reconnect_backoff_ms", 20),
+                ("grpc.max_reconnect_backoff_ms", 500),
             ],
         )
         self._call: Any = None

@@ -120,12 +120,15 @@ class Supervisor:
             config = dataclasses.replace(self.config, listen=listen)
             socket_path = os.path.join(private, SOCKET_NAME)
             roles = [WorkerRole(i, self.count, socket_path) for i in range(self.count)]
-            line = self._start(config, roles[0])
+            # All at once: each spends its first second importing, and the followers
+            # wait for the writer's first notice on their own.
+            started = [self._spawn(config, role) for role in roles]
+            line = self._wait_ready(started[0])
             if line is None:
                 return self._failed_start(0)
-            for role in roles[1:]:
-                if self._start(config, role) is None:
-                    return self._failed_start(role.index)
+            for worker in started[1:]:
+                if self._wait_ready(worker) is None:
+                    return self._failed_start(worker.role.index)
             self._serving = True
             for worker in self._workers.values():
                 self._tell(worker)
@@ -146,6 +149,9 @@ class Supervisor:
 
     def _start(self, config: app.ServerConfig, role: WorkerRole) -> str | None:
         """Start the worker of ``role`` and wait until it serves: its ready line, or None."""
+        return self._wait_ready(self._spawn(config, role))
+
+    def _spawn(self, config: app.ServerConfig, role: WorkerRole) -> _Worker:
         ready, announce = os.pipe()
         argument = json.dumps({"config": dataclasses.asdict(config), "role": dataclasses.asdict(role)})
         proc = subprocess.Popen(
@@ -156,7 +162,7 @@ class Supervisor:
         worker = self._workers[role.index] = _Worker(role, proc, ready)
         if self._serving:
             self._tell(worker)
-        return self._wait_ready(worker)
+        return worker
 
     def _tell(self, worker: _Worker) -> None:
         role = worker.role
@@ -177,13 +183,21 @@ class Supervisor:
                 received += chunk
         finally:
             os.close(worker.ready)
+            worker.ready = -1
         line = received.decode(errors="replace").strip()
         return line or None
 
     def _failed_start(self, index: int) -> int:
+        """A worker did not come up: the others, serving nothing yet, are killed."""
         worker = self._workers[index]
         status = worker.proc.poll()
-        self._stop_all()
+        for other in self._workers.values():
+            if other.proc.poll() is None:
+                other.proc.kill()
+            other.proc.wait()
+            if other.ready >= 0:
+                os.close(other.ready)
+                other.ready = -1
         return status if status else 1
 
     def _supervise(self, config: app.ServerConfig) -> None:
