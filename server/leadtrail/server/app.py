@@ -11,8 +11,10 @@ later), new calls are refused, in-flight appends finish, the log is closed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,15 +30,28 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from leadtrail.storage import CorruptionError, Event, EventLog, FsyncPolicy, Options, StorageError
+from leadtrail.storage import (
+    CorruptionError,
+    DataDirectoryError,
+    Event,
+    EventLog,
+    FsyncPolicy,
+    Options,
+    StorageError,
+)
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .auth import CALLER, Gate
 from .feed import Feed
+from .follower import Followed, SyncedStream, follow_writer
+from .forwarding import forwarded
 from .keys import KeyStore, KeyStoreError
+from .notices import NoticeHub, WriterLink
 from .privacy import Fingerprints
+from .read_audit import ReadAudit
 from .service import ServedStore, servicers
 from .status import Context, ServiceError, abort, invalid
+from .worker_role import WorkerRole
 
 log = logging.getLogger("leadtrail.server")
 
@@ -48,6 +63,10 @@ SERVICE_NAMES = (
     stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3]
+"""What a follower worker sends on to the writer: appends and administration."""
+FIRST_NOTICE_SECONDS = 60.0
+LOCK_WAIT_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -233,15 +252,48 @@ class ReflectionGate(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # g
         return await continuation(details)
 
 
-class LeadTrailServer:
-    """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``)."""
+class SettledAdmin:
+    """The writer's AdminService: a call that may have changed the store on disk returns
+    once every follower worker reloaded (notices.py), so no worker serves what it removed."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    READ_ONLY = frozenset({"GetStats", "Verify", "ListKeys", "GetFieldPolicy"})
+
+    def __init__(self, servicer: object, hub: NoticeHub) -> None:
+        self._servicer = servicer
+        self._hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        impl = getattr(self._servicer, name)
+        if name in self.READ_ONLY:
+            return impl
+
+        async def settled(request: Any, context: Context) -> Any:
+            try:
+                return await impl(request, context)
+            finally:
+                await self._hub.settle()
+
+        return settled
+
+
+class LeadTrailServer:
+    """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``).
+
+    With a ``role`` it is one worker of ``leadtrail serve --workers N`` (worker_role.py):
+    the writer also serves its followers on a private socket; a follower reads the
+    store from disk and forwards appends and administration to the writer."""
+
+    def __init__(self, config: ServerConfig, role: WorkerRole | None = None) -> None:
         self.config = config
+        self.role = role
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._private: grpc.aio.Server | None = None
         self._store: ServedStore | None = None
         self._health = HealthServicer()
+        self._hub: NoticeHub | None = None
+        self._link: WriterLink | None = None
+        self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -260,8 +312,14 @@ class LeadTrailServer:
         )
         reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="leadtrail-read")
         loop = asyncio.get_running_loop()
-        # Opening recovers the log and indexes its tail: disk work, off the loop.
-        event_log = await loop.run_in_executor(reads, EventLog.open, config.data, options)
+        role = self.role
+        following = role is not None and not role.writer
+        if following:
+            assert role is not None
+            event_log, notices = await self._open_following(role, options, reads)
+        else:
+            # Opening recovers the log and indexes its tail: disk work, off the loop.
+            event_log = await self._open_writing(options, reads)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
         try:
             fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
@@ -270,23 +328,50 @@ class LeadTrailServer:
         feed = Feed(event_log.last_position)
         store = ServedStore(event_log, reads, feed, ingest, keys, fingerprints)
         self._store = store
+        if following:
+            assert self._link is not None
+            store.audit = ReadAudit(self._link)  # records of reads here are written by the writer
+            followed = Followed(event_log.last_position)
+            self._following = asyncio.create_task(
+                follow_writer(self._link, notices, event_log, feed, reads, followed)
+            )
+        else:
+            hub = self._hub = NoticeHub(event_log) if role is not None else None
 
-        def committed(events: list[Event]) -> None:  # on the writer thread
-            loop.call_soon_threadsafe(store.feed.publish, events)
+            def committed(events: list[Event]) -> None:  # on the writer thread
+                loop.call_soon_threadsafe(store.feed.publish, events)
+                if hub is not None:  # made here, where the segments agree with the position
+                    loop.call_soon_threadsafe(hub.publish, hub.notice())
 
-        event_log.add_commit_listener(committed)
+            event_log.add_commit_listener(committed)
         gate = store.gate = Gate(store.keys)  # one gate: one rate budget per key across every service
         server = grpc.aio.server(
             interceptors=[ReflectionGate(gate)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Workers share the port; the kernel spreads connections over them.
+                ("grpc.so_reuseport", 1 if role is not None else 0),
             ],
         )
+        private: list[grpc.GenericRpcHandler[Any, Any]] = []
         for servicer, module in servicers(store):
             (service,) = module.DESCRIPTOR.services_by_name.values()
-            server.add_generic_rpc_handlers((_handlers(servicer, service, gate),))
+            if following and service.full_name in FORWARDED:
+                assert self._link is not None
+                server.add_generic_rpc_handlers((forwarded(self._link.channel, service),))
+                continue
+            if self._hub is not None and module is admin_pb2:
+                servicer = SettledAdmin(servicer, self._hub)
+            if following and module is stream_pb2:
+                assert self._link is not None
+                servicer = SyncedStream(servicer, self._link, followed)
+            handler = _handlers(servicer, service, gate)
+            server.add_generic_rpc_handlers((handler,))
+            if service.full_name in FORWARDED:
+                private.append(handler)
+        if self._hub is not None and role is not None:
+            await self._serve_followers(role, [*private, self._hub.handler(event_log.submit)])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
@@ -301,6 +386,56 @@ class LeadTrailServer:
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _open_writing(self, options: Options, reads: ThreadPoolExecutor) -> EventLog:
+        loop = asyncio.get_running_loop()
+        if self.role is None:
+            return await loop.run_in_executor(reads, EventLog.open, self.config.data, options)
+        # A writer started again after its supervisor was killed may find the killed
+        # writer's lock still held for a moment, while the kernel ends that process.
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                return await loop.run_in_executor(reads, EventLog.open, self.config.data, options)
+            except DataDirectoryError as e:
+                if "in use" not in str(e) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
+    async def _open_following(
+        self, role: WorkerRole, options: Options, reads: ThreadPoolExecutor
+    ) -> tuple[EventLog, AsyncIterator[Any]]:
+        """A follower's store, opened from the writer's first notice."""
+        link = self._link = WriterLink(role.private_socket, self.config.max_message_bytes)
+        notices = link.notices()
+        try:
+            notice, _ = await asyncio.wait_for(anext(notices), FIRST_NOTICE_SECONDS)
+        except (TimeoutError, StopAsyncIteration):
+            raise StartupError(
+                f"worker {role.index}: the writer did not answer on its private socket"
+            ) from None
+        read_only = dataclasses.replace(options, read_only=True)
+        loop = asyncio.get_running_loop()
+        event_log = await loop.run_in_executor(
+            reads, EventLog.open_follower, self.config.data, notice, read_only
+        )
+        return event_log, notices
+
+    async def _serve_followers(
+        self, role: WorkerRole, handlers: list[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        """The writer's private server: the forwarded services and the notices."""
+        private = self._private = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ]
+        )
+        private.add_generic_rpc_handlers(handlers)
+        if os.path.exists(role.private_socket):
+            os.remove(role.private_socket)  # a killed writer's socket
+        private.add_insecure_port(f"unix:{role.private_socket}")
+        await private.start()
 
     @property
     def address(self) -> str:
@@ -318,8 +453,16 @@ class LeadTrailServer:
         if store is not None:
             store.closing = True
             store.feed.close()
+        if self._hub is not None:
+            self._hub.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._private is not None:
+            await self._private.stop(grace)
+        if self._following is not None:
+            self._following.cancel()
+        if self._link is not None:
+            await self._link.close()
         if store is not None:
             # Every queued group is written and fsynced before the log closes.
             store.ingest.shutdown(wait=True)
@@ -327,8 +470,15 @@ class LeadTrailServer:
             store.reads.shutdown(wait=True)
 
 
-async def _serve(config: ServerConfig) -> int:
-    server = LeadTrailServer(config)
+Announce = Callable[[str], None]
+
+
+def _print_ready(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _serve(config: ServerConfig, role: WorkerRole | None, announce: Announce) -> int:
+    server = LeadTrailServer(config, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -338,17 +488,17 @@ async def _serve(config: ServerConfig) -> int:
     except BaseException:
         await server.stop(0)
         raise
-    quarantined = server.log.quarantined()
-    for line in quarantined:
-        print(f"leadtrail: quarantined: {line}", file=sys.stderr, flush=True)
-    print(
+    if role is None or role.writer:
+        for line in server.log.quarantined():
+            print(f"leadtrail: quarantined: {line}", file=sys.stderr, flush=True)
+    announce(
         f"leadtrail: serving on {server.address} (data {config.data}, "
         f"last position {server.log.last_position}, fsync {server.log.options.fsync}, "
-        f"{'mutual TLS' if config.tls_client_ca else 'TLS' if config.tls_cert else 'plaintext'})",
-        flush=True,
+        f"{'mutual TLS' if config.tls_client_ca else 'TLS' if config.tls_cert else 'plaintext'})"
     )
     await stop.wait()
-    print("leadtrail: shutting down", file=sys.stderr, flush=True)
+    if role is None:
+        print("leadtrail: shutting down", file=sys.stderr, flush=True)
     await server.stop()
     return 0
 
@@ -365,7 +515,6 @@ def serve(
     tls_client_ca: str | None = None,
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
-    logging.basicConfig(level=logging.WARNING, format="leadtrail: %(levelname)s %(message)s")
     config = ServerConfig(
         data=data,
         listen=listen,
@@ -376,8 +525,15 @@ def serve(
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
     )
+    return run(config)
+
+
+def run(config: ServerConfig, role: WorkerRole | None = None, announce: Announce = _print_ready) -> int:
+    """Serve ``config`` until SIGTERM/SIGINT, as one process or as worker ``role``;
+    ``announce`` gets the ready line. Returns the process exit status."""
+    logging.basicConfig(level=logging.WARNING, format="leadtrail: %(levelname)s %(message)s")
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, role, announce))
     except CorruptionError as e:
         print(
             f"leadtrail: refusing to start: the log is damaged: {'; '.join(e.problems)} "

@@ -28,6 +28,9 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_SERVER = "127.0.0.1:50051"
 MAX_BATCH = 1000
 """The server's limit of events per Append request."""
+DEFAULT_WORKERS = 1
+"""One process unless told otherwise (``--workers N``)."""
+MAX_WORKERS = 64
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -47,6 +50,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Imported here: the offline commands must not need the gRPC stack.
     from leadtrail.server import app
 
+    if args.workers > 1:
+        from leadtrail.server import workers
+
+        config = app.ServerConfig(
+            data=args.data,
+            listen=args.listen,
+            fsync=args.fsync,
+            quarantine=args.quarantine,
+            insecure=args.insecure,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+        )
+        return workers.supervise(config, args.workers)
     return app.serve(
         data=args.data,
         listen=args.listen,
@@ -208,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument(
         "--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive(MAX_WORKERS),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"serve with N processes on one port (default {DEFAULT_WORKERS}): each serves reads and "
+        "subscriptions from the files; the first owns the writer and the others forward appends and "
+        "administration to it; 1 is a single process",
     )
     p.set_defaults(func=cmd_serve, parser=p)
 

@@ -95,6 +95,18 @@ class DataDirectory:
         self.files.write_file_atomically(path, value + b"\n")
         return value
 
+    def existing_store_id(self) -> bytes:
+        """The store's id as the process that owns the store wrote it; for a follower,
+        which must not create one."""
+        try:
+            with open(self.file(STORE_ID_FILE), "rb") as f:
+                value = f.read().strip()
+        except FileNotFoundError:
+            value = b""
+        if not value:
+            raise DataDirectoryError(f"data directory {self.path} has no store yet (no {STORE_ID_FILE})")
+        return value
+
     def remove_leftovers(self) -> None:
         """Remove what an interrupted compaction, quarantine or atomic write left behind."""
         for directory in (self.log_dir, self.path, self.quarantine_dir):

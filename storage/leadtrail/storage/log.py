@@ -39,6 +39,7 @@ from .event import (
     VerifyReport,
 )
 from .fields import FieldPolicies, FieldPolicy
+from .follow import CommitNotice
 from .index import Index
 from .maintenance import StoreMaintenance
 from .options import Options
@@ -59,9 +60,19 @@ class EventLog:
     def open(cls, path: str | os.PathLike[str], options: Options | None = None) -> EventLog:
         return cls(os.fspath(path), options or Options())
 
-    def __init__(self, path: str, options: Options) -> None:
+    @classmethod
+    def open_follower(
+        cls, path: str | os.PathLike[str], notice: CommitNotice, options: Options | None = None
+    ) -> EventLog:
+        """Open, for reading only, a store that another process writes (follow.py): no lock,
+        no recovery, nothing written; ``follow_commit`` moves it along with the writer."""
+        return cls(os.fspath(path), options or Options(read_only=True), follow=notice)
+
+    def __init__(self, path: str, options: Options, *, follow: CommitNotice | None = None) -> None:
         self.path = path
         self.options = options
+        self._following = follow
+        self._index_inode = 0
         self._directory = DataDirectory(path, options.files)
         self._segments = SegmentList(self._directory.log_dir, options.files)
         self._closed = False
@@ -81,6 +92,9 @@ class EventLog:
             raise
 
     def _open(self) -> None:
+        if self._following is not None:
+            self._open_following(self._following)
+            return
         directory, files, options = self._directory, self.options.files, self.options
         directory.lock()
         self.store_id = directory.store_id()
@@ -127,6 +141,73 @@ class EventLog:
             stored_event=self._reader.stored_event,
             last_recorded_at=self._last_recorded_at(),
         )
+
+    # -- following another process's writer (follow.py) -------------------------------------
+
+    def _open_following(self, notice: CommitNotice) -> None:
+        directory, files = self._directory, self.options.files
+        self.store_id = directory.existing_store_id()
+        self._retention = retention.RetentionPolicies(self.path, files)
+        self._quarantine = Quarantine(directory.quarantine_dir, files, directory.retire)
+        self._index_inode = _inode(directory.index_dir)
+        self._index = Index(directory.index_dir, self.options.map_size, readonly=True)
+        self._segments.reload(notice.tail, notice.visible)
+        self._load_followed_parts(0)
+        self._maintenance = StoreMaintenance(
+            directory=directory,
+            segments=self._segments,
+            reader=self._reader,
+            dictionaries=self.dictionaries,
+            fields=self.fields,
+            trainer=lambda: None,
+            writer=lambda: None,
+            closed=lambda: self._closed,
+            append=self.append,
+        )
+
+    def _load_followed_parts(self, epoch: int) -> None:
+        """The parts a follower reads anew after the writer changed them on disk."""
+        files, options = self.options.files, self.options
+        self.dictionaries = Dictionaries(
+            self._directory.dictionaries_dir,
+            files,
+            options.compression_level,
+            options.dictionary_bytes,
+            self.store_id,
+        )
+        self.fields = FieldPolicies(self.path, files)
+        reader = Reader(self._require_index, self._segments, self.dictionaries)
+        # The rewrite epoch only ever grows: what was read before this reload is stale.
+        for _ in range(epoch):
+            reader.new_epoch()
+        self._reader = reader
+
+    def follow_commit(self, notice: CommitNotice, reload: bool = False) -> None:
+        """A follower learns that the writer committed up to ``notice.visible``; a new
+        maintenance epoch or dictionary (or ``reload``: the writer restarted) makes it
+        reload segments, index and policies."""
+        following = self._following
+        if following is None or self._closed:
+            return
+        known = notice.dictionary == 0 or notice.dictionary in self.dictionaries.ids()
+        if reload or notice.epoch != following.epoch or not known:
+            self._reload_followed(notice)
+        elif not self._segments.follow(notice.tail, notice.visible):
+            self._segments.reload(notice.tail, notice.visible)
+
+    def _reload_followed(self, notice: CommitNotice) -> None:
+        with self._reader.swapping_index():
+            inode = _inode(self._directory.index_dir)
+            if inode != self._index_inode:  # the writer swapped in a new index
+                # Closed first: LMDB refuses a second environment on one path in a process.
+                # No reader holds it here (swapping_index).
+                with contextlib.suppress(lmdb.Error):
+                    self._require_index().env.close()
+                self._index = Index(self._directory.index_dir, self.options.map_size, readonly=True)
+                self._index_inode = inode
+            self._segments.reload(notice.tail, notice.visible)
+            self._load_followed_parts(self._reader.rewrite_epoch + 1)
+        self._following = notice
 
     def _last_recorded_at(self) -> int:
         last = self._segments.last_event_position
@@ -397,7 +478,10 @@ class EventLog:
             self._trainer.close()
         if self._index is not None:
             with contextlib.suppress(lmdb.Error):
-                self._index.close()
+                if self._following is not None:
+                    self._index.env.close()  # read-only: nothing to sync
+                else:
+                    self._index.close()
         self._segments.close()
         self._directory.release()
 
@@ -418,6 +502,13 @@ class EventLog:
         if self._closed or self._index is None:
             raise ClosedError("the store is closed")
         return self._index
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return 0
 
 
 def _named(event: Event) -> Event:

@@ -14,6 +14,7 @@ import bisect
 import os
 import threading
 
+from .follow import SegmentState, apply_state, state_on_disk
 from .format import parse_segment_name
 from .fs import Files
 from .segment import Segment
@@ -103,9 +104,57 @@ class SegmentList:
         self._files.remove(segment.path)
         self._files.fsync_dir(self.directory)
 
+    # -- a follower's steps (follow.py): the writer is another process --------------------
+
+    def follow(self, tail: tuple[SegmentState, ...], visible: int) -> bool:
+        """Take the writer's last segments as a commit notice describes them and move the
+        visible position; False when segments before them were missed (reload instead)."""
+        known = {s.base: s for s in self._segments}
+        added = [Segment(self.directory, state.base) for state in tail if state.base not in known]
+        if added:
+            self.replace([*self._segments, *added])
+            known.update((s.base, s) for s in added)
+        for state in tail:
+            apply_state(known[state.base], state)
+        if tail:
+            older = [s for s in self._segments if s.base < tail[0].base]
+            if older and not older[-1].sealed:
+                return False  # a segment was sealed (and maybe more made) between notices
+        self._visible = visible
+        return True
+
+    def reload(self, tail: tuple[SegmentState, ...], visible: int) -> None:
+        """Open every segment file anew (the writer rewrote or deleted some): the tail as
+        the notice says, the others as their seals say. The old descriptors stay open a
+        while for reads already under way, then close."""
+        described = {state.base: state for state in tail}
+        fresh: list[Segment] = []
+        for base in segment_bases(self.directory):
+            try:
+                segment = Segment(self.directory, base)
+            except FileNotFoundError:
+                continue  # retention deleted it meanwhile
+            apply_state(segment, described.get(base) or state_on_disk(segment))
+            fresh.append(segment)
+        old = self._segments
+        self.replace(fresh)
+        self._visible = visible
+
+        def close_old() -> None:
+            for segment in old:
+                segment.close()
+
+        closing = threading.Timer(_RETIRED_FDS_SECONDS, close_old)
+        closing.daemon = True
+        closing.start()
+
     def close(self) -> None:
         for segment in self._segments:
             segment.close()
+
+
+_RETIRED_FDS_SECONDS = 10.0
+"""How long a follower keeps the descriptors of replaced files for reads begun before."""
 
 
 def segment_bases(directory: str) -> list[int]:

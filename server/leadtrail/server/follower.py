@@ -1,0 +1,119 @@
+"""A follower worker keeps up with the writer: its store, its live feed, its acknowledgements.
+
+Each notice from the writer (notices.py) moves the follower's store (storage
+``EventLog.follow_commit``); the events it newly made visible go to this
+process's live feed, read back from the segment files, so that subscribers of
+every worker see each commit promptly and never one the writer has not
+acknowledged. A new maintenance epoch is answered once the store reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from typing import Any
+
+from leadtrail.storage import Event, EventLog
+from leadtrail.storage.follow import CommitNotice
+
+from .feed import Feed
+from .notices import WriterLink
+
+log = logging.getLogger("leadtrail.server")
+
+FEED_BACKLOG = 2048
+"""At most this many of the newest events go to the feed at once; subscribers further
+behind read the rest from disk, as they do after any gap."""
+
+
+SYNC_SECONDS = 2.0
+"""How long a subscription on a follower waits to see what the writer has acknowledged."""
+
+
+class Followed:
+    """How far this follower has applied the writer's notices."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self._moved = asyncio.Event()
+
+    def moved_to(self, position: int) -> None:
+        self.position = position
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def reached(self, position: int, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.position < position:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._moved.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+
+class SyncedStream:
+    """A follower's StreamService: a subscription starts from what the writer has
+    acknowledged when it is asked for, as it would on the writer (a client that appended,
+    then subscribed through another connection, gets what it appended)."""
+
+    def __init__(self, servicer: object, link: WriterLink, followed: Followed) -> None:
+        self._servicer = servicer
+        self._link = link
+        self._followed = followed
+
+    def __getattr__(self, name: str) -> Any:
+        impl = getattr(self._servicer, name)
+
+        async def synced(request: Any, context: Any) -> AsyncIterator[Any]:
+            latest = await self._link.latest(SYNC_SECONDS)
+            if latest is not None:  # a writer away is no reason to refuse what is here
+                await self._followed.reached(latest, SYNC_SECONDS)
+            async for response in impl(request, context):
+                yield response
+
+        return synced
+
+
+def _visible_events(store: EventLog, after: int, upto: int) -> list[Event]:
+    start = max(after + 1, upto - FEED_BACKLOG + 1)
+    return list(store.read_from(start, limit=upto - start + 1))
+
+
+async def follow_writer(
+    link: WriterLink,
+    notices: AsyncIterator[tuple[CommitNotice, bool]],
+    store: EventLog,
+    feed: Feed,
+    reads: Executor,
+    followed: Followed,
+) -> None:
+    """Runs until the link closes: every notice applied in order."""
+    loop = asyncio.get_running_loop()
+    published = store.last_position
+    acknowledged = 0
+    async for notice, first in notices:
+        try:
+            await loop.run_in_executor(reads, store.follow_commit, notice, first)
+            if first or notice.epoch != acknowledged:
+                # The store was reloaded (an erasure may be why): what the feed kept is
+                # read again from disk by whoever needs it.
+                feed.clear()
+            if notice.visible > published:
+                events = await loop.run_in_executor(reads, _visible_events, store, published, notice.visible)
+                feed.publish(events)
+                published = notice.visible
+            followed.moved_to(notice.visible)
+        except Exception:
+            # A read that failed here is tried again with the next notice; the follower
+            # keeps serving what it has meanwhile.
+            log.exception("follower could not apply a commit notice")
+            continue
+        if notice.epoch != acknowledged:
+            await link.acknowledge(notice.epoch)
+            acknowledged = notice.epoch
