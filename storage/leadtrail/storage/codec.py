@@ -123,7 +123,17 @@ def apply_delta(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, 
 class Dictionaries:
     """zstd dictionaries by id, trained from bodies as they arrive, immutable once written."""
 
-    def __init__(self, directory: str, files: Files, options_level: int, size: int, store_id: bytes) -> None:
+    def __init__(
+        self,
+        directory: str,
+        files: Files,
+        options_level: int,
+        size: int,
+        store_id: bytes,
+        read_only: bool = False,
+    ) -> None:
+        """``read_only``: another process writes the store (a follower), so nothing here
+        is created or removed: a ``.tmp`` file may be its dictionary being written."""
         self.directory = directory
         self._files = files
         self._level = options_level
@@ -137,11 +147,13 @@ class Dictionaries:
         # decode them into wrong bytes: new records use only files bound to this store.
         self._unbound: set[int] = set()
         self._local = threading.local()
-        os.makedirs(directory, exist_ok=True)
-        for name in sorted(os.listdir(directory)):
+        if not read_only:
+            os.makedirs(directory, exist_ok=True)
+        for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
             path = os.path.join(directory, name)
             if name.endswith(".tmp"):
-                os.remove(path)  # an interrupted write: never referenced by a record
+                if not read_only:
+                    os.remove(path)  # an interrupted write: never referenced by a record
                 continue
             if name.endswith(".retired"):
                 self._retired.add(int(name.split(".")[0]))

@@ -174,6 +174,7 @@ class EventLog:
             options.compression_level,
             options.dictionary_bytes,
             self.store_id,
+            read_only=True,
         )
         self.fields = FieldPolicies(self.path, files)
         reader = Reader(self._require_index, self._segments, self.dictionaries)

@@ -165,6 +165,10 @@ class Reader:
         return event
 
     def _record(self, txn: lmdb.Transaction, position: int) -> tuple[Segment, bytes | memoryview] | None:
+        if position > self._segments.visible:
+            # Indexed but not yet visible: a follower's index may run ahead of the commit
+            # notices it has applied (the segment may not even be known yet).
+            return None
         segment = self._segments.segment_for(position)
         if segment is None:
             return None
