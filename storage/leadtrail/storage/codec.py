@@ -396,24 +396,12 @@ class Trainer:
 
 def encode_body(event: Event, lead_part: Mapping[str, Any] | orjson.Fragment) -> bytes:
     """The JSON body: the fields in ``BodyField`` order (decode_event unpacks the same)."""
-    return orjson.dumps(
-        [
-            event.id,
-            event.type,
-            event.lead_id,
-            event.flow_id,
-            event.entity_id,
-            int(event.outcome),
-            event.reason,
-            event.duration_ms,
-            event.integration,
-            event.response_code,
-            event.price,
-            event.details,
-            lead_part,
-        ]
-    )
+    return orjson.dumps([*wirebody.scalar_fields(event), event.details, lead_part])
 
+
+_WIRE_CODECS = (CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE)
+_JSON_CODECS = (CODEC_PLAIN, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE)
+"""A body form's codecs: (plain, zstd with dictionary, zstd without)."""
 
 LAST_SNAPSHOTS_BUDGET = 8 * 1024 * 1024
 """JSON bytes of the latest snapshot per lead the encoder keeps to delta against."""
@@ -452,9 +440,9 @@ class EventEncoder:
 
         The body is the event's wire form (format 1.2) with its snapshot whole and the
         timeline changes against the lead's previous event in this segment, computed
-        here once rather than on every read of the timeline. Changes never reach back past the segment:
-        a rewrite (erasure) re-encodes a segment's events together, and must find every
-        value a change quotes among them."""
+        here once rather than on every read of the timeline. Changes never reach back
+        past the segment: a rewrite (erasure) re-encodes a segment's events together,
+        and must find every value a change quotes among them."""
         if self._json_form:
             return self._encode_json(event, position, segment_base, lead_json)
         key = (event.account_id, event.lead_id)
@@ -473,35 +461,8 @@ class EventEncoder:
         details_json = orjson.dumps(event.details) if event.details else b""
         body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
         self.last_raw_bytes = json_size
-        replaced = self._last.pop(key, None)
-        if replaced is not None:
-            self._last_bytes -= replaced[4]
-        self._last[key] = (segment_base, position, dict(lead), 0, json_size)
-        self._last_bytes += json_size
-        while self._last_bytes > self._last_budget and len(self._last) > 1:
-            self._last_bytes -= self._last.popitem(last=False)[1][4]
-        dict_id = self._dicts.current_id
-        if len(body) < 64:
-            codec, packed = CODEC_WIRE_PLAIN, body
-            dict_id = 0
-        else:
-            packed = self._dicts.compressor(dict_id).compress(body)
-            codec = CODEC_WIRE_ZSTD_DICT_BARE if dict_id else CODEC_WIRE_ZSTD_BARE
-            if self._trainer is not None:
-                self._trainer.observe(body, len(packed), dict_id, event.account_id)
-        account = event.account_id.encode()
-        recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
-        prefix = EVENT_PREFIX.pack(
-            recorded & 0xFFFFFFFF,
-            recorded >> 32,
-            timestamp & 0xFFFFFFFF,
-            timestamp >> 32,
-            codec,
-            dict_id,
-            0,
-            len(account),
-        )
-        return b"".join((prefix, account, packed))
+        self._remember(key, segment_base, position, lead, 0)
+        return self._frame(event, body, _WIRE_CODECS, 0)
 
     def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
         """Format 1.1: a JSON array body, the snapshot as a delta against the lead's previous one."""
@@ -522,20 +483,34 @@ class EventEncoder:
                 base_position, depth, part_json = previous[1], previous[3] + 1, orjson.dumps(delta)
         body = encode_body(event, orjson.Fragment(part_json))
         self.last_raw_bytes = len(body) - len(part_json) + len(lead_json)
+        self._remember(key, segment_base, position, lead, depth)
+        back = position - base_position if base_position else 0
+        return self._frame(event, body, _JSON_CODECS, back)
+
+    def _remember(
+        self, key: tuple[str, str], segment_base: int, position: int, lead: Mapping[str, Any], depth: int
+    ) -> None:
+        """Keep the lead's latest snapshot (for the next one's changes or delta), within budget."""
+        raw = self.last_raw_bytes
         replaced = self._last.pop(key, None)
         if replaced is not None:
             self._last_bytes -= replaced[4]
-        self._last[key] = (segment_base, position, dict(lead), depth, self.last_raw_bytes)
-        self._last_bytes += self.last_raw_bytes
+        self._last[key] = (segment_base, position, dict(lead), depth, raw)
+        self._last_bytes += raw
         while self._last_bytes > self._last_budget and len(self._last) > 1:
             self._last_bytes -= self._last.popitem(last=False)[1][4]
+
+    def _frame(self, event: Event, body: bytes, codecs: tuple[int, int, int], delta_back: int) -> bytes:
+        """The payload: prefix, account and the body, compressed unless tiny. ``codecs``:
+        the body form's (plain, with dictionary, without) codec numbers."""
+        plain, with_dictionary, without = codecs
         dict_id = self._dicts.current_id
         if len(body) < 64:
-            codec, packed = CODEC_PLAIN, body
+            codec, packed = plain, body
             dict_id = 0
         else:
             packed = self._dicts.compressor(dict_id).compress(body)
-            codec = CODEC_ZSTD_DICT_BARE if dict_id else CODEC_ZSTD_BARE
+            codec = with_dictionary if dict_id else without
             if self._trainer is not None:
                 self._trainer.observe(body, len(packed), dict_id, event.account_id)
         account = event.account_id.encode()
@@ -547,7 +522,7 @@ class EventEncoder:
             timestamp >> 32,
             codec,
             dict_id,
-            position - base_position if base_position else 0,
+            delta_back,
             len(account),
         )
         return b"".join((prefix, account, packed))

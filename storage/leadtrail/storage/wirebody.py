@@ -47,21 +47,7 @@ def encode(
     ``lead_json`` are its details and snapshot as ``orjson.dumps`` writes them (b"" when
     empty); ``changes`` are the timeline changes against the event at ``changes_base``
     (its own position: against nothing)."""
-    meta = orjson.dumps(
-        [
-            event.id,
-            event.type,
-            event.lead_id,
-            event.flow_id,
-            event.entity_id,
-            int(event.outcome),
-            event.reason,
-            event.duration_ms,
-            event.integration,
-            event.response_code,
-            event.price,
-        ]
-    )
+    meta = orjson.dumps(scalar_fields(event))
     event_pb, head_len = wireform.encode_event(
         event.id,
         event.type,
@@ -88,6 +74,24 @@ def encode(
     return b"".join((header, meta, event_pb, changes)), json_size
 
 
+def scalar_fields(event: Event) -> list[Any]:
+    """The event's fields but details and snapshot, in the order of both body forms
+    (format 1.1's JSON array begins with them; a wire body's meta is them)."""
+    return [
+        event.id,
+        event.type,
+        event.lead_id,
+        event.flow_id,
+        event.entity_id,
+        int(event.outcome),
+        event.reason,
+        event.duration_ms,
+        event.integration,
+        event.response_code,
+        event.price,
+    ]
+
+
 class StoredEvent:
     """A committed event as its wire body holds it: the scalar fields for filters and
     scopes, the bytes of its answers, and a way to the decoded ``Event`` when values are
@@ -100,6 +104,7 @@ class StoredEvent:
         "_head_len",
         "_json_at",
         "_lead_at",
+        "_meta",
         "account_id",
         "changes_base",
         "entity_id",
@@ -129,6 +134,7 @@ class StoredEvent:
             self.id, self.type, self.lead_id, self.flow_id, self.entity_id, self.outcome = meta[:6]
         except (orjson.JSONDecodeError, ValueError, TypeError) as e:
             raise BadRecord(f"undecodable wire body fields: {e}") from e
+        self._meta = meta
         self._body = body
         self._event_at = event_at
         self._changes_at = changes_at
@@ -191,7 +197,7 @@ class StoredEvent:
 
     def event(self, include_lead: bool = True) -> Event:
         """The decoded event."""
-        meta = orjson.loads(self._body[WIRE_HEADER.size : self._event_at])
+        meta = self._meta  # parsed once, when the record was read
         details_json, lead_json = self.json_parts()
         return Event(
             type=meta[1],
@@ -251,4 +257,4 @@ def _struct_field(tag: bytes, data: Mapping[str, Any]) -> bytes:
     return tag + bytes(size) + encoded
 
 
-__all__ = ["NO_CHANGES", "StoredEvent", "encode", "of_event"]
+__all__ = ["NO_CHANGES", "StoredEvent", "encode", "of_event", "scalar_fields"]
