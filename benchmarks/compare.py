@@ -1,7 +1,7 @@
 """LeadTrail side by side with PostgreSQL, Redis Streams and NATS JetStream, in one run.
 
     python -m benchmarks compare [--quick] [--runs N] [--only leadtrail,workers,ceiling,postgres,redis,nats]
-                                 [--out DIR]
+                                 [--figures replay,scan,...] [--out DIR]
 
 Every system is started here, on 127.0.0.1 with a free port and a fresh data
 directory under a temporary folder, stopped by its process id at the end of
@@ -55,6 +55,7 @@ from benchmarks import report, workload
 from benchmarks.storage_bench import Figure, Scratch, percentile, progress
 from benchmarks.systems import (
     DISK,
+    EVERYTHING,
     INGEST_BATCH,
     INGEST_SINGLE_1,
     INGEST_SINGLE_16,
@@ -375,10 +376,14 @@ class Prepared:
 
 
 class Harness:
-    def __init__(self, work: workload.Workload, scale: Scale, scratch: Scratch) -> None:
+    def __init__(
+        self, work: workload.Workload, scale: Scale, scratch: Scratch, figures: frozenset[str] = EVERYTHING
+    ) -> None:
         self.work = work
         self.scale = scale
         self.scratch = scratch
+        self.figures = figures
+        """The figures measured (``--figures``); the data set is loaded whatever they are."""
         self.measurements = Measurements()
         self.prepared: dict[str, Prepared] = {}
 
@@ -433,7 +438,7 @@ class Harness:
 
     async def measure(self, system: System, outcome: Outcome) -> None:
         m, work, scale, data = self.measurements, self.work, self.scale, self.prepare(system)
-        measures, checked = system.measures, system.checked
+        measures, checked = system.measures & self.figures, system.checked
         cap = max(60.0, scale.seconds * 20)
         empty_bytes = system.disk_bytes()
         loaded = False
@@ -556,6 +561,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(ALL_SYSTEMS),
         help=f"comma-separated systems to run (default: all of {','.join(ALL_SYSTEMS)})",
     )
+    parser.add_argument(
+        "--figures",
+        default=",".join(sorted(EVERYTHING)),
+        help="comma-separated figures to measure (default: all); the data set is loaded in any case, "
+        "so replay,scan is a short run of the reads alone",
+    )
     parser.add_argument("--out", default=RESULTS_DIR, help="directory for the results (default: %(default)s)")
     parser.add_argument("--data", help="directory to create the scratch data directories in (default: temp)")
     args = parser.parse_args(argv)
@@ -565,6 +576,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(ALL_SYSTEMS))
     if unknown:
         parser.error(f"--only: unknown system(s) {', '.join(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+    args.figures = frozenset(name.strip() for name in args.figures.split(",") if name.strip())
+    unknown = sorted(args.figures - EVERYTHING)
+    if unknown:
+        known = ", ".join(sorted(EVERYTHING))
+        parser.error(f"--figures: unknown figure(s) {', '.join(unknown)}; known: {known}")
     if "leadtrail" not in args.only:
         parser.error("--only: leadtrail is what every ratio is about; include it")
     return args
@@ -581,7 +597,7 @@ async def compare(args: argparse.Namespace, scale: Scale, scratch: Scratch) -> H
         timeline_reads=scale.timeline_sample,
         scans=scale.scans,
     )
-    harness = Harness(work, scale, scratch)
+    harness = Harness(work, scale, scratch, args.figures)
     catalogue = systems_by_key()
     systems = [system for key in args.only for system in catalogue[key]]
     running: list[System] = []
