@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable
 
-from leadtrail.storage import ClosedError, Event, EventLog
+from leadtrail.storage import ClosedError, Event, EventLog, StoredEvent
 from leadtrail.v1 import stream_pb2, stream_pb2_grpc
 
 from .caller import MASKED_ROLES, Caller, FieldClasses
@@ -64,9 +64,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         return self.store.log.last_position
 
     @streaming
-    async def Subscribe(
+    async def Subscribe(  # type: ignore[override]  # answers serialized messages (see app._serializer)
         self, request: stream_pb2.SubscribeRequest, context: Context
-    ) -> AsyncIterator[stream_pb2.SubscribeResponse]:
+    ) -> AsyncIterator[bytes]:
         store, caller = self.store, Caller.current()
         f = caller.filter(request.filter)
         if request.batch_size > MAX_BATCH_SIZE:
@@ -80,6 +80,15 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         def serialized(event: Event) -> bytes:
             return feed.encoded(event, form(event), encode)
 
+        masking = caller.masking(fields)
+
+        def stored(record: StoredEvent) -> bytes:
+            # Replayed from disk: spliced from the stored bytes, or decoded for the one
+            # masking pass when the caller's role masks personal fields.
+            if masking is None:
+                return event_field(record.wire() if json_snapshots else record.wire_structs())
+            return encode(masking(record.event()))
+
         closing: Callable[[], bool] = lambda: store.closing  # noqa: E731
         pump = SubscriptionPump(
             store.log,
@@ -87,13 +96,14 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             store.run,
             f,
             serialized=serialized,
+            stored=stored,
             batch_size=request.batch_size,
             held=store.held,
             closing=closing,
         )
         position = await self._start(request)
         try:
-            async for response in pump.responses(position):
+            async for response in pump.wire_responses(position):
                 yield response
             raise ClosedError("the server is shutting down")
         finally:

@@ -31,13 +31,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol, TypeVar
 
-from leadtrail.storage import Event, EventFilter
+from leadtrail.storage import Event, EventFilter, StoredEvent
 from leadtrail.storage.wireform import repeated_field
 from leadtrail.v1 import event_pb2, stream_pb2
 
-from .feed import Feed, estimated_bytes
+from .feed import EVENT_OVERHEAD_BYTES, Feed, estimated_bytes
 
 T = TypeVar("T")
+E = TypeVar("E", Event, StoredEvent)
 
 REPLAY_CHUNK = 512
 CHUNK_BYTES = 256 * 1024
@@ -77,9 +78,14 @@ class SubscribedLog(Protocol):
     @property
     def rewrites(self) -> int: ...
     def read_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[Event]: ...
+    def read_stored_from(self, position: int = 1, *, limit: int | None = None) -> Iterator[StoredEvent]: ...
 
 
 RunOffLoop = Callable[[Callable[[], T]], Awaitable[T]]
+Chunk = tuple[list[Event], int, int] | tuple[list[StoredEvent], int, int]
+"""What a read from disk hands the pump: (events, the position scanned through, their bytes)."""
+Response = stream_pb2.SubscribeResponse | bytes
+"""A message of the stream, or its serialized bytes (spliced from stored ones)."""
 
 
 def read_chunk(log: SubscribedLog, after: int, max_bytes: int) -> tuple[list[Event], int, int]:
@@ -89,13 +95,28 @@ def read_chunk(log: SubscribedLog, after: int, max_bytes: int) -> tuple[list[Eve
     The reader is closed before the events are sent: an open one holds its segment's read
     buffer (4 MiB) and decoding state, which a subscriber that stops reading would keep.
     Reopening costs an index lookup and one read a chunk."""
-    visible = log.last_position
-    reader = log.read_from(after + 1)
-    events: list[Event] = []
+    return _chunk(log.last_position, log.read_from(after + 1), after, max_bytes, estimated_bytes)
+
+
+def read_stored_chunk(log: SubscribedLog, after: int, max_bytes: int) -> tuple[list[StoredEvent], int, int]:
+    """``read_chunk`` in the stored wire form: no decoded event, the answer is spliced."""
+    return _chunk(log.last_position, log.read_stored_from(after + 1), after, max_bytes, stored_bytes)
+
+
+def stored_bytes(record: StoredEvent) -> int:
+    """What a stored event holds in memory, roughly: its snapshots' JSON, undecoded."""
+    details_json, lead_json = record.json_parts()
+    return EVENT_OVERHEAD_BYTES + len(details_json) + len(lead_json)
+
+
+def _chunk(
+    visible: int, reader: Iterator[E], after: int, max_bytes: int, size_of: Callable[[E], int]
+) -> tuple[list[E], int, int]:
+    events: list[E] = []
     total = 0
     try:
         for event in reader:
-            size = estimated_bytes(event)
+            size = size_of(event)
             if events and total + size > max_bytes:
                 break
             events.append(event)
@@ -118,8 +139,10 @@ class _Outbox:
         self._batch: stream_pb2.SubscribeResponse | None = None
         self._bytes = 0
 
-    def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
+    def add(self, event: Event | StoredEvent) -> stream_pb2.SubscribeResponse | None:
         """Take a matching event; the message to send now, if one is complete."""
+        if isinstance(event, StoredEvent):
+            raise TypeError("an encoding pump reads decoded events only")
         if not self._batch_size:
             response = stream_pb2.SubscribeResponse()
             self._encode(event, response.event)
@@ -168,30 +191,42 @@ def event_field(event: bytes) -> bytes:
 class _SplicedOutbox:
     """The ``_Outbox`` of events given already serialized (``event_field``), shared between
     subscribers of one form: a response is spliced from their bytes (a repeated field is a
-    run of tagged, length-prefixed messages), with no Python object per field."""
+    run of tagged, length-prefixed messages), with no Python object per field. An event read
+    from disk in the stored form is spliced by ``stored``; one from the live feed by
+    ``serialized``."""
 
-    def __init__(self, batch_size: int, serialized: Callable[[Event], bytes]) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        serialized: Callable[[Event], bytes],
+        stored: Callable[[StoredEvent], bytes] | None = None,
+    ) -> None:
         self._batch_size = batch_size
         self._serialized = serialized
+        self._stored = stored
         self._parts: list[bytes] = []
         self._bytes = 0
 
-    def add(self, event: Event) -> stream_pb2.SubscribeResponse | None:
-        tagged = self._serialized(event)
+    def add(self, event: Event | StoredEvent) -> bytes | None:
+        if type(event) is StoredEvent:
+            assert self._stored is not None  # stored events are read only when it is given
+            tagged = self._stored(event)
+        else:
+            tagged = self._serialized(event)  # type: ignore[arg-type]  # an Event: the type says so
         if not self._batch_size:
-            return stream_pb2.SubscribeResponse.FromString(tagged)
+            return tagged  # a SubscribeResponse of its one event already
         self._parts.append(tagged)
         self._bytes += len(tagged)
         if len(self._parts) >= self._batch_size or self._bytes >= BATCH_BYTES:
             return self.flush()
         return None
 
-    def flush(self) -> stream_pb2.SubscribeResponse | None:
+    def flush(self) -> bytes | None:
         if not self._parts:
             return None
         batch = _field(_RESPONSE_EVENTS, b"".join(self._parts))
         self.drop()
-        return stream_pb2.SubscribeResponse.FromString(batch)
+        return batch
 
     @property
     def holding(self) -> bool:
@@ -216,23 +251,29 @@ class SubscriptionPump:
         self,
         log: SubscribedLog,
         feed: Feed,
-        run: RunOffLoop[tuple[list[Event], int, int]],
+        run: RunOffLoop[Chunk],
         f: EventFilter,
         encode: Callable[[Event, event_pb2.Event], None] | None = None,
         *,
         serialized: Callable[[Event], bytes] | None = None,
+        stored: Callable[[StoredEvent], bytes] | None = None,
         batch_size: int = 0,
         held: HeldBytes | None = None,
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
         """Events are sent as ``encode`` fills a message, or as ``serialized`` gives their
         bytes as ``event_field`` tags them (which the feed shares between the subscribers of
-        one form)."""
+        one form). With ``stored`` too, events are read from disk in their stored wire form
+        and ``stored`` gives their tagged bytes (spliced, for a caller who sees them unmasked):
+        a replay then decodes no event."""
         self._log, self._feed, self._run = log, feed, run
         self._filter = f
         self._outbox: _Outbox | _SplicedOutbox
+        self._read: Callable[[SubscribedLog, int, int], Chunk] = read_chunk
         if serialized is not None:
-            self._outbox = _SplicedOutbox(batch_size, serialized)
+            self._outbox = _SplicedOutbox(batch_size, serialized, stored)
+            if stored is not None:
+                self._read = read_stored_chunk
         elif encode is not None:
             self._outbox = _Outbox(batch_size, encode)
         else:
@@ -243,7 +284,18 @@ class SubscriptionPump:
         """Events handed to the stream, for the read audit."""
 
     async def responses(self, after: int) -> AsyncIterator[stream_pb2.SubscribeResponse]:
-        log, feed, outbox = self._log, self._feed, self._outbox
+        """The stream's messages, each a ``SubscribeResponse``."""
+        parse = stream_pb2.SubscribeResponse.FromString
+        async for response in self._responses(after):
+            yield parse(response) if isinstance(response, bytes) else response
+
+    async def wire_responses(self, after: int) -> AsyncIterator[bytes]:
+        """The stream's messages serialized, as gRPC sends them: spliced ones as they are."""
+        async for response in self._responses(after):
+            yield response if isinstance(response, bytes) else response.SerializeToString()
+
+    async def _responses(self, after: int) -> AsyncIterator[Response]:
+        log, feed, outbox, read = self._log, self._feed, self._outbox, self._read
         position = after  # everything up to here is scanned
         reported = position  # the last position the client has heard of
         reported_at = time.monotonic()
@@ -257,7 +309,7 @@ class SubscriptionPump:
                 if from_disk:
                     wanted = max(granted, MIN_CHUNK_BYTES)  # over the budget: a little at a time
                     events, scanned, size = await self._run(
-                        lambda p=position, w=wanted: read_chunk(log, p, w)  # type: ignore[misc]
+                        lambda p=position, w=wanted: read(log, p, w)  # type: ignore[misc]
                     )
                 else:
                     events, size = recent if recent is not None else ([], 0)
