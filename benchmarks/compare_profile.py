@@ -99,7 +99,9 @@ async def measure(
         profile.disable()
         own = samples.stop()
     figures.sort()
-    print(f"== {name}: median {figures[len(figures) // 2]:,.2f} (min {figures[0]:,.2f}, max {figures[-1]:,.2f})")
+    print(
+        f"== {name}: median {figures[len(figures) // 2]:,.2f} (min {figures[0]:,.2f}, max {figures[-1]:,.2f})"
+    )
     print(client_profile(profile, limit))
     total = sum(own.values())
     if total:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
 
@@ -173,16 +173,25 @@ def event_to_proto(event: Event) -> event_pb2.Event:
     return message
 
 
-def _timestamp(message: event_pb2.Event) -> datetime | None:
-    return from_timestamp(message.timestamp) if message.HasField("timestamp") else None
+EXACT_FLOAT_MS = 1 << 42
+"""Below this many milliseconds since the epoch (year 2109), ``ms / 1000`` is within 1e-6 us of the
+time, which ``datetime.fromtimestamp`` rounds to the microsecond: exact, and a third of the cost of
+adding a timedelta to the epoch."""
 
 
-def _recorded_at(message: event_pb2.Event) -> datetime | None:
-    return from_timestamp(message.recorded_at) if message.HasField("recorded_at") else None
+def _datetime_of(value: timestamp_pb2.Timestamp) -> datetime:
+    """``from_timestamp``, faster for the times a store holds."""
+    ms = value.seconds * 1000 + value.nanos // 1_000_000
+    if 0 <= ms < EXACT_FLOAT_MS:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    return from_timestamp(value)
 
 
-def _price(message: event_pb2.Event) -> Decimal | None:
-    return price_from_str(message.price)
+def _times(message: event_pb2.Event) -> tuple[datetime | None, datetime | None]:
+    return (
+        _datetime_of(message.timestamp) if message.HasField("timestamp") else None,
+        _datetime_of(message.recorded_at) if message.HasField("recorded_at") else None,
+    )
 
 
 def _details(message: event_pb2.Event) -> dict[str, Any]:
@@ -206,14 +215,20 @@ def _plain_values(message: event_pb2.Event) -> tuple[Any, ...]:
     return (*_read_plain_fields(message), _OUTCOMES.get(message.outcome, Outcome.UNSPECIFIED))
 
 
+def _price(message: event_pb2.Event) -> Decimal | None:
+    return price_from_str(message.price)
+
+
+# Fields decoded together, so that reading a whole event costs five first reads, not seventeen;
+# the times, the price (which may not parse) and each snapshot are decoded only when read.
 _PLAIN = FieldGroup((*_PLAIN_EVENT_FIELDS, "outcome"), _plain_values)
+_TIMES = FieldGroup(("timestamp", "recorded_at"), _times)
 _EVENT_FIELDS: Decoders = {
     **dict.fromkeys(_PLAIN.names, _PLAIN),
-    "timestamp": _timestamp,
+    **dict.fromkeys(_TIMES.names, _TIMES),
     "price": _price,
     "details": _details,
     "lead": _lead,
-    "recorded_at": _recorded_at,
 }
 
 

@@ -71,9 +71,13 @@ class _FromWire:
             raise AttributeError(self.name) from None
         decoder = decoders[self.name]
         if type(decoder) is FieldGroup:
-            for name, item in zip(decoder.names, decoder.values(message), strict=True):
-                if name not in state:  # a value set since (a copy given another id) stays
-                    state[name] = item
+            names = decoder.names
+            if state.keys().isdisjoint(names):  # the usual case: one update, in C
+                state.update(zip(names, decoder.values(message), strict=True))
+            else:
+                for name, item in zip(names, decoder.values(message), strict=True):
+                    if name not in state:  # a value set since (a copy given another id) stays
+                        state[name] = item
             value = state[self.name]
         else:
             value = decoder(message)
