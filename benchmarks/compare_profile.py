@@ -2,11 +2,15 @@
 ``compare``, made by the same client calls against a ``leadtrail serve`` child process, with the
 client profiled in-process (cProfile) and the server sampled by py-spy (when installed).
 
-    python -m benchmarks.compare_profile [--events 20000] [--rounds 3] [--out DIR]
+    python -m benchmarks.compare_profile [--events 20000] [--rounds 3] [--out DIR] [--cpu]
 
 Prints events/s of each replay and the scans' p50, then the client's top functions by own time;
 the server's samples go to ``<out>/server-<read>.txt`` (py-spy's raw, collapsed stacks) with a
 summary by function printed. Not a benchmark of record: one system, no peer in the same run.
+
+With ``--cpu``: no profile, but the CPU time the client (this process) and the server (its
+processes) spend per replayed event, LeadTrail and PostgreSQL in turn, median of ``--rounds``.
+On a machine shared with other work, CPU time per event moves far less than events/s does.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from benchmarks import workload
+from benchmarks.systems import System
 from benchmarks.systems.leadtrail_service import LeadTrail
+from benchmarks.systems.postgres import PostgreSQL
 
 BATCH = 100
 
@@ -151,6 +157,71 @@ async def run(events: int, rounds: int, scans: int, out: str, limit: int) -> Non
         shutil.rmtree(directory, ignore_errors=True)
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and every process below it, from /proc, with the
+    processes they have reaped (a PostgreSQL backend ends with its connection)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        parents[int(name)] = int(fields[1])
+        times[int(name)] = sum(int(f) for f in fields[11:15]) / TICKS
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+async def cpu_per_event(
+    system: System, data: Sequence[object], rounds: int
+) -> tuple[list[float], list[float]]:
+    """(client, server) CPU microseconds per event of ``rounds`` replays of ``data``."""
+    directory = tempfile.mkdtemp(prefix="cpu-")
+    os.chmod(directory, 0o755)
+    client: list[float] = []
+    server: list[float] = []
+    try:
+        await system.start(directory)
+        process = getattr(system, "server", None)
+        assert process is not None
+        session = await system.session()
+        for k in range(0, len(data), BATCH):
+            await session.append(data[k : k + BATCH])
+        await session.close()
+        await system.replay()  # warm-up
+        for _ in range(rounds):
+            own, theirs = time.process_time(), tree_cpu_s(process.pid)
+            count = await system.replay()
+            assert count == len(data), f"replay: {count} of {len(data)}"
+            client.append((time.process_time() - own) / count * 1e6)
+            server.append((tree_cpu_s(process.pid) - theirs) / count * 1e6)
+    finally:
+        await system.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return sorted(client), sorted(server)
+
+
+async def cpu(events: int, rounds: int) -> None:
+    work = workload.build(events, 0, 0, 1, 1)
+    print(f"replay of {events:,} events: CPU us per event, median of {rounds} (min-max)")
+    for system in (LeadTrail(), PostgreSQL()):
+        system.check()
+        client, server = await cpu_per_event(system, system.prepare(work.dataset), rounds)
+        for side, runs in (("client", client), ("server", server)):
+            print(f"  {system.label:<12} {side}: {runs[len(runs) // 2]:7.1f}  ({runs[0]:.1f}-{runs[-1]:.1f})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare_profile", description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
@@ -158,7 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scans", type=int, default=40, help="scans drawn; the 5 largest are read")
     parser.add_argument("--limit", type=int, default=25, help="functions listed per profile")
     parser.add_argument("--out", default=tempfile.gettempdir())
+    parser.add_argument("--cpu", action="store_true", help="CPU per replayed event, LeadTrail and PostgreSQL")
     args = parser.parse_args(argv)
+    if args.cpu:
+        asyncio.run(cpu(args.events, max(3, args.rounds)))
+        return 0
     os.makedirs(args.out, exist_ok=True)
     asyncio.run(run(args.events, args.rounds, args.scans, args.out, args.limit))
     return 0
