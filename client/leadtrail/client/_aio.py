@@ -410,8 +410,9 @@ class AsyncSubscription:
     def caught_up(self) -> bool:
         return self._cursor.caught_up
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[SubscriptionItem]:
+        # ``async for`` steps the generator itself: no coroutine of ours per item in between.
+        return self._items
 
     async def __anext__(self) -> SubscriptionItem:
         return await anext(self._items)

@@ -6,7 +6,7 @@ Shared by the sync client, the asyncio client and the background appender.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -328,18 +328,18 @@ def aggregate_row_from_proto(
 
 def subscription_items_from_proto(
     message: stream_pb2.SubscribeResponse,
-) -> Iterator[Event | Checkpoint | CaughtUp]:
+) -> list[Event | Checkpoint | CaughtUp]:
     """What one server message carries, in order (nothing for a kind newer than this client)."""
     kind = message.WhichOneof("message")
     if kind == "events":
-        for event in message.events.events:
-            yield event_from_proto(event)
-    elif kind == "event":
-        yield event_from_proto(message.event)
-    elif kind == "checkpoint":
-        yield Checkpoint(message.checkpoint.position)
-    elif kind == "caught_up":
-        yield CaughtUp(message.caught_up.position)
+        return [from_wire(Event, event, _EVENT_FIELDS) for event in message.events.events]
+    if kind == "event":
+        return [event_from_proto(message.event)]
+    if kind == "checkpoint":
+        return [Checkpoint(message.checkpoint.position)]
+    if kind == "caught_up":
+        return [CaughtUp(message.caught_up.position)]
+    return []
 
 
 # -- administration --------------------------------------------------------------------------------
