@@ -108,3 +108,71 @@ def test_a_replay_from_disk_answers_each_role_as_get_event_does(
                         else:
                             assert lead["first_name"] == "D***" and "whitaker" not in str(lead)
     assert server.stop() == 0, "".join(server.stderr_lines)
+
+
+def test_a_pump_splicing_stored_events_sends_what_a_pump_that_encodes_sends(tmp_path: Path) -> None:
+    """Without gRPC: a replay read from disk in the stored form, then from the live feed, in
+    batches and one by one, sends byte for byte the events a pump encoding decoded events sends,
+    in order (chunks, and so batches, may be cut at other events: the stored form is smaller)."""
+    import asyncio
+
+    from leadtrail.server.convert import event_to_proto
+    from leadtrail.server.feed import Feed
+    from leadtrail.server.subscription import SubscriptionPump, event_field
+    from leadtrail.storage import Event, EventFilter, EventLog, StoredEvent
+
+    async def run_inline(fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    with EventLog.open(tmp_path / "pump") as log:
+        for start in range(0, 700, 100):
+            log.append(
+                [
+                    Event("lead.updated", f"lead-{n % 37}", "flow-p", lead={"n": n, "email": f"p{n}@x.org"})
+                    for n in range(start, start + 100)
+                ]
+            )
+
+        def fill(event: Event, out: event_pb2.Event) -> None:
+            event_to_proto(event, out, True)
+
+        def serialized(event: Event) -> bytes:
+            return event_field(event_to_proto(event, None, True).SerializeToString())
+
+        async def collect(batch_size: int, spliced: bool, flow: str) -> list[bytes]:
+            feed = Feed(0)
+            feed.publish(list(log.read_from(401)))  # the feed holds the last 300: the rest is on disk
+            stop = [False]
+            pump = SubscriptionPump(
+                log,
+                feed,
+                run_inline,
+                EventFilter(flow_id=flow),
+                None if spliced else fill,
+                serialized=serialized if spliced else None,
+                stored=StoredEvent.wire if spliced else None,
+                batch_size=batch_size,
+                closing=lambda: stop[0],
+            )
+            out = []  # each event's bytes and every other message's: batches may be cut elsewhere
+            async for message in pump.responses(0):
+                kind = message.WhichOneof("message")
+                if kind == "events":
+                    out += [e.SerializeToString() for e in message.events.events]
+                elif kind == "event":
+                    out.append(message.event.SerializeToString())
+                else:
+                    out.append(message.SerializeToString())
+                if message.HasField("caught_up"):
+                    stop[0] = True
+            return out
+
+        for flow in ("flow-p", "flow-none"):
+            for batch_size in (0, 1, 7, 256):
+                spliced = asyncio.run(collect(batch_size, True, flow))
+                encoded = asyncio.run(collect(batch_size, False, flow))
+                assert spliced == encoded
+                if flow == "flow-p":
+                    positions = [event_pb2.Event.FromString(raw).position for raw in spliced[:-1]]
+                    assert positions == list(range(1, 701))
+                    assert stream_pb2.SubscribeResponse.FromString(spliced[-1]).caught_up.position == 700

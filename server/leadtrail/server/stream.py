@@ -81,13 +81,16 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             return feed.encoded(event, form(event), encode)
 
         masking = caller.masking(fields)
+        stored: Callable[[StoredEvent], bytes]
+        # Replayed from disk: spliced from the stored bytes, or decoded for the one masking pass
+        # when the caller's role masks personal fields.
+        if masking is None:
+            stored = StoredEvent.wire if json_snapshots else StoredEvent.wire_structs
+        else:
+            shown_masked = masking
 
-        def stored(record: StoredEvent) -> bytes:
-            # Replayed from disk: spliced from the stored bytes, or decoded for the one
-            # masking pass when the caller's role masks personal fields.
-            if masking is None:
-                return event_field(record.wire() if json_snapshots else record.wire_structs())
-            return encode(masking(record.event()))
+            def stored(record: StoredEvent) -> bytes:
+                return event_to_proto(shown_masked(record.event()), None, json_snapshots).SerializeToString()
 
         closing: Callable[[], bool] = lambda: store.closing  # noqa: E731
         pump = SubscriptionPump(

@@ -189,11 +189,11 @@ def event_field(event: bytes) -> bytes:
 
 
 class _SplicedOutbox:
-    """The ``_Outbox`` of events given already serialized (``event_field``), shared between
-    subscribers of one form: a response is spliced from their bytes (a repeated field is a
-    run of tagged, length-prefixed messages), with no Python object per field. An event read
-    from disk in the stored form is spliced by ``stored``; one from the live feed by
-    ``serialized``."""
+    """The ``_Outbox`` of events given already serialized, shared between subscribers of one
+    form: a response is spliced from their bytes (a repeated field is a run of tagged,
+    length-prefixed messages), with no Python object per field. An event from the live feed
+    comes tagged by ``serialized`` (``event_field``); one read from disk in the stored form is
+    spliced by ``stored`` and tagged here, a batch's run of them in one call."""
 
     def __init__(
         self,
@@ -205,35 +205,51 @@ class _SplicedOutbox:
         self._serialized = serialized
         self._stored = stored
         self._parts: list[bytes] = []
+        """Tagged events, and runs of them."""
+        self._untagged: list[bytes] = []
+        """Serialized events after ``_parts``, not tagged yet."""
+        self._count = 0
         self._bytes = 0
 
     def add(self, event: Event | StoredEvent) -> bytes | None:
         if type(event) is StoredEvent:
             assert self._stored is not None  # stored events are read only when it is given
-            tagged = self._stored(event)
+            message = self._stored(event)
+            if not self._batch_size:
+                return event_field(message)  # a SubscribeResponse of its one event
+            self._untagged.append(message)
+            self._bytes += len(message)
         else:
             tagged = self._serialized(event)  # type: ignore[arg-type]  # an Event: the type says so
-        if not self._batch_size:
-            return tagged  # a SubscribeResponse of its one event already
-        self._parts.append(tagged)
-        self._bytes += len(tagged)
-        if len(self._parts) >= self._batch_size or self._bytes >= BATCH_BYTES:
+            if not self._batch_size:
+                return tagged  # a SubscribeResponse of its one event already
+            self._tag_untagged()  # in order: the run before this event first
+            self._parts.append(tagged)
+            self._bytes += len(tagged)
+        self._count += 1
+        if self._count >= self._batch_size or self._bytes >= BATCH_BYTES:
             return self.flush()
         return None
 
+    def _tag_untagged(self) -> None:
+        if self._untagged:
+            self._parts.append(repeated_field(_EVENT_FIELD, self._untagged))
+            self._untagged = []
+
     def flush(self) -> bytes | None:
-        if not self._parts:
+        if not self._count:
             return None
+        self._tag_untagged()
         batch = _field(_RESPONSE_EVENTS, b"".join(self._parts))
         self.drop()
         return batch
 
     @property
     def holding(self) -> bool:
-        return bool(self._parts)
+        return self._count > 0
 
     def drop(self) -> None:
-        self._parts, self._bytes = [], 0
+        self._parts, self._untagged, self._count, self._bytes = [], [], 0, 0
 
 
 def checkpoint(position: int) -> stream_pb2.SubscribeResponse:
@@ -264,8 +280,8 @@ class SubscriptionPump:
         """Events are sent as ``encode`` fills a message, or as ``serialized`` gives their
         bytes as ``event_field`` tags them (which the feed shares between the subscribers of
         one form). With ``stored`` too, events are read from disk in their stored wire form
-        and ``stored`` gives their tagged bytes (spliced, for a caller who sees them unmasked):
-        a replay then decodes no event."""
+        and ``stored`` gives their serialized ``Event`` (spliced, for a caller who sees them
+        unmasked): a replay then decodes no event."""
         self._log, self._feed, self._run = log, feed, run
         self._filter = f
         self._outbox: _Outbox | _SplicedOutbox
