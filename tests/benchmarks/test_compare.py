@@ -143,3 +143,17 @@ def test_an_unknown_system_is_a_usage_error(benchmarks_command: RunBenchmarks) -
     done = benchmarks_command(["compare", "--only", "leadtrail,mongodb"], timeout_s=60)
     assert done.returncode == 2
     assert "mongodb" in done.stderr
+
+
+def test_an_unknown_figure_is_a_usage_error(benchmarks_command: RunBenchmarks) -> None:
+    done = benchmarks_command(["compare", "--figures", "replay,throughput"], timeout_s=60)
+    assert done.returncode == 2
+    assert "throughput" in done.stderr and "replay" not in done.stderr.split("known:")[0]
+
+
+def test_figures_default_to_every_figure_and_take_a_list() -> None:
+    from benchmarks.compare import parse_args
+    from benchmarks.systems import EVERYTHING
+
+    assert parse_args([]).figures == EVERYTHING
+    assert parse_args(["--figures", "replay, scan"]).figures == frozenset({"replay", "scan"})
