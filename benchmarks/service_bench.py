@@ -775,6 +775,7 @@ async def bench_writes(
             leadtrail = leadtrail_server(data, os.path.join(logs, f"writes-{run}.log"))
             try:
                 if only == "live":
+                    await prime(leadtrail, requests.batches)
                     await state.live(top, leadtrail)
                 else:
                     await state.writes(top, leadtrail, singles_only=only == "singles")
