@@ -86,3 +86,19 @@ def test_a_watch_that_cannot_answer_says_changed(tmp_path: Path) -> None:
     assert watch.changed() is True
     watch.close()
     assert watch.changed() is True
+
+
+def test_a_store_whose_directory_comes_later_watches_it_then(tmp_path: Path) -> None:
+    try:
+        KeyFileWatch(str(tmp_path), "keys.json").close()
+    except OSError:
+        pytest.skip("no inotify on this system")
+    data = tmp_path / "new-store"
+    served = KeyStore(str(data))
+    assert served.configured() is False  # the server asks before the store makes its directory
+    assert served._watch is None
+    data.mkdir()
+    assert served.configured() is False
+    assert served._watch is not None
+    secret, key = KeyStore(str(data)).create("acme", "admin", now_ms=1)
+    assert served.configured() and served.authenticate(secret) == key

@@ -139,7 +139,7 @@ class KeyFileWatch:
         if watch < 0:
             error = ctypes.get_errno()
             os.close(fd)
-            raise OSError(error, f"inotify_add_watch {directory}")
+            raise OSError(error, os.strerror(error), directory)  # FileNotFoundError for ENOENT
         self._fd = fd
         self._name = os.fsencode(name)
         self._buffer = ctypes.create_string_buffer(_EVENTS_BUFFER)
@@ -221,7 +221,9 @@ class KeyStore:
                 self._watching = True
                 try:
                     self._watch = KeyFileWatch(self._dir, KEYS_FILE)
-                except (OSError, AttributeError):  # no inotify here, or no directory yet
+                except FileNotFoundError:  # no directory yet (a new store): tried again next time
+                    self._watching = False
+                except (OSError, AttributeError):  # no inotify here
                     self._watch = None
             # Without a watch, the file's (inode, size, mtime) says whether it changed.
             notified = self._watch is not None and self._watch.changed()
