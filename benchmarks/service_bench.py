@@ -16,6 +16,12 @@ figure is the median of N runs (at least 3) with min-max:
 - subscription replay: events/s of ``Subscribe(from_start)`` over the stored
   timeline events, until ``caught_up``;
 
+``--only singles`` (or ``live``, ``writes``) measures those write figures alone, each run
+on a fresh store first primed with ``PRIME_EVENTS`` events in batches: a fresh store trains
+its compression dictionary after 2,000 events, on a thread beside the writer, and a figure
+taken across that training measures the training (in the full run the batched figures come
+first and prime the store).
+
 Requests are made as the SDK makes them: snapshots as JSON bytes
 (``lead_json``), reads with ``json_snapshots``, subscriptions with events in
 batches (``batch_size``);
