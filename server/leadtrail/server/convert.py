@@ -27,17 +27,16 @@ from leadtrail.storage.validation import TYPE_MAX, TYPE_PATTERN
 from leadtrail.v1 import event_pb2
 
 _OUTCOMES = {int(o) for o in Outcome}
+_OUTCOME_BY_NUMBER = tuple(Outcome(n) for n in range(max(_OUTCOMES) + 1))
+assert set(_OUTCOME_BY_NUMBER) == set(Outcome)  # numbered 0..n without gaps, as the proto enum
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 
 
 # -- events ---------------------------------------------------------------------
 
 
-def _json_map(message: event_pb2.Event, index: int, field: str) -> dict[str, Any]:
-    """``details``/``lead`` of an appended event, from whichever form the client sent."""
-    data: bytes = getattr(message, f"{field}_json")
-    if not data:
-        return struct_to_dict(getattr(message, field))
+def _json_map(message: event_pb2.Event, index: int, field: str, data: bytes) -> dict[str, Any]:
+    """``details``/``lead`` of an appended event sent as ``*_json`` bytes (``data``, not empty)."""
     if message.HasField(field):  # type: ignore[arg-type]
         raise ValidationError(index, f"{field}_json", f"set {field} or {field}_json, not both")
     try:
@@ -50,26 +49,38 @@ def _json_map(message: event_pb2.Event, index: int, field: str) -> dict[str, Any
 
 
 def event_from_proto(message: event_pb2.Event, index: int, account_id: str) -> Event:
-    """An appended event as the engine takes it; output-only fields are ignored."""
+    """An appended event as the engine takes it; output-only fields are ignored.
+
+    Every append pays this, so fields are read once each and the event is built
+    positionally (``Event``'s field order); snapshots sent as JSON bytes (as the SDK
+    sends them) are parsed once, with no ``Struct`` in between."""
     outcome = message.outcome
-    if outcome not in _OUTCOMES:
+    if not 0 <= outcome < len(_OUTCOME_BY_NUMBER):
         raise ValidationError(index, "outcome", f"{outcome} is not a known Outcome (0..{max(_OUTCOMES)})")
+    details_json, lead_json = message.details_json, message.lead_json
+    details = _json_map(message, index, "details", details_json) if details_json else None
+    lead = _json_map(message, index, "lead", lead_json) if lead_json else None
+    if message.HasField("timestamp"):
+        ts = message.timestamp
+        timestamp_ms: int | None = ts.seconds * 1000 + ts.nanos // 1_000_000  # as timestamp_to_ms
+    else:
+        timestamp_ms = None
     return Event(
-        type=message.type,
-        lead_id=message.lead_id,
-        flow_id=message.flow_id,
-        id=message.id or new_event_id(),
-        timestamp_ms=timestamp_to_ms(message.timestamp) if message.HasField("timestamp") else None,
-        entity_id=message.entity_id,
-        outcome=Outcome(outcome),
-        reason=message.reason,
-        duration_ms=message.duration_ms,
-        integration=message.integration,
-        response_code=message.response_code,
-        price=message.price,
-        details=_json_map(message, index, "details"),
-        lead=_json_map(message, index, "lead"),
-        account_id=account_id,
+        message.type,
+        message.lead_id,
+        message.flow_id,
+        message.id or new_event_id(),
+        timestamp_ms,
+        message.entity_id,
+        _OUTCOME_BY_NUMBER[outcome],
+        message.reason,
+        message.duration_ms,
+        message.integration,
+        message.response_code,
+        message.price,
+        struct_to_dict(message.details) if details is None else details,
+        struct_to_dict(message.lead) if lead is None else lead,
+        account_id,
     )
 
 

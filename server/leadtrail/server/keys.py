@@ -8,11 +8,17 @@ created or revoked offline takes effect on the next call.
 A key is 160 random bits shown once, at creation; the file keeps only its
 SHA-256. A slow password hash buys nothing for secrets this long, and every
 call has to check one.
+
+Every call asks whether the file changed. On Linux an inotify watch on the data
+directory answers without a ``stat`` (``KeyFileWatch``); elsewhere the file is
+``stat``-ed each call.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -20,7 +26,10 @@ import json
 import os
 import re
 import secrets
+import struct
+import sys
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -89,6 +98,79 @@ def check_key_fields(account: str, role: str, entities: Sequence[str], flows: Se
                 raise KeyStoreError(f"{name} {value!r}: must be 1-128 characters")
 
 
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_UNMOUNT = 0x400, 0x800, 0x2000
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_WATCHED = (
+    _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+    | _IN_DELETE_SELF | _IN_MOVE_SELF
+)  # fmt: skip
+_GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_UNMOUNT | _IN_IGNORED
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+_EVENTS_BUFFER = 64 * 1024
+
+
+class KeyFileWatch:
+    """Tells whether one file of a directory may have changed since the last question,
+    from an inotify watch on the directory (the file is replaced by a rename).
+
+    The question costs one non-blocking ``read`` of the watch, called through
+    ``ctypes.PyDLL``: the GIL stays held, so the event loop asking it on every call
+    does not hand the GIL to the writer thread and wait to get it back, as a
+    ``stat`` does. The kernel queues an event before the rename that causes it
+    returns, so a key revoked by ``leadtrail keys`` is seen by the next call.
+    Once the watch cannot answer for sure (an overflow, the directory gone) it
+    says "changed" for ever, and the caller looks at the file itself.
+    """
+
+    def __init__(self, directory: str, name: str) -> None:
+        if not sys.platform.startswith("linux"):
+            raise OSError(errno.ENOSYS, "inotify is Linux only")
+        libc = ctypes.PyDLL(None, use_errno=True)
+        self._read = libc.read
+        self._read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+        self._read.restype = ctypes.c_ssize_t
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        watch = libc.inotify_add_watch(fd, os.fsencode(directory), _WATCHED)
+        if watch < 0:
+            error = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(error, os.strerror(error), directory)  # FileNotFoundError for ENOENT
+        self._fd = fd
+        self._name = os.fsencode(name)
+        self._buffer = ctypes.create_string_buffer(_EVENTS_BUFFER)
+        self._broken = False
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    def changed(self) -> bool:
+        """Whether the file may have changed since the last call (True when unsure)."""
+        if self._broken:
+            return True
+        changed = False
+        while (n := self._read(self._fd, self._buffer, _EVENTS_BUFFER)) > 0:
+            data = self._buffer.raw[:n]
+            at = 0
+            while at + _EVENT.size <= n:
+                _, mask, _, length = _EVENT.unpack_from(data, at)
+                name = data[at + _EVENT.size : at + _EVENT.size + length].rstrip(b"\0")
+                at += _EVENT.size + length
+                if mask & (_GONE | _IN_Q_OVERFLOW):
+                    self._broken = True
+                elif name == self._name:
+                    changed = True
+        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+            self._broken = True
+        return changed or self._broken
+
+    def close(self) -> None:
+        self._closer()
+        self._broken = True
+
+
 class KeyStore:
     """The keys of one data directory."""
 
@@ -99,6 +181,9 @@ class KeyStore:
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) of what _keys holds
         self._keys: dict[str, ApiKey] = {}  # by secret digest
         self._seen_keys = False
+        self._watch: KeyFileWatch | None = None
+        self._watching = False  # tried to make the watch (made on the first call: servers only)
+        self._loaded = False
 
     # -- reading -----------------------------------------------------------------------
 
@@ -131,11 +216,25 @@ class KeyStore:
         return keys
 
     def _current(self) -> dict[str, ApiKey]:
+        with self._lock:
+            if not self._watching:  # the first look: made here, so that only servers watch
+                self._watching = True
+                try:
+                    self._watch = KeyFileWatch(self._dir, KEYS_FILE)
+                except FileNotFoundError:  # no directory yet (a new store): tried again next time
+                    self._watching = False
+                except (OSError, AttributeError):  # no inotify here
+                    self._watch = None
+            # Without a watch, the file's (inode, size, mtime) says whether it changed.
+            notified = self._watch is not None and self._watch.changed()
+            if self._watch is not None and not notified and self._loaded:
+                return self._keys
         stamp = self._stat()
         with self._lock:
-            if stamp != self._seen:
+            if notified or stamp != self._seen or not self._loaded:
                 self._keys = {key.secret_sha256: key for key in self._read()}
                 self._seen = stamp
+                self._loaded = True
             return self._keys
 
     def configured(self) -> bool:
