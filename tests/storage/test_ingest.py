@@ -4,8 +4,9 @@
 says yes (for unusual types it leaves to the pure one), never the other way round; on
 plain values (exact ``dict``, ``list``, ``str``, ``int`` ...) the two agree exactly. And
 validation, whichever twin runs it, accepts and rejects the same events with the same
-error. The compiled twin must be built (``pip install -e .``); without it its tests fail,
-unless ``LEADTRAIL_PURE=1`` says this run is about the pure twin alone.
+error. ``index_rows`` gives the same rows from both. The compiled twin must be built
+(``pip install -e .``); without it its tests fail, unless ``LEADTRAIL_PURE=1`` says this
+run is about the pure twin alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import random
 from collections import OrderedDict, UserDict
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -23,7 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from leadtrail.server.simulation import LeadFlowSimulator
 from leadtrail.storage import Event, Options, Outcome, ingest, new_event_id, validation
+from leadtrail.storage._ingest_py import id_key as pure_id_key
 from leadtrail.storage.errors import StorageError
+from leadtrail.storage.index import Located, lead_hash
 from leadtrail.storage.ulid import id_bytes
 
 TWINS = {"pure": "leadtrail.storage._ingest_py", "compiled": "leadtrail.storage._ingest"}
@@ -404,3 +408,90 @@ def test_id_key_is_the_prefix_and_the_ids_16_bytes(pure: ModuleType, compiled: M
 def test_compiled_id_key_refuses_what_is_not_an_id(compiled: ModuleType, bad: str) -> None:
     with pytest.raises(ValueError):
         compiled.id_key(b"", bad)
+
+
+# -- index_rows -------------------------------------------------------------------------------
+
+
+def _located(n: int, seed: int) -> list[Located]:
+    """Events of several accounts, leads, types and flows, some without an entity or a time,
+    a few with times past 48 bits, spread over two segments, half with their ids key made."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        account = rng.choice(["default", "acme", "a.b-c_9"])
+        timestamp = rng.choice([None, 0, 1_700_000_000_000 + i, 2**48 + 5, rng.randrange(2**47)])
+        e = _event(
+            id=new_event_id(),
+            account_id=account,
+            lead_id=rng.choice(["lead-1", "lead-2", "名前", f"lead-{i}"]),
+            type=rng.choice(["a.b", "recipient.delivered", "x.y.z"]),
+            flow_id=rng.choice(["flow-1", "flow-2"]),
+            entity_id=rng.choice(["", "buyer-1", "buyer-2"]),
+            timestamp_ms=timestamp,
+        )
+        e.position = 1_000 + i
+        e.recorded_at_ms = rng.choice([5_000, 5_001, 4_999])
+        base = 1_000 if i < n // 2 else 1_000 + n // 2
+        id_key = pure_id_key(b"\x00\x00\x00\x01", e.id) if rng.random() < 0.5 else None
+        out.append(Located(e, base, 64 + 100 * i, rng.randrange(5_000), id_key))
+    return out
+
+
+def _numbering() -> tuple[Callable[[bytes, str], bytes], list[tuple[bytes, str]]]:
+    asked: list[tuple[bytes, str]] = []
+    numbers: dict[tuple[bytes, str], bytes] = {}
+
+    def number(kind: bytes, name: str) -> bytes:
+        asked.append((kind, name))
+        return numbers.setdefault((kind, name), (len(numbers) + 1).to_bytes(4, "big"))
+
+    return number, asked
+
+
+@pytest.mark.parametrize(("n", "seed"), [(0, 0), (1, 1), (7, 2), (100, 3), (1_000, 4)])
+def test_index_rows_are_the_same_from_both_twins(
+    pure: ModuleType, compiled: ModuleType, n: int, seed: int
+) -> None:
+    located = _located(n, seed)
+    pure_number, pure_asked = _numbering()
+    compiled_number, compiled_asked = _numbering()
+    by_pure = pure.index_rows(located, pure_number, lead_hash)
+    by_compiled = compiled.index_rows(located, compiled_number, lead_hash)
+    assert by_compiled == by_pure
+    assert sorted(set(compiled_asked)) == sorted(set(pure_asked))
+    assert by_pure[8] == n and by_pure[9] == sum(item.raw_bytes for item in located)
+
+
+def test_index_rows_hold_the_documented_keys(pure: ModuleType, compiled: ModuleType) -> None:
+    e = _event(id="evt_01HQ0000000000000000000001", timestamp_ms=0x0102030405, entity_id="")
+    e.position, e.recorded_at_ms = 0x0A0B0C, 77
+    item = Located(e, 0x0A0000, 300, 10)
+    number, _ = _numbering()
+    for twin in (pure, compiled):
+        ids, positions, leads, types, times, flows, entities, segacct, added, raw = twin.index_rows(
+            [item], number, lead_hash
+        )
+        acct = number(b"a", "acme")
+        value = (0x0102030405).to_bytes(6, "big") + (0x0A0B0C).to_bytes(6, "big")
+        assert ids == [(acct + id_bytes(e.id), (0x0A0B0C).to_bytes(6, "big"))]
+        assert positions == [
+            ((0x0A0000).to_bytes(8, "big"), (0x0B0C).to_bytes(4, "big") + (300).to_bytes(4, "big"))
+        ]
+        assert leads == [(acct + lead_hash("lead-1"), value)]
+        assert types == [(acct + number(b"t", "recipient.delivered"), value)]
+        assert times == [(acct, value)]
+        assert flows == [(acct + number(b"f", "flow-1"), value)]
+        assert entities == []
+        assert segacct == {(0x0A0000).to_bytes(8, "big") + acct: (77, 77)}
+        assert (added, raw) == (1, 10)
+
+
+def test_compiled_index_rows_pass_on_errors_of_the_callbacks(compiled: ModuleType) -> None:
+    def broken(kind: bytes, name: str) -> bytes:
+        raise KeyError(name)
+
+    with pytest.raises(KeyError):
+        compiled.index_rows(_located(3, 5), broken, lead_hash)
+    with pytest.raises(TypeError):
+        compiled.index_rows(_located(3, 5), lambda kind, name: 7, lead_hash)

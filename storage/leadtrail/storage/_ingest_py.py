@@ -1,4 +1,4 @@
-"""The write path's per-event checks and keys in plain Python: the twin of ``_ingest.c``.
+"""The write path's per-event checks and index keys in plain Python: the twin of ``_ingest.c``.
 
 Both twins answer the same question the same way: does an event (or a ``details`` /
 ``lead`` object) obey the contract? They only say yes or no; the messages that name a
@@ -8,6 +8,8 @@ to something unusual that is still valid (a subclass of ``str`` or ``dict``, a
 the compiled one is never less exact, only faster. The tests hold the two to the same
 answers on the same inputs.
 
+``index_rows`` builds a committed group's index rows, the same rows from both twins.
+
 The contract's limits are defined here, the one place both twins and ``validation``
 take them from.
 """
@@ -15,7 +17,9 @@ take them from.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from .event import Event, Outcome
 from .ulid import ID_PATTERN, id_bytes
@@ -146,6 +150,138 @@ def id_key(prefix: bytes, event_id: str) -> bytes:
     return prefix + id_bytes(event_id)
 
 
+class IndexedEvent(Protocol):
+    """What ``index_rows`` reads of an event to index (an ``Event``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def lead_id(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def recorded_at_ms(self) -> int: ...
+
+
+class Placed(Protocol):
+    """An event to index and where its record sits (``index.Located``)."""
+
+    @property
+    def event(self) -> IndexedEvent: ...
+    @property
+    def segment_base(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def raw_bytes(self) -> int: ...
+    @property
+    def id_key(self) -> bytes | None: ...
+
+
+Rows = list[tuple[bytes, bytes]]
+IndexRows = tuple[Rows, Rows, Rows, Rows, Rows, Rows, Rows, dict[bytes, tuple[int, int]], int, int]
+"""A group's rows of ``ids``, ``positions``, ``lead``, ``type``, ``time``, ``flow`` and
+``entity`` (unsorted), its ``segacct`` bounds, how many events, and their raw bytes."""
+
+_U48_MAX = (1 << 48) - 1
+_U48 = struct.Struct(">HI")
+_U64 = struct.Struct(">Q")
+_POSOFF = struct.Struct(">II")
+
+
+def index_rows(
+    located: Sequence[Placed], number: Callable[[bytes, str], bytes], lead_hash: Callable[[str], bytes]
+) -> IndexRows:
+    """A group's index rows (see ``index``'s key layout). ``number(kind, name)`` gives a
+    name's 4-byte number (kinds ``a``, ``t``, ``f``, ``e``), ``lead_hash(lead_id)`` a lead's
+    8 bytes; each is asked once a group and account for a name."""
+    ids: Rows = []
+    positions: Rows = []
+    leads: Rows = []
+    types: Rows = []
+    times: Rows = []
+    flows: Rows = []
+    entities: Rows = []
+    segacct: dict[bytes, tuple[int, int]] = {}
+    raw = 0
+    # The group's few accounts, types, flows and entities, each looked up once.
+    accounts: dict[str, bytes] = {}
+    type_keys: dict[tuple[bytes, str], bytes] = {}
+    flow_keys: dict[tuple[bytes, str], bytes] = {}
+    entity_keys: dict[tuple[bytes, str], bytes] = {}
+    lead_keys: dict[tuple[bytes, str], bytes] = {}
+    base_keys: dict[int, bytes] = {}
+    pack_u64, pack_posoff, pack_u48 = _U64.pack, _POSOFF.pack, _U48.pack
+    last_bounds_key, last_recorded = b"", -1
+    ids_append, positions_append, leads_append = ids.append, positions.append, leads.append
+    types_append, times_append, flows_append = types.append, times.append, flows.append
+    for item in located:
+        e = item.event
+        account = e.account_id
+        acct = accounts.get(account)
+        if acct is None:
+            acct = accounts[account] = number(b"a", account)
+        position = e.position
+        timestamp = e.timestamp_ms or 0
+        if 0 <= timestamp <= _U48_MAX and 0 <= position <= _U48_MAX:
+            value = (timestamp << 48 | position).to_bytes(12, "big")
+        else:  # clamped to 48 bits each
+            clamped_ts = min(max(timestamp, 0), _U48_MAX)
+            value = (clamped_ts << 48 | min(max(position, 0), _U48_MAX)).to_bytes(12, "big")
+        id_key = item.id_key
+        at = pack_u48(position >> 32, position & 0xFFFFFFFF)
+        ids_append((id_key if id_key is not None else acct + id_bytes(e.id), at))
+        base = item.segment_base
+        base_key = base_keys.get(base)
+        if base_key is None:
+            base_key = base_keys[base] = pack_u64(base)
+        positions_append((base_key, pack_posoff(position - base, item.offset)))
+        name_key = (acct, e.lead_id)
+        key = lead_keys.get(name_key)
+        if key is None:
+            key = lead_keys[name_key] = acct + lead_hash(e.lead_id)
+        leads_append((key, value))
+        name_key = (acct, e.type)
+        key = type_keys.get(name_key)
+        if key is None:
+            key = type_keys[name_key] = acct + number(b"t", e.type)
+        types_append((key, value))
+        times_append((acct, value))
+        name_key = (acct, e.flow_id)
+        key = flow_keys.get(name_key)
+        if key is None:
+            key = flow_keys[name_key] = acct + number(b"f", e.flow_id)
+        flows_append((key, value))
+        if e.entity_id:
+            name_key = (acct, e.entity_id)
+            key = entity_keys.get(name_key)
+            if key is None:
+                key = entity_keys[name_key] = acct + number(b"e", e.entity_id)
+            entities.append((key, value))
+        key = base_key + acct
+        recorded = e.recorded_at_ms
+        # A committed group shares one recorded_at: most events change nothing here.
+        if key != last_bounds_key or recorded != last_recorded:
+            last_bounds_key, last_recorded = key, recorded
+            bounds = segacct.get(key)
+            if bounds is None:
+                segacct[key] = (recorded, recorded)
+            elif recorded < bounds[0] or recorded > bounds[1]:
+                segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
+        raw += item.raw_bytes
+    return ids, positions, leads, types, times, flows, entities, segacct, len(located), raw
+
+
 __all__ = [
     "ACCOUNT_MAX",
     "ACCOUNT_PATTERN",
@@ -162,7 +298,12 @@ __all__ = [
     "TYPE_MAX",
     "TYPE_PATTERN",
     "U32_MAX",
+    "IndexRows",
+    "IndexedEvent",
+    "Placed",
+    "Rows",
     "id_key",
+    "index_rows",
     "json_object_ok",
     "plain_fields_ok",
 ]

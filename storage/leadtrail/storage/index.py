@@ -26,7 +26,7 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -117,17 +117,15 @@ class Located:
 class StagedAdd:
     """A batch's index entries in an open write transaction: ``commit`` or ``abort`` it."""
 
-    __slots__ = ("_created", "_index", "_txn")
+    __slots__ = ("_committed", "_txn")
 
-    def __init__(self, index: Index, txn: lmdb.Transaction, created: dict[tuple[bytes, str], bytes]) -> None:
-        self._index = index
+    def __init__(self, txn: lmdb.Transaction, committed: Callable[[], None]) -> None:
         self._txn = txn
-        self._created = created
+        self._committed = committed
 
     def commit(self) -> None:
         self._txn.commit()
-        # Numbers created in the transaction are cached only now that it has committed.
-        self._index._remember_numbers(self._created)
+        self._committed()
 
     def abort(self) -> None:
         self._txn.abort()
@@ -354,7 +352,8 @@ class Index:
         except BaseException:
             txn.abort()
             raise
-        return StagedAdd(self, txn, created)
+        # Numbers created in the transaction are cached only once it has committed.
+        return StagedAdd(txn, lambda: self._remember_numbers(created))
 
     def _remember_numbers(self, created: dict[tuple[bytes, str], bytes]) -> None:
         """Cache the numbers a committed transaction used (some it may have created)."""
@@ -365,15 +364,6 @@ class Index:
     def _put(
         self, txn: lmdb.Transaction, located: Iterable[Located], high_water: int
     ) -> dict[tuple[bytes, str], bytes]:
-        ids: list[tuple[bytes, bytes]] = []
-        positions: list[tuple[bytes, bytes]] = []
-        leads: list[tuple[bytes, bytes]] = []
-        types: list[tuple[bytes, bytes]] = []
-        times: list[tuple[bytes, bytes]] = []
-        flows: list[tuple[bytes, bytes]] = []
-        entities: list[tuple[bytes, bytes]] = []
-        segacct: dict[bytes, tuple[int, int]] = {}
-        added = raw = 0
         names = self._names
         packed: dict[tuple[bytes, str], bytes] = {}
 
@@ -387,71 +377,10 @@ class Index:
                 value = packed[key] = _U32.pack(known)
             return value
 
-        # The group's few accounts, types, flows and entities, each looked up once:
-        # name -> packed number, one dictionary a kind (no tuple key an event).
-        accounts: dict[str, bytes] = {}
-        type_keys: dict[tuple[bytes, str], bytes] = {}
-        flow_keys: dict[tuple[bytes, str], bytes] = {}
-        entity_keys: dict[tuple[bytes, str], bytes] = {}
-        lead_keys: dict[tuple[bytes, str], bytes] = {}
-        pack_u64, pack_posoff, make_id_key = _U64.pack, _POSOFF.pack, ingest.id_key
-        base_keys: dict[int, bytes] = {}
-        last_bounds_key, last_recorded = b"", -1
-        ids_append, positions_append, leads_append = ids.append, positions.append, leads.append
-        types_append, times_append, flows_append = types.append, times.append, flows.append
-        for item in located:
-            e = item.event
-            account = e.account_id
-            acct = accounts.get(account)
-            if acct is None:
-                acct = accounts[account] = number(KIND_ACCOUNT, account)
-            position = e.position
-            timestamp = e.timestamp_ms or 0
-            if 0 <= timestamp <= _U48_MAX and 0 <= position <= _U48_MAX:
-                value = (timestamp << 48 | position).to_bytes(12, "big")
-            else:
-                value = tspos(timestamp, position)
-            id_key = item.id_key
-            ids_append((id_key if id_key is not None else make_id_key(acct, e.id), pack_u48(position)))
-            base = item.segment_base
-            base_key = base_keys.get(base)
-            if base_key is None:
-                base_key = base_keys[base] = pack_u64(base)
-            positions_append((base_key, pack_posoff(position - base, item.offset)))
-            name_key = (acct, e.lead_id)
-            key = lead_keys.get(name_key)
-            if key is None:
-                key = lead_keys[name_key] = acct + lead_hash(e.lead_id)
-            leads_append((key, value))
-            name_key = (acct, e.type)
-            key = type_keys.get(name_key)
-            if key is None:
-                key = type_keys[name_key] = acct + number(KIND_TYPE, e.type)
-            types_append((key, value))
-            times_append((acct, value))
-            name_key = (acct, e.flow_id)
-            key = flow_keys.get(name_key)
-            if key is None:
-                key = flow_keys[name_key] = acct + number(KIND_FLOW, e.flow_id)
-            flows_append((key, value))
-            if e.entity_id:
-                name_key = (acct, e.entity_id)
-                key = entity_keys.get(name_key)
-                if key is None:
-                    key = entity_keys[name_key] = acct + number(KIND_ENTITY, e.entity_id)
-                entities.append((key, value))
-            key = base_key + acct
-            recorded = e.recorded_at_ms
-            # A committed group shares one recorded_at: most events change nothing here.
-            if key != last_bounds_key or recorded != last_recorded:
-                last_bounds_key, last_recorded = key, recorded
-                bounds = segacct.get(key)
-                if bounds is None:
-                    segacct[key] = (recorded, recorded)
-                elif recorded < bounds[0] or recorded > bounds[1]:
-                    segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
-            added += 1
-            raw += item.raw_bytes
+        group = located if isinstance(located, list) else list(located)
+        ids, positions, leads, types, times, flows, entities, segacct, added, raw = ingest.index_rows(
+            group, number, lead_hash
+        )
         for name, items in (
             ("ids", ids),
             ("positions", positions),

@@ -1,5 +1,5 @@
-"""The write path's per-event checks and keys: does an event obey the contract, and
-what are its index keys.
+"""The write path's per-event work: does an event obey the contract, and what are the
+index rows of a committed group.
 
 Two twins implement them with the same answers: the compiled ``_ingest`` (C, built by
 ``pip install`` where a compiler exists) and the plain-Python ``_ingest_py``. The
@@ -53,11 +53,12 @@ IMPLEMENTATION: str = "compiled" if COMPILED else "pure"
 """Which twin is in use, as reports and benchmarks name it: ``compiled`` or ``pure``."""
 
 if TYPE_CHECKING:  # both twins have these signatures (``_ingest.pyi`` states the compiled one's)
-    from ._ingest_py import id_key, json_object_ok, plain_fields_ok
+    from ._ingest_py import id_key, index_rows, json_object_ok, plain_fields_ok
 else:
     plain_fields_ok = _twin.plain_fields_ok
     json_object_ok = _twin.json_object_ok
     id_key = _twin.id_key
+    index_rows = _twin.index_rows
 
 pure_plain_fields_ok = _ingest_py.plain_fields_ok
 """The pure twin's check, the judge wherever the compiled one says no."""
@@ -81,6 +82,7 @@ __all__ = [
     "TYPE_PATTERN",
     "U32_MAX",
     "id_key",
+    "index_rows",
     "json_object_ok",
     "plain_fields_ok",
     "pure_json_object_ok",
