@@ -361,20 +361,23 @@ class GroupCommit:
                     fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
                     last_new = len(fresh) - 1
                     position += 1
+                # The request's records, one after the other in the active segment; its
+                # count and last position are set once the request is encoded.
+                active, encoder = self.active, self._encoder
+                encode, base, start = encoder.encode, active.base, active.size
                 for i, (stored_event, lead_json, id_key) in enumerate(fresh):
-                    payload = self._encoder.encode(
-                        stored_event, stored_event.position, self.active.base, lead_json
-                    )
+                    payload = encode(stored_event, stored_event.position, base, lead_json)
                     flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
                     record = encode_record(flags, stored_event.position, payload)
-                    offset = self.active.size + buffered
                     buffer.append(record)
+                    located.append(
+                        Located(stored_event, base, start + buffered, encoder.last_raw_bytes, id_key)
+                    )
                     buffered += len(record)
-                    raw = self._encoder.last_raw_bytes
-                    located.append(Located(stored_event, self.active.base, offset, raw, id_key))
-                    stored.append(stored_event)
-                    self.active.event_count += 1
-                    self.active.last_position = stored_event.position
+                if fresh:
+                    stored.extend(fresh_event for fresh_event, _, _ in fresh)
+                    active.event_count += len(fresh)
+                    active.last_position = fresh[-1][0].position
                 all_results.append(results)
         self._flush(buffer)
         if stored:
