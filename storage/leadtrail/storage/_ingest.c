@@ -467,7 +467,9 @@ static PyObject *index_rows(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     PyObject *number = args[1], *lead_hash = args[2];
-    PyObject *seq = PySequence_Fast(args[0], "located must be a sequence");
+    /* A tuple of the items: the callbacks run Python code, which must not be able to
+     * change what is being walked. */
+    PyObject *seq = PySequence_Tuple(args[0]);
     if (seq == NULL) {
         return NULL;
     }
@@ -484,9 +486,9 @@ static PyObject *index_rows(PyObject *self, PyObject *const *args, Py_ssize_t na
             goto done;
         }
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (fields_read(&f, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
+        if (fields_read(&f, PyTuple_GET_ITEM(seq, i)) < 0) {
             goto done;
         }
         /* The account's 4 bytes, looked up once a group. */
