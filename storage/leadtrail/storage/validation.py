@@ -183,3 +183,25 @@ def _explain_json_object(index: int, field: str, value: object) -> None:
             continue
         _json_value(fail, f"{field}.{key}", item, 1)
     raise fail(field, "breaks a rule of the contract")  # the fast check and this one disagree
+
+
+# The contract's limits stay importable from here, where they have always been.
+__all__ = [
+    "ACCOUNT_PATTERN",
+    "CONTROL_CHARACTERS",
+    "FIELD_NAME_MAX",
+    "ID_FIELD_MAX",
+    "ID_PATTERN",
+    "JSON_INT_MAX",
+    "MAX_DEPTH",
+    "MAX_TIMESTAMP_MS",
+    "NO_CONTROL_CHARACTERS",
+    "PRICE_MAX",
+    "PRICE_PATTERN",
+    "REASON_MAX",
+    "TYPE_MAX",
+    "TYPE_PATTERN",
+    "U32_MAX",
+    "validate_batch",
+    "validate_event",
+]
