@@ -1,9 +1,9 @@
-"""Builds the compiled twin of ``leadtrail.storage.wireform``; every other piece of the
-distribution's metadata is in pyproject.toml.
+"""Builds the compiled twins of ``leadtrail.storage.wireform`` and ``leadtrail.storage.ingest``;
+every other piece of the distribution's metadata is in pyproject.toml.
 
-The extension is optional: where it cannot be built (no C compiler or no Python headers),
-the install goes on with the pure-Python twin, ``leadtrail.storage._wireform_py``, and says
-so in one line (shown by ``pip install -v``).
+The extensions are optional: where one cannot be built (no C compiler or no Python headers),
+the install goes on with the pure-Python twins (``_wireform_py``, ``_ingest_py``), and says
+so in one line each (shown by ``pip install -v``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ WIREFORM = Extension(
     sources=["storage/leadtrail/storage/_wireform.c"],
     optional=True,
 )
+INGEST = Extension(
+    "leadtrail.storage._ingest",
+    sources=["storage/leadtrail/storage/_ingest.c"],
+    optional=True,
+)
 FALLBACK = "leadtrail: {} was not built ({}): the pure-Python twin is used"
 
 
@@ -28,7 +33,8 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as e:  # no compiler at all (setuptools raises before compiling anything)
-            print(FALLBACK.format(WIREFORM.name, type(e).__name__), file=sys.stderr)
+            for ext in self.extensions:
+                print(FALLBACK.format(ext.name, type(e).__name__), file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
         try:
@@ -37,4 +43,4 @@ class OptionalBuildExt(build_ext):
             print(FALLBACK.format(ext.name, type(e).__name__), file=sys.stderr)
 
 
-setup(ext_modules=[WIREFORM], cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=[WIREFORM, INGEST], cmdclass={"build_ext": OptionalBuildExt})

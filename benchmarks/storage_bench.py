@@ -46,7 +46,17 @@ import orjson
 import zstandard
 from crc32c import crc32c
 from leadtrail.server.simulation import LeadFlowSimulator, SimulatedEvent
-from leadtrail.storage import Event, EventLog, FsyncPolicy, Options, Outcome, Stats, new_event_id
+from leadtrail.storage import (
+    Event,
+    EventLog,
+    FsyncPolicy,
+    Options,
+    Outcome,
+    Stats,
+    ingest,
+    new_event_id,
+    wireform,
+)
 
 BATCH = 100
 SEED = 20240115
@@ -599,6 +609,9 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "zstandard": zstandard.__version__,
+        # Which twin of each compiled part ran (LEADTRAIL_PURE=1 forces the pure ones).
+        "wireform": wireform.IMPLEMENTATION,
+        "ingest": ingest.IMPLEMENTATION,
     }
 
 
@@ -645,9 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - began
     info = machine()
     header = [
-        f"LeadTrail storage benchmark ({mode}): "
-        f"median of {args.runs} runs, min - max",
+        f"LeadTrail storage benchmark ({mode}): median of {args.runs} runs, min - max",
         f"  {info['cpus']} CPUs, Python {info['python']}, {info['platform']}",
+        f"  wireform {info['wireform']}, ingest {info['ingest']} (LEADTRAIL_PURE=1 runs the pure twins)",
         f"  data dir {data_dir}, fsync policy always (default), batches of {BATCH}, "
         f"{scale.append_events:,} events per append run, {elapsed:.0f} s in all",
     ]

@@ -26,11 +26,12 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import lmdb
 
+from . import ingest
 from .errors import StorageError
 from .event import Event
 from .ulid import id_bytes
@@ -111,6 +112,23 @@ class Located:
     """Size of the event as plain JSON with its full snapshot (for the ratio in stats)."""
     id_key: bytes | None = None
     """Its ``ids`` key, when the writer already made it for the duplicate check."""
+
+
+class StagedAdd:
+    """A batch's index entries in an open write transaction: ``commit`` or ``abort`` it."""
+
+    __slots__ = ("_committed", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, committed: Callable[[], None]) -> None:
+        self._txn = txn
+        self._committed = committed
+
+    def commit(self) -> None:
+        self._txn.commit()
+        self._committed()
+
+    def abort(self) -> None:
+        self._txn.abort()
 
 
 def _looks_truncated(path: str) -> bool:
@@ -322,131 +340,82 @@ class Index:
 
     def add(self, located: Iterable[Located], high_water: int) -> None:
         """Index a committed batch in one transaction, with its high-water position."""
-        ids: list[tuple[bytes, bytes]] = []
-        positions: list[tuple[bytes, bytes]] = []
-        leads: list[tuple[bytes, bytes]] = []
-        types: list[tuple[bytes, bytes]] = []
-        times: list[tuple[bytes, bytes]] = []
-        flows: list[tuple[bytes, bytes]] = []
-        entities: list[tuple[bytes, bytes]] = []
-        segacct: dict[bytes, tuple[int, int]] = {}
-        added = raw = 0
-        with self.env.begin(write=True) as txn:
-            names = self._names
-            packed: dict[tuple[bytes, str], bytes] = {}
+        self.stage(located, high_water).commit()
 
-            def number(kind: bytes, name: str) -> bytes:
-                key = (kind, name)
-                value = packed.get(key)
-                if value is None:
-                    known = names.get(key)
-                    if known is None:
-                        known = self.number(txn, kind, name, True) or 0
-                    value = packed[key] = _U32.pack(known)
-                return value
+    def stage(self, located: Iterable[Located], high_water: int) -> StagedAdd:
+        """Put a batch's entries in a write transaction left open: readers see none of
+        them until ``commit``. The writer stages a group while its bytes are being made
+        durable, and commits once they are (or aborts). Same thread for both calls."""
+        txn = self.env.begin(write=True)
+        try:
+            created = self._put(txn, located, high_water)
+        except BaseException:
+            txn.abort()
+            raise
+        # Numbers created in the transaction are cached only once it has committed.
+        return StagedAdd(txn, lambda: self._remember_numbers(created))
 
-            # The group's few accounts, types, flows and entities, each looked up once:
-            # name -> packed number, one dictionary a kind (no tuple key an event).
-            accounts: dict[str, bytes] = {}
-            type_keys: dict[tuple[bytes, str], bytes] = {}
-            flow_keys: dict[tuple[bytes, str], bytes] = {}
-            entity_keys: dict[tuple[bytes, str], bytes] = {}
-            lead_keys: dict[tuple[bytes, str], bytes] = {}
-            pack_u64, pack_posoff = _U64.pack, _POSOFF.pack
-            base_keys: dict[int, bytes] = {}
-            last_bounds_key, last_recorded = b"", -1
-            ids_append, positions_append, leads_append = ids.append, positions.append, leads.append
-            types_append, times_append, flows_append = types.append, times.append, flows.append
-            for item in located:
-                e = item.event
-                account = e.account_id
-                acct = accounts.get(account)
-                if acct is None:
-                    acct = accounts[account] = number(KIND_ACCOUNT, account)
-                position = e.position
-                timestamp = e.timestamp_ms or 0
-                if 0 <= timestamp <= _U48_MAX and 0 <= position <= _U48_MAX:
-                    value = (timestamp << 48 | position).to_bytes(12, "big")
-                else:
-                    value = tspos(timestamp, position)
-                id_key = item.id_key
-                ids_append((id_key if id_key is not None else acct + id_bytes(e.id), pack_u48(position)))
-                base = item.segment_base
-                base_key = base_keys.get(base)
-                if base_key is None:
-                    base_key = base_keys[base] = pack_u64(base)
-                positions_append((base_key, pack_posoff(position - base, item.offset)))
-                name_key = (acct, e.lead_id)
-                key = lead_keys.get(name_key)
-                if key is None:
-                    key = lead_keys[name_key] = acct + lead_hash(e.lead_id)
-                leads_append((key, value))
-                name_key = (acct, e.type)
-                key = type_keys.get(name_key)
-                if key is None:
-                    key = type_keys[name_key] = acct + number(KIND_TYPE, e.type)
-                types_append((key, value))
-                times_append((acct, value))
-                name_key = (acct, e.flow_id)
-                key = flow_keys.get(name_key)
-                if key is None:
-                    key = flow_keys[name_key] = acct + number(KIND_FLOW, e.flow_id)
-                flows_append((key, value))
-                if e.entity_id:
-                    name_key = (acct, e.entity_id)
-                    key = entity_keys.get(name_key)
-                    if key is None:
-                        key = entity_keys[name_key] = acct + number(KIND_ENTITY, e.entity_id)
-                    entities.append((key, value))
-                key = base_key + acct
-                recorded = e.recorded_at_ms
-                # A committed group shares one recorded_at: most events change nothing here.
-                if key != last_bounds_key or recorded != last_recorded:
-                    last_bounds_key, last_recorded = key, recorded
-                    bounds = segacct.get(key)
-                    if bounds is None:
-                        segacct[key] = (recorded, recorded)
-                    elif recorded < bounds[0] or recorded > bounds[1]:
-                        segacct[key] = (min(bounds[0], recorded), max(bounds[1], recorded))
-                added += 1
-                raw += item.raw_bytes
-            for name, items in (
-                ("ids", ids),
-                ("positions", positions),
-                ("lead", leads),
-                ("type", types),
-                ("time", times),
-                ("flow", flows),
-                ("entity", entities),
-            ):
-                if items:
-                    # In key order and appended: LMDB then fills pages instead of
-                    # splitting them in half, which halves the index on disk.
-                    # Whatever arrives out of order (a backfilled timestamp, a
-                    # client-chosen id) is refused by the append and put normally.
-                    items.sort()
-                    cursor = txn.cursor(db=self.dbs[name])
-                    _, appended = cursor.putmulti(items, dupdata=True, append=True)
-                    if appended < len(items):
-                        cursor.putmulti(items, dupdata=True)
-            db = self.dbs["segacct"]
-            for key, (low, high) in segacct.items():
-                old = txn.get(key, db=db)
-                if old is not None:
-                    old_low, old_high = _MINMAX.unpack(old)
-                    low, high = min(low, old_low), max(high, old_high)
-                txn.put(key, _MINMAX.pack(low, high), db=db)
-            meta = self.dbs["meta"]
-            count = txn.get(b"count", db=meta)
-            total = (_U64.unpack(count)[0] if count else 0) + added
-            txn.put(b"count", _U64.pack(total), db=meta)
-            old_raw = txn.get(b"raw", db=meta)
-            txn.put(b"raw", _U64.pack((_U64.unpack(old_raw)[0] if old_raw else 0) + raw), db=meta)
-            if high_water:
-                txn.put(b"high_water", _U64.pack(high_water), db=meta)
+    def _remember_numbers(self, created: dict[tuple[bytes, str], bytes]) -> None:
+        """Cache the numbers a committed transaction used (some it may have created)."""
         with self._lock:
-            for created, value in packed.items():
-                self._names.setdefault(created, int(_U32.unpack(value)[0]))
+            for key, value in created.items():
+                self._names.setdefault(key, int(_U32.unpack(value)[0]))
+
+    def _put(
+        self, txn: lmdb.Transaction, located: Iterable[Located], high_water: int
+    ) -> dict[tuple[bytes, str], bytes]:
+        names = self._names
+        packed: dict[tuple[bytes, str], bytes] = {}
+
+        def number(kind: bytes, name: str) -> bytes:
+            key = (kind, name)
+            value = packed.get(key)
+            if value is None:
+                known = names.get(key)
+                if known is None:
+                    known = self.number(txn, kind, name, True) or 0
+                value = packed[key] = _U32.pack(known)
+            return value
+
+        group = located if isinstance(located, list) else list(located)
+        ids, positions, leads, types, times, flows, entities, segacct, added, raw = ingest.index_rows(
+            group, number, lead_hash
+        )
+        for name, items in (
+            ("ids", ids),
+            ("positions", positions),
+            ("lead", leads),
+            ("type", types),
+            ("time", times),
+            ("flow", flows),
+            ("entity", entities),
+        ):
+            if items:
+                # In key order and appended: LMDB then fills pages instead of
+                # splitting them in half, which halves the index on disk.
+                # Whatever arrives out of order (a backfilled timestamp, a
+                # client-chosen id) is refused by the append and put normally.
+                items.sort()
+                cursor = txn.cursor(db=self.dbs[name])
+                _, appended = cursor.putmulti(items, dupdata=True, append=True)
+                if appended < len(items):
+                    cursor.putmulti(items, dupdata=True)
+        db = self.dbs["segacct"]
+        for key, (low, high) in segacct.items():
+            old = txn.get(key, db=db)
+            if old is not None:
+                old_low, old_high = _MINMAX.unpack(old)
+                low, high = min(low, old_low), max(high, old_high)
+            txn.put(key, _MINMAX.pack(low, high), db=db)
+        meta = self.dbs["meta"]
+        count = txn.get(b"count", db=meta)
+        total = (_U64.unpack(count)[0] if count else 0) + added
+        txn.put(b"count", _U64.pack(total), db=meta)
+        old_raw = txn.get(b"raw", db=meta)
+        txn.put(b"raw", _U64.pack((_U64.unpack(old_raw)[0] if old_raw else 0) + raw), db=meta)
+        if high_water:
+            txn.put(b"high_water", _U64.pack(high_water), db=meta)
+        return packed
 
     def account_events(self, txn: lmdb.Transaction) -> dict[str, int]:
         """Stored events per account: the ``time`` index holds one value per event under

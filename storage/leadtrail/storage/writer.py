@@ -18,12 +18,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crc32c import crc32c
 
+from . import ingest
 from .codec import Dictionaries, EventEncoder, EventPrefix, Trainer, encode_body
 from .errors import ClosedError, NotWritableError
 from .event import AppendResult, Event
@@ -41,7 +42,6 @@ from .index import Index, Located
 from .options import FsyncPolicy, Options
 from .segment import Segment
 from .segment_list import SegmentList
-from .ulid import id_bytes
 
 MAX_GROUP_EVENTS = 20_000
 _UNKNOWN = b"?"
@@ -77,6 +77,25 @@ class _Request:
         self.leads_json = leads_json
         self.call = call
         self.future: Future[Any] = Future()
+
+
+class Syncer:
+    """Runs the writer's fdatasync calls on a thread of its own, one at a time, so that the
+    writer can index a group while the group's bytes are being made durable."""
+
+    def __init__(self, files: Files) -> None:
+        self._files = files
+        self._pool: ThreadPoolExecutor | None = None
+
+    def sync(self, fd: int) -> Future[None]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadtrail-fsync")
+        return self._pool.submit(self._files.fsync, fd)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class SegmentSteps(Protocol):
@@ -125,6 +144,7 @@ class GroupCommit:
         self._dirty_since: float | None = None
         self.failure: NotWritableError | None = None
         self.listeners: list[CommitListener] = []
+        self._syncer = Syncer(files)
         self._thread = threading.Thread(target=self._run, name="leadtrail-writer", daemon=True)
         self._thread.start()
 
@@ -159,6 +179,7 @@ class GroupCommit:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self._syncer.close()
         if self.active.fd >= 0:
             try:
                 if self.failure is None:
@@ -291,6 +312,7 @@ class GroupCommit:
         index = self._index
         # An account's ``ids`` key prefix, looked up once a group (None: no event of it yet).
         account_keys: dict[str, bytes | None] = {}
+        make_id_key = ingest.id_key
         with index.env.begin() as txn:
             for request in group:
                 assert request.events is not None
@@ -315,7 +337,7 @@ class GroupCommit:
                         if acct is _UNKNOWN:
                             acct = account_keys[account] = index.account_key(txn, account)
                         if acct is not None:
-                            id_key = acct + id_bytes(event.id)
+                            id_key = make_id_key(acct, event.id)
                         original = None if id_key is None else index.position_at(txn, id_key)
                         if original is not None:
                             kept = self._stored_event(original)
@@ -339,30 +361,43 @@ class GroupCommit:
                     fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
                     last_new = len(fresh) - 1
                     position += 1
+                # The request's records, one after the other in the active segment; its
+                # count and last position are set once the request is encoded.
+                active, encoder = self.active, self._encoder
+                encode, base, start = encoder.encode, active.base, active.size
                 for i, (stored_event, lead_json, id_key) in enumerate(fresh):
-                    payload = self._encoder.encode(
-                        stored_event, stored_event.position, self.active.base, lead_json
-                    )
+                    payload = encode(stored_event, stored_event.position, base, lead_json)
                     flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
                     record = encode_record(flags, stored_event.position, payload)
-                    offset = self.active.size + buffered
                     buffer.append(record)
+                    located.append(
+                        Located(stored_event, base, start + buffered, encoder.last_raw_bytes, id_key)
+                    )
                     buffered += len(record)
-                    raw = self._encoder.last_raw_bytes
-                    located.append(Located(stored_event, self.active.base, offset, raw, id_key))
-                    stored.append(stored_event)
-                    self.active.event_count += 1
-                    self.active.last_position = stored_event.position
+                if fresh:
+                    stored.extend(fresh_event for fresh_event, _, _ in fresh)
+                    active.event_count += len(fresh)
+                    active.last_position = fresh[-1][0].position
                 all_results.append(results)
         self._flush(buffer)
         if stored:
-            if self._fsync.always:
-                self._files.fsync(self.active.fd)
-            elif self._dirty_since is None:
+            # The group's index entries are put while its bytes reach the disk (the
+            # fdatasync runs on a thread of its own and lets go of the GIL), and become
+            # visible only once they are durable: the transaction commits after the sync.
+            syncing = self._syncer.sync(self.active.fd) if self._fsync.always else None
+            try:
+                staged = self._index.stage(located, position - 1)
+            finally:
+                if syncing is not None:
+                    synced = syncing.exception()  # waited for even when staging failed
+            if syncing is not None and synced is not None:
+                staged.abort()
+                raise synced
+            if not self._fsync.always and self._dirty_since is None:
                 self._dirty_since = time.monotonic()
+            staged.commit()
             self._last_recorded_at = now
             self.next_position = position
-            self._index.add(located, position - 1)
             active = self.active
             self._segments.committed(
                 active.base, active.size, active.event_count, active.last_position, position - 1
