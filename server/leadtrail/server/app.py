@@ -44,7 +44,8 @@ from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 from .auth import CALLER, Gate
 from .feed import Feed
 from .follower import Followed, SyncedStream, follow_writer
-from .forwarding import forwarded
+from .forwarding import FRAMES_METHOD, FRAMES_SERVICE, FrameLink, forwarded
+from .frame_admission import FrameService
 from .keys import KeyStore, KeyStoreError
 from .notices import NoticeHub, WriterLink
 from .privacy import Fingerprints
@@ -65,6 +66,9 @@ SERVICE_NAMES = (
 )
 FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3]
 """What a follower worker sends on to the writer: appends and administration."""
+BATCHED = frozenset({"Append"})
+"""The forwarded methods that travel in frames (forwarding.py): many small calls, each
+cheaper at the writer than a gRPC call of its own between the workers."""
 FIRST_NOTICE_SECONDS = 60.0
 LOCK_WAIT_SECONDS = 10.0
 
@@ -293,6 +297,7 @@ class LeadTrailServer:
         self._health = HealthServicer()
         self._hub: NoticeHub | None = None
         self._link: WriterLink | None = None
+        self._frames: FrameLink | None = None
         self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -359,7 +364,10 @@ class LeadTrailServer:
             (service,) = module.DESCRIPTOR.services_by_name.values()
             if following and service.full_name in FORWARDED:
                 assert self._link is not None
-                server.add_generic_rpc_handlers((forwarded(self._link.channel, service),))
+                if self._frames is None:
+                    self._frames = FrameLink(self._link.channel)
+                handler = forwarded(self._link.channel, service, self._frames, BATCHED)
+                server.add_generic_rpc_handlers((handler,))
                 continue
             if self._hub is not None and module is admin_pb2:
                 servicer = SettledAdmin(servicer, self._hub)
@@ -371,7 +379,8 @@ class LeadTrailServer:
             if service.full_name in FORWARDED:
                 private.append(handler)
         if self._hub is not None and role is not None:
-            await self._serve_followers(role, [*private, self._hub.handler(event_log.submit)])
+            frames = FrameService(private).handler(FRAMES_SERVICE, FRAMES_METHOD)
+            await self._serve_followers(role, [*private, self._hub.handler(event_log.submit), frames])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
@@ -461,6 +470,8 @@ class LeadTrailServer:
             await self._private.stop(grace)
         if self._following is not None:
             self._following.cancel()
+        if self._frames is not None:
+            await self._frames.close()
         if self._link is not None:
             await self._link.close()
         if store is not None:
