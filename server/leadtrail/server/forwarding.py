@@ -126,6 +126,8 @@ class FrameLink:
                         self._wake.clear()
                         await self._wake.wait()
                         continue
+                    # One loop turn more: the calls grpc hands over in this turn join the frame.
+                    await asyncio.sleep(0)
                     batch, self._queued = self._queued, []
                     sent.update(tag for tag, _ in batch)
                     await call.write(b"".join(raw for _, raw in batch))
