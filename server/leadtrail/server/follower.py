@@ -4,10 +4,7 @@ Each notice from the writer (notices.py) moves the follower's store (storage
 ``EventLog.follow_commit``); the events it newly made visible go to this
 process's live feed, read back from the segment files, so that subscribers of
 every worker see each commit promptly and never one the writer has not
-acknowledged. While nobody subscribes here, nothing is read back: the feed is
-emptied instead, and a subscription that starts later reads from disk up to
-where the feed resumes, as after any gap. A new maintenance epoch is answered
-once the store reloaded.
+acknowledged. A new maintenance epoch is answered once the store reloaded.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ class Followed:
 
     def __init__(self, position: int) -> None:
         self.position = position
-        self.subscriptions = 0
-        """Subscriptions open on this follower: the feed is kept only while there are any."""
         self._moved = asyncio.Event()
 
     def moved_to(self, position: int) -> None:
@@ -76,16 +71,11 @@ class SyncedStream:
         impl = getattr(self._servicer, name)
 
         async def synced(request: Any, context: Any) -> AsyncIterator[Any]:
-            followed = self._followed
-            followed.subscriptions += 1
-            try:
-                latest = await self._link.latest(SYNC_SECONDS)
-                if latest is not None:  # a writer away is no reason to refuse what is here
-                    await followed.reached(latest, SYNC_SECONDS)
-                async for response in impl(request, context):
-                    yield response
-            finally:
-                followed.subscriptions -= 1
+            latest = await self._link.latest(SYNC_SECONDS)
+            if latest is not None:  # a writer away is no reason to refuse what is here
+                await self._followed.reached(latest, SYNC_SECONDS)
+            async for response in impl(request, context):
+                yield response
 
         return synced
 
@@ -95,11 +85,12 @@ def _visible_events(store: EventLog, after: int, upto: int) -> list[Event]:
     return list(store.read_from(start, limit=upto - start + 1))
 
 
-def _apply(store: EventLog, notice: CommitNotice, first: bool, published: int, feeding: bool) -> list[Event]:
-    """On a read thread, one hop: the store moved to ``notice``, and the events it made
-    visible when the feed is kept."""
+def _apply(store: EventLog, notice: CommitNotice, first: bool, published: int) -> list[Event]:
+    """On a read thread, in one hop: the store moved to ``notice``, and the events it made
+    visible. The feed keeps them even with nobody subscribed here: a subscription that
+    starts later replays the newest events from memory rather than from disk."""
     store.follow_commit(notice, first)
-    if not feeding or notice.visible <= published:
+    if notice.visible <= published:
         return []
     return _visible_events(store, published, notice.visible)
 
@@ -118,16 +109,12 @@ async def follow_writer(
     acknowledged = 0
     async for notice, first in notices:
         try:
-            feeding = followed.subscriptions > 0
-            events = await loop.run_in_executor(reads, _apply, store, notice, first, published, feeding)
-            if first or notice.epoch != acknowledged or not feeding:
-                # The store was reloaded (an erasure may be why), or nobody here subscribes:
-                # what the feed kept is read again from disk by whoever needs it.
+            events = await loop.run_in_executor(reads, _apply, store, notice, first, published)
+            if first or notice.epoch != acknowledged:
+                # The store was reloaded (an erasure may be why): what the feed kept is
+                # read again from disk by whoever needs it.
                 feed.clear()
             if notice.visible > published:
-                if not feeding and followed.subscriptions:  # one began meanwhile: it waits for these
-                    upto = notice.visible
-                    events = await loop.run_in_executor(reads, _visible_events, store, published, upto)
                 feed.publish(events)
                 published = notice.visible
             followed.moved_to(notice.visible)
