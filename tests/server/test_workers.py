@@ -182,6 +182,42 @@ def test_appends_through_either_worker_are_read_through_both(workers: Workers) -
             assert [step.event.id for step in timeline.steps] == [event_id]
 
 
+def test_an_acknowledged_append_is_read_at_once_through_either_worker(workers: Workers) -> None:
+    stubs = {worker: _stubs(workers.channel(worker)) for worker in (WRITER, FOLLOWER)}
+    for round in range(10):
+        for through in (WRITER, FOLLOWER):
+            [event_id] = _append(stubs[through], _event(f"lead-now-{round}-{through}"))
+            for s in stubs.values():  # no retry: what was acknowledged is served everywhere
+                assert s.query.GetEvent(query_pb2.GetEventRequest(id=event_id), timeout=10).id == event_id
+
+
+def test_a_follower_that_stops_answering_does_not_hold_appends_back(workers: Workers) -> None:
+    writer = _stubs(workers.channel(WRITER))
+    follower = _stubs(workers.channel(FOLLOWER))
+    _append(writer, _event("lead-before"))
+    pid = workers.pid(FOLLOWER)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # The first waits for it a bounded while; the next are not held back by it at all.
+        ids = [_append(writer, _event(f"lead-stopped-{n}"))[0] for n in range(3)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for event_id in ids:
+        got = _eventually(lambda i=event_id: follower.query.GetEvent(query_pb2.GetEventRequest(id=i)))
+        assert got.id == event_id
+
+    # Caught up (its answer to the newest notice reached the writer), it is waited for again:
+    # what is acknowledged from then on, it serves at once.
+    def appended_and_read() -> Any:
+        [new] = _append(writer, _event("lead-probe"))
+        return follower.query.GetEvent(query_pb2.GetEventRequest(id=new))
+
+    _eventually(appended_and_read)
+    for n in range(5):
+        [event_id] = _append(writer, _event(f"lead-after-{n}"))
+        assert follower.query.GetEvent(query_pb2.GetEventRequest(id=event_id), timeout=10).id == event_id
+
+
 def test_a_subscriber_on_each_worker_receives_a_new_commit(workers: Workers) -> None:
     channels = {worker: workers.channel(worker) for worker in (WRITER, FOLLOWER)}
     received: dict[int, list[str]] = {WRITER: [], FOLLOWER: []}

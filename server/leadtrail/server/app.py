@@ -280,6 +280,41 @@ class SettledAdmin:
         return settled
 
 
+class ServedEverywhere:
+    """The writer's SubmissionService: an append is answered once every follower worker
+    serves it (notices.py), so that what a client was told is stored, it reads through
+    any worker, as from one process."""
+
+    def __init__(self, servicer: object, hub: NoticeHub) -> None:
+        self._servicer = servicer
+        self._hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        impl = getattr(self._servicer, name)
+        hub = self._hub
+        if name == "Append":
+
+            async def append(request: Any, context: Context) -> Any:
+                response = await impl(request, context)
+                await hub.everywhere(_newest(response))
+                return response
+
+            return append
+        if name != "AppendStream":
+            return impl
+
+        async def stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in impl(requests, context):
+                await hub.everywhere(_newest(response))
+                yield response
+
+        return stream
+
+
+def _newest(response: submission_pb2.AppendResponse) -> int:
+    return max((result.position for result in response.results), default=0)
+
+
 class LeadTrailServer:
     """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``).
 
@@ -371,6 +406,8 @@ class LeadTrailServer:
                 continue
             if self._hub is not None and module is admin_pb2:
                 servicer = SettledAdmin(servicer, self._hub)
+            if self._hub is not None and module is submission_pb2:
+                servicer = ServedEverywhere(servicer, self._hub)
             if following and module is stream_pb2:
                 assert self._link is not None
                 servicer = SyncedStream(servicer, self._link, followed)

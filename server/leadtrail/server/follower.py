@@ -107,6 +107,8 @@ async def follow_writer(
     loop = asyncio.get_running_loop()
     published = store.last_position
     acknowledged = 0
+    # Serving from the notice it opened at: appends wait for this follower from now on.
+    await link.acknowledge(0, published)
     async for notice, first in notices:
         try:
             events = await loop.run_in_executor(reads, _apply, store, notice, first, published)
@@ -123,6 +125,6 @@ async def follow_writer(
             # keeps serving what it has meanwhile.
             log.exception("follower could not apply a commit notice")
             continue
-        if notice.epoch != acknowledged:
-            await link.acknowledge(notice.epoch)
-            acknowledged = notice.epoch
+        # Each notice answered: the writer answers appends once every follower serves them.
+        await link.acknowledge(notice.epoch, notice.visible)
+        acknowledged = notice.epoch
