@@ -39,6 +39,7 @@ from leadtrail.storage import (
     Options,
     StorageError,
 )
+from leadtrail.storage.follow import CommitNotice
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .auth import CALLER, Gate
@@ -356,7 +357,7 @@ class LeadTrailServer:
         following = role is not None and not role.writer
         if following:
             assert role is not None
-            event_log, notices = await self._open_following(role, options, reads)
+            event_log, notices, opened = await self._open_following(role, options, reads)
         else:
             # Opening recovers the log and indexes its tail: disk work, off the loop.
             event_log = await self._open_writing(options, reads)
@@ -373,7 +374,7 @@ class LeadTrailServer:
             store.audit = ReadAudit(self._link)  # records of reads here are written by the writer
             followed = Followed(event_log.last_position)
             self._following = asyncio.create_task(
-                follow_writer(self._link, notices, event_log, feed, reads, followed)
+                follow_writer(self._link, notices, event_log, feed, reads, followed, opened)
             )
         else:
             hub = self._hub = NoticeHub(event_log) if role is not None else None
@@ -450,7 +451,7 @@ class LeadTrailServer:
 
     async def _open_following(
         self, role: WorkerRole, options: Options, reads: ThreadPoolExecutor
-    ) -> tuple[EventLog, AsyncIterator[Any]]:
+    ) -> tuple[EventLog, AsyncIterator[Any], CommitNotice]:
         """A follower's store, opened from the writer's first notice."""
         link = self._link = WriterLink(role.private_socket, self.config.max_message_bytes)
         notices = link.notices()
@@ -465,7 +466,7 @@ class LeadTrailServer:
         event_log = await loop.run_in_executor(
             reads, EventLog.open_follower, self.config.data, notice, read_only
         )
-        return event_log, notices
+        return event_log, notices, notice
 
     async def _serve_followers(
         self, role: WorkerRole, handlers: list[grpc.GenericRpcHandler[Any, Any]]

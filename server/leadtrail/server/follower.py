@@ -4,7 +4,11 @@ Each notice from the writer (notices.py) moves the follower's store (storage
 ``EventLog.follow_commit``); the events it newly made visible go to this
 process's live feed, read back from the segment files, so that subscribers of
 every worker see each commit promptly and never one the writer has not
-acknowledged. A new maintenance epoch is answered once the store reloaded.
+acknowledged. The feed keeps them even with nobody subscribed here: a
+subscription that starts later replays the newest events from memory rather
+than from disk. Each notice is answered once the store serves it (the writer
+answers an append only then, notices.py); a new maintenance epoch once the
+store reloaded.
 """
 
 from __future__ import annotations
@@ -85,16 +89,6 @@ def _visible_events(store: EventLog, after: int, upto: int) -> list[Event]:
     return list(store.read_from(start, limit=upto - start + 1))
 
 
-def _apply(store: EventLog, notice: CommitNotice, first: bool, published: int) -> list[Event]:
-    """On a read thread, in one hop: the store moved to ``notice``, and the events it made
-    visible. The feed keeps them even with nobody subscribed here: a subscription that
-    starts later replays the newest events from memory rather than from disk."""
-    store.follow_commit(notice, first)
-    if notice.visible <= published:
-        return []
-    return _visible_events(store, published, notice.visible)
-
-
 async def follow_writer(
     link: WriterLink,
     notices: AsyncIterator[tuple[CommitNotice, bool]],
@@ -102,29 +96,40 @@ async def follow_writer(
     feed: Feed,
     reads: Executor,
     followed: Followed,
+    opened: CommitNotice,
 ) -> None:
-    """Runs until the link closes: every notice applied in order."""
+    """Runs until the link closes: every notice applied in order, from the one the store
+    was ``opened`` at."""
     loop = asyncio.get_running_loop()
     published = store.last_position
-    acknowledged = 0
+    applied = opened
     # Serving from the notice it opened at: appends wait for this follower from now on.
     await link.acknowledge(0, published)
     async for notice, first in notices:
         try:
-            events = await loop.run_in_executor(reads, _apply, store, notice, first, published)
-            if first or notice.epoch != acknowledged:
-                # The store was reloaded (an erasure may be why): what the feed kept is
-                # read again from disk by whoever needs it.
+            if first or notice.epoch != applied.epoch or notice.dictionary not in (0, applied.dictionary):
+                # A reload (the writer restarted, or an erasure, retention, a new
+                # dictionary): disk work, off the loop. What the feed kept is read
+                # again from disk by whoever needs it.
+                await loop.run_in_executor(reads, store.follow_commit, notice, first)
                 feed.clear()
-            if notice.visible > published:
-                feed.publish(events)
-                published = notice.visible
-            followed.moved_to(notice.visible)
+            else:
+                # The tail segments' new sizes: cheaper here than a thread hop, and the
+                # appends waiting for this answer are answered sooner.
+                store.follow_commit(notice)
+            applied = notice
         except Exception:
-            # A read that failed here is tried again with the next notice; the follower
-            # keeps serving what it has meanwhile.
+            # Tried again with the next notice; the follower keeps serving what it has meanwhile.
             log.exception("follower could not apply a commit notice")
             continue
+        followed.moved_to(notice.visible)
         # Each notice answered: the writer answers appends once every follower serves them.
         await link.acknowledge(notice.epoch, notice.visible)
-        acknowledged = notice.epoch
+        if notice.visible > published:
+            try:
+                events = await loop.run_in_executor(reads, _visible_events, store, published, notice.visible)
+            except Exception:
+                log.exception("follower could not read a commit back for its live feed")
+                continue  # read with the next notice's events
+            feed.publish(events)
+            published = notice.visible
