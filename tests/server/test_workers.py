@@ -198,7 +198,7 @@ def test_a_follower_that_stops_answering_does_not_hold_appends_back(workers: Wor
     pid = workers.pid(FOLLOWER)
     os.kill(pid, signal.SIGSTOP)
     try:
-        # The first waits for it a bounded while; the next are not held back by it at all.
+        # Appends never wait for a follower: a hung one holds none of them back.
         ids = [_append(writer, _event(f"lead-stopped-{n}"))[0] for n in range(3)]
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -206,8 +206,7 @@ def test_a_follower_that_stops_answering_does_not_hold_appends_back(workers: Wor
         got = _eventually(lambda i=event_id: follower.query.GetEvent(query_pb2.GetEventRequest(id=i)))
         assert got.id == event_id
 
-    # Caught up (its answer to the newest notice reached the writer), it is waited for again:
-    # what is acknowledged from then on, it serves at once.
+    # Running again, it serves at once what is acknowledged from then on.
     def appended_and_read() -> Any:
         [new] = _append(writer, _event("lead-probe"))
         return follower.query.GetEvent(query_pb2.GetEventRequest(id=new))

@@ -42,9 +42,10 @@ from leadtrail.storage import (
 from leadtrail.storage.follow import CommitNotice
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
+from .acknowledged import AcknowledgedPosition
 from .auth import CALLER, Gate
 from .feed import Feed
-from .follower import Followed, SyncedStream, follow_writer
+from .follower import CaughtUpQuery, Followed, SyncedStream, follow_writer
 from .forwarding import FRAMES_METHOD, FRAMES_SERVICE, FrameLink, forwarded
 from .frame_admission import FrameService
 from .keys import KeyStore, KeyStoreError
@@ -281,23 +282,22 @@ class SettledAdmin:
         return settled
 
 
-class ServedEverywhere:
-    """The writer's SubmissionService: an append is answered once every follower worker
-    serves it (notices.py), so that what a client was told is stored, it reads through
-    any worker, as from one process."""
+class Acknowledging:
+    """The writer's SubmissionService: before an append is answered, the position it
+    reached is shared with the followers (acknowledged.py), whose reads then wait for it."""
 
-    def __init__(self, servicer: object, hub: NoticeHub) -> None:
+    def __init__(self, servicer: object, acknowledged: AcknowledgedPosition) -> None:
         self._servicer = servicer
-        self._hub = hub
+        self._acknowledged = acknowledged
 
     def __getattr__(self, name: str) -> Any:
         impl = getattr(self._servicer, name)
-        hub = self._hub
+        acknowledged = self._acknowledged
         if name == "Append":
 
             async def append(request: Any, context: Context) -> Any:
                 response = await impl(request, context)
-                await hub.everywhere(_newest(response))
+                acknowledged.raise_to(_newest(response))
                 return response
 
             return append
@@ -306,7 +306,7 @@ class ServedEverywhere:
 
         async def stream(requests: Any, context: Context) -> AsyncIterator[Any]:
             async for response in impl(requests, context):
-                await hub.everywhere(_newest(response))
+                acknowledged.raise_to(_newest(response))
                 yield response
 
         return stream
@@ -334,6 +334,7 @@ class LeadTrailServer:
         self._hub: NoticeHub | None = None
         self._link: WriterLink | None = None
         self._frames: FrameLink | None = None
+        self._acknowledged: AcknowledgedPosition | None = None
         self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -378,6 +379,8 @@ class LeadTrailServer:
             )
         else:
             hub = self._hub = NoticeHub(event_log) if role is not None else None
+            if role is not None:  # made before the followers can look for it
+                self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
 
             def committed(events: list[Event]) -> None:  # on the writer thread
                 loop.call_soon_threadsafe(store.feed.publish, events)
@@ -407,8 +410,11 @@ class LeadTrailServer:
                 continue
             if self._hub is not None and module is admin_pb2:
                 servicer = SettledAdmin(servicer, self._hub)
-            if self._hub is not None and module is submission_pb2:
-                servicer = ServedEverywhere(servicer, self._hub)
+            if self._acknowledged is not None and module is submission_pb2:
+                servicer = Acknowledging(servicer, self._acknowledged)
+            if following and module is query_pb2:
+                assert self._acknowledged is not None
+                servicer = CaughtUpQuery(servicer, self._acknowledged, followed)
             if following and module is stream_pb2:
                 assert self._link is not None
                 servicer = SyncedStream(servicer, self._link, followed)
@@ -461,6 +467,7 @@ class LeadTrailServer:
             raise StartupError(
                 f"worker {role.index}: the writer did not answer on its private socket"
             ) from None
+        self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=False)
         read_only = dataclasses.replace(options, read_only=True)
         loop = asyncio.get_running_loop()
         event_log = await loop.run_in_executor(
@@ -510,6 +517,8 @@ class LeadTrailServer:
             self._following.cancel()
         if self._frames is not None:
             await self._frames.close()
+        if self._acknowledged is not None:
+            self._acknowledged.close()
         if self._link is not None:
             await self._link.close()
         if store is not None:

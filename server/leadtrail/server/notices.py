@@ -3,14 +3,11 @@
 ``Follow`` (bidirectional stream): the writer sends a follower the newest
 ``CommitNotice`` (storage/follow.py) whenever the store moved; notices that pile
 up while one is in flight are merged into the newest, since each says all there
-is to know. The follower answers each notice, once applied, with its epoch and
-position. An admin call that changed the store on disk (an erasure, retention,
-a field policy, a key) returns only after every connected follower answered its
-epoch: a value erased is then served by no worker, from no stale descriptor and
-no cache (``settle``). An append is answered only once every follower serves
-it (``everywhere``): a client reads what it was told is stored through any
-worker, as from a single process. Both waits are bounded: a follower that does
-not answer in time is reported, and not waited for again until it caught up.
+is to know. The follower answers each new maintenance epoch with that epoch once
+it has reloaded. An admin call that changed the store on disk (an erasure,
+retention, a field policy, a key) returns only after every connected follower
+answered: a value erased is then served by no worker, from no stale descriptor
+and no cache (``settle``).
 
 ``Audit`` (unary): the read-audit records a follower makes, written by the writer.
 
@@ -23,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -46,8 +42,6 @@ SETTLE_SECONDS = 10.0
 """How long an admin call waits for the followers' answers; one that does not answer
 in time is reported in the log (it is hung or dying, and is restarted)."""
 RECONNECT_SECONDS = (0.05, 1.0)
-VISIBLE_SECONDS = 2.0
-"""How long an append's answer waits for a follower to serve it."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -66,21 +60,7 @@ class WrittenStore(Protocol):
 class _Peer:
     def __init__(self) -> None:
         self.acked = 0
-        """The newest epoch the follower reloaded for."""
-        self.applied = 0
-        """The newest position the follower serves."""
-        self.waited_for = False
-        """Whether appends wait for it: from its first answer on, until it lags."""
         self.changed = asyncio.Event()
-
-
-def ack_bytes(epoch: int, position: int) -> bytes:
-    return f"{epoch} {position}".encode()
-
-
-def _ack(raw: bytes) -> tuple[int, int]:
-    epoch, _, position = raw.partition(b" ")
-    return int(epoch), int(position or 0)
 
 
 class NoticeHub:
@@ -94,8 +74,6 @@ class NoticeHub:
         self._latest = self.notice()
         self._peers: set[_Peer] = set()
         self._acks = asyncio.Condition()
-        self._visible: list[tuple[int, asyncio.Future[None]]] = []
-        """Appends' answers waiting for the followers, by position."""
         self._closed = False
 
     def notice(self) -> CommitNotice:
@@ -123,65 +101,21 @@ class NoticeHub:
             except TimeoutError:
                 log.warning("a follower did not reload within %s s of a maintenance call", SETTLE_SECONDS)
 
-    def _served_everywhere(self) -> int:
-        """The newest position every follower waited for serves."""
-        return min((p.applied for p in self._peers if p.waited_for), default=sys.maxsize)
-
-    def _release(self) -> None:
-        """Answer the appends every follower now serves."""
-        if not self._visible:
-            return
-        served = self._served_everywhere()
-        waiting = []
-        for position, waiter in self._visible:
-            if waiter.done():
-                continue
-            if position <= served or self._closed:
-                waiter.set_result(None)
-            else:
-                waiting.append((position, waiter))
-        self._visible = waiting
-
-    async def everywhere(self, position: int) -> None:
-        """Until every follower serves ``position`` (bounded by ``VISIBLE_SECONDS``)."""
-        if self._closed or position <= self._served_everywhere():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._visible.append((position, waiter))
-        try:
-            async with asyncio.timeout(VISIBLE_SECONDS):
-                await waiter
-        except TimeoutError:
-            for peer in self._peers:
-                if peer.waited_for and peer.applied < position:
-                    peer.waited_for = False  # until it has caught up
-                    log.warning("a follower did not serve a commit within %s s", VISIBLE_SECONDS)
-            self._release()
-
     def close(self) -> None:
         """End every Follow stream (the writer is stopping)."""
         self._closed = True
         for peer in self._peers:
             peer.changed.set()
-        self._release()
 
     async def _follow(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         peer = _Peer()
         self._peers.add(peer)
 
         async def acks() -> None:
-            answered = False
             async for raw in requests:
-                epoch, position = _ack(raw)
-                peer.acked = max(peer.acked, epoch)
-                peer.applied = max(peer.applied, position)
-                if not peer.waited_for and (not answered or peer.applied >= self._latest.visible):
-                    peer.waited_for = True
-                answered = True
-                self._release()
-                if epoch:
-                    async with self._acks:
-                        self._acks.notify_all()
+                peer.acked = int(raw)
+                async with self._acks:
+                    self._acks.notify_all()
 
         reading = asyncio.create_task(acks())
         sent: CommitNotice | None = None
@@ -197,7 +131,6 @@ class NoticeHub:
         finally:
             reading.cancel()
             self._peers.discard(peer)
-            self._release()
             async with self._acks:
                 self._acks.notify_all()  # a follower gone is not waited for
 
@@ -271,12 +204,11 @@ class WriterLink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_SECONDS[1])
 
-    async def acknowledge(self, epoch: int, position: int) -> None:
-        """The follower reloaded for ``epoch`` (0: no news of one) and serves ``position``."""
+    async def acknowledge(self, epoch: int) -> None:
         call = self._call
         if call is not None:
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                await call.write(ack_bytes(epoch, position))
+                await call.write(str(epoch).encode())
 
     def submit(self, events: list[Event]) -> Future[Any]:
         """Hand read-audit records to the writer (as ``EventLog.submit`` would, not waited for)."""
