@@ -191,6 +191,28 @@ def test_an_acknowledged_append_is_read_at_once_through_either_worker(workers: W
                 assert s.query.GetEvent(query_pb2.GetEventRequest(id=event_id), timeout=10).id == event_id
 
 
+def test_a_read_a_follower_takes_before_the_notice_waits_for_what_was_acknowledged(
+    workers: Workers,
+) -> None:
+    writer, follower = _stubs(workers.channel(WRITER)), _stubs(workers.channel(FOLLOWER))
+    _append(writer, _event("lead-first"))
+    pid = workers.pid(FOLLOWER)
+    missed = []
+    for round in range(10):
+        os.kill(pid, signal.SIGSTOP)  # the notice and the read arrive while it is stopped
+        try:
+            [event_id] = _append(writer, _event(f"lead-held-{round}"))
+            read = follower.query.GetEvent.future(query_pb2.GetEventRequest(id=event_id), timeout=30)
+            time.sleep(0.05)  # the read on its way to the follower's socket (a bound, not a handshake)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        try:
+            assert read.result().id == event_id
+        except grpc.RpcError as e:
+            missed.append((round, e.code()))
+    assert not missed
+
+
 def test_a_follower_that_stops_answering_does_not_hold_appends_back(workers: Workers) -> None:
     writer = _stubs(workers.channel(WRITER))
     follower = _stubs(workers.channel(FOLLOWER))
