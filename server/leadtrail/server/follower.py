@@ -157,7 +157,7 @@ async def follow_writer(
                 feed.clear()
             else:
                 # The tail segments' new sizes: cheaper here than a thread hop, and the
-                # appends waiting for this answer are answered sooner.
+                # reads waiting for this position (CaughtUpQuery) start sooner.
                 store.follow_commit(notice)
             applied = notice
         except Exception:
