@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,9 @@ from typing import Any
 import grpc
 import orjson
 import pytest
+from google.rpc import status_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from leadtrail.server import forwarding, frames
 from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, stream_pb2_grpc, submission_pb2
 
 server_process = sys.modules["server_process"]  # loaded by tests/conftest.py
@@ -179,6 +182,63 @@ def test_appends_through_either_worker_are_read_through_both(workers: Workers) -
             assert [step.event.id for step in timeline.steps] == [event_id]
 
 
+def test_an_acknowledged_append_is_read_at_once_through_either_worker(workers: Workers) -> None:
+    stubs = {worker: _stubs(workers.channel(worker)) for worker in (WRITER, FOLLOWER)}
+    for round in range(10):
+        for through in (WRITER, FOLLOWER):
+            [event_id] = _append(stubs[through], _event(f"lead-now-{round}-{through}"))
+            for s in stubs.values():  # no retry: what was acknowledged is served everywhere
+                assert s.query.GetEvent(query_pb2.GetEventRequest(id=event_id), timeout=10).id == event_id
+
+
+def test_a_read_a_follower_takes_before_the_notice_waits_for_what_was_acknowledged(
+    workers: Workers,
+) -> None:
+    writer, follower = _stubs(workers.channel(WRITER)), _stubs(workers.channel(FOLLOWER))
+    _append(writer, _event("lead-first"))
+    pid = workers.pid(FOLLOWER)
+    missed = []
+    for round in range(10):
+        os.kill(pid, signal.SIGSTOP)  # the notice and the read arrive while it is stopped
+        try:
+            [event_id] = _append(writer, _event(f"lead-held-{round}"))
+            read = follower.query.GetEvent.future(query_pb2.GetEventRequest(id=event_id), timeout=30)
+            time.sleep(0.05)  # the read on its way to the follower's socket (a bound, not a handshake)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        try:
+            assert read.result().id == event_id
+        except grpc.RpcError as e:
+            missed.append((round, e.code()))
+    assert not missed
+
+
+def test_a_follower_that_stops_answering_does_not_hold_appends_back(workers: Workers) -> None:
+    writer = _stubs(workers.channel(WRITER))
+    follower = _stubs(workers.channel(FOLLOWER))
+    _append(writer, _event("lead-before"))
+    pid = workers.pid(FOLLOWER)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Appends never wait for a follower: a hung one holds none of them back.
+        ids = [_append(writer, _event(f"lead-stopped-{n}"))[0] for n in range(3)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for event_id in ids:
+        got = _eventually(lambda i=event_id: follower.query.GetEvent(query_pb2.GetEventRequest(id=i)))
+        assert got.id == event_id
+
+    # Running again, it serves at once what is acknowledged from then on.
+    def appended_and_read() -> Any:
+        [new] = _append(writer, _event("lead-probe"))
+        return follower.query.GetEvent(query_pb2.GetEventRequest(id=new))
+
+    _eventually(appended_and_read)
+    for n in range(5):
+        [event_id] = _append(writer, _event(f"lead-after-{n}"))
+        assert follower.query.GetEvent(query_pb2.GetEventRequest(id=event_id), timeout=10).id == event_id
+
+
 def test_a_subscriber_on_each_worker_receives_a_new_commit(workers: Workers) -> None:
     channels = {worker: workers.channel(worker) for worker in (WRITER, FOLLOWER)}
     received: dict[int, list[str]] = {WRITER: [], FOLLOWER: []}
@@ -280,6 +340,157 @@ def test_an_erased_value_is_served_by_no_worker_once_the_erasure_returned(
         assert b"erin@example.com" not in got.lead_json
         timeline = s.query.GetTimeline(query_pb2.GetTimelineRequest(lead_id="lead-e", json_snapshots=True))
         assert b"erin@example.com" not in timeline.SerializeToString()
+
+
+# -- forwarded appends travel in frames ---------------------------------------------------------
+
+APPEND = "/leadtrail.v1.SubmissionService/Append"
+
+
+def _limited_key(data: Path, rate: int) -> str:
+    options = ["--data", str(data), "--account", "acme", "--role", "writer", "--rate-limit", str(rate)]
+    done = subprocess.run(
+        [*server_process.LEADTRAIL, "keys", "create", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _private_socket(writer_pid: int) -> str:
+    """The writer's private socket, from the role its supervisor started it with."""
+    with open(f"/proc/{writer_pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    role = orjson.loads(argv[argv.index(b"leadtrail.server.workers") + 1])["role"]
+    return str(role["private_socket"])
+
+
+def _frame_answers(socket_path: str, frame: bytes, count: int) -> dict[int, frames.Answer]:
+    """The writer's answers to the items of one frame, sent as a follower sends it."""
+    with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        call = channel.stream_stream(forwarding.FRAMES)(iter([frame]), timeout=30)
+        got: dict[int, frames.Answer] = {}
+        for raw in call:
+            got.update((answer.tag, answer) for answer in frames.answers(raw))
+            if len(got) == count:
+                break
+        call.cancel()
+    return got
+
+
+def _direct(channel: grpc.Channel, raw: bytes, key: str) -> tuple[grpc.StatusCode, str, dict[str, Any]]:
+    """A raw Append straight to a worker: its status, details and trailing metadata."""
+    try:
+        channel.unary_unary(APPEND)(raw, metadata=_auth(key), timeout=30)
+    except grpc.RpcError as e:
+        trailing = dict(e.trailing_metadata() or ())  # type: ignore[attr-defined]
+        return e.code(), e.details(), trailing  # type: ignore[attr-defined]
+    return grpc.StatusCode.OK, "", {}
+
+
+def test_the_items_of_one_frame_are_admitted_each_as_its_callers_direct_call(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    keys = {role: server_process.create_key(data, "acme", role) for role in ("writer", "reader")}
+    keys["limited"] = _limited_key(data, 1)
+    made = Workers(data)
+    try:
+        good = submission_pb2.AppendRequest(events=[_event("lead-frame")]).SerializeToString()
+        bad = submission_pb2.AppendRequest(
+            events=[event_pb2.Event(type="Not A Type", lead_id="", flow_id="flow-w")]
+        ).SerializeToString()
+        cases = {
+            1: (keys["writer"], good),
+            2: (keys["reader"], good),
+            3: (keys["writer"], bad),
+            4: ("", good),
+            5: (keys["writer"], b"\xff\xff not a message"),
+            6: (keys["limited"], good),
+            7: (keys["limited"], good),
+        }
+        frame = b"".join(
+            frames.item_bytes(tag, APPEND, _auth(key), raw, 30.0) for tag, (key, raw) in cases.items()
+        )
+        answers = _frame_answers(_private_socket(made.pid(WRITER)), frame, len(cases))
+        assert sorted(answers) == sorted(cases)
+
+        assert answers[1].code == 0
+        [result] = submission_pb2.AppendResponse.FromString(answers[1].body).results
+        assert result.position > 0
+        assert answers[6].code == 0  # the limited key's first call of the second
+
+        writer = made.channel(WRITER)
+        for tag in (2, 3, 4, 5):
+            key, raw = cases[tag]
+            code, details, _ = _direct(writer, raw, key)
+            assert code != grpc.StatusCode.OK, tag
+            assert (answers[tag].code, answers[tag].details) == (code.value[0], details), tag
+        assert answers[2].code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        assert answers[4].code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+        # A rate limit's refusal keeps its rich status through the frame, as a direct call has it.
+        assert answers[7].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        trailing = dict(answers[7].metadata)
+        code, _, direct_trailing = _direct(writer, good, keys["limited"])
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert {"retry-after-ms", "grpc-status-details-bin"} <= set(trailing) & set(direct_trailing)
+        status = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
+        assert status.code == code.value[0] and status.details
+    finally:
+        made.close()
+
+
+def test_concurrent_appends_through_a_follower_keep_their_own_callers(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    keys = {role: server_process.create_key(data, "acme", role) for role in ("writer", "reader")}
+    made = Workers(data)
+    try:
+        follower = _stubs(made.channel(FOLLOWER))
+        roles = ["writer" if n % 3 else "reader" for n in range(48)]
+        calls = [
+            follower.submission.Append.future(
+                submission_pb2.AppendRequest(events=[_event(f"lead-c{n}")]),
+                metadata=_auth(keys[role]),
+                timeout=30,
+            )
+            for n, role in enumerate(roles)
+        ]
+        accepted = []
+        for call, role in zip(calls, roles, strict=True):
+            if role == "reader":
+                assert call.code() == grpc.StatusCode.PERMISSION_DENIED, call.details()
+                assert "not allowed for role reader" in call.details()
+            else:
+                [result] = call.result().results
+                accepted.append(result.id)
+        assert len(set(accepted)) == roles.count("writer")
+        reader = _stubs(made.channel(FOLLOWER))
+        for event_id in accepted:
+            got = _eventually(
+                lambda i=event_id: reader.query.GetEvent(
+                    query_pb2.GetEventRequest(id=i), metadata=_auth(keys["reader"])
+                )
+            )
+            assert got.id == event_id
+    finally:
+        made.close()
+
+
+def test_frames_round_trip_and_a_cut_frame_is_refused() -> None:
+    metadata = (("authorization", "Bearer k"), ("trace-bin", b"\x00\x01"))
+    frame = frames.item_bytes(7, APPEND, metadata, b"\x0a\x00", None) + frames.item_bytes(
+        8, APPEND, (), b"", 2.5
+    )
+    assert list(frames.items(frame)) == [
+        frames.Item(7, APPEND, metadata, b"\x0a\x00", None),
+        frames.Item(8, APPEND, (), b"", 2.5),
+    ]
+    answer = frames.Answer(9, 8, "über".encode(), (("retry-after-ms", "5"),))
+    assert list(frames.answers(frames.answer_bytes(answer))) == [answer]
+    assert answer.details == "über"
+    with pytest.raises(frames.FrameError):
+        list(frames.items(frame[:-1]))
 
 
 # -- kill -9 with an acknowledgement oracle ------------------------------------------------------

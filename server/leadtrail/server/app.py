@@ -39,12 +39,15 @@ from leadtrail.storage import (
     Options,
     StorageError,
 )
+from leadtrail.storage.follow import CommitNotice
 from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
 
+from .acknowledged import AcknowledgedPosition
 from .auth import CALLER, Gate
 from .feed import Feed
-from .follower import Followed, SyncedStream, follow_writer
-from .forwarding import forwarded
+from .follower import CaughtUpQuery, Followed, SyncedStream, follow_writer
+from .forwarding import FRAMES_METHOD, FRAMES_SERVICE, FrameLink, forwarded
+from .frame_admission import FrameService
 from .keys import KeyStore, KeyStoreError
 from .notices import NoticeHub, WriterLink
 from .privacy import Fingerprints
@@ -65,6 +68,9 @@ SERVICE_NAMES = (
 )
 FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3]
 """What a follower worker sends on to the writer: appends and administration."""
+BATCHED = frozenset({"Append"})
+"""The forwarded methods that travel in frames (forwarding.py): many small calls, each
+cheaper at the writer than a gRPC call of its own between the workers."""
 FIRST_NOTICE_SECONDS = 60.0
 LOCK_WAIT_SECONDS = 10.0
 
@@ -276,6 +282,40 @@ class SettledAdmin:
         return settled
 
 
+class Acknowledging:
+    """The writer's SubmissionService: before an append is answered, the position it
+    reached is shared with the followers (acknowledged.py), whose reads then wait for it."""
+
+    def __init__(self, servicer: object, acknowledged: AcknowledgedPosition) -> None:
+        self._servicer = servicer
+        self._acknowledged = acknowledged
+
+    def __getattr__(self, name: str) -> Any:
+        impl = getattr(self._servicer, name)
+        acknowledged = self._acknowledged
+        if name == "Append":
+
+            async def append(request: Any, context: Context) -> Any:
+                response = await impl(request, context)
+                acknowledged.raise_to(_newest(response))
+                return response
+
+            return append
+        if name != "AppendStream":
+            return impl
+
+        async def stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in impl(requests, context):
+                acknowledged.raise_to(_newest(response))
+                yield response
+
+        return stream
+
+
+def _newest(response: submission_pb2.AppendResponse) -> int:
+    return max((result.position for result in response.results), default=0)
+
+
 class LeadTrailServer:
     """One store served over gRPC; ``start`` then ``stop`` (or ``serve_until``).
 
@@ -293,6 +333,8 @@ class LeadTrailServer:
         self._health = HealthServicer()
         self._hub: NoticeHub | None = None
         self._link: WriterLink | None = None
+        self._frames: FrameLink | None = None
+        self._acknowledged: AcknowledgedPosition | None = None
         self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -316,7 +358,7 @@ class LeadTrailServer:
         following = role is not None and not role.writer
         if following:
             assert role is not None
-            event_log, notices = await self._open_following(role, options, reads)
+            event_log, notices, opened = await self._open_following(role, options, reads)
         else:
             # Opening recovers the log and indexes its tail: disk work, off the loop.
             event_log = await self._open_writing(options, reads)
@@ -333,10 +375,12 @@ class LeadTrailServer:
             store.audit = ReadAudit(self._link)  # records of reads here are written by the writer
             followed = Followed(event_log.last_position)
             self._following = asyncio.create_task(
-                follow_writer(self._link, notices, event_log, feed, reads, followed)
+                follow_writer(self._link, notices, event_log, feed, reads, followed, opened)
             )
         else:
             hub = self._hub = NoticeHub(event_log) if role is not None else None
+            if role is not None:  # made before the followers can look for it
+                self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
 
             def committed(events: list[Event]) -> None:  # on the writer thread
                 loop.call_soon_threadsafe(store.feed.publish, events)
@@ -359,10 +403,18 @@ class LeadTrailServer:
             (service,) = module.DESCRIPTOR.services_by_name.values()
             if following and service.full_name in FORWARDED:
                 assert self._link is not None
-                server.add_generic_rpc_handlers((forwarded(self._link.channel, service),))
+                if self._frames is None:
+                    self._frames = FrameLink(self._link.channel)
+                handler = forwarded(self._link.channel, service, self._frames, BATCHED)
+                server.add_generic_rpc_handlers((handler,))
                 continue
             if self._hub is not None and module is admin_pb2:
                 servicer = SettledAdmin(servicer, self._hub)
+            if self._acknowledged is not None and module is submission_pb2:
+                servicer = Acknowledging(servicer, self._acknowledged)
+            if following and module is query_pb2:
+                assert self._acknowledged is not None
+                servicer = CaughtUpQuery(servicer, self._acknowledged, followed)
             if following and module is stream_pb2:
                 assert self._link is not None
                 servicer = SyncedStream(servicer, self._link, followed)
@@ -371,7 +423,8 @@ class LeadTrailServer:
             if service.full_name in FORWARDED:
                 private.append(handler)
         if self._hub is not None and role is not None:
-            await self._serve_followers(role, [*private, self._hub.handler(event_log.submit)])
+            frames = FrameService(private).handler(FRAMES_SERVICE, FRAMES_METHOD)
+            await self._serve_followers(role, [*private, self._hub.handler(event_log.submit), frames])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
@@ -404,7 +457,7 @@ class LeadTrailServer:
 
     async def _open_following(
         self, role: WorkerRole, options: Options, reads: ThreadPoolExecutor
-    ) -> tuple[EventLog, AsyncIterator[Any]]:
+    ) -> tuple[EventLog, AsyncIterator[Any], CommitNotice]:
         """A follower's store, opened from the writer's first notice."""
         link = self._link = WriterLink(role.private_socket, self.config.max_message_bytes)
         notices = link.notices()
@@ -414,12 +467,13 @@ class LeadTrailServer:
             raise StartupError(
                 f"worker {role.index}: the writer did not answer on its private socket"
             ) from None
+        self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=False)
         read_only = dataclasses.replace(options, read_only=True)
         loop = asyncio.get_running_loop()
         event_log = await loop.run_in_executor(
             reads, EventLog.open_follower, self.config.data, notice, read_only
         )
-        return event_log, notices
+        return event_log, notices, notice
 
     async def _serve_followers(
         self, role: WorkerRole, handlers: list[grpc.GenericRpcHandler[Any, Any]]
@@ -461,6 +515,10 @@ class LeadTrailServer:
             await self._private.stop(grace)
         if self._following is not None:
             self._following.cancel()
+        if self._frames is not None:
+            await self._frames.close()
+        if self._acknowledged is not None:
+            self._acknowledged.close()
         if self._link is not None:
             await self._link.close()
         if store is not None:

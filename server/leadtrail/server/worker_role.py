@@ -8,7 +8,10 @@ followers: they read the store from disk and send everything else to worker 0.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+from .acknowledged import FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,11 @@ class WorkerRole:
     count: int
     private_socket: str
     """The writer's private socket (a path), in a directory only this user can enter."""
+
+    @property
+    def acknowledged_file(self) -> str:
+        """The writer's acknowledged position (acknowledged.py), beside its socket."""
+        return os.path.join(os.path.dirname(self.private_socket), FILE_NAME)
 
     @property
     def writer(self) -> bool:
