@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import os
 import sys
 from collections.abc import Sequence
@@ -74,12 +75,15 @@ def to_client_event(d: SimulatedEvent) -> Event:
 EVENT_FIELDS = tuple(item.name for item in fields(Event))
 
 
+_READ_ALL = operator.attrgetter(*EVENT_FIELDS)
+"""Every field in one call: the same decoding as reading them one by one, without a loop."""
+
+
 def read_whole(event: Event) -> None:
     """Read every field of an event the SDK returned. The SDK decodes a field when it is first read;
     the other systems' clients hand over rows, snapshots included, already decoded, so LeadTrail's
     figures include decoding whole events too."""
-    for name in EVENT_FIELDS:
-        getattr(event, name)
+    _READ_ALL(event)
 
 
 def utc(ms: int) -> datetime:

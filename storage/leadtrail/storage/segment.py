@@ -33,6 +33,7 @@ from .format import (
 
 _READ_AHEAD = 4096
 _CHUNK = 4 * 1024 * 1024
+_FIRST_CHUNK = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -174,15 +175,18 @@ class Segment:
         offset = start
         buffer = b""
         buffer_start = offset
+        # A reader that stops early (a page of a subscription, a scan's few records) should
+        # not pay for megabytes it never looks at: chunks start small and double.
+        chunk = _FIRST_CHUNK
         while offset < stop:
             rel = offset - buffer_start
             if len(buffer) - rel < RECORD_HEADER_SIZE:
-                buffer = os.pread(self.fd, max(_CHUNK, RECORD_HEADER_SIZE), offset)
-                buffer_start, rel = offset, 0
+                buffer = os.pread(self.fd, max(min(chunk, stop - offset), RECORD_HEADER_SIZE), offset)
+                buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
             header = decode_record_header(buffer, rel)
             if len(buffer) - rel < header.size:
-                buffer = os.pread(self.fd, max(_CHUNK, header.size), offset)
-                buffer_start, rel = offset, 0
+                buffer = os.pread(self.fd, max(min(chunk, stop - offset), header.size), offset)
+                buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
             payload = check_record(buffer, rel, header)
             yield offset, header, payload
             offset += header.size
