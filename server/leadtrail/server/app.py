@@ -382,10 +382,16 @@ class LeadTrailServer:
             if role is not None:  # made before the followers can look for it
                 self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
 
+            def published(events: list[Event], notice: Any) -> None:  # on the loop
+                store.feed.publish(events)
+                if hub is not None:
+                    hub.publish(notice)
+
             def committed(events: list[Event]) -> None:  # on the writer thread
-                loop.call_soon_threadsafe(store.feed.publish, events)
-                if hub is not None:  # made here, where the segments agree with the position
-                    loop.call_soon_threadsafe(hub.publish, hub.notice())
+                # One wake of the loop a group: each wake lets go of the GIL the writer needs.
+                # The notice is made here, where the segments agree with the position.
+                notice = hub.notice() if hub is not None else None
+                loop.call_soon_threadsafe(published, events, notice)
 
             event_log.add_commit_listener(committed)
         gate = store.gate = Gate(store.keys)  # one gate: one rate budget per key across every service
