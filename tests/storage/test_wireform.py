@@ -720,7 +720,8 @@ def test_the_public_module_names_the_twin_it_uses() -> None:
     assert wireform.splice_event is module.splice_event
     assert sorted(wireform.__all__) == sorted(
         ["COMPILED", "IMPLEMENTATION", "encode_event", "splice_event", "value_bytes", "field_changes",
-         "struct_bytes", "timeline_bytes", "repeated_field"]
+         "struct_bytes", "timeline_bytes", "repeated_field", "PREFIX_COMPILED", "prefix_compress",
+         "prefix_decompress"]
     )  # fmt: skip
 
 

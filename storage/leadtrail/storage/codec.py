@@ -1,10 +1,12 @@
-"""Event payloads: fixed prefix, zstd-compressed JSON body, snapshot deltas.
+"""Event payloads: fixed prefix, zstd-compressed body, compressed against the lead's last one.
 
 Lead snapshots dominate the bytes, and a lead's consecutive snapshots differ
 in a few fields (an enhancement appends ``appended.phone_check.carrier``).
-So a snapshot is stored as a delta against the previous snapshot of the same
-lead when that one is in the same segment and the chain is short, and every
-body is compressed with a zstd dictionary trained on earlier bodies.
+So a wire body (format 1.3) is compressed against the raw bytes of the same
+lead's previous body when that one is in the same segment and the chain is
+short; a lead's first body in a segment is compressed with a zstd dictionary
+trained on earlier bodies. Format 1.1 stored a snapshot as a JSON delta
+against the previous snapshot instead (``Options.record_form="json"``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .format import (
     CODEC_WIRE_PLAIN,
     CODEC_WIRE_ZSTD_BARE,
     CODEC_WIRE_ZSTD_DICT_BARE,
+    CODEC_WIRE_ZSTD_PREFIX_BARE,
     CODEC_ZSTD_BARE,
     CODEC_ZSTD_DICT_BARE,
     DICT_HEADER,
@@ -51,6 +54,8 @@ from .fs import Files
 from .wirebody import NO_CHANGES, StoredEvent
 
 MAX_DELTA_DEPTH = 8
+"""Longest chain of bases (1.1 snapshot deltas, 1.3 bodies compressed against a base): a
+read of the last one decodes at most this many records before it."""
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -174,6 +179,11 @@ class Dictionaries:
         # A ".retired" marker outlives its dictionary: the id is never given out again, so
         # no record or cached compressor can ever mistake a new dictionary for the old one.
         return max((i for i in self._dicts if i not in self._retired and i not in self._unbound), default=0)
+
+    @property
+    def level(self) -> int:
+        """The store's zstd compression level."""
+        return self._level
 
     @property
     def current_id(self) -> int:
@@ -313,7 +323,12 @@ class Trainer:
         self._window_records = 0
         self.last_error: BaseException | None = None
 
-    def observe(self, body: bytes, packed: int, dict_id: int, account_id: str = "") -> None:
+    def observe(self, body: bytes, packed: int | None, dict_id: int, account_id: str = "") -> None:
+        """``packed``: the compressed size of ``body`` with dictionary ``dict_id`` (or none);
+        None when it was compressed otherwise (against its base), which says nothing of the
+        dictionary's ratio but makes a sample all the same: the bodies of a lead's later
+        steps hold what its first ones do, and waiting for first steps alone would keep
+        them without a dictionary several times longer."""
         # orjson hands back its whole output buffer (16 KiB or more, whatever the
         # JSON's length); a sample kept for retraining keeps an exact copy instead.
         sample = (account_id, bytes(memoryview(body)))
@@ -329,6 +344,8 @@ class Trainer:
         if dict_id == 0:
             if len(self._samples) >= self._needed:
                 self._start()
+            return
+        if packed is None:
             return
         self._window_raw += len(body)
         self._window_packed += packed
@@ -403,8 +420,9 @@ _WIRE_CODECS = (CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BAR
 _JSON_CODECS = (CODEC_PLAIN, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE)
 """A body form's codecs: (plain, zstd with dictionary, zstd without)."""
 
-LAST_SNAPSHOTS_BUDGET = 8 * 1024 * 1024
-"""JSON bytes of the latest snapshot per lead the encoder keeps to delta against."""
+LAST_SNAPSHOTS_BUDGET = 16 * 1024 * 1024
+"""Bytes of the latest snapshot (its JSON size) and body per lead the encoder keeps to
+compute changes and compress against."""
 
 
 class EventEncoder:
@@ -415,11 +433,13 @@ class EventEncoder:
         self._json_form = json_form
         self._dicts = dictionaries
         self._trainer = trainer
-        # (account, lead_id) -> (segment base, position, snapshot, chain depth, JSON size).
-        # Bounded by the JSON size of the snapshots it holds, oldest lead out
-        # first: a lead's steps mostly come close together, and a lead seen
-        # again after eviction simply stores a whole snapshot.
-        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int, int]] = OrderedDict()
+        # (account, lead_id) -> (segment base, position, snapshot, chain depth, bytes held,
+        # wire body or b"" in the JSON form). Bounded by the bytes it holds, oldest lead out
+        # first: a lead's steps mostly come close together, and a lead seen again after
+        # eviction simply starts a new chain.
+        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int, int, bytes]] = (
+            OrderedDict()
+        )
         self._last_bytes = 0
         self._last_budget = LAST_SNAPSHOTS_BUDGET
         self.last_raw_bytes = 0
@@ -461,7 +481,21 @@ class EventEncoder:
         details_json = orjson.dumps(event.details) if event.details else b""
         body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
         self.last_raw_bytes = json_size
-        self._remember(key, segment_base, position, lead, 0)
+        if (
+            previous is not None
+            and previous[0] == segment_base
+            and previous[3] < MAX_DELTA_DEPTH
+            and position - previous[1] <= MAX_DELTA_BACK
+            and previous[5]
+        ):
+            # Against the lead's previous body, most of this one is matches: its snapshot
+            # repeats the lead's personal values, which no trained dictionary may hold.
+            packed = wireform.prefix_compress(body, previous[5], self._dicts.level)
+            if self._trainer is not None:
+                self._trainer.observe(body, None, 0, event.account_id)
+            self._remember(key, segment_base, position, lead, previous[3] + 1, body)
+            return self._payload(event, CODEC_WIRE_ZSTD_PREFIX_BARE, 0, position - previous[1], packed)
+        self._remember(key, segment_base, position, lead, 0, body)
         return self._frame(event, body, _WIRE_CODECS, 0)
 
     def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
@@ -483,19 +517,26 @@ class EventEncoder:
                 base_position, depth, part_json = previous[1], previous[3] + 1, orjson.dumps(delta)
         body = encode_body(event, orjson.Fragment(part_json))
         self.last_raw_bytes = len(body) - len(part_json) + len(lead_json)
-        self._remember(key, segment_base, position, lead, depth)
+        self._remember(key, segment_base, position, lead, depth, b"")
         back = position - base_position if base_position else 0
         return self._frame(event, body, _JSON_CODECS, back)
 
     def _remember(
-        self, key: tuple[str, str], segment_base: int, position: int, lead: Mapping[str, Any], depth: int
+        self,
+        key: tuple[str, str],
+        segment_base: int,
+        position: int,
+        lead: Mapping[str, Any],
+        depth: int,
+        body: bytes,
     ) -> None:
-        """Keep the lead's latest snapshot (for the next one's changes or delta), within budget."""
-        raw = self.last_raw_bytes
+        """Keep the lead's latest snapshot and body (for the next one's changes, delta or
+        base), within budget."""
+        raw = self.last_raw_bytes + len(body)
         replaced = self._last.pop(key, None)
         if replaced is not None:
             self._last_bytes -= replaced[4]
-        self._last[key] = (segment_base, position, dict(lead), depth, raw)
+        self._last[key] = (segment_base, position, dict(lead), depth, raw, body)
         self._last_bytes += raw
         while self._last_bytes > self._last_budget and len(self._last) > 1:
             self._last_bytes -= self._last.popitem(last=False)[1][4]
@@ -513,6 +554,10 @@ class EventEncoder:
             codec = with_dictionary if dict_id else without
             if self._trainer is not None:
                 self._trainer.observe(body, len(packed), dict_id, event.account_id)
+        return self._payload(event, codec, dict_id, delta_back, packed)
+
+    @staticmethod
+    def _payload(event: Event, codec: int, dict_id: int, delta_back: int, packed: bytes) -> bytes:
         account = event.account_id.encode()
         recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
         prefix = EVENT_PREFIX.pack(
@@ -576,23 +621,68 @@ _CODEC_AT = 12
 """The codec's byte in the event prefix."""
 
 
-def stored_event(
-    payload: bytes | memoryview, position: int, dictionaries: Dictionaries
-) -> StoredEvent | None:
-    """A CRC-checked event payload in its wire form (format 1.2), undecoded; None when the
-    record is in an older form (decode it with ``decode_event``)."""
+BaseBody = Callable[[int], bytes]
+"""The wire body of the event at a position: resolves the base of a body compressed
+against one (format 1.3). It raises BadRecord when that event is not there."""
+
+
+def no_base_body(position: int) -> bytes:
+    """For a record read where no other can be: a body compressed against a base fails."""
+    raise BadRecord(f"a body compressed against the event at {position}, which is not at hand")
+
+
+def _wire_body(prefix: EventPrefix, dictionaries: Dictionaries, base_body: BaseBody) -> bytes:
+    if prefix.codec == CODEC_WIRE_ZSTD_PREFIX_BARE:
+        if not prefix.base_position:
+            raise BadRecord("a body compressed against a base names none")
+        base = base_body(prefix.base_position)
+        try:
+            return wireform.prefix_decompress(prefix.body, base, MAX_BODY)
+        except ValueError as e:
+            raise BadRecord(f"undecodable event body against its base {prefix.base_position}: {e}") from e
+    if prefix.base_position:
+        raise BadRecord("a wire body names a delta base")
+    return _body_of(prefix, dictionaries)
+
+
+def wire_body(
+    payload: bytes | memoryview, position: int, dictionaries: Dictionaries, base_body: BaseBody = no_base_body
+) -> bytes | None:
+    """The wire body (format 1.2 and 1.3) of a CRC-checked event payload, decompressed;
+    None when the record is in an older form. ``base_body`` resolves its base."""
     prefix = EventPrefix(payload, position)
     if prefix.codec not in WIRE_CODECS:
         return None
-    if prefix.base_position:
-        raise BadRecord("a wire body names a delta base")
+    return _wire_body(prefix, dictionaries, base_body)
+
+
+def stored_event(
+    payload: bytes | memoryview,
+    position: int,
+    dictionaries: Dictionaries,
+    base_body: BaseBody = no_base_body,
+) -> StoredEvent | None:
+    """A CRC-checked event payload in its wire form (format 1.2 and 1.3), undecoded; None
+    when the record is in an older form (decode it with ``decode_event``). ``base_body``
+    resolves the base a body is compressed against."""
+    prefix = EventPrefix(payload, position)
+    if prefix.codec not in WIRE_CODECS:
+        return None
     return StoredEvent(
-        _body_of(prefix, dictionaries),
+        _wire_body(prefix, dictionaries, base_body),
         position,
         prefix.account_id,
         prefix.recorded_at_ms,
         prefix.timestamp_ms,
     )
+
+
+def event_of(stored: StoredEvent, include_lead: bool = True) -> Event:
+    """The decoded event of a wire body; BadRecord when its fields do not decode."""
+    try:
+        return stored.event(include_lead)
+    except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
+        raise BadRecord(f"undecodable event body: {e}") from e
 
 
 def decode_event(
@@ -601,14 +691,13 @@ def decode_event(
     dictionaries: Dictionaries,
     base_snapshot: Callable[[int], Mapping[str, Any]],
     include_lead: bool = True,
+    base_body: BaseBody = no_base_body,
 ) -> Event:
-    """Decode a CRC-checked event payload. ``base_snapshot`` resolves delta bases."""
-    stored = stored_event(payload, position, dictionaries)
+    """Decode a CRC-checked event payload. ``base_snapshot`` resolves 1.1 delta bases,
+    ``base_body`` the bases of 1.3 bodies."""
+    stored = stored_event(payload, position, dictionaries, base_body)
     if stored is not None:
-        try:
-            return stored.event(include_lead)
-        except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
-            raise BadRecord(f"undecodable event body: {e}") from e
+        return event_of(stored, include_lead)
     try:
         prefix = EventPrefix(payload, position)
         body = _body_of(prefix, dictionaries)
@@ -659,9 +748,11 @@ def decode_event(
     )
 
 
-def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> tuple[int, Any]:
+def snapshot_part(
+    payload: bytes | memoryview, position: int, dictionaries: Dictionaries, base_body: BaseBody = no_base_body
+) -> tuple[int, Any]:
     """(base position, snapshot-or-delta) of an event payload, for resolving chains."""
-    stored = stored_event(payload, position, dictionaries)
+    stored = stored_event(payload, position, dictionaries, base_body)
     if stored is not None:
         return 0, stored.lead()
     prefix = EventPrefix(payload, position)
