@@ -421,8 +421,67 @@ _JSON_CODECS = (CODEC_PLAIN, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE)
 """A body form's codecs: (plain, zstd with dictionary, zstd without)."""
 
 LAST_SNAPSHOTS_BUDGET = 16 * 1024 * 1024
-"""Bytes of the latest snapshot (its JSON size) and body per lead the encoder keeps to
+"""Bytes of the latest snapshot (its JSON size) and bodies per lead the encoder keeps to
 compute changes and compress against."""
+
+
+class _Base:
+    """A body a later one of its lead may be compressed against (format 1.3)."""
+
+    __slots__ = ("body", "depth", "position", "step")
+
+    def __init__(self, position: int, body: bytes, depth: int, step: int) -> None:
+        self.position = position
+        self.body = body
+        self.depth = depth
+        """Bases above it: 0 for a body that stands on its own."""
+        self.step = step
+        """Its place in the chain that began with the body of depth 0."""
+
+
+class _LeadState:
+    """What the encoder keeps of a lead's latest event in the active segment."""
+
+    __slots__ = ("depth", "held", "latest", "older", "position", "segment_base", "snapshot")
+
+    def __init__(
+        self,
+        segment_base: int,
+        position: int,
+        snapshot: dict[str, Any],
+        depth: int,
+        held: int,
+        latest: _Base | None,
+        older: _Base | None,
+    ) -> None:
+        self.segment_base = segment_base
+        self.position = position
+        self.snapshot = snapshot
+        self.depth = depth
+        """Of a 1.1 delta chain."""
+        self.held = held
+        self.latest = latest
+        """The latest body (wire form), as a base."""
+        self.older = older
+        """The body before it, as a base."""
+
+    def next_base(self, position: int) -> tuple[_Base, _Base] | None:
+        """(the base of the lead's next body, at ``position``; the latest body), or None
+        when the next body stands on its own.
+
+        Steps of a chain alternate between the latest body (odd steps) and the one before
+        it (even steps), so that the step n of a chain is about n/2 bases deep: a read of
+        one event (a scan, a lookup) decodes fewer records before it, for about 5% more
+        bytes than always the latest body (FORMAT.md, "Bodies compressed against a base")."""
+        latest = self.latest
+        if latest is None:
+            return None
+        base = latest
+        if latest.step % 2 and self.older is not None:
+            base = self.older
+        if base.depth >= MAX_DELTA_DEPTH or position - base.position > MAX_DELTA_BACK:
+            return None
+        return base, latest
 
 
 class EventEncoder:
@@ -433,13 +492,10 @@ class EventEncoder:
         self._json_form = json_form
         self._dicts = dictionaries
         self._trainer = trainer
-        # (account, lead_id) -> (segment base, position, snapshot, chain depth, bytes held,
-        # wire body or b"" in the JSON form). Bounded by the bytes it holds, oldest lead out
-        # first: a lead's steps mostly come close together, and a lead seen again after
-        # eviction simply starts a new chain.
-        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int, int, bytes]] = (
-            OrderedDict()
-        )
+        # (account, lead_id) -> the lead's latest event. Bounded by the bytes it holds,
+        # oldest lead out first: a lead's steps mostly come close together, and a lead
+        # seen again after eviction simply starts a new chain.
+        self._last: OrderedDict[tuple[str, str], _LeadState] = OrderedDict()
         self._last_bytes = 0
         self._last_budget = LAST_SNAPSHOTS_BUDGET
         self.last_raw_bytes = 0
@@ -450,19 +506,20 @@ class EventEncoder:
         self._last_bytes = 0
 
     def forget_lead(self, account_id: str, lead_id: str) -> None:
-        """Drop the snapshot kept of a lead (its personal data was erased)."""
+        """Drop the snapshot and bodies kept of a lead (its personal data was erased)."""
         dropped = self._last.pop((account_id, lead_id), None)
         if dropped is not None:
-            self._last_bytes -= dropped[4]
+            self._last_bytes -= dropped.held
 
     def encode(self, event: Event, position: int, segment_base: int, lead_json: bytes | None = None) -> bytes:
         """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does).
 
-        The body is the event's wire form (format 1.2) with its snapshot whole and the
-        timeline changes against the lead's previous event in this segment, computed
-        here once rather than on every read of the timeline. Changes never reach back
-        past the segment: a rewrite (erasure) re-encodes a segment's events together,
-        and must find every value a change quotes among them."""
+        The body is the event's wire form with its snapshot whole and the timeline
+        changes against the lead's previous event in this segment, computed here once
+        rather than on every read of the timeline, compressed against one of the lead's
+        two previous bodies in this segment (format 1.3). Neither reaches back past the
+        segment: a rewrite (erasure) re-encodes a segment's events together, and must
+        find every value a change quotes and every base among them."""
         if self._json_form:
             return self._encode_json(event, position, segment_base, lead_json)
         key = (event.account_id, event.lead_id)
@@ -472,8 +529,10 @@ class EventEncoder:
         elif lead_json is None:
             lead_json = orjson.dumps(lead)
         previous = self._last.get(key)
-        if previous is not None and previous[0] == segment_base:
-            changes, base_position = wireform.field_changes(previous[2], lead), previous[1]
+        if previous is not None and previous.segment_base != segment_base:
+            previous = None
+        if previous is not None:
+            changes, base_position = wireform.field_changes(previous.snapshot, lead), previous.position
         else:
             # A lead's first step shows every field as added: a copy of the snapshot that
             # would double the bytes of one-step leads, so its read computes it.
@@ -481,22 +540,20 @@ class EventEncoder:
         details_json = orjson.dumps(event.details) if event.details else b""
         body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
         self.last_raw_bytes = json_size
-        if (
-            previous is not None
-            and previous[0] == segment_base
-            and previous[3] < MAX_DELTA_DEPTH
-            and position - previous[1] <= MAX_DELTA_BACK
-            and previous[5]
-        ):
-            # Against the lead's previous body, most of this one is matches: its snapshot
-            # repeats the lead's personal values, which no trained dictionary may hold.
-            packed = wireform.prefix_compress(body, previous[5], self._dicts.level)
-            if self._trainer is not None:
-                self._trainer.observe(body, None, 0, event.account_id)
-            self._remember(key, segment_base, position, lead, previous[3] + 1, body)
-            return self._payload(event, CODEC_WIRE_ZSTD_PREFIX_BARE, 0, position - previous[1], packed)
-        self._remember(key, segment_base, position, lead, 0, body)
-        return self._frame(event, body, _WIRE_CODECS, 0)
+        found = previous.next_base(position) if previous is not None else None
+        if found is None:
+            self._remember(key, segment_base, position, lead, 0, _Base(position, body, 0, 0), None)
+            return self._frame(event, body, _WIRE_CODECS, 0)
+        # Against a body of the same lead, most of this one is matches: its snapshot
+        # repeats the lead's personal values, which no trained dictionary may hold.
+        base = found[0]
+        packed = wireform.prefix_compress(body, base.body, self._dicts.level)
+        if self._trainer is not None:
+            self._trainer.observe(body, None, 0, event.account_id)
+        older = found[1]
+        latest = _Base(position, body, base.depth + 1, older.step + 1)
+        self._remember(key, segment_base, position, lead, 0, latest, older)
+        return self._payload(event, CODEC_WIRE_ZSTD_PREFIX_BARE, 0, position - base.position, packed)
 
     def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
         """Format 1.1: a JSON array body, the snapshot as a delta against the lead's previous one."""
@@ -508,16 +565,16 @@ class EventEncoder:
         previous = self._last.get(key)
         if (
             previous is not None
-            and previous[0] == segment_base
-            and previous[3] < MAX_DELTA_DEPTH
-            and position - previous[1] <= MAX_DELTA_BACK
+            and previous.segment_base == segment_base
+            and previous.depth < MAX_DELTA_DEPTH
+            and position - previous.position <= MAX_DELTA_BACK
         ):
-            delta = snapshot_delta(previous[2], lead)
+            delta = snapshot_delta(previous.snapshot, lead)
             if delta is not None:
-                base_position, depth, part_json = previous[1], previous[3] + 1, orjson.dumps(delta)
+                base_position, depth, part_json = previous.position, previous.depth + 1, orjson.dumps(delta)
         body = encode_body(event, orjson.Fragment(part_json))
         self.last_raw_bytes = len(body) - len(part_json) + len(lead_json)
-        self._remember(key, segment_base, position, lead, depth, b"")
+        self._remember(key, segment_base, position, lead, depth, None, None)
         back = position - base_position if base_position else 0
         return self._frame(event, body, _JSON_CODECS, back)
 
@@ -528,18 +585,21 @@ class EventEncoder:
         position: int,
         lead: Mapping[str, Any],
         depth: int,
-        body: bytes,
+        latest: _Base | None,
+        older: _Base | None,
     ) -> None:
-        """Keep the lead's latest snapshot and body (for the next one's changes, delta or
+        """Keep the lead's latest snapshot and bodies (for the next one's changes, delta or
         base), within budget."""
-        raw = self.last_raw_bytes + len(body)
+        held = self.last_raw_bytes
+        held += len(latest.body) if latest is not None else 0
+        held += len(older.body) if older is not None else 0
         replaced = self._last.pop(key, None)
         if replaced is not None:
-            self._last_bytes -= replaced[4]
-        self._last[key] = (segment_base, position, dict(lead), depth, raw, body)
-        self._last_bytes += raw
+            self._last_bytes -= replaced.held
+        self._last[key] = _LeadState(segment_base, position, dict(lead), depth, held, latest, older)
+        self._last_bytes += held
         while self._last_bytes > self._last_budget and len(self._last) > 1:
-            self._last_bytes -= self._last.popitem(last=False)[1][4]
+            self._last_bytes -= self._last.popitem(last=False)[1].held
 
     def _frame(self, event: Event, body: bytes, codecs: tuple[int, int, int], delta_back: int) -> bytes:
         """The payload: prefix, account and the body, compressed unless tiny. ``codecs``:

@@ -488,33 +488,35 @@ class Reader:
 
 
 class _LatestBodies:
-    """The latest wire body of each lead, by position, for a read front to back: the base of
-    a lead's next body. At most ``LATEST_BODIES``, the least recently kept out first."""
+    """The two latest wire bodies of each lead, by position, for a read front to back: the
+    bases of a lead's next body (FORMAT.md: one of the two). At most ``LATEST_BODIES``,
+    the least recently kept out first."""
 
     __slots__ = ("_bodies", "_last_of_lead")
 
     def __init__(self) -> None:
         self._bodies: OrderedDict[int, bytes] = OrderedDict()
-        self._last_of_lead: dict[tuple[str, str], int] = {}
+        self._last_of_lead: dict[tuple[str, str], tuple[int, int]] = {}
 
     def get(self, position: int) -> bytes | None:
         return self._bodies.get(position)
 
     def keep(self, stored: StoredEvent, lead_id: str) -> int:
-        """Keep ``stored``'s body as its lead's latest; the position it replaces (0: none)."""
-        dropped = self.keep_position(stored.position, stored.account_id, lead_id)
+        """Keep ``stored``'s body as its lead's latest; the lead's latest position before
+        it (0: none)."""
+        replaced = self.keep_position(stored.position, stored.account_id, lead_id)
         bodies = self._bodies
         bodies[stored.position] = stored.body
         if len(bodies) > LATEST_BODIES:
             bodies.popitem(last=False)
-        return dropped
+        return replaced
 
     def keep_position(self, position: int, account_id: str, lead_id: str) -> int:
         """``position`` is its lead's latest from now on (an older form: no body to keep);
-        the position it replaces (0: none), whose body is dropped."""
+        the lead's latest position before it (0: none)."""
         key = (account_id, lead_id)
-        old = self._last_of_lead.get(key, 0)
-        if old:
-            self._bodies.pop(old, None)
-        self._last_of_lead[key] = position
-        return old
+        latest, older = self._last_of_lead.get(key, (0, 0))
+        if older:
+            self._bodies.pop(older, None)
+        self._last_of_lead[key] = (position, latest)
+        return latest
