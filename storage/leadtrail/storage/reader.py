@@ -44,10 +44,12 @@ from .segment_list import SegmentList
 from .wirebody import StoredEvent
 
 SNAPSHOT_CACHE = 4096
-BODY_CACHE = 4096
-"""Wire bodies kept by position (about 1.7 KB each for the simulator's events)."""
+BODY_CACHE = 16384
+"""Wire bodies kept by position (about 1.7 KB each for the simulator's events, 28 MB in all): a
+timeline reads a lead's steps in order, and a scan run again over one window finds the bases
+of its events here."""
 LATEST_BODIES = 8192
-"""Bodies a front-to-back read keeps, the latest of each lead: an older one it needs
+"""Bodies a front-to-back read keeps, the two latest of each lead: an older one it needs
 again (a lead quiet for that long) is read from the segment."""
 _Read = TypeVar("_Read")
 
