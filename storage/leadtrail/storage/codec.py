@@ -752,11 +752,15 @@ def decode_event(
     base_snapshot: Callable[[int], Mapping[str, Any]],
     include_lead: bool = True,
     base_body: BaseBody = no_base_body,
+    keep_body: Callable[[bytes], None] | None = None,
 ) -> Event:
     """Decode a CRC-checked event payload. ``base_snapshot`` resolves 1.1 delta bases,
-    ``base_body`` the bases of 1.3 bodies."""
+    ``base_body`` the bases of 1.3 bodies; ``keep_body`` is given a wire body, decompressed
+    (a base of later ones)."""
     stored = stored_event(payload, position, dictionaries, base_body)
     if stored is not None:
+        if keep_body is not None:
+            keep_body(stored.body)
         return event_of(stored, include_lead)
     try:
         prefix = EventPrefix(payload, position)

@@ -30,9 +30,9 @@ from .codec import (
     apply_delta,
     decode_event,
     encode_body,
-    event_of,
     snapshot_part,
     stored_event,
+    stored_form,
     wire_body,
 )
 from .errors import CorruptionError, StorageError
@@ -218,16 +218,16 @@ class Reader:
             return None
         segment, payload = found
 
-        stored = stored_event(payload, position, self._dictionaries, self._base_bodies(txn, segment, 0))
-        if stored is not None:
-            self._remember_body(position, stored.body, epoch)
-            return event_of(stored, include_lead)
-
         def base_snapshot(base: int) -> Mapping[str, Any]:
             return self._snapshot_at(txn, segment, base)
 
-        event = decode_event(payload, position, self._dictionaries, base_snapshot, include_lead)
-        if include_lead:
+        def keep_body(body: bytes) -> None:
+            self._remember_body(position, body, epoch)
+
+        bases = self._base_bodies(txn, segment, 0)
+        dictionaries = self._dictionaries
+        event = decode_event(payload, position, dictionaries, base_snapshot, include_lead, bases, keep_body)
+        if include_lead and not stored_form(payload):
             self._remember(position, event.lead, epoch)
             event.lead = dict(event.lead)  # the remembered snapshot stays ours; the event is new
         return event
@@ -345,6 +345,7 @@ class Reader:
         latest: dict[int, Mapping[str, Any]] = {}
         bodies = _LatestBodies()
         base_body = self._front_to_back_bases(segment, start, by_position, bodies)
+        kept: list[bytes] = []  # the wire body of the record being decoded
 
         def base_snapshot(position: int) -> Mapping[str, Any]:
             known = latest.get(position)
@@ -364,16 +365,15 @@ class Reader:
                     continue
                 position = header.position
                 by_position[position] = offset
-                stored = stored_event(payload, position, self._dictionaries, base_body)
-                if stored is not None:
-                    event = event_of(stored, True)
-                    dropped = bodies.keep(stored, event.lead_id)
-                else:
-                    event = decode_event(payload, position, self._dictionaries, base_snapshot, True)
-                    dropped = bodies.keep_position(position, event.account_id, event.lead_id)
-                    latest[position] = event.lead
+                kept.clear()
+                event = decode_event(
+                    payload, position, self._dictionaries, base_snapshot, True, base_body, kept.append
+                )
+                dropped = bodies.keep(position, event.account_id, event.lead_id, kept[0] if kept else None)
                 if dropped:
                     latest.pop(dropped, None)
+                if not kept:
+                    latest[position] = event.lead  # a 1.1 snapshot: the base of the lead's next delta
                 raw = len(encode_body(event, event.lead))
                 if not include_lead:
                     event.lead = {}  # decoded here: nobody else holds it
@@ -473,7 +473,7 @@ class Reader:
                 by_position[header.position] = offset
                 stored = stored_event(payload, header.position, self._dictionaries, base_body)
                 if stored is not None:
-                    bodies.keep(stored, stored.lead_id)
+                    bodies.keep(stored.position, stored.account_id, stored.lead_id, stored.body)
                 else:
                     with self.reading() as index, index.env.begin() as txn:
 
@@ -503,22 +503,17 @@ class _LatestBodies:
     def get(self, position: int) -> bytes | None:
         return self._bodies.get(position)
 
-    def keep(self, stored: StoredEvent, lead_id: str) -> int:
-        """Keep ``stored``'s body as its lead's latest; the lead's latest position before
-        it (0: none)."""
-        replaced = self.keep_position(stored.position, stored.account_id, lead_id)
-        bodies = self._bodies
-        bodies[stored.position] = stored.body
-        if len(bodies) > LATEST_BODIES:
-            bodies.popitem(last=False)
-        return replaced
-
-    def keep_position(self, position: int, account_id: str, lead_id: str) -> int:
-        """``position`` is its lead's latest from now on (an older form: no body to keep);
-        the lead's latest position before it (0: none)."""
+    def keep(self, position: int, account_id: str, lead_id: str, body: bytes | None) -> int:
+        """``position`` is its lead's latest from now on, with its wire body (None: a record
+        of an older form); the lead's latest position before it (0: none)."""
         key = (account_id, lead_id)
         latest, older = self._last_of_lead.get(key, (0, 0))
+        bodies = self._bodies
         if older:
-            self._bodies.pop(older, None)
+            bodies.pop(older, None)
         self._last_of_lead[key] = (position, latest)
+        if body is not None:
+            bodies[position] = body
+            if len(bodies) > LATEST_BODIES:
+                bodies.popitem(last=False)
         return latest
