@@ -4,7 +4,9 @@
 
 Inputs are realistic: the events of ``LeadFlowSimulator(seed=42)`` (snapshots of
 about 1.2 KB), encoded, spliced, diffed against the lead's previous snapshot,
-gathered into each lead's timeline and into pages of 100 events.
+gathered into each lead's timeline and into pages of 100 events; each event's
+protobuf bytes compressed against (and decompressed with) its lead's previous
+ones, as format 1.3 stores a lead's later bodies (per event that has one).
 
 Two figures per function and twin:
 
@@ -54,8 +56,10 @@ PAGE = 100
 TWINS = {"pure": "leadtrail.storage._wireform_py", "compiled": "leadtrail.storage._wireform"}
 FUNCTIONS = (
     "encode_event", "splice_event", "field_changes", "value_bytes", "struct_bytes",
-    "timeline_bytes", "repeated_field",
+    "timeline_bytes", "repeated_field", "prefix_compress", "prefix_decompress",
 )  # fmt: skip
+LEVEL = 3
+"""The store's default zstd level (``Options.compression_level``)."""
 ACCOUNT = b"default"
 CALLGRIND_LEADS = 40
 """About 260 events: enough calls that the count per event is steady, few enough for valgrind."""
@@ -102,6 +106,14 @@ def workload(leads: int, twin: ModuleType) -> Workload:
         for lead_id, steps in steps_of.items()
     ]
     page_args = [(1, spliced[i : i + PAGE]) for i in range(0, len(spliced), PAGE)]
+    last_body: dict[str, bytes] = {}
+    compress_args = []
+    for e, (event_pb, _) in zip(events, stored, strict=True):
+        base = last_body.get(e["lead_id"])
+        if base is not None:
+            compress_args.append((event_pb, base, LEVEL))
+        last_body[e["lead_id"]] = event_pb
+    decompress_args = [(twin.prefix_compress(*args), args[1], len(args[0])) for args in compress_args]
     calls: dict[str, list[tuple[Any, ...]]] = {
         "encode_event": encode_args,
         "splice_event": splice_args,
@@ -110,10 +122,14 @@ def workload(leads: int, twin: ModuleType) -> Workload:
         "struct_bytes": [(e["lead"],) for e in events],
         "timeline_bytes": timeline_args,
         "repeated_field": page_args,
+        "prefix_compress": compress_args,
+        "prefix_decompress": decompress_args,
     }
     events_per_call = {name: [1] * len(events) for name in calls}
     events_per_call["timeline_bytes"] = [len(steps) for steps in steps_of.values()]
     events_per_call["repeated_field"] = [len(page) for _, page in page_args]
+    events_per_call["prefix_compress"] = [1] * len(compress_args)
+    events_per_call["prefix_decompress"] = [1] * len(decompress_args)
     return Workload(calls, events_per_call, len(events))
 
 
@@ -277,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         work = workload(leads, twin)
         for function_name in FUNCTIONS:
             calls = work.calls[function_name]
+            events = sum(work.events_per_call[function_name])
             figures.setdefault(function_name, {})[name] = _summary(
-                wall_clock(getattr(twin, function_name), calls, work.events, runs)
+                wall_clock(getattr(twin, function_name), calls, events, runs)
             )
     work = workload(leads, twins.get("pure") or next(iter(twins.values())))
     for function_name, baseline in BASELINES.items():
@@ -309,7 +326,7 @@ def _print_table(
 ) -> None:  # fmt: skip
     print(f"wireform: {events} events of {leads} simulated leads (seed {SEED}), {runs} runs, per event")
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    header = f"{'function':<16}{'twin':<10}{'µs median':>11}{'min-max':>17}"
+    header = f"{'function':<18}{'twin':<10}{'µs median':>11}{'min-max':>17}"
     if callgrind:
         header += f"{'instructions':>14}"
     header += f"{'vs pure':>9}{'vs protobuf':>13}"
@@ -320,7 +337,7 @@ def _print_table(
             if name not in row:
                 continue
             figure = row[name]
-            line = f"{function_name:<16}{name:<10}{figure['median']:>11.2f}"
+            line = f"{function_name:<18}{name:<10}{figure['median']:>11.2f}"
             line += f"{figure['min']:>8.2f} - {figure['max']:<6.2f}"
             if callgrind:
                 count = figure.get("instructions_per_event")

@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
+import zstandard
 from google.protobuf import struct_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
@@ -708,6 +710,113 @@ def test_large_answers_are_the_same_bytes_from_both_twins() -> None:
     )
 
 
+# -- bodies compressed against a base ---------------------------------------------------------
+
+
+def _simulated_bodies(count: int) -> list[tuple[bytes, bytes]]:
+    """(body, base) pairs: each simulated event's protobuf bytes, with its lead's previous
+    one as the base (what the store compresses against)."""
+    import orjson
+
+    previous: dict[str, bytes] = {}
+    pairs = []
+    for e in _simulated_events(count):
+        fields = {**e, "details_json": orjson.dumps(e["details"]), "lead_json": orjson.dumps(e["lead"])}
+        body, _ = _encode(_load("pure"), fields)
+        pairs.append((body, previous.get(e["lead_id"], b"")))
+        previous[e["lead_id"]] = body
+    return pairs
+
+
+def test_frames_of_either_twin_decode_with_the_other_to_the_same_body() -> None:
+    pairs = _simulated_bodies(300)
+    assert sum(1 for _, base in pairs if base) > 100, "the scenario needs leads of several steps"
+    twins = list(_both())
+    for body, base in pairs:
+        for maker in twins:
+            frame = maker.prefix_compress(body, base, 3)
+            if base:
+                assert len(frame) < len(body) // 2, "compressing against the base must pay"
+            for reader in twins:
+                assert reader.prefix_decompress(frame, base, len(body)) == body
+
+
+def test_a_prefix_frame_is_magicless_and_states_its_size_and_checksum(twin: ModuleType) -> None:
+    body, base = b"0123456789abcdef" * 40 + b"tail", b"0123456789abcdef" * 30
+    frame = twin.prefix_compress(body, base, 3)
+    descriptor = frame[0]
+    assert frame[:4] != b"\x28\xb5\x2f\xfd"  # no magic number
+    assert descriptor & 0x04, "content checksum flag"
+    assert descriptor & 0x03 == 0, "no dictionary id"
+    assert descriptor >> 6 or descriptor & 0x20, "content size stated"
+    assert zstd_frame_content(frame, base) == body
+
+
+def zstd_frame_content(frame: bytes, base: bytes) -> bytes:
+    """The frame decoded by python-zstandard, independently of either twin."""
+    prefix = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    return zstandard.ZstdDecompressor(dict_data=prefix, format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(
+        frame
+    )
+
+
+def test_a_frame_decoded_against_another_base_fails_cleanly(twin: ModuleType) -> None:
+    pairs = [(body, base) for body, base in _simulated_bodies(200) if base]
+    wrong_bodies = 0
+    for (body, base), (_, other) in zip(pairs, pairs[1:] + pairs[:1], strict=True):
+        frame = twin.prefix_compress(body, base, 3)
+        for wrong in (other, b"", base[:-1], base[: len(base) // 2] + b"?" + base[len(base) // 2 + 1 :]):
+            try:
+                decoded = twin.prefix_decompress(frame, wrong, 1 << 24)
+            except ValueError:
+                continue
+            # Only bytes of the base that the frame never refers to may differ.
+            assert decoded == body
+            wrong_bodies += 1
+    assert wrong_bodies < len(pairs), "most wrong bases must fail"
+
+
+def test_damaged_and_oversized_frames_fail_cleanly(twin: ModuleType) -> None:
+    body, base = _simulated_bodies(40)[-1]
+    frame = twin.prefix_compress(body, base, 3)
+    with pytest.raises(ValueError, match="over"):
+        twin.prefix_decompress(frame, base, len(body) - 1)
+    for damaged in (b"", frame[:1], frame[:5], frame[:-1], frame + b"\x00", b"\xff" * 40):
+        with pytest.raises(ValueError):
+            twin.prefix_decompress(damaged, base, 1 << 24)
+    rng = random.Random(5)
+    for _ in range(300):  # random damage: an error or (rarely) other bytes, never a crash
+        flipped = bytearray(frame)
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        try:
+            twin.prefix_decompress(bytes(flipped), base, 1 << 24)
+        except ValueError:
+            pass
+
+
+def test_prefix_functions_check_their_arguments(twin: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        twin.prefix_compress("text", b"", 3)
+    with pytest.raises(TypeError):
+        twin.prefix_decompress(b"\x00", None, 10)
+    with pytest.raises(ValueError):
+        twin.prefix_compress(b"body", b"", 99)
+    assert twin.prefix_decompress(twin.prefix_compress(b"", b"base", 3), b"base", 0) == b""
+    frame = twin.prefix_compress(bytearray(b"x" * 99), memoryview(b"x"), 1)
+    assert twin.prefix_decompress(frame, b"x", 99) == b"x" * 99
+
+
+def test_the_compiled_twin_compresses_against_a_base_where_libzstd_loads() -> None:
+    if PURE_ONLY:
+        assert not wireform.PREFIX_COMPILED
+        return
+    compiled = _load("compiled")
+    # Every machine here has libzstd.so.1 (dpkg needs it): the C path must be the one in use.
+    assert hasattr(compiled, "prefix_compress")
+    assert wireform.PREFIX_COMPILED
+    assert wireform.prefix_decompress is compiled.prefix_decompress
+
+
 # -- the public module ------------------------------------------------------------------------
 
 
@@ -720,7 +829,8 @@ def test_the_public_module_names_the_twin_it_uses() -> None:
     assert wireform.splice_event is module.splice_event
     assert sorted(wireform.__all__) == sorted(
         ["COMPILED", "IMPLEMENTATION", "encode_event", "splice_event", "value_bytes", "field_changes",
-         "struct_bytes", "timeline_bytes", "repeated_field"]
+         "struct_bytes", "timeline_bytes", "repeated_field", "PREFIX_COMPILED", "prefix_compress",
+         "prefix_decompress"]
     )  # fmt: skip
 
 

@@ -1049,6 +1049,236 @@ static PyObject *repeated_field(PyObject *module, PyObject *const *args, Py_ssiz
     return buf_finish(&b);
 }
 
+/* -- a body compressed against its base body ---------------------------------------------------
+ *
+ * libzstd is loaded at import with dlopen (no zstd.h is needed to build this file): the few stable
+ * functions used are declared here by hand. Where the library cannot be loaded, the module has no
+ * prefix_compress/prefix_decompress and wireform takes the pure twin's. The two contexts are made
+ * once and reused; every call holds the GIL (a body is a few microseconds of work), so one pair
+ * serves every thread. Frames are magicless and carry their content size and zstd's checksum of
+ * the content: the record's CRC covers the frame, but only the checksum tells a body decoded
+ * against the wrong base (a stale copy of a rewritten one) from the right one. */
+
+#include <dlfcn.h>
+
+#define ZSTD_C_COMPRESSION_LEVEL 100
+#define ZSTD_C_CONTENT_SIZE_FLAG 200
+#define ZSTD_C_CHECKSUM_FLAG 201
+#define ZSTD_C_DICT_ID_FLAG 202
+#define ZSTD_C_FORMAT 10     /* ZSTD_c_experimentalParam2 */
+#define ZSTD_D_FORMAT 1000   /* ZSTD_d_experimentalParam1 */
+#define ZSTD_F_MAGICLESS 1   /* ZSTD_f_zstd1_magicless */
+#define ZSTD_MIN_VERSION 10400 /* 1.4.0: refPrefix and compress2 are stable */
+
+typedef struct {
+    void *(*createCCtx)(void);
+    size_t (*CCtx_setParameter)(void *, int, int);
+    size_t (*CCtx_refPrefix)(void *, const void *, size_t);
+    size_t (*compress2)(void *, void *, size_t, const void *, size_t);
+    size_t (*compressBound)(size_t);
+    void *(*createDCtx)(void);
+    size_t (*DCtx_setParameter)(void *, int, int);
+    size_t (*DCtx_refPrefix)(void *, const void *, size_t);
+    size_t (*decompressDCtx)(void *, void *, size_t, const void *, size_t);
+    unsigned (*isError)(size_t);
+    const char *(*getErrorName)(size_t);
+    unsigned (*versionNumber)(void);
+} Zstd;
+
+static Zstd zstd;
+static void *cctx, *dctx;
+static int cctx_level = -1000;
+
+/* 0 when libzstd is loaded and both contexts are set up; -1 (no Python error set) otherwise. */
+static int zstd_load(void) {
+    void *lib = dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        return -1;
+    }
+#define ZSTD_SYMBOL(field, name)                     \
+    *(void **)(&zstd.field) = dlsym(lib, name);      \
+    if (zstd.field == NULL) {                        \
+        return -1;                                   \
+    }
+    ZSTD_SYMBOL(createCCtx, "ZSTD_createCCtx")
+    ZSTD_SYMBOL(CCtx_setParameter, "ZSTD_CCtx_setParameter")
+    ZSTD_SYMBOL(CCtx_refPrefix, "ZSTD_CCtx_refPrefix")
+    ZSTD_SYMBOL(compress2, "ZSTD_compress2")
+    ZSTD_SYMBOL(compressBound, "ZSTD_compressBound")
+    ZSTD_SYMBOL(createDCtx, "ZSTD_createDCtx")
+    ZSTD_SYMBOL(DCtx_setParameter, "ZSTD_DCtx_setParameter")
+    ZSTD_SYMBOL(DCtx_refPrefix, "ZSTD_DCtx_refPrefix")
+    ZSTD_SYMBOL(decompressDCtx, "ZSTD_decompressDCtx")
+    ZSTD_SYMBOL(isError, "ZSTD_isError")
+    ZSTD_SYMBOL(getErrorName, "ZSTD_getErrorName")
+    ZSTD_SYMBOL(versionNumber, "ZSTD_versionNumber")
+#undef ZSTD_SYMBOL
+    if (zstd.versionNumber() < ZSTD_MIN_VERSION) {
+        return -1;
+    }
+    cctx = zstd.createCCtx();
+    dctx = zstd.createDCtx();
+    if (cctx == NULL || dctx == NULL) {
+        return -1;
+    }
+    /* The library is never unloaded: the contexts live as long as the process. */
+    if (zstd.isError(zstd.CCtx_setParameter(cctx, ZSTD_C_FORMAT, ZSTD_F_MAGICLESS)) ||
+        zstd.isError(zstd.CCtx_setParameter(cctx, ZSTD_C_CONTENT_SIZE_FLAG, 1)) ||
+        zstd.isError(zstd.CCtx_setParameter(cctx, ZSTD_C_CHECKSUM_FLAG, 1)) ||
+        zstd.isError(zstd.CCtx_setParameter(cctx, ZSTD_C_DICT_ID_FLAG, 0)) ||
+        zstd.isError(zstd.DCtx_setParameter(dctx, ZSTD_D_FORMAT, ZSTD_F_MAGICLESS))) {
+        return -1;
+    }
+    return 0;
+}
+
+static int buffer_arg(PyObject *arg, Py_buffer *view, const char *name) {
+    if (PyObject_GetBuffer(arg, view, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes-like, not %.100s", name, Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *prefix_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer body, base;
+    long long level;
+    PyObject *out = NULL;
+    size_t bound, written;
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "prefix_compress takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (int_arg(args[2], "level", -131072, 22, &level) < 0 || buffer_arg(args[0], &body, "body") < 0) {
+        return NULL;
+    }
+    if (buffer_arg(args[1], &base, "base") < 0) {
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    if (level != cctx_level) {
+        if (zstd.isError(zstd.CCtx_setParameter(cctx, ZSTD_C_COMPRESSION_LEVEL, (int)level))) {
+            PyErr_SetString(PyExc_ValueError, "compression level refused");
+            goto done;
+        }
+        cctx_level = (int)level;
+    }
+    bound = zstd.compressBound((size_t)body.len);
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    if (out == NULL) {
+        goto done;
+    }
+    written = zstd.CCtx_refPrefix(cctx, base.buf, (size_t)base.len);
+    if (!zstd.isError(written)) {
+        written = zstd.compress2(cctx, PyBytes_AS_STRING(out), bound, body.buf, (size_t)body.len);
+    }
+    if (zstd.isError(written)) {
+        PyErr_Format(PyExc_ValueError, "zstd: %s", zstd.getErrorName(written));
+        Py_CLEAR(out);
+    } else {
+        _PyBytes_Resize(&out, (Py_ssize_t)written); /* out is NULL, error set, if it fails */
+    }
+done:
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&base);
+    return out;
+}
+
+/* The content size a magicless frame header states (RFC 8878, 3.1.1.1), or -1 with an error set. */
+static long long frame_content_size(const unsigned char *frame, Py_ssize_t size) {
+    static const int dict_id_sizes[4] = {0, 1, 2, 4};
+    unsigned descriptor;
+    int single_segment, fcs_code, fcs_size;
+    Py_ssize_t at;
+    unsigned long long value = 0;
+    if (size < 1) {
+        PyErr_SetString(PyExc_ValueError, "zstd frame is empty");
+        return -1;
+    }
+    descriptor = frame[0];
+    single_segment = (descriptor >> 5) & 1;
+    fcs_code = (int)(descriptor >> 6);
+    fcs_size = fcs_code == 0 ? single_segment : 1 << fcs_code;
+    if (fcs_size == 0 || (descriptor & 0x08)) {
+        PyErr_SetString(PyExc_ValueError, "zstd frame states no content size");
+        return -1;
+    }
+    at = 1 + (single_segment ? 0 : 1) + dict_id_sizes[descriptor & 3];
+    if (at + fcs_size > size) {
+        PyErr_SetString(PyExc_ValueError, "zstd frame shorter than its header");
+        return -1;
+    }
+    for (int i = fcs_size - 1; i >= 0; i--) {
+        value = value << 8 | frame[at + i];
+    }
+    if (fcs_size == 2) {
+        value += 256;
+    }
+    if (value > (unsigned long long)PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_ValueError, "zstd frame content size out of range");
+        return -1;
+    }
+    return (long long)value;
+}
+
+static PyObject *prefix_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer frame, base;
+    long long max_size, content_size;
+    PyObject *out = NULL;
+    size_t written;
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "prefix_decompress takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (int_arg(args[2], "max_size", 0, PY_SSIZE_T_MAX, &max_size) < 0 ||
+        buffer_arg(args[0], &frame, "frame") < 0) {
+        return NULL;
+    }
+    if (buffer_arg(args[1], &base, "base") < 0) {
+        PyBuffer_Release(&frame);
+        return NULL;
+    }
+    content_size = frame_content_size(frame.buf, frame.len);
+    if (content_size < 0) {
+        goto done;
+    }
+    if (content_size > max_size) {
+        PyErr_Format(PyExc_ValueError, "zstd frame content size %lld is over %lld", content_size, max_size);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)content_size);
+    if (out == NULL) {
+        goto done;
+    }
+    written = zstd.DCtx_refPrefix(dctx, base.buf, (size_t)base.len);
+    if (!zstd.isError(written)) {
+        written = zstd.decompressDCtx(dctx, PyBytes_AS_STRING(out), (size_t)content_size, frame.buf,
+                                      (size_t)frame.len);
+    }
+    if (zstd.isError(written)) {
+        PyErr_Format(PyExc_ValueError, "zstd: %s", zstd.getErrorName(written));
+        Py_CLEAR(out);
+    } else if (written != (size_t)content_size) {
+        PyErr_Format(PyExc_ValueError, "zstd frame holds %zu bytes, not the %lld it states", written,
+                     content_size);
+        Py_CLEAR(out);
+    }
+done:
+    PyBuffer_Release(&frame);
+    PyBuffer_Release(&base);
+    return out;
+}
+
+static PyMethodDef zstd_methods[] = {
+    {"prefix_compress", (PyCFunction)(void (*)(void))prefix_compress, METH_FASTCALL,
+     "A magicless zstd frame of body, compressed against base (raw content)."},
+    {"prefix_decompress", (PyCFunction)(void (*)(void))prefix_decompress, METH_FASTCALL,
+     "The body a prefix_compress frame holds, given the same base."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* -- the module ------------------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
@@ -1073,6 +1303,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__wireform(void) {
+    PyObject *module;
     PyObject *abc = PyImport_ImportModule("collections.abc");
     if (abc == NULL) {
         return NULL;
@@ -1082,5 +1313,9 @@ PyMODINIT_FUNC PyInit__wireform(void) {
     if (mapping_type == NULL) {
         return NULL;
     }
-    return PyModule_Create(&module_def);
+    module = PyModule_Create(&module_def);
+    if (module != NULL && zstd_load() == 0 && PyModule_AddFunctions(module, zstd_methods) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

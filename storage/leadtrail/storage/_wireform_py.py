@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
+import zstandard
+
 Blob: TypeAlias = bytes | bytearray | memoryview
 """What the functions take for bytes: anything bytes-like."""
 
@@ -601,3 +603,68 @@ def repeated_field(field_number: int, messages: Iterable[Blob]) -> bytes:
         append(_varint(len(message)))
         append(message)
     return b"".join(parts)
+
+
+# -- a body compressed against its base body ---------------------------------------------------------
+
+_PREFIX_PARAMS: dict[int, zstandard.ZstdCompressionParameters] = {}
+_DICT_ID_SIZES = (0, 1, 2, 4)
+
+
+def _frame_content_size(frame: Blob) -> int:
+    """The content size a magicless zstd frame header states (RFC 8878, 3.1.1.1)."""
+    if not len(frame):
+        raise ValueError("zstd frame is empty")
+    descriptor = frame[0]
+    single_segment = descriptor >> 5 & 1
+    fcs_code = descriptor >> 6
+    fcs_size = single_segment if fcs_code == 0 else 1 << fcs_code
+    if fcs_size == 0 or descriptor & 0x08:
+        raise ValueError("zstd frame states no content size")
+    at = 1 + (0 if single_segment else 1) + _DICT_ID_SIZES[descriptor & 3]
+    if at + fcs_size > len(frame):
+        raise ValueError("zstd frame shorter than its header")
+    value = int.from_bytes(frame[at : at + fcs_size], "little")
+    return value + 256 if fcs_size == 2 else value
+
+
+def prefix_compress(body: Blob, base: Blob, level: int) -> bytes:
+    """A magicless zstd frame of ``body`` (content size and checksum stated, no dictionary
+    id) compressed against ``base`` as raw content: what the body shares with the base
+    costs a few bytes a match. The checksum is what tells a body decoded against another
+    base (a stale copy of a rewritten one) from the right one."""
+    level = _integer("level", level, -131072, 23)
+    params = _PREFIX_PARAMS.get(level)
+    if params is None:
+        params = _PREFIX_PARAMS[level] = zstandard.ZstdCompressionParameters.from_level(
+            level,
+            format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+            write_content_size=True,
+            write_checksum=True,
+            write_dict_id=False,
+        )
+    body, base = _blob("body", body), _blob("base", base)
+    prefix = zstandard.ZstdCompressionDict(bytes(base), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    try:
+        return zstandard.ZstdCompressor(dict_data=prefix, compression_params=params).compress(body)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"zstd: {e}") from None
+
+
+def prefix_decompress(frame: Blob, base: Blob, max_size: int) -> bytes:
+    """The body a ``prefix_compress`` frame holds, given the same ``base``; ValueError when
+    the frame is damaged, states more than ``max_size`` bytes, or does not hold what it states."""
+    max_size = _integer("max_size", max_size, 0, 1 << 63)
+    frame, base = _blob("frame", frame), _blob("base", base)
+    size = _frame_content_size(frame)
+    if size > max_size:
+        raise ValueError(f"zstd frame content size {size} is over {max_size}")
+    prefix = zstandard.ZstdCompressionDict(bytes(base), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    decompressor = zstandard.ZstdDecompressor(dict_data=prefix, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    try:
+        body = decompressor.decompress(frame, max_output_size=max_size, allow_extra_data=False)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"zstd: {e}") from None
+    if len(body) != size:
+        raise ValueError(f"zstd frame holds {len(body)} bytes, not the {size} it states")
+    return body

@@ -1,10 +1,12 @@
-"""Event payloads: fixed prefix, zstd-compressed JSON body, snapshot deltas.
+"""Event payloads: fixed prefix, zstd-compressed body, compressed against the lead's last one.
 
 Lead snapshots dominate the bytes, and a lead's consecutive snapshots differ
 in a few fields (an enhancement appends ``appended.phone_check.carrier``).
-So a snapshot is stored as a delta against the previous snapshot of the same
-lead when that one is in the same segment and the chain is short, and every
-body is compressed with a zstd dictionary trained on earlier bodies.
+So a wire body (format 1.3) is compressed against the raw bytes of the same
+lead's previous body when that one is in the same segment and the chain is
+short; a lead's first body in a segment is compressed with a zstd dictionary
+trained on earlier bodies. Format 1.1 stored a snapshot as a JSON delta
+against the previous snapshot instead (``Options.record_form="json"``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .format import (
     CODEC_WIRE_PLAIN,
     CODEC_WIRE_ZSTD_BARE,
     CODEC_WIRE_ZSTD_DICT_BARE,
+    CODEC_WIRE_ZSTD_PREFIX_BARE,
     CODEC_ZSTD_BARE,
     CODEC_ZSTD_DICT_BARE,
     DICT_HEADER,
@@ -51,6 +54,8 @@ from .fs import Files
 from .wirebody import NO_CHANGES, StoredEvent
 
 MAX_DELTA_DEPTH = 8
+"""Longest chain of bases (1.1 snapshot deltas, 1.3 bodies compressed against a base): a
+read of the last one decodes at most this many records before it."""
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -174,6 +179,11 @@ class Dictionaries:
         # A ".retired" marker outlives its dictionary: the id is never given out again, so
         # no record or cached compressor can ever mistake a new dictionary for the old one.
         return max((i for i in self._dicts if i not in self._retired and i not in self._unbound), default=0)
+
+    @property
+    def level(self) -> int:
+        """The store's zstd compression level."""
+        return self._level
 
     @property
     def current_id(self) -> int:
@@ -313,7 +323,12 @@ class Trainer:
         self._window_records = 0
         self.last_error: BaseException | None = None
 
-    def observe(self, body: bytes, packed: int, dict_id: int, account_id: str = "") -> None:
+    def observe(self, body: bytes, packed: int | None, dict_id: int, account_id: str = "") -> None:
+        """``packed``: the compressed size of ``body`` with dictionary ``dict_id`` (or none);
+        None when it was compressed otherwise (against its base), which says nothing of the
+        dictionary's ratio but makes a sample all the same: the bodies of a lead's later
+        steps hold what its first ones do, and waiting for first steps alone would keep
+        them without a dictionary several times longer."""
         # orjson hands back its whole output buffer (16 KiB or more, whatever the
         # JSON's length); a sample kept for retraining keeps an exact copy instead.
         sample = (account_id, bytes(memoryview(body)))
@@ -329,6 +344,8 @@ class Trainer:
         if dict_id == 0:
             if len(self._samples) >= self._needed:
                 self._start()
+            return
+        if packed is None:
             return
         self._window_raw += len(body)
         self._window_packed += packed
@@ -403,8 +420,68 @@ _WIRE_CODECS = (CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BAR
 _JSON_CODECS = (CODEC_PLAIN, CODEC_ZSTD_DICT_BARE, CODEC_ZSTD_BARE)
 """A body form's codecs: (plain, zstd with dictionary, zstd without)."""
 
-LAST_SNAPSHOTS_BUDGET = 8 * 1024 * 1024
-"""JSON bytes of the latest snapshot per lead the encoder keeps to delta against."""
+LAST_SNAPSHOTS_BUDGET = 16 * 1024 * 1024
+"""Bytes of the latest snapshot (its JSON size) and bodies per lead the encoder keeps to
+compute changes and compress against."""
+
+
+class _Base:
+    """A body a later one of its lead may be compressed against (format 1.3)."""
+
+    __slots__ = ("body", "depth", "position", "step")
+
+    def __init__(self, position: int, body: bytes, depth: int, step: int) -> None:
+        self.position = position
+        self.body = body
+        self.depth = depth
+        """Bases above it: 0 for a body that stands on its own."""
+        self.step = step
+        """Its place in the chain that began with the body of depth 0."""
+
+
+class _LeadState:
+    """What the encoder keeps of a lead's latest event in the active segment."""
+
+    __slots__ = ("depth", "held", "latest", "older", "position", "segment_base", "snapshot")
+
+    def __init__(
+        self,
+        segment_base: int,
+        position: int,
+        snapshot: dict[str, Any],
+        depth: int,
+        held: int,
+        latest: _Base | None,
+        older: _Base | None,
+    ) -> None:
+        self.segment_base = segment_base
+        self.position = position
+        self.snapshot = snapshot
+        self.depth = depth
+        """Of a 1.1 delta chain."""
+        self.held = held
+        self.latest = latest
+        """The latest body (wire form), as a base."""
+        self.older = older
+        """The body before it, as a base."""
+
+    def next_base(self, position: int) -> tuple[_Base, _Base] | None:
+        """(the base of the lead's next body, at ``position``; the latest body), or None
+        when the next body stands on its own.
+
+        Steps of a chain alternate between the latest body (odd steps) and the one before
+        it (even steps), so that the step n of a chain is about n/2 bases deep: a read of
+        one event (a scan, a lookup) decodes fewer records before it, for about 5% more
+        bytes than always the latest body (FORMAT.md, "Bodies compressed against a base")."""
+        latest = self.latest
+        if latest is None:
+            return None
+        base = latest
+        if latest.step % 2 and self.older is not None:
+            base = self.older
+        if base.depth >= MAX_DELTA_DEPTH or position - base.position > MAX_DELTA_BACK:
+            return None
+        return base, latest
 
 
 class EventEncoder:
@@ -415,11 +492,10 @@ class EventEncoder:
         self._json_form = json_form
         self._dicts = dictionaries
         self._trainer = trainer
-        # (account, lead_id) -> (segment base, position, snapshot, chain depth, JSON size).
-        # Bounded by the JSON size of the snapshots it holds, oldest lead out
-        # first: a lead's steps mostly come close together, and a lead seen
-        # again after eviction simply stores a whole snapshot.
-        self._last: OrderedDict[tuple[str, str], tuple[int, int, Mapping[str, Any], int, int]] = OrderedDict()
+        # (account, lead_id) -> the lead's latest event. Bounded by the bytes it holds,
+        # oldest lead out first: a lead's steps mostly come close together, and a lead
+        # seen again after eviction simply starts a new chain.
+        self._last: OrderedDict[tuple[str, str], _LeadState] = OrderedDict()
         self._last_bytes = 0
         self._last_budget = LAST_SNAPSHOTS_BUDGET
         self.last_raw_bytes = 0
@@ -430,19 +506,20 @@ class EventEncoder:
         self._last_bytes = 0
 
     def forget_lead(self, account_id: str, lead_id: str) -> None:
-        """Drop the snapshot kept of a lead (its personal data was erased)."""
+        """Drop the snapshot and bodies kept of a lead (its personal data was erased)."""
         dropped = self._last.pop((account_id, lead_id), None)
         if dropped is not None:
-            self._last_bytes -= dropped[4]
+            self._last_bytes -= dropped.held
 
     def encode(self, event: Event, position: int, segment_base: int, lead_json: bytes | None = None) -> bytes:
         """``lead_json`` is ``event.lead`` as JSON when the caller has it already (validation does).
 
-        The body is the event's wire form (format 1.2) with its snapshot whole and the
-        timeline changes against the lead's previous event in this segment, computed
-        here once rather than on every read of the timeline. Changes never reach back
-        past the segment: a rewrite (erasure) re-encodes a segment's events together,
-        and must find every value a change quotes among them."""
+        The body is the event's wire form with its snapshot whole and the timeline
+        changes against the lead's previous event in this segment, computed here once
+        rather than on every read of the timeline, compressed against one of the lead's
+        two previous bodies in this segment (format 1.3). Neither reaches back past the
+        segment: a rewrite (erasure) re-encodes a segment's events together, and must
+        find every value a change quotes and every base among them."""
         if self._json_form:
             return self._encode_json(event, position, segment_base, lead_json)
         key = (event.account_id, event.lead_id)
@@ -452,8 +529,10 @@ class EventEncoder:
         elif lead_json is None:
             lead_json = orjson.dumps(lead)
         previous = self._last.get(key)
-        if previous is not None and previous[0] == segment_base:
-            changes, base_position = wireform.field_changes(previous[2], lead), previous[1]
+        if previous is not None and previous.segment_base != segment_base:
+            previous = None
+        if previous is not None:
+            changes, base_position = wireform.field_changes(previous.snapshot, lead), previous.position
         else:
             # A lead's first step shows every field as added: a copy of the snapshot that
             # would double the bytes of one-step leads, so its read computes it.
@@ -461,8 +540,20 @@ class EventEncoder:
         details_json = orjson.dumps(event.details) if event.details else b""
         body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
         self.last_raw_bytes = json_size
-        self._remember(key, segment_base, position, lead, 0)
-        return self._frame(event, body, _WIRE_CODECS, 0)
+        found = previous.next_base(position) if previous is not None else None
+        if found is None:
+            self._remember(key, segment_base, position, lead, 0, _Base(position, body, 0, 0), None)
+            return self._frame(event, body, _WIRE_CODECS, 0)
+        # Against a body of the same lead, most of this one is matches: its snapshot
+        # repeats the lead's personal values, which no trained dictionary may hold.
+        base = found[0]
+        packed = wireform.prefix_compress(body, base.body, self._dicts.level)
+        if self._trainer is not None:
+            self._trainer.observe(body, None, 0, event.account_id)
+        older = found[1]
+        latest = _Base(position, body, base.depth + 1, older.step + 1)
+        self._remember(key, segment_base, position, lead, 0, latest, older)
+        return self._payload(event, CODEC_WIRE_ZSTD_PREFIX_BARE, 0, position - base.position, packed)
 
     def _encode_json(self, event: Event, position: int, segment_base: int, lead_json: bytes | None) -> bytes:
         """Format 1.1: a JSON array body, the snapshot as a delta against the lead's previous one."""
@@ -474,31 +565,41 @@ class EventEncoder:
         previous = self._last.get(key)
         if (
             previous is not None
-            and previous[0] == segment_base
-            and previous[3] < MAX_DELTA_DEPTH
-            and position - previous[1] <= MAX_DELTA_BACK
+            and previous.segment_base == segment_base
+            and previous.depth < MAX_DELTA_DEPTH
+            and position - previous.position <= MAX_DELTA_BACK
         ):
-            delta = snapshot_delta(previous[2], lead)
+            delta = snapshot_delta(previous.snapshot, lead)
             if delta is not None:
-                base_position, depth, part_json = previous[1], previous[3] + 1, orjson.dumps(delta)
+                base_position, depth, part_json = previous.position, previous.depth + 1, orjson.dumps(delta)
         body = encode_body(event, orjson.Fragment(part_json))
         self.last_raw_bytes = len(body) - len(part_json) + len(lead_json)
-        self._remember(key, segment_base, position, lead, depth)
+        self._remember(key, segment_base, position, lead, depth, None, None)
         back = position - base_position if base_position else 0
         return self._frame(event, body, _JSON_CODECS, back)
 
     def _remember(
-        self, key: tuple[str, str], segment_base: int, position: int, lead: Mapping[str, Any], depth: int
+        self,
+        key: tuple[str, str],
+        segment_base: int,
+        position: int,
+        lead: Mapping[str, Any],
+        depth: int,
+        latest: _Base | None,
+        older: _Base | None,
     ) -> None:
-        """Keep the lead's latest snapshot (for the next one's changes or delta), within budget."""
-        raw = self.last_raw_bytes
+        """Keep the lead's latest snapshot and bodies (for the next one's changes, delta or
+        base), within budget."""
+        held = self.last_raw_bytes
+        held += len(latest.body) if latest is not None else 0
+        held += len(older.body) if older is not None else 0
         replaced = self._last.pop(key, None)
         if replaced is not None:
-            self._last_bytes -= replaced[4]
-        self._last[key] = (segment_base, position, dict(lead), depth, raw)
-        self._last_bytes += raw
+            self._last_bytes -= replaced.held
+        self._last[key] = _LeadState(segment_base, position, dict(lead), depth, held, latest, older)
+        self._last_bytes += held
         while self._last_bytes > self._last_budget and len(self._last) > 1:
-            self._last_bytes -= self._last.popitem(last=False)[1][4]
+            self._last_bytes -= self._last.popitem(last=False)[1].held
 
     def _frame(self, event: Event, body: bytes, codecs: tuple[int, int, int], delta_back: int) -> bytes:
         """The payload: prefix, account and the body, compressed unless tiny. ``codecs``:
@@ -513,6 +614,10 @@ class EventEncoder:
             codec = with_dictionary if dict_id else without
             if self._trainer is not None:
                 self._trainer.observe(body, len(packed), dict_id, event.account_id)
+        return self._payload(event, codec, dict_id, delta_back, packed)
+
+    @staticmethod
+    def _payload(event: Event, codec: int, dict_id: int, delta_back: int, packed: bytes) -> bytes:
         account = event.account_id.encode()
         recorded, timestamp = event.recorded_at_ms, event.timestamp_ms or 0
         prefix = EVENT_PREFIX.pack(
@@ -576,23 +681,68 @@ _CODEC_AT = 12
 """The codec's byte in the event prefix."""
 
 
-def stored_event(
-    payload: bytes | memoryview, position: int, dictionaries: Dictionaries
-) -> StoredEvent | None:
-    """A CRC-checked event payload in its wire form (format 1.2), undecoded; None when the
-    record is in an older form (decode it with ``decode_event``)."""
+BaseBody = Callable[[int], bytes]
+"""The wire body of the event at a position: resolves the base of a body compressed
+against one (format 1.3). It raises BadRecord when that event is not there."""
+
+
+def no_base_body(position: int) -> bytes:
+    """For a record read where no other can be: a body compressed against a base fails."""
+    raise BadRecord(f"a body compressed against the event at {position}, which is not at hand")
+
+
+def _wire_body(prefix: EventPrefix, dictionaries: Dictionaries, base_body: BaseBody) -> bytes:
+    if prefix.codec == CODEC_WIRE_ZSTD_PREFIX_BARE:
+        if not prefix.base_position:
+            raise BadRecord("a body compressed against a base names none")
+        base = base_body(prefix.base_position)
+        try:
+            return wireform.prefix_decompress(prefix.body, base, MAX_BODY)
+        except ValueError as e:
+            raise BadRecord(f"undecodable event body against its base {prefix.base_position}: {e}") from e
+    if prefix.base_position:
+        raise BadRecord("a wire body names a delta base")
+    return _body_of(prefix, dictionaries)
+
+
+def wire_body(
+    payload: bytes | memoryview, position: int, dictionaries: Dictionaries, base_body: BaseBody = no_base_body
+) -> bytes | None:
+    """The wire body (format 1.2 and 1.3) of a CRC-checked event payload, decompressed;
+    None when the record is in an older form. ``base_body`` resolves its base."""
     prefix = EventPrefix(payload, position)
     if prefix.codec not in WIRE_CODECS:
         return None
-    if prefix.base_position:
-        raise BadRecord("a wire body names a delta base")
+    return _wire_body(prefix, dictionaries, base_body)
+
+
+def stored_event(
+    payload: bytes | memoryview,
+    position: int,
+    dictionaries: Dictionaries,
+    base_body: BaseBody = no_base_body,
+) -> StoredEvent | None:
+    """A CRC-checked event payload in its wire form (format 1.2 and 1.3), undecoded; None
+    when the record is in an older form (decode it with ``decode_event``). ``base_body``
+    resolves the base a body is compressed against."""
+    prefix = EventPrefix(payload, position)
+    if prefix.codec not in WIRE_CODECS:
+        return None
     return StoredEvent(
-        _body_of(prefix, dictionaries),
+        _wire_body(prefix, dictionaries, base_body),
         position,
         prefix.account_id,
         prefix.recorded_at_ms,
         prefix.timestamp_ms,
     )
+
+
+def event_of(stored: StoredEvent, include_lead: bool = True) -> Event:
+    """The decoded event of a wire body; BadRecord when its fields do not decode."""
+    try:
+        return stored.event(include_lead)
+    except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
+        raise BadRecord(f"undecodable event body: {e}") from e
 
 
 def decode_event(
@@ -601,14 +751,17 @@ def decode_event(
     dictionaries: Dictionaries,
     base_snapshot: Callable[[int], Mapping[str, Any]],
     include_lead: bool = True,
+    base_body: BaseBody = no_base_body,
+    keep_body: Callable[[bytes], None] | None = None,
 ) -> Event:
-    """Decode a CRC-checked event payload. ``base_snapshot`` resolves delta bases."""
-    stored = stored_event(payload, position, dictionaries)
+    """Decode a CRC-checked event payload. ``base_snapshot`` resolves 1.1 delta bases,
+    ``base_body`` the bases of 1.3 bodies; ``keep_body`` is given a wire body, decompressed
+    (a base of later ones)."""
+    stored = stored_event(payload, position, dictionaries, base_body)
     if stored is not None:
-        try:
-            return stored.event(include_lead)
-        except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as e:
-            raise BadRecord(f"undecodable event body: {e}") from e
+        if keep_body is not None:
+            keep_body(stored.body)
+        return event_of(stored, include_lead)
     try:
         prefix = EventPrefix(payload, position)
         body = _body_of(prefix, dictionaries)
@@ -659,9 +812,11 @@ def decode_event(
     )
 
 
-def snapshot_part(payload: bytes | memoryview, position: int, dictionaries: Dictionaries) -> tuple[int, Any]:
+def snapshot_part(
+    payload: bytes | memoryview, position: int, dictionaries: Dictionaries, base_body: BaseBody = no_base_body
+) -> tuple[int, Any]:
     """(base position, snapshot-or-delta) of an event payload, for resolving chains."""
-    stored = stored_event(payload, position, dictionaries)
+    stored = stored_event(payload, position, dictionaries, base_body)
     if stored is not None:
         return 0, stored.lead()
     prefix = EventPrefix(payload, position)

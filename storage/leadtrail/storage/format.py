@@ -52,7 +52,13 @@ CODEC_ZSTD_BARE = 4
 CODEC_WIRE_PLAIN = 5
 CODEC_WIRE_ZSTD_DICT_BARE = 6
 CODEC_WIRE_ZSTD_BARE = 7
-WIRE_CODECS = frozenset((CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE))
+# Format 1.3: a wire body in a bare zstd frame compressed against the raw bytes of its
+# base body, the wire body of the event delta_back positions back (the same lead's
+# previous event in the segment), which the reader decodes first.
+CODEC_WIRE_ZSTD_PREFIX_BARE = 8
+WIRE_CODECS = frozenset(
+    (CODEC_WIRE_PLAIN, CODEC_WIRE_ZSTD_DICT_BARE, CODEC_WIRE_ZSTD_BARE, CODEC_WIRE_ZSTD_PREFIX_BARE)
+)
 ZSTD_CODECS = frozenset(
     (
         CODEC_ZSTD_DICT,

@@ -147,6 +147,12 @@ class StoredEvent:
         self.recorded_at_ms = recorded_at_ms
         self.timestamp_ms = timestamp_ms
 
+    @property
+    def body(self) -> bytes:
+        """The wire body as stored (decompressed): what a later body of the lead may be
+        compressed against (format 1.3)."""
+        return self._body
+
     def wire(self, include_lead: bool = True) -> bytes:
         """The serialized ``leadtrail.v1.Event`` with ``details_json``/``lead_json``."""
         start = self._event_at

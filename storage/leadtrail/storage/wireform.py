@@ -36,6 +36,9 @@ _twin = _implementation()
 
 COMPILED: bool = _twin.__name__.endswith("._wireform")
 """Whether the compiled twin is in use."""
+PREFIX_COMPILED: bool = COMPILED and hasattr(_twin, "prefix_compress")
+"""Whether bodies are compressed against their base in C: the compiled twin loads libzstd
+at import, and without it the pure twin's functions (python-zstandard) are used."""
 IMPLEMENTATION: str = "compiled" if COMPILED else "pure"
 """Which twin is in use, as reports and benchmarks name it: ``compiled`` or ``pure``."""
 
@@ -43,6 +46,8 @@ if TYPE_CHECKING:  # both twins have these signatures (``_wireform.pyi`` states 
     from ._wireform_py import (
         encode_event,
         field_changes,
+        prefix_compress,
+        prefix_decompress,
         repeated_field,
         splice_event,
         struct_bytes,
@@ -57,12 +62,20 @@ else:
     struct_bytes = _twin.struct_bytes
     timeline_bytes = _twin.timeline_bytes
     repeated_field = _twin.repeated_field
+    if PREFIX_COMPILED:
+        prefix_compress = _twin.prefix_compress
+        prefix_decompress = _twin.prefix_decompress
+    else:
+        from ._wireform_py import prefix_compress, prefix_decompress
 
 __all__ = [
     "COMPILED",
     "IMPLEMENTATION",
+    "PREFIX_COMPILED",
     "encode_event",
     "field_changes",
+    "prefix_compress",
+    "prefix_decompress",
     "repeated_field",
     "splice_event",
     "struct_bytes",
