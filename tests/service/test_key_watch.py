@@ -102,3 +102,15 @@ def test_a_store_whose_directory_comes_later_watches_it_then(tmp_path: Path) -> 
     assert served._watch is not None
     secret, key = KeyStore(str(data)).create("acme", "admin", now_ms=1)
     assert served.configured() and served.authenticate(secret) == key
+
+
+def test_keys_written_before_the_watch_is_made_are_seen(tmp_path: Path) -> None:
+    # The server asks before its store makes the directory; the keys come before its next call,
+    # which makes the watch: the new watch has seen nothing, so the file must be read.
+    data = tmp_path / "new-store"
+    served = KeyStore(str(data))
+    assert served.configured() is False
+    data.mkdir()
+    secret, key = KeyStore(str(data)).create("acme", "reader", now_ms=1)
+    assert served.configured() is True
+    assert served.authenticate(secret) == key

@@ -184,6 +184,7 @@ class KeyStore:
         self._watch: KeyFileWatch | None = None
         self._watching = False  # tried to make the watch (made on the first call: servers only)
         self._loaded = False
+        self._watched_since_load = False  # whether the watch existed when _keys was read
 
     # -- reading -----------------------------------------------------------------------
 
@@ -227,6 +228,10 @@ class KeyStore:
                     self._watch = None
             # Without a watch, the file's (inode, size, mtime) says whether it changed.
             notified = self._watch is not None and self._watch.changed()
+            if self._watch is not None and not self._watched_since_load:
+                # A watch made after the last load (the directory appeared since) knows
+                # nothing of what changed before it: the file itself must say, once.
+                notified = True
             if self._watch is not None and not notified and self._loaded:
                 return self._keys
         stamp = self._stat()
@@ -235,6 +240,7 @@ class KeyStore:
                 self._keys = {key.secret_sha256: key for key in self._read()}
                 self._seen = stamp
                 self._loaded = True
+                self._watched_since_load = self._watch is not None
             return self._keys
 
     def configured(self) -> bool:
