@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from .event import Event, Outcome
+from .event import Event, EventFields, Outcome
 from .ulid import ID_PATTERN, id_bytes
 
 TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -150,25 +150,12 @@ def id_key(prefix: bytes, event_id: str) -> bytes:
     return prefix + id_bytes(event_id)
 
 
-class IndexedEvent(Protocol):
-    """What ``index_rows`` reads of an event to index (an ``Event``)."""
+class IndexedEvent(EventFields, Protocol):
+    """What ``index_rows`` reads of an event to index (an ``Event``): what a filter looks
+    at, its id and when it was recorded."""
 
     @property
     def id(self) -> str: ...
-    @property
-    def account_id(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def lead_id(self) -> str: ...
-    @property
-    def flow_id(self) -> str: ...
-    @property
-    def entity_id(self) -> str: ...
-    @property
-    def timestamp_ms(self) -> int | None: ...
-    @property
-    def position(self) -> int: ...
     @property
     def recorded_at_ms(self) -> int: ...
 

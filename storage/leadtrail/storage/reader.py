@@ -273,12 +273,16 @@ class Reader:
         return body
 
     def _remember_body(self, position: int, body: bytes, epoch: int) -> None:
+        self._keep(self._bodies, BODY_CACHE, position, body, epoch)
+
+    def _keep(self, cache: OrderedDict[int, Any], limit: int, position: int, value: Any, epoch: int) -> None:
+        """Put ``value`` read at ``epoch`` in ``cache``, the oldest out past ``limit``."""
         with self._snapshots_lock:
             if epoch != self._epoch:
                 return  # read from a file rewritten since (erasure): not to be served again
-            self._bodies[position] = body
-            if len(self._bodies) > BODY_CACHE:
-                self._bodies.popitem(last=False)
+            cache[position] = value
+            if len(cache) > limit:
+                cache.popitem(last=False)
 
     def _snapshot_at(self, txn: lmdb.Transaction, segment: Segment, position: int) -> Mapping[str, Any]:
         with self._snapshots_lock:
@@ -301,12 +305,7 @@ class Reader:
         return snapshot
 
     def _remember(self, position: int, snapshot: Mapping[str, Any], epoch: int) -> None:
-        with self._snapshots_lock:
-            if epoch != self._epoch:
-                return  # read from a file rewritten since (erasure): not to be served again
-            self._snapshots[position] = snapshot
-            if len(self._snapshots) > SNAPSHOT_CACHE:
-                self._snapshots.popitem(last=False)
+        self._keep(self._snapshots, SNAPSHOT_CACHE, position, snapshot, epoch)
 
     def _snapshot_from_record(
         self,
