@@ -11,8 +11,6 @@ changes how fast an event is accepted, never whether it is.
 
 from __future__ import annotations
 
-import os
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import _ingest_py
@@ -32,20 +30,9 @@ from ._ingest_py import (
     TYPE_PATTERN,
     U32_MAX,
 )
+from .twins import chosen
 
-
-def _implementation() -> ModuleType:
-    if os.environ.get("LEADTRAIL_PURE") != "1":
-        try:
-            from . import _ingest
-        except ImportError:
-            pass
-        else:
-            return _ingest
-    return _ingest_py
-
-
-_twin = _implementation()
+_twin = chosen(f"{__package__}._ingest", _ingest_py.__name__)
 
 COMPILED: bool = _twin is not _ingest_py
 """Whether the compiled twin is in use."""

@@ -14,25 +14,11 @@ environment sets ``LEADTRAIL_PURE=1``.
 
 from __future__ import annotations
 
-import os
-from types import ModuleType
 from typing import TYPE_CHECKING
 
+from .twins import chosen
 
-def _implementation() -> ModuleType:
-    if os.environ.get("LEADTRAIL_PURE") != "1":
-        try:
-            from . import _wireform
-        except ImportError:
-            pass
-        else:
-            return _wireform
-    from . import _wireform_py
-
-    return _wireform_py
-
-
-_twin = _implementation()
+_twin = chosen(f"{__package__}._wireform", f"{__package__}._wireform_py")
 
 COMPILED: bool = _twin.__name__.endswith("._wireform")
 """Whether the compiled twin is in use."""
