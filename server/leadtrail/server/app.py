@@ -40,9 +40,10 @@ from leadtrail.storage import (
     StorageError,
 )
 from leadtrail.storage.follow import CommitNotice
-from leadtrail.v1 import admin_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .acknowledged import AcknowledgedPosition
+from .alerts import Alerting, RuleBook, RuleBookError, Webhooks
 from .auth import CALLER, Gate
 from .feed import Feed
 from .follower import CaughtUpQuery, Followed, SyncedStream, follow_writer
@@ -54,6 +55,7 @@ from .privacy import Fingerprints
 from .read_audit import ReadAudit
 from .service import ServedStore, servicers
 from .status import Context, ServiceError, abort, invalid
+from .web import HttpListener
 from .worker_role import WorkerRole
 
 log = logging.getLogger("leadtrail.server")
@@ -65,9 +67,11 @@ SERVICE_NAMES = (
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
     stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
 )
-FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3]
-"""What a follower worker sends on to the writer: appends and administration."""
+FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3], SERVICE_NAMES[4]
+"""What a follower worker sends on to the writer: appends, administration, and alerts
+(the rules and the evaluator live with the writer)."""
 BATCHED = frozenset({"Append"})
 """The forwarded methods that travel in frames (forwarding.py): many small calls, each
 cheaper at the writer than a gRPC call of its own between the workers."""
@@ -92,6 +96,9 @@ class ServerConfig:
     max_events_per_request: int = 1000
     max_snapshot_bytes: int = 64 * 1024
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    http: str = "off"
+    """HOST:PORT of the HTTP listener (/metrics, console), or "off"; the CLI's default is
+    127.0.0.1:8080, the library's none (an embedded server opens no port unasked)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -336,6 +343,9 @@ class LeadTrailServer:
         self._frames: FrameLink | None = None
         self._acknowledged: AcknowledgedPosition | None = None
         self._following: asyncio.Task[None] | None = None
+        self._alerting: Alerting | None = None
+        self._webhooks: Webhooks | None = None
+        self._http: HttpListener | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -378,6 +388,10 @@ class LeadTrailServer:
                 follow_writer(self._link, notices, event_log, feed, reads, followed, opened)
             )
         else:
+            try:
+                store.rules = await loop.run_in_executor(reads, RuleBook, config.data)
+            except RuleBookError as e:
+                raise StartupError(f"alert rules: {e}") from None
             hub = self._hub = NoticeHub(event_log) if role is not None else None
             if role is not None:  # made before the followers can look for it
                 self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
@@ -443,6 +457,14 @@ class LeadTrailServer:
             raise StartupError(f"--listen {config.listen}: cannot bind ({e})") from e
         self._server = server
         await server.start()
+        if store.rules is not None:  # the writer: the durable consumers run here
+            alerting = self._alerting = store.alerting = Alerting(store, store.rules)
+            await alerting.start()
+            self._webhooks = Webhooks(store, store.rules)
+            await self._webhooks.start()
+        if config.http != "off" and not following:
+            self._http = HttpListener(config.http, store, self._alerting)
+            await self._http.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -503,6 +525,13 @@ class LeadTrailServer:
         return f"{host}:{self.port}"
 
     @property
+    def http_address(self) -> str | None:
+        """HOST:PORT of the HTTP listener, None when there is none (off, or a follower)."""
+        if self._http is None:
+            return None
+        return f"{self._http.address.rpartition(':')[0]}:{self._http.port}"
+
+    @property
     def log(self) -> EventLog:
         assert self._store is not None
         return self._store.log
@@ -515,8 +544,14 @@ class LeadTrailServer:
             store.feed.close()
         if self._hub is not None:
             self._hub.close()
+        if self._http is not None:
+            await self._http.stop()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._webhooks is not None:
+            await self._webhooks.stop()
+        if self._alerting is not None:  # after the last append it may have to evaluate
+            await self._alerting.stop()
         if self._private is not None:
             await self._private.stop(grace)
         if self._following is not None:
@@ -559,6 +594,7 @@ async def _serve(config: ServerConfig, role: WorkerRole | None, announce: Announ
         f"leadtrail: serving on {server.address} (data {config.data}, "
         f"last position {server.log.last_position}, fsync {server.log.options.fsync}, "
         f"{'mutual TLS' if config.tls_client_ca else 'TLS' if config.tls_cert else 'plaintext'})"
+        + (f"; http on {server.http_address}" if server.http_address else "")
     )
     await stop.wait()
     if role is None:
@@ -577,6 +613,7 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
+    http: str = "off",
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     config = ServerConfig(
@@ -588,6 +625,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        http=http,
     )
     return run(config)
 

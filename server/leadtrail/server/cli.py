@@ -26,6 +26,7 @@ from .cli_errors import CommandError, UsageError
 DEFAULT_DATA = "./leadtrail-data"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_HTTP = "127.0.0.1:8080"
 MAX_BATCH = 1000
 """The server's limit of events per Append request."""
 DEFAULT_WORKERS = 1
@@ -43,6 +44,10 @@ def _parse_listen(listen: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _parse_listen(args.listen)
+    if args.http != "off":
+        host, _, port = args.http.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise UsageError(f"--http {args.http!r}: expected HOST:PORT or off")
     try:
         FsyncPolicy.parse(args.fsync)
     except (StorageError, ValueError) as e:
@@ -62,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
+            http=args.http,
         )
         return workers.supervise(config, args.workers)
     return app.serve(
@@ -73,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        http=args.http,
     )
 
 
@@ -215,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN}; port 0 picks one)"
     )
     p.add_argument("--fsync", default="always", help="'always' (default) or 'interval:MS'")
+    p.add_argument(
+        "--http",
+        default=DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"serve /metrics and the console over HTTP here (default {DEFAULT_HTTP}; port 0 picks one; "
+        "'off' disables)",
+    )
     p.add_argument("--quarantine", action="store_true", help="move damaged log ranges aside and start")
     p.add_argument(
         "--insecure",

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadtrail.storage import EventLog
 
@@ -22,6 +22,9 @@ from .keys import KeyStore
 from .privacy import Fingerprints
 from .read_audit import ReadAudit
 from .subscription import HeldBytes
+
+if TYPE_CHECKING:  # the alerts package serves on top of this module
+    from .alerts import Alerting, RuleBook
 
 T = TypeVar("T")
 
@@ -39,6 +42,10 @@ class ServedStore:
     closing: bool = False
     held: HeldBytes = field(default_factory=HeldBytes)
     """What every subscription together holds in memory (see ``subscription``)."""
+    rules: RuleBook | None = None
+    """Every account's alert rules (the process that owns the writer only)."""
+    alerting: Alerting | None = None
+    """The alert evaluator (the process that owns the writer only)."""
 
     def __post_init__(self) -> None:
         self.audit = ReadAudit(self.log)

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from leadtrail.storage import AUDIT_TYPE_PREFIX, StorageError
+from leadtrail.storage import SERVER_TYPE_PREFIXES, StorageError
 from leadtrail.v1 import submission_pb2, submission_pb2_grpc
 
 from .caller import Caller
@@ -104,8 +104,9 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         """Convert, validate and queue a request; the returned future resolves once durable."""
         log, account = self.store.log, caller.account
         for i, m in enumerate(request.events):
-            if m.type.startswith(AUDIT_TYPE_PREFIX):
-                raise invalid(f"events[{i}].type", f"{AUDIT_TYPE_PREFIX}* events are the server's own")
+            if m.type.startswith(SERVER_TYPE_PREFIXES):
+                prefix = next(p for p in SERVER_TYPE_PREFIXES if m.type.startswith(p))
+                raise invalid(f"events[{i}].type", f"{prefix}* events are the server's own")
         key = caller.key
         if key is not None and caller.limited:
             for i, m in enumerate(request.events):

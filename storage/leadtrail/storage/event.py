@@ -99,6 +99,10 @@ AUDIT_TYPE_PREFIX = "audit."
 AUDIT_FLOW = "audit"
 """The flow of the events the store records about itself (an erasure, a read)."""
 
+SERVER_TYPE_PREFIXES = (AUDIT_TYPE_PREFIX, "alert.", "export.")
+"""Types only the server writes (the read audit, alerts and their deliveries, exports):
+clients may not append them."""
+
 
 class EventFields(Protocol):
     """What a filter or a caller's scope looks at: an ``Event``, or a ``StoredEvent``

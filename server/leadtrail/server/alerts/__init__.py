@@ -1,0 +1,25 @@
+"""Alert rules evaluated inside the server on committed events.
+
+``rules`` checks and converts the wire form of a rule, ``rulebook`` keeps every
+account's rules, ``alerting`` evaluates them as a durable consumer of the log and
+writes firings and resolutions as ``alert.*`` events, ``webhooks`` delivers those
+events to the rules' URLs (another durable consumer), ``service`` is the
+``AlertService`` of the API.
+"""
+
+from .alerting import Alerting
+from .model import ALERT_FLOW, FiringAlert, GroupBy, Kind, Rule
+from .rulebook import RuleBook, RuleBookError
+from .webhooks import Webhooks
+
+__all__ = [
+    "ALERT_FLOW",
+    "Alerting",
+    "FiringAlert",
+    "GroupBy",
+    "Kind",
+    "Rule",
+    "RuleBook",
+    "RuleBookError",
+    "Webhooks",
+]

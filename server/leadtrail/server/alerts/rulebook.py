@@ -1,0 +1,183 @@
+"""The alert rules of every account: ``<data>/alerts/rules.json``.
+
+One file for all accounts, replaced atomically on every change (rules change
+rarely; the evaluator reads them from memory). It holds webhook secrets, so it is
+created readable by the server's user alone (0600). Listeners hear of every
+change on the thread that made it (the event loop), in order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from leadtrail.storage import EventFilter, Files, Outcome
+
+from .model import GroupBy, Kind, Rule
+
+DIRECTORY = "alerts"
+FILE = "rules.json"
+FORMAT = 1
+TMP_SUFFIX = ".tmp"
+
+
+class RuleBookError(Exception):
+    """The rules file cannot be read; the message names the file and the problem."""
+
+
+def _filter_json(f: EventFilter | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {
+        "types": list(f.types),
+        "lead_id": f.lead_id,
+        "flow_id": f.flow_id,
+        "entity_id": f.entity_id,
+        "outcomes": [int(o) for o in f.outcomes],
+        "start_ms": f.start_ms,
+        "end_ms": f.end_ms,
+    }
+
+
+def _filter_from(account_id: str, raw: dict[str, Any] | None) -> EventFilter | None:
+    if raw is None:
+        return None
+    return EventFilter(
+        account_id=account_id,
+        types=tuple(raw.get("types", ())),
+        lead_id=raw.get("lead_id", ""),
+        flow_id=raw.get("flow_id", ""),
+        entity_id=raw.get("entity_id", ""),
+        outcomes=tuple(Outcome(o) for o in raw.get("outcomes", ())),
+        start_ms=raw.get("start_ms"),
+        end_ms=raw.get("end_ms"),
+    )
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    return {
+        "account_id": rule.account_id,
+        "name": rule.name,
+        "kind": rule.kind.label,
+        "filter": _filter_json(rule.filter),
+        "base": _filter_json(rule.base),
+        "threshold": str(rule.threshold),
+        "window_s": rule.window_s,
+        "min_events": rule.min_events,
+        "baseline_windows": rule.baseline_windows,
+        "group_by": rule.group_by.value,
+        "webhook_url": rule.webhook_url,
+        "webhook_secret": rule.webhook_secret,
+        "description": rule.description,
+        "set_at_ms": rule.set_at_ms,
+        "set_after_position": rule.set_after_position,
+    }
+
+
+def rule_from(raw: dict[str, Any]) -> Rule:
+    account = raw["account_id"]
+    f = _filter_from(account, raw["filter"])
+    assert f is not None
+    return Rule(
+        account_id=account,
+        name=raw["name"],
+        kind=Kind[raw["kind"].upper()],
+        filter=f,
+        base=_filter_from(account, raw.get("base")),
+        threshold=Decimal(raw["threshold"]),
+        window_s=raw.get("window_s", 0),
+        min_events=raw.get("min_events", 0),
+        baseline_windows=raw.get("baseline_windows", 0),
+        group_by=GroupBy(raw.get("group_by", "")),
+        webhook_url=raw.get("webhook_url", ""),
+        webhook_secret=raw.get("webhook_secret", ""),
+        description=raw.get("description", ""),
+        set_at_ms=raw.get("set_at_ms", 0),
+        set_after_position=raw.get("set_after_position", 0),
+    )
+
+
+Listener = Callable[[list[Rule]], None]
+
+
+class RuleBook:
+    """Every account's rules, kept in memory and in one file."""
+
+    def __init__(self, data_dir: str, files: Files | None = None) -> None:
+        self.directory = os.path.join(data_dir, DIRECTORY)
+        self.path = os.path.join(self.directory, FILE)
+        self._files = files or Files()
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._rules: dict[tuple[str, str], Rule] = self._load()
+
+    def _load(self) -> dict[tuple[str, str], Rule]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = orjson.loads(f.read())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise RuleBookError(f"{self.path}: {e}") from None
+        try:
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
+            rules = [rule_from(r) for r in raw["rules"]]
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
+            raise RuleBookError(f"{self.path}: {e}") from None
+        return {r.key: r for r in rules}
+
+    def rules(self, account_id: str | None = None) -> list[Rule]:
+        """The rules of ``account_id`` (of every account when None), by account and name."""
+        chosen = (r for r in self._rules.values() if account_id is None or r.account_id == account_id)
+        return sorted(chosen, key=lambda r: r.key)
+
+    def get(self, account_id: str, name: str) -> Rule | None:
+        return self._rules.get((account_id, name))
+
+    def set(self, rule: Rule) -> Rule:
+        """Create or replace ``rule`` (by account and name), durably."""
+        with self._lock:
+            rules = dict(self._rules)
+            rules[rule.key] = rule
+            self._write(rules)
+        self._changed()
+        return rule
+
+    def delete(self, account_id: str, name: str) -> bool:
+        """False when the account has no rule of that name."""
+        with self._lock:
+            if (account_id, name) not in self._rules:
+                return False
+            rules = dict(self._rules)
+            del rules[(account_id, name)]
+            self._write(rules)
+        self._changed()
+        return True
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _write(self, rules: dict[tuple[str, str], Rule]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        data = orjson.dumps(
+            {"format": FORMAT, "rules": [rule_json(r) for r in sorted(rules.values(), key=lambda r: r.key)]},
+            option=orjson.OPT_INDENT_2,
+        )
+        # The file holds webhook secrets: its temporary file is made 0600 before a byte is
+        # written (the atomic write opens it without changing its mode).
+        tmp = self.path + TMP_SUFFIX
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.chmod(tmp, 0o600)
+        self._files.write_file_atomically(self.path, data, TMP_SUFFIX)
+        self._rules = rules
+
+    def _changed(self) -> None:
+        rules = self.rules()
+        for listener in self._listeners:
+            listener(rules)

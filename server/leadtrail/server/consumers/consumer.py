@@ -1,0 +1,191 @@
+"""One durable consumer: follow committed events from a stored position, hand each
+batch to a handler, save the position once the handler's work is done.
+
+Events come from the live feed while it still reaches back to the consumer's
+position (the writer's own decoded events, nothing read twice) and from the log on
+disk otherwise (after a restart, or when the consumer fell behind). The position
+and the handler's state are saved together, at most every ``save_every_s`` and on
+a clean stop, so a crash replays at most the events handled since the last save.
+When a handler fails, the consumer restores it from its last save and replays from
+there: a failure is handled exactly like a crash, by the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from leadtrail.server.feed import Feed
+from leadtrail.storage import Event, EventLog
+
+from .position import ConsumerPosition, Saved
+
+log = logging.getLogger("leadtrail.server")
+
+
+class Handler(Protocol):
+    async def restore(self, saved: Saved) -> None:
+        """Take up the state saved with ``saved.position`` (``saved.state`` is None for a
+        new consumer): called before the first batch and after a failed one."""
+
+    async def handle(self, events: Sequence[Event]) -> None:
+        """Work on committed events, in position order, each after the last handled one.
+        Events handled after the last save come again after a crash: a handler that
+        must not act twice recognises them (e.g. by what it already wrote to the log).
+        Raising leaves the position where it was."""
+
+    async def tick(self, now_ms: int) -> None:
+        """Called about every ``tick_s`` between batches: work that depends on time
+        passing rather than on events (an absence, a retry that is due)."""
+
+    def state(self) -> Any:
+        """JSON values saved with the position: the state as of the last handled event."""
+
+
+class DurableConsumer:
+    def __init__(
+        self,
+        position: ConsumerPosition,
+        handler: Handler,
+        *,
+        log: EventLog,
+        feed: Feed,
+        reads: Executor,
+        new_start: int,
+        batch: int = 1000,
+        save_every_s: float = 1.0,
+        tick_s: float = 1.0,
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``new_start``: the position a consumer that never saved has handled (e.g. the
+        log's last position, to follow only what is committed from now on)."""
+        self.name = position.name
+        self._file = position
+        self._handler = handler
+        self._log = log
+        self._feed = feed
+        self._reads = reads
+        self._new_start = new_start
+        self._batch = batch
+        self._save_every_s = save_every_s
+        self._tick_s = tick_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self.position = 0
+        """Every event up to here is handled."""
+        self.saved_position = 0
+        self._saved: Saved | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._handling = False
+        self._advanced = asyncio.Event()
+        self.failures = 0
+
+    async def start(self) -> None:
+        """Load the stored position, restore the handler, and follow from there."""
+        loop = asyncio.get_running_loop()
+        saved = await loop.run_in_executor(self._reads, self._file.load)
+        if saved is None:
+            saved = Saved(self._new_start, None)
+        self._saved = saved
+        self.position = self.saved_position = saved.position
+        await self._handler.restore(saved)
+        self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the batch in hand (within ``grace`` seconds), then save the position."""
+        self._stopping = True
+        self._feed_wake()
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+            return  # the handler stopped mid-batch: its state is not that of a position
+        except Exception:
+            return
+        await self._save()
+
+    async def handled(self, position: int, timeout: float) -> bool:
+        """Wait until every event up to ``position`` is handled (False after ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.position < position:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._advanced.clear()
+            try:
+                await asyncio.wait_for(self._advanced.wait(), left)
+            except TimeoutError:
+                return self.position >= position
+        return True
+
+    def _feed_wake(self) -> None:
+        self._advanced.set()
+
+    async def _run(self) -> None:
+        last_save = last_tick = self._clock()
+        while not self._stopping:
+            try:
+                events = await self._next()
+                if events:
+                    self._handling = True
+                    try:
+                        await self._handler.handle(events)
+                    finally:
+                        self._handling = False
+                    self.position = events[-1].position
+                    self._advanced.set()
+                now = self._clock()
+                if now - last_tick >= self._tick_s or not events:
+                    last_tick = now
+                    await self._handler.tick(int(now * 1000))
+                if now - last_save >= self._save_every_s and self.position != self.saved_position:
+                    last_save = now
+                    await self._save()
+                if not events and not self._stopping:
+                    await self._feed.wait(self._tick_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.failures += 1
+                log.warning("consumer %s: %s; resuming from position %d", self.name, e, self.saved_position)
+                await asyncio.sleep(self._retry_s)
+                await self._rewind()
+
+    async def _next(self) -> list[Event]:
+        """The next committed events after the position: from memory, or from disk."""
+        if self.position >= self._feed.last_position:
+            return []
+        kept = self._feed.after(self.position, self._batch)
+        if kept is not None:
+            return kept[0]
+        loop = asyncio.get_running_loop()
+        start, limit = self.position + 1, self._batch
+        return await loop.run_in_executor(self._reads, lambda: list(self._log.read_from(start, limit=limit)))
+
+    async def _save(self) -> None:
+        saved = Saved(self.position, self._handler.state())
+        await asyncio.get_running_loop().run_in_executor(
+            self._reads, self._file.save, saved.position, saved.state
+        )
+        self._saved = saved
+        self.saved_position = saved.position
+
+    async def _rewind(self) -> None:
+        """After a failed batch: the handler and the position as of the last save."""
+        saved = self._saved or Saved(self._new_start, None)
+        self.position = saved.position
+        await self._handler.restore(saved)
