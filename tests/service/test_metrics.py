@@ -178,19 +178,23 @@ def test_appends_are_counted_by_type_and_outcome_and_timed_once_each(served: Ser
     assert after.value("leadtrail_last_position") >= 7
 
 
-def test_the_subscribers_gauge_follows_a_subscription_opening_and_closing(served: Server, stubs: Stubs) -> None:
+def test_the_subscribers_gauge_follows_a_subscription_opening_and_closing(
+    served: Server, stubs: Stubs
+) -> None:
     address = served.http_address
-    before = scrape(address).value("leadtrail_subscribers")
+
+    def subscribers() -> float:
+        return scrape(address).value("leadtrail_subscribers")
+
+    before = subscribers()
     call = stubs.stream.Subscribe(stream_pb2.SubscribeRequest(from_start=True), timeout=60)
     try:
-        eventually(
-            lambda: scrape(address).value("leadtrail_subscribers") == before + 1, "the subscription is counted"
-        )
+        eventually(lambda: subscribers() == before + 1, "the subscription is counted")
         # Caught up with the log: nothing left to read.
         eventually(lambda: scrape(address).value("leadtrail_subscriber_lag_events") == 0, "the lag closes")
     finally:
         call.cancel()
-    eventually(lambda: scrape(address).value("leadtrail_subscribers") == before, "the closed one is not counted")
+    eventually(lambda: subscribers() == before, "the closed one is not counted")
 
 
 # -- keys: roles and accounts ----------------------------------------------------------------------
@@ -313,9 +317,9 @@ def test_a_busy_http_port_fails_start_up_with_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        busy_at = f"127.0.0.1:{port}"
         done = subprocess.run(
-            [*CLI, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
-            + ["--http", f"127.0.0.1:{port}"],
+            [*CLI, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--http", busy_at],
             capture_output=True,
             text=True,
             timeout=60,
@@ -380,7 +384,10 @@ def test_an_in_process_server_serves_metrics_on_its_own_loop(tmp_path: Path) -> 
             ):
                 assert answer.status == 200
                 parsed = Scrape(answer.status, dict(answer.headers), await answer.text())
-            assert parsed.value("leadtrail_events_appended_total", type="inproc.appended", outcome="success") == 3
+            appended = parsed.value(
+                "leadtrail_events_appended_total", type="inproc.appended", outcome="success"
+            )
+            assert appended == 3
             assert parsed.value("leadtrail_append_seconds_count") == 3
             assert parsed.value("leadtrail_last_position") == 3
         finally:
