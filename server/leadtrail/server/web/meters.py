@@ -34,41 +34,49 @@ OUTCOME_LABELS = {outcome: outcome.name.lower() for outcome in Outcome}
 
 
 class AppendCounts:
-    """Committed events by account, type and outcome (the writer thread adds, a scrape reads)."""
+    """Committed events by account, type and outcome (the writer thread adds, a scrape reads).
+
+    One row of counts per account and type, indexed by outcome: hashing an ``Outcome`` (an
+    enum, hashed in Python) would cost more than the rest of the count."""
 
     def __init__(self, max_types: int = MAX_TYPES_PER_ACCOUNT) -> None:
         self.max_types = max_types
         self._lock = threading.Lock()
-        self._counts: dict[str, dict[tuple[str, int], int]] = {}
-        self._types: dict[str, set[str]] = {}
+        self._rows: dict[tuple[str, str], list[int]] = {}
+        self._types: dict[str, int] = {}
+        """Types counted by name, per account."""
 
     def committed(self, events: Sequence[Event]) -> None:
         """A commit listener: runs on the writer thread after each durable group."""
         with self._lock:
-            counts, types = self._counts, self._types
+            rows = self._rows
             for event in events:
-                account = event.account_id
-                per = counts.get(account)
-                if per is None:
-                    per = counts[account] = {}
-                    types[account] = set()
-                key = (event.type, int(event.outcome))
-                if key in per:
-                    per[key] += 1
-                    continue
-                seen = types[account]
-                if event.type not in seen:
-                    if len(seen) >= self.max_types:
-                        key = (OTHER_TYPE, key[1])
-                    else:
-                        seen.add(event.type)
-                per[key] = per.get(key, 0) + 1
+                row = rows.get((event.account_id, event.type))
+                if row is None:
+                    row = self._row(event.account_id, event.type)
+                row[event.outcome] += 1
+
+    def _row(self, account: str, type_: str) -> list[int]:
+        named = self._types.get(account, 0)
+        if named >= self.max_types:
+            type_ = OTHER_TYPE
+        else:
+            self._types[account] = named + 1
+        row = self._rows.get((account, type_))
+        if row is None:
+            row = self._rows[(account, type_)] = [0] * len(Outcome)
+        return row
 
     def of(self, account: str) -> dict[tuple[str, str], int]:
         """(type, outcome label) -> events committed since the server started."""
         with self._lock:
-            per = dict(self._counts.get(account, {}))
-        return {(type_, OUTCOME_LABELS[Outcome(outcome)]): n for (type_, outcome), n in per.items()}
+            mine = [(type_, list(row)) for (owner, type_), row in self._rows.items() if owner == account]
+        return {
+            (type_, OUTCOME_LABELS[outcome]): row[outcome]
+            for type_, row in mine
+            for outcome in Outcome
+            if row[outcome]
+        }
 
 
 @dataclass
