@@ -14,15 +14,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
+from leadtrail.server.alerts import Kind, Rule, RuleBook
 from leadtrail.server.app import LeadTrailServer, ServerConfig
 from leadtrail.server.web.meters import OTHER_TYPE, AppendCounts
-from leadtrail.storage import Event, Outcome
+from leadtrail.storage import Event, EventFilter, Outcome
 from leadtrail.v1 import event_pb2, stream_pb2, submission_pb2, submission_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -214,6 +216,10 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, di
         "limited": new_key(data, "acme", "analyst", "--rate-limit", "1"),
         "other": new_key(data, "globex", "admin"),
     }
+    rules = RuleBook(str(data))  # set before start-up, as the rule book keeps them on disk
+    for account in ("acme", "globex"):
+        quiet = EventFilter(account_id=account, types=("never.happens",))
+        rules.set(Rule(account, f"{account}-quiet", Kind.COUNT, quiet, Decimal(1000), window_s=60))
     server = server_process.ServerProcess(data).start()
     yield server, keys
     assert server.stop() == 0, server.output
@@ -267,6 +273,10 @@ def test_a_scrape_shows_its_own_accounts_counts_only(keyed: tuple[Server, dict[s
     assert "globex.only" not in acme.labelled("leadtrail_events_appended_total", "type")
     assert "acme.only" not in globex.labelled("leadtrail_events_appended_total", "type")
     assert "globex.only" not in acme.text and "acme.only" not in globex.text
+    # Every rule of the account, firing or not; another account's rule names never appear.
+    assert acme.labelled("leadtrail_alerts_firing", "rule") == {"acme-quiet"}
+    assert acme.value("leadtrail_alerts_firing", rule="acme-quiet") == 0
+    assert globex.labelled("leadtrail_alerts_firing", "rule") == {"globex-quiet"}
     # Each account's appends are timed in its own histogram.
     assert acme.value("leadtrail_append_seconds_count") == 1
     assert globex.value("leadtrail_append_seconds_count") == 1
