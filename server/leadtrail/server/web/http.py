@@ -74,7 +74,8 @@ class HttpListener:
         context = tls_context(cert, key) if cert is not None and key is not None else None
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A scrape in flight at shutdown gets a moment to finish; idle keep-alive connections close at once.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=context)
         try:
