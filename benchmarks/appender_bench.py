@@ -98,7 +98,10 @@ class Server:
     def __init__(self, data: str) -> None:
         command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", data]
         self.proc = subprocess.Popen(
-            [*command, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [*command, "--listen", "127.0.0.1:0", "--http", "off"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.address = ""
 

@@ -209,7 +209,8 @@ class ServerProcess:
 
 def leadtrail_server(directory: str, log_path: str) -> ServerProcess:
     argv = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", directory]
-    argv += ["--listen", "127.0.0.1:0", "--fsync", "always"]
+    # HTTP on (as users run it: committed events are counted for /metrics), on a port the OS picks.
+    argv += ["--listen", "127.0.0.1:0", "--fsync", "always", "--http", "127.0.0.1:0"]
     return ServerProcess("leadtrail serve", argv, log_path)
 
 

@@ -27,6 +27,9 @@ from typing import IO
 
 LEADTRAIL = [sys.executable, "-m", "leadtrail.server.cli"]
 READY = re.compile(r"serving on (127\.0\.0\.1:\d+)")
+HTTP_READY = re.compile(r"http on (127\.0\.0\.1:\d+)")
+HTTP_ON_ANY_PORT = ("--http", "127.0.0.1:0")
+"""Every server a test starts serves HTTP on a port the OS picks, never the CLI's 8080."""
 
 
 class Lines:
@@ -119,16 +122,22 @@ class ServerProcess:
         self.data = data
         self.args = args
         self.address = ""
+        self.http_address = ""
+        """HOST:PORT of its HTTP listener ('' with ``--http off``)."""
         self.child: Child | None = None
 
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 60.0) -> ServerProcess:
-        command = [*LEADTRAIL, "serve", "--data", str(self.data), "--listen", listen, *self.args]
+        http = () if "--http" in self.args else HTTP_ON_ANY_PORT
+        command = [*LEADTRAIL, "serve", "--data", str(self.data), "--listen", listen, *http, *self.args]
         self.child = Child(command)
         try:
-            self.address = self.child.stdout.wait_for(READY, timeout).group(1)
+            ready = self.child.stdout.wait_for(READY, timeout)
         except AssertionError:
             self.child.close()
             raise AssertionError(f"server did not become ready:\n{self.output}") from None
+        self.address = ready.group(1)
+        http_ready = HTTP_READY.search(ready.string)
+        self.http_address = http_ready.group(1) if http_ready else ""
         return self
 
     @property

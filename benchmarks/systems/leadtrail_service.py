@@ -123,6 +123,13 @@ def serve_offers_workers() -> bool:
     return "--workers" in usage
 
 
+@functools.cache
+def serve_offers_http() -> bool:
+    """Whether this build's ``leadtrail serve`` has ``--http`` (its help says so)."""
+    usage = command_output([sys.executable, "-m", "leadtrail.server.cli", "serve", "--help"])
+    return "--http" in usage
+
+
 class LeadTrail(System):
     key = "leadtrail"
     label = "LeadTrail"
@@ -144,6 +151,8 @@ class LeadTrail(System):
                 "--listen", "127.0.0.1:0"]  # fmt: skip
         if serve_offers_workers():  # stated, so that a default of several workers does not change this figure
             argv += ["--workers", str(self.workers)]
+        if serve_offers_http():  # on, as users run it (counting for /metrics included), never on 8080
+            argv += ["--http", "127.0.0.1:0"]
         return argv
 
     async def start(self, directory: str) -> None:

@@ -26,6 +26,9 @@ from leadtrail.v1 import (
 )
 
 READY = re.compile(r"serving on (127\.0\.0\.1:\d+)")
+HTTP_READY = re.compile(r"http on (127\.0\.0\.1:\d+)")
+HTTP_ON_ANY_PORT = ("--http", "127.0.0.1:0")
+"""Every server a test starts serves HTTP on a port the OS picks, never the CLI's 8080."""
 
 
 class ServerProcess:
@@ -36,6 +39,8 @@ class ServerProcess:
         self.args = args
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.http_address = ""
+        """HOST:PORT of its HTTP listener ('' with ``--http off``)."""
         self.stderr_lines: list[str] = []
         self._stdout: queue.Queue[str | None] = queue.Queue()
         self._stderr_grew = threading.Condition()
@@ -43,7 +48,7 @@ class ServerProcess:
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(self.data)]
         self.proc = subprocess.Popen(
-            [*command, "--listen", listen, *self.args],
+            [*command, "--listen", listen, *(() if "--http" in self.args else HTTP_ON_ANY_PORT), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -66,6 +71,8 @@ class ServerProcess:
             match = READY.search(line)
             if match:
                 self.address = match.group(1)
+                http = HTTP_READY.search(line)
+                self.http_address = http.group(1) if http else ""
                 return self
         self.proc.kill()
         raise AssertionError(f"server did not become ready: {''.join(self.stderr_lines)}")

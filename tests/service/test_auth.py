@@ -411,7 +411,7 @@ def test_a_damaged_key_file_stops_the_server_and_the_commands_with_one_line(tmp_
     data.mkdir()
     (data / "keys.json").write_text("{not json")
     served = subprocess.run(
-        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--http", "off"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -532,7 +532,7 @@ def test_a_damaged_key_record_stops_the_server_with_one_line(tmp_path: Path) -> 
     data.mkdir()
     (data / "keys.json").write_text('{"version": 1, "keys": [null]}')
     served = subprocess.run(
-        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        [*CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--http", "off"],
         capture_output=True,
         text=True,
         timeout=60,

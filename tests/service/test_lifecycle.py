@@ -35,7 +35,8 @@ MakeEvent = Callable[..., event_pb2.Event]
 
 
 def serve_command(data: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(data), *args]
+    http = () if "--http" in args else ("--http", "127.0.0.1:0")
+    return [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(data), *http, *args]
 
 
 def test_health_is_serving_and_reflection_lists_every_service(spawn: Spawn, tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_refused_handshakes_leave_no_grpc_core_lines_in_the_server_log(
 
 def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
     """A server that must refuse to start: its exit status and its one line."""
-    return subprocess.run([*CLI, "serve", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*CLI, "serve", "--http", "off", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_a_non_loopback_address_needs_keys_and_tls(tmp_path: Path, certs: Certificates) -> None:

@@ -55,7 +55,7 @@ from .privacy import Fingerprints
 from .read_audit import ReadAudit
 from .service import ServedStore, servicers
 from .status import Context, ServiceError, abort, invalid
-from .web import HttpListener
+from .web import HttpListener, HttpListenerError
 from .worker_role import WorkerRole
 
 log = logging.getLogger("leadtrail.server")
@@ -110,16 +110,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_listen(listen: str, insecure: bool, tls: bool = False, keys: bool = False) -> tuple[str, int]:
+def check_listen(
+    listen: str, insecure: bool, tls: bool = False, keys: bool = False, option: str = "--listen"
+) -> tuple[str, int]:
     """A non-loopback address needs API keys and TLS (keys must not cross the network in
-    clear), or ``--insecure``."""
+    clear), or ``--insecure``; the same for the gRPC ``--listen`` and the ``--http`` listener."""
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise StartupError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+        example = "127.0.0.1:8080" if option == "--http" else "127.0.0.1:50051"
+        raise StartupError(f"{option} {listen!r}: expected HOST:PORT, e.g. {example}")
     if not _is_loopback(host) and not insecure and not (tls and keys):
         missing = "API keys (leadtrail keys create)" if not keys else "TLS (--tls-cert and --tls-key)"
         raise StartupError(
-            f"--listen {listen}: refusing a non-loopback address without {missing}; "
+            f"{option} {listen}: refusing a non-loopback address without {missing}; "
             "pass --insecure to serve it anyway"
         )
     return host, int(port)
@@ -356,6 +359,8 @@ class LeadTrailServer:
         except KeyStoreError as e:
             raise StartupError(f"API keys: {e}") from None
         host, port = check_listen(config.listen, config.insecure, credentials is not None, configured)
+        if config.http != "off":  # before anything is opened or bound
+            check_listen(config.http, config.insecure, credentials is not None, configured, option="--http")
         options = Options(
             fsync=FsyncPolicy.parse(config.fsync),
             quarantine=config.quarantine,
@@ -463,8 +468,13 @@ class LeadTrailServer:
             self._webhooks = Webhooks(store, store.rules)
             await self._webhooks.start()
         if config.http != "off" and not following:
-            self._http = HttpListener(config.http, store, self._alerting)
-            await self._http.start()
+            self._http = HttpListener(
+                config.http, store, self._alerting, tls_cert=config.tls_cert, tls_key=config.tls_key
+            )
+            try:
+                await self._http.start()
+            except HttpListenerError as e:
+                raise StartupError(str(e)) from None
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 

@@ -12,6 +12,7 @@ from .convert import event_to_proto, timestamp_to_ms
 from .served_store import ServedStore
 from .status import Context, invalid, streaming
 from .subscription import MAX_BATCH_SIZE, SubscriptionPump, event_field
+from .web.meters import meters_of
 
 
 def first_position_recorded_at_or_after(log: EventLog, ms: int) -> int:
@@ -106,8 +107,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         )
         position = await self._start(request)
         try:
-            async for response in pump.wire_responses(position):
-                yield response
+            with meters_of(store.log).subscriptions.live(caller.account, pump):
+                async for response in pump.wire_responses(position):
+                    yield response
             raise ClosedError("the server is shutting down")
         finally:
             store.audit.record(caller, "Subscribe", request, pump.matched)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -20,6 +21,7 @@ from .convert import event_from_proto, ms_to_timestamp
 from .privacy import sealed_event
 from .served_store import ServedStore
 from .status import Context, ServiceError, invalid, streaming, unary
+from .web.meters import meters_of
 
 APPEND_STREAM_IN_FLIGHT = 64
 INLINE_EVENTS = 8
@@ -93,6 +95,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     def __init__(self, store: ServedStore) -> None:
         self.store = store
         self._handoff: Handoff | None = None
+        self._latency = meters_of(store.log).append_seconds  # /metrics: arrival to durable
 
     def _watch(self, durable: Future[Any]) -> asyncio.Future[Any]:
         handoff, loop = self._handoff, asyncio.get_running_loop()
@@ -139,8 +142,15 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     async def Append(
         self, request: submission_pb2.AppendRequest, context: Context
     ) -> submission_pb2.AppendResponse:
+        arrived = time.perf_counter()
         caller = Caller.current()
-        return _results(await self._answer(await self._submit(request, caller), caller))
+        response = _results(await self._answer(await self._submit(request, caller), caller))
+        self._latency.observe(caller.account, time.perf_counter() - arrived)
+        return response
+
+    def _observe(self, account: str, arrived: float, durable: asyncio.Future[Any]) -> None:
+        if not durable.cancelled() and durable.exception() is None:
+            self._latency.observe(account, time.perf_counter() - arrived)
 
     async def _answer(self, durable: asyncio.Future[Any], caller: Caller) -> list[Any]:
         """The results of a request once durable. A key limited to some entities or flows
@@ -179,9 +189,12 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
             number = 0
             try:
                 async for request in request_iterator:
+                    arrived = time.perf_counter()
                     if number and gate is not None:  # the call itself took the first message's token
                         await gate.pace(caller.key)
-                    await pending.put(await self._submit(request, caller))
+                    durable = await self._submit(request, caller)
+                    durable.add_done_callback(functools.partial(self._observe, caller.account, arrived))
+                    await pending.put(durable)
                     number += 1
             except Exception as e:
                 await pending.put(_numbered(e, number))

@@ -298,6 +298,8 @@ class SubscriptionPump:
         self._closing = closing
         self.matched = 0
         """Events handed to the stream, for the read audit."""
+        self.position: int | None = None
+        """The log position scanned through (None before the stream began), for /metrics."""
 
     async def responses(self, after: int) -> AsyncIterator[stream_pb2.SubscribeResponse]:
         """The stream's messages, each a ``SubscribeResponse``."""
@@ -312,7 +314,7 @@ class SubscriptionPump:
 
     async def _responses(self, after: int) -> AsyncIterator[Response]:
         log, feed, outbox, read = self._log, self._feed, self._outbox, self._read
-        position = after  # everything up to here is scanned
+        position = self.position = after  # everything up to here is scanned
         reported = position  # the last position the client has heard of
         reported_at = time.monotonic()
         caught = False
@@ -378,7 +380,7 @@ class SubscriptionPump:
                 position = sent_through
                 reported = min(reported, sent_through)
                 continue
-            position = max(position, scanned)
+            position = self.position = max(position, scanned)
             # More may be visible; a chunk from memory that reached the log's end is all there is.
             if position < log.last_position or (read_any and from_disk):
                 continue

@@ -1,6 +1,12 @@
 """The HTTP listener of ``leadtrail serve --http``: ``/metrics`` (and the console pages),
-on the gRPC server's own event loop."""
+on the gRPC server's own event loop.
 
-from .http import HttpListener
+``meters`` measures (appends, their latency, subscriptions) per account, ``metrics``
+turns that into Prometheus families at scrape time, ``auth`` admits a request by API
+key, ``http`` is the aiohttp application.
+"""
 
-__all__ = ["HttpListener"]
+from .http import HttpListener, HttpListenerError
+from .meters import Meters, meters_of
+
+__all__ = ["HttpListener", "HttpListenerError", "Meters", "meters_of"]
