@@ -27,7 +27,7 @@ _READS = _ANY | {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAle
 RIGHTS: dict[str, frozenset[str] | None] = {
     "writer": _ANY | {"Append", "AppendStream"},
     "reader": _READS,
-    "analyst": _READS | {"Aggregate", "Export"},
+    "analyst": _READS | {"Aggregate", "Export", "Metrics"},  # Metrics: GET /metrics (web/)
     "admin": None,  # everything
 }
 assert set(RIGHTS) == set(ROLES)

@@ -132,7 +132,8 @@ class Supervisor:
             self._serving = True
             for worker in self._workers.values():
                 self._tell(worker)
-            print(f"{line.rstrip(')')}, {self.count} workers)", flush=True)
+            head, sep, http = line.rstrip().partition("; http on ")
+            print(f"{head.rstrip(')')}, {self.count} workers){sep}{http}", flush=True)
             self._supervise(config)
             return self._stop_all()
         except app.StartupError as e:

@@ -22,8 +22,8 @@ from leadtrail.server.status import ServiceError
 from leadtrail.storage import DEFAULT_ACCOUNT
 
 METRICS_ROLES = frozenset({"admin", "analyst"})
-METRICS_RIGHT = "Aggregate"
-"""The gRPC right a scrape is admitted as (auth.RIGHTS: analysts and admins hold it): the
+METRICS_RIGHT = "Metrics"
+"""The right a scrape is admitted as (auth.RIGHTS: analysts and admins hold it): the
 gate then applies the key's rate limit, shared with its gRPC calls."""
 
 _STATUS = {
