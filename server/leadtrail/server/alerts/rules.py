@@ -49,6 +49,10 @@ MAX_URL_CHARS = 2048
 MAX_SECRET_CHARS = 256
 MAX_DESCRIPTION_CHARS = 1024
 MAX_THRESHOLD_CHARS = 40
+MIN_TIME_MS = -62_135_596_800_000
+"""0001-01-01T00:00:00Z, the first instant a ``Timestamp`` may hold."""
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last."""
 ALERT_TYPES = "alert.*"
 """What every rule's filters hide: the rules' own output."""
 
@@ -220,6 +224,9 @@ def _filter(message: event_pb2.EventFilter, field: str, account: str, scope: Sco
             raise invalid(
                 f"{field}.types[{i}]", f"{pattern!r}: alert events are the rules' own output, not counted"
             )
+    for name, ms in (("start", converted.start_ms), ("end", converted.end_ms)):
+        if ms is not None and not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+            raise invalid(f"{field}.{name}", "outside the years 0001..9999 a Timestamp may hold")
     if converted.flow_id == ALERT_FLOW:
         raise invalid(f"{field}.flow_id", f"{ALERT_FLOW!r} is the flow of the rules' own output")
     return replace(
