@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,8 +338,29 @@ def test_a_limited_keys_rule_counts_its_entities_only(
     assert stored["filter"]["entity_scope"] == ["buyer-7"] and stored["base"]["entity_scope"] == ["buyer-7"]
     # Both filters hide the rules' own output.
     assert stored["filter"]["hidden_types"] == ["alert.*"] and stored["base"]["hidden_types"] == ["alert.*"]
+    # It may not replace or delete a rule of the whole account; the whole account's admin may.
+    alerts.SetAlertRule(rate_rule("account-fails"), metadata=auth(keys["admin"]), timeout=10)
+    limited = auth(keys["limited"])
+    for call in (
+        lambda: alerts.SetAlertRule(rate_rule("account-fails"), metadata=limited, timeout=10),
+        lambda: alerts.DeleteAlertRule(
+            alerts_pb2.DeleteAlertRuleRequest(name="account-fails"), metadata=limited, timeout=10
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert (
+            info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "account-fails" in info.value.details()
+        )
+    [whole] = [r for r in stored_rules(server) if r["name"] == "account-fails"]
+    assert whole["filter"]["entity_scope"] == []
+    # Its own rule it replaces and deletes.
+    alerts.SetAlertRule(rate_rule("buyer7-fails", threshold="0.4"), metadata=limited, timeout=10)
     alerts.DeleteAlertRule(
-        alerts_pb2.DeleteAlertRuleRequest(name="buyer7-fails"), metadata=auth(keys["admin"]), timeout=10
+        alerts_pb2.DeleteAlertRuleRequest(name="buyer7-fails"), metadata=limited, timeout=10
+    )
+    alerts.DeleteAlertRule(
+        alerts_pb2.DeleteAlertRuleRequest(name="account-fails"), metadata=auth(keys["admin"]), timeout=10
     )
 
 
@@ -407,10 +429,14 @@ def test_list_alerts_is_recorded_by_the_read_audit(alerts: Any, keys: dict[str, 
     alerts.ListAlerts(
         alerts_pb2.ListAlertsRequest(firing_only=True), metadata=auth(keys["reader"]), timeout=10
     )
-    audit = event_pb2.EventFilter(types=["audit.read"])
-    page = stubs.query.QueryEvents(
-        query_pb2.QueryEventsRequest(filter=audit, page_size=1000, descending=True),
-        metadata=auth(keys["admin"]),
-        timeout=10,
+    audit = query_pb2.QueryEventsRequest(
+        filter=event_pb2.EventFilter(types=["audit.read"]), page_size=1000, descending=True
     )
-    assert any(e.reason == "ListAlerts" for e in page.events)
+    deadline = time.monotonic() + 10
+    while True:  # the record is written with the next group commit
+        page = stubs.query.QueryEvents(audit, metadata=auth(keys["admin"]), timeout=10)
+        recorded = [e for e in page.events if e.reason == "ListAlerts"]
+        if recorded or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert recorded and recorded[0].details["rpc"] == "ListAlerts" and recorded[0].details["role"] == "reader"

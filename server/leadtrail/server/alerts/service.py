@@ -26,7 +26,7 @@ from leadtrail.server.status import Context, ServiceError, invalid, not_found, u
 from leadtrail.storage import Event
 from leadtrail.v1 import alerts_pb2, alerts_pb2_grpc, event_pb2
 
-from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind
+from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind, Rule
 from .rulebook import RuleBook
 from .rules import Scope, check_names, keeping_secret, message_from_rule, rule_from_message
 
@@ -89,7 +89,9 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         key = caller.key
         scope = Scope(key.entities, key.flows) if key is not None else Scope()
         rule = rule_from_message(request, caller.account, scope, _now_ms(), self.store.log.last_position)
-        rule = keeping_secret(rule, book.get(rule.account_id, rule.name))
+        previous = book.get(rule.account_id, rule.name)
+        _may_change(caller, previous)
+        rule = keeping_secret(rule, previous)
         await self.store.run(lambda: book.set(rule, notify=False))
         book.notify()
         return message_from_rule(rule)
@@ -109,7 +111,9 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
             raise invalid("name", "required")
         check_names([request.name])
         book = self._book()
-        account = Caller.current().account
+        caller = Caller.current()
+        account = caller.account
+        _may_change(caller, book.get(account, request.name))
         deleted = await self.store.run(lambda: book.delete(account, request.name, notify=False))
         if not deleted:
             raise not_found(f"alert rule {request.name!r} not found")
@@ -159,6 +163,20 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         answer = alerts_pb2.ListAlertsResponse(alerts=[a.message() for a in listed[:limit]])
         self.store.audit.record(caller, "ListAlerts", request, len(answer.alerts))
         return answer
+
+
+def _may_change(caller: Caller, rule: Rule | None) -> None:
+    """A key limited to some entities or flows changes only rules set within its own scope: it
+    may not replace or delete what watches the whole account (or another scope)."""
+    key = caller.key
+    if rule is None or key is None or not caller.limited:
+        return
+    if (rule.filter.entity_scope, rule.filter.flow_scope) != (key.entities, key.flows):
+        raise ServiceError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"alert rule {rule.name!r}: set for another scope; this admin key is limited to some "
+            "entities or flows and changes the rules set within them only",
+        )
 
 
 def _from_events(events: list[Event], rule: str) -> list[_Listed]:
