@@ -133,3 +133,16 @@ def test_the_value_types_check_what_they_are_given() -> None:
     assert EventFilter("recipient.failed").types == ("recipient.failed",)
     with Client("127.0.0.1:1", timeout=1) as client, pytest.raises(TypeError):
         client.set_alert_rule(rule, threshold=3)
+
+
+def test_rules_outlive_a_restart_with_their_secret_held(tmp_path: Path) -> None:
+    process = server_process.ServerProcess(tmp_path / "data", "--http", "off").start()
+    try:
+        with Client(process.address, timeout=10) as client:
+            stored = client.set_alert_rule(failures_rule("kept"))
+        process.restart()
+        with Client(process.address, timeout=10) as client:
+            [again] = client.list_alert_rules()
+        assert again == stored and again.webhook_secret_set
+    finally:
+        assert process.stop() == 0

@@ -100,14 +100,14 @@ def describe(rule: AlertRule) -> str:
             what = f"{_plain(rule.threshold)} or more {counted}{window}"
         case AlertKind.RATE:
             base = _filter_text(rule.base) if rule.base is not None else "?"
-            what = f"{counted} / {base} >= {_plain(rule.threshold)}{window} (at least {rule.min_events})"
+            what = f"{counted} / {base} >= {_plain(rule.threshold)}{window}{_at_least(rule)}"
         case AlertKind.ABSENCE:
             what = f"no {counted}{window}"
         case AlertKind.DROP:
             base = _filter_text(rule.base) if rule.base is not None else "?"
             what = (
                 f"{counted} / {base}{window} fell by {_plain(rule.threshold)} or more below the last "
-                f"{rule.baseline_windows} windows (at least {rule.min_events})"
+                f"{rule.baseline_windows} windows{_at_least(rule)}"
             )
         case _:
             what = f"a lead's price sum <= {_plain(rule.threshold)} at {counted}"
@@ -116,6 +116,10 @@ def describe(rule: AlertRule) -> str:
     if rule.webhook_url:
         hook = f", webhook {rule.webhook_url} ({'signed' if rule.webhook_secret_set else 'unsigned'})"
     return f"{rule.kind.name.lower()}: {what}{group}{hook}"
+
+
+def _at_least(rule: AlertRule) -> str:
+    return f" (at least {rule.min_events})" if rule.min_events else ""
 
 
 def _plain(value: Decimal | None) -> str:
