@@ -18,7 +18,15 @@ import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import (
+    admin_pb2,
+    alerts_pb2,
+    alerts_pb2_grpc,
+    event_pb2,
+    query_pb2,
+    stream_pb2,
+    submission_pb2,
+)
 
 Stubs = Any  # conftest.Stubs
 Server = Any  # conftest.ServerProcess
@@ -111,7 +119,7 @@ def test_reflection_needs_a_key_of_any_role(stubs: Stubs, keyed: dict[str, str])
     assert "leadtrail.v1.QueryService" in services(auth(keyed["writer"]))
 
 
-READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe"}
+READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts"}
 ALLOWED = {
     "writer": {"Append", "AppendStream"},
     "reader": READS,
@@ -121,8 +129,16 @@ ALLOWED = {
 
 
 def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]]:
-    """One harmless call of every RPC of the four services."""
+    """One harmless call of every RPC of the five services."""
     lead = event_pb2.EventFilter(lead_id="lead-a")
+    alerts = alerts_pb2_grpc.AlertServiceStub(stubs.channel)
+    rule = alerts_pb2.AlertRule(
+        name="role-matrix",
+        kind=alerts_pb2.ALERT_KIND_COUNT,
+        filter=event_pb2.EventFilter(types=["recipient.failed"]),
+        threshold="3",
+        window_s=60,
+    )
     append = submission_pb2.AppendRequest(events=[event("lead-role")])
     return {
         "Append": lambda md: stubs.submission.Append(append, metadata=md),
@@ -165,13 +181,19 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
         "GetFieldPolicy": lambda md: stubs.admin.GetFieldPolicy(
             admin_pb2.GetFieldPolicyRequest(), metadata=md
         ),
+        "SetAlertRule": lambda md: alerts.SetAlertRule(rule, metadata=md),
+        "ListAlertRules": lambda md: alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), metadata=md),
+        "DeleteAlertRule": lambda md: alerts.DeleteAlertRule(
+            alerts_pb2.DeleteAlertRuleRequest(name="rule-none"), metadata=md
+        ),
+        "ListAlerts": lambda md: alerts.ListAlerts(alerts_pb2.ListAlertsRequest(), metadata=md),
     }
 
 
 def test_the_role_matrix_covers_every_rpc(stubs: Stubs, keyed: dict[str, str]) -> None:
     every = {
         method.name
-        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2)
+        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2, alerts_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

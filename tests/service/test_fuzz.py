@@ -8,7 +8,15 @@ from typing import Any
 import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import (
+    admin_pb2,
+    alerts_pb2,
+    alerts_pb2_grpc,
+    event_pb2,
+    query_pb2,
+    stream_pb2,
+    submission_pb2,
+)
 
 Stubs = Any  # conftest.Stubs
 
@@ -95,3 +103,107 @@ def test_the_server_still_serves_after_the_fuzzing(stubs: Stubs) -> None:
         events=[event_pb2.Event(type="source.submitted", lead_id="lead-after-fuzz", flow_id="flow-fuzz")]
     )
     assert stubs.submission.Append(request, timeout=10).results[0].position > 0
+
+
+# -- AlertService -----------------------------------------------------------------------------------
+
+ALERT_METHODS = [
+    (f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
+    for service in alerts_pb2.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+ALERT_SEEDS = [
+    alerts_pb2.AlertRule(
+        name="fuzz-rate",
+        kind=alerts_pb2.ALERT_KIND_RATE,
+        filter=event_pb2.EventFilter(types=["recipient.failed"], entity_id="rcp_1"),
+        base=event_pb2.EventFilter(types=["recipient.*"]),
+        threshold="0.2",
+        window_s=300,
+        min_events=20,
+        group_by=query_pb2.GROUP_BY_ENTITY,
+        webhook_url="https://hooks.example.com/x",
+        webhook_secret="s",
+    ).SerializeToString(),
+    alerts_pb2.DeleteAlertRuleRequest(name="fuzz-rate").SerializeToString(),
+    alerts_pb2.ListAlertsRequest(firing_only=True, rule="fuzz-rate", limit=10).SerializeToString(),
+]
+
+
+@st.composite
+def alert_request_bytes(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=512))
+    seed = bytearray(draw(st.sampled_from(ALERT_SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, max(0, len(seed) - 1)))
+        seed[at : at + 1] = draw(st.binary(min_size=0, max_size=3))
+    return bytes(seed)
+
+
+_text = st.one_of(
+    st.text(max_size=80), st.sampled_from(["", "fuzz", "a" * 70, "recipient.*", "0.2", "-1e999"])
+)
+_uint32 = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 168, 169, 2_592_000, 2_592_001]))
+
+
+@st.composite
+def alert_rules(draw: st.DrawFn) -> bytes:
+    """Well-formed AlertRule messages with any values in their fields."""
+
+    def event_filter() -> event_pb2.EventFilter:
+        f = event_pb2.EventFilter(
+            types=draw(st.lists(_text, max_size=3)),
+            lead_id=draw(_text),
+            entity_id=draw(_text),
+            flow_id=draw(st.sampled_from(["", "alerts", "flow-1"])),
+            outcomes=draw(st.lists(st.integers(0, 2**31 - 1), max_size=2)),
+        )
+        if draw(st.booleans()):
+            f.start.seconds = draw(st.integers(-(2**62), 2**62))
+        return f
+
+    rule = alerts_pb2.AlertRule(
+        name=draw(_text),
+        kind=draw(st.integers(0, 2**31 - 1) | st.integers(0, 7)),
+        filter=event_filter(),
+        threshold=draw(st.one_of(_text, st.decimals(allow_nan=True).map(str))),
+        window_s=draw(_uint32),
+        min_events=draw(_uint32),
+        baseline_windows=draw(_uint32),
+        group_by=draw(st.integers(0, 2**31 - 1) | st.integers(0, 7)),
+        webhook_url=draw(st.one_of(_text, st.just("http://h/"), st.just("https://h:99999/"))),
+        webhook_secret=draw(_text),
+        description=draw(_text),
+    )
+    if draw(st.booleans()):
+        rule.base.CopyFrom(event_filter())
+    return rule.SerializeToString()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(ALERT_METHODS), raw=alert_request_bytes())
+def test_every_alert_rpc_answers_malformed_bytes_with_a_named_status(
+    stubs: Stubs, method: tuple[str, bool, bool], raw: bytes
+) -> None:
+    call(stubs, *method, raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=alert_rules())
+def test_alert_rules_with_any_values_get_a_named_status(stubs: Stubs, raw: bytes) -> None:
+    assert call(stubs, "/leadtrail.v1.AlertService/SetAlertRule", False, False, raw) in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_the_server_still_serves_alerts_after_the_fuzzing(stubs: Stubs) -> None:
+    for method in ALERT_METHODS:
+        assert call(stubs, *method, b"\xff\xff\xff") == grpc.StatusCode.INVALID_ARGUMENT, method
+    alerts = alerts_pb2_grpc.AlertServiceStub(stubs.channel)
+    for rule in alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), timeout=10).rules:
+        assert rule.webhook_secret == ""
+        alerts.DeleteAlertRule(alerts_pb2.DeleteAlertRuleRequest(name=rule.name), timeout=10)
+    assert list(alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), timeout=10).rules) == []
+    alerts.ListAlerts(alerts_pb2.ListAlertsRequest(), timeout=10)

@@ -34,12 +34,16 @@ from ._errors import (
 )
 from ._model import (
     AggregateRow,
+    Alert,
+    AlertKind,
+    AlertRule,
     AppendResult,
     CaughtUp,
     ChangeKind,
     Checkpoint,
     ErasureReport,
     Event,
+    EventFilter,
     FieldChange,
     FieldPolicy,
     GroupBy,
@@ -57,6 +61,9 @@ from ._warnings import AppendConflictWarning
 
 __all__ = [
     "AggregateRow",
+    "Alert",
+    "AlertKind",
+    "AlertRule",
     "AppendConflictWarning",
     "AppendResult",
     "AsyncClient",
@@ -70,6 +77,7 @@ __all__ = [
     "DeadlineExceededError",
     "ErasureReport",
     "Event",
+    "EventFilter",
     "FailedPreconditionError",
     "FieldChange",
     "FieldPolicy",

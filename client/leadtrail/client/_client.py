@@ -15,6 +15,8 @@ import grpc
 from leadtrail.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    alerts_pb2,
+    alerts_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
     stream_pb2,
@@ -24,6 +26,9 @@ from leadtrail.v1 import (
 
 from ._convert import (
     aggregate_row_from_proto,
+    alert_from_proto,
+    alert_rule_from_proto,
+    alert_rule_to_proto,
     append_request,
     append_result_from_proto,
     erasure_report_from_proto,
@@ -41,6 +46,8 @@ from ._convert import (
 from ._errors import handle_rpc_error, translated_rpc_errors
 from ._model import (
     AggregateRow,
+    Alert,
+    AlertRule,
     AppendResult,
     ErasureReport,
     Event,
@@ -104,6 +111,7 @@ class Client:
         self._query = query_pb2_grpc.QueryServiceStub(self._channel)
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._alerts = alerts_pb2_grpc.AlertServiceStub(self._channel)
         # Open subscriptions end with the client instead of failing on a closed channel.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closed = False
@@ -376,6 +384,45 @@ class Client:
                 admin_pb2.GetFieldPolicyRequest(), timeout=self.timeout, metadata=self._metadata
             )
         return field_policy_from_proto(response)
+
+    # -- alerts ------------------------------------------------------------------------------------
+
+    def set_alert_rule(self, rule: AlertRule | str, /, **fields: Any) -> AlertRule:
+        """Create or replace an alert rule of the caller's account (admin keys); returns it as
+        stored, without its webhook secret. Pass an ``AlertRule``, or its name and fields:
+        ``set_alert_rule("fails", kind="rate", filter=EventFilter("recipient.failed"), ...)``."""
+        if isinstance(rule, str):
+            rule = AlertRule(rule, **fields)
+        elif fields:
+            raise TypeError("set_alert_rule: pass an AlertRule or a name with fields, not both")
+        with translated_rpc_errors(secure=self.secure):
+            response = self._alerts.SetAlertRule(
+                alert_rule_to_proto(rule), timeout=self.timeout, metadata=self._metadata
+            )
+        return alert_rule_from_proto(response)
+
+    def list_alert_rules(self) -> list[AlertRule]:
+        """The caller's account's alert rules, by name (admin keys)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = self._alerts.ListAlertRules(
+                alerts_pb2.ListAlertRulesRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return [alert_rule_from_proto(r) for r in response.rules]
+
+    def delete_alert_rule(self, name: str) -> None:
+        """Delete a rule (admin keys); ``NotFoundError`` when the account has none of that name."""
+        with translated_rpc_errors(secure=self.secure):
+            self._alerts.DeleteAlertRule(
+                alerts_pb2.DeleteAlertRuleRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+
+    def list_alerts(self, firing_only: bool = False, rule: str = "", limit: int = 0) -> list[Alert]:
+        """The account's alerts, newest first: firing now and recently resolved (reader keys and
+        up); ``limit`` 0 is the server's default and maximum, 1,000."""
+        request = alerts_pb2.ListAlertsRequest(firing_only=firing_only, rule=rule, limit=limit)
+        with translated_rpc_errors(secure=self.secure):
+            response = self._alerts.ListAlerts(request, timeout=self.timeout, metadata=self._metadata)
+        return [alert_from_proto(a) for a in response.alerts]
 
 
 def _write_all(chunks: Iterator[bytes], file: BinaryWriter) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from leadtrail.v1 import admin_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
 
 try:  # installed with the server; the SDK works without it, only slower
     import orjson
@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - exercised by the import-isolation test
 
 from ._model import (
     AggregateRow,
+    Alert,
+    AlertKind,
+    AlertRule,
     AppendResult,
     CaughtUp,
     ChangeKind,
@@ -31,9 +34,11 @@ from ._model import (
     Decoders,
     ErasureReport,
     Event,
+    EventFilter,
     FieldChange,
     FieldGroup,
     FieldPolicy,
+    GroupBy,
     Outcome,
     RetentionPolicy,
     RetentionReport,
@@ -395,4 +400,97 @@ def retention_report_from_proto(message: admin_pb2.ApplyRetentionResponse) -> Re
         segments_rewritten=message.segments_rewritten,
         bytes_freed=message.bytes_freed,
         events_scrubbed=message.events_scrubbed,
+    )
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+def event_filter_to_proto(f: EventFilter) -> event_pb2.EventFilter:
+    message = event_pb2.EventFilter(
+        types=f.types,
+        lead_id=f.lead_id,
+        flow_id=f.flow_id,
+        entity_id=f.entity_id,
+        outcomes=[event_pb2.Outcome.ValueType(o) for o in f.outcomes],
+    )
+    if f.start is not None:
+        message.start.CopyFrom(to_timestamp(f.start))
+    if f.end is not None:
+        message.end.CopyFrom(to_timestamp(f.end))
+    return message
+
+
+def event_filter_from_proto(message: event_pb2.EventFilter) -> EventFilter:
+    return EventFilter(
+        types=tuple(message.types),
+        lead_id=message.lead_id,
+        flow_id=message.flow_id,
+        entity_id=message.entity_id,
+        outcomes=tuple(Outcome(o) for o in message.outcomes),
+        start=from_timestamp(message.start) if message.HasField("start") else None,
+        end=from_timestamp(message.end) if message.HasField("end") else None,
+    )
+
+
+def alert_rule_to_proto(rule: AlertRule) -> alerts_pb2.AlertRule:
+    """The rule as ``SetAlertRule`` takes it (the server-set fields are not sent)."""
+    message = alerts_pb2.AlertRule(
+        name=rule.name,
+        kind=alerts_pb2.AlertKind.ValueType(rule.kind),
+        filter=event_filter_to_proto(rule.filter),
+        threshold=price_to_str(rule.threshold),
+        window_s=rule.window_s,
+        min_events=rule.min_events,
+        baseline_windows=rule.baseline_windows,
+        group_by=query_pb2.GroupBy.ValueType(rule.group_by or 0),
+        webhook_url=rule.webhook_url,
+        webhook_secret=rule.webhook_secret,
+        description=rule.description,
+    )
+    if rule.base is not None:
+        message.base.CopyFrom(event_filter_to_proto(rule.base))
+    return message
+
+
+def _alert_kind(value: int) -> AlertKind | None:
+    try:
+        return AlertKind(value)
+    except ValueError:  # a kind newer than this SDK
+        return None
+
+
+def alert_rule_from_proto(message: alerts_pb2.AlertRule) -> AlertRule:
+    group: GroupBy | None = GroupBy(message.group_by) if message.group_by else None
+    return AlertRule(
+        name=message.name,
+        kind=AlertKind(message.kind),
+        filter=event_filter_from_proto(message.filter),
+        base=event_filter_from_proto(message.base) if message.HasField("base") else None,
+        threshold=price_from_str(message.threshold),
+        window_s=message.window_s,
+        min_events=message.min_events,
+        baseline_windows=message.baseline_windows,
+        group_by=group,
+        webhook_url=message.webhook_url,
+        description=message.description,
+        webhook_secret_set=message.webhook_secret_set,
+        set_at=from_timestamp(message.set_at) if message.HasField("set_at") else None,
+        set_after_position=message.set_after_position,
+    )
+
+
+def alert_from_proto(message: alerts_pb2.Alert) -> Alert:
+    return Alert(
+        rule=message.rule,
+        group=message.group,
+        firing=message.firing,
+        fired_at=from_timestamp(message.fired_at) if message.HasField("fired_at") else None,
+        resolved_at=from_timestamp(message.resolved_at) if message.HasField("resolved_at") else None,
+        value=price_from_str(message.value),
+        event_id=message.event_id,
+        kind=_alert_kind(message.kind),
+        resolved_event_id=message.resolved_event_id,
+        reason=message.reason,
+        lead_id=message.lead_id,
     )

@@ -319,3 +319,121 @@ class CaughtUp:
     """A subscription replayed history up to ``position``; live events follow."""
 
     position: int
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+class AlertKind(enum.IntEnum):
+    """What an alert rule watches for (values as in ``leadtrail.v1.AlertKind``)."""
+
+    MATCH = 1
+    """Each matching event fires once."""
+    COUNT = 2
+    """Matching events in the window >= threshold."""
+    RATE = 3
+    """Matching events / ``base`` events in the window >= threshold (at least ``min_events``)."""
+    ABSENCE = 4
+    """No matching event for ``window_s`` after one was seen: a service down."""
+    DROP = 5
+    """The RATE share fell by >= threshold below its share over ``baseline_windows`` windows."""
+    LEAD_MARGIN = 6
+    """When a matching event arrives, the lead's price sum so far <= threshold."""
+
+
+def _enum_member(enum_type: type[enum.IntEnum], value: object, what: str) -> Any:
+    """An enum member from itself, its number or its name in any case (``"rate"``)."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        if isinstance(value, str):
+            return enum_type[value.upper()]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return enum_type(value)
+    except (KeyError, ValueError):
+        pass
+    names = ", ".join(member.name.lower() for member in enum_type)
+    raise ValueError(f"{what} {value!r}: expected one of {names}")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """The events an alert rule counts: all given parts must match (as the query keywords).
+
+    ``types`` are exact types or prefix patterns (``recipient.*``); a lone string is one type."""
+
+    types: tuple[str, ...] = ()
+    lead_id: str = ""
+    flow_id: str = ""
+    entity_id: str = ""
+    outcomes: tuple[Outcome, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        types: object = self.types
+        object.__setattr__(self, "types", (types,) if isinstance(types, str) else tuple(self.types))
+        outcomes: object = self.outcomes
+        listed = (outcomes,) if isinstance(outcomes, int) else tuple(self.outcomes)
+        object.__setattr__(self, "outcomes", tuple(Outcome(o) for o in listed))
+
+
+def _decimal_or_none(value: object, what: str) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{what} must be a Decimal, int or decimal string, not {value!r}")
+    return Decimal(value) if value != "" else None
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """An alert rule of the caller's account (API.md § Alerts).
+
+    ``threshold`` is a count (COUNT), a share in (0, 1] (RATE, DROP) or money (LEAD_MARGIN),
+    None for MATCH and ABSENCE. ``group_by`` is ``GroupBy.ENTITY``, ``GroupBy.FLOW`` or None
+    (one alert for the whole rule). ``webhook_secret`` is write-only: rules read back have it
+    empty and ``webhook_secret_set`` tells whether the server holds one; setting a rule again
+    with the same ``webhook_url`` and no secret keeps the stored one. ``set_at`` and
+    ``set_after_position`` are set by the server."""
+
+    name: str
+    kind: AlertKind
+    filter: EventFilter = field(default_factory=EventFilter)
+    base: EventFilter | None = None
+    threshold: Decimal | None = None
+    window_s: int = 0
+    min_events: int = 0
+    baseline_windows: int = 0
+    group_by: GroupBy | None = None
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    description: str = ""
+    webhook_secret_set: bool = False
+    set_at: datetime | None = None
+    set_after_position: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _enum_member(AlertKind, self.kind, "kind"))
+        object.__setattr__(self, "threshold", _decimal_or_none(self.threshold, "AlertRule.threshold"))
+        if self.group_by is not None:
+            object.__setattr__(self, "group_by", _enum_member(GroupBy, self.group_by, "group_by"))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert of the caller's account: firing now, resolved, or (MATCH, LEAD_MARGIN) one that
+    fired once. ``event_id`` is its ``alert.fired`` event, ``resolved_event_id`` its
+    ``alert.resolved`` one; ``value`` the measured count, share or money that fired it."""
+
+    rule: str
+    group: str
+    firing: bool
+    fired_at: datetime | None
+    resolved_at: datetime | None
+    value: Decimal | None
+    event_id: str
+    kind: AlertKind | None = None
+    resolved_event_id: str = ""
+    reason: str = ""
+    lead_id: str = ""

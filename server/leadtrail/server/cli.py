@@ -212,6 +212,110 @@ def _filter_args(p: argparse.ArgumentParser, *, since: bool = True) -> None:
     g.add_argument("--until", type=_time, metavar="TIME", help=f"before this event time ({_TIME_FORMS})")
 
 
+UINT32_MAX = 2**32 - 1
+ALERT_KINDS = ("match", "count", "rate", "absence", "drop", "lead_margin")
+ALERT_PRESETS = ("delivery-failures", "service-down", "negative-margin", "source-quality")
+"""As ``alerts.rules.PRESETS`` names them (checked by the tests)."""
+
+
+def _uint32(text: str) -> int:
+    value = _not_negative(text)
+    if value > UINT32_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is over the limit of {UINT32_MAX}")
+    return value
+
+
+def _decimal(text: str) -> str:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        finite = Decimal(text).is_finite()
+    except InvalidOperation:
+        finite = False
+    if not finite:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number")
+    return text
+
+
+def _alerts_parser(sub: Any) -> None:
+    p = sub.add_parser("alerts", help="alert rules of a running server, and the alerts they raise")
+    alerts = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    a = alerts.add_parser(
+        "set",
+        help="create or replace an alert rule (admin keys)",
+        description="Create or replace the rule NAME, or a preset (NAME defaults to the preset's). "
+        "A webhook secret is stored write-only: setting the rule again with the same --webhook and no "
+        "--webhook-secret keeps it.",
+    )
+    a.add_argument("name", nargs="?", metavar="NAME", help="^[a-z0-9][a-z0-9_-]{0,63}$")
+    a.add_argument(
+        "--preset",
+        choices=ALERT_PRESETS,
+        help="a rule of the product description with documented thresholds (see API.md / README)",
+    )
+    a.add_argument("--kind", choices=ALERT_KINDS, help="what the rule watches for")
+    a.add_argument(
+        "--type",
+        action="append",
+        metavar="TYPE",
+        help="counted event type or prefix 'recipient.*'; repeatable",
+    )
+    a.add_argument(
+        "--base",
+        action="append",
+        metavar="TYPE",
+        help="rate and drop: the events the share is of; repeatable",
+    )
+    a.add_argument(
+        "--threshold", type=_decimal, metavar="X", help="a count, a share in (0, 1], or money (lead_margin)"
+    )
+    a.add_argument(
+        "--window", type=_uint32, metavar="S", help="window in seconds (count, rate, absence, drop)"
+    )
+    a.add_argument("--min-events", type=_uint32, metavar="N", help="rate and drop: at least N base events")
+    a.add_argument(
+        "--baseline-windows", type=_uint32, metavar="N", help="drop: compare with the previous N windows"
+    )
+    a.add_argument("--group-by", choices=("entity", "flow"), help="one alert per entity or per flow")
+    a.add_argument("--flow", metavar="FLOW_ID", help="count one flow's events only (base too)")
+    a.add_argument("--entity", metavar="ENTITY_ID", help="count one entity's events only (base too)")
+    a.add_argument(
+        "--outcome",
+        action="append",
+        type=_outcome,
+        metavar="OUTCOME",
+        help="count events of this outcome only; repeatable",
+    )
+    a.add_argument("--webhook", metavar="URL", help="http(s):// URL notified of every firing and resolution")
+    a.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("LEADTRAIL_WEBHOOK_SECRET"),
+        metavar="S",
+        help="HMAC-SHA256 key of the webhook's signature (default: the LEADTRAIL_WEBHOOK_SECRET "
+        "environment variable); never shown again",
+    )
+    a.add_argument("--description", metavar="TEXT", help="shown with the rule")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_alerts", "cmd_alerts_set"), parser=a)
+    a = alerts.add_parser("list", help="the account's alert rules (admin keys)")
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_alerts", "cmd_alerts_list"), parser=a)
+    a = alerts.add_parser("rm", help="delete an alert rule (admin keys)")
+    a.add_argument("name", metavar="NAME")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_alerts", "cmd_alerts_rm"), parser=a)
+    a = alerts.add_parser("show", help="alerts firing now and recent ones, newest first (reader keys and up)")
+    a.add_argument("--firing", action="store_true", help="only the alerts firing now")
+    a.add_argument("--rule", metavar="NAME", help="only this rule's alerts")
+    a.add_argument(
+        "--limit", type=_positive(1000), default=1000, metavar="N", help="at most N alerts (default 1000)"
+    )
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_alerts", "cmd_alerts_show"), parser=a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadtrail", description="LeadTrail audit-event store")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -409,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plain", action="append", default=[], metavar="NAME", help="not personal here (repeat)")
     _server_args(r)
     r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"), parser=r)
+
+    _alerts_parser(sub)
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)

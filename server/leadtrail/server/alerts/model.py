@@ -8,7 +8,7 @@ deliveries, the listing) works on these values, never on protobuf messages.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from leadtrail.storage import EventFilter
@@ -66,8 +66,8 @@ class Rule:
     baseline_windows: int = 0
     group_by: GroupBy = GroupBy.NONE
     webhook_url: str = ""
-    webhook_secret: str = ""
-    """Write-only over the API: kept here for signing, never answered."""
+    webhook_secret: str = field(default="", repr=False)
+    """Write-only over the API: kept here for signing, never answered (nor printed with the rule)."""
     description: str = ""
     set_at_ms: int = 0
     set_after_position: int = 0

@@ -41,6 +41,10 @@ def _filter_json(f: EventFilter | None) -> dict[str, Any] | None:
         "outcomes": [int(o) for o in f.outcomes],
         "start_ms": f.start_ms,
         "end_ms": f.end_ms,
+        # The setting key's scope and what rules never count (``rules.py``).
+        "entity_scope": list(f.entity_scope),
+        "flow_scope": list(f.flow_scope),
+        "hidden_types": list(f.hidden_types),
     }
 
 
@@ -56,6 +60,9 @@ def _filter_from(account_id: str, raw: dict[str, Any] | None) -> EventFilter | N
         outcomes=tuple(Outcome(o) for o in raw.get("outcomes", ())),
         start_ms=raw.get("start_ms"),
         end_ms=raw.get("end_ms"),
+        entity_scope=tuple(raw.get("entity_scope", ())),
+        flow_scope=tuple(raw.get("flow_scope", ())),
+        hidden_types=tuple(raw.get("hidden_types", ())),
     )
 
 
@@ -140,16 +147,19 @@ class RuleBook:
     def get(self, account_id: str, name: str) -> Rule | None:
         return self._rules.get((account_id, name))
 
-    def set(self, rule: Rule) -> Rule:
-        """Create or replace ``rule`` (by account and name), durably."""
+    def set(self, rule: Rule, *, notify: bool = True) -> Rule:
+        """Create or replace ``rule`` (by account and name), durably. ``notify=False`` leaves
+        telling the listeners to the caller (``notify()``): the file is written on a thread
+        and the listeners hear on the event loop."""
         with self._lock:
             rules = dict(self._rules)
             rules[rule.key] = rule
             self._write(rules)
-        self._changed()
+        if notify:
+            self._changed()
         return rule
 
-    def delete(self, account_id: str, name: str) -> bool:
+    def delete(self, account_id: str, name: str, *, notify: bool = True) -> bool:
         """False when the account has no rule of that name."""
         with self._lock:
             if (account_id, name) not in self._rules:
@@ -157,8 +167,14 @@ class RuleBook:
             rules = dict(self._rules)
             del rules[(account_id, name)]
             self._write(rules)
-        self._changed()
+        if notify:
+            self._changed()
         return True
+
+    def notify(self) -> None:
+        """Tell the listeners the rules as they are now (after ``set``/``delete`` with
+        ``notify=False``)."""
+        self._changed()
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
