@@ -109,7 +109,10 @@ class AlertRule(_message.Message):
     webhook_url: _builtins.str
     """Optional http(s):// URL notified of every firing and resolution."""
     webhook_secret: _builtins.str
-    """Write-only: the HMAC-SHA256 key of the webhook's signature; never returned."""
+    """Write-only: the HMAC-SHA256 key of the webhook's signature; never returned.
+    Setting the rule again with an empty `webhook_secret` and the same
+    `webhook_url` keeps the stored secret; another URL drops it.
+    """
     webhook_secret_set: _builtins.bool
     """Set by the server in answers: a secret is held for the webhook."""
     set_after_position: _builtins.int
