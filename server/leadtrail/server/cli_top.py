@@ -44,6 +44,8 @@ from .top_window import TopWindow
 
 ROWS_SHOWN = 15
 """Rows of the events table on screen (the JSON has them all)."""
+WIDE = 160
+"""Columns of a ``--once`` view printed where there is no terminal to measure."""
 
 
 class FiringAlert(Protocol):
@@ -199,7 +201,9 @@ def snapshot(follower: Follower, client: Client, server: str) -> dict[str, Any]:
 
 
 def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE, expand=False, pad_edge=False)
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE, expand=False, pad_edge=False, min_width=len(title)
+    )
     for index, column in enumerate(columns):
         table.add_column(column, justify="right" if index in right else "left", no_wrap=True)
     return table
@@ -249,12 +253,15 @@ def view(snap: dict[str, Any], *, reconnecting: bool = False) -> RenderableType:
         alerts.add_row(
             Text(row["rule"], style="bold red"), row["group"] or "-", row["value"], row["fired_at"] or ""
         )
-    parts: list[RenderableType] = [header, rates, recipients, money_table, slowest, alerts]
+    notes: list[RenderableType] = [money_table, alerts]
     if snap["alerts_error"]:
-        parts.append(Text(f"alerts not shown: {snap['alerts_error']}", style="dim"))
+        notes.append(Text(f"alerts not shown: {snap['alerts_error']}", style="dim"))
     elif not snap["alerts"]:
-        parts.append(Text("no alert is firing", style="dim"))
-    return Group(*parts)
+        notes.append(Text("no alert is firing", style="dim"))
+    grid = Table.grid(padding=(0, 3))
+    grid.add_row(rates, recipients)
+    grid.add_row(slowest, Group(*notes))
+    return Group(header, grid)
 
 
 # --------------------------------------------------------------------------- the command
@@ -296,4 +303,5 @@ def _print(snap: dict[str, Any], *, as_json: bool) -> None:
         sys.stdout.buffer.write(dumps(snap) + b"\n")
         sys.stdout.flush()
     else:
-        Console(width=max(100, Console().width)).print(view(snap))
+        # Into a pipe or a file rich would wrap at 80 columns, splitting the panels' rows.
+        Console(width=None if sys.stdout.isatty() else WIDE).print(view(snap))
