@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import time
@@ -199,3 +200,33 @@ def test_top_shows_the_alerts_firing_now(cli: CLI, server: str) -> None:
         ("buyer-errors", "rcp_down", Decimal(2))
     ]
     assert snap["alerts"][0]["fired_at"] and snap["alerts"][0]["event_id"].startswith("evt_")
+
+
+def test_top_follows_live_events_and_resumes_after_a_server_restart(cli: CLI, tmp_path: Path) -> None:
+    process = server_process.ServerProcess(tmp_path / "data", "--http", "off").start()
+    top = cli.start("top", "--json", "--interval", "0.2", "--window", "600", "--server", process.address)
+    try:
+
+        def wait_for_position(position: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 60
+            while True:
+                snap: dict[str, Any] = json.loads(top.stdout.next(max(0.1, deadline - time.monotonic())))
+                if snap["position"] >= position:
+                    return snap
+
+        assert json.loads(top.stdout.next())["position"] == 0
+        with Client(process.address) as client:
+            client.append(_events()[:6])
+        assert wait_for_position(6)["events"]["total"] == 6
+        process.restart()
+        with Client(process.address) as client:
+            client.append(_events()[6:])
+        snap = wait_for_position(len(KNOWN))
+        # Resumed after what it had counted: every event once.
+        assert snap["events"]["total"] == len(KNOWN)
+        assert snap["money"]["revenue_per_minute"] == "51.50"
+        top.signal(signal.SIGINT)
+        assert top.wait() == 0
+    finally:
+        top.close()
+        process.stop()

@@ -16,7 +16,8 @@ position it counted, so nothing is counted twice.
     recipients [{entity_id, failed, total, failure_share}]   recipient.* events; failed = FAILURE + ERROR
     money {window_s, revenue_per_minute, cost_per_minute, margin_per_minute}   decimal strings
     slowest [{entity_id, p95_ms, count}]   top 10 by p95 duration_ms (flow.* and alert.* left out)
-    alerts [{rule, group, value, fired_at, event_id}], alerts_error (null, or why none could be read)
+    alerts [{rule, group, value, fired_at, event_id, reason}]   value a decimal string ("" if none)
+    alerts_error                        null, or why the alerts could not be read (e.g. the key's role)
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from leadtrail.client import CaughtUp, Checkpoint, Client, Event, LeadTrailError, UnavailableError
+from leadtrail.client import CancelledError, CaughtUp, Client, Event, LeadTrailError, UnavailableError
 
+from .cli_errors import CommandError
 from .cli_output import dumps, iso_ms
 from .cli_remote import connect
 from .top_window import TopWindow
 
 ROWS_SHOWN = 15
 """Rows of the events table on screen (the JSON has them all)."""
+REASON_SHOWN = 60
+"""Characters of an alert's reason on screen."""
 WIDE = 160
 """Columns of a ``--once`` view printed where there is no terminal to measure."""
 
@@ -56,11 +60,13 @@ class FiringAlert(Protocol):
     @property
     def group(self) -> str: ...
     @property
-    def value(self) -> Decimal: ...
+    def value(self) -> Decimal | None: ...
     @property
     def fired_at(self) -> Any: ...
     @property
     def event_id(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class AlertLister(Protocol):
@@ -95,31 +101,34 @@ class Follower:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
+        while True:
             try:
                 for item in self._subscription:
                     if isinstance(item, Event):
                         self._count(item)
                     elif isinstance(item, CaughtUp):
                         self.caught_up.set()
-                    elif isinstance(item, Checkpoint):
-                        pass
                     self.reconnecting = False
+                lost: BaseException = CommandError(f"server {self.client.target} ended the subscription")
+            except (UnavailableError, CancelledError) as error:  # the codes the SDK reconnects on
+                lost = error
+            except BaseException as error:  # reported by the main thread
+                self._fail(error)
                 return
-            except UnavailableError as error:
-                if not self.caught_up.is_set() or self._stopped.is_set():
-                    self.error = error
-                    self.caught_up.set()  # wakes a waiting --once
-                    return
-                self.reconnecting = True
-                # The SDK reconnects with backoff from here on, after what was counted.
-                self._subscription = self.client.subscribe(
-                    after_position=self.window.position, include_checkpoints=True, reconnect=True
-                )
-            except BaseException as error:  # reported by the main thread, once
-                self.error = error
-                self.caught_up.set()
+            if self._stopped.is_set():
                 return
+            if not self.caught_up.is_set():
+                self._fail(lost)
+                return
+            self.reconnecting = True
+            # The SDK reconnects with backoff from here on, after what was counted.
+            self._subscription = self.client.subscribe(
+                after_position=self.window.position, include_checkpoints=True, reconnect=True
+            )
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.caught_up.set()  # wakes a waiting --once
 
     def _count(self, event: Event) -> None:
         with self.lock:
@@ -166,9 +175,10 @@ def firing_alerts(client: Client) -> tuple[list[dict[str, Any]], str | None]:
         {
             "rule": alert.rule,
             "group": alert.group,
-            "value": str(alert.value),
+            "value": "" if alert.value is None else str(alert.value),
             "fired_at": _when(alert.fired_at),
             "event_id": alert.event_id,
+            "reason": alert.reason,
         }
         for alert in alerts
     ]
@@ -209,7 +219,8 @@ def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
     return table
 
 
-def view(snap: dict[str, Any], *, reconnecting: bool = False) -> RenderableType:
+def view(snap: dict[str, Any], *, reconnecting: bool = False, rows: int = ROWS_SHOWN) -> RenderableType:
+    """The panels of a snapshot, each table at most ``rows`` long."""
     events = snap["events"]
     state = " [reconnecting]" if reconnecting else ""
     header = Text(
@@ -219,14 +230,14 @@ def view(snap: dict[str, Any], *, reconnecting: bool = False) -> RenderableType:
     )
 
     rates = _table("events per second by type and outcome", "type", "outcome", "count", "per s", right=(2, 3))
-    for row in events["by_type_outcome"][:ROWS_SHOWN]:
+    for row in events["by_type_outcome"][:rows]:
         rates.add_row(row["type"], row["outcome"], str(row["count"]), f"{row['per_second']:.2f}")
-    hidden = len(events["by_type_outcome"]) - ROWS_SHOWN
+    hidden = len(events["by_type_outcome"]) - rows
     if hidden > 0:
         rates.add_row(f"... {hidden} more", "", "", "")
 
     recipients = _table("failure share per recipient", "recipient", "failed", "all", "share", right=(1, 2, 3))
-    for row in snap["recipients"][:ROWS_SHOWN]:
+    for row in snap["recipients"][:rows]:
         share = row["failure_share"]
         style = "red" if share >= 0.5 else ("yellow" if share >= 0.2 else "")
         recipients.add_row(
@@ -245,14 +256,14 @@ def view(snap: dict[str, Any], *, reconnecting: bool = False) -> RenderableType:
     )
 
     slowest = _table("slowest steps (p95 duration_ms)", "entity", "p95 ms", "events", right=(1, 2))
-    for row in snap["slowest"]:
+    for row in snap["slowest"][:rows]:
         slowest.add_row(row["entity_id"], f"{row['p95_ms']:,}", str(row["count"]))
 
-    alerts = _table("alerts firing now", "rule", "group", "value", "since")
-    for row in snap["alerts"]:
-        alerts.add_row(
-            Text(row["rule"], style="bold red"), row["group"] or "-", row["value"], row["fired_at"] or ""
-        )
+    alerts = _table("alerts firing now", "rule", "group", "value", "since", "why")
+    for row in snap["alerts"][:rows]:
+        since = (row["fired_at"] or "")[11:19]  # HH:MM:SS of today's firings; the JSON has the date
+        why = row["reason"] if len(row["reason"]) <= REASON_SHOWN else row["reason"][: REASON_SHOWN - 1] + "…"
+        alerts.add_row(Text(row["rule"], style="bold red"), row["group"] or "-", row["value"], since, why)
     notes: list[RenderableType] = [money_table, alerts]
     if snap["alerts_error"]:
         notes.append(Text(f"alerts not shown: {snap['alerts_error']}", style="dim"))
@@ -290,12 +301,19 @@ def cmd_top(args: argparse.Namespace) -> int:
 def _live(follower: Follower, client: Client, args: argparse.Namespace) -> int:
     console = Console()
     first = snapshot(follower, client, args.server)
-    with Live(view(first), console=console, auto_refresh=False, screen=False, transient=False) as live:
+    with Live(view(first, rows=_rows(console)), console=console, auto_refresh=False) as live:
         while True:
             time.sleep(args.interval)
             follower.raise_error()
-            live.update(view(snapshot(follower, client, args.server), reconnecting=follower.reconnecting))
+            snap = snapshot(follower, client, args.server)
+            live.update(view(snap, reconnecting=follower.reconnecting, rows=_rows(console)))
             live.refresh()
+
+
+def _rows(console: Console) -> int:
+    """Table rows that let the whole view fit the terminal: two rows of panels, each with a title,
+    a header and blank lines around (about 11 lines), plus the header line and the alert notes."""
+    return max(3, min(ROWS_SHOWN, (console.size.height - 14) // 2))
 
 
 def _print(snap: dict[str, Any], *, as_json: bool) -> None:
