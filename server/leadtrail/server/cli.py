@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_not_negative,
         default=None,
         metavar="S",
-        help="start an incident every S seconds, lasting S/2 (default 120; 0: none)",
+        help="an incident every S seconds, in the second half of each period (default 720: 6-minute "
+        "incidents, long enough for 5-minute alert windows; 0: none)",
     )
     _server_args(p)
     p.set_defaults(func=_remote("demo", "cmd_demo"), parser=p)

@@ -35,7 +35,7 @@ from .term import ProgressLine
 
 BATCH = 500
 DEFAULT_RATE = 50
-DEFAULT_INCIDENT_EVERY_S = 120
+DEFAULT_INCIDENT_EVERY_S = 720
 LIVE_TICK_S = 0.05
 """How often the live sender looks whether events are due: small batches, a steady flow."""
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

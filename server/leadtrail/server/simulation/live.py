@@ -8,14 +8,16 @@ stamps the wall-clock time on each event as it goes out).
 
 Incidents come every ``incident_every_s`` seconds: incident k runs from
 ``(k + 0.5) * every`` to ``(k + 1) * every``, so half of the time is calm and
-the first one starts half a period in. Their kinds are drawn in shuffled
+the first one starts half a period in. The default period of ``demo --live``
+(720 s) makes incidents of 6 minutes: long enough for the ``service-down``
+preset (no success for 5 minutes) to fire while a service is down. Their kinds are drawn in shuffled
 rounds of three:
 
 - ``buyer-outage``: one buyer (the first in ping-tree order of a busy flow)
   answers every delivery with an error: ``recipient.delivered`` becomes
   ``recipient.error`` (HTTP 503, no revenue), a successful retry fails too;
-- ``slow-enhancement``: one enrichment service either gets ten times slower
-  (its ``duration_ms``) or stops succeeding (every call a timeout error);
+- ``slow-enhancement``: one enrichment service stops succeeding (every call a
+  timeout error), or, the next time, gets ten times slower (its ``duration_ms``);
 - ``bad-source``: one source sends leads that are rejected: ``source.accepted``
   becomes ``source.rejected`` and the journey ends there (``flow.completed``
   FAILURE; the lead's later steps are not emitted).
@@ -92,6 +94,7 @@ class LiveTraffic:
         self.emitted = 0
         """Events emitted so far; the next one is at ``emitted / rate`` virtual seconds."""
         self._incident_index = 0
+        self._slow_incidents = 0
         self._next: Incident | None = self._plan(0) if incident_every_s > 0 else None
         self.active: Incident | None = None
         self._rejected: OrderedDict[str, None] = OrderedDict()
@@ -143,7 +146,10 @@ class LiveTraffic:
             return Incident(kind, buyer.id, buyer.name, start, end)
         if kind == "slow-enhancement":
             service = self._rng.choice(flow.enhancements)
-            down = self._rng.random() < 0.5
+            # Down first, then slow, in turn: the first such incident is the one the service-down
+            # preset (no success for 5 minutes) sees when incidents last longer than that.
+            down = self._slow_incidents % 2 == 0
+            self._slow_incidents += 1
             return Incident(
                 kind, service.entity_id, service.service, start, end, down=down, timeout_ms=service.timeout_ms
             )
