@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,11 @@ def test_demo_live_is_the_same_traffic_for_the_same_seed(cli: CLI, server: str) 
 def test_demo_live_flags_need_live(cli: CLI) -> None:
     run = cli("demo", "--rate", "10")
     assert run.status == 2 and "--rate: only with --live" in run.stderr
+
+
+def test_demo_live_to_an_unreachable_server_is_one_line_and_exit_1(cli: CLI) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    line = cli("demo", "--live", "--duration", "1", "--server", address, timeout=60).error_line()
+    assert address in line and "unavailable" in line

@@ -203,11 +203,8 @@ def cmd_demo_live(args: argparse.Namespace) -> int:
     traffic = LiveTraffic(seed=args.seed, rate=rate, incident_every_s=every)
     ids = random.Random(f"{args.seed}:ids")
     until = f"{args.duration} s" if args.duration else "Ctrl-C"
-    print(
-        f"demo: live traffic to {args.server} at {rate} events/s until {until}"
-        + (f", an incident every {every} s" if every else ""),
-        file=sys.stderr,
-        flush=True,
+    banner = f"demo: live traffic to {args.server} at {rate} events/s until {until}" + (
+        f", an incident every {every} s" if every else ""
     )
     sent = duplicates = incidents = 0
     started = time.monotonic()
@@ -230,6 +227,8 @@ def cmd_demo_live(args: argparse.Namespace) -> int:
                         live["timestamp_ms"] = now_ms
                         events.append(to_event(live, event_id(now_ms, ids)))
                 duplicates += sum(result.duplicate for result in client.append(events))
+                if not sent:  # said once the server took the first events: an unreachable one is one line
+                    print(banner, file=sys.stderr, flush=True)
                 sent += len(events)
         except KeyboardInterrupt:  # the way a run without --duration ends
             pass
