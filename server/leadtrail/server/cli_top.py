@@ -263,16 +263,32 @@ def view(snap: dict[str, Any], *, reconnecting: bool = False, rows: int = ROWS_S
     for row in snap["alerts"][:rows]:
         since = (row["fired_at"] or "")[11:19]  # HH:MM:SS of today's firings; the JSON has the date
         why = row["reason"] if len(row["reason"]) <= REASON_SHOWN else row["reason"][: REASON_SHOWN - 1] + "…"
-        alerts.add_row(Text(row["rule"], style="bold red"), row["group"] or "-", row["value"], since, why)
-    notes: list[RenderableType] = [money_table, alerts]
+        alerts.add_row(
+            Text(row["rule"], style="bold red"), row["group"] or "-", _short(row["value"]), since, why
+        )
+    hidden = len(snap["alerts"]) - rows
+    if hidden > 0:
+        alerts.add_row(f"... {hidden} more", "", "", "", "")
     if snap["alerts_error"]:
-        notes.append(Text(f"alerts not shown: {snap['alerts_error']}", style="dim"))
-    elif not snap["alerts"]:
-        notes.append(Text("no alert is firing", style="dim"))
+        note = Text(f"alerts not shown: {snap['alerts_error']}", style="dim")
+    else:
+        note = Text("" if snap["alerts"] else "no alert is firing", style="dim")
     grid = Table.grid(padding=(0, 3))
     grid.add_row(rates, recipients)
-    grid.add_row(slowest, Group(*notes))
-    return Group(header, grid)
+    grid.add_row(slowest, money_table)
+    return Group(header, grid, alerts, note)
+
+
+def _short(value: str) -> str:
+    """A measured value as a person reads it: a share to four places, a count or money as it is."""
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        return value
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        return str(number.quantize(Decimal("0.0001")))
+    return value
 
 
 # --------------------------------------------------------------------------- the command
@@ -311,9 +327,9 @@ def _live(follower: Follower, client: Client, args: argparse.Namespace) -> int:
 
 
 def _rows(console: Console) -> int:
-    """Table rows that let the whole view fit the terminal: two rows of panels, each with a title,
-    a header and blank lines around (about 11 lines), plus the header line and the alert notes."""
-    return max(3, min(ROWS_SHOWN, (console.size.height - 14) // 2))
+    """Table rows that let the whole view fit the terminal: three rows of panels, each with a
+    title, a header, a rule and blank lines (5 lines), the header line and the alerts' note."""
+    return max(3, min(ROWS_SHOWN, (console.size.height - 17) // 3))
 
 
 def _print(snap: dict[str, Any], *, as_json: bool) -> None:
