@@ -138,6 +138,16 @@ def _not_negative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range (0.05..3600 seconds)")
+    return value
+
+
 def _data_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
     shown = f" (default {default})" if default else ""
     p.add_argument("--data", default=default, metavar="DIR", help=f"data directory{shown}")
@@ -556,8 +566,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--leads", type=_positive(), default=200, metavar="N", help="leads to simulate (default 200)"
     )
     p.add_argument("--seed", type=int, default=1, help="the same seed gives the same leads and event ids")
+    live = p.add_argument_group("live traffic (--live)")
+    live.add_argument(
+        "--live",
+        action="store_true",
+        help="keep flows running at --rate with occasional incidents (a buyer outage, a slow "
+        "enhancement service, a bad source), timestamped now, until --duration or Ctrl-C",
+    )
+    live.add_argument(
+        "--rate", type=_positive(), default=None, metavar="N", help="events a second (default 50)"
+    )
+    live.add_argument(
+        "--duration",
+        type=_not_negative,
+        default=None,
+        metavar="S",
+        help="seconds to run (default 0: until Ctrl-C)",
+    )
+    live.add_argument(
+        "--incident-every",
+        type=_not_negative,
+        default=None,
+        metavar="S",
+        help="an incident every S seconds, in the second half of each period (default 720: 6-minute "
+        "incidents, long enough for 5-minute alert windows; 0: none)",
+    )
     _server_args(p)
     p.set_defaults(func=_remote("demo", "cmd_demo"), parser=p)
+
+    p = sub.add_parser(
+        "top",
+        help="a live view of a server: events/s, failing buyers, money, slow steps, alerts",
+        description="Replay the events recorded in the last --window seconds, then follow live "
+        "events and refresh the view every --interval seconds until Ctrl-C.",
+    )
+    p.add_argument(
+        "--window",
+        type=_positive(86_400),
+        default=60,
+        metavar="S",
+        help="seconds of recorded time counted (default 60; money is always per last minute)",
+    )
+    p.add_argument(
+        "--interval", type=_seconds, default=1.0, metavar="S", help="seconds between refreshes (default 1)"
+    )
+    p.add_argument("--once", action="store_true", help="show one view when caught up and exit")
+    p.add_argument(
+        "--json", action="store_true", help="JSON snapshots, one a line (with --once: one, then exit)"
+    )
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_top", "cmd_top"), parser=p)
     return parser
 
 

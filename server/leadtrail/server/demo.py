@@ -5,12 +5,20 @@ enrichment, filters, buyers with caps, retries, feedback days later). Event
 ids are derived from the seed as well, so running the demo twice with the same
 seed appends nothing new the second time: the store reports duplicates, as it
 would for a flow engine retrying a batch.
+
+``--live`` keeps flows running instead (``LiveTraffic``): events at ``--rate``
+a second, timestamped as they are sent, with an incident every
+``--incident-every`` seconds announced on stderr, until ``--duration`` seconds
+or Ctrl-C. With ``--duration D`` exactly ``rate * D`` events are sent, the same
+ones for the same seed (only their times and the time part of their ids
+differ); a server slower than the rate makes the run longer, not smaller.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,12 +27,17 @@ from decimal import Decimal
 
 from leadtrail.client import Event, Outcome, PermissionDeniedError
 
+from .cli_errors import UsageError
 from .cli_output import duration, timeline_table
 from .cli_remote import connect
-from .simulation import LeadFlowSimulator, SimulatedEvent
+from .simulation import IncidentChange, LeadFlowSimulator, LiveTraffic, SimulatedEvent
 from .term import ProgressLine
 
 BATCH = 500
+DEFAULT_RATE = 50
+DEFAULT_INCIDENT_EVERY_S = 720
+LIVE_TICK_S = 0.05
+"""How often the live sender looks whether events are due: small batches, a steady flow."""
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -131,6 +144,11 @@ class FlowReport:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.live:
+        return cmd_demo_live(args)
+    given = [flag for flag, value in _live_flags(args).items() if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --live")
     simulated = list(LeadFlowSimulator(seed=args.seed).events(args.leads))
     ids = random.Random(f"{args.seed}:ids")
     events = [to_event(e, event_id(e["timestamp_ms"], ids)) for e in simulated]
@@ -172,3 +190,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("sample lead:")
     print("\n".join(timeline_table(sample)))
     return 0
+
+
+def _live_flags(args: argparse.Namespace) -> dict[str, int | None]:
+    return {"--rate": args.rate, "--duration": args.duration, "--incident-every": args.incident_every}
+
+
+def cmd_demo_live(args: argparse.Namespace) -> int:
+    rate = args.rate or DEFAULT_RATE
+    every = DEFAULT_INCIDENT_EVERY_S if args.incident_every is None else args.incident_every
+    total = rate * args.duration if args.duration else None
+    traffic = LiveTraffic(seed=args.seed, rate=rate, incident_every_s=every)
+    ids = random.Random(f"{args.seed}:ids")
+    until = f"{args.duration} s" if args.duration else "Ctrl-C"
+    banner = f"demo: live traffic to {args.server} at {rate} events/s until {until}" + (
+        f", an incident every {every} s" if every else ""
+    )
+    sent = duplicates = incidents = 0
+    started = time.monotonic()
+    with connect(args) as client:
+        try:
+            while total is None or sent < total:
+                due = int(rate * (time.monotonic() - started)) + 1
+                n = min(due - sent, BATCH, total - sent if total is not None else BATCH)
+                if n <= 0:
+                    time.sleep(LIVE_TICK_S)
+                    continue
+                now_ms = time.time_ns() // 1_000_000
+                events: list[Event] = []
+                for item in traffic.take(n):
+                    if isinstance(item, IncidentChange):
+                        incidents += item.started
+                        _announce(item, now_ms)
+                    else:
+                        live = item.copy()
+                        live["timestamp_ms"] = now_ms
+                        events.append(to_event(live, event_id(now_ms, ids)))
+                duplicates += sum(result.duplicate for result in client.append(events))
+                if not sent:  # said once the server took the first events: an unreachable one is one line
+                    print(banner, file=sys.stderr, flush=True)
+                sent += len(events)
+        except KeyboardInterrupt:  # the way a run without --duration ends
+            pass
+    if traffic.active is not None:
+        print(f"demo: incident ended (demo stopped): {traffic.active.describe()}", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print(
+        f"demo: live: {sent} events to {args.server} in {elapsed:.1f} s "
+        f"({sent / elapsed if elapsed > 0 else 0:,.0f} events/s), duplicates {duplicates}, "
+        f"incidents {incidents}"
+    )
+    return 0
+
+
+def _announce(change: IncidentChange, now_ms: int) -> None:
+    moment = (_EPOCH + timedelta(milliseconds=now_ms)).strftime("%H:%M:%S")
+    state = "started" if change.started else "ended"
+    print(f"demo: {moment} incident {state}: {change.incident.describe()}", file=sys.stderr, flush=True)

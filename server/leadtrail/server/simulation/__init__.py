@@ -36,6 +36,7 @@ asked for (the timeline benchmark asks for 10).
 from __future__ import annotations
 
 from .catalog import Enhancement, Flow, Recipient, Source
+from .live import Incident, IncidentChange, LiveTraffic
 from .records import (
     DAY_MS,
     DEFAULT_START_MS,
@@ -53,7 +54,10 @@ __all__ = [
     "SNAPSHOT_MIN_BYTES",
     "Enhancement",
     "Flow",
+    "Incident",
+    "IncidentChange",
     "LeadFlowSimulator",
+    "LiveTraffic",
     "Recipient",
     "SimulatedEvent",
     "Source",
