@@ -173,7 +173,6 @@ def test_top_rejects_a_window_of_zero(cli: CLI) -> None:
     assert run.status == 2 and "--window" in run.stderr
 
 
-@pytest.mark.skipif(not hasattr(Client, "list_alerts"), reason="the SDK has no alerts yet")
 def test_top_shows_the_alerts_firing_now(cli: CLI, server: str) -> None:
     rule = cli(
         "alerts", "set", "buyer-errors", "--kind", "count", "--type", "recipient.error",

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -50,27 +50,6 @@ REASON_SHOWN = 60
 """Characters of an alert's reason on screen."""
 WIDE = 160
 """Columns of a ``--once`` view printed where there is no terminal to measure."""
-
-
-class FiringAlert(Protocol):
-    """The fields of the SDK's ``Alert`` the view shows."""
-
-    @property
-    def rule(self) -> str: ...
-    @property
-    def group(self) -> str: ...
-    @property
-    def value(self) -> Decimal | None: ...
-    @property
-    def fired_at(self) -> Any: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class AlertLister(Protocol):
-    def __call__(self, *, firing_only: bool = ...) -> Sequence[FiringAlert]: ...
 
 
 def _now_ms() -> int:
@@ -162,11 +141,8 @@ class Follower:
 
 def firing_alerts(client: Client) -> tuple[list[dict[str, Any]], str | None]:
     """The alerts firing now as JSON-ready rows, and why they could not be read (None if they could)."""
-    lister: AlertLister | None = getattr(client, "list_alerts", None)
-    if lister is None:  # an SDK older than alerts
-        return [], "this client has no list_alerts"
     try:
-        alerts = lister(firing_only=True)
+        alerts = client.list_alerts(firing_only=True)
     except LeadTrailError as error:
         # A writer key may not read alerts; a server without them says UNIMPLEMENTED. The
         # rest of the view still holds.
