@@ -61,6 +61,7 @@ from leadtrail.server.consumers import ConsumerPosition, DurableConsumer, Saved
 from leadtrail.server.convert import event_to_json, iso_ms
 from leadtrail.server.served_store import ServedStore
 from leadtrail.storage import AppendResult, Event, Outcome, StorageError
+from leadtrail.storage.validation import REASON_MAX
 
 from .model import (
     ALERT_DELIVERED,
@@ -82,6 +83,8 @@ INTEGRATION = "webhook"
 """The ``integration`` of every attempt event."""
 DELIVERED = frozenset({ALERT_FIRED, ALERT_RESOLVED})
 ATTEMPTS = frozenset({ALERT_DELIVERED, ALERT_DELIVERY_FAILED})
+ERROR_MAX = 300
+"""An attempt's ``error`` is cut to this many characters (a receiver's library may say a lot)."""
 
 
 class WebhookPolicyError(ValueError):
@@ -245,6 +248,9 @@ class Webhooks:
         """Event id -> the attempt whose outcome is submitted but not yet learnt from the log."""
         self._held_until: dict[str, int] = {}
         """Event id -> no attempt before this (the outcome of the last one could not be written)."""
+        self._replaying_to = 0
+        """After a restore: no attempt starts until the replay has handled the log up to here,
+        because attempts recorded after the saved position are learnt only from the replay."""
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._consumer: DurableConsumer | None = None
@@ -298,6 +304,8 @@ class Webhooks:
         self._pending = {}
         self._bodies = {}
         self._giving_up = set()
+        target = self._store.log.last_position
+        self._replaying_to = target if target > saved.position else 0
         state = saved.state
         if state is not None:
             if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -305,6 +313,8 @@ class Webhooks:
             for raw in state["pending"]:
                 delivery = Delivery.from_json(raw)
                 self._pending[delivery.event_id] = delivery
+        for event_id in self._held_until.keys() - self._pending.keys():
+            del self._held_until[event_id]
         self._wake.set()
 
     async def handle(self, events: Sequence[Event]) -> None:
@@ -316,6 +326,9 @@ class Webhooks:
                 changed = self._learn_alert(event) or changed
             elif event.type in ATTEMPTS:
                 changed = self._learn_attempt(event) or changed
+        if self._replaying_to and events and events[-1].position >= self._replaying_to:
+            self._replaying_to = 0
+            changed = True
         if changed:
             self._wake.set()
 
@@ -372,7 +385,8 @@ class Webhooks:
             self._giving_up.add(event_id)
             now = self._now_ms()
             error = f"too many pending deliveries (more than {self.policy.max_pending})"
-            self._record(delivery, self._bodies.get(event_id), "", now, now, AttemptResult(final_error=error))
+            given_up = AttemptResult(final_error=error)
+            self._record(delivery, delivery.attempts + 1, self._bodies.get(event_id), "", now, now, given_up)
             return
 
     # -- attempts -------------------------------------------------------------------------
@@ -392,6 +406,8 @@ class Webhooks:
     def _start_due(self) -> float | None:
         """Start the attempts that are due (the first waiting delivery of each rule); the
         seconds until the next one falls due (None: only a change can make one due)."""
+        if self._replaying_to:
+            return None  # the end of the replay wakes the scheduler
         now = self._now_ms()
         rules_seen: set[tuple[str, str]] = set()
         earliest: int | None = None
@@ -416,6 +432,7 @@ class Webhooks:
 
     async def _attempt(self, delivery: Delivery) -> None:
         event_id = delivery.event_id
+        attempt = delivery.attempts + 1
         try:
             event = self._bodies.get(event_id)
             if event is None:
@@ -424,8 +441,8 @@ class Webhooks:
                     self._store.reads, self._store.log.get, event_id, delivery.account_id
                 )
             started = self._now_ms()
-            url, outcome = await self._post(delivery, event)
-            self._record(delivery, event, url, started, self._now_ms(), outcome)
+            url, outcome = await self._post(delivery, attempt, event)
+            self._record(delivery, attempt, event, url, started, self._now_ms(), outcome)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never expected: a bug must not stop the other deliveries
@@ -435,7 +452,7 @@ class Webhooks:
             self._in_flight.pop(event_id, None)
             self._wake.set()
 
-    async def _post(self, delivery: Delivery, event: Event | None) -> tuple[str, AttemptResult]:
+    async def _post(self, delivery: Delivery, attempt: int, event: Event | None) -> tuple[str, AttemptResult]:
         rule = self._rules.get(delivery.account_id, delivery.rule)
         if rule is None:
             return "", AttemptResult(final_error=f"the rule {delivery.rule!r} was deleted")
@@ -448,7 +465,7 @@ class Webhooks:
         headers = {
             "Content-Type": "application/json",
             EVENT_ID_HEADER: event.id,
-            ATTEMPT_HEADER: str(delivery.attempts + 1),
+            ATTEMPT_HEADER: str(attempt),
         }
         if rule.webhook_secret:
             headers[SIGNATURE_HEADER] = signature(rule.webhook_secret, body)
@@ -465,6 +482,7 @@ class Webhooks:
     def _record(
         self,
         delivery: Delivery,
+        attempt: int,
         alert: Event | None,
         url: str,
         started_ms: int,
@@ -472,10 +490,9 @@ class Webhooks:
         outcome: AttemptResult,
     ) -> None:
         """The attempt's event, submitted to the log; the delivery waits until it is learnt."""
-        attempt = delivery.attempts + 1
         first_ms = delivery.first_attempt_ms or started_ms
         deadline_ms = first_ms + int(self.policy.give_up_after_s * 1000)
-        error = outcome.final_error or outcome.error
+        error = (outcome.final_error or outcome.error)[:ERROR_MAX]
         final = outcome.delivered or bool(outcome.final_error) or ended_ms >= deadline_ms
         details: dict[str, Any] = {
             "rule": delivery.rule,
@@ -515,7 +532,7 @@ class Webhooks:
             timestamp_ms=started_ms,
             entity_id=alert.entity_id if alert is not None else "",
             outcome=result,
-            reason=reason,
+            reason=reason[:REASON_MAX],
             duration_ms=ended_ms - started_ms,
             integration=INTEGRATION,
             response_code=outcome.status,
