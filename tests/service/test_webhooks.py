@@ -527,7 +527,16 @@ def test_pending_deliveries_are_bounded_and_the_oldest_is_given_up(
     assert all(not final(attempts) for attempts in others)
 
 
-def test_a_deleted_rule_ends_its_pending_delivery_with_a_final_failure(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ("delete", "the rule 'failures' was deleted"),
+        ("drop_url", "the rule 'failures' has no webhook URL any more"),
+    ],
+)
+def test_a_rule_deleted_or_left_without_url_ends_its_pending_delivery_with_a_final_failure(
+    tmp_path: Path, change: str, error: str
+) -> None:
     data = tmp_path / "data"
     with Receiver(always(500)) as receiver:
         set_rule(data, "failures", receiver.url())
@@ -538,7 +547,10 @@ def test_a_deleted_rule_ends_its_pending_delivery_with_a_final_failure(tmp_path:
                 (event_id,) = await append(server, alert_event("failures"))
                 await wait_attempts(server, event_id, lambda found: len(found) >= 1)
                 await server.stop()
-                assert RuleBook(str(data)).delete(DEFAULT_ACCOUNT, "failures")
+                if change == "delete":
+                    assert RuleBook(str(data)).delete(DEFAULT_ACCOUNT, "failures")
+                else:
+                    set_rule(data, "failures", "")
                 server = await started(data)
                 return await wait_attempts(server, event_id, final)
             finally:
@@ -547,7 +559,9 @@ def test_a_deleted_rule_ends_its_pending_delivery_with_a_final_failure(tmp_path:
         attempts = run(scenario)
     last = attempts[-1]
     assert last.type == ALERT_DELIVERY_FAILED and last.details["final"] is True
-    assert last.details["error"] == "the rule 'failures' was deleted"
+    assert last.outcome == Outcome.ERROR
+    assert last.details["error"] == error
+    assert error in last.reason
     assert [e.details["attempt"] for e in attempts] == list(range(1, len(attempts) + 1))
 
 
