@@ -71,6 +71,9 @@ class Receiver:
     def __init__(self, plan: Callable[[int, Received], int]) -> None:
         self.plan = plan
         self.requests: list[Received] = []
+        self.most_at_once = 0
+        """The most requests the receiver held at the same time."""
+        self._at_once = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -94,7 +97,7 @@ class Receiver:
     async def _start(self) -> int:
         app = web.Application()
         app.router.add_post("/{path:.*}", self._hook)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -111,10 +114,16 @@ class Receiver:
         with self._lock:
             index = len(self.requests)
             self.requests.append(received)
-        status = self.plan(index, received)
-        if status == HANG:
-            await asyncio.sleep(3600)
-        return web.Response(status=status)
+            self._at_once += 1
+            self.most_at_once = max(self.most_at_once, self._at_once)
+        try:
+            status = self.plan(index, received)
+            if status == HANG:
+                await asyncio.sleep(3600)
+            return web.Response(status=status)
+        finally:
+            with self._lock:
+                self._at_once -= 1
 
     def seen(self) -> list[Received]:
         with self._lock:
@@ -475,6 +484,42 @@ def test_a_hanging_receiver_does_not_hold_up_another_rules_deliveries(tmp_path: 
         assert any(r.path == "/slow" for r in receiver.seen())
     assert [(e.type, e.details["attempt"]) for e in delivered] == [(ALERT_DELIVERED, 1)]
     assert not final(slow_attempts)
+
+
+def test_attempts_share_the_policys_slots_without_exceeding_them_or_starving_a_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(POLICY_ENV, "timeout=0.3,first=0.05,max=0.1,give_up=30,concurrency=2")
+    data = tmp_path / "data"
+    with Receiver(always(HANG)) as receiver:
+        names = [f"rule-{i}" for i in range(5)]
+        for name in names:
+            set_rule(data, name, receiver.url(f"/{name}"))
+
+        async def scenario() -> list[Event]:
+            server = await started(data)
+            try:
+                await append(server, *(alert_event(name) for name in names))
+                # Every rule's first attempt is made, although the first rules' receivers are
+                # due again before the last rule had its turn (the longest due goes first).
+                await asyncio.to_thread(
+                    receiver.wait_for, lambda seen: {r.path for r in seen} == {f"/{n}" for n in names}
+                )
+                events = await asyncio.to_thread(lambda: list(server.log.read_from(1)))
+                return [e for e in events if e.type in ATTEMPTS]
+            finally:
+                await server.stop()
+
+        attempts = run(scenario)
+        assert receiver.most_at_once >= 2  # attempts of different rules do run side by side
+    # Never more than two at once, by the attempts' own record of when each ran.
+    edges = sorted(
+        [((e.timestamp_ms or 0) + e.details["duration_ms"], -1) for e in attempts]
+        + [(e.timestamp_ms or 0, 1) for e in attempts]
+    )
+    running = list(itertools.accumulate(step for _, step in edges))
+    assert max(running) <= 2
+    assert all(e.details["error"] == "no answer within 0.3 s" for e in attempts)
 
 
 def test_each_account_is_delivered_to_its_own_rules_url(tmp_path: Path) -> None:

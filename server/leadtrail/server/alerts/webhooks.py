@@ -406,12 +406,14 @@ class Webhooks:
                 pass
 
     def _start_due(self) -> float | None:
-        """Start the attempts that are due (the first waiting delivery of each rule); the
-        seconds until the next one falls due (None: only a change can make one due)."""
+        """Start the attempts that are due (of the first waiting delivery of each rule), the
+        longest due first, so that receivers retried often do not starve the others of slots;
+        the seconds until the next one falls due (None: only a change can make one due)."""
         if self._replaying_to:
             return None  # the end of the replay wakes the scheduler
         now = self._now_ms()
         rules_seen: set[tuple[str, str]] = set()
+        due_now: list[tuple[int, int, Delivery]] = []
         earliest: int | None = None
         for delivery in self._pending.values():
             rule = (delivery.account_id, delivery.rule)
@@ -424,11 +426,15 @@ class Webhooks:
             due = max(delivery.next_attempt_ms, self._held_until.get(event_id, 0))
             if due > now:
                 earliest = due if earliest is None else min(earliest, due)
-                continue
-            if len(self._in_flight) >= self.policy.concurrency:
-                continue  # a finished attempt wakes the scheduler
-            self._in_flight[event_id] = asyncio.create_task(
-                self._attempt(delivery), name=f"webhook {event_id}"
+            else:
+                due_now.append((due, delivery.position, delivery))
+        free = self.policy.concurrency - len(self._in_flight)
+        if free < len(due_now):
+            due_now.sort(key=lambda waiting: waiting[:2])
+        for _, _, delivery in due_now[: max(0, free)]:
+            # The rest wait for a slot: a finished attempt wakes the scheduler.
+            self._in_flight[delivery.event_id] = asyncio.create_task(
+                self._attempt(delivery), name=f"webhook {delivery.event_id}"
             )
         return None if earliest is None else max(0.0, (earliest - now) / 1000)
 
