@@ -9,7 +9,7 @@ sha256=<hex HMAC-SHA256(secret, body)>`` (``signing.py``).
 
 Every attempt's outcome is an event of the log: ``alert.delivered`` (a 2xx answer,
 final) or ``alert.delivery_failed`` (any other answer, no answer within the timeout,
-a refused connection; ``next_attempt_ms`` says when the next attempt is due, or
+a refused connection, a redirect (not followed); ``next_attempt_ms`` says when the next attempt is due, or
 ``final`` says there is none). Failures are retried with exponential backoff and full
 jitter (a wait drawn in ``[0, min(max, first * 2**(n-1))]`` after attempt n) until
 ``give_up_after_s`` (24 h) after the first attempt; the attempt that fails past that is
@@ -22,7 +22,8 @@ delivery is not started before the outcome of the previous one is in the log. Th
 pending set (event id, account, rule, position, attempts, next and first attempt
 times; not the bodies, which are re-read by id) is saved with the consumer's position,
 and attempts recorded after that position are learnt again from the replay after a
-restart, so the numbering continues where the log left it.
+restart (no attempt starts before the replay has reached the log's end as of the
+restart), so the numbering continues where the log left it.
 
 At-least-once: an attempt in flight when the server stops or crashes (its outcome not
 yet in the log) is made again after the restart, with the same attempt number and the
@@ -30,7 +31,9 @@ same ``X-LeadTrail-Event-Id``; receivers deduplicate on that header.
 
 Ordering: the deliveries of one rule are made one at a time in log order (a resolution
 never reaches a receiver before its firing); different rules' deliveries run side by
-side, at most ``concurrency`` at once, each cut off after ``timeout_s``.
+side, at most ``concurrency`` at once (the longest due first, so that receivers retried
+often do not starve the others), each cut off after ``timeout_s``. A receiver that keeps
+failing holds up the later deliveries of its own rule only.
 
 Bound: at most ``max_pending`` (10,000) deliveries wait; past it, the oldest waiting
 one is given up with a final ``alert.delivery_failed`` ("too many pending deliveries").
