@@ -43,8 +43,9 @@ from leadtrail.storage.follow import CommitNotice
 from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, stream_pb2, submission_pb2
 
 from .acknowledged import AcknowledgedPosition
-from .alerts import Alerting, RuleBook, RuleBookError, Webhooks
+from .alerts import Alerting, RuleBook, RuleBookError, WebhookPolicy, WebhookPolicyError, Webhooks
 from .auth import CALLER, Gate
+from .consumers import PositionFileError
 from .feed import Feed
 from .follower import CaughtUpQuery, Followed, SyncedStream, follow_writer
 from .forwarding import FRAMES_METHOD, FRAMES_SERVICE, FrameLink, forwarded
@@ -353,6 +354,10 @@ class LeadTrailServer:
     async def start(self) -> None:
         config = self.config
         credentials = server_credentials(config)
+        try:
+            webhook_policy = WebhookPolicy.from_environment()
+        except WebhookPolicyError as e:
+            raise StartupError(str(e)) from None
         keys = KeyStore(config.data)
         try:
             configured = keys.configured()
@@ -464,9 +469,12 @@ class LeadTrailServer:
         await server.start()
         if store.rules is not None:  # the writer: the durable consumers run here
             alerting = self._alerting = store.alerting = Alerting(store, store.rules)
-            await alerting.start()
-            self._webhooks = Webhooks(store, store.rules)
-            await self._webhooks.start()
+            webhooks = self._webhooks = Webhooks(store, store.rules, webhook_policy)
+            try:
+                await alerting.start()
+                await webhooks.start()
+            except PositionFileError as e:
+                raise StartupError(f"durable consumer: {e}") from None
         if config.http != "off" and not following:
             self._http = HttpListener(
                 config.http, store, self._alerting, tls_cert=config.tls_cert, tls_key=config.tls_key

@@ -10,7 +10,7 @@ events to the rules' URLs (another durable consumer), ``service`` is the
 from .alerting import Alerting
 from .model import ALERT_FLOW, FiringAlert, GroupBy, Kind, Rule
 from .rulebook import RuleBook, RuleBookError
-from .webhooks import Webhooks
+from .webhooks import WebhookPolicy, WebhookPolicyError, Webhooks
 
 __all__ = [
     "ALERT_FLOW",
@@ -21,5 +21,7 @@ __all__ = [
     "Rule",
     "RuleBook",
     "RuleBookError",
+    "WebhookPolicy",
+    "WebhookPolicyError",
     "Webhooks",
 ]

@@ -10,6 +10,6 @@ recognise itself (see ``Handler``).
 """
 
 from .consumer import DurableConsumer, Handler
-from .position import ConsumerPosition, Saved
+from .position import ConsumerPosition, PositionFileError, Saved
 
-__all__ = ["ConsumerPosition", "DurableConsumer", "Handler", "Saved"]
+__all__ = ["ConsumerPosition", "DurableConsumer", "Handler", "PositionFileError", "Saved"]
