@@ -79,11 +79,11 @@ def test_the_presets_are_set_and_listed(cli: Any, keyed: dict[str, Any]) -> None
     failures = rules["delivery-failures"]
     assert (failures["kind"], failures["threshold"], failures["window_s"], failures["min_events"]) == (
         "rate",
-        "0.2",
+        "0.35",
         300,
-        20,
+        30,
     )
-    assert failures["filter"]["types"] == ["recipient.failed", "recipient.error"]
+    assert failures["filter"]["types"] == ["recipient.error"]
     assert failures["base"]["types"] == ["recipient.*"] and failures["group_by"] == "entity"
     assert (
         rules["negative-margin"]["threshold"] == "-0.01" and rules["negative-margin"]["kind"] == "lead_margin"

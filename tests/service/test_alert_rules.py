@@ -384,7 +384,9 @@ def test_the_presets_are_set_as_any_rule(alerts: Any, keys: dict[str, str]) -> N
         assert answer.name == name and answer.description
     by_name = {r.name: r for r in listed(alerts, admin)}
     assert by_name["delivery-failures"].kind == alerts_pb2.ALERT_KIND_RATE
-    assert (by_name["delivery-failures"].threshold, by_name["delivery-failures"].window_s) == ("0.2", 300)
+    assert (by_name["delivery-failures"].threshold, by_name["delivery-failures"].window_s) == ("0.35", 300)
+    assert list(by_name["delivery-failures"].filter.types) == ["recipient.error"]
+    assert list(by_name["negative-margin"].filter.outcomes) == [event_pb2.OUTCOME_SUCCESS]
     assert by_name["service-down"].kind == alerts_pb2.ALERT_KIND_ABSENCE
     assert by_name["negative-margin"].threshold == "-0.01"
     assert by_name["source-quality"].baseline_windows == 24
