@@ -26,6 +26,9 @@ from .position import ConsumerPosition, Saved
 
 log = logging.getLogger("leadtrail.server")
 
+CLOSED_FEED_S = 0.05
+"""A wait on the feed shorter than this with nothing new means the feed is closed."""
+
 
 class Handler(Protocol):
     async def restore(self, saved: Saved) -> None:
@@ -163,7 +166,11 @@ class DurableConsumer:
                 # Checked again after the awaits above: a group published meanwhile is handled
                 # now, not after a wait of a tick.
                 if not events and not self._stopping and self.position >= self._feed.last_position:
+                    began = self._clock()
                     await self._feed.wait(self._tick_s)
+                    if self.position >= self._feed.last_position and self._clock() - began < CLOSED_FEED_S:
+                        # A closed feed (shutdown) returns at once: pause rather than spin the loop.
+                        await asyncio.sleep(CLOSED_FEED_S)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
