@@ -122,6 +122,34 @@ def test_late_event_lands_in_its_bucket() -> None:
     assert b.win == [1, 0]
 
 
+def test_window_totals_agree_with_counting_every_event() -> None:
+    import random
+
+    rng = random.Random(7)
+    for window_s, windows in ((5, 1), (120, 3), (3, 4)):
+        b = Buckets(window_s, windows)
+        kept: list[tuple[int, int, int]] = []
+        t = T0
+        for _ in range(3000):
+            t += rng.choice([0, 10, 300, 1000, 2500, 7000, 40_000])
+            ts = t - rng.choice([0, 0, 0, 1500, 6000])  # some arrive late
+            m, n = rng.randrange(2), rng.randrange(2)
+            b.add(ts, m, n)
+            kept.append((ts // b.width_ms, m, n))
+            head = b.head
+            win = [0, 0]
+            held = [0, 0]
+            for bucket, mm, nn in kept:
+                if head - b.span < bucket <= head:
+                    held[0] += mm
+                    held[1] += nn
+                    if bucket > head - b.per_window:
+                        win[0] += mm
+                        win[1] += nn
+            assert b.win == win and b.all == held
+            kept = [k for k in kept if k[0] > head - b.span]
+
+
 def test_buckets_state_round_trips() -> None:
     b = Buckets(60, windows=2)
     for i in range(0, 120, 7):

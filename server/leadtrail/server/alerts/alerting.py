@@ -51,6 +51,10 @@ def lead_price_sum(event_log: EventLog, account_id: str, lead_id: str, before_po
         start = (last.timestamp_ms or 0, last.position + 1)
 
 
+def lead_price_sums(event_log: EventLog, leads: list[tuple[str, str]], before_position: int) -> list[Decimal]:
+    return [lead_price_sum(event_log, account_id, lead_id, before_position) for account_id, lead_id in leads]
+
+
 def alert_events_after(event_log: EventLog, position: int) -> list[Event]:
     """The alert firings and resolutions the log holds after ``position``, in order."""
     found = []
@@ -123,10 +127,9 @@ class Alerting:
     async def handle(self, events: Sequence[Event]) -> None:
         evaluator = self.evaluator
         needed = evaluator.needed_leads(events)
-        if needed:
-            before = events[0].position
-            for account_id, lead_id in needed:
-                total = await self._store.run(lead_price_sum, self._store.log, account_id, lead_id, before)
+        if needed:  # one trip to the read pool for the batch, not one a lead
+            sums = await self._store.run(lead_price_sums, self._store.log, needed, events[0].position)
+            for (account_id, lead_id), total in zip(needed, sums, strict=True):
                 evaluator.hold_lead(account_id, lead_id, total)
         emissions = evaluator.handle(events, _now_ms())
         if emissions:

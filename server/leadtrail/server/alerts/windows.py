@@ -66,25 +66,23 @@ class Buckets:
         head = self.head
         if b <= head:
             return
-        if head < 0 or b - head >= self.span:
-            for arr in (self.matching, self.base):
-                for i in range(self.span):
-                    arr[i] = 0
+        span = self.span
+        if head < 0 or b - head >= span:
+            self.matching = array("I", bytes(4 * span))
+            self.base = array("I", bytes(4 * span))
             self.win = [0, 0]
             self.all = [0, 0]
             self.head = b
             return
-        span, per = self.span, self.per_window
-        for k in range(head + 1, b + 1):
-            j = (k - per) % span  # leaves the newest window (held: per <= span)
-            self.win[0] -= self.matching[j]
-            self.win[1] -= self.base[j]
-            j = k % span  # bucket k - span leaves the span; its slot becomes bucket k
-            self.all[0] -= self.matching[j]
-            self.all[1] -= self.base[j]
-            self.matching[j] = 0
-            self.base[j] = 0
+        # Buckets head-span+1 .. b-span leave the span: their slots become buckets head+1 .. b.
+        first, count = head + 1, b - head
+        self.all[0] -= _ring_sum(self.matching, first, count)
+        self.all[1] -= _ring_sum(self.base, first, count)
+        _ring_zero(self.matching, first, count)
+        _ring_zero(self.base, first, count)
         self.head = b
+        per = self.per_window
+        self.win = [_ring_sum(self.matching, b - per + 1, per), _ring_sum(self.base, b - per + 1, per)]
 
     @property
     def earlier(self) -> tuple[int, int]:
@@ -130,3 +128,22 @@ class Buckets:
                 buckets.win[0] += int(m)
                 buckets.win[1] += int(n)
         return buckets
+
+
+def _ring_sum(ring: array[int], first: int, count: int) -> int:
+    """The sum of ``count`` slots of ``ring`` from bucket ``first`` on (count <= len(ring))."""
+    span = len(ring)
+    i = first % span
+    if i + count <= span:
+        return sum(ring[i : i + count])
+    return sum(ring[i:]) + sum(ring[: i + count - span])
+
+
+def _ring_zero(ring: array[int], first: int, count: int) -> None:
+    span = len(ring)
+    i = first % span
+    if i + count <= span:
+        ring[i : i + count] = array("I", bytes(4 * count))
+    else:
+        ring[i:] = array("I", bytes(4 * (span - i)))
+        ring[: i + count - span] = array("I", bytes(4 * (i + count - span)))
