@@ -422,3 +422,12 @@ def test_a_replayed_emission_the_log_holds_is_done_not_repeated() -> None:
     out = again.tick(T0 + 30_000)
     assert kinds(out) == [(ALERT_RESOLVED, "")] and not out[0].done
     assert out[0].fired_event_id == written.id
+
+
+def test_lead_sums_are_bounded_and_read_again_when_evicted() -> None:
+    log = Log()
+    ev = evaluator(rule(Kind.LEAD_MARGIN, types=("flow.completed",), threshold="0"), max_leads=2)
+    for lead in ("a", "b", "c"):
+        ev.hold_lead(ACCOUNT, lead, Decimal(-1))
+    done = [log.event("flow.completed", T0, lead=lead) for lead in ("a", "b", "c")]
+    assert ev.needed_leads(done) == [(ACCOUNT, "a")]  # the least recently used was let go

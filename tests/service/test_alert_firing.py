@@ -278,3 +278,38 @@ def test_a_rule_counts_only_events_after_it_was_set(tmp_path: Path, running: lis
 
 def _fields(rule: Rule) -> dict[str, Any]:
     return {name: getattr(rule, name) for name in Rule.__dataclass_fields__}
+
+
+def test_many_groups_stay_bounded_and_a_firing_group_still_resolves(
+    tmp_path: Path, running: list[Any]
+) -> None:
+    rule = make_rule("per-entity", Kind.COUNT, ("step.failed",), "2", window_s=2, group_by=GroupBy.ENTITY)
+    server = serve(tmp_path / "data", rule)
+    running.append(server)
+    with Client(server.address) as client:
+        client.append([ev("step.failed", "h1", "hot"), ev("step.failed", "h2", "hot")])
+        wait_for(client, lambda f: len(f) >= 1)
+        for k in range(12):  # 12,000 groups of one event each: more than MAX_GROUPS (10,000)
+            client.append([ev("step.failed", f"l{k}-{i}", f"e{k}-{i}") for i in range(1000)])
+        found = wait_for(client, lambda f: any(e.type == "alert.resolved" for e in f))
+        assert summary(found) == [
+            ("alert.fired", "per-entity", "hot"),
+            ("alert.resolved", "per-entity", "hot"),
+        ]
+
+
+def test_a_clean_restart_keeps_the_firing_state(tmp_path: Path, running: list[Any]) -> None:
+    data = tmp_path / "data"
+    rule = make_rule("failures", Kind.COUNT, ("recipient.failed",), "3", window_s=4)
+    server = serve(data, rule)
+    with Client(server.address) as client:
+        client.append([ev("recipient.failed", f"l{i}") for i in range(3)])
+        wait_for(client, lambda f: len(f) >= 1)
+    assert server.stop() == 0, server.output
+    server = serve(data)
+    running.append(server)
+    with Client(server.address) as client:
+        client.append(ev("recipient.failed", "l9"))  # still at or above 3: no second firing
+        found = wait_for(client, lambda f: any(e.type == "alert.resolved" for e in f))
+        assert summary(found) == [("alert.fired", "failures", ""), ("alert.resolved", "failures", "")]
+        assert found[1].details["fired_event_id"] == found[0].id
