@@ -431,3 +431,19 @@ def test_lead_sums_are_bounded_and_read_again_when_evicted() -> None:
         ev.hold_lead(ACCOUNT, lead, Decimal(-1))
     done = [log.event("flow.completed", T0, lead=lead) for lead in ("a", "b", "c")]
     assert ev.needed_leads(done) == [(ACCOUNT, "a")]  # the least recently used was let go
+
+
+def test_a_rule_with_a_long_baseline_holds_fewer_groups() -> None:
+    log = Log()
+    r = rule(
+        Kind.DROP,
+        types=("source.accepted",),
+        base=("source.*",),
+        threshold="0.2",
+        window_s=3600,
+        baseline_windows=24,
+        group_by=GroupBy.ENTITY,
+    )
+    ev = evaluator(r)
+    ev.handle([log.event("source.submitted", T0, entity=f"src-{i}") for i in range(3000)], T0)
+    assert ev.groups(ACCOUNT, "r") == 2_000_000 // (60 * 25)  # MAX_RULE_BUCKETS // buckets a group

@@ -22,12 +22,16 @@ windows of firing groups to the wall clock, so an alert resolves when traffic st
 A rule counts only its account's events committed after it was set
 (``Rule.set_after_position``); the server's own events (audit, alert, export) never count.
 
-Memory is bounded: at most ``MAX_GROUPS`` groups per rule (a group of a one-window rule
-holds about 1 KB: its buckets, ~500 bytes, its last ``SAMPLES`` event ids and the firing
-record; a DROP group ``1 + baseline_windows`` times the buckets). A new group past the
-bound evicts the group seen least recently that is not firing; when all of them fire, the
-new group is not tracked (``Evaluator.refused`` counts it) rather than lose a firing
-alert's resolution. LEAD_MARGIN holds at most ``MAX_LEADS`` lead sums (~200 bytes each),
+Memory is bounded: at most ``MAX_GROUPS`` (10,000) groups per rule, and at most
+``MAX_RULE_BUCKETS`` window buckets per rule (16 MB of counts). A group holds 8 bytes a
+bucket (up to 60 buckets a window: ~480 bytes for COUNT and RATE, ``1 + baseline_windows``
+times that for DROP: ~12 KB for 24 hourly baseline windows, so such a rule holds at most
+~1,300 groups) plus ~700 bytes (the group's objects, its last ``SAMPLES`` event ids, the
+firing record): at most ~12 MB per COUNT or RATE rule. A new group past the bound evicts
+the group seen least recently that is not firing; when all of them fire, the new group
+is not tracked (``Evaluator.refused`` counts it) rather than lose a firing alert's
+resolution. The saved state holds the non-empty buckets only (~15 bytes of JSON each).
+LEAD_MARGIN holds at most ``MAX_LEADS`` lead sums (~200 bytes each),
 least recently used evicted; a lead it does not hold is read from the log again.
 
 Replays: after a crash the events after the saved position come again. ``expect`` takes
@@ -51,6 +55,10 @@ from .windows import Buckets
 
 MAX_GROUPS = 10_000
 """Groups held per rule (see the module's docstring for what one holds)."""
+MAX_RULE_BUCKETS = 2_000_000
+"""Window buckets held per rule (8 bytes each: 16 MB): a rule whose groups hold many
+buckets (DROP with a long baseline) holds fewer groups than ``MAX_GROUPS``."""
+MIN_GROUPS = 100
 MAX_LEADS = 100_000
 """Lead price sums held for LEAD_MARGIN rules, all accounts together."""
 SAMPLES = 5
@@ -131,6 +139,8 @@ class RuleState:
         self.idle: OrderedDict[str, Group] = OrderedDict()
         self.firing: dict[str, Group] = {}
         self.windows = 1 + rule.baseline_windows if rule.kind is Kind.DROP else 1
+        span = Buckets(rule.window_s, self.windows).span if rule.kind in _WINDOWED else 1
+        self.max_groups = max(MIN_GROUPS, min(MAX_GROUPS, MAX_RULE_BUCKETS // span))
 
     def group(self, name: str, max_groups: int) -> Group | None:
         """The group, made when new (evicting the least recently seen idle group when the
@@ -142,7 +152,7 @@ class RuleState:
         g = self.firing.get(name)
         if g is not None:
             return g
-        if len(self.idle) + len(self.firing) >= max_groups:
+        if len(self.idle) + len(self.firing) >= min(max_groups, self.max_groups):
             if not self.idle:
                 return None
             self.idle.popitem(last=False)
