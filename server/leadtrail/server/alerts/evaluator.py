@@ -26,8 +26,9 @@ Memory is bounded: at most ``MAX_GROUPS`` (10,000) groups per rule, and at most
 ``MAX_RULE_BUCKETS`` window buckets per rule (16 MB of counts). A group holds 8 bytes a
 bucket (up to 60 buckets a window: ~480 bytes for COUNT and RATE, ``1 + baseline_windows``
 times that for DROP: ~12 KB for 24 hourly baseline windows, so such a rule holds at most
-~1,300 groups) plus ~700 bytes (the group's objects, its last ``SAMPLES`` event ids, the
-firing record): at most ~12 MB per COUNT or RATE rule. A new group past the bound evicts
+~1,300 groups) plus ~1.5 KB (the group's objects and value, its last ``SAMPLES`` event
+ids, the firing record; measured: ~1.9 KB a COUNT group in all): at most ~20 MB per
+COUNT or RATE rule, ~35 MB per DROP rule. A new group past the bound evicts
 the group seen least recently that is not firing; when all of them fire, the new group
 is not tracked (``Evaluator.refused`` counts it) rather than lose a firing alert's
 resolution. The saved state holds the non-empty buckets only (~15 bytes of JSON each).

@@ -9,7 +9,7 @@ events the rule's ``filter`` matched and the events its ``base`` matched.
 The buckets are a ring of two ``array('I')`` (4 bytes a count) indexed by the
 bucket number modulo the span, with running totals of the newest window and of the
 whole span, so adding an event costs O(1) whatever the window's length, and a group
-of a one-window rule holds about 60 x 8 bytes of counts (plus ~300 bytes of object
+of a one-window rule holds at most 60 x 8 bytes of counts (plus ~250 bytes of object
 overhead). An event older than the span is outside every window the rule looks at
 and is not counted.
 """
