@@ -289,9 +289,12 @@ def test_lead_margin_sums_every_priced_event_of_the_lead() -> None:
         log.event("flow.completed", T0, lead="l2"),
     ]
     needed = ev.needed_leads(events)
-    assert needed == [(ACCOUNT, "l1"), (ACCOUNT, "l2")]
-    for account, lead in needed:
-        ev.hold_lead(account, lead, Decimal("0"))  # nothing before the batch
+    assert [(q.account_id, q.lead_id, q.known_events, q.known_sum) for q in needed] == [
+        (ACCOUNT, "l1", 3, Decimal(0)),
+        (ACCOUNT, "l2", 3, Decimal(0)),
+    ]
+    for q in needed:
+        ev.hold_lead(q.account_id, q.lead_id, Decimal("0"))  # nothing before the batch
     out = ev.handle(events, T0)
     assert [(e.lead_id, e.value) for e in out] == [("l1", Decimal("-0.01"))]
     assert out[0].event().lead_id == "l1"
@@ -430,7 +433,15 @@ def test_lead_sums_are_bounded_and_read_again_when_evicted() -> None:
     for lead in ("a", "b", "c"):
         ev.hold_lead(ACCOUNT, lead, Decimal(-1))
     done = [log.event("flow.completed", T0, lead=lead) for lead in ("a", "b", "c")]
-    assert ev.needed_leads(done) == [(ACCOUNT, "a")]  # the least recently used was let go
+    assert [q.lead_id for q in ev.needed_leads(done)] == ["a"]  # the least recently used was let go
+
+
+def test_lead_tallies_say_what_the_evaluator_saw_of_a_lead() -> None:
+    log = Log()
+    ev = evaluator(rule(Kind.LEAD_MARGIN, types=("flow.completed",), threshold="0"))
+    ev.handle([log.event("source.purchased", T0, lead="l1", price="-2.5"), log.event("x", T0, lead="l1")], T0)
+    (question,) = ev.needed_leads([log.event("flow.completed", T0, lead="l1")])
+    assert (question.known_events, question.known_sum) == (3, Decimal("-2.5"))
 
 
 def test_a_rule_with_a_long_baseline_holds_fewer_groups() -> None:

@@ -313,3 +313,22 @@ def test_a_clean_restart_keeps_the_firing_state(tmp_path: Path, running: list[An
         found = wait_for(client, lambda f: any(e.type == "alert.resolved" for e in f))
         assert summary(found) == [("alert.fired", "failures", ""), ("alert.resolved", "failures", "")]
         assert found[1].details["fired_event_id"] == found[0].id
+
+
+def test_lead_margin_reads_what_came_before_the_evaluator_started(tmp_path: Path, running: list[Any]) -> None:
+    data = tmp_path / "data"
+    server = serve(data)
+    with Client(server.address) as client:
+        client.append(
+            [
+                ev("source.purchased", "old", price=Decimal("-20")),
+                ev("recipient.delivered", "old", price=Decimal("5")),
+            ]
+        )
+    assert server.stop() == 0, server.output
+    server = serve(data, make_rule("negative-margin", Kind.LEAD_MARGIN, ("flow.completed",), "-0.01"))
+    running.append(server)
+    with Client(server.address) as client:
+        client.append([ev("recipient.delivered", "old", price=Decimal("4.99")), ev("flow.completed", "old")])
+        found = wait_for(client, lambda f: len(f) >= 1)
+        assert [(e.lead_id, e.details["value"]) for e in found] == [("old", "-10.01")]

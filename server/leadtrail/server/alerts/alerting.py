@@ -23,7 +23,7 @@ from leadtrail.server.crashpoints import crash_point
 from leadtrail.server.served_store import ServedStore
 from leadtrail.storage import Event, EventLog
 
-from .evaluator import Emission, Evaluator
+from .evaluator import Emission, Evaluator, LeadQuestion
 from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Rule
 from .rulebook import RuleBook
 
@@ -51,8 +51,16 @@ def lead_price_sum(event_log: EventLog, account_id: str, lead_id: str, before_po
         start = (last.timestamp_ms or 0, last.position + 1)
 
 
-def lead_price_sums(event_log: EventLog, leads: list[tuple[str, str]], before_position: int) -> list[Decimal]:
-    return [lead_price_sum(event_log, account_id, lead_id, before_position) for account_id, lead_id in leads]
+def lead_price_sums(event_log: EventLog, leads: list[LeadQuestion], before_position: int) -> list[Decimal]:
+    """Each lead's price sum before ``before_position``: what the evaluator saw when the
+    index counts no other event of the lead (it may count more, never fewer), else read."""
+    sums = []
+    for q in leads:
+        if event_log.lead_size(q.lead_id, q.account_id) == q.known_events:
+            sums.append(q.known_sum)
+        else:
+            sums.append(lead_price_sum(event_log, q.account_id, q.lead_id, before_position))
+    return sums
 
 
 def alert_events_after(event_log: EventLog, position: int) -> list[Event]:
@@ -129,8 +137,8 @@ class Alerting:
         needed = evaluator.needed_leads(events)
         if needed:  # one trip to the read pool for the batch, not one a lead
             sums = await self._store.run(lead_price_sums, self._store.log, needed, events[0].position)
-            for (account_id, lead_id), total in zip(needed, sums, strict=True):
-                evaluator.hold_lead(account_id, lead_id, total)
+            for q, total in zip(needed, sums, strict=True):
+                evaluator.hold_lead(q.account_id, q.lead_id, total)
         emissions = evaluator.handle(events, _now_ms())
         if emissions:
             await self._append(emissions)

@@ -32,8 +32,11 @@ COUNT or RATE rule, ~35 MB per DROP rule. A new group past the bound evicts
 the group seen least recently that is not firing; when all of them fire, the new group
 is not tracked (``Evaluator.refused`` counts it) rather than lose a firing alert's
 resolution. The saved state holds the non-empty buckets only (~15 bytes of JSON each).
-LEAD_MARGIN holds at most ``MAX_LEADS`` lead sums (~200 bytes each),
-least recently used evicted; a lead it does not hold is read from the log again.
+LEAD_MARGIN holds at most ``MAX_LEADS`` lead sums and as many tallies of leads seen
+(~200 bytes each), least recently used evicted. A lead it does not hold is looked up:
+when the log's index counts no more events of the lead than the evaluator saw, the
+tally is the sum (a new lead: the common case, one index lookup); otherwise the lead's
+events are read from the log.
 
 Replays: after a crash the events after the saved position come again. ``expect`` takes
 the alert events the log already holds after that position; an emission equal to the
@@ -117,6 +120,28 @@ class Emission:
             details=details,
             account_id=rule.account_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LeadQuestion:
+    """A lead whose price sum before a batch a LEAD_MARGIN rule needs."""
+
+    account_id: str
+    lead_id: str
+    known_events: int
+    """Events of the lead this evaluator saw, up to the end of the batch."""
+    known_sum: Decimal
+    """Their price sum before the batch: the sum, if the log holds no other event of the lead."""
+
+
+class Tally:
+    """What the evaluator saw of a lead whose sum it does not hold."""
+
+    __slots__ = ("events", "total")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.total = Decimal(0)
 
 
 class Group:
@@ -215,6 +240,7 @@ class Evaluator:
         self._by_type: dict[str, Candidates] = {}
         self._margin_accounts: frozenset[str] = frozenset()
         self._sums: OrderedDict[tuple[str, str], Decimal] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], Tally] = OrderedDict()
         self._expected: dict[tuple[str, str, str], deque[Event]] = {}
         self._expected_ids: dict[str, tuple[str, str, str]] = {}
         self._passed: list[str] = []
@@ -244,6 +270,7 @@ class Evaluator:
         )
         if not self._margin_accounts:
             self._sums.clear()
+            self._seen.clear()
 
     @property
     def rules(self) -> list[Rule]:
@@ -265,15 +292,22 @@ class Evaluator:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def needed_leads(self, events: Sequence[Event]) -> list[tuple[str, str]]:
-        """(account, lead) of the LEAD_MARGIN matches in ``events`` whose sum is not held:
-        the caller reads each one's sum over the events before ``events[0]`` (``hold_lead``)."""
+    def needed_leads(self, events: Sequence[Event]) -> list[LeadQuestion]:
+        """The LEAD_MARGIN matches in ``events`` whose lead's sum is not held: the caller
+        finds each one's sum over the events before ``events[0]`` (``hold_lead``). What this
+        evaluator saw of the lead comes with the question: when the log holds no more events
+        of the lead than that (``known_events``), ``known_sum`` is the answer."""
         if not self._margin_accounts:
             return []
         needed: dict[tuple[str, str], None] = {}
+        in_batch: dict[tuple[str, str], int] = {}
         for e in events:
-            if e.account_id not in self._margin_accounts or (e.account_id, e.lead_id) in self._sums:
+            if e.account_id not in self._margin_accounts:
                 continue
+            key = (e.account_id, e.lead_id)
+            if key in self._sums:
+                continue
+            in_batch[key] = in_batch.get(key, 0) + 1
             for s, f, _ in self._candidates(e.type):
                 rule = s.rule
                 if (
@@ -282,14 +316,20 @@ class Evaluator:
                     and e.position > rule.set_after_position
                     and rule.filter.matches(e)
                 ):
-                    needed[(e.account_id, e.lead_id)] = None
-        return list(needed)
+                    needed[key] = None
+        questions = []
+        for key in needed:
+            tally = self._seen.get(key)
+            seen, total = (tally.events, tally.total) if tally is not None else (0, Decimal(0))
+            questions.append(LeadQuestion(key[0], key[1], seen + in_batch[key], total))
+        return questions
 
     def hold_lead(self, account_id: str, lead_id: str, total: Decimal) -> None:
         """The price sum of the lead's events up to the position evaluated so far."""
         key = (account_id, lead_id)
         self._sums[key] = total
         self._sums.move_to_end(key)
+        self._seen.pop(key, None)
         while len(self._sums) > self.max_leads:
             self._sums.popitem(last=False)
 
@@ -301,15 +341,12 @@ class Evaluator:
             if e.type.startswith(SERVER_TYPE_PREFIXES) or e.flow_id in _SERVER_FLOWS:
                 if e.id in self._expected_ids:
                     self._passed.append(e.id)
+                if margin and e.account_id in margin:  # the index counts these among a lead's events
+                    self._add_price((e.account_id, e.lead_id), "")
                 continue
-            if margin and e.price and e.account_id in margin:
+            if margin and e.account_id in margin:
                 key = (e.account_id, e.lead_id)
-                total = self._sums.get(key)
-                if total is not None:
-                    try:
-                        self._sums[key] = total + Decimal(e.price)
-                    except InvalidOperation:
-                        pass
+                self._add_price(key, e.price)
             for s, f, b in self._candidates(e.type):
                 rule = s.rule
                 if e.account_id != rule.account_id or e.position <= rule.set_after_position:
@@ -319,6 +356,29 @@ class Evaluator:
                 if m or n:
                     self._on_event(s, e, m, n, now_ms, out)
         return out
+
+    def _add_price(self, key: tuple[str, str], price: str) -> None:
+        """Every event of an account with LEAD_MARGIN rules: a held sum grows by its price;
+        a lead not held is tallied (events and prices seen since this evaluator started)."""
+        try:
+            amount = Decimal(price) if price else None
+        except InvalidOperation:
+            amount = None
+        total = self._sums.get(key)
+        if total is not None:
+            if amount is not None:
+                self._sums[key] = total + amount
+            return
+        tally = self._seen.get(key)
+        if tally is None:
+            tally = self._seen[key] = Tally()
+            if len(self._seen) > self.max_leads:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(key)
+        tally.events += 1
+        if amount is not None:
+            tally.total += amount
 
     def _on_event(self, s: RuleState, e: Event, m: bool, n: bool, now_ms: int, out: list[Emission]) -> None:
         rule = s.rule
@@ -572,6 +632,7 @@ class Evaluator:
         """Start again from a saved state (None: nothing saved) with the rules in force."""
         self._states = {}
         self._sums.clear()
+        self._seen.clear()
         self.set_rules(rules)
         self.position = position
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
