@@ -161,12 +161,22 @@ class RuleState:
     """A rule and its groups: ``idle`` in least-recently-seen order, ``firing`` apart."""
 
     def __init__(self, rule: Rule) -> None:
-        self.rule = rule
         self.idle: OrderedDict[str, Group] = OrderedDict()
         self.firing: dict[str, Group] = {}
+        self.take(rule)
+
+    def take(self, rule: Rule) -> None:
+        """``rule`` (a new one, or the same version again) and what is derived from it once
+        rather than per event: whether the filters need more than the type index checked, the
+        threshold as an integer ratio (exact comparisons in integers)."""
+        self.rule = rule
         self.windows = 1 + rule.baseline_windows if rule.kind is Kind.DROP else 1
         span = Buckets(rule.window_s, self.windows).span if rule.kind in _WINDOWED else 1
         self.max_groups = max(MIN_GROUPS, min(MAX_GROUPS, MAX_RULE_BUCKETS // span))
+        self.by_type_only = _by_type_only(rule.filter)
+        self.base_by_type_only = rule.base is not None and _by_type_only(rule.base)
+        self.num, self.den = rule.threshold.as_integer_ratio()
+        self.least = max(1, rule.min_events)
 
     def group(self, name: str, max_groups: int) -> Group | None:
         """The group, made when new (evicting the least recently seen idle group when the
@@ -216,6 +226,21 @@ def _type_fits(f: EventFilter | None, event_type: str) -> bool:
     return False
 
 
+def _by_type_only(f: EventFilter) -> bool:
+    """Whether ``f`` asks nothing but the account and the type (which the type index checks)."""
+    return not (
+        f.lead_id
+        or f.flow_id
+        or f.entity_id
+        or f.outcomes
+        or f.start_ms is not None
+        or f.end_ms is not None
+        or f.entity_scope
+        or f.flow_scope
+        or f.hidden_types
+    )
+
+
 def _group_phrase(group: str) -> str:
     return f" for {group}" if group else ""
 
@@ -259,7 +284,7 @@ class Evaluator:
         for rule in rules:
             kept = self._states.get(rule.key)
             if kept is not None and kept.rule.version == rule.version:
-                kept.rule = rule
+                kept.take(rule)
                 states[rule.key] = kept
             else:
                 states[rule.key] = RuleState(rule)
@@ -351,8 +376,8 @@ class Evaluator:
                 rule = s.rule
                 if e.account_id != rule.account_id or e.position <= rule.set_after_position:
                     continue
-                m = f and rule.filter.matches(e)
-                n = b and rule.base is not None and rule.base.matches(e)
+                m = f and (s.by_type_only or rule.filter.matches(e))
+                n = b and (s.base_by_type_only or (rule.base is not None and rule.base.matches(e)))
                 if m or n:
                     self._on_event(s, e, m, n, now_ms, out)
         return out
@@ -422,29 +447,42 @@ class Evaluator:
 
     def _check(self, out: list[Emission], s: RuleState, g: Group, position: int, now_ms: int) -> None:
         """Fire or resolve a windowed group as its newest window now stands."""
-        holds, value = self._condition(s.rule, g)
+        holds = self._holds(s, g)
         if holds and g.fired is None:
+            value = self._value(s.rule, g)
             self._fire(out, s, g, value, self._reason(s.rule, g, value, True), position, now_ms)
         elif not holds and g.fired is not None:
+            value = self._value(s.rule, g)
             self._resolve(out, s, g, value, self._reason(s.rule, g, value, False), position, now_ms)
 
     @staticmethod
-    def _condition(rule: Rule, g: Group) -> tuple[bool, Decimal]:
+    def _holds(s: RuleState, g: Group) -> bool:
+        """The condition, exactly, in integers (threshold = num / den, den > 0)."""
+        assert g.buckets is not None
+        m, b = g.buckets.win
+        kind = s.rule.kind
+        if kind is Kind.COUNT:
+            return m * s.den >= s.num
+        if b < s.least:
+            return False
+        if kind is Kind.RATE:
+            return m * s.den >= s.num * b
+        em, eb = g.buckets.earlier  # DROP: earlier share - current share >= threshold
+        if eb < s.least:
+            return False
+        return (em * b - m * eb) * s.den >= s.num * eb * b
+
+    @staticmethod
+    def _value(rule: Rule, g: Group) -> Decimal:
+        """What the alert event reports: the count, the share, or the fall of the share."""
         assert g.buckets is not None
         m, b = g.buckets.win
         if rule.kind is Kind.COUNT:
-            return m >= rule.threshold, Decimal(m)
-        least = max(1, rule.min_events)
+            return Decimal(m)
         if rule.kind is Kind.RATE:
-            if b < least:
-                return False, _share(m, b)
-            return Decimal(m) >= rule.threshold * b, _share(m, b)
-        em, eb = g.buckets.earlier  # DROP
-        if b < least or eb < least:
-            return False, Decimal(0)
-        # earlier share - current share >= threshold, exactly: em*b - m*eb >= threshold*eb*b
-        holds = Decimal(em * b - m * eb) >= rule.threshold * eb * b
-        return holds, _share(em, eb) - _share(m, b)
+            return _share(m, b)
+        em, eb = g.buckets.earlier
+        return _share(em, eb) - _share(m, b) if b and eb else Decimal(0)
 
     @staticmethod
     def _reason(rule: Rule, g: Group, value: Decimal, firing: bool) -> str:
