@@ -53,6 +53,7 @@ PROBES = 100
 BACKGROUND_BATCHES_PER_S = 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPEND = "/leadtrail.v1.SubmissionService/Append"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def presets(account: str = "default") -> list[Rule]:
@@ -151,6 +152,12 @@ class Server:
         with open(self.log_path, encoding="utf-8", errors="replace") as log:
             raise RuntimeError(f"server did not start: {log.read()[-2000:]}")
 
+    def cpu_seconds(self) -> float:
+        """User + system time of every thread of the server so far."""
+        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -187,10 +194,10 @@ def to_proto(d: SimulatedEvent) -> event_pb2.Event:
 
 
 def batches(n_events: int, seed: int) -> list[bytes]:
-    """Serialized Append requests of ``BATCH`` simulated events, timestamps ending now (as
-    live traffic: windows and absences see them as recent)."""
+    """Serialized Append requests of ``BATCH`` simulated events, their times in the last
+    minute (as live traffic: windows see them as recent, no service looks silent)."""
     now = int(time.time() * 1000)
-    simulator = LeadFlowSimulator(seed, start_ms=now - 3_600_000, span_ms=3_600_000)
+    simulator = LeadFlowSimulator(seed, start_ms=now - 60_000, span_ms=60_000)
     events = [to_proto(d) for d in simulator.events(n_events // 7 + 1)][:n_events]
     return [
         submission_pb2.AppendRequest(events=events[k : k + BATCH]).SerializeToString()
@@ -292,6 +299,8 @@ def spread(values: list[float]) -> dict[str, float]:
 async def bench(runs: int, n_events: int) -> dict[str, Any]:
     plain: list[float] = []
     ruled: list[float] = []
+    cpu_plain: list[float] = []
+    cpu_ruled: list[float] = []
     behind: list[float] = []
     p50s: list[float] = []
     p99s: list[float] = []
@@ -307,12 +316,16 @@ async def bench(runs: int, n_events: int) -> dict[str, Any]:
                         book.set(rule)
                 server = Server(data, os.path.join(scratch, f"run{run}-{with_rules}.log"))
                 try:
+                    cpu = server.cpu_seconds()
                     rate = await ingest(server.address, requests)
                     if with_rules:
                         ruled.append(rate)
                         behind.append(await caught_up(server.address))
                     else:
                         plain.append(rate)
+                    # the server's CPU per event, the evaluation included (it may end after the acks)
+                    per_event = (server.cpu_seconds() - cpu) / ((len(requests) - CLIENTS) * BATCH) * 1e6
+                    (cpu_ruled if with_rules else cpu_plain).append(per_event)
                 finally:
                     server.stop()
             data = os.path.join(scratch, f"run{run}-latency")
@@ -336,6 +349,8 @@ async def bench(runs: int, n_events: int) -> dict[str, Any]:
         "ingest_presets_events_s": spread(ruled),
         "ingest_ratio": spread(ratios),
         "evaluated_after_last_ack_s": spread(behind),
+        "server_cpu_us_per_event_plain": spread(cpu_plain),
+        "server_cpu_us_per_event_presets": spread(cpu_ruled),
         "firing_latency_p50_ms": spread(p50s),
         "firing_latency_p99_ms": spread(p99s),
     }
@@ -354,6 +369,8 @@ def report(results: dict[str, Any]) -> str:
             line("batch ingest, the four presets", "ingest_presets_events_s", "events/s"),
             line("ratio with/without (target >= 0.9)", "ingest_ratio", "x", "{:.3f}"),
             line("all evaluated after the last ack", "evaluated_after_last_ack_s", "s", "{:.3f}"),
+            line("server CPU per event, no rules", "server_cpu_us_per_event_plain", "us", "{:.1f}"),
+            line("server CPU per event, the four presets", "server_cpu_us_per_event_presets", "us", "{:.1f}"),
             line("commit -> alert.fired p50", "firing_latency_p50_ms", "ms", "{:.1f}"),
             line("commit -> alert.fired p99 (target < 1000)", "firing_latency_p99_ms", "ms", "{:.1f}"),
         ]

@@ -325,23 +325,26 @@ class Evaluator:
         if not self._margin_accounts:
             return []
         needed: dict[tuple[str, str], None] = {}
-        in_batch: dict[tuple[str, str], int] = {}
         for e in events:
             if e.account_id not in self._margin_accounts:
                 continue
-            key = (e.account_id, e.lead_id)
-            if key in self._sums:
-                continue
-            in_batch[key] = in_batch.get(key, 0) + 1
             for s, f, _ in self._candidates(e.type):
                 rule = s.rule
                 if (
                     f
                     and rule.kind is Kind.LEAD_MARGIN
+                    and (e.account_id, e.lead_id) not in self._sums
                     and e.position > rule.set_after_position
-                    and rule.filter.matches(e)
+                    and (s.by_type_only or rule.filter.matches(e))
                 ):
-                    needed[key] = None
+                    needed[(e.account_id, e.lead_id)] = None
+        if not needed:
+            return []
+        in_batch = dict.fromkeys(needed, 0)
+        for e in events:
+            key = (e.account_id, e.lead_id)
+            if key in in_batch:
+                in_batch[key] += 1
         questions = []
         for key in needed:
             tally = self._seen.get(key)

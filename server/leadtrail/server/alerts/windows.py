@@ -97,17 +97,13 @@ class Buckets:
     def state(self) -> list[Any]:
         """Compact JSON: [head, [[offset back from head, matching, base], ...]] for buckets
         that hold anything."""
-        held = []
-        span = self.span
-        for back in range(span):
-            b = self.head - back
-            if b < 0:
-                break
-            i = b % span
-            m, n = self.matching[i], self.base[i]
-            if m or n:
-                held.append([back, m, n])
-        return [self.head, held]
+        head, span = self.head, self.span
+        if head < 0 or not (self.all[0] or self.all[1]):
+            return [head, []]
+        matching, base = self.matching, self.base
+        held = [i for i, (m, n) in enumerate(zip(matching, base, strict=True)) if m or n]
+        # slot i holds bucket head - ((head - i) % span)
+        return [head, [[(head - i) % span, matching[i], base[i]] for i in held]]
 
     @classmethod
     def restored(cls, window_s: int, windows: int, raw: list[Any]) -> Buckets:
