@@ -17,22 +17,33 @@ T0 = 1_800_000_000_000
 ACCOUNT = "default"
 
 
-def rule(kind: Kind, name: str = "r", **kw: object) -> Rule:
-    types = kw.pop("types", ("recipient.failed",))
-    base = kw.pop("base", None)
+def rule(
+    kind: Kind,
+    name: str = "r",
+    *,
+    types: tuple[str, ...] = ("recipient.failed",),
+    base: tuple[str, ...] | None = None,
+    threshold: str = "3",
+    window_s: int = 60,
+    min_events: int = 0,
+    baseline_windows: int = 0,
+    group_by: GroupBy = GroupBy.NONE,
+    set_after_position: int = 0,
+    set_at_ms: int = 1,
+) -> Rule:
     return Rule(
-        account_id=str(kw.pop("account_id", ACCOUNT)),
+        account_id=ACCOUNT,
         name=name,
         kind=kind,
-        filter=EventFilter(account_id=str(kw.get("filter_account", ACCOUNT)), types=tuple(types)),  # type: ignore[arg-type]
-        base=EventFilter(account_id=ACCOUNT, types=tuple(base)) if base else None,  # type: ignore[arg-type]
-        threshold=Decimal(str(kw.pop("threshold", "3"))),
-        window_s=int(kw.pop("window_s", 60)),  # type: ignore[call-overload]
-        min_events=int(kw.pop("min_events", 0)),  # type: ignore[call-overload]
-        baseline_windows=int(kw.pop("baseline_windows", 0)),  # type: ignore[call-overload]
-        group_by=kw.pop("group_by", GroupBy.NONE),  # type: ignore[arg-type]
-        set_after_position=int(kw.pop("set_after_position", 0)),  # type: ignore[call-overload]
-        set_at_ms=int(kw.pop("set_at_ms", 1)),  # type: ignore[call-overload]
+        filter=EventFilter(account_id=ACCOUNT, types=types),
+        base=EventFilter(account_id=ACCOUNT, types=base) if base else None,
+        threshold=Decimal(threshold),
+        window_s=window_s,
+        min_events=min_events,
+        baseline_windows=baseline_windows,
+        group_by=group_by,
+        set_after_position=set_after_position,
+        set_at_ms=set_at_ms,
     )
 
 
