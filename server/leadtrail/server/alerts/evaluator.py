@@ -302,6 +302,8 @@ class Evaluator:
         return [s.rule for s in self._states.values()]
 
     def _candidates(self, event_type: str) -> Candidates:
+        """The rules whose filter or base may match this type: worked out once per type (exact
+        types and ``x.*`` prefixes alike) and kept, so an event costs one dict lookup here."""
         found = self._by_type.get(event_type)
         if found is None:
             chosen = []
@@ -667,7 +669,7 @@ class Evaluator:
         for s in self._states.values():
             groups = [_group_json(g) for g in (*s.idle.values(), *s.firing.values())]
             rules.append([s.rule.account_id, s.rule.name, s.rule.version, groups])
-        return {"format": STATE_FORMAT, "position": self.position, "rules": rules}
+        return {"format": STATE_FORMAT, "rules": rules}
 
     def restore(self, state: Any, rules: Iterable[Rule], position: int) -> None:
         """Start again from a saved state (None: nothing saved) with the rules in force."""
