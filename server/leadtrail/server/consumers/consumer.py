@@ -26,6 +26,9 @@ from .position import ConsumerPosition, Saved
 
 log = logging.getLogger("leadtrail.server")
 
+CLOSED_FEED_S = 0.05
+"""A wait on the feed shorter than this with nothing new means the feed is closed."""
+
 
 class Handler(Protocol):
     async def restore(self, saved: Saved) -> None:
@@ -90,11 +93,16 @@ class DurableConsumer:
         """Load the stored position, restore the handler, and follow from there."""
         loop = asyncio.get_running_loop()
         saved = await loop.run_in_executor(self._reads, self._file.load)
+        new = saved is None
         if saved is None:
             saved = Saved(self._new_start, None)
         self._saved = saved
         self.position = self.saved_position = saved.position
         await self._handler.restore(saved)
+        if new:
+            # Saved at once: a consumer that follows "from now on" starts from its first start,
+            # not from wherever the log is when it first saves after a crash.
+            await self._save()
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -155,8 +163,14 @@ class DurableConsumer:
                 if now - last_save >= self._save_every_s and self.position != self.saved_position:
                     last_save = now
                     await self._save()
-                if not events and not self._stopping:
+                # Checked again after the awaits above: a group published meanwhile is handled
+                # now, not after a wait of a tick.
+                if not events and not self._stopping and self.position >= self._feed.last_position:
+                    began = self._clock()
                     await self._feed.wait(self._tick_s)
+                    if self.position >= self._feed.last_position and self._clock() - began < CLOSED_FEED_S:
+                        # A closed feed (shutdown) returns at once: pause rather than spin the loop.
+                        await asyncio.sleep(CLOSED_FEED_S)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

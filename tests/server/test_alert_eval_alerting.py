@@ -1,0 +1,145 @@
+"""``Alerting`` on a real store, without gRPC: rules set, replaced and deleted while it runs.
+
+The store is opened as the server opens it (the log, the live feed fed by the commit
+listener on the event loop, the read pool, the rules book); appends go straight to the
+log, and the alert events are read back from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from leadtrail.server.alerts import Alerting, GroupBy, Kind, Rule, RuleBook
+from leadtrail.server.feed import Feed
+from leadtrail.server.keys import KeyStore
+from leadtrail.server.privacy import Fingerprints
+from leadtrail.server.served_store import ServedStore
+from leadtrail.storage import Event, EventFilter, EventLog, Options
+
+WAIT_S = 20.0
+
+
+@asynccontextmanager
+async def running(data: Path) -> AsyncIterator[ServedStore]:
+    loop = asyncio.get_running_loop()
+    log = EventLog.open(str(data), Options())
+    reads = ThreadPoolExecutor(2)
+    ingest = ThreadPoolExecutor(1)
+    store = ServedStore(
+        log, reads, Feed(log.last_position), ingest, KeyStore(str(data)), Fingerprints(str(data))
+    )
+    log.add_commit_listener(lambda events: loop.call_soon_threadsafe(store.feed.publish, events))
+    store.rules = RuleBook(str(data))
+    alerting = store.alerting = Alerting(store, store.rules)
+    await alerting.start()
+    try:
+        yield store
+    finally:
+        await alerting.stop()
+        store.feed.close()
+        ingest.shutdown()
+        log.close()
+        reads.shutdown()
+
+
+def count_rule(name: str, threshold: str, after: int, at_ms: int = 1) -> Rule:
+    return Rule(
+        account_id="default",
+        name=name,
+        kind=Kind.COUNT,
+        filter=EventFilter(types=("recipient.failed",)),
+        threshold=Decimal(threshold),
+        window_s=3600,
+        group_by=GroupBy.ENTITY,
+        set_at_ms=at_ms,
+        set_after_position=after,
+    )
+
+
+async def append(store: ServedStore, n: int, entity: str = "buyer") -> int:
+    events = [Event("recipient.failed", lead_id=f"l{i}", flow_id="f", entity_id=entity) for i in range(n)]
+    results = await asyncio.wrap_future(store.log.submit(events))
+    return results[-1].position
+
+
+async def evaluated(store: ServedStore, position: int) -> None:
+    assert store.alerting is not None
+    assert await store.alerting.evaluated(position, WAIT_S)
+
+
+def alert_events(store: ServedStore) -> list[Event]:
+    return [e for e in store.log.read_from(1) if e.flow_id == "alerts"]
+
+
+async def until(check: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+
+
+def test_rules_set_replaced_and_deleted_while_running(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path / "data") as store:
+            assert store.rules is not None and store.alerting is not None
+            alerting = store.alerting
+            before = await append(store, 5)
+            await evaluated(store, before)
+            store.rules.set(count_rule("fails", "3", after=before))  # earlier events do not count
+            p = await append(store, 2)
+            await evaluated(store, p)
+            assert alerting.firing() == []
+            p = await append(store, 1)
+            await until(lambda: len(alerting.firing()) == 1)
+            fired = alerting.firing()[0]
+            assert (fired.rule, fired.group, fired.value) == ("fails", "buyer", Decimal(3))
+            assert [e.id for e in alert_events(store)] == [fired.event_id]
+            # set again (a new version): empty state, so no firing until 3 more
+            store.rules.set(count_rule("fails", "3", after=store.log.last_position, at_ms=2))
+            assert alerting.firing() == []
+            p = await append(store, 2)
+            await evaluated(store, p)
+            assert alerting.firing() == []
+            await append(store, 1)
+            await until(lambda: len(alerting.firing()) == 1)
+            assert len(alert_events(store)) == 2
+            store.rules.delete("default", "fails")
+            assert alerting.firing() == []
+            p = await append(store, 5)
+            await evaluated(store, p)
+            assert len(alert_events(store)) == 2
+
+    asyncio.run(scenario())
+
+
+def test_restart_resumes_from_the_saved_position_and_state(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def first() -> None:
+        async with running(data) as store:
+            assert store.rules is not None and store.alerting is not None
+            store.rules.set(count_rule("fails", "3", after=0))
+            await append(store, 3, "a")
+            await append(store, 2, "b")
+            await until(lambda: len(store.alerting.firing()) == 1 if store.alerting else False)
+
+    async def second() -> None:
+        async with running(data) as store:
+            assert store.alerting is not None
+            alerting = store.alerting
+            assert [a.group for a in alerting.firing()] == ["a"]  # restored, not fired again
+            await append(store, 1, "a")
+            await append(store, 1, "b")
+            await until(lambda: [a.group for a in alerting.firing()] == ["a", "b"])
+            assert [(e.type, e.entity_id) for e in alert_events(store)] == [
+                ("alert.fired", "a"),
+                ("alert.fired", "b"),
+            ]
+
+    asyncio.run(first())
+    asyncio.run(second())
