@@ -8,10 +8,10 @@ Real servers (``leadtrail serve`` child processes, loopback ports chosen by the 
 - batch ingest: events/s of ``Append`` with batches of 100 simulated events
   (``leadtrail.server.simulation``, ~1.5 KB each), 4 concurrent clients, on a fresh store
   without rules and on a fresh store with the four presets (delivery-failures,
-  service-down, negative-margin, source-quality, defined below as the presets of
-  ``alerts/rules.py`` define them); both in the same run, alternating which goes first, so the
-  ratio is fair on a shared machine. The figure with the presets also says how long after
-  the last acknowledged append the evaluator had evaluated everything (a sentinel MATCH rule).
+  service-down, negative-margin, source-quality: ``PRESETS`` of ``alerts/rules.py``); both
+  in the same run, alternating which goes first, so the ratio is fair on a shared machine.
+  The figure with the presets also says how long after the last acknowledged append the
+  evaluator had evaluated everything (a sentinel MATCH rule).
 - firing latency: a MATCH rule on ``bench.probe``; probes are appended one at a time,
   ``PROBE_RATE`` a second, beside a background load of simulated batches, while a
   subscription to ``alert.fired`` receives the firings; latency = the moment the firing
@@ -35,13 +35,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import grpc
 import orjson
 from leadtrail.client import AsyncClient, Event
-from leadtrail.server.alerts import GroupBy, Kind, Rule, RuleBook
+from leadtrail.server.alerts import Kind, Rule, RuleBook
+from leadtrail.server.alerts.rules import PRESETS, preset
 from leadtrail.server.simulation import LeadFlowSimulator, SimulatedEvent
 from leadtrail.storage import EventFilter
 from leadtrail.v1 import event_pb2, submission_pb2
@@ -57,56 +59,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def presets(account: str = "default") -> list[Rule]:
-    """The four presets of the product description (the same thresholds as ``alerts/rules.py``)."""
-
-    def f(*types: str) -> EventFilter:
-        return EventFilter(account_id=account, types=types)
-
-    return [
-        Rule(
-            account_id=account,
-            name="delivery-failures",
-            kind=Kind.RATE,
-            filter=f("recipient.failed", "recipient.error"),
-            base=f("recipient.delivered", "recipient.failed", "recipient.error"),
-            threshold=Decimal("0.2"),
-            window_s=300,
-            min_events=20,
-            group_by=GroupBy.ENTITY,
-            set_at_ms=1,
-        ),
-        Rule(
-            account_id=account,
-            name="service-down",
-            kind=Kind.ABSENCE,
-            filter=f("enhancement.success"),
-            threshold=Decimal(0),
-            window_s=300,
-            group_by=GroupBy.ENTITY,
-            set_at_ms=1,
-        ),
-        Rule(
-            account_id=account,
-            name="negative-margin",
-            kind=Kind.LEAD_MARGIN,
-            filter=f("flow.completed"),
-            threshold=Decimal("-0.01"),
-            set_at_ms=1,
-        ),
-        Rule(
-            account_id=account,
-            name="source-quality",
-            kind=Kind.DROP,
-            filter=f("source.accepted"),
-            base=f("source.submitted"),
-            threshold=Decimal("0.2"),
-            window_s=3600,
-            baseline_windows=24,
-            min_events=20,
-            group_by=GroupBy.ENTITY,
-            set_at_ms=1,
-        ),
-    ]
+    """The four presets of the product description, as ``leadtrail alerts set --preset`` sets them."""
+    return [replace(preset(name, account), set_at_ms=1) for name in PRESETS]
 
 
 def sentinel(account: str = "default") -> Rule:
