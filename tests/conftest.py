@@ -2,7 +2,8 @@
 
 ``tests/server_process.py`` (a ``leadtrail serve`` child on a loopback port
 chosen by the OS, read with deadlines) is loaded here once, by path, and
-registered as the module ``server_process`` for the directories' conftests.
+registered as the module ``server_process`` for the directories' conftests;
+``tests/webhook_receiver.py`` (a real HTTP server receiving webhooks) likewise.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from typing import Any
 import pytest
 
 
-def _load_server_process() -> ModuleType:
-    module = sys.modules.get("server_process")
+def _load(name: str) -> ModuleType:
+    module = sys.modules.get(name)
     if module is None:
-        path = Path(__file__).resolve().parent / "server_process.py"
-        spec = importlib.util.spec_from_file_location("server_process", path)
+        path = Path(__file__).resolve().parent / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules["server_process"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
     return module
 
 
-server_process = _load_server_process()
+server_process = _load("server_process")
+webhook_receiver = _load("webhook_receiver")
 
 
 @pytest.fixture(scope="session")

@@ -17,17 +17,14 @@ import hmac
 import itertools
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import pytest
-from aiohttp import web
 from leadtrail.client import Client
 from leadtrail.server.alerts import Kind, Rule, RuleBook
 from leadtrail.server.alerts.model import (
@@ -50,94 +47,10 @@ FAST_POLICY = WebhookPolicy.parse(FAST)
 SECRET = "s3cret-for-tests"
 ATTEMPTS = (ALERT_DELIVERED, ALERT_DELIVERY_FAILED)
 T = TypeVar("T")
-HANG = -1
-"""A planned answer: hold the request without answering."""
-
-
-# -- the receiver ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1:0 that records each POST and answers ``plan(index,
-    request)`` (a status, or HANG): a thread runs its event loop."""
-
-    def __init__(self, plan: Callable[[int, Received], int]) -> None:
-        self.plan = plan
-        self.requests: list[Received] = []
-        self.most_at_once = 0
-        """The most requests the receiver held at the same time."""
-        self._at_once = 0
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def _start(self) -> int:
-        app = web.Application()
-        app.router.add_post("/{path:.*}", self._hook)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        assert host == "127.0.0.1"
-        return int(port)
-
-    async def _stop(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        received = Received(request.path, dict(request.headers), await request.read())
-        with self._lock:
-            index = len(self.requests)
-            self.requests.append(received)
-            self._at_once += 1
-            self.most_at_once = max(self.most_at_once, self._at_once)
-        try:
-            status = self.plan(index, received)
-            if status == HANG:
-                await asyncio.sleep(3600)
-            return web.Response(status=status)
-        finally:
-            with self._lock:
-                self._at_once -= 1
-
-    def seen(self) -> list[Received]:
-        with self._lock:
-            return list(self.requests)
-
-    def wait_for(self, until: Callable[[list[Received]], bool], timeout: float = 60.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = self.seen()
-            if until(seen):
-                return seen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the receiver did not see it within {timeout} s: {seen}")
-            time.sleep(0.02)
+webhook_receiver = sys.modules["webhook_receiver"]  # loaded by tests/conftest.py
+HANG = webhook_receiver.HANG
+Received = webhook_receiver.Received
+Receiver = webhook_receiver.Receiver
 
 
 def always(status: int) -> Callable[[int, Received], int]:
@@ -810,8 +723,10 @@ def test_the_server_refuses_to_start_with_a_bad_policy(
         assert child.wait(60) != 0
     finally:
         child.close()
-    assert child.stderr.text.strip().splitlines()[-1].startswith(
-        f"leadtrail: {POLICY_ENV}='timeout=fast': timeout='fast' is not a number of seconds"
+    assert (
+        child.stderr.text.strip()
+        .splitlines()[-1]
+        .startswith(f"leadtrail: {POLICY_ENV}='timeout=fast': timeout='fast' is not a number of seconds")
     )
     assert "Traceback" not in child.stderr.text
     assert "serving on" not in child.stdout.text
