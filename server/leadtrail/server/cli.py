@@ -261,7 +261,7 @@ def _alerts_parser(sub: Any) -> None:
     a.add_argument(
         "--preset",
         choices=ALERT_PRESETS,
-        help="a rule of the product description with documented thresholds (see API.md / README)",
+        help="one of the four rules of the product description, with the thresholds the README documents",
     )
     a.add_argument("--kind", choices=ALERT_KINDS, help="what the rule watches for")
     a.add_argument(
