@@ -63,7 +63,9 @@ class Log:
         account: str = ACCOUNT,
         price: str = "",
         flow: str = "flow-1",
+        recorded: int | None = None,
     ) -> StoredEvent:
+        """``recorded``: the server's ``recorded_at`` (the event's own time when not given)."""
         self.position += 1
         return StoredEvent(
             type=type,
@@ -76,6 +78,7 @@ class Log:
             price=price,
             account_id=account,
             position=self.position,
+            recorded_at_ms=ts if recorded is None else recorded,
         )
 
 
@@ -348,13 +351,25 @@ def test_a_replaced_rule_starts_afresh_and_a_deleted_one_stops_firing() -> None:
     ev.handle([log.event("recipient.failed", T0)], T0)
     ev.set_rules([r])  # the same version keeps its state
     assert kinds(ev.handle([log.event("recipient.failed", T0)], T0)) == [(ALERT_FIRED, "")]
+    fired = ev.firing()[0]
     replaced = rule(Kind.COUNT, threshold="2", set_at_ms=2)
     ev.set_rules([replaced])
     assert ev.firing() == []
     assert ev.handle([log.event("recipient.failed", T0)], T0) == []
+    # the next tick closes the alert of the rule as it was: no alert stays open in the log
+    (closed,) = ev.tick(T0 + 1)
+    event = closed.event()
+    assert (event.type, event.entity_id, event.lead_id) == (ALERT_RESOLVED, "", "rule:r")
+    assert event.details["fired_event_id"] == fired.event_id and event.details["cause"] == "rule_changed"
+    assert event.details["rule_version"] == r.version != replaced.version
+    assert event.reason == "Rule r was replaced: its alert is closed."
+    assert ev.tick(T0 + 2) == []
     assert kinds(ev.handle([log.event("recipient.failed", T0)], T0)) == [(ALERT_FIRED, "")]
     ev.set_rules([])
     assert ev.firing() == []
+    (closed,) = ev.tick(T0 + 3)
+    assert closed.event().reason == "Rule r was deleted: its alert is closed."
+    assert closed.event().details["rule_version"] == replaced.version
     assert ev.handle([log.event("recipient.failed", T0) for _ in range(5)], T0) == []
 
 
@@ -380,7 +395,7 @@ def test_when_every_group_fires_new_groups_are_refused() -> None:
     log = Log()
     ev = evaluator(rule(Kind.COUNT, threshold="1", group_by=GroupBy.ENTITY), max_groups=3)
     out = ev.handle([log.event("recipient.failed", T0, entity=f"g-{i}") for i in range(5)], T0)
-    assert len(out) == 3 and ev.refused == 2
+    assert len(out) == 3 and ev.refused == {(ACCOUNT, "r"): 2}
     assert MAX_GROUPS == 10_000
 
 

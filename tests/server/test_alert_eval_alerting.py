@@ -107,12 +107,24 @@ def test_rules_set_replaced_and_deleted_while_running(tmp_path: Path) -> None:
             assert alerting.firing() == []
             await append(store, 1)
             await until(lambda: len(alerting.firing()) == 1)
-            assert len(alert_events(store)) == 2
+            # the replaced rule's alert was closed (on a tick), before the new version fired
+            await until(lambda: len(alert_events(store)) == 3)
+            written = alert_events(store)
+            assert [(e.type, e.details.get("cause")) for e in written] == [
+                ("alert.fired", None),
+                ("alert.resolved", "rule_changed"),
+                ("alert.fired", None),
+            ]
+            assert written[1].details["fired_event_id"] == fired.event_id
             store.rules.delete("default", "fails")
             assert alerting.firing() == []
             p = await append(store, 5)
             await evaluated(store, p)
-            assert len(alert_events(store)) == 2
+            await until(lambda: len(alert_events(store)) == 4)
+            closed = alert_events(store)[3]
+            assert (closed.type, closed.details["cause"]) == ("alert.resolved", "rule_changed")
+            assert closed.details["fired_event_id"] == written[2].id
+            assert alerting.refused() == {}
 
     asyncio.run(scenario())
 

@@ -7,6 +7,12 @@ position (with the evaluator's windows and firing state) only once the firings a
 durable. A crash between the two replays the events after the saved position: the
 alert events the log already holds after it are handed to the evaluator first
 (``Evaluator.expect``), so a replayed firing is recognised and not appended again.
+
+Time: a tick's ``now`` is the wall clock only while the evaluator is caught up with the
+log; while it catches up (after a restart, or behind a burst) it is the ``recorded_at``
+of the last event evaluated, so a replay decides by time what the live run decided then,
+not what the clock says now (the alert events the run before wrote by time are applied
+as they pass: ``Evaluator`` docstring).
 """
 
 from __future__ import annotations
@@ -85,8 +91,8 @@ class Alerting:
         self._rules = rules
         self.evaluator = Evaluator(rules.rules())
         self._consumer: DurableConsumer | None = None
-        self.appended = 0
-        """Alert events appended since start."""
+        self._recorded_ms = 0
+        """The ``recorded_at`` of the last event evaluated (0: none since the start)."""
 
     async def start(self) -> None:
         store = self._store
@@ -120,12 +126,18 @@ class Alerting:
         """The alerts firing now, of ``account_id`` (of every account when None)."""
         return self.evaluator.firing(account_id)
 
+    def refused(self) -> dict[tuple[str, str], int]:
+        """Per (account, rule): events of new groups not tracked (the rule holds as many
+        groups as it may), since the rule was set or the server started."""
+        return self.evaluator.refused
+
     def _rules_changed(self, rules: list[Rule]) -> None:
         self.evaluator.set_rules(rules)
 
     # -- the consumer's handler ----------------------------------------------------------------------
 
     async def restore(self, saved: Saved) -> None:
+        self._recorded_ms = 0
         self.evaluator.restore(saved.state, self._rules.rules(), saved.position)
         done = await self._store.run(alert_events_after, self._store.log, saved.position)
         self.evaluator.expect(done)
@@ -140,10 +152,15 @@ class Alerting:
             for q, total in zip(needed, sums, strict=True):
                 evaluator.hold_lead(q.account_id, q.lead_id, total)
         emissions = evaluator.handle(events, _now_ms())
+        self._recorded_ms = events[-1].recorded_at_ms or self._recorded_ms
         if emissions:
             await self._append(emissions)
 
     async def tick(self, now_ms: int) -> None:
+        if self.evaluator.position < self._store.feed.last_position:
+            if not self._recorded_ms:
+                return  # catching up and nothing evaluated yet: no time to go by
+            now_ms = min(now_ms, self._recorded_ms)
         emissions = self.evaluator.tick(now_ms)
         if emissions:
             await self._append(emissions)
@@ -157,7 +174,6 @@ class Alerting:
             return
         crash_point("alerts.before_emit")
         await asyncio.wrap_future(self._store.log.submit(events))
-        self.appended += len(events)
         crash_point("alerts.before_save")
 
 

@@ -11,16 +11,25 @@ What each kind does (API.md § Alerts):
 - RATE: matching ÷ base events in the window >= threshold, with base >= min_events.
 - DROP: the share (matching ÷ base) of the newest window fell by >= threshold below the
   share of the ``baseline_windows`` windows before it (both with base >= min_events).
-- ABSENCE: a group that had a matching event and then none for ``window_s`` (event time
-  of the last one against the wall clock, checked by ``tick``); a matching event resolves.
+- ABSENCE: a group that had a matching event and then none for ``window_s`` (the server's
+  ``recorded_at`` of the last one against the clock, checked by ``tick``); a matching event
+  resolves.
 - MATCH: every matching event fires (never resolves).
 - LEAD_MARGIN: a matching event whose lead's price sum over all the account's events at
   positions up to it is <= threshold fires (never resolves).
 
-Windows slide on event ``timestamp`` (``windows.Buckets``); a tick also slides the
-windows of firing groups to the wall clock, so an alert resolves when traffic stops.
+Windows slide on event ``timestamp`` (``windows.Buckets``), taken no further ahead than
+``MAX_SKEW_MS`` past the event's ``recorded_at`` (one event stamped a year ahead would
+otherwise move the window there and blind the rule). Event time and the clock never mix:
+a window's head moves with events only. A firing COUNT, RATE or DROP group resolves by
+time when its newest event (matching or base) was recorded a window or more before the
+tick's ``now`` (everything in its window was then recorded longer than a window ago: the
+window is cleared), so an alert resolves when traffic stops, whatever the clients' clocks.
 A rule counts only its account's events committed after it was set
-(``Rule.set_after_position``); the server's own events (audit, alert, export) never count.
+(``Rule.set_after_position``); the server's own events (types ``audit.``, ``alert.``,
+``export.``: submission refuses them from clients) never count. Only the type tells them
+apart: a client's event of an ordinary type counts whatever its flow (``audit`` and
+``alerts`` included).
 
 Memory is bounded: at most ``MAX_GROUPS`` (10,000) groups per rule, and at most
 ``MAX_RULE_BUCKETS`` window buckets per rule (16 MB of counts). A group holds 8 bytes a
@@ -31,7 +40,10 @@ ids, the firing record; measured: ~1.9 KB a COUNT group in all): at most ~20 MB 
 COUNT or RATE rule, ~35 MB per DROP rule. A new group past the bound evicts
 the group seen least recently that is not firing; when all of them fire, the new group
 is not tracked (``Evaluator.refused`` counts it) rather than lose a firing alert's
-resolution. The saved state holds the non-empty buckets only (~15 bytes of JSON each).
+resolution. ABSENCE never evicts (the longest-silent group is the one about to fire):
+a new group past its bound is refused and counted. The saved state holds each group's
+counts compressed (``Buckets.state``), encoded again only for groups changed since the
+last save.
 LEAD_MARGIN holds at most ``MAX_LEADS`` lead sums and as many tallies of leads seen
 (~200 bytes each), least recently used evicted. A lead it does not hold is looked up:
 when the log's index counts no more events of the lead than the evaluator saw, the
@@ -41,18 +53,27 @@ events are read from the log.
 Replays: after a crash the events after the saved position come again. ``expect`` takes
 the alert events the log already holds after that position; an emission equal to the
 next one expected for its rule and group (same type and rule version) is returned with
-``done`` set and that event's id, so the caller does not append it twice.
+``done`` set and that event's id, so the caller does not append it twice. The alert
+events of its rules met in the stream are applied (``_apply_alert``): one it did not
+produce (a resolution by time, a firing by time, written by the run before the crash at
+a clock the replay cannot see) resolves or fires the group as the log says, so the
+replay ends in the state the log records; its own events coming back are no-ops.
+
+A rule set again (a new version) or deleted closes its firing groups: an
+``alert.resolved`` (details ``cause``: ``rule_changed``) each, written on the next tick
+and saved with the state until then, so no alert stays open in the log.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from leadtrail.storage import AUDIT_FLOW, SERVER_TYPE_PREFIXES, Event, EventFilter, Outcome, new_event_id
+from leadtrail.storage import SERVER_TYPE_PREFIXES, Event, EventFilter, Outcome, new_event_id
 
 from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, RULE_LEAD_PREFIX, FiringAlert, Kind, Rule
 from .windows import Buckets
@@ -67,10 +88,15 @@ MAX_LEADS = 100_000
 """Lead price sums held for LEAD_MARGIN rules, all accounts together."""
 SAMPLES = 5
 """Event ids an alert event names in ``details.sample_event_ids``."""
-STATE_FORMAT = 1
+MAX_SKEW_MS = 300_000
+"""How far past its ``recorded_at`` an event's ``timestamp`` may place it in a window."""
+STATE_FORMAT = 2
 SHARE_PLACES = Decimal("0.0001")
 MAX_CACHED_TYPES = 4096
-_SERVER_FLOWS = (AUDIT_FLOW, ALERT_FLOW)
+RULE_CHANGED = "rule_changed"
+"""``details.cause`` of the resolution of an alert whose rule was set again or deleted."""
+
+log = logging.getLogger("leadtrail.server")
 _WINDOWED = (Kind.COUNT, Kind.RATE, Kind.DROP)
 _BASED = (Kind.RATE, Kind.DROP)
 
@@ -92,6 +118,9 @@ class Emission:
     fired_event_id: str = ""
     done: bool = False
     """The log already holds it (a replay after a crash): not to be appended again."""
+    version: str = ""
+    """The rule version it belongs to (an older one for a rule set again since)."""
+    cause: str = ""
 
     def event(self) -> Event:
         rule = self.rule
@@ -104,10 +133,12 @@ class Emission:
             "window_s": rule.window_s,
             "sample_event_ids": self.samples[-SAMPLES:],
             "position": self.position,
-            "rule_version": rule.version,
+            "rule_version": self.version or rule.version,
         }
         if self.type == ALERT_RESOLVED:
             details["fired_event_id"] = self.fired_event_id
+        if self.cause:
+            details["cause"] = self.cause
         return Event(
             type=self.type,
             lead_id=self.lead_id,
@@ -144,17 +175,76 @@ class Tally:
         self.total = Decimal(0)
 
 
+@dataclass(slots=True)
+class Closing:
+    """The resolution owed to a firing group of a rule set again or deleted."""
+
+    rule: Rule
+    """The rule as it was (its name, kind, threshold and window go in the event)."""
+    version: str
+    group: str
+    fired_event_id: str
+    value: Decimal
+    reason: str
+    samples: list[str]
+
+    def json(self) -> list[Any]:
+        r = self.rule
+        return [
+            r.account_id,
+            r.name,
+            self.version,
+            int(r.kind),
+            str(r.threshold),
+            r.window_s,
+            self.group,
+            self.fired_event_id,
+            str(self.value),
+            self.reason,
+        ]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> Closing:
+        account, name, version, kind, threshold, window_s, group, fired_id, value, reason = raw
+        return cls(
+            _former_rule(account, name, kind, threshold, window_s),
+            version,
+            group,
+            fired_id,
+            Decimal(value),
+            reason,
+            [],
+        )
+
+
+def _former_rule(account: str, name: str, kind: int, threshold: str, window_s: int) -> Rule:
+    """What an alert event says of a rule no longer in force."""
+    return Rule(
+        account_id=account,
+        name=name,
+        kind=Kind(kind),
+        filter=EventFilter(account_id=account),
+        threshold=Decimal(threshold),
+        window_s=int(window_s),
+    )
+
+
 class Group:
     """One rule's state for one group value."""
 
-    __slots__ = ("buckets", "fired", "last_seen_ms", "name", "samples")
+    __slots__ = ("buckets", "fired", "last_seen_ms", "name", "recorded_ms", "samples", "saved")
 
     def __init__(self, name: str, buckets: Buckets | None) -> None:
         self.name = name
         self.buckets = buckets
         self.last_seen_ms = -1
+        """ABSENCE: the ``recorded_at`` of the last matching event."""
+        self.recorded_ms = -1
+        """COUNT, RATE, DROP: the ``recorded_at`` of the newest event counted."""
         self.samples: deque[str] = deque(maxlen=SAMPLES)
         self.fired: FiringAlert | None = None
+        self.saved: list[Any] | None = None
+        """Its saved form as of the last ``state``; None once it changed since."""
 
 
 class RuleState:
@@ -163,6 +253,8 @@ class RuleState:
     def __init__(self, rule: Rule) -> None:
         self.idle: OrderedDict[str, Group] = OrderedDict()
         self.firing: dict[str, Group] = {}
+        self.refused = 0
+        """Events of a new group not tracked (the rule holds as many groups as it may)."""
         self.take(rule)
 
     def take(self, rule: Rule) -> None:
@@ -180,7 +272,9 @@ class RuleState:
 
     def group(self, name: str, max_groups: int) -> Group | None:
         """The group, made when new (evicting the least recently seen idle group when the
-        rule holds ``max_groups``); None when every held group is firing."""
+        rule holds ``max_groups``); None when every held group is firing, and for ABSENCE
+        whenever the rule holds ``max_groups`` (its least recently seen group is the one
+        whose absence is due: evicting it would lose that alert)."""
         g = self.idle.get(name)
         if g is not None:
             self.idle.move_to_end(name)
@@ -189,7 +283,7 @@ class RuleState:
         if g is not None:
             return g
         if len(self.idle) + len(self.firing) >= min(max_groups, self.max_groups):
-            if not self.idle:
+            if not self.idle or self.rule.kind is Kind.ABSENCE:
                 return None
             self.idle.popitem(last=False)
         rule = self.rule
@@ -199,11 +293,13 @@ class RuleState:
 
     def fire(self, g: Group, alert: FiringAlert) -> None:
         g.fired = alert
+        g.saved = None
         self.idle.pop(g.name, None)
         self.firing[g.name] = g
 
     def resolve(self, g: Group) -> None:
         g.fired = None
+        g.saved = None
         self.firing.pop(g.name, None)
         self.idle[g.name] = g
 
@@ -268,18 +364,19 @@ class Evaluator:
         self._seen: OrderedDict[tuple[str, str], Tally] = OrderedDict()
         self._expected: dict[tuple[str, str, str], deque[Event]] = {}
         self._expected_ids: dict[str, tuple[str, str, str]] = {}
-        self._passed: list[str] = []
+        self._own: set[str] = set()
+        """Ids of the alert events emitted and not yet met in the stream."""
+        self._closing: list[Closing] = []
         self.position = 0
         """Every event up to here is evaluated."""
-        self.refused = 0
-        """Events of a new group not tracked because every held group of the rule fires."""
         self.set_rules(rules)
 
     # -- rules -------------------------------------------------------------------------------------
 
     def set_rules(self, rules: Iterable[Rule]) -> None:
         """Take up the rules now in force: a rule set again (a new version) starts afresh,
-        a deleted rule's state (and its firing alerts) is dropped."""
+        a deleted rule's state is dropped; the firing groups of both are closed by the next
+        ``tick`` (an ``alert.resolved`` each)."""
         states: dict[tuple[str, str], RuleState] = {}
         for rule in rules:
             kept = self._states.get(rule.key)
@@ -288,6 +385,11 @@ class Evaluator:
                 states[rule.key] = kept
             else:
                 states[rule.key] = RuleState(rule)
+        for key, old in self._states.items():
+            if states.get(key) is not old:
+                how = "replaced" if key in states else "deleted"
+                for g in old.firing.values():
+                    self._close(old.rule, old.rule.version, g, how)
         self._states = states
         self._by_type = {}
         self._margin_accounts = frozenset(
@@ -368,9 +470,9 @@ class Evaluator:
         margin = self._margin_accounts
         for e in events:
             self.position = e.position
-            if e.type.startswith(SERVER_TYPE_PREFIXES) or e.flow_id in _SERVER_FLOWS:
-                if e.id in self._expected_ids:
-                    self._passed.append(e.id)
+            if e.type.startswith(SERVER_TYPE_PREFIXES):
+                if e.flow_id == ALERT_FLOW and (e.type == ALERT_FIRED or e.type == ALERT_RESOLVED):
+                    self._apply_alert(e)
                 if margin and e.account_id in margin:  # the index counts these among a lead's events
                     self._add_price((e.account_id, e.lead_id), "")
                 continue
@@ -433,19 +535,33 @@ class Evaluator:
             return
         g = s.group(group, self.max_groups)
         if g is None:
-            self.refused += 1
+            if not s.refused:
+                log.warning(
+                    "alerts: rule %s of account %s holds %d groups: new groups are not tracked",
+                    rule.name,
+                    rule.account_id,
+                    len(s.idle) + len(s.firing),
+                )
+            s.refused += 1
             return
+        g.saved = None
         if m:
             g.samples.append(e.id)
         ts = e.timestamp_ms or 0
+        recorded = e.recorded_at_ms or ts
         if kind is Kind.ABSENCE:
             if not m:
                 return
-            g.last_seen_ms = max(g.last_seen_ms, ts)
+            if recorded > g.last_seen_ms:
+                g.last_seen_ms = recorded
             if g.fired is not None:
                 reason = f"Events matching rule {rule.name}{_group_phrase(group)} arrive again ({e.type})."
                 self._resolve(out, s, g, Decimal(0), reason, e.position, now_ms)
             return
+        if recorded > g.recorded_ms:
+            g.recorded_ms = recorded
+        if ts > recorded + MAX_SKEW_MS:
+            ts = recorded + MAX_SKEW_MS
         assert g.buckets is not None
         g.buckets.add(ts, 1 if m else 0, 1 if n else 0)
         self._check(out, s, g, e.position, now_ms)
@@ -509,15 +625,39 @@ class Evaluator:
     # -- time --------------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> list[Emission]:
-        """Windows of firing groups slid to the wall clock; absences that are due."""
+        """What time decides at ``now_ms`` (server time, like ``recorded_at``): the closing
+        resolutions of changed rules, firing windowed groups whose newest event was
+        recorded a window ago or more, absences that are due."""
         out: list[Emission] = []
+        if self._closing:
+            closing, self._closing = self._closing, []
+            for c in closing:
+                emission = self._emit(
+                    out,
+                    c.rule,
+                    ALERT_RESOLVED,
+                    c.group,
+                    RULE_LEAD_PREFIX + c.rule.name,
+                    c.value,
+                    c.reason,
+                    c.samples,
+                    self.position,
+                    now_ms,
+                    c.version,
+                )
+                emission.fired_event_id = c.fired_event_id
+                emission.cause = RULE_CHANGED
         for s in self._states.values():
             rule = s.rule
             if rule.kind in _WINDOWED:
+                if not s.firing:
+                    continue
+                stale = now_ms - rule.window_s * 1000
                 for g in list(s.firing.values()):
-                    assert g.buckets is not None
-                    if now_ms >= g.buckets.end_ms:
-                        g.buckets.advance_to(now_ms)
+                    if g.recorded_ms <= stale:
+                        assert g.buckets is not None
+                        g.buckets.clear()
+                        g.saved = None
                         self._check(out, s, g, self.position, now_ms)
             elif rule.kind is Kind.ABSENCE:
                 due = now_ms - rule.window_s * 1000
@@ -529,19 +669,64 @@ class Evaluator:
                             f"for {silent} s (window {rule.window_s} s)."
                         )
                         self._fire(out, s, g, silent, reason, self.position, now_ms)
-        if self._passed:
-            for event_id in self._passed:
-                key = self._expected_ids.pop(event_id, None)
-                queue = self._expected.get(key) if key is not None else None
-                if queue is not None:
-                    for i, expected in enumerate(queue):
-                        if expected.id == event_id:
-                            del queue[i]
-                            break
-                    if not queue:
-                        del self._expected[key]  # type: ignore[arg-type]
-            self._passed.clear()
         return out
+
+    def _close(self, rule: Rule, version: str, g: Group, how: str) -> None:
+        """Owe a resolution to a firing group of a rule set again or deleted."""
+        assert g.fired is not None
+        value = self._value(rule, g) if g.buckets is not None else Decimal(0)
+        reason = f"Rule {rule.name} was {how}: its alert{_group_phrase(g.name)} is closed."
+        self._closing.append(Closing(rule, version, g.name, g.fired.event_id, value, reason, list(g.samples)))
+
+    def _apply_alert(self, e: Event) -> None:
+        """An alert event met in the stream: its own (no-op), or one the run before a crash
+        wrote at a moment this replay does not reproduce: the group as the log says."""
+        if e.id in self._own:
+            self._own.discard(e.id)
+            return
+        key = self._expected_ids.pop(e.id, None)
+        if key is not None:
+            queue = self._expected.get(key)
+            if queue is not None:
+                for i, expected in enumerate(queue):
+                    if expected.id == e.id:
+                        del queue[i]
+                        break
+                if not queue:
+                    del self._expected[key]
+        details = e.details
+        s = self._states.get((e.account_id, str(details.get("rule", ""))))
+        if s is None or details.get("rule_version") != s.rule.version or not s.rule.kind.resolves:
+            return
+        rule = s.rule
+        if e.type == ALERT_RESOLVED:
+            g = s.firing.get(e.entity_id)
+            if g is not None and g.fired is not None and g.fired.event_id == details.get("fired_event_id"):
+                if g.buckets is not None:
+                    g.buckets.clear()
+                s.resolve(g)
+            return
+        g = s.firing.get(e.entity_id) or s.group(e.entity_id, self.max_groups)
+        if g is None or g.fired is not None:
+            return
+        try:
+            value = Decimal(str(details.get("value", "0")))
+        except InvalidOperation:
+            value = Decimal(0)
+        s.fire(
+            g,
+            FiringAlert(
+                account_id=rule.account_id,
+                rule=rule.name,
+                group=g.name,
+                kind=rule.kind,
+                fired_at_ms=e.timestamp_ms or 0,
+                value=value,
+                event_id=e.id,
+                lead_id=e.lead_id,
+                reason=e.reason,
+            ),
+        )
 
     # -- emissions ---------------------------------------------------------------------------------
 
@@ -607,13 +792,17 @@ class Evaluator:
         samples: list[str],
         position: int,
         now_ms: int,
+        version: str = "",
     ) -> Emission:
-        emission = Emission(rule, type, group, lead_id, value, reason, samples, position, now_ms, "")
+        version = version or rule.version
+        emission = Emission(
+            rule, type, group, lead_id, value, reason, samples, position, now_ms, "", version=version
+        )
         key = (rule.account_id, rule.name, group)
         queue = self._expected.get(key)
         if queue:
             head = queue[0]
-            if head.type == type and head.details.get("rule_version") == rule.version:
+            if head.type == type and head.details.get("rule_version") == version:
                 queue.popleft()
                 if not queue:
                     del self._expected[key]
@@ -623,24 +812,32 @@ class Evaluator:
                 emission.timestamp_ms = head.timestamp_ms or now_ms
         if not emission.event_id:
             emission.event_id = self._new_id()
+        self._own.add(emission.event_id)
         out.append(emission)
         return emission
 
     def expect(self, alert_events: Iterable[Event]) -> None:
-        """Alert events the log holds after the saved position (in position order)."""
+        """Alert events the log holds after the saved position (in position order). A
+        closing resolution owed (saved before it was written) that the log holds is not
+        owed any more."""
         self._expected.clear()
         self._expected_ids.clear()
-        self._passed.clear()
+        written: set[tuple[str, str, str, str, str]] = set()
         for e in alert_events:
             if e.type not in (ALERT_FIRED, ALERT_RESOLVED) or e.flow_id != ALERT_FLOW:
                 continue
             key = (e.account_id, str(e.details.get("rule", "")), e.entity_id)
             self._expected.setdefault(key, deque()).append(e)
             self._expected_ids[e.id] = key
-
-    @property
-    def expecting(self) -> int:
-        return sum(len(q) for q in self._expected.values())
+            if e.type == ALERT_RESOLVED:
+                version, fired = e.details.get("rule_version", ""), e.details.get("fired_event_id", "")
+                written.add((*key, str(version), str(fired)))
+        if written and self._closing:
+            self._closing = [
+                c
+                for c in self._closing
+                if (c.rule.account_id, c.rule.name, c.group, c.version, c.fired_event_id) not in written
+            ]
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -660,29 +857,54 @@ class Evaluator:
         s = self._states.get((account_id, name))
         return 0 if s is None else len(s.idle) + len(s.firing)
 
+    @property
+    def refused(self) -> dict[tuple[str, str], int]:
+        """Per (account, rule): events of new groups not tracked since the rule was set."""
+        return {key: s.refused for key, s in self._states.items() if s.refused}
+
     # -- saving ------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Compact JSON: per rule its version and its groups' buckets, last seen time and
-        firing record (sample ids and lead sums are not saved: they are hints, re-learned)."""
+        """Compact JSON: per rule its version (and what its events say of it) and its
+        groups' buckets, recorded and last seen times and firing record, and the closing
+        resolutions owed (sample ids and lead sums are not saved: hints, re-learned).
+
+        Cheap enough for the event loop: a group's saved form is made again only when the
+        group changed since the last call (its counts copied and compressed in C); the
+        lists returned are never changed afterwards, so they may be encoded elsewhere."""
         rules = []
         for s in self._states.values():
-            groups = [_group_json(g) for g in (*s.idle.values(), *s.firing.values())]
-            rules.append([s.rule.account_id, s.rule.name, s.rule.version, groups])
-        return {"format": STATE_FORMAT, "rules": rules}
+            groups = []
+            for g in (*s.idle.values(), *s.firing.values()):
+                saved = g.saved
+                if saved is None:
+                    saved = g.saved = _group_json(g)
+                groups.append(saved)
+            r = s.rule
+            rules.append([r.account_id, r.name, r.version, int(r.kind), str(r.threshold), r.window_s, groups])
+        return {"format": STATE_FORMAT, "rules": rules, "closing": [c.json() for c in self._closing]}
 
     def restore(self, state: Any, rules: Iterable[Rule], position: int) -> None:
-        """Start again from a saved state (None: nothing saved) with the rules in force."""
+        """Start again from a saved state (None: nothing saved) with the rules in force. The
+        firing groups of a saved rule since set again or deleted are closed on the next tick."""
         self._states = {}
         self._sums.clear()
         self._seen.clear()
+        self._own.clear()
+        self._closing = []
         self.set_rules(rules)
         self.position = position
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             return
-        for account_id, name, version, groups in state.get("rules", ()):
+        for account_id, name, version, kind, threshold, window_s, groups in state.get("rules", ()):
             s = self._states.get((account_id, name))
             if s is None or s.rule.version != version:
+                former = RuleState(_former_rule(account_id, name, kind, threshold, window_s))
+                how = "deleted" if s is None else "replaced"
+                for raw in groups:
+                    g = _group_from(former, raw)
+                    if g.fired is not None:
+                        self._close(former.rule, version, g, how)
                 continue
             for raw in groups:
                 g = _group_from(s, raw)
@@ -690,6 +912,7 @@ class Evaluator:
                     s.firing[g.name] = g
                 else:
                     s.idle[g.name] = g
+        self._closing.extend(Closing.from_json(raw) for raw in state.get("closing", ()))
 
 
 def _group_json(g: Group) -> list[Any]:
@@ -697,16 +920,18 @@ def _group_json(g: Group) -> list[Any]:
     record = None
     if fired is not None:
         record = [fired.event_id, fired.fired_at_ms, str(fired.value), fired.reason]
-    return [g.name, g.buckets.state() if g.buckets is not None else None, g.last_seen_ms, record]
+    buckets = g.buckets.state() if g.buckets is not None else None
+    return [g.name, buckets, g.last_seen_ms, g.recorded_ms, record]
 
 
 def _group_from(s: RuleState, raw: list[Any]) -> Group:
-    name, buckets, last_seen, record = raw
+    name, buckets, last_seen, recorded, record = raw
     rule = s.rule
     g = Group(name, Buckets.restored(rule.window_s, s.windows, buckets) if buckets is not None else None)
     if g.buckets is None and rule.kind in _WINDOWED:
         g.buckets = Buckets(rule.window_s, s.windows)
     g.last_seen_ms = int(last_seen)
+    g.recorded_ms = int(recorded)
     if record is not None:
         event_id, fired_at, value, reason = record
         g.fired = FiringAlert(
@@ -720,4 +945,5 @@ def _group_from(s: RuleState, raw: list[Any]) -> Group:
             lead_id=RULE_LEAD_PREFIX + rule.name,
             reason=reason,
         )
+    g.saved = raw
     return g

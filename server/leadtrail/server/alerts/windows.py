@@ -1,10 +1,14 @@
-"""Bounded sliding windows of event counts, bucketed by event ``timestamp``.
+"""Bounded sliding windows of event counts, bucketed by event time.
 
-A window of ``window_s`` seconds is cut into buckets of ``width_ms`` = max(1 s,
-window_s / 60): at most about 60 buckets a window, whatever its length. A rule that
-compares the current window with earlier ones (DROP) keeps ``1 + baseline_windows``
-windows of buckets; every other rule keeps one. Each bucket holds two counts: the
-events the rule's ``filter`` matched and the events its ``base`` matched.
+A window of ``window_s`` seconds is cut into ``per_window`` buckets of a whole number
+of seconds that divides the window: the largest count of at most 60 (``bucket_width_ms``;
+one bucket of ``window_s`` when the window is a prime number of seconds above 60). The
+window is the last ``per_window`` whole buckets, the newest one still filling: it reaches
+back between ``window_s - width`` and ``window_s`` from the newest event, never further.
+A rule that compares the current window with earlier ones (DROP) keeps
+``1 + baseline_windows`` windows of buckets; every other rule keeps one. Each bucket
+holds two counts: the events the rule's ``filter`` matched and the events its ``base``
+matched.
 
 The buckets are a ring of two ``array('I')`` (4 bytes a count) indexed by the
 bucket number modulo the span, with running totals of the newest window and of the
@@ -12,10 +16,15 @@ whole span, so adding an event costs O(1) whatever the window's length, and a gr
 of a one-window rule holds at most 60 x 8 bytes of counts (plus ~250 bytes of object
 overhead). An event older than the span is outside every window the rule looks at
 and is not counted.
+
+The saved form (``state``) is the head and the two rings as bytes, compressed: a copy
+made in C, whatever the number of buckets, rather than a walk over them in Python.
 """
 
 from __future__ import annotations
 
+import base64
+import zlib
 from array import array
 from typing import Any
 
@@ -23,8 +32,21 @@ MAX_BUCKETS_PER_WINDOW = 60
 MIN_BUCKET_MS = 1000
 
 
+def buckets_per_window(window_s: int) -> int:
+    """The largest count of at most ``MAX_BUCKETS_PER_WINDOW`` that divides ``window_s``
+    (so every bucket is a whole number of seconds, and whole buckets make the window)."""
+    if window_s <= 0:
+        return 1
+    for n in range(min(MAX_BUCKETS_PER_WINDOW, window_s), 0, -1):
+        if window_s % n == 0:
+            return n
+    return 1
+
+
 def bucket_width_ms(window_s: int) -> int:
-    return max(MIN_BUCKET_MS, window_s * 1000 // MAX_BUCKETS_PER_WINDOW)
+    if window_s <= 0:
+        return MIN_BUCKET_MS
+    return window_s * 1000 // buckets_per_window(window_s)
 
 
 class Buckets:
@@ -34,7 +56,7 @@ class Buckets:
 
     def __init__(self, window_s: int, windows: int = 1) -> None:
         self.width_ms = bucket_width_ms(window_s)
-        self.per_window = max(1, -(-window_s * 1000 // self.width_ms))
+        self.per_window = buckets_per_window(window_s)
         self.span = self.per_window * max(1, windows)
         self.head = -1
         """The bucket number of the newest bucket held (-1: none yet)."""
@@ -94,35 +116,43 @@ class Buckets:
         """Where the newest window ends (exclusive)."""
         return (self.head + 1) * self.width_ms
 
+    def clear(self) -> None:
+        """Forget every count (the newest event is older than the window: none is in it)."""
+        if self.all[0] or self.all[1]:
+            self.matching = array("I", bytes(4 * self.span))
+            self.base = array("I", bytes(4 * self.span))
+        self.win = [0, 0]
+        self.all = [0, 0]
+
     def state(self) -> list[Any]:
-        """Compact JSON: [head, [[offset back from head, matching, base], ...]] for buckets
-        that hold anything."""
-        head, span = self.head, self.span
-        if head < 0 or not (self.all[0] or self.all[1]):
-            return [head, []]
-        matching, base = self.matching, self.base
-        held = [i for i, (m, n) in enumerate(zip(matching, base, strict=True)) if m or n]
-        # slot i holds bucket head - ((head - i) % span)
-        return [head, [[(head - i) % span, matching[i], base[i]] for i in held]]
+        """Compact JSON: [head, the two rings as bytes, zlib-compressed, base64] ("" when
+        every count is 0)."""
+        if not (self.all[0] or self.all[1]):
+            return [self.head, ""]
+        raw = zlib.compress(self.matching.tobytes() + self.base.tobytes(), 1)
+        return [self.head, base64.b64encode(raw).decode("ascii")]
 
     @classmethod
     def restored(cls, window_s: int, windows: int, raw: list[Any]) -> Buckets:
+        """The buckets ``state`` saved (empty ones when it does not fit this window)."""
         buckets = cls(window_s, windows)
-        head, held = raw
+        head, counts = raw
         buckets.head = int(head)
-        for back, m, n in held:
-            back = int(back)
-            if not 0 <= back < buckets.span:
-                continue
-            b = buckets.head - back
-            i = b % buckets.span
-            buckets.matching[i] = int(m)
-            buckets.base[i] = int(n)
-            buckets.all[0] += int(m)
-            buckets.all[1] += int(n)
-            if back < buckets.per_window:
-                buckets.win[0] += int(m)
-                buckets.win[1] += int(n)
+        if not counts:
+            return buckets
+        rings = array("I")
+        try:
+            rings.frombytes(zlib.decompress(base64.b64decode(counts)))
+        except (ValueError, zlib.error):
+            return buckets
+        span = buckets.span
+        if len(rings) != 2 * span:
+            return buckets
+        buckets.matching = rings[:span]
+        buckets.base = rings[span:]
+        buckets.all = [sum(buckets.matching), sum(buckets.base)]
+        first, per = buckets.head - buckets.per_window + 1, buckets.per_window
+        buckets.win = [_ring_sum(buckets.matching, first, per), _ring_sum(buckets.base, first, per)]
         return buckets
 
 
