@@ -484,3 +484,257 @@ def test_a_rule_with_a_long_baseline_holds_fewer_groups() -> None:
     ev = evaluator(r)
     ev.handle([log.event("source.submitted", T0, entity=f"src-{i}") for i in range(3000)], T0)
     assert ev.groups(ACCOUNT, "r") == 2_000_000 // (60 * 25)  # MAX_RULE_BUCKETS // buckets a group
+
+
+# -- event time and the clock ------------------------------------------------------------------------
+
+
+def test_a_lagging_client_clock_neither_drops_events_nor_stops_a_rule_firing_again() -> None:
+    log = Log()
+    lag = 3_600_000  # the client's clock an hour behind the server's
+    ev = evaluator(rule(Kind.COUNT, threshold="3", window_s=10))
+
+    def failed(at: int) -> StoredEvent:
+        return log.event("recipient.failed", at - lag, recorded=at)
+
+    assert kinds(ev.handle([failed(T0), failed(T0), failed(T0 + 1000)], T0)) == [(ALERT_FIRED, "")]
+    assert ev.tick(T0 + 2000) == []  # the newest event was recorded 1 s ago: still firing
+    assert ev.handle([failed(T0 + 3000)], T0) == []
+    assert ev.firing()[0].value == Decimal(3)
+    out = ev.tick(T0 + 13_000)  # nothing recorded for a window: resolved, the window cleared
+    assert kinds(out) == [(ALERT_RESOLVED, "")] and out[0].value == Decimal(0)
+    assert ev.handle([failed(T0 + 14_000), failed(T0 + 14_000)], T0) == []
+    assert kinds(ev.handle([failed(T0 + 15_000)], T0)) == [(ALERT_FIRED, "")]
+
+
+def test_absence_goes_by_the_servers_time_not_the_events_stamps() -> None:
+    log = Log()
+    ev = evaluator(rule(Kind.ABSENCE, types=("enhancement.succeeded",), window_s=30))
+    for i in range(60):  # a healthy service whose clock lags the server's by ten minutes
+        at = T0 + i * 1000
+        ev.handle([log.event("enhancement.succeeded", at - 600_000, recorded=at)], T0)
+        assert ev.tick(at + 500) == []
+    assert kinds(ev.tick(T0 + 59_000 + 30_000)) == [(ALERT_FIRED, "")]
+
+
+def test_one_event_stamped_in_the_future_does_not_blind_a_rule() -> None:
+    log = Log()
+    ev = evaluator(rule(Kind.COUNT, threshold="3", window_s=60))
+    year = 365 * 86_400_000
+    assert ev.handle([log.event("recipient.failed", T0 + year, recorded=T0)], T0) == []
+    # it counts as if stamped MAX_SKEW_MS past its recording; later events still count
+    out = ev.handle([log.event("recipient.failed", T0 + 299_000, recorded=T0 + 1000) for _ in range(2)], T0)
+    assert kinds(out) == [(ALERT_FIRED, "")] and out[0].value == Decimal(3)
+
+
+def test_windows_are_whole_buckets_dividing_the_window() -> None:
+    for window_s, width_s in ((60, 1), (101, 101), (90, 2), (300, 5), (7, 1), (3600, 60), (86_400, 1440)):
+        assert bucket_width_ms(window_s) == width_s * 1000
+        b = Buckets(window_s)
+        assert b.per_window * b.width_ms == window_s * 1000
+
+
+def test_window_counts_lie_between_exact_sliding_windows() -> None:
+    """The bucketed count is that of a window between ``window_s - width`` and ``window_s``
+    long, ending at the newest event: checked against counting every event kept."""
+    import random
+
+    rng = random.Random(8)
+    for window_s in (60, 101, 7, 90, 150):
+        b = Buckets(window_s)
+        w, width = window_s * 1000, b.width_ms
+        stamps: list[int] = []
+        t = T0 + rng.randrange(1000)
+        for _ in range(2000):
+            t += rng.choice([1, 200, 999, 1001, 3500, 20_000, 61_000])
+            ts = t - rng.choice([0, 0, 0, 700, 5000])
+            b.add(ts, 1, 0)
+            stamps.append(ts)
+            newest = max(stamps)
+            widest = sum(1 for s in stamps if newest - w < s <= newest)
+            narrowest = sum(1 for s in stamps if newest - (w - width) < s <= newest)
+            assert narrowest <= b.win[0] <= widest, (window_s, newest, b.win)
+            stamps = [s for s in stamps if s > newest - 3 * w]
+
+
+# -- replays -----------------------------------------------------------------------------------------
+
+
+class Run:
+    """One evaluator's run as the server makes it: batches handled, ticks between them, what
+    it emits appended to the log (positions and recorded_at as the log gives them)."""
+
+    def __init__(self, log: Log, written: list[StoredEvent], ev: Evaluator) -> None:
+        self.log = log
+        self.written = written
+        self.ev = ev
+        self.appended: list[Emission] = []
+
+    def append(self, emissions: list[Emission], at: int) -> None:
+        for emission in emissions:
+            if emission.done:
+                continue
+            self.appended.append(emission)
+            e = emission.event()
+            self.log.position += 1
+            e.position, e.recorded_at_ms = self.log.position, at
+            self.written.append(e)
+
+    def batch(self, events: list[StoredEvent]) -> None:
+        self.written.extend(events)
+        self.append(self.ev.handle(events, events[-1].recorded_at_ms), events[-1].recorded_at_ms)
+
+    def tick(self, now: int) -> None:
+        self.append(self.ev.tick(now), now)
+
+
+def test_a_replay_with_ticks_between_batches_ends_as_the_live_run_did() -> None:
+    """Ordinary timestamps, a resolution by time and an absence by time in the live run: the
+    replay after a crash (ticks at the recorded_at of the last event handled, as while
+    catching up) appends nothing and ends in the live run's firing state."""
+    log = Log()
+    rules = [
+        rule(Kind.COUNT, "fails", threshold="3", window_s=10, group_by=GroupBy.ENTITY),
+        rule(Kind.ABSENCE, "quiet", types=("enhancement.succeeded",), window_s=30),
+    ]
+    written: list[StoredEvent] = []
+    live = Run(log, written, evaluator(*rules))
+    saved = orjson.loads(orjson.dumps(live.ev.state()))
+    live.batch([log.event("recipient.failed", T0 + i, entity="a") for i in range(3)])
+    live.batch([log.event("enhancement.succeeded", T0 + 10)])
+    live.tick(T0 + 1000)
+    live.tick(T0 + 20_000)  # "a": nothing recorded for a window: resolved by time
+    live.tick(T0 + 41_000)  # "quiet": absent for 30 s
+    live.batch([log.event("recipient.failed", T0 + 42_000 + i, entity="a") for i in range(3)])
+    live.tick(T0 + 43_000)
+    live.batch([log.event("recipient.failed", T0 + 44_000, entity="a")])
+    assert [(e.type, e.rule.name) for e in live.appended] == [
+        (ALERT_FIRED, "fails"),
+        (ALERT_RESOLVED, "fails"),
+        (ALERT_FIRED, "quiet"),
+        (ALERT_FIRED, "fails"),
+    ]
+    # the crash: the state saved before all this, the log as written, read again in batches
+    # of any size (all at once; a few events with a tick after each)
+    for size in (len(written), 4, 1):
+        again = Run(Log(), [], evaluator(*rules))
+        again.ev.restore(saved, rules, 0)
+        again.ev.expect([e for e in written if e.flow_id == "alerts"])
+        for i in range(0, len(written), size):
+            again.batch(written[i : i + size])
+            again.tick(written[min(i + size, len(written)) - 1].recorded_at_ms)
+        assert again.appended == [], size
+        assert again.ev.firing() == live.ev.firing()
+        # and from there on, both go the same way
+        again.tick(T0 + 60_000)
+        assert kinds(again.appended) == [(ALERT_RESOLVED, "a")]
+    live.tick(T0 + 60_000)
+    assert kinds(live.appended[4:]) == [(ALERT_RESOLVED, "a")]
+
+
+def test_own_alert_events_coming_back_change_nothing() -> None:
+    log = Log()
+    r = rule(Kind.COUNT, threshold="2", window_s=10)
+    ev = evaluator(r)
+    out = ev.handle([log.event("recipient.failed", T0) for _ in range(2)], T0)
+    back = out[0].event()
+    back.position = log.position = log.position + 1
+    assert ev.handle([back], T0) == [] and [a.event_id for a in ev.firing()] == [back.id]
+    resolved = ev.tick(T0 + 20_000)[0].event()
+    assert ev.handle([resolved], T0) == [] and ev.firing() == []
+
+
+def test_a_restart_closes_the_alerts_of_a_rule_changed_meanwhile_once() -> None:
+    log = Log()
+    r = rule(Kind.COUNT, threshold="2", window_s=60)
+    ev = evaluator(r)
+    (fired,) = ev.handle([log.event("recipient.failed", T0) for _ in range(2)], T0)
+    saved = orjson.loads(orjson.dumps(ev.state()))
+    newer = rule(Kind.COUNT, threshold="2", window_s=60, set_at_ms=5)
+    # set again while the server was down (or before its state was saved)
+    again = evaluator(newer)
+    again.restore(saved, [newer], log.position)
+    again.expect([])
+    (closed,) = again.tick(T0 + 1)
+    details = closed.event().details
+    assert (closed.type, details["cause"], details["rule_version"]) == (
+        ALERT_RESOLVED,
+        "rule_changed",
+        r.version,
+    )
+    assert details["fired_event_id"] == fired.event_id and details["kind"] == "count"
+    assert details["threshold"] == "2" and details["window_s"] == 60
+    # the same, but the closing was written before the crash: not written twice
+    third = evaluator(newer)
+    third.restore(saved, [newer], log.position)
+    written = closed.event()
+    written.position = log.position + 1
+    third.expect([written])
+    assert third.tick(T0 + 2) == []
+    # owed when the state was saved, not yet written: saved with it, written after a restart
+    ev.set_rules([newer])
+    owed = orjson.loads(orjson.dumps(ev.state()))
+    fourth = evaluator(newer)
+    fourth.restore(owed, [newer], log.position)
+    fourth.expect([])
+    assert [e.fired_event_id for e in fourth.tick(T0 + 3)] == [fired.event_id]
+
+
+# -- bounds and state --------------------------------------------------------------------------------
+
+
+def test_absence_refuses_new_groups_rather_than_evict_the_one_about_to_fire() -> None:
+    log = Log()
+    ev = evaluator(
+        rule(Kind.ABSENCE, types=("enhancement.succeeded",), window_s=30, group_by=GroupBy.ENTITY),
+        max_groups=3,
+    )
+    ev.handle([log.event("enhancement.succeeded", T0 + i, entity=f"svc-{i}") for i in range(5)], T0)
+    assert ev.groups(ACCOUNT, "r") == 3 and ev.refused == {(ACCOUNT, "r"): 2}
+    out = ev.tick(T0 + 40_000)
+    assert sorted(e.group for e in out) == ["svc-0", "svc-1", "svc-2"]
+
+
+def test_client_events_of_any_flow_count_by_their_type() -> None:
+    log = Log()
+    ev = evaluator(rule(Kind.COUNT, types=(), threshold="2"))
+    events = [log.event("recipient.failed", T0, flow="audit"), log.event("step.done", T0, flow="alerts")]
+    assert kinds(ev.handle(events, T0)) == [(ALERT_FIRED, "")]
+
+
+def test_the_state_of_ten_thousand_groups_round_trips() -> None:
+    log = Log()
+    rules = [
+        rule(Kind.COUNT, "count", threshold="3", window_s=3600, group_by=GroupBy.ENTITY),
+        rule(
+            Kind.DROP,
+            "drop",
+            types=("recipient.failed",),
+            base=("recipient.*",),
+            threshold="0.5",
+            window_s=60,
+            baseline_windows=2,
+            min_events=1,
+            group_by=GroupBy.ENTITY,
+        ),
+    ]
+    ev = evaluator(*rules)
+    events = [
+        log.event(
+            "recipient.failed" if i % 3 else "recipient.delivered", T0 + i * 37, entity=f"g-{i % 10_000}"
+        )
+        for i in range(40_000)
+    ]
+    ev.handle(events, T0)
+    assert ev.groups(ACCOUNT, "count") == ev.groups(ACCOUNT, "drop") == 10_000
+    state = ev.state()
+    again = evaluator(*rules)
+    again.restore(orjson.loads(orjson.dumps(state)), rules, log.position)
+    assert again.state() == orjson.loads(orjson.dumps(state))
+    assert again.firing() == ev.firing() and len(ev.firing()) > 1000
+    # a second save re-encodes only what changed since the first
+    kept = ev.state()["rules"][0][6]
+    assert all(a is b for a, b in zip(kept, state["rules"][0][6], strict=True))
+    more = [log.event("recipient.failed", T0 + 40_000 * 37, entity=f"g-{i}") for i in range(10)]
+    assert kinds(ev.handle(more, T0)) == kinds(again.handle(more, T0))
+    assert [(a.group, a.value) for a in ev.firing()] == [(a.group, a.value) for a in again.firing()]
