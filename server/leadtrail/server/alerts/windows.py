@@ -17,8 +17,8 @@ of a one-window rule holds at most 60 x 8 bytes of counts (plus ~250 bytes of ob
 overhead). An event older than the span is outside every window the rule looks at
 and is not counted.
 
-The saved form (``state``) is the head and the two rings as bytes, compressed: a copy
-made in C, whatever the number of buckets, rather than a walk over them in Python.
+The saved form (``state``) is the head and the two rings as bytes, deflated: copied and
+compressed in C, whatever the number of buckets, rather than walked over in Python.
 """
 
 from __future__ import annotations
@@ -129,7 +129,10 @@ class Buckets:
         every count is 0)."""
         if not (self.all[0] or self.all[1]):
             return [self.head, ""]
-        raw = zlib.compress(self.matching.tobytes() + self.base.tobytes(), 1)
+        # Raw deflate with a small window and little memory: ~3 us for 60 buckets, ~30 us for
+        # 1,500 (zlib.compress's defaults cost ~70 us whatever the size, for setting up).
+        packer = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
+        raw = packer.compress(self.matching.tobytes() + self.base.tobytes()) + packer.flush()
         return [self.head, base64.b64encode(raw).decode("ascii")]
 
     @classmethod
@@ -142,7 +145,7 @@ class Buckets:
             return buckets
         rings = array("I")
         try:
-            rings.frombytes(zlib.decompress(base64.b64decode(counts)))
+            rings.frombytes(zlib.decompress(base64.b64decode(counts), -15))
         except (ValueError, zlib.error):
             return buckets
         span = buckets.span
