@@ -709,6 +709,8 @@ class Evaluator:
         g = s.firing.get(e.entity_id) or s.group(e.entity_id, self.max_groups)
         if g is None or g.fired is not None:
             return
+        if e.recorded_at_ms > g.recorded_ms:  # counts were recorded up to its firing, at least
+            g.recorded_ms = e.recorded_at_ms
         try:
             value = Decimal(str(details.get("value", "0")))
         except InvalidOperation:
