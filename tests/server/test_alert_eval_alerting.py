@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from leadtrail.server.alerts import Alerting, GroupBy, Kind, Rule, RuleBook
+from leadtrail.server.consumers import Saved
 from leadtrail.server.feed import Feed
 from leadtrail.server.keys import KeyStore
 from leadtrail.server.privacy import Fingerprints
@@ -25,7 +26,8 @@ WAIT_S = 20.0
 
 
 @asynccontextmanager
-async def running(data: Path) -> AsyncIterator[ServedStore]:
+async def running(data: Path, start: bool = True) -> AsyncIterator[ServedStore]:
+    """The store with its alerting (its consumer started when ``start``)."""
     loop = asyncio.get_running_loop()
     log = EventLog.open(str(data), Options())
     reads = ThreadPoolExecutor(2)
@@ -36,25 +38,27 @@ async def running(data: Path) -> AsyncIterator[ServedStore]:
     log.add_commit_listener(lambda events: loop.call_soon_threadsafe(store.feed.publish, events))
     store.rules = RuleBook(str(data))
     alerting = store.alerting = Alerting(store, store.rules)
-    await alerting.start()
+    if start:
+        await alerting.start()
     try:
         yield store
     finally:
-        await alerting.stop()
+        if start:
+            await alerting.stop()
         store.feed.close()
         ingest.shutdown()
         log.close()
         reads.shutdown()
 
 
-def count_rule(name: str, threshold: str, after: int, at_ms: int = 1) -> Rule:
+def count_rule(name: str, threshold: str, after: int, at_ms: int = 1, window_s: int = 3600) -> Rule:
     return Rule(
         account_id="default",
         name=name,
         kind=Kind.COUNT,
         filter=EventFilter(types=("recipient.failed",)),
         threshold=Decimal(threshold),
-        window_s=3600,
+        window_s=window_s,
         group_by=GroupBy.ENTITY,
         set_at_ms=at_ms,
         set_after_position=after,
@@ -155,3 +159,33 @@ def test_restart_resumes_from_the_saved_position_and_state(tmp_path: Path) -> No
 
     asyncio.run(first())
     asyncio.run(second())
+
+
+def test_while_catching_up_time_is_that_of_the_events_not_the_clock(tmp_path: Path) -> None:
+    """The handler driven as the consumer drives it, a clock a minute past the events: while
+    events are still to be evaluated, a tick goes by the last one's recorded_at (the group
+    still fires: its next events are on their way); once caught up, by the clock."""
+
+    async def scenario() -> None:
+        async with running(tmp_path / "data", start=False) as store:
+            assert store.rules is not None and store.alerting is not None
+            alerting = store.alerting
+            store.rules.set(count_rule("fails", "3", after=0, window_s=1))
+            await append(store, 3, "a")
+            last = await append(store, 3, "a")
+            await until(lambda: store.feed.last_position == last)
+            await alerting.restore(Saved(0, None))
+            events = list(store.log.read_from(1))
+            clock = events[-1].recorded_at_ms + 60_000
+            await alerting.handle(events[:3])
+            assert [a.group for a in alerting.firing()] == ["a"]
+            await alerting.tick(clock)
+            assert [e.type for e in alert_events(store)] == ["alert.fired"]
+            await until(lambda: store.feed.last_position == last + 1)
+            await alerting.handle(list(store.log.read_from(4)))  # the rest, and the firing itself
+            assert alerting.firing()[0].value == Decimal(3)
+            await alerting.tick(clock)
+            assert [e.type for e in alert_events(store)] == ["alert.fired", "alert.resolved"]
+            assert alerting.firing() == []
+
+    asyncio.run(scenario())
