@@ -1,9 +1,9 @@
 """Alert rules applied to committed events: rules and events in, firings and resolutions out.
 
 Pure logic: no I/O, no clock of its own, no asyncio. ``alerting`` feeds it the log's
-events in position order (``handle``), the wall clock about every second (``tick``),
-and, for LEAD_MARGIN, the price sums of leads it does not hold (``needed_leads`` then
-``hold_lead``); it appends what comes out.
+events in position order (``handle``), the time about every second (``tick``: server
+time, the wall clock once caught up with the log), and, for LEAD_MARGIN, the price sums
+of leads it does not hold (``needed_leads`` then ``hold_lead``); it appends what comes out.
 
 What each kind does (API.md § Alerts):
 
