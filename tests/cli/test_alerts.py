@@ -241,3 +241,17 @@ def test_an_alert_as_json_has_the_api_names() -> None:
         "lead_id": "rule:fails",
         "reason": "why",
     }
+
+
+def test_a_preset_set_from_the_command_line_is_the_servers_preset() -> None:
+    """The CLI builds a preset in the SDK's terms: field for field what the server's
+    ``preset_message`` is, outcomes included (negative-margin counts sold leads only)."""
+    import argparse
+
+    from leadtrail.client._convert import alert_rule_to_proto
+    from leadtrail.server.alerts.rules import preset_message
+    from leadtrail.server.cli_alerts import _preset_rule
+
+    for name, p in PRESETS.items():
+        args = argparse.Namespace(name="", webhook="", webhook_secret="", description="")
+        assert alert_rule_to_proto(_preset_rule(p, args)) == preset_message(name), name

@@ -12,7 +12,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy
+from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy, Outcome
 
 from .alerts.rules import PRESETS, Preset
 from .cli_errors import UsageError
@@ -62,10 +62,12 @@ def rule_of(args: argparse.Namespace) -> AlertRule:
 
 
 def _preset_rule(p: Preset, args: argparse.Namespace) -> AlertRule:
+    """The preset in the SDK's terms (the server checks it as any rule); every field of
+    ``Preset`` is carried over: tests/cli/test_alerts.py compares it with ``preset_message``."""
     return AlertRule(
         args.name or p.name,
         AlertKind(int(p.kind)),
-        filter=EventFilter(types=p.types),
+        filter=EventFilter(types=p.types, outcomes=tuple(Outcome(int(o)) for o in p.outcomes)),
         base=EventFilter(types=p.base_types) if p.base_types else None,
         threshold=Decimal(p.threshold) if p.threshold else None,
         window_s=p.window_s,
