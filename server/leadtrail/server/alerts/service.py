@@ -27,7 +27,7 @@ from leadtrail.storage import Event
 from leadtrail.v1 import alerts_pb2, alerts_pb2_grpc, event_pb2
 
 from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind, Rule
-from .rulebook import RuleBook
+from .rulebook import RuleBook, TooManyRulesError
 from .rules import Scope, check_names, keeping_secret, message_from_rule, rule_from_message
 
 DEFAULT_ALERTS = 1000
@@ -92,7 +92,10 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         previous = book.get(rule.account_id, rule.name)
         _may_change(caller, previous)
         rule = keeping_secret(rule, previous)
-        await self.store.run(lambda: book.set(rule, notify=False))
+        try:
+            rule = await self.store.run(lambda: book.set(rule, notify=False))
+        except TooManyRulesError as e:
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
         book.notify()
         return message_from_rule(rule)
 
