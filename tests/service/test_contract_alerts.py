@@ -509,6 +509,12 @@ def test_rate_fires_with_enough_base_events_and_resolves(keyed: Keyed) -> None:
         ("alert.fired", "buyer-a", f"rule:{rule}"),
         ("alert.resolved", "buyer-a", f"rule:{rule}"),
     ]
+    # resolved, it may fire again: a new alert
+    admin.append(*(ev("rt.failed", f"t{i}", "buyer-a") for i in range(10)))  # 14 of 20
+    found = admin.wait_alerts(rule, lambda f: len(f) >= 3)
+    assert [e.type for e in found] == ["alert.fired", "alert.resolved", "alert.fired"]
+    listed = [(a.firing, a.event_id) for a in admin.list_alerts() if a.rule == rule]
+    assert listed == [(True, found[2].id), (False, found[0].id)], "ListAlerts: both alerts, newest first"
 
 
 def test_absence_fires_when_a_service_falls_silent_and_resolves(keyed: Keyed) -> None:
@@ -782,6 +788,29 @@ def test_cli_sets_lists_and_removes_rules(keyed: Keyed) -> None:
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
 
 
+def test_alert_events_are_subscribable(keyed: Keyed) -> None:
+    admin = keyed["admin"]
+    rule = unique("live")
+    admin.set_rule(name=rule, kind=K.ALERT_KIND_MATCH, filter=types_filter("live.hit"))
+    request = stream_pb2.SubscribeRequest(filter=types_filter("alert.fired"), from_end=True)
+    call = admin.stream.Subscribe(request, metadata=admin.metadata, timeout=WAIT_S)
+    try:
+        for message in call:
+            if message.WhichOneof("message") == "caught_up":
+                break
+        else:
+            raise AssertionError("the subscription ended before caught_up")
+        admin.append(ev("live.hit", "live-lead"))
+        for message in call:
+            if message.WhichOneof("message") == "event" and details(message.event).get("rule") == rule:
+                assert message.event.lead_id == "live-lead" and message.event.flow_id == "alerts"
+                break
+        else:
+            raise AssertionError("the subscription ended without the alert.fired event")
+    finally:
+        call.cancel()
+
+
 # -- ListAlerts ------------------------------------------------------------------------------------
 
 
@@ -838,6 +867,11 @@ def test_only_admins_manage_rules_and_readers_and_up_list_alerts(keyed: Keyed) -
     for who in ("admin", "analyst", "reader"):
         keyed[who].list_alerts()
     assert status_of(keyed["writer"].list_alerts).code() == grpc.StatusCode.PERMISSION_DENIED
+    # a writer's appends are the account's events: its rules count them
+    hit = unique("by-writer")
+    keyed["admin"].set_rule(name=hit, kind=K.ALERT_KIND_MATCH, filter=types_filter("wr.hit"))
+    keyed["writer"].append(ev("wr.hit", "writer-lead"))
+    assert [e.lead_id for e in keyed["admin"].wait_alerts(hit, lambda f: len(f) >= 1)] == ["writer-lead"]
     unkeyed = Caller(keyed.server.address)
     try:
         assert status_of(unkeyed.list_alerts).code() == grpc.StatusCode.UNAUTHENTICATED
@@ -866,6 +900,13 @@ def test_another_accounts_rules_and_alerts_do_not_exist(keyed: Keyed) -> None:
     other.settle()
     assert other.alert_events(rule) == []
     assert [r.filter.types[:] for r in admin.rules() if r.name == rule] == [["iso.hit"]]
+    # the other account's own events fire its own rule, in its own account
+    other.append(ev("iso.hit", "iso-other"))
+    theirs = other.wait_alerts(rule, lambda f: len(f) >= 1)
+    assert [e.lead_id for e in theirs] == ["iso-other"]
+    admin.settle()
+    assert sorted(e.lead_id for e in admin.alert_events(rule)) == ["iso-lead", "iso-lead-2"]
+    assert status_of(lambda: admin.get(theirs[0].id)).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_delete_rule_then_not_found(keyed: Keyed) -> None:
@@ -938,6 +979,12 @@ BAD_RULES: list[tuple[str, dict[str, Any], str]] = [
     ("webhook not a URL", {"webhook_url": "not a url"}, "webhook_url"),
     ("group_by by type", {"group_by": query_pb2.GROUP_BY_TYPE}, "group_by"),
     ("name of 65 chars", {"name": "n" * 65}, "name"),
+    ("name in capitals", {"name": "Failures"}, "name"),
+    ("name starting with a dash", {"name": "-failures"}, "name"),
+    ("name with a trailing newline", {"name": "failures\n"}, "name"),
+    ("threshold NaN", {"threshold": "NaN"}, "threshold"),
+    ("threshold Infinity", {"threshold": "Infinity"}, "threshold"),
+    ("webhook without a host", {"webhook_url": "http://"}, "webhook_url"),
     ("drop without base", {"kind": K.ALERT_KIND_DROP, "threshold": "0.3", "baseline_windows": 2}, "base"),
     ("absence with window 0", {"kind": K.ALERT_KIND_ABSENCE, "threshold": "", "window_s": 0}, "window"),
 ]
@@ -965,6 +1012,23 @@ def test_invalid_rules_are_refused_naming_the_field_and_store_nothing(
     assert after.keys() == before.keys(), case
     assert after[name].kind == before[name].kind and after[name].threshold == before[name].threshold, case
     assert after[name].window_s == before[name].window_s and after[name].webhook_url == "", case
+
+
+def test_valid_edges_of_a_rule_are_accepted(keyed: Keyed) -> None:
+    admin = keyed["admin"]
+    name = "9" + "a_-" * 21  # 64 characters, starting with a digit
+    answer = admin.set_rule(
+        name=name,
+        kind=K.ALERT_KIND_COUNT,
+        filter=types_filter("edge.x"),
+        threshold="3",
+        window_s=1,
+        webhook_url="https://127.0.0.1:9/hook",
+    )
+    assert answer.name == name and Decimal(answer.threshold) == 3
+    assert answer.webhook_url == "https://127.0.0.1:9/hook" and not answer.webhook_secret_set
+    assert name in {r.name for r in admin.rules()}
+    admin.delete_rule(name)
 
 
 @pytest.mark.parametrize("type_", ["alert.fired", "alert.resolved", "alert.delivered", "export.completed"])
