@@ -811,6 +811,21 @@ def test_alert_events_are_subscribable(keyed: Keyed) -> None:
         call.cancel()
 
 
+def test_a_catch_all_rule_never_fires_on_alert_events(keyed: Keyed) -> None:
+    other = keyed["other"]
+    rule = unique("catch-all")
+    other.set_rule(name=rule, kind=K.ALERT_KIND_MATCH, filter=event_pb2.EventFilter())
+    try:
+        other.append(ev("any.thing", "catch-1"))
+        other.settle()  # the sentinel event is a client event too
+        other.settle()
+        leads = sorted(e.lead_id for e in other.alert_events(rule))
+        assert leads[0] == "catch-1" and len(leads) == 3, leads
+        assert all(not lead.startswith("rule:") for lead in leads), leads
+    finally:
+        other.delete_rule(rule)
+
+
 # -- ListAlerts ------------------------------------------------------------------------------------
 
 
@@ -985,6 +1000,12 @@ BAD_RULES: list[tuple[str, dict[str, Any], str]] = [
     ("threshold NaN", {"threshold": "NaN"}, "threshold"),
     ("threshold Infinity", {"threshold": "Infinity"}, "threshold"),
     ("webhook without a host", {"webhook_url": "http://"}, "webhook_url"),
+    ("filter type not a type", {"filter": types_filter("NOT A TYPE")}, "filter"),
+    (
+        "base type not a type",
+        {"kind": K.ALERT_KIND_RATE, "threshold": "0.5", "base": types_filter("x.*.y")},
+        "base",
+    ),
     ("drop without base", {"kind": K.ALERT_KIND_DROP, "threshold": "0.3", "baseline_windows": 2}, "base"),
     ("absence with window 0", {"kind": K.ALERT_KIND_ABSENCE, "threshold": "", "window_s": 0}, "window"),
 ]
