@@ -669,7 +669,7 @@ def test_a_replaced_rule_starts_again_with_empty_windows(keyed: Keyed) -> None:
     assert Decimal(str(details(found[0])["value"])) == 3
 
 
-def test_a_deleted_rules_firing_alert_stays_as_it_was(keyed: Keyed) -> None:
+def test_a_deleted_rules_firing_alert_is_resolved_once(keyed: Keyed) -> None:
     admin = keyed["admin"]
     rule = unique("deleted")
     admin.set_rule(
@@ -678,11 +678,17 @@ def test_a_deleted_rules_firing_alert_stays_as_it_was(keyed: Keyed) -> None:
     admin.append(ev("del.failed", "d1"), ev("del.failed", "d2"))
     fired_event = admin.wait_alerts(rule, lambda f: len(f) >= 1)[0]
     admin.delete_rule(rule)
+    found = admin.wait_alerts(rule, lambda f: len(f) >= 2)
     admin.append(ev("del.failed", "d3"))
     admin.settle()
-    assert [e.id for e in admin.alert_events(rule)] == [fired_event.id]
+    assert [e.type for e in admin.alert_events(rule)] == ["alert.fired", "alert.resolved"]
+    resolved = admin.alert_events(rule)[1]
+    assert details(resolved)["fired_event_id"] == fired_event.id and "deleted" in resolved.reason
+    assert found[0].id == fired_event.id
     mine = [a for a in admin.list_alerts() if a.rule == rule]
-    assert [(a.firing, a.event_id) for a in mine] == [(True, fired_event.id)]
+    assert [(a.firing, a.event_id, a.resolved_event_id) for a in mine] == [
+        (False, fired_event.id, resolved.id)
+    ]
 
 
 def test_absence_never_fires_before_a_first_event(keyed: Keyed) -> None:
