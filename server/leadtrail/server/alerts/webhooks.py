@@ -86,8 +86,6 @@ INTEGRATION = "webhook"
 """The ``integration`` of every attempt event."""
 DELIVERED = frozenset({ALERT_FIRED, ALERT_RESOLVED})
 ATTEMPTS = frozenset({ALERT_DELIVERED, ALERT_DELIVERY_FAILED})
-CLOSING_IDLE_S = 0.02
-"""The consumer's idle round while the server shuts down (its feed no longer waits)."""
 ERROR_MAX = 300
 """An attempt's ``error`` is cut to this many characters (a receiver's library may say a lot)."""
 
@@ -338,10 +336,7 @@ class Webhooks:
             self._wake.set()
 
     async def tick(self, now_ms: int) -> None:
-        # The scheduler keeps its own time. This only gives the loop a turn: once the feed is
-        # closed (shutdown), the consumer's idle round no longer waits on it, and a round with
-        # no suspension at all would hold the loop until the consumer is stopped.
-        await asyncio.sleep(CLOSING_IDLE_S if self._store.closing else 0)
+        """Nothing: the scheduler keeps its own time (retries fall due without events)."""
 
     def state(self) -> Any:
         return {"format": STATE_FORMAT, "pending": [d.json() for d in self._pending.values()]}
