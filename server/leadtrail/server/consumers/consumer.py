@@ -7,7 +7,12 @@ disk otherwise (after a restart, or when the consumer fell behind). The position
 and the handler's state are saved together, at most every ``save_every_s`` and on
 a clean stop, so a crash replays at most the events handled since the last save.
 When a handler fails, the consumer restores it from its last save and replays from
-there: a failure is handled exactly like a crash, by the same code.
+there: a failure is handled exactly like a crash, by the same code; a restore that
+fails is retried the same way, so the consumer never stops following on its own.
+
+At shutdown the feed is closed: a consumer that has handled everything it published
+ends, and ``stop`` ends an idle wait at once rather than after up to ``tick_s``.
+Events committed after that are handled after the next start, from the saved position.
 """
 
 from __future__ import annotations
