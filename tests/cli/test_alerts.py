@@ -241,3 +241,40 @@ def test_an_alert_as_json_has_the_api_names() -> None:
         "lead_id": "rule:fails",
         "reason": "why",
     }
+
+
+def test_a_preset_set_from_the_command_line_is_the_servers_preset() -> None:
+    """The CLI builds a preset in the SDK's terms: field for field what the server's
+    ``preset_message`` is, outcomes included (negative-margin counts sold leads only)."""
+    import argparse
+
+    from leadtrail.client._convert import alert_rule_to_proto
+    from leadtrail.server.alerts.rules import preset_message
+    from leadtrail.server.cli_alerts import _preset_rule
+
+    for name, p in PRESETS.items():
+        args = argparse.Namespace(name="", webhook="", webhook_secret="", description="")
+        assert alert_rule_to_proto(_preset_rule(p, args)) == preset_message(name), name
+
+
+def test_the_secret_variable_goes_with_a_webhook_only(
+    cli: Any, keyed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LEADTRAIL_WEBHOOK_SECRET set in the shell signs the rules given a --webhook, and does not
+    turn a rule without one into a refusal; --webhook-secret alone is a usage error."""
+    monkeypatch.setenv("LEADTRAIL_WEBHOOK_SECRET", SECRET)
+    plain = cli("alerts", "set", "env-plain", "--kind", "match", "--type", "x.y", *remote(keyed))
+    assert plain.status == 0, plain.stderr
+    hooked = cli(
+        "alerts", "set", "env-hooked", "--kind", "match", "--type", "x.y",
+        "--webhook", "http://127.0.0.1:9/hook", *remote(keyed),
+    )  # fmt: skip
+    assert hooked.status == 0, hooked.stderr
+    rules = {
+        r["name"]: r for r in json.loads(cli("alerts", "list", "--format", "json", *remote(keyed)).stdout)
+    }
+    assert not rules["env-plain"]["webhook_secret_set"] and rules["env-hooked"]["webhook_secret_set"]
+    alone = cli("alerts", "set", "env-alone", "--kind", "match", "--type", "x.y", "--webhook-secret", "s")
+    assert alone.status == 2 and "--webhook-secret needs --webhook" in alone.stderr
+    for name in ("env-plain", "env-hooked"):
+        assert cli("alerts", "rm", name, *remote(keyed)).status == 0

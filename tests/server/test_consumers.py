@@ -21,15 +21,20 @@ from leadtrail.storage import Event, EventLog, FsyncPolicy, Options
 class Counter:
     """A handler whose state is the number of events and the sum of their positions."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, restores_failing: int = 0) -> None:
         self.count = 0
         self.total = 0
         self.seen: list[int] = []
         self.restored: list[Saved] = []
         self.ticks = 0
         self.fail_at = fail_at
+        self.restores_failing = restores_failing
+        """The restores after the first that raise (as when the state cannot be read back)."""
 
     async def restore(self, saved: Saved) -> None:
+        if self.restored and self.restores_failing:
+            self.restores_failing -= 1
+            raise OSError("the saved state could not be read")
         self.restored.append(saved)
         self.count, self.total = saved.state or (0, 0)
 
@@ -136,7 +141,7 @@ async def _case_a_failed_batch_is_replayed_from_the_last_save(tmp_path: Path) ->
         consumer = rig.consumer(handler, new_start=0)
         await consumer.start()
         assert await consumer.handled(await rig.append(_events(2)), timeout=10)
-        await asyncio.sleep(0.1)  # a save happens between batches (save_every_s=0)
+        await saved_at(consumer, 2)  # a save happens between batches (save_every_s=0)
         last = await rig.append(_events(4, 2))
         assert await consumer.handled(last, timeout=10)
         await consumer.stop()
@@ -145,6 +150,76 @@ async def _case_a_failed_batch_is_replayed_from_the_last_save(tmp_path: Path) ->
         assert (handler.count, handler.total) == (6, sum(range(1, 7)))
         assert len(handler.restored) == 2
         assert ConsumerPosition(rig.data, "test").load() == Saved(6, [6, 21])
+    finally:
+        rig.close()
+
+
+async def saved_at(consumer: DurableConsumer, position: int, timeout: float = 10.0) -> None:
+    """Until the consumer has saved ``position`` (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while consumer.saved_position < position:
+        assert asyncio.get_running_loop().time() < deadline, f"position {position} not saved in {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+async def _case_a_failing_restore_is_retried_and_every_event_handled(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    try:
+        # The batch at position 4 fails, then the restore after it fails too: the consumer must
+        # go on retrying (not end), and handle every event once from its last save.
+        handler = Counter(fail_at=4, restores_failing=1)
+        consumer = rig.consumer(handler, new_start=0)
+        await consumer.start()
+        assert await consumer.handled(await rig.append(_events(2)), timeout=10)
+        await saved_at(consumer, 2)
+        assert await consumer.handled(await rig.append(_events(4, 2)), timeout=10)
+        last = await rig.append(_events(3, 6))  # and the events after it
+        assert await consumer.handled(last, timeout=10)
+        assert consumer.running
+        await consumer.stop()
+        assert consumer.failures == 2
+        assert handler.restored == [Saved(0, None), Saved(2, [2, 3])]
+        assert (handler.count, handler.total) == (9, sum(range(1, 10)))
+        assert ConsumerPosition(rig.data, "test").load() == Saved(9, [9, 45])
+    finally:
+        rig.close()
+
+
+async def _case_stop_ends_an_idle_wait_at_once_and_saves(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    try:
+        # A tick far longer than the grace of stop: a stop that waited for the tick would be cut
+        # off by the grace and leave the position unsaved (saves are otherwise an hour apart).
+        handler = Counter()
+        consumer = rig.consumer(handler, new_start=0, tick_s=60.0, save_every_s=3600.0)
+        await consumer.start()
+        last = await rig.append(_events(3))
+        assert await consumer.handled(last, timeout=10)
+        await consumer.stop(grace=2.0)
+        assert ConsumerPosition(rig.data, "test").load() == Saved(3, [3, 6])
+        assert not consumer.running
+    finally:
+        rig.close()
+
+
+async def _case_a_closed_feed_ends_the_consumer_once_it_has_caught_up(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    try:
+        handler = Counter()
+        consumer = rig.consumer(handler, new_start=0, tick_s=60.0, save_every_s=3600.0)
+        await consumer.start()
+        last = await rig.append(_events(4))
+        assert await consumer.handled(last, timeout=10)
+        rig.feed.close()  # shutdown: the feed no longer waits
+        deadline = asyncio.get_running_loop().time() + 10
+        while consumer.running:
+            assert asyncio.get_running_loop().time() < deadline, "the consumer kept running"
+            await asyncio.sleep(0.01)
+        ticks = handler.ticks
+        await asyncio.sleep(0.1)
+        assert handler.ticks == ticks  # no idle rounds on a closed feed
+        await consumer.stop()
+        assert ConsumerPosition(rig.data, "test").load() == Saved(4, [4, 10])
     finally:
         rig.close()
 
@@ -195,3 +270,15 @@ def test_a_failed_batch_is_replayed_from_the_last_save(tmp_path: Path) -> None:
 
 def test_a_consumer_behind_the_feed_reads_the_log(tmp_path: Path) -> None:
     asyncio.run(_case_a_consumer_behind_the_feed_reads_the_log(tmp_path))
+
+
+def test_a_failing_restore_is_retried_and_every_event_handled(tmp_path: Path) -> None:
+    asyncio.run(_case_a_failing_restore_is_retried_and_every_event_handled(tmp_path))
+
+
+def test_stop_ends_an_idle_wait_at_once_and_saves(tmp_path: Path) -> None:
+    asyncio.run(_case_stop_ends_an_idle_wait_at_once_and_saves(tmp_path))
+
+
+def test_a_closed_feed_ends_the_consumer_once_it_has_caught_up(tmp_path: Path) -> None:
+    asyncio.run(_case_a_closed_feed_ends_the_consumer_once_it_has_caught_up(tmp_path))

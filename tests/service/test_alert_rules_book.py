@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
-from leadtrail.server.alerts import GroupBy, Kind, RuleBook
+from leadtrail.server.alerts import MAX_RULES_PER_ACCOUNT, GroupBy, Kind, RuleBook, TooManyRulesError
 from leadtrail.server.alerts.rules import (
     PRESETS,
     Scope,
@@ -62,7 +63,7 @@ def test_a_rule_converts_there_and_back_without_its_secret() -> None:
         and rule.base.entity_scope == ("src_1",)
     )
     assert rule.filter.hidden_types == ("alert.*",) and rule.base.hidden_types == ("alert.*",)
-    assert (rule.set_at_ms, rule.set_after_position, rule.version) == (1234, 77, "77:1234")
+    assert (rule.set_at_ms, rule.set_after_position, rule.version) == (1234, 77, "0:77:1234")
     assert "k1" not in repr(rule)
     back = message_from_rule(rule)
     assert back.webhook_secret == "" and back.webhook_secret_set
@@ -127,9 +128,34 @@ def test_the_rule_book_keeps_scopes_and_tells_listeners_when_asked(tmp_path: Pat
     assert stat.S_IMODE(os.stat(book.path).st_mode) == 0o600
 
     again = RuleBook(str(tmp_path))
-    assert again.get("acme", "fails") == scoped
+    assert again.get("acme", "fails") == replace(scoped, revision=1)
     [kept] = again.rules("acme")
     assert kept.filter.entity_scope == ("src_1",) and kept.filter.flow_scope == ("flow_9",)
     assert kept.webhook_secret == "k1" and kept.filter.hidden_types == ("alert.*",)
     assert again.delete("acme", "fails", notify=False) and not again.delete("acme", "fails")
     assert [r.name for r in RuleBook(str(tmp_path)).rules()] == ["other"]
+
+
+def test_every_set_gets_a_new_revision_that_survives_a_restart(tmp_path: Path) -> None:
+    """Two sets of a rule within one millisecond and with no commit between are still two
+    versions: the evaluator drops the state of the first (a changed kind or window)."""
+    book = RuleBook(str(tmp_path))
+    first = book.set(rule_from_message(message(), "acme", Scope(), 5, 6))
+    second = book.set(rule_from_message(message(threshold="0.5"), "acme", Scope(), 5, 6))
+    assert (first.revision, second.revision) == (1, 2) and first.version != second.version
+    book.delete("acme", "fails")
+    again = RuleBook(str(tmp_path))
+    third = again.set(rule_from_message(message(), "acme", Scope(), 5, 6))
+    assert third.revision == 3  # never given twice, even after the rule it was given to is gone
+
+
+def test_an_account_holds_at_most_max_rules(tmp_path: Path) -> None:
+    book = RuleBook(str(tmp_path))
+    for i in range(MAX_RULES_PER_ACCOUNT):
+        book.set(rule_from_message(message(name=f"r{i}"), "acme", Scope(), 5, 6), notify=False)
+    with pytest.raises(TooManyRulesError, match=f"holds {MAX_RULES_PER_ACCOUNT} alert rules"):
+        book.set(rule_from_message(message(name="one-more"), "acme", Scope(), 5, 6))
+    assert book.get("acme", "one-more") is None
+    book.set(rule_from_message(message(name="r0", threshold="0.9"), "acme", Scope(), 5, 6))  # a replace
+    book.set(rule_from_message(message(name="one-more"), "globex", Scope(), 5, 6))  # another account
+    assert len(RuleBook(str(tmp_path)).rules("acme")) == MAX_RULES_PER_ACCOUNT

@@ -280,6 +280,8 @@ def test_a_scrape_shows_its_own_accounts_counts_only(keyed: tuple[Server, dict[s
     # Each account's appends are timed in its own histogram.
     assert acme.value("leadtrail_append_seconds_count") == 1
     assert globex.value("leadtrail_append_seconds_count") == 1
+    # Positions count every account's events: only the default account (the operator's) sees them.
+    assert "leadtrail_last_position" not in acme.text and "leadtrail_last_position" not in globex.text
 
 
 # -- the listener's life ---------------------------------------------------------------------------

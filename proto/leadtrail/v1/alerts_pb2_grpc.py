@@ -77,7 +77,8 @@ class AlertServiceServicer:
 
     def DeleteAlertRule(self, request, context):
         """NOT_FOUND when the account has no rule of that name. Its alerts firing now
-        are resolved no further: they stay in ListAlerts as they were.
+        are resolved (an `alert.resolved` event saying the rule was deleted, sent
+        to its webhook like any resolution); so are they when a rule is replaced.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

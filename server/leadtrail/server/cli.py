@@ -299,10 +299,9 @@ def _alerts_parser(sub: Any) -> None:
     a.add_argument("--webhook", metavar="URL", help="http(s):// URL notified of every firing and resolution")
     a.add_argument(
         "--webhook-secret",
-        default=os.environ.get("LEADTRAIL_WEBHOOK_SECRET"),
         metavar="S",
-        help="HMAC-SHA256 key of the webhook's signature (default: the LEADTRAIL_WEBHOOK_SECRET "
-        "environment variable); never shown again",
+        help="HMAC-SHA256 key of the webhook's signature (default with --webhook: the "
+        "LEADTRAIL_WEBHOOK_SECRET environment variable); never shown again",
     )
     a.add_argument("--description", metavar="TEXT", help="shown with the rule")
     _server_args(a)

@@ -8,17 +8,19 @@ only whether one is held.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from decimal import Decimal
 from typing import Any
 
-from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy
+from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy, Outcome
 
 from .alerts.rules import PRESETS, Preset
 from .cli_errors import UsageError
 from .cli_output import dumps, iso_ms, table
 from .cli_remote import connect
 
+SECRET_VARIABLE = "LEADTRAIL_WEBHOOK_SECRET"
 KINDS = tuple(kind.name.lower() for kind in AlertKind)
 GROUPS = ("entity", "flow")
 _RULE_FLAGS = ("kind", "type", "base", "threshold", "window", "min_events", "baseline_windows", "group_by")
@@ -56,16 +58,28 @@ def rule_of(args: argparse.Namespace) -> AlertRule:
         baseline_windows=args.baseline_windows or 0,
         group_by=GroupBy[args.group_by.upper()] if args.group_by else None,
         webhook_url=args.webhook or "",
-        webhook_secret=args.webhook_secret or "",
+        webhook_secret=_secret(args),
         description=args.description or "",
     )
 
 
+def _secret(args: argparse.Namespace) -> str:
+    """The secret to send: --webhook-secret, else LEADTRAIL_WEBHOOK_SECRET, and only with a
+    webhook (the variable set in a shell must not turn a rule without one into a refusal)."""
+    if not args.webhook:
+        if args.webhook_secret:
+            raise UsageError("--webhook-secret needs --webhook")
+        return ""
+    return args.webhook_secret or os.environ.get(SECRET_VARIABLE, "")
+
+
 def _preset_rule(p: Preset, args: argparse.Namespace) -> AlertRule:
+    """The preset in the SDK's terms (the server checks it as any rule); every field of
+    ``Preset`` is carried over: tests/cli/test_alerts.py compares it with ``preset_message``."""
     return AlertRule(
         args.name or p.name,
         AlertKind(int(p.kind)),
-        filter=EventFilter(types=p.types),
+        filter=EventFilter(types=p.types, outcomes=tuple(Outcome(int(o)) for o in p.outcomes)),
         base=EventFilter(types=p.base_types) if p.base_types else None,
         threshold=Decimal(p.threshold) if p.threshold else None,
         window_s=p.window_s,
@@ -73,7 +87,7 @@ def _preset_rule(p: Preset, args: argparse.Namespace) -> AlertRule:
         baseline_windows=p.baseline_windows,
         group_by=GroupBy[p.group_by.name] if p.group_by.value else None,
         webhook_url=args.webhook or "",
-        webhook_secret=args.webhook_secret or "",
+        webhook_secret=_secret(args),
         description=args.description or p.description,
     )
 

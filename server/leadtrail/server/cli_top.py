@@ -48,6 +48,9 @@ ROWS_SHOWN = 15
 """Rows of the events table on screen (the JSON has them all)."""
 REASON_SHOWN = 60
 """Characters of an alert's reason on screen."""
+CATCH_UP_TIMEOUT_S = 120.0
+"""How long a view waits for the replay of its window (a hung server must not hang top)."""
+READ_AUDIT_PREFIX = "audit."
 WIDE = 160
 """Columns of a ``--once`` view printed where there is no terminal to measure."""
 
@@ -110,6 +113,8 @@ class Follower:
         self.caught_up.set()  # wakes a waiting --once
 
     def _count(self, event: Event) -> None:
+        if event.type.startswith(READ_AUDIT_PREFIX):
+            return  # the read audit is not the platform's traffic (and top's own reads land there)
         with self.lock:
             self.window.add(
                 event,
@@ -119,10 +124,13 @@ class Follower:
                 now_ms=_now_ms(),
             )
 
-    def wait_caught_up(self) -> None:
-        """Block until the replay of the window is done; raises what ended the subscription."""
-        while not self.caught_up.wait(0.2):
-            pass
+    def wait_caught_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+        """Block until the replay of the window is done; raises what ended the subscription,
+        or a CommandError when a server that answers never finishes the replay."""
+        if not self.caught_up.wait(timeout_s):
+            raise CommandError(
+                f"server {self.client.target} did not finish replaying the last window in {timeout_s:.0f} s"
+            )
         self.raise_error()
 
     def raise_error(self) -> None:

@@ -214,6 +214,12 @@ class Feed:
         for waiter in waiters:
             _resolve(waiter)
 
+    @property
+    def closed(self) -> bool:
+        """Shutting down: ``wait`` returns at once, so a reader that has caught up stops
+        following rather than wait on a feed that no longer wakes anyone."""
+        return self._closed
+
     def close(self) -> None:
         """Wake every waiter, now and from now on (shutdown)."""
         self._closed = True

@@ -9,11 +9,12 @@ events to the rules' URLs (another durable consumer), ``service`` is the
 
 from .alerting import Alerting
 from .model import ALERT_FLOW, FiringAlert, GroupBy, Kind, Rule
-from .rulebook import RuleBook, RuleBookError
+from .rulebook import MAX_RULES_PER_ACCOUNT, RuleBook, RuleBookError, TooManyRulesError
 from .webhooks import WebhookPolicy, WebhookPolicyError, Webhooks
 
 __all__ = [
     "ALERT_FLOW",
+    "MAX_RULES_PER_ACCOUNT",
     "Alerting",
     "FiringAlert",
     "GroupBy",
@@ -21,6 +22,7 @@ __all__ = [
     "Rule",
     "RuleBook",
     "RuleBookError",
+    "TooManyRulesError",
     "WebhookPolicy",
     "WebhookPolicyError",
     "Webhooks",

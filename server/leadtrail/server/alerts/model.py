@@ -72,6 +72,8 @@ class Rule:
     set_at_ms: int = 0
     set_after_position: int = 0
     """The rule counts events committed after this position (the log's last when set)."""
+    revision: int = 0
+    """Given by the rule book, one more on every set of any rule: no two sets share it."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,8 +81,9 @@ class Rule:
 
     @property
     def version(self) -> str:
-        """Changes whenever the rule is set again: state kept for an older version is dropped."""
-        return f"{self.set_after_position}:{self.set_at_ms}"
+        """Changes whenever the rule is set again (even twice in one millisecond with no
+        commit between: the revision): state kept for an older version is dropped."""
+        return f"{self.revision}:{self.set_after_position}:{self.set_at_ms}"
 
     def group_of(self, entity_id: str, flow_id: str) -> str:
         if self.group_by is GroupBy.ENTITY:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -23,11 +24,17 @@ from .model import GroupBy, Kind, Rule
 DIRECTORY = "alerts"
 FILE = "rules.json"
 FORMAT = 1
+MAX_RULES_PER_ACCOUNT = 200
+"""Each rule holds up to tens of MB of windows (evaluator.py): the bound of the whole."""
 TMP_SUFFIX = ".tmp"
 
 
 class RuleBookError(Exception):
     """The rules file cannot be read; the message names the file and the problem."""
+
+
+class TooManyRulesError(Exception):
+    """An account already holds ``MAX_RULES_PER_ACCOUNT`` rules and a new one was set."""
 
 
 def _filter_json(f: EventFilter | None) -> dict[str, Any] | None:
@@ -83,6 +90,7 @@ def rule_json(rule: Rule) -> dict[str, Any]:
         "description": rule.description,
         "set_at_ms": rule.set_at_ms,
         "set_after_position": rule.set_after_position,
+        "revision": rule.revision,
     }
 
 
@@ -106,6 +114,7 @@ def rule_from(raw: dict[str, Any]) -> Rule:
         description=raw.get("description", ""),
         set_at_ms=raw.get("set_at_ms", 0),
         set_after_position=raw.get("set_after_position", 0),
+        revision=raw.get("revision", 0),
     )
 
 
@@ -121,6 +130,8 @@ class RuleBook:
         self._files = files or Files()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
+        self._revision = 0
+        """The last revision given (kept in the file, so it never goes back)."""
         self._rules: dict[tuple[str, str], Rule] = self._load()
 
     def _load(self) -> dict[tuple[str, str], Rule]:
@@ -135,8 +146,12 @@ class RuleBook:
             if raw.get("format") != FORMAT:
                 raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
             rules = [rule_from(r) for r in raw["rules"]]
+            revision = raw.get("revision", 0)
+            if type(revision) is not int or revision < 0:
+                raise ValueError(f"revision {revision!r} is not a revision")
         except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
             raise RuleBookError(f"{self.path}: {e}") from None
+        self._revision = max([revision, *(r.revision for r in rules)])
         return {r.key: r for r in rules}
 
     def rules(self, account_id: str | None = None) -> list[Rule]:
@@ -152,9 +167,17 @@ class RuleBook:
         telling the listeners to the caller (``notify()``): the file is written on a thread
         and the listeners hear on the event loop."""
         with self._lock:
+            if rule.key not in self._rules:
+                held = sum(1 for key in self._rules if key[0] == rule.account_id)
+                if held >= MAX_RULES_PER_ACCOUNT:
+                    raise TooManyRulesError(
+                        f"account {rule.account_id!r} holds {held} alert rules, the most it may hold "
+                        f"({MAX_RULES_PER_ACCOUNT}); delete one first"
+                    )
+            rule = replace(rule, revision=self._revision + 1)
             rules = dict(self._rules)
             rules[rule.key] = rule
-            self._write(rules)
+            self._write(rules, rule.revision)
         if notify:
             self._changed()
         return rule
@@ -166,7 +189,7 @@ class RuleBook:
                 return False
             rules = dict(self._rules)
             del rules[(account_id, name)]
-            self._write(rules)
+            self._write(rules, self._revision)
         if notify:
             self._changed()
         return True
@@ -179,10 +202,11 @@ class RuleBook:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def _write(self, rules: dict[tuple[str, str], Rule]) -> None:
+    def _write(self, rules: dict[tuple[str, str], Rule], revision: int) -> None:
         os.makedirs(self.directory, exist_ok=True)
+        ordered = sorted(rules.values(), key=lambda r: r.key)
         data = orjson.dumps(
-            {"format": FORMAT, "rules": [rule_json(r) for r in sorted(rules.values(), key=lambda r: r.key)]},
+            {"format": FORMAT, "revision": revision, "rules": [rule_json(r) for r in ordered]},
             option=orjson.OPT_INDENT_2,
         )
         # The file holds webhook secrets: its temporary file is made 0600 before a byte is
@@ -192,6 +216,7 @@ class RuleBook:
         os.chmod(tmp, 0o600)
         self._files.write_file_atomically(self.path, data, TMP_SUFFIX)
         self._rules = rules
+        self._revision = revision
 
     def _changed(self) -> None:
         rules = self.rules()

@@ -27,7 +27,7 @@ from leadtrail.storage import Event
 from leadtrail.v1 import alerts_pb2, alerts_pb2_grpc, event_pb2
 
 from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind, Rule
-from .rulebook import RuleBook
+from .rulebook import RuleBook, TooManyRulesError
 from .rules import Scope, check_names, keeping_secret, message_from_rule, rule_from_message
 
 DEFAULT_ALERTS = 1000
@@ -53,6 +53,7 @@ class _Listed:
     firing: bool
     resolved_at_ms: int | None = None
     resolved_event_id: str = ""
+    rule_version: str = ""
 
     def message(self) -> alerts_pb2.Alert:
         m = alerts_pb2.Alert(
@@ -92,7 +93,10 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         previous = book.get(rule.account_id, rule.name)
         _may_change(caller, previous)
         rule = keeping_secret(rule, previous)
-        await self.store.run(lambda: book.set(rule, notify=False))
+        try:
+            rule = await self.store.run(lambda: book.set(rule, notify=False))
+        except TooManyRulesError as e:
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
         book.notify()
         return message_from_rule(rule)
 
@@ -147,16 +151,22 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         listed = _from_events(await self.store.run(scan), request.rule)
         alerting = self.store.alerting
         if alerting is not None:
-            known = {a.event_id: a for a in listed}
-            for firing in alerting.firing(caller.account):
-                if request.rule and firing.rule != request.rule:
-                    continue
-                if caller.key is not None and not caller.key.sees(firing.group, ALERT_FLOW):
-                    continue
-                if firing.event_id in known:
-                    known[firing.event_id].firing = True
-                else:
-                    listed.append(_from_firing(firing))
+            firing_now = {
+                a.event_id: a
+                for a in alerting.firing(caller.account)
+                if (not request.rule or a.rule == request.rule)
+                and (caller.key is None or caller.key.sees(a.group, ALERT_FLOW))
+            }
+            book = self._book()
+            for a in listed:
+                rule = book.get(caller.account, a.rule)
+                if a.firing and rule is not None and rule.version == a.rule_version:
+                    # The evaluator holds this rule as it was when the alert fired: it is the
+                    # authority on whether the alert fires still.
+                    a.firing = a.event_id in firing_now
+            known = {a.event_id for a in listed}
+            # A firing older than the events read is listed too, whatever its age.
+            listed.extend(_from_firing(a) for a in firing_now.values() if a.event_id not in known)
         if request.firing_only:
             listed = [a for a in listed if a.firing]
         listed.sort(key=lambda a: (a.fired_at_ms, a.event_id), reverse=True)
@@ -209,6 +219,7 @@ def _from_events(events: list[Event], rule: str) -> list[_Listed]:
                 firing=resolves and resolved is None,
                 resolved_at_ms=resolved.timestamp_ms if resolved is not None else None,
                 resolved_event_id=resolved.id if resolved is not None else "",
+                rule_version=str(details.get("rule_version", "")),
             )
         )
     return listed

@@ -10,7 +10,11 @@ sha256=<hex HMAC-SHA256(secret, body)>`` (``signing.py``).
 Every attempt's outcome is an event of the log: ``alert.delivered`` (a 2xx answer,
 final) or ``alert.delivery_failed`` (any other answer, no answer within the timeout,
 a refused connection, a redirect (not followed); ``next_attempt_ms`` says when the next attempt is due, or
-``final`` says there is none). Failures are retried with exponential backoff and full
+``final`` says there is none). An attempt event names the receiver by its origin
+(``details.url``: ``scheme://host[:port]``) and ``details.url_sha256`` (the first 12 hex
+digits of the full URL's SHA-256), never by the URL, which is often a secret (a token in
+its path, a password in its userinfo), and errors are scrubbed of it (``redaction.py``):
+those events are readable by every reader. Failures are retried with exponential backoff and full
 jitter (a wait drawn in ``[0, min(max, first * 2**(n-1))]`` after attempt n) until
 ``give_up_after_s`` (24 h) after the first attempt; the attempt that fails past that is
 final. A rule deleted, or left without a URL, ends its pending deliveries with a final
@@ -74,6 +78,7 @@ from .model import (
     ALERT_RESOLVED,
     RULE_LEAD_PREFIX,
 )
+from .redaction import scrub, url_digest, url_origin
 from .rulebook import RuleBook
 from .signing import ATTEMPT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, signature
 
@@ -86,8 +91,6 @@ INTEGRATION = "webhook"
 """The ``integration`` of every attempt event."""
 DELIVERED = frozenset({ALERT_FIRED, ALERT_RESOLVED})
 ATTEMPTS = frozenset({ALERT_DELIVERED, ALERT_DELIVERY_FAILED})
-CLOSING_IDLE_S = 0.02
-"""The consumer's idle round while the server shuts down (its feed no longer waits)."""
 ERROR_MAX = 300
 """An attempt's ``error`` is cut to this many characters (a receiver's library may say a lot)."""
 
@@ -338,10 +341,7 @@ class Webhooks:
             self._wake.set()
 
     async def tick(self, now_ms: int) -> None:
-        # The scheduler keeps its own time. This only gives the loop a turn: once the feed is
-        # closed (shutdown), the consumer's idle round no longer waits on it, and a round with
-        # no suspension at all would hold the loop until the consumer is stopped.
-        await asyncio.sleep(CLOSING_IDLE_S if self._store.closing else 0)
+        """Nothing: the scheduler keeps its own time (retries fall due without events)."""
 
     def state(self) -> Any:
         return {"format": STATE_FORMAT, "pending": [d.json() for d in self._pending.values()]}
@@ -487,7 +487,9 @@ class Webhooks:
         except TimeoutError:
             return url, AttemptResult(error=f"no answer within {self.policy.timeout_s:g} s")
         except (aiohttp.ClientError, OSError, ValueError) as e:
-            return url, AttemptResult(error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            # The library's words may quote the URL, whose path or userinfo can be the secret.
+            said = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return url, AttemptResult(error=scrub(said, url))
         return url, AttemptResult(status=status, error="" if 200 <= status < 300 else f"HTTP {status}")
 
     def _record(
@@ -500,15 +502,18 @@ class Webhooks:
         ended_ms: int,
         outcome: AttemptResult,
     ) -> None:
-        """The attempt's event, submitted to the log; the delivery waits until it is learnt."""
+        """The attempt's event, submitted to the log; the delivery waits until it is learnt.
+        It names the receiver by ``url``'s origin and digest only (``redaction``)."""
         first_ms = delivery.first_attempt_ms or started_ms
         deadline_ms = first_ms + int(self.policy.give_up_after_s * 1000)
-        error = (outcome.final_error or outcome.error)[:ERROR_MAX]
+        error = scrub(outcome.final_error or outcome.error, url)[:ERROR_MAX]
         final = outcome.delivered or bool(outcome.final_error) or ended_ms >= deadline_ms
+        shown = url_origin(url)
         details: dict[str, Any] = {
             "rule": delivery.rule,
             "event_id": delivery.event_id,
-            "url": url,
+            "url": shown,
+            "url_sha256": url_digest(url),
             "attempt": attempt,
             "status": outcome.status,
             "error": error,
@@ -517,19 +522,19 @@ class Webhooks:
         }
         alert_of = f"Alert {delivery.event_id} of rule {delivery.rule}"
         if outcome.delivered:
-            reason = f"{alert_of} was delivered to {url} (HTTP {outcome.status}, attempt {attempt})."
+            reason = f"{alert_of} was delivered to {shown} (HTTP {outcome.status}, attempt {attempt})."
         elif outcome.final_error:
             reason = f"{alert_of} will not be delivered: {error}."
         elif final:
             reason = (
-                f"{alert_of} was not delivered to {url}; gave up after {attempt} attempts (last: {error})."
+                f"{alert_of} was not delivered to {shown}; gave up after {attempt} attempts (last: {error})."
             )
         else:
             wait_ms = int(self._random.uniform(0, self.policy.backoff_cap_s(attempt)) * 1000)
             next_ms = min(ended_ms + wait_ms, deadline_ms)
             details["next_attempt_ms"] = next_ms
             reason = (
-                f"{alert_of} was not delivered to {url} (attempt {attempt}: {error}); "
+                f"{alert_of} was not delivered to {shown} (attempt {attempt}: {error}); "
                 f"next attempt at {iso_ms(next_ms)}."
             )
         if outcome.delivered:
@@ -543,7 +548,7 @@ class Webhooks:
             timestamp_ms=started_ms,
             entity_id=alert.entity_id if alert is not None else "",
             outcome=result,
-            reason=reason[:REASON_MAX],
+            reason=scrub(reason, url)[:REASON_MAX],
             duration_ms=ended_ms - started_ms,
             integration=INTEGRATION,
             response_code=outcome.status,

@@ -7,7 +7,12 @@ disk otherwise (after a restart, or when the consumer fell behind). The position
 and the handler's state are saved together, at most every ``save_every_s`` and on
 a clean stop, so a crash replays at most the events handled since the last save.
 When a handler fails, the consumer restores it from its last save and replays from
-there: a failure is handled exactly like a crash, by the same code.
+there: a failure is handled exactly like a crash, by the same code; a restore that
+fails is retried the same way, so the consumer never stops following on its own.
+
+At shutdown the feed is closed: a consumer that has handled everything it published
+ends, and ``stop`` ends an idle wait at once rather than after up to ``tick_s``.
+Events committed after that are handled after the next start, from the saved position.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -25,9 +30,6 @@ from leadtrail.storage import Event, EventLog
 from .position import ConsumerPosition, Saved
 
 log = logging.getLogger("leadtrail.server")
-
-CLOSED_FEED_S = 0.05
-"""A wait on the feed shorter than this with nothing new means the feed is closed."""
 
 
 class Handler(Protocol):
@@ -85,7 +87,12 @@ class DurableConsumer:
         self._saved: Saved | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._handling = False
+        self._waiting = False
+        """The run loop is in a wait (for the feed, or before a retry), nothing in hand."""
+        self._cut_short = False
+        """stop() cancelled the run loop in a wait."""
+        self._rewind_due = False
+        """A batch or a restore failed: the handler's state is not that of ``position``."""
         self._advanced = asyncio.Event()
         self.failures = 0
 
@@ -104,14 +111,24 @@ class DurableConsumer:
             # not from wherever the log is when it first saves after a crash.
             await self._save()
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
+        self._task.add_done_callback(self._ended)
+
+    @property
+    def running(self) -> bool:
+        """Whether the run loop still follows the log (it ends on stop, or once the feed is
+        closed and everything it published is handled)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Finish the batch in hand (within ``grace`` seconds), then save the position."""
         self._stopping = True
-        self._feed_wake()
         task = self._task
         if task is None:
             return
+        if self._waiting and not task.done():
+            # Nothing in hand: end the wait now rather than after up to a tick.
+            self._cut_short = True
+            task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(task), grace)
         except TimeoutError:
@@ -123,7 +140,8 @@ class DurableConsumer:
             return  # the handler stopped mid-batch: its state is not that of a position
         except Exception:
             return
-        await self._save()
+        if not self._rewind_due:  # else the last save is the last consistent state
+            await self._save()
 
     async def handled(self, position: int, timeout: float) -> bool:
         """Wait until every event up to ``position`` is handled (False after ``timeout``)."""
@@ -140,20 +158,47 @@ class DurableConsumer:
                 return self.position >= position
         return True
 
-    def _feed_wake(self) -> None:
-        self._advanced.set()
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A run loop that ends other than by ``stop`` or a closed feed stops the consumer for
+        good: say so loudly rather than leave the position silently still."""
+        if task.cancelled():
+            if not self._stopping:
+                log.error("consumer %s was cancelled; it no longer follows the log", self.name)
+            return
+        e = task.exception()
+        if e is not None:
+            log.error("consumer %s ended; it no longer follows the log", self.name, exc_info=e)
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # stop() cut a wait short: a clean end. Any other cancellation goes on.
+            if not (self._cut_short and task is not None and task.uncancel() == 0):
+                raise
+
+    async def _pause(self, waited: Awaitable[None]) -> None:
+        """Await ``waited`` with nothing in hand: ``stop`` may cancel the run loop meanwhile."""
+        self._waiting = True
+        try:
+            await waited
+        finally:
+            self._waiting = False
+
+    async def _follow(self) -> None:
         last_save = last_tick = self._clock()
         while not self._stopping:
             try:
+                if self._rewind_due:
+                    # Here, inside the try, so that a failing restore is retried like a failing
+                    # batch instead of ending the loop.
+                    await self._pause(asyncio.sleep(self._retry_s))
+                    await self._rewind()
+                    self._rewind_due = False
                 events = await self._next()
                 if events:
-                    self._handling = True
-                    try:
-                        await self._handler.handle(events)
-                    finally:
-                        self._handling = False
+                    await self._handler.handle(events)
                     self.position = events[-1].position
                     self._advanced.set()
                 now = self._clock()
@@ -166,18 +211,15 @@ class DurableConsumer:
                 # Checked again after the awaits above: a group published meanwhile is handled
                 # now, not after a wait of a tick.
                 if not events and not self._stopping and self.position >= self._feed.last_position:
-                    began = self._clock()
-                    await self._feed.wait(self._tick_s)
-                    if self.position >= self._feed.last_position and self._clock() - began < CLOSED_FEED_S:
-                        # A closed feed (shutdown) returns at once: pause rather than spin the loop.
-                        await asyncio.sleep(CLOSED_FEED_S)
+                    if self._feed.closed:
+                        return  # shutdown: the feed wakes no one any more, and nothing is in hand
+                    await self._pause(self._feed.wait(self._tick_s))
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 self.failures += 1
+                self._rewind_due = True
                 log.warning("consumer %s: %s; resuming from position %d", self.name, e, self.saved_position)
-                await asyncio.sleep(self._retry_s)
-                await self._rewind()
 
     async def _next(self) -> list[Event]:
         """The next committed events after the position: from memory, or from disk."""

@@ -15,8 +15,9 @@ sees only its caller's account (another account's types and rule names never app
 - ``leadtrail_alerts_firing{rule}`` (gauge): groups firing now, for every rule of the account.
 - ``leadtrail_sink_lag_events{sink}`` (gauge): events a sink has still to deliver (declared;
   no samples until sinks exist).
-- ``leadtrail_last_position`` (gauge): the log's last committed position (positions are
-  shared by every account).
+- ``leadtrail_last_position`` (gauge): the log's last committed position, for the
+  ``default`` account (the operator's) only: positions count every account's events, so
+  another account would learn how much the others write.
 - ``leadtrail_up`` (gauge): 1 while the server serves.
 """
 
@@ -34,7 +35,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from leadtrail.storage import AUDIT_TYPE_PREFIX
+from leadtrail.storage import AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT
 
 from .meters import APPEND_BUCKETS_S, Meters
 
@@ -140,7 +141,10 @@ class AccountMetrics(Collector):
         yield GaugeMetricFamily(
             "leadtrail_sink_lag_events", "Events a sink has still to deliver, by sink.", labels=["sink"]
         )
-        yield GaugeMetricFamily("leadtrail_last_position", "The log's last committed position.", value=last)
+        if account == DEFAULT_ACCOUNT:
+            yield GaugeMetricFamily(
+                "leadtrail_last_position", "The log's last committed position.", value=last
+            )
         yield GaugeMetricFamily("leadtrail_up", "1 while the server serves.", value=1)
 
 
