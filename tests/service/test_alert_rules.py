@@ -137,6 +137,7 @@ BAD_RULES: list[tuple[str, dict[str, Any], str]] = [
     ("rate share of 0", {"threshold": "0"}, "threshold: '0': ALERT_KIND_RATE takes a share"),
     ("window of 0", {"window_s": 0}, "window_s: required for ALERT_KIND_RATE"),
     ("window too long", {"window_s": MAX_WINDOW_S + 1}, f"window_s: {MAX_WINDOW_S + 1} is over the limit"),
+    ("window of coarse buckets", {"window_s": 61}, "window_s: 61 seconds cannot be cut into 10 to 60 whole"),
     ("min_events too many", {"min_events": 1_000_001}, "min_events: 1000001 is over the limit of 1,000,000"),
     ("group by type", {"group_by": query_pb2.GROUP_BY_TYPE}, "group_by: GROUP_BY_TYPE is not a grouping"),
     ("group by day", {"group_by": query_pb2.GROUP_BY_DAY}, "group_by: GROUP_BY_DAY"),

@@ -126,6 +126,7 @@ def test_the_ready_line_names_the_http_listener_and_metrics_answer_in_prometheus
     assert answer.headers["Content-Type"].startswith("text/plain; version=")
     assert answer.types["leadtrail_events_appended"] == "counter"
     assert answer.types["leadtrail_append_seconds"] == "histogram"
+    assert answer.types["leadtrail_alert_groups_refused"] == "counter"
     for gauge in (
         "leadtrail_subscribers",
         "leadtrail_subscriber_lag_events",

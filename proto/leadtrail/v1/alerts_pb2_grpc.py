@@ -77,8 +77,9 @@ class AlertServiceServicer:
 
     def DeleteAlertRule(self, request, context):
         """NOT_FOUND when the account has no rule of that name. Its alerts firing now
-        are resolved (an `alert.resolved` event saying the rule was deleted, sent
-        to its webhook like any resolution); so are they when a rule is replaced.
+        are resolved (an `alert.resolved` event saying the rule was deleted,
+        `details.cause` "rule_changed"); so are they when a rule is replaced (and
+        then sent to the rule's webhook like any resolution).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

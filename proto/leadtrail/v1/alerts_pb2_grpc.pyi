@@ -44,8 +44,9 @@ class AlertServiceStub:
     """The caller's account's rules, by name; `webhook_secret` is never returned."""
     DeleteAlertRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.DeleteAlertRuleRequest, _alerts_pb2.DeleteAlertRuleResponse]
     """NOT_FOUND when the account has no rule of that name. Its alerts firing now
-    are resolved (an `alert.resolved` event saying the rule was deleted, sent
-    to its webhook like any resolution); so are they when a rule is replaced.
+    are resolved (an `alert.resolved` event saying the rule was deleted,
+    `details.cause` "rule_changed"); so are they when a rule is replaced (and
+    then sent to the rule's webhook like any resolution).
     """
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListAlertsRequest, _alerts_pb2.ListAlertsResponse]
     """Alerts of the caller's account, newest first: those firing now and those
@@ -64,8 +65,9 @@ class AlertServiceAsyncStub(AlertServiceStub):
     """The caller's account's rules, by name; `webhook_secret` is never returned."""
     DeleteAlertRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.DeleteAlertRuleRequest, _alerts_pb2.DeleteAlertRuleResponse]  # type: ignore[assignment]
     """NOT_FOUND when the account has no rule of that name. Its alerts firing now
-    are resolved (an `alert.resolved` event saying the rule was deleted, sent
-    to its webhook like any resolution); so are they when a rule is replaced.
+    are resolved (an `alert.resolved` event saying the rule was deleted,
+    `details.cause` "rule_changed"); so are they when a rule is replaced (and
+    then sent to the rule's webhook like any resolution).
     """
     ListAlerts: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListAlertsRequest, _alerts_pb2.ListAlertsResponse]  # type: ignore[assignment]
     """Alerts of the caller's account, newest first: those firing now and those
@@ -99,8 +101,9 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_alerts_pb2.DeleteAlertRuleResponse, _abc.Awaitable[_alerts_pb2.DeleteAlertRuleResponse]]:
         """NOT_FOUND when the account has no rule of that name. Its alerts firing now
-        are resolved (an `alert.resolved` event saying the rule was deleted, sent
-        to its webhook like any resolution); so are they when a rule is replaced.
+        are resolved (an `alert.resolved` event saying the rule was deleted,
+        `details.cause` "rule_changed"); so are they when a rule is replaced (and
+        then sent to the rule's webhook like any resolution).
         """
 
     @_abc_1.abstractmethod

@@ -12,7 +12,7 @@ rule reads back as what it does:
 | threshold | RATE, DROP | a share in (0, 1] |
 | threshold | LEAD_MARGIN | any decimal money value (the lead's price sum <= it fires) |
 | threshold | MATCH, ABSENCE | must be left empty |
-| window_s | COUNT, RATE, ABSENCE, DROP | 1 s..30 days; ignored by MATCH, LEAD_MARGIN |
+| window_s | COUNT, RATE, ABSENCE, DROP | 1 s..30 days; over 10 s, a divisor from 10 to 60 is needed |
 | base | RATE, DROP | required; ignored by the others |
 | min_events | RATE, DROP | 0..1,000,000; ignored by the others |
 | baseline_windows | DROP | 1..168; ignored by the others |
@@ -39,6 +39,8 @@ from leadtrail.v1 import alerts_pb2, event_pb2, query_pb2
 from .model import ALERT_FLOW, GroupBy, Kind, Rule
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MIN_BUCKETS = 10
+"""A window over this many seconds must divide into at least this many whole-second buckets."""
 MAX_WINDOW_S = 30 * 24 * 3600
 """30 days: the longest window a rule may slide."""
 MAX_COUNT = 1_000_000
@@ -208,6 +210,15 @@ def _window(kind: Kind, window_s: int) -> int:
         raise invalid("window_s", f"required for {kind_name(kind)}: 1..{MAX_WINDOW_S} seconds (30 days)")
     if window_s > MAX_WINDOW_S:
         raise invalid("window_s", f"{window_s} is over the limit of {MAX_WINDOW_S} seconds (30 days)")
+    if window_s > MIN_BUCKETS and not any(window_s % n == 0 for n in range(MIN_BUCKETS, 61)):
+        # Windows are cut into whole-second buckets that divide them (windows.py): a window
+        # with no divisor from 10 to 60 would be a few coarse buckets and count imprecisely.
+        nearest = min((w for w in (window_s - window_s % 60, window_s + 60 - window_s % 60) if w), default=60)
+        raise invalid(
+            "window_s",
+            f"{window_s} seconds cannot be cut into {MIN_BUCKETS} to 60 whole-second buckets "
+            f"(it has no divisor from {MIN_BUCKETS} to 60); use e.g. {nearest}",
+        )
     return window_s
 
 

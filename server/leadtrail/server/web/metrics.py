@@ -13,6 +13,8 @@ sees only its caller's account (another account's types and rule names never app
 - ``leadtrail_subscriber_lag_events`` (gauge): the largest lag of a live subscription, the
   log positions it has still to read (0 with none).
 - ``leadtrail_alerts_firing{rule}`` (gauge): groups firing now, for every rule of the account.
+- ``leadtrail_alert_groups_refused_total{rule}`` (counter): events of a new group a rule
+  did not track because it held its most groups (evaluator.py) and could let none go.
 - ``leadtrail_sink_lag_events{sink}`` (gauge): events a sink has still to deliver (declared;
   no samples until sinks exist).
 - ``leadtrail_last_position`` (gauge): the log's last committed position, for the
@@ -51,6 +53,7 @@ class AlertsFiring(Protocol):
     """What the metrics read of the alert evaluator."""
 
     def firing(self, account_id: str | None = None) -> Iterable[Firing]: ...
+    def refused(self) -> dict[tuple[str, str], int]: ...
 
 
 class Named(Protocol):
@@ -137,6 +140,18 @@ class AccountMetrics(Collector):
         for name, n in sorted(counts.items()):
             firing.add_metric([name], n)
         yield firing
+
+        refused = CounterMetricFamily(
+            "leadtrail_alert_groups_refused",
+            "Events of a new group a rule did not track: it held its most groups and could let "
+            "none go (all firing, or an ABSENCE rule), by rule.",
+            labels=["rule"],
+        )
+        if self.alerting is not None:
+            for (owner, name), n in sorted(self.alerting.refused().items()):
+                if owner == account:
+                    refused.add_metric([name], n)
+        yield refused
 
         yield GaugeMetricFamily(
             "leadtrail_sink_lag_events", "Events a sink has still to deliver, by sink.", labels=["sink"]
