@@ -323,7 +323,9 @@ def _type_fits(f: EventFilter | None, event_type: str) -> bool:
 
 
 def _by_type_only(f: EventFilter) -> bool:
-    """Whether ``f`` asks nothing but the account and the type (which the type index checks)."""
+    """Whether ``f`` asks nothing but the account and the type (which the type index checks).
+    Hidden server types (every rule hides ``alert.*``) ask nothing more: ``handle`` never
+    evaluates the server's own events."""
     return not (
         f.lead_id
         or f.flow_id
@@ -333,7 +335,7 @@ def _by_type_only(f: EventFilter) -> bool:
         or f.end_ms is not None
         or f.entity_scope
         or f.flow_scope
-        or f.hidden_types
+        or any(not pattern.startswith(SERVER_TYPE_PREFIXES) for pattern in f.hidden_types)
     )
 
 
