@@ -3,7 +3,8 @@
 ``tests/server_process.py`` (a ``leadtrail serve`` child on a loopback port
 chosen by the OS, read with deadlines) is loaded here once, by path, and
 registered as the module ``server_process`` for the directories' conftests;
-``tests/webhook_receiver.py`` (a real HTTP server receiving webhooks) likewise.
+``tests/webhook_receiver.py`` (a real HTTP server receiving webhooks) and
+``tests/alert_events.py`` (alert events read back over gRPC) likewise.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _load(name: str) -> ModuleType:
 
 server_process = _load("server_process")
 webhook_receiver = _load("webhook_receiver")
+alert_events = _load("alert_events")
 
 
 @pytest.fixture(scope="session")

@@ -59,19 +59,12 @@ def running() -> Iterator[list[Any]]:
             assert server.stop() == 0, server.output
 
 
-def alerts(client: Client) -> list[Event]:
-    return sorted(client.query(types=ALERT_TYPES), key=lambda e: e.position)
+alert_events = sys.modules["alert_events"]  # loaded by tests/conftest.py
+alerts = alert_events.alerts
 
 
 def wait_for(client: Client, done: Callable[[list[Event]], bool], timeout: float = WAIT_S) -> list[Event]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = alerts(client)
-        if done(found):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"alerts so far: {[(e.type, e.entity_id, e.details) for e in found]}")
-        time.sleep(0.05)
+    return list(alert_events.wait_for(client, done, timeout))
 
 
 def summary(found: list[Event]) -> list[tuple[str, str, str]]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from leadtrail.server.consumers import ConsumerPosition, DurableConsumer, Saved
+from leadtrail.server.consumers import DurableConsumer, Saved
 from leadtrail.server.crashpoints import crash_point
 from leadtrail.server.served_store import ServedStore
 from leadtrail.storage import Event, EventLog
@@ -97,14 +97,7 @@ class Alerting:
     async def start(self) -> None:
         store = self._store
         self._rules.add_listener(self._rules_changed)
-        self._consumer = DurableConsumer(
-            ConsumerPosition(store.log.path, CONSUMER),
-            self,
-            log=store.log,
-            feed=store.feed,
-            reads=store.reads,
-            new_start=store.log.last_position,
-        )
+        self._consumer = DurableConsumer.following(store, CONSUMER, self)
         await self._consumer.start()
 
     async def stop(self) -> None:

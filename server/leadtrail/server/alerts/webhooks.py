@@ -64,7 +64,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from leadtrail.server.consumers import ConsumerPosition, DurableConsumer, Saved
+from leadtrail.server.consumers import DurableConsumer, Saved
 from leadtrail.server.convert import event_to_json, iso_ms
 from leadtrail.server.served_store import ServedStore
 from leadtrail.storage import AppendResult, Event, Outcome, StorageError
@@ -275,14 +275,7 @@ class Webhooks:
             headers={"User-Agent": _user_agent()},
             trust_env=False,
         )
-        self._consumer = DurableConsumer(
-            ConsumerPosition(store.log.path, CONSUMER_NAME),
-            self,
-            log=store.log,
-            feed=store.feed,
-            reads=store.reads,
-            new_start=store.log.last_position,
-        )
+        self._consumer = DurableConsumer.following(store, CONSUMER_NAME, self)
         await self._consumer.start()
         self._scheduler = asyncio.create_task(self._schedule(), name="webhook deliveries")
 

@@ -51,6 +51,17 @@ class Handler(Protocol):
         """JSON values saved with the position: the state as of the last handled event."""
 
 
+class Served(Protocol):
+    """What a consumer follows in a server: the log, its live feed, the read pool."""
+
+    @property
+    def log(self) -> EventLog: ...
+    @property
+    def feed(self) -> Feed: ...
+    @property
+    def reads(self) -> Executor: ...
+
+
 class DurableConsumer:
     def __init__(
         self,
@@ -95,6 +106,20 @@ class DurableConsumer:
         """A batch or a restore failed: the handler's state is not that of ``position``."""
         self._advanced = asyncio.Event()
         self.failures = 0
+
+    @classmethod
+    def following(cls, store: Served, name: str, handler: Handler, **options: Any) -> DurableConsumer:
+        """A consumer of the served store's log named ``name`` that, new, follows only what is
+        committed from now on."""
+        return cls(
+            ConsumerPosition(store.log.path, name),
+            handler,
+            log=store.log,
+            feed=store.feed,
+            reads=store.reads,
+            new_start=store.log.last_position,
+            **options,
+        )
 
     async def start(self) -> None:
         """Load the stored position, restore the handler, and follow from there."""
