@@ -36,6 +36,9 @@ SCAN_PAGE = 1000
 MAX_SCANNED = 20_000
 """Alert events read at most per ListAlerts: "recent" is bounded; firing ones come from the
 evaluator whatever their age."""
+MAX_SCANNED_FIRING = 2_000
+"""A ``firing_only`` listing (``leadtrail top`` asks every second) reads the newest alert
+events only: what fires now of any age comes from the evaluator, the authority for it."""
 
 
 @dataclass
@@ -137,10 +140,12 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         f = caller.filter(event_pb2.EventFilter(types=[ALERT_FIRED, ALERT_RESOLVED], flow_id=ALERT_FLOW))
         log = self.store.log
 
+        most = MAX_SCANNED_FIRING if request.firing_only and self.store.alerting is not None else MAX_SCANNED
+
         def scan() -> list[Event]:
             events: list[Event] = []
             cursor: str | None = None
-            while len(events) < MAX_SCANNED:
+            while len(events) < most:
                 page = log.scan(f, after=cursor, limit=SCAN_PAGE, descending=True, include_lead=False)
                 events.extend(page.events)
                 if page.cursor is None:
