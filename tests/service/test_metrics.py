@@ -159,6 +159,16 @@ def test_appends_are_counted_by_type_and_outcome_and_timed_once_each(served: Ser
     # A duplicate is not a new event.
     append(stubs.channel, first)
 
+    # Counted as each group commits, just after its appends are acknowledged: wait for the last.
+    eventually(
+        lambda: (
+            scrape(served.http_address).value(
+                "leadtrail_events_appended_total", type="metric.streamed", outcome="skip"
+            )
+            == 2
+        ),
+        "the last append counted",
+    )
     after = scrape(served.http_address)
     counted = {
         (type_, outcome): after.value("leadtrail_events_appended_total", type=type_, outcome=outcome)
@@ -391,15 +401,21 @@ def test_an_in_process_server_serves_metrics_on_its_own_loop(tmp_path: Path) -> 
                 for n in range(3):
                     request = submission_pb2.AppendRequest(events=[event("inproc.appended", n=n)])
                     await stub.Append(request, timeout=30)
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"http://{server.http_address}/metrics") as answer,
-            ):
-                assert answer.status == 200
-                parsed = Scrape(answer.status, dict(answer.headers), await answer.text())
-            appended = parsed.value(
-                "leadtrail_events_appended_total", type="inproc.appended", outcome="success"
-            )
+            deadline = time.monotonic() + 20
+            while True:
+                # Counted as each group commits, just after its appends are acknowledged.
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://{server.http_address}/metrics") as answer,
+                ):
+                    assert answer.status == 200
+                    parsed = Scrape(answer.status, dict(answer.headers), await answer.text())
+                appended = parsed.value(
+                    "leadtrail_events_appended_total", type="inproc.appended", outcome="success"
+                )
+                if appended == 3 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert appended == 3
             assert parsed.value("leadtrail_append_seconds_count") == 3
             assert parsed.value("leadtrail_last_position") == 3
