@@ -25,7 +25,7 @@ from google.protobuf.descriptor import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "leadtrail.v1"
-MODULES = ("event", "submission", "query", "stream", "admin")
+MODULES = ("event", "submission", "query", "stream", "admin", "alerts", "sinks", "exports")
 
 for _module in MODULES:
     # Importing a generated module registers its file in the default pool.
@@ -119,6 +119,61 @@ MESSAGES: dict[str, dict[str, FieldType]] = {
         "fields": [STRING],
     },
     "ExportChunk": {"data": BYTES},
+    # API.md "Additions": sinks and scheduled exports
+    "Sink": {
+        "name": STRING,
+        "filter": ours("EventFilter"),
+        "from_start": BOOL,
+        "from_end": BOOL,
+        "after_position": UINT64,
+        "masked": BOOL,
+        "nats": ours("NatsTarget"),
+        "webhook": ours("WebhookTarget"),
+        "files": ours("FilesTarget"),
+    },
+    "NatsTarget": {"servers": [STRING], "stream": STRING, "subject_prefix": STRING},
+    "WebhookTarget": {"url": STRING, "secret": STRING, "batch_size": UINT32, "max_wait_ms": UINT32},
+    "FilesTarget": {
+        "directory": STRING,
+        "format": ours("ExportFormat"),
+        "rotate_events": UINT32,
+        "rotate_seconds": UINT32,
+    },
+    "ListSinksResponse": {"sinks": [ours("Sink")]},
+    "DeleteSinkRequest": {"name": STRING},
+    "GetSinkStatusRequest": {"name": STRING},
+    "SinkStatus": {
+        "name": STRING,
+        "delivered_position": UINT64,
+        "lag_events": UINT64,
+        "delivered_total": UINT64,
+        "state": STRING,
+        "last_error": STRING,
+        "last_error_at": TIMESTAMP,
+    },
+    "ExportJob": {
+        "name": STRING,
+        "filter": ours("EventFilter"),
+        "format": ours("ExportFormat"),
+        "fields": [STRING],
+        "every_s": UINT32,
+        "lookback_s": UINT32,
+        "keep_days": UINT32,
+        "masked": BOOL,
+    },
+    "DeleteExportJobRequest": {"name": STRING},
+    "RunExportJobRequest": {"name": STRING},
+    "ListExportFilesRequest": {"job": STRING},
+    "ListExportFilesResponse": {"files": [ours("ExportFile")]},
+    "ExportFile": {
+        "name": STRING,
+        "bytes": UINT64,
+        "rows": UINT64,
+        "sha256": STRING,
+        "created_at": TIMESTAMP,
+        "expires_at": TIMESTAMP,
+    },
+    "DownloadExportFileRequest": {"job": STRING, "file": STRING},
     "AggregateRequest": {"filter": ours("EventFilter"), "group_by": [ours("GroupBy")]},
     "AggregateRow": {"keys": [STRING], "count": UINT64, "price_sum": STRING},
     "AggregateResponse": {"rows": [ours("AggregateRow")]},
@@ -182,7 +237,12 @@ ENUMS: dict[str, list[str]] = {
         "CHANGE_KIND_CHANGED",
         "CHANGE_KIND_REMOVED",
     ],
-    "ExportFormat": ["EXPORT_FORMAT_UNSPECIFIED", "EXPORT_FORMAT_JSONL", "EXPORT_FORMAT_CSV"],
+    "ExportFormat": [
+        "EXPORT_FORMAT_UNSPECIFIED",
+        "EXPORT_FORMAT_JSONL",
+        "EXPORT_FORMAT_CSV",
+        "EXPORT_FORMAT_PARQUET",
+    ],
     "GroupBy": [
         "GROUP_BY_UNSPECIFIED",
         "GROUP_BY_TYPE",
@@ -199,6 +259,7 @@ ONEOFS: dict[str, dict[str, set[str]]] = {
         "start": {"after_position", "from_start", "from_end", "from_recorded_at"},
     },
     "SubscribeResponse": {"message": {"event", "checkpoint", "caught_up"}},
+    "Sink": {"start": {"from_start", "from_end", "after_position"}, "target": {"nats", "webhook", "files"}},
 }
 # Sent only to a subscriber that sets SubscribeRequest.batch_size.
 ONEOF_EXTENSIONS: dict[str, set[str]] = {"SubscribeResponse": {"events"}}
@@ -224,6 +285,27 @@ SERVICES: dict[str, dict[str, tuple[str, str, bool, bool]]] = {
         "SetRetentionPolicy": ("RetentionPolicy", "SetRetentionPolicyResponse", False, False),
         "ApplyRetention": ("ApplyRetentionRequest", "ApplyRetentionResponse", False, False),
         "Verify": ("VerifyRequest", "VerifyReport", False, False),
+    },
+    # API.md "Additions"
+    "AlertService": {
+        "SetAlertRule": ("AlertRule", "AlertRule", False, False),
+        "ListAlertRules": ("ListAlertRulesRequest", "ListAlertRulesResponse", False, False),
+        "DeleteAlertRule": ("DeleteAlertRuleRequest", "DeleteAlertRuleResponse", False, False),
+        "ListAlerts": ("ListAlertsRequest", "ListAlertsResponse", False, False),
+    },
+    "SinkService": {
+        "SetSink": ("Sink", "Sink", False, False),
+        "ListSinks": ("ListSinksRequest", "ListSinksResponse", False, False),
+        "DeleteSink": ("DeleteSinkRequest", "DeleteSinkResponse", False, False),
+        "GetSinkStatus": ("GetSinkStatusRequest", "SinkStatus", False, False),
+    },
+    "ExportService": {
+        "SetExportJob": ("ExportJob", "ExportJob", False, False),
+        "ListExportJobs": ("ListExportJobsRequest", "ListExportJobsResponse", False, False),
+        "DeleteExportJob": ("DeleteExportJobRequest", "DeleteExportJobResponse", False, False),
+        "RunExportJob": ("RunExportJobRequest", "RunExportJobResponse", False, False),
+        "ListExportFiles": ("ListExportFilesRequest", "ListExportFilesResponse", False, False),
+        "DownloadExportFile": ("DownloadExportFileRequest", "ExportChunk", False, True),
     },
 }
 

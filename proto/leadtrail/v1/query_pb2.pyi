@@ -57,6 +57,11 @@ class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFo
     """One Event as JSON per line."""
     EXPORT_FORMAT_CSV: _ExportFormat.ValueType  # 2
     """A header row, then one row per event."""
+    EXPORT_FORMAT_PARQUET: _ExportFormat.ValueType  # 3
+    """Apache Parquet, typed columns: `timestamp` and `recorded_at` as UTC
+    millisecond timestamps, `price` as an exact decimal, the snapshot as a JSON
+    column `lead`, plus any chosen `lead.<name>` columns.
+    """
 
 class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper): ...
 
@@ -65,6 +70,11 @@ EXPORT_FORMAT_JSONL: ExportFormat.ValueType  # 1
 """One Event as JSON per line."""
 EXPORT_FORMAT_CSV: ExportFormat.ValueType  # 2
 """A header row, then one row per event."""
+EXPORT_FORMAT_PARQUET: ExportFormat.ValueType  # 3
+"""Apache Parquet, typed columns: `timestamp` and `recorded_at` as UTC
+millisecond timestamps, `price` as an exact decimal, the snapshot as a JSON
+column `lead`, plus any chosen `lead.<name>` columns.
+"""
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 class _GroupBy:
@@ -347,7 +357,7 @@ class ExportRequest(_message.Message):
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """CSV columns: Event field names, or `lead.<name>` to reach into the
-        snapshot.
+        snapshot. Parquet: the `lead.<name>` columns added to the fixed ones.
         """
 
     def __init__(

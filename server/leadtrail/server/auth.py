@@ -23,11 +23,12 @@ from .status import ServiceError
 CALLER: ContextVar[ApiKey | None] = ContextVar("leadtrail_caller", default=None)
 
 _ANY = frozenset({"ServerReflectionInfo"})  # the schema, for grpcurl and friends
-_READS = _ANY | {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts"}
+_READS = _ANY | {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts", "GetSinkStatus"}
 RIGHTS: dict[str, frozenset[str] | None] = {
     "writer": _ANY | {"Append", "AppendStream"},
     "reader": _READS,
-    "analyst": _READS | {"Aggregate", "Export", "Metrics"},  # Metrics: GET /metrics (web/)
+    # Metrics: GET /metrics (web/); the files of scheduled exports are exports too.
+    "analyst": _READS | {"Aggregate", "Export", "Metrics", "ListExportFiles", "DownloadExportFile"},
     "admin": None,  # everything
 }
 assert set(RIGHTS) == set(ROLES)

@@ -27,6 +27,9 @@ class Files:
     def fsync(self, fd: int) -> None:
         os.fdatasync(fd)
 
+    def chmod(self, fd: int, mode: int) -> None:
+        os.fchmod(fd, mode)
+
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
@@ -48,17 +51,22 @@ class Files:
         finally:
             os.close(fd)
 
-    def write_file_atomically(self, path: str, data: bytes | memoryview, tmp_suffix: str = ".tmp") -> None:
+    def write_file_atomically(
+        self, path: str, data: bytes | memoryview, tmp_suffix: str = ".tmp", mode: int | None = None
+    ) -> None:
         """Write under a temporary name, fsync, rename over ``path``, fsync the directory.
 
         The one way any file of a data directory is replaced (metadata, dictionaries,
         rewritten segments, quarantined bytes): a crash at any step leaves the old file
         or the new one, and a leftover temporary file that the next open removes. Every
         step goes through this seam, so that fault tests can fail or crash each one.
+        ``mode`` (e.g. 0o600 for a file holding secrets) is set before a byte is written.
         """
         tmp = path + tmp_suffix
         fd = self.open_for_append(tmp)
         try:
+            if mode is not None:
+                self.chmod(fd, mode)
             self.truncate(fd, 0)  # a leftover of an earlier attempt
             self.write(fd, data)
             self.fsync(fd)
