@@ -299,6 +299,10 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_file(
             assert _mode(rules_file) == 0o600, where
         if _temporary_files(data):
             leftovers.append(n)
+        if change.secret:
+            # Secrets are never in a file others may read, even one a crash left half written.
+            for tmp in (data / "alerts").glob("*.tmp"):
+                assert tmp.stat().st_size == 0 or _mode(tmp) == 0o600, f"{where}: {tmp.name}"
         content = change.content(data)  # never raises: a crash leaves no damaged file
         assert content in (prepared.old, prepared.new), f"{where}: {content!r}"
         seen["old" if content == prepared.old else "new"].append(n)
