@@ -395,7 +395,11 @@ async def _resume(data: Path, more: int) -> Counter:
     feed = Feed(log.last_position)
     reads = ThreadPoolExecutor(max_workers=2)
     loop = asyncio.get_running_loop()
-    log.add_commit_listener(lambda events: loop.call_soon_threadsafe(feed.publish, events))
+
+    def published(events: list[Event]) -> None:  # on the writer's thread
+        loop.call_soon_threadsafe(feed.publish, events)
+
+    log.add_commit_listener(published)
     handler = Counter()
     try:
         consumer = DurableConsumer(
