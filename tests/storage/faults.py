@@ -408,6 +408,11 @@ class InjectedFiles(Files):
             self._fail()
         super().truncate(fd, size)
 
+    def chmod(self, fd: int, mode: int) -> None:
+        if self._should_fail("chmod", oct(mode)):
+            self._fail()
+        super().chmod(fd, mode)
+
     def close(self, fd: int) -> None:
         if self._should_fail("close", fd):
             self._fail()
@@ -427,6 +432,12 @@ class InjectedFiles(Files):
         if self._should_fail("fsync_dir", os.path.basename(path)):
             self._fail()
         super().fsync_dir(path)
+
+    def make_directory(self, path: str) -> None:
+        # Counted itself (the mkdir) and by the fsync_dir it makes.
+        if self._should_fail("make_directory", os.path.basename(path)):
+            self._fail()
+        super().make_directory(path)
 
 
 # --------------------------------------------------------------------------

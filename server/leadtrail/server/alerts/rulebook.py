@@ -4,6 +4,12 @@ One file for all accounts, replaced atomically on every change (rules change
 rarely; the evaluator reads them from memory). It holds webhook secrets, so it is
 created readable by the server's user alone (0600). Listeners hear of every
 change on the thread that made it (the event loop), in order.
+
+Every step of a write goes through the ``Files`` seam (fault tests fail or crash
+each one). A crash leaves the old file or the new one and perhaps a temporary file,
+which opening the book removes. A change that fails stores nothing: the book in
+memory keeps the old rules, and the file is put back to them when the failure came
+after the new one took its place.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ FORMAT = 1
 MAX_RULES_PER_ACCOUNT = 200
 """Each rule holds up to tens of MB of windows (evaluator.py): the bound of the whole."""
 TMP_SUFFIX = ".tmp"
+MODE = 0o600
+"""The file and its temporary file: they hold webhook secrets."""
 
 
 class RuleBookError(Exception):
@@ -132,12 +140,28 @@ class RuleBook:
         self._listeners: list[Listener] = []
         self._revision = 0
         """The last revision given (kept in the file, so it never goes back)."""
+        self._stored: bytes | None = None
+        """The file's bytes as last read or written (None: no file), put back when a change fails."""
+        self._directory_made = False
+        self._remove_leftover()
         self._rules: dict[tuple[str, str], Rule] = self._load()
+
+    def _remove_leftover(self) -> None:
+        """A write that crashed may have left its temporary file (secrets, perhaps half
+        written); the rules file itself is the old one or the new one."""
+        tmp = self.path + TMP_SUFFIX
+        try:
+            self._files.remove(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise RuleBookError(f"{tmp}: cannot remove a leftover of a write: {e}") from None
 
     def _load(self) -> dict[tuple[str, str], Rule]:
         try:
             with open(self.path, "rb") as f:
-                raw = orjson.loads(f.read())
+                stored = f.read()
+            raw = orjson.loads(stored)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
@@ -152,6 +176,7 @@ class RuleBook:
         except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
             raise RuleBookError(f"{self.path}: {e}") from None
         self._revision = max([revision, *(r.revision for r in rules)])
+        self._stored = stored
         return {r.key: r for r in rules}
 
     def rules(self, account_id: str | None = None) -> list[Rule]:
@@ -203,20 +228,21 @@ class RuleBook:
         self._listeners.append(listener)
 
     def _write(self, rules: dict[tuple[str, str], Rule], revision: int) -> None:
-        os.makedirs(self.directory, exist_ok=True)
+        """Store ``rules`` or, raising OSError, leave memory and the file as they were."""
         ordered = sorted(rules.values(), key=lambda r: r.key)
         data = orjson.dumps(
             {"format": FORMAT, "revision": revision, "rules": [rule_json(r) for r in ordered]},
             option=orjson.OPT_INDENT_2,
         )
-        # The file holds webhook secrets: its temporary file is made 0600 before a byte is
-        # written (the atomic write opens it without changing its mode).
-        tmp = self.path + TMP_SUFFIX
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        os.chmod(tmp, 0o600)
-        self._files.write_file_atomically(self.path, data, TMP_SUFFIX)
+        if not self._directory_made:
+            self._files.make_directory(self.directory)
+            self._directory_made = True
+        # The temporary file is made 0600 before a byte of secrets is written; a failure puts
+        # the file back to the rules in memory, which stay as they are.
+        self._files.replace_file(self.path, data, self._stored, TMP_SUFFIX, mode=MODE)
         self._rules = rules
         self._revision = revision
+        self._stored = data
 
     def _changed(self) -> None:
         rules = self.rules()

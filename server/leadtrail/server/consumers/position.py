@@ -2,7 +2,9 @@
 
 The file holds the last position whose work is done and the consumer's own state
 as of that position (JSON), written atomically (temporary file, fsync, rename,
-directory fsync): a crash leaves the previous save or this one, never a mix.
+directory fsync): a crash leaves the previous save or this one, never a mix, and
+perhaps a leftover ``<name>.json.tmp`` that the next ``load`` removes. A save that
+fails puts the previous save back (the consumer goes back to it too, and replays).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from leadtrail.storage import Files
 DIRECTORY = "consumers"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 FORMAT = 1
+TMP_SUFFIX = ".tmp"
 
 
 class PositionFileError(Exception):
@@ -41,13 +44,25 @@ class ConsumerPosition:
         self.directory = os.path.join(data_dir, DIRECTORY)
         self.path = os.path.join(self.directory, name + ".json")
         self._files = files or Files()
+        self._directory_made = False
+        self._stored: bytes | None = None
+        """The file's bytes as last read or written (None: no file), put back when a save fails."""
+        self._stored_known = False
 
     def load(self) -> Saved | None:
-        """The last save, or None when the consumer never saved (a new consumer)."""
+        """The last save, or None when the consumer never saved (a new consumer).
+
+        Removes the temporary file a save that crashed left behind (the saved file is
+        untouched by it: the crash came before or after its rename)."""
+        tmp = self.path + TMP_SUFFIX
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
+            self._files.remove(tmp)
         except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise PositionFileError(f"{tmp}: cannot remove a leftover of a save: {e}") from None
+        raw = self._read()
+        if raw is None:
             return None
         try:
             saved = orjson.loads(raw)
@@ -61,14 +76,30 @@ class ConsumerPosition:
             raise PositionFileError(f"{self.path}: {e}") from None
 
     def save(self, position: int, state: Any = None) -> None:
-        """Durably: when this returns, a restart resumes after ``position``."""
-        os.makedirs(self.directory, exist_ok=True)
+        """Durably: when this returns, a restart resumes after ``position``. Raising OSError,
+        it leaves the previous save in place."""
+        previous = self._stored if self._stored_known else self._read()
+        if not self._directory_made:
+            self._files.make_directory(self.directory)
+            self._directory_made = True
         data = orjson.dumps({"format": FORMAT, "position": position, "state": state})
-        self._files.write_file_atomically(self.path, data)
+        self._files.replace_file(self.path, data, previous, TMP_SUFFIX)
+        self._stored = data
+
+    def _read(self) -> bytes | None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = None
+        self._stored, self._stored_known = raw, True
+        return raw
 
     def remove(self) -> None:
         try:
             self._files.remove(self.path)
         except FileNotFoundError:
             return
+        finally:
+            self._stored, self._stored_known = None, False
         self._files.fsync_dir(self.directory)
