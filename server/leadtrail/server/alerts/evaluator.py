@@ -361,6 +361,7 @@ class Evaluator:
         self._new_id = new_id
         self._states: dict[tuple[str, str], RuleState] = {}
         self._by_type: dict[str, Candidates] = {}
+        self._margin_types: dict[str, bool] = {}
         self._margin_accounts: frozenset[str] = frozenset()
         self._sums: OrderedDict[tuple[str, str], Decimal] = OrderedDict()
         self._seen: OrderedDict[tuple[str, str], Tally] = OrderedDict()
@@ -394,6 +395,7 @@ class Evaluator:
                     self._close(old.rule, old.rule.version, g, how)
         self._states = states
         self._by_type = {}
+        self._margin_types = {}
         self._margin_accounts = frozenset(
             s.rule.account_id for s in states.values() if s.rule.kind is Kind.LEAD_MARGIN
         )
@@ -428,22 +430,30 @@ class Evaluator:
         finds each one's sum over the events before ``events[0]`` (``hold_lead``). What this
         evaluator saw of the lead comes with the question: when the log holds no more events
         of the lead than that (``known_events``), ``known_sum`` is the answer."""
-        if not self._margin_accounts:
+        margin = self._margin_accounts
+        if not margin:
             return []
+        margin_type = self._margin_types.get
+        sums = self._sums
         needed: dict[tuple[str, str], None] = {}
         for e in events:
-            if e.account_id not in self._margin_accounts:
+            # Most events are of a type no LEAD_MARGIN rule looks at: one dict lookup each.
+            fits = margin_type(e.type)
+            if fits is None:
+                fits = self._margin_type(e.type)
+            if not fits or e.account_id not in margin or (e.account_id, e.lead_id) in sums:
                 continue
             for s, f, _ in self._candidates(e.type):
                 rule = s.rule
                 if (
                     f
                     and rule.kind is Kind.LEAD_MARGIN
-                    and (e.account_id, e.lead_id) not in self._sums
+                    and e.account_id == rule.account_id
                     and e.position > rule.set_after_position
                     and (s.by_type_only or rule.filter.matches(e))
                 ):
                     needed[(e.account_id, e.lead_id)] = None
+                    break
         if not needed:
             return []
         in_batch = dict.fromkeys(needed, 0)
@@ -458,6 +468,14 @@ class Evaluator:
             questions.append(LeadQuestion(key[0], key[1], seen + in_batch[key], total))
         return questions
 
+    def _margin_type(self, event_type: str) -> bool:
+        """Whether a LEAD_MARGIN rule's filter may match this type (kept, like ``_candidates``)."""
+        fits = any(f and s.rule.kind is Kind.LEAD_MARGIN for s, f, _ in self._candidates(event_type))
+        if len(self._margin_types) >= MAX_CACHED_TYPES:
+            self._margin_types.clear()
+        self._margin_types[event_type] = fits
+        return fits
+
     def hold_lead(self, account_id: str, lead_id: str, total: Decimal) -> None:
         """The price sum of the lead's events up to the position evaluated so far."""
         key = (account_id, lead_id)
@@ -470,25 +488,30 @@ class Evaluator:
     def handle(self, events: Sequence[Event], now_ms: int) -> list[Emission]:
         out: list[Emission] = []
         margin = self._margin_accounts
+        by_type = self._by_type.get
+        on_event = self._on_event
         for e in events:
             self.position = e.position
-            if e.type.startswith(SERVER_TYPE_PREFIXES):
-                if e.flow_id == ALERT_FLOW and (e.type == ALERT_FIRED or e.type == ALERT_RESOLVED):
+            event_type = e.type
+            if event_type.startswith(SERVER_TYPE_PREFIXES):
+                if e.flow_id == ALERT_FLOW and event_type in (ALERT_FIRED, ALERT_RESOLVED):
                     self._apply_alert(e)
                 if margin and e.account_id in margin:  # the index counts these among a lead's events
                     self._add_price((e.account_id, e.lead_id), "")
                 continue
             if margin and e.account_id in margin:
-                key = (e.account_id, e.lead_id)
-                self._add_price(key, e.price)
-            for s, f, b in self._candidates(e.type):
+                self._add_price((e.account_id, e.lead_id), e.price)
+            candidates = by_type(event_type)
+            if candidates is None:
+                candidates = self._candidates(event_type)
+            for s, f, b in candidates:
                 rule = s.rule
                 if e.account_id != rule.account_id or e.position <= rule.set_after_position:
                     continue
                 m = f and (s.by_type_only or rule.filter.matches(e))
                 n = b and (s.base_by_type_only or (rule.base is not None and rule.base.matches(e)))
                 if m or n:
-                    self._on_event(s, e, m, n, now_ms, out)
+                    on_event(s, e, m, n, now_ms, out)
         return out
 
     def _add_price(self, key: tuple[str, str], price: str) -> None:
@@ -535,7 +558,11 @@ class Evaluator:
                     out, rule, ALERT_FIRED, group, e.lead_id, total, reason, [e.id], e.position, now_ms
                 )
             return
-        g = s.group(group, self.max_groups)
+        g = s.idle.get(group)
+        if g is not None:  # the usual case, inlined from RuleState.group
+            s.idle.move_to_end(group)
+        else:
+            g = s.group(group, self.max_groups)
         if g is None:
             if not s.refused:
                 log.warning(
@@ -566,7 +593,9 @@ class Evaluator:
             ts = recorded + MAX_SKEW_MS
         assert g.buckets is not None
         g.buckets.add(ts, 1 if m else 0, 1 if n else 0)
-        self._check(out, s, g, e.position, now_ms)
+        holds = self._holds(s, g)
+        if holds is (g.fired is None):  # a change of state: fire or resolve (else nothing to do)
+            self._check(out, s, g, e.position, now_ms)
 
     def _check(self, out: list[Emission], s: RuleState, g: Group, position: int, now_ms: int) -> None:
         """Fire or resolve a windowed group as its newest window now stands."""
