@@ -126,3 +126,17 @@ def test_refusals_are_one_line_and_usage_errors_status_2(cli: Any, keyed: dict[s
         assert "Traceback" not in done.stderr
     assert cli("sinks", "set", "x", "--webhook", "http://h/", "--from-start", "--after", "3").status == 2
     assert cli("sinks", "list", "--format", "json", *remote(keyed)).stdout.strip() == "[]"
+
+
+def test_stats_shows_the_accounts_sinks_to_an_admin(cli: Any, keyed: dict[str, Any]) -> None:
+    done = cli("sinks", "set", "stats-hook", "--webhook", "http://127.0.0.1:9/", *remote(keyed))
+    assert done.status == 0, done.stderr
+    table = cli("stats", *remote(keyed))
+    assert table.status == 0, table.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in table.stdout.splitlines() if line.strip()}
+    assert rows["SINK"] == ["STATE", "DELIVERED", "TO", "LAG", "DELIVERED"]
+    assert rows["stats-hook"][0] in ("running", "retrying")
+    shown = json.loads(cli("stats", "--json", *remote(keyed)).stdout)
+    assert [s["name"] for s in shown["sinks"]] == ["stats-hook"] and shown["event_count"] >= 0
+    assert cli("sinks", "rm", "stats-hook", *remote(keyed)).status == 0
+    assert "sinks" not in json.loads(cli("stats", "--json", *remote(keyed)).stdout)
