@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
             http=args.http,
+            sink_files_roots=tuple(args.sink_files_root),
         )
         return workers.supervise(config, args.workers)
     return app.serve(
@@ -80,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         http=args.http,
+        sink_files_roots=tuple(args.sink_files_root),
     )
 
 
@@ -434,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve with N processes on one port (default {DEFAULT_WORKERS}): each serves reads and "
         "subscriptions from the files; the first owns the writer and the others forward appends and "
         "administration to it; 1 is a single process",
+    )
+    p.add_argument(
+        "--sink-files-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an absolute directory under which files sinks may be given absolute paths (repeatable); "
+        "without it a files sink writes under <data>/sink-files/<account>/ only",
     )
     p.set_defaults(func=cmd_serve, parser=p)
 

@@ -43,7 +43,9 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         f = translated_filter(caller.filter, request.filter)
         if request.masked:
             f = replace(f, hidden_types=(*f.hidden_types, AUDIT_TYPES))
-        spec, restart = sink_from_message(request, f, _now_ms(), self.store.log.last_position)
+        spec, restart = sink_from_message(
+            request, f, _now_ms(), self.store.log.last_position, sinks.files_roots
+        )
         previous = sinks.book.get(spec.account_id, spec.name)
         if previous is not None and not restart:
             spec = replace(spec, start_after=previous.start_after)
