@@ -54,7 +54,9 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
             spec = await self.store.run(sinks.book.set, spec)
         except TooManySinksError as e:
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
-        await sinks.replace(spec, restart=restart and previous is not None)
+        # A new sink starts where it was told even if a position of an earlier sink of its name
+        # was left behind (a crash between deleting that sink and removing its position).
+        await sinks.replace(spec, restart=restart or previous is None)
         return message_from_sink(spec)
 
     @unary
