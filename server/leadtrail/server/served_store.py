@@ -25,7 +25,7 @@ from .subscription import HeldBytes
 
 if TYPE_CHECKING:  # the alerts package serves on top of this module
     from .alerts import Alerting, RuleBook
-    from .sinks.registry import Sinks
+    from .sinks import Sinks
 
 T = TypeVar("T")
 
