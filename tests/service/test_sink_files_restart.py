@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,7 +114,13 @@ def test_a_parquet_files_sink_survives_kill_9_with_every_matching_event_once(
     target.rotate_events, target.rotate_seconds = 40, 2
     sink = sinks_pb2.Sink(name="warehouse", filter=MATCHING, from_start=True, files=target)
     calls.sinks.SetSink(sink, timeout=30)
-    directory = tmp_path / "data" / "sink-files" / "default" / "lake" / "events"
+    masked_target = sinks_pb2.FilesTarget()
+    masked_target.CopyFrom(target)
+    masked_target.directory = "lake/masked"
+    masked = sinks_pb2.Sink(name="shared", filter=MATCHING, from_start=True, masked=True, files=masked_target)
+    calls.sinks.SetSink(masked, timeout=30)
+    root = tmp_path / "data" / "sink-files" / "default" / "lake"
+    directory = root / "events"
 
     sent = matching = 0
     while len(listed(directory)) < 3:  # streaming, until files are being completed
@@ -132,7 +139,8 @@ def test_a_parquet_files_sink_survives_kill_9_with_every_matching_event_once(
     matching += calls.append(50, sent)
     store = calls.matching()
     assert len(store) == matching
-    wait_for("the directory holds every matching event", lambda: rows_in(directory) >= len(store))
+    for each in (directory, root / "masked"):
+        wait_for(f"{each} holds every matching event", lambda: rows_in(each) >= len(store))  # noqa: B023
 
     def status() -> sinks_pb2.SinkStatus:
         return calls.sinks.GetSinkStatus(sinks_pb2.GetSinkStatusRequest(name="warehouse"), timeout=30)
@@ -152,5 +160,13 @@ def test_a_parquet_files_sink_survives_kill_9_with_every_matching_event_once(
     for (first, last), path in zip(spans, listed(directory), strict=True):
         positions = pq.read_table(path).column("position").to_pylist()
         assert (positions[0], positions[-1]) == (first, last)
+
+    # The masked sink's files: what a reader key sees, personal fields masked, the rest equal.
+    shown = pq.read_table(root / "masked")
+    assert shown.column("position").to_pylist() == [e.position for e in store]
+    emails = shown.column("lead.email").to_pylist()
+    assert all(re.fullmatch(r"p\*\*\*@example\.com", email) for email in emails), emails[:3]
+    assert shown.column("lead.state").to_pylist() == table.column("lead.state").to_pylist()
+    assert shown.drop_columns(["lead", "lead.email"]) == table.drop_columns(["lead", "lead.email"])
     calls.close()
     assert server.stop() == 0, "".join(server.stderr_lines)
