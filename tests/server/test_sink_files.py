@@ -94,7 +94,7 @@ def jsonl_positions(path: Path) -> list[int]:
 def test_files_rotate_by_events_and_by_time_named_by_their_positions(tmp_path: Path) -> None:
     directory = tmp_path / "out"
     clock = Clock()
-    t = target(directory, clock_ms=clock)
+    t = target(directory, clock_ms=clock, slice_events=2)
     run(t.open, deliver(t, [1, 2]), deliver(t, [3, 4, 5, 6, 7]))
     assert listed(directory) == [
         "events-00000000000000000001-00000000000000000003.jsonl",
@@ -142,7 +142,7 @@ def test_jsonl_lines_are_export_lines(tmp_path: Path) -> None:
 
 def test_csv_files_have_a_header_and_the_chosen_columns(tmp_path: Path) -> None:
     directory = tmp_path / "out"
-    t = target(directory, FileFormat.CSV, fields=("id", "position", "price", "lead.email"))
+    t = target(directory, FileFormat.CSV, fields=("id", "position", "price", "lead.email"), slice_events=2)
     run(t.open, deliver(t, [1, 2, 3, 4, 5, 6]))
     rows = [list(csv.reader(io.StringIO((directory / name).read_text()))) for name in listed(directory)]
     assert [r[0] for r in rows] == [["id", "position", "price", "lead.email"]] * 2
@@ -155,9 +155,12 @@ def test_csv_files_have_a_header_and_the_chosen_columns(tmp_path: Path) -> None:
 
 def test_parquet_files_read_back_equal_to_the_events(tmp_path: Path) -> None:
     directory = tmp_path / "out"
-    t = target(directory, FileFormat.PARQUET, rotate_events=4, fields=("lead.email", "lead.zip"))
+    columns = ("lead.email", "lead.zip")
+    t = target(directory, FileFormat.PARQUET, rotate_events=4, fields=columns, slice_events=2)
     run(t.open, deliver(t, [1, 2, 3]), deliver(t, [4, 5, 6, 7, 8]))
     names = listed(directory)
+    # Held compact as they came: slices of two (a row group each), the rest at completion.
+    assert [pq.read_metadata(directory / n).num_row_groups for n in names] == [2, 2]
     assert [n.rsplit("-", 1)[1] for n in names] == [
         "00000000000000000004.parquet",
         "00000000000000000008.parquet",
@@ -225,7 +228,7 @@ class FailingFiles(Files):
 def test_a_failed_write_lists_no_file_and_the_retry_writes_it(tmp_path: Path) -> None:
     directory = tmp_path / "out"
     files = FailingFiles(fsync=1)
-    t = target(directory, files=files)
+    t = target(directory, files=files, slice_events=2)
     run(t.open)
     with pytest.raises(TargetError, match=r"'out': cannot write a file \(No space left on device\)"):
         run(deliver(t, [1, 2, 3]))

@@ -197,8 +197,12 @@ class ParquetStream:
         return self._out.take()
 
     def encode(self, events: list[Event]) -> bytes:
-        if events:
-            self._writer.write_table(table(events, self.columns), row_group_size=len(events))
+        return self.encode_table(table(events, self.columns)) if events else self._out.take()
+
+    def encode_table(self, rows: pa.Table) -> bytes:
+        """``rows`` (a ``table`` of this stream's columns) as one row group."""
+        if rows.num_rows:
+            self._writer.write_table(rows, row_group_size=rows.num_rows)
         return self._out.take()
 
     def footer(self) -> bytes:
