@@ -101,10 +101,12 @@ class SinkRun:
         self._handed: deque[int] = deque()
         """Positions handed to the target and not yet acknowledged."""
         self._failures = 0
+        self._in_flight_from: int | None = None
+        """The first position of a deliver call not yet returned: not counted as acknowledged."""
         self._next_flush_ms = 0
         self._stopping = asyncio.Event()
         self.retrying = False
-        self.delivered_total = 0
+        self._delivered_total = 0
         self.last_error = ""
         self.last_error_at_ms = 0
 
@@ -113,6 +115,13 @@ class SinkRun:
     def pending_from(self) -> int | None:
         """The first position handed on that the target does not hold yet (None: none)."""
         return self._target.pending_from() if self._target is not None else None
+
+    @property
+    def delivered_total(self) -> int:
+        """Events the target acknowledged since the sink was made (a batch counts once the
+        target holds it, even while later batches of the same call are on their way)."""
+        self._settle()
+        return self._delivered_total
 
     @property
     def state_name(self) -> str:
@@ -131,7 +140,7 @@ class SinkRun:
 
     async def restore(self, saved: Saved) -> None:
         state = saved.state if isinstance(saved.state, dict) else {}
-        self.delivered_total = int(state.get("delivered_total", 0))
+        self._delivered_total = int(state.get("delivered_total", 0))
         self.last_error = str(state.get("last_error", ""))
         self.last_error_at_ms = int(state.get("last_error_at_ms", 0))
         # What the target holds pending is before the saved position: handed over again.
@@ -146,7 +155,11 @@ class SinkRun:
         if self.spec.masked:
             chosen = [masked_event(e) for e in chosen]
         self._handed.extend(e.position for e in chosen)
-        await self._retrying(lambda target: target.deliver(chosen))
+        self._in_flight_from = chosen[0].position
+        try:
+            await self._retrying(lambda target: target.deliver(chosen))
+        finally:
+            self._in_flight_from = None
 
     async def tick(self, now_ms: int) -> None:
         target = self._target
@@ -209,8 +222,13 @@ class SinkRun:
         self._failures = 0
         self._next_flush_ms = 0
         self.retrying = False
-        first = self.pending_from()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Count what the target acknowledged of what was handed to it."""
+        held = [p for p in (self.pending_from(), self._in_flight_from) if p is not None]
+        first = min(held) if held else None
         handed = self._handed
         while handed and (first is None or handed[0] < first):
             handed.popleft()
-            self.delivered_total += 1
+            self._delivered_total += 1
