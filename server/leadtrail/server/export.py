@@ -19,7 +19,7 @@ from leadtrail.storage import Event
 from leadtrail.v1 import query_pb2
 
 from .convert import event_to_json
-from .parquet import LeadColumnError, ParquetStream, lead_columns
+from .parquet_columns import LeadColumnError, lead_columns
 from .status import invalid
 
 EXPORT_CHUNK_BYTES = 64 * 1024
@@ -89,7 +89,11 @@ class ExportShape:
 
     def encoder(self) -> ExportEncoder:
         """A new writer of one export of this shape (Parquet keeps state between pages)."""
-        return ParquetStream(self.columns) if self.parquet else self
+        if self.parquet:
+            from .parquet import ParquetStream  # here: pyarrow takes a while to import
+
+            return ParquetStream(self.columns)
+        return self
 
     def footer(self) -> bytes:
         """What comes after the last event (nothing, for JSONL and CSV)."""

@@ -27,10 +27,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-
-# pyarrow ships no type information: ignored here (and unused once configured in pyproject).
-import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+import pyarrow as pa  # ships no type information: ignored in pyproject's mypy overrides
+import pyarrow.parquet as pq
 
 from leadtrail.client.wire import outcome_name
 from leadtrail.storage import Event
@@ -39,10 +37,6 @@ PRICE_PRECISION = 38
 PRICE_SCALE = 18
 PRICE_TYPE = pa.decimal128(PRICE_PRECISION, PRICE_SCALE)
 TIME_TYPE = pa.timestamp("ms", tz="UTC")
-MAX_LEAD_COLUMNS = 100
-"""Chosen ``lead.<name>`` columns of one export, at most."""
-MAX_LEAD_NAME = 128
-"""Characters of one ``<name>``, at most."""
 COMPRESSION = "zstd"
 
 FIXED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -67,33 +61,6 @@ FIXED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 _NULLABLE = {"price"}
 _INTEGER_DIGITS = PRICE_PRECISION - PRICE_SCALE
-
-
-class LeadColumnError(ValueError):
-    """A chosen column is not ``lead.<name>``; ``index`` is its place in the list (None: the list)."""
-
-    def __init__(self, index: int | None, message: str) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-def lead_columns(fields: Sequence[str]) -> tuple[str, ...]:
-    """The chosen ``lead.<name>`` columns, checked: each ``lead.<name>``, no repeats, within limits."""
-    if len(fields) > MAX_LEAD_COLUMNS:
-        raise LeadColumnError(None, f"{len(fields)} columns are over the limit of {MAX_LEAD_COLUMNS}")
-    seen: set[str] = set()
-    for i, name in enumerate(fields):
-        prefix, _, rest = name.partition(".")
-        if prefix != "lead" or not rest:
-            raise LeadColumnError(
-                i, f"{name!r} is not lead.<name>: Parquet has the Event fields as fixed columns"
-            )
-        if len(rest) > MAX_LEAD_NAME:
-            raise LeadColumnError(i, f"the name after 'lead.' is longer than {MAX_LEAD_NAME} characters")
-        if name in seen:
-            raise LeadColumnError(i, f"{name!r} is chosen twice")
-        seen.add(name)
-    return tuple(fields)
 
 
 def schema(columns: Sequence[str] = ()) -> pa.Schema:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from leadtrail.server.convert import ms_to_timestamp
 from leadtrail.server.export import ExportShape
+from leadtrail.server.parquet_columns import LeadColumnError, lead_columns
 from leadtrail.server.status import ServiceError, invalid
 from leadtrail.storage import EventFilter, ValidationError
 from leadtrail.v1 import event_pb2, query_pb2, sinks_pb2
@@ -213,10 +214,11 @@ def _files(t: sinks_pb2.FilesTarget, files_roots: Sequence[str]) -> FilesSpec:
         except ServiceError as e:
             raise invalid("files." + str(e).partition(": ")[0], str(e).partition(": ")[2]) from None
     elif file_format is FileFormat.PARQUET:
-        for i, name in enumerate(fields):
-            prefix, _, rest = name.partition(".")
-            if prefix != "lead" or not rest:
-                raise invalid(f"files.fields[{i}]", f"{name[:80]!r}: Parquet columns chosen are lead.<name>")
+        try:
+            lead_columns(fields)
+        except LeadColumnError as e:
+            where = "files.fields" if e.index is None else f"files.fields[{e.index}]"
+            raise invalid(where, str(e)) from None
     elif fields:
         raise invalid("files.fields", "chooses CSV or Parquet columns; JSONL files hold whole events")
     return FilesSpec(

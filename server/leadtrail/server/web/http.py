@@ -109,5 +109,6 @@ class HttpListener:
             self.alerting,
             self.store.rules,
             sees_audit=caller.sees_audit,
+            sinks=self.store.sinks,
         )
         return web.Response(body=exposition(metrics), headers={"Content-Type": CONTENT_TYPE})
