@@ -25,7 +25,14 @@ from leadtrail.server.alerts import Kind, Rule, RuleBook
 from leadtrail.server.app import LeadTrailServer, ServerConfig
 from leadtrail.server.web.meters import OTHER_TYPE, AppendCounts
 from leadtrail.storage import Event, EventFilter, Outcome
-from leadtrail.v1 import event_pb2, stream_pb2, submission_pb2, submission_pb2_grpc
+from leadtrail.v1 import (
+    event_pb2,
+    sinks_pb2,
+    sinks_pb2_grpc,
+    stream_pb2,
+    submission_pb2,
+    submission_pb2_grpc,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 Server = Any  # conftest.ServerProcess
@@ -208,6 +215,38 @@ def test_the_subscribers_gauge_follows_a_subscription_opening_and_closing(
     finally:
         call.cancel()
     eventually(lambda: subscribers() == before, "the closed one is not counted")
+
+
+def test_a_sinks_lag_is_a_gauge_labelled_by_sink_until_the_sink_is_deleted(
+    served: Server, stubs: Stubs
+) -> None:
+    # A receiver that cannot be reached: the sink keeps retrying and its lag grows.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sinks = sinks_pb2_grpc.SinkServiceStub(stubs.channel)
+    sink = sinks_pb2.Sink(
+        name="lagging", webhook=sinks_pb2.WebhookTarget(url=f"http://127.0.0.1:{port}/hook", batch_size=1)
+    )
+    sinks.SetSink(sink)
+    try:
+        append(stubs.channel, *(event("metrics.lag", n=n) for n in range(3)))
+
+        def agrees() -> bool:
+            answer = scrape(served.http_address)
+            if "lagging" not in answer.labelled("leadtrail_sink_lag_events", "sink"):
+                return False
+            lag = answer.value("leadtrail_sink_lag_events", sink="lagging")
+            status = sinks.GetSinkStatus(sinks_pb2.GetSinkStatusRequest(name="lagging"))
+            return lag >= 3 and lag == status.lag_events and status.state == "retrying"
+
+        eventually(agrees, "the gauge shows the lag GetSinkStatus reports")
+    finally:
+        sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="lagging"))
+    eventually(
+        lambda: "lagging" not in scrape(served.http_address).labelled("leadtrail_sink_lag_events", "sink"),
+        "a deleted sink has no gauge",
+    )
 
 
 # -- keys: roles and accounts ----------------------------------------------------------------------
