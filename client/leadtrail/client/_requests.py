@@ -15,11 +15,12 @@ from leadtrail.v1 import event_pb2, query_pb2, stream_pb2
 from ._convert import to_timestamp
 from ._model import GroupBy, Outcome
 
-ExportFormat = Literal["jsonl", "csv"]
+ExportFormat = Literal["jsonl", "csv", "parquet"]
 
 _EXPORT_FORMATS = {
     "jsonl": query_pb2.EXPORT_FORMAT_JSONL,
     "csv": query_pb2.EXPORT_FORMAT_CSV,
+    "parquet": query_pb2.EXPORT_FORMAT_PARQUET,
 }
 
 MAX_PAGE_SIZE = 1000
@@ -108,7 +109,7 @@ def export_request(
     try:
         export_format = _EXPORT_FORMATS[format]
     except KeyError:
-        raise ValueError(f"export format must be 'jsonl' or 'csv', not {format!r}") from None
+        raise ValueError(f"export format must be 'jsonl', 'csv' or 'parquet', not {format!r}") from None
     return query_pb2.ExportRequest(
         filter=event_filter(**filter_args), format=export_format, fields=list(fields)
     )

@@ -499,10 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     p.set_defaults(func=_remote("cli_remote", "cmd_tail"), parser=p)
 
-    p = sub.add_parser("export", help="events matching a filter as JSON lines or CSV")
+    p = sub.add_parser("export", help="events matching a filter as JSON lines, CSV or Parquet")
     p.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, '-' for stdout")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    p.add_argument("--fields", metavar="A,B,lead.email", help="columns (CSV); lead.<name> reads the snapshot")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    p.add_argument(
+        "--fields",
+        metavar="A,B,lead.email",
+        help="columns (CSV); lead.<name> reads the snapshot (CSV, and Parquet's added columns)",
+    )
     _filter_args(p)
     _server_args(p)
     p.set_defaults(func=_remote("cli_remote", "cmd_export"), parser=p)

@@ -336,10 +336,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         for chunk in client.export(format=args.format, fields=fields, **filter_kwargs(args)):
             out.write(chunk)
             written += len(chunk)
+            if args.format == "parquet":  # binary: its rows are counted from the footer at the end
+                progress.update(f"exported {human_bytes(written)}")
+                continue
             lines += chunk.count(b"\n")
             events = lines - 1 if args.format == "csv" and lines else lines
             progress.update(f"exported {events} events, {human_bytes(written)}")
     events = max(0, lines - 1) if args.format == "csv" else lines
+    if args.format == "parquet" and args.output != "-":
+        from .parquet import file_rows  # only here: pyarrow takes a while to import
+
+        events = file_rows(args.output)
     if args.output != "-":
         print(f"exported {events} events ({human_bytes(written)}) to {args.output}")
     return 0

@@ -1,6 +1,7 @@
-"""Export: every matching event as JSONL (whole events) or CSV (chosen columns).
+"""Export: every matching event as JSONL (whole events), CSV (chosen columns) or Parquet
+(typed columns, ``parquet.py``).
 
-Both spell times in RFC 3339 and outcomes by their short names (``SUCCESS``), as
+JSONL and CSV spell times in RFC 3339 and outcomes by their short names (``SUCCESS``), as
 every other human and JSON output does.
 """
 
@@ -10,7 +11,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -18,6 +19,7 @@ from leadtrail.storage import Event
 from leadtrail.v1 import query_pb2
 
 from .convert import event_to_json
+from .parquet import LeadColumnError, ParquetStream, lead_columns
 from .status import invalid
 
 EXPORT_CHUNK_BYTES = 64 * 1024
@@ -41,12 +43,25 @@ CSV_DEFAULT_FIELDS = (
 CSV_FIELDS = (*CSV_DEFAULT_FIELDS, "account_id")
 
 
+class ExportEncoder(Protocol):
+    """Writes one export: ``header``, then ``encode`` per page of events, then ``footer``;
+    the bytes returned, concatenated in that order, are the export."""
+
+    def header(self) -> bytes: ...
+
+    def encode(self, events: list[Event]) -> bytes: ...
+
+    def footer(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class ExportShape:
-    """What an export writes: CSV columns (empty: JSONL), and whether it needs snapshots."""
+    """What an export writes: CSV columns (empty: JSONL), and whether it needs snapshots;
+    ``parquet``: a Parquet file, ``columns`` then being the chosen ``lead.<name>`` columns."""
 
     columns: tuple[str, ...]
     include_lead: bool
+    parquet: bool = False
 
     @classmethod
     def of(cls, request: query_pb2.ExportRequest) -> ExportShape:
@@ -65,7 +80,20 @@ class ExportShape:
             if request.fields:
                 raise invalid("fields", "chooses CSV columns; JSONL exports whole events")
             return cls((), True)
-        raise invalid("format", "EXPORT_FORMAT_JSONL or EXPORT_FORMAT_CSV is required")
+        if request.format == query_pb2.EXPORT_FORMAT_PARQUET:
+            try:
+                return cls(lead_columns(request.fields), True, parquet=True)
+            except LeadColumnError as e:
+                raise invalid("fields" if e.index is None else f"fields[{e.index}]", str(e)) from None
+        raise invalid("format", "EXPORT_FORMAT_JSONL, EXPORT_FORMAT_CSV or EXPORT_FORMAT_PARQUET is required")
+
+    def encoder(self) -> ExportEncoder:
+        """A new writer of one export of this shape (Parquet keeps state between pages)."""
+        return ParquetStream(self.columns) if self.parquet else self
+
+    def footer(self) -> bytes:
+        """What comes after the last event (nothing, for JSONL and CSV)."""
+        return b""
 
     def header(self) -> bytes:
         """What comes before the first event (the CSV header row)."""

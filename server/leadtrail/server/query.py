@@ -122,22 +122,26 @@ class QueryService:
         shape = ExportShape.of(request)
         pages = matching_pages(self.store.log, f, shape.include_lead)
         shown = caller.shown(self.store.log.fields)
+        encoder = shape.encoder()
         exported = 0
 
         def next_bytes() -> tuple[bytes, int] | None:
             events: list[Event] | None = next(pages, None)
             if events is None:
                 return None
-            return shape.encode([shown(e) for e in events]), len(events)
+            # One page is one Parquet row group: memory stays bounded by the page.
+            return encoder.encode([shown(e) for e in events]), len(events)
 
         try:
-            if header := shape.header():
+            if header := encoder.header():
                 yield query_pb2.ExportChunk(data=header)
             while (encoded := await self.store.run(next_bytes)) is not None:
                 data, count = encoded
                 exported += count
                 for chunk in chunks(data):
                     yield query_pb2.ExportChunk(data=chunk)
+            for chunk in chunks(encoder.footer()):
+                yield query_pb2.ExportChunk(data=chunk)
         finally:  # also when the client stops reading: what was read is recorded
             self.store.audit.record(caller, "Export", request, exported)
 

@@ -26,6 +26,7 @@ from .subscription import HeldBytes
 if TYPE_CHECKING:  # the alerts package serves on top of this module
     from .alerts import Alerting, RuleBook
     from .exports import ExportScheduler
+    from .sinks import Sinks
 
 T = TypeVar("T")
 
@@ -47,6 +48,8 @@ class ServedStore:
     """Every account's alert rules (the process that owns the writer only)."""
     alerting: Alerting | None = None
     """The alert evaluator (the process that owns the writer only)."""
+    sinks: Sinks | None = None
+    """Every account's sinks at work (the process that owns the writer only)."""
     exports: ExportScheduler | None = None
     """The export jobs at work (the process that owns the writer only)."""
 
