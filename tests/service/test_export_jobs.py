@@ -12,6 +12,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -50,7 +51,7 @@ def download(exports: Any, job_name: str, file_name: str) -> bytes:
 
 
 def events_of(stubs: Stubs, type: str, lead_id: str) -> list[event_pb2.Event]:
-    f = event_pb2.EventFilter(types=[type], lead_id=lead_id)
+    f = event_pb2.EventFilter(types=[type], lead_id=lead_id)  # lead_id "": any lead
     return list(stubs.query.QueryEvents(query_pb2.QueryEventsRequest(filter=f), timeout=10).events)
 
 
@@ -251,3 +252,53 @@ def test_deleting_a_job_removes_its_files(server: Server, exports: Any) -> None:
     assert len(list(directory.iterdir())) == 1
     exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name="gone"), timeout=10)
     assert not directory.exists()
+
+
+def test_a_parquet_job_writes_typed_columns_that_read_back_equal_to_the_store(
+    stubs: Stubs, exports: Any, make_event: Callable[..., event_pb2.Event]
+) -> None:
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+    prices = ["25.00", "-3.5", ""]
+    ids = append(
+        stubs,
+        make_event,
+        *(
+            make_event(type="pq.row", price=price, lead={"state": state, "email": "p@example.com"})
+            for price, state in zip(prices, ["CA", "NY", "TX"], strict=True)
+        ),
+    )
+    exports.SetExportJob(
+        job(
+            "pq-job",
+            format=query_pb2.EXPORT_FORMAT_PARQUET,
+            fields=["lead.state"],
+            filter=event_pb2.EventFilter(types=["pq.row"]),
+        ),
+        timeout=10,
+    )
+    made = exports.RunExportJob(exports_pb2.RunExportJobRequest(name="pq-job"), timeout=30).file
+    assert made.name.endswith(".parquet") and made.rows == 3
+    data = download(exports, "pq-job", made.name)
+    assert hashlib.sha256(data).hexdigest() == made.sha256
+    table = pq.read_table(pa.BufferReader(data))
+    assert table.schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert pa.types.is_decimal(table.schema.field("price").type)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert sorted(rows) == sorted(ids)
+    for stored in events_of(stubs, "pq.row", ""):
+        row = rows[stored.id]
+        assert row["position"] == stored.position
+        assert int(row["timestamp"].timestamp() * 1000) == stored.timestamp.ToMilliseconds()
+        assert int(row["recorded_at"].timestamp() * 1000) == stored.recorded_at.ToMilliseconds()
+        assert row["price"] == (Decimal(stored.price) if stored.price else None)
+        assert row["lead.state"] == orjson.loads(row["lead"])["state"]
+    assert sorted(r["lead.state"] for r in rows.values()) == ["CA", "NY", "TX"]
+
+
+def test_a_parquet_job_takes_lead_columns_only(exports: Any) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        exports.SetExportJob(job("pq-bad", format=query_pb2.EXPORT_FORMAT_PARQUET, fields=["id"]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("fields[0]:")

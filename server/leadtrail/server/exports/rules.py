@@ -78,15 +78,9 @@ def _fields(fmt: Format, fields: list[str]) -> tuple[str, ...]:
     if len(fields) > MAX_FIELDS:
         raise invalid("fields", f"{len(fields)} fields, over the limit of {MAX_FIELDS}")
     if fmt is Format.PARQUET:
-        raise invalid("format", "EXPORT_FORMAT_PARQUET jobs are not supported yet; use JSONL or CSV")
-        for i, name in enumerate(fields):
-            prefix, _, rest = name.partition(".")
-            if prefix != "lead" or not rest or len(name) > 256:
-                raise invalid(
-                    f"fields[{i}]",
-                    f"{name[:80]!r}: Parquet adds lead.<name> columns only (at most 256 characters)",
-                )
-        return tuple(fields)
+        from .parquet_files import checked_columns  # pyarrow loads only for Parquet jobs
+
+        return checked_columns(fields)
     # JSONL and CSV: the rules of the Export RPC, in one place.
     ExportShape.of(query_pb2.ExportRequest(format=int(fmt), fields=fields))  # type: ignore[arg-type]
     return tuple(fields)

@@ -70,7 +70,9 @@ class _Lines:
 def encoder(job: ExportJob) -> tuple[FileEncoder, bool]:
     """The job's encoder, and whether it needs the lead snapshots."""
     if job.format is Format.PARQUET:
-        raise ValueError("Parquet export jobs are not written yet")
+        from .parquet_files import ParquetEncoder  # pyarrow loads only for Parquet jobs
+
+        return ParquetEncoder(job.fields), True
     shape = ExportShape.of(query_pb2.ExportRequest(format=int(job.format), fields=job.fields))  # type: ignore[arg-type]
     return _Lines(shape), shape.include_lead
 
