@@ -302,3 +302,26 @@ def test_a_parquet_job_takes_lead_columns_only(exports: Any) -> None:
         exports.SetExportJob(job("pq-bad", format=query_pb2.EXPORT_FORMAT_PARQUET, fields=["id"]), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith("fields[0]:")
+
+
+def test_a_run_that_cannot_write_is_unavailable_naming_why_and_the_next_one_works(
+    server: Server, exports: Any
+) -> None:
+    exports.SetExportJob(job("blocked"), timeout=10)
+    directory = server.data / "exports" / "default" / "blocked"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.write_bytes(b"not a directory")  # where the job's files go
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            exports.RunExportJob(exports_pb2.RunExportJobRequest(name="blocked"), timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "blocked" in info.value.details() and "run failed" in info.value.details()
+        assert (
+            exports.ListExportFiles(exports_pb2.ListExportFilesRequest(job="blocked"), timeout=10).files == []
+        )
+    finally:
+        directory.unlink()
+    made = exports.RunExportJob(exports_pb2.RunExportJobRequest(name="blocked"), timeout=30).file
+    assert [
+        f.name for f in exports.ListExportFiles(exports_pb2.ListExportFilesRequest(job="blocked")).files
+    ] == [made.name]

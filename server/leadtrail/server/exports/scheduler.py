@@ -83,8 +83,9 @@ class ExportScheduler:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._failed: dict[tuple[str, str], float] = {}
-        """Jobs whose last run failed, and when (monotonic): retried a while later, not at once."""
+        self._failed: dict[tuple[str, ...], float] = {}
+        """Runs (account, job) and expiries (account, job, file) that failed, and when (monotonic):
+        retried ``RETRY_AFTER_FAILURE_S`` later, not at once and not in a busy loop."""
 
     @property
     def book(self) -> JobBook:
@@ -147,23 +148,35 @@ class ExportScheduler:
         now = self._clock()
         for job in self._book.jobs():
             for made in self._book.files(job.account_id, job.name):
-                if made.expires_at_ms <= now:
+                if made.expires_at_ms <= now and not self._resting((*job.key, made.name)):
                     await self._expire(job, made)
 
+    def _resting(self, key: tuple[str, ...]) -> bool:
+        """Whether ``key`` failed a moment ago (and waits before it is tried again)."""
+        failed = self._failed.get(key)
+        if failed is None:
+            return False
+        if time.monotonic() - failed < RETRY_AFTER_FAILURE_S:
+            return True
+        del self._failed[key]
+        return False
+
     def _due(self, job: ExportJob) -> bool:
-        failed = self._failed.get(job.key)
-        if failed is not None and time.monotonic() - failed < RETRY_AFTER_FAILURE_S:
+        if self._resting(job.key):
             return False
         return job.running_since_ms is not None or job.next_run_at_ms <= self._clock()
 
     def _next_delay(self) -> float:
+        """Seconds until the next run or expiry (what failed a moment ago waits its turn)."""
         now = self._clock()
         soonest = now + int(MAX_SLEEP_S * 1000)
         for job in self._book.jobs():
-            soonest = min(soonest, job.next_run_at_ms)
+            if not self._resting(job.key):
+                soonest = min(soonest, now if job.running_since_ms is not None else job.next_run_at_ms)
             for made in self._book.files(job.account_id, job.name):
-                soonest = min(soonest, made.expires_at_ms)
-        return max(soonest - now, 0) / 1000 + (1.0 if self._failed else 0.0)
+                if not self._resting((*job.key, made.name)):
+                    soonest = min(soonest, made.expires_at_ms)
+        return max(soonest - now, 0) / 1000
 
     # -- a run -------------------------------------------------------------------------------------
 
@@ -222,6 +235,7 @@ class ExportScheduler:
                 path = os.path.join(self._book.job_directory(*job.key), made.name)
                 await self._store.run(self._remove_quietly, path)
             except (OSError, StorageError) as e:
+                self._failed[(*job.key, made.name)] = time.monotonic()
                 log.warning(
                     "export job %s/%s: file %s not removed: %s", job.account_id, job.name, made.name, e
                 )
