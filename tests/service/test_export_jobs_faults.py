@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from leadtrail.server.exports import ExportedFile, ExportJob, Format, JobBook
-from leadtrail.server.exports.runs import PARTIAL_SUFFIX, write_run
+from leadtrail.server.exports.runs import PARTIAL_SUFFIX, RunStopped, write_run
 from leadtrail.storage import Event, EventFilter, EventLog, Files
 
 NOW_MS = 1_800_000_000_000
@@ -157,3 +157,11 @@ def test_the_job_book_keeps_jobs_runs_and_files_across_a_reopen(tmp_path: Path) 
 
 def _fields(job: ExportJob) -> dict[str, object]:
     return {name: getattr(job, name) for name in ExportJob.__slots__}
+
+
+def test_a_run_asked_to_stop_ends_between_pages_leaving_no_file(log: EventLog, tmp_path: Path) -> None:
+    pages = iter([False, True])  # the second page is not written
+    path = tmp_path / "stopped" / "f.jsonl"
+    with pytest.raises(RunStopped):
+        write_run(log, a_job(), str(path), NOW_MS - 3_600_000, NOW_MS, _same, Files(), lambda: next(pages))
+    assert list(path.parent.iterdir()) == []

@@ -43,6 +43,10 @@ class FileEncoder(Protocol):
     def end(self, sink: Sink) -> None: ...
 
 
+class RunStopped(Exception):
+    """The server is stopping: the run ended between two pages, its file unwritten."""
+
+
 @dataclass(frozen=True)
 class Written:
     rows: int
@@ -122,8 +126,10 @@ def write_run(
     to_ms: int,
     shown: Callable[[Event], Event],
     files: Files,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Written:
-    """Write the run's file at ``path`` (complete, or absent under that name)."""
+    """Write the run's file at ``path`` (complete, or absent under that name); ``stopping`` is
+    asked between pages (``RunStopped``)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     encode, include_lead = encoder(job)
     tmp = path + PARTIAL_SUFFIX
@@ -134,6 +140,8 @@ def write_run(
         out = _HashingFile(files, fd)
         encode.begin(out)
         for page in matching_pages(log, window_filter(job, from_ms, to_ms), include_lead):
+            if stopping():
+                raise RunStopped()
             if page:
                 encode.add(out, [shown(e) for e in page])
                 rows += len(page)

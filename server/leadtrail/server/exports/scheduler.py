@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -32,10 +33,11 @@ from leadtrail.storage.fields import FieldPolicies
 from .jobbook import JobBook
 from .model import EXPORT_COMPLETED, EXPORT_EXPIRED, EXPORT_FLOW, JOB_LEAD_PREFIX, ExportedFile, ExportJob
 from .rules import expires_at_ms
-from .runs import file_name, write_run
+from .runs import RunStopped, file_name, write_run
 
 log = logging.getLogger("leadtrail.server")
 
+STOP_WAIT_S = 30.0
 MAX_SLEEP_S = 60.0
 """The longest the task sleeps without looking again (a clock stepped forward is noticed)."""
 RETRY_AFTER_FAILURE_S = 60.0
@@ -83,6 +85,8 @@ class ExportScheduler:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        """Set by ``stop``; a run's thread looks at it between pages."""
         self._failed: dict[tuple[str, ...], float] = {}
         """Runs (account, job) and expiries (account, job, file) that failed, and when (monotonic):
         retried ``RETRY_AFTER_FAILURE_S`` later, not at once and not in a busy loop."""
@@ -96,13 +100,19 @@ class ExportScheduler:
         self._task = asyncio.create_task(self._follow(), name="export-scheduler")
 
     async def stop(self) -> None:
+        """End the task. A run being written stops at its next page (its file is never listed;
+        it is redone at the next start) and is waited for: its thread reads the log, which
+        closes after this."""
+        self._stopping.set()
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(self._task, STOP_WAIT_S)
+            except TimeoutError:  # wait_for cancelled it
+                log.warning("export scheduler: not stopped within %s s", STOP_WAIT_S)
             self._task = None
+        async with self._lock:  # a run that RunExportJob started holds it until it ends
+            pass
 
     def changed(self) -> None:
         """A job was set or deleted: look again at what is due."""
@@ -124,7 +134,7 @@ class ExportScheduler:
     # -- the task ----------------------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             self._wake.clear()
             try:
                 await self._due_work()
@@ -140,6 +150,8 @@ class ExportScheduler:
 
     async def _due_work(self) -> None:
         for job in self._book.jobs():
+            if self._stopping.is_set():
+                return
             if self._due(job):
                 try:
                     await self._run(job.key, reason="scheduled" if job.running_since_ms is None else "redone")
@@ -183,6 +195,8 @@ class ExportScheduler:
     async def _run(self, key: tuple[str, str], reason: str) -> ExportedFile | None:
         store, book = self._store, self._book
         async with self._lock:
+            if self._stopping.is_set():
+                raise RunError("the server is stopping")
             job = book.get(*key)
             if job is None:
                 return None
@@ -196,7 +210,15 @@ class ExportScheduler:
                 from_ms = created - job.lookback_s * 1000
                 shown = _shown(store.log.fields, job)
                 written = await store.run(
-                    write_run, store.log, job, path, from_ms, created, shown, self._files
+                    write_run,
+                    store.log,
+                    job,
+                    path,
+                    from_ms,
+                    created,
+                    shown,
+                    self._files,
+                    self._stopping.is_set,
                 )
                 made = ExportedFile(
                     name=name,
@@ -214,6 +236,8 @@ class ExportScheduler:
                     await store.run(self._remove_quietly, path)
                     raise
                 await store.run(book.completed, key, made, created)
+            except RunStopped:
+                raise RunError("the server is stopping; the run is redone at its next start") from None
             except (OSError, StorageError) as e:
                 self._failed[key] = time.monotonic()
                 raise RunError(f"run failed: {e}") from e

@@ -10,6 +10,7 @@ keys only. Every download, whole or cut short, is recorded as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -88,7 +89,8 @@ class ExportService(exports_pb2_grpc.ExportServiceServicer):
         job = self._job(caller.account, request.name)
         _may_change(caller, job)
         try:
-            made = await self._scheduler().run_now(caller.account, request.name)
+            # Shielded: a caller that goes away does not cut the run short (its file is listed).
+            made = await asyncio.shield(self._scheduler().run_now(caller.account, request.name))
         except RunError as e:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"export job {request.name!r}: {e}") from None
         if made is None:  # deleted meanwhile
