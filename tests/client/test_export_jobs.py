@@ -75,7 +75,7 @@ def test_the_asyncio_client_does_the_same(address: str) -> None:
     async def scenario() -> None:
         async with AsyncClient(address, timeout=10) as client:
             await client.set_export_job(
-                ExportJob("sdk-async", format="csv", fields=("id", "type"), every_s=60)
+                ExportJob("sdk-async", format="csv", fields=("id", "type"), every_s=60, keep_days=1)
             )
             made = await client.run_export_job("sdk-async")
             assert made.name.endswith(".csv")

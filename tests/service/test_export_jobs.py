@@ -105,6 +105,7 @@ BAD_JOBS = [
     (job("ok", every_s=59), "every_s", "60"),
     (job("ok", keep_days=0), "keep_days", "1"),
     (job("ok", lookback_s=400 * 86_400), "lookback_s", "limit"),
+    (job("ok", every_s=60, keep_days=7), "keep_days", "10080 files, over the limit of 10000"),
     (job("ok", format=query_pb2.EXPORT_FORMAT_UNSPECIFIED), "format", "required"),
     (job("ok", fields=["id"]), "fields", "JSONL"),
     (job("ok", format=query_pb2.EXPORT_FORMAT_CSV, fields=["id", "nope"]), "fields[1]", "nope"),
@@ -162,7 +163,7 @@ def test_a_run_writes_the_windows_events_into_a_complete_file_and_records_it(
     assert made.expires_at.ToMilliseconds() == made.created_at.ToMilliseconds() + 7 * 86_400_000
 
     on_disk = server.data / "exports" / "default" / "run-jsonl"
-    assert sorted(p.name for p in on_disk.iterdir()) == [made.name]
+    assert sorted(p.name for p in on_disk.iterdir()) == sorted([made.name, "files.json"])  # and their list
     data = download(exports, "run-jsonl", made.name)
     assert data == (on_disk / made.name).read_bytes()
     assert len(data) == made.bytes and hashlib.sha256(data).hexdigest() == made.sha256
@@ -249,7 +250,7 @@ def test_deleting_a_job_removes_its_files(server: Server, exports: Any) -> None:
     exports.SetExportJob(job("gone"), timeout=10)
     exports.RunExportJob(exports_pb2.RunExportJobRequest(name="gone"), timeout=30)
     directory = server.data / "exports" / "default" / "gone"
-    assert len(list(directory.iterdir())) == 1
+    assert len(list(directory.iterdir())) == 2  # the file and the list of files
     exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name="gone"), timeout=10)
     assert not directory.exists()
 

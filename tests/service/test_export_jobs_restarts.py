@@ -65,9 +65,9 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def edit_book(data: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Change the stopped server's job book as downtime would have aged it."""
-    path = data / "exports" / "jobs.json"
+def edit_book(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the stopped server's job book (``jobs.json``, or a job's ``files.json``) as
+    downtime would have aged it."""
     book = orjson.loads(path.read_bytes())
     change(book)
     path.write_bytes(orjson.dumps(book))
@@ -112,7 +112,7 @@ def test_a_run_missed_while_the_server_was_down_runs_once_at_start(
         (entry,) = book["jobs"]
         entry["set_at_ms"] = now_ms() - 10 * MINUTE_MS  # ten runs missed
 
-    edit_book(data, down_for_ten_minutes)
+    edit_book(data / "exports" / "jobs.json", down_for_ten_minutes)
     served = Served(spawn, data)
     wait_until(lambda: len(served.files("missed")) == 1, "the missed run")
     (made,) = served.files("missed")
@@ -136,21 +136,19 @@ def test_a_file_is_removed_after_keep_days_with_export_expired(
     kept = served.exports.RunExportJob(exports_pb2.RunExportJobRequest(name="aging"), timeout=30).file
     old = served.exports.RunExportJob(exports_pb2.RunExportJobRequest(name="aging"), timeout=30).file
     directory = data / "exports" / "default" / "aging"
-    assert sorted(p.name for p in directory.iterdir()) == sorted([kept.name, old.name])
+    assert sorted(p.name for p in directory.iterdir()) == sorted([kept.name, old.name, "files.json"])
     assert served.stop() == 0
 
-    def two_days_later_for_one(book: dict[str, Any]) -> None:
-        (entry,) = book["jobs"]
-        entry["last_run_at_ms"] = now_ms()  # no run due: only the expiry happens
-        for made in entry["files"]:
+    def two_days_later_for_one(listed: dict[str, Any]) -> None:
+        for made in listed["files"]:
             if made["name"] == old.name:
                 made["created_at_ms"] -= 2 * 86_400_000
                 made["expires_at_ms"] = made["created_at_ms"] + 86_400_000
 
-    edit_book(data, two_days_later_for_one)
+    edit_book(directory / "files.json", two_days_later_for_one)
     served = Served(spawn, data)
     wait_until(lambda: [f.name for f in served.files("aging")] == [kept.name], "the expiry")
-    assert sorted(p.name for p in directory.iterdir()) == [kept.name]
+    assert sorted(p.name for p in directory.iterdir()) == sorted([kept.name, "files.json"])
     wait_until(lambda: len(served.events("export.expired", "export:aging")) == 1, "export.expired")
     (expired,) = served.events("export.expired", "export:aging")
     assert MessageToDict(expired.details)["file"] == old.name
@@ -178,7 +176,7 @@ def test_a_run_cut_short_by_kill_9_leaves_no_partial_file_listed_and_is_redone_a
     wait_until(lambda: len(served.files("crashing")) == 1, "the run redone")
     (made,) = served.files("crashing")
     assert made.rows == 5
-    assert [p.name for p in directory.iterdir()] == [made.name]  # the partial file is gone
+    assert sorted(p.name for p in directory.iterdir()) == sorted([made.name, "files.json"])  # no partial file
     lines = [orjson.loads(line) for line in (directory / made.name).read_bytes().splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(ids)
     (completed,) = served.events("export.completed", "export:crashing")

@@ -1,14 +1,18 @@
-"""The export jobs of every account and the files their runs made: ``<data>/exports/jobs.json``.
+"""The export jobs of every account and the files their runs made.
 
-One file for all accounts, replaced atomically on every change (jobs change and run
-rarely: at most once a minute each). It is the authority on which files exist: a
-file is listed once its bytes are durable under their final name and this book says
-so; a file in a job's directory that the book does not list (a run cut short by a
-crash) is removed at start (``unlisted``). Each job's files live in
-``<data>/exports/<account>/<job>/`` (account and job names are path-safe by their
-patterns).
+``<data>/exports/jobs.json`` holds every account's jobs (their definitions and run
+times); each job's files live in ``<data>/exports/<account>/<job>/`` (account and job
+names are path-safe by their patterns) beside the list of them, ``files.json`` (a
+job's list is written on its runs and expiries alone, whatever the other jobs hold).
+Each file is replaced atomically through the storage ``Files`` seam.
 
-Every method writes the file on the calling thread (the read pool); a lock keeps the
+The lists are the authority on which files exist: a file is listed once its bytes
+are durable under their final name and its job's list says so; a file in a job's
+directory that the list does not name (a run cut short by a crash) is removed at start
+by the scheduler. A run's end writes the list first, then the run time: a crash
+between lists the file and redoes the run (a file more, never one lost).
+
+Every method writes on the calling thread (the read pool); a lock keeps the
 scheduler's and the servicer's changes in order.
 """
 
@@ -27,6 +31,8 @@ from .model import ExportedFile, ExportJob, Format
 
 DIRECTORY = "exports"
 FILE = "jobs.json"
+MANIFEST = "files.json"
+"""A job's list of its files, in the job's directory."""
 FORMAT = 1
 MAX_JOBS_PER_ACCOUNT = 100
 TMP_SUFFIX = ".tmp"
@@ -97,7 +103,7 @@ def _file_from(raw: dict[str, Any]) -> ExportedFile:
     )
 
 
-def _job_json(job: ExportJob, files: list[ExportedFile]) -> dict[str, Any]:
+def _job_json(job: ExportJob) -> dict[str, Any]:
     return {
         "account_id": job.account_id,
         "name": job.name,
@@ -111,13 +117,12 @@ def _job_json(job: ExportJob, files: list[ExportedFile]) -> dict[str, Any]:
         "set_at_ms": job.set_at_ms,
         "last_run_at_ms": job.last_run_at_ms,
         "running_since_ms": job.running_since_ms,
-        "files": [_file_json(f) for f in files],
     }
 
 
-def _job_from(raw: dict[str, Any]) -> tuple[ExportJob, list[ExportedFile]]:
+def _job_from(raw: dict[str, Any]) -> ExportJob:
     account = raw["account_id"]
-    job = ExportJob(
+    return ExportJob(
         account_id=account,
         name=raw["name"],
         filter=_filter_from(account, raw["filter"]),
@@ -131,14 +136,13 @@ def _job_from(raw: dict[str, Any]) -> tuple[ExportJob, list[ExportedFile]]:
         last_run_at_ms=raw.get("last_run_at_ms"),
         running_since_ms=raw.get("running_since_ms"),
     )
-    return job, [_file_from(f) for f in raw.get("files", ())]
 
 
 Key = tuple[str, str]
 
 
 class JobBook:
-    """Every account's export jobs and their files, in memory and in one file."""
+    """Every account's export jobs and their files, in memory and on disk."""
 
     def __init__(self, data_dir: str, files: Files | None = None) -> None:
         self.directory = os.path.join(data_dir, DIRECTORY)
@@ -151,26 +155,39 @@ class JobBook:
         self._load()
 
     def _load(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                raw = orjson.loads(f.read())
-        except FileNotFoundError:
+        raw = _read_json(self.path)
+        if raw is None:
             return
-        except (OSError, ValueError) as e:
-            raise JobBookError(f"{self.path}: {e}") from None
         try:
             if raw.get("format") != FORMAT:
                 raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
-            for entry in raw["jobs"]:
-                job, made = _job_from(entry)
-                self._jobs[job.key] = job
-                self._made[job.key] = sorted(made, key=lambda f: f.created_at_ms, reverse=True)
+            jobs = [_job_from(entry) for entry in raw["jobs"]]
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise JobBookError(f"{self.path}: {e}") from None
+        for job in jobs:
+            self._jobs[job.key] = job
+            self._made[job.key] = self._load_files(job.key)
+
+    def _load_files(self, key: Key) -> list[ExportedFile]:
+        path = self.manifest(*key)
+        raw = _read_json(path)
+        if raw is None:
+            return []
+        try:
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
+            made = [_file_from(f) for f in raw["files"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise JobBookError(f"{path}: {e}") from None
+        return sorted(made, key=lambda f: f.created_at_ms, reverse=True)
 
     def job_directory(self, account_id: str, name: str) -> str:
         """Where a job's files are: ``<data>/exports/<account>/<job>``."""
         return os.path.join(self.directory, account_id, name)
+
+    def manifest(self, account_id: str, name: str) -> str:
+        """The list of a job's files, in its directory (never one of them)."""
+        return os.path.join(self.job_directory(account_id, name), MANIFEST)
 
     def jobs(self, account_id: str | None = None) -> list[ExportJob]:
         """The jobs of ``account_id`` (of every account when None), by account and name."""
@@ -200,15 +217,21 @@ class JobBook:
                 job = replace(
                     job, last_run_at_ms=previous.last_run_at_ms, running_since_ms=previous.running_since_ms
                 )
-            self._change({job.key: job}, {})
+            self._write_jobs({**self._jobs, job.key: job})
+            self._made.setdefault(job.key, [])
             return job
 
     def delete(self, account_id: str, name: str) -> bool:
-        """False when the account has no job of that name; its files are the caller's to remove."""
+        """False when the account has no job of that name; its directory (its files and their
+        list) is the caller's to remove."""
         with self._lock:
-            if (account_id, name) not in self._jobs:
+            key = (account_id, name)
+            if key not in self._jobs:
                 return False
-            self._change({}, {}, dropped=(account_id, name))
+            jobs = dict(self._jobs)
+            del jobs[key]
+            self._write_jobs(jobs)
+            self._made.pop(key, None)
             return True
 
     def started(self, key: Key, at_ms: int) -> ExportJob | None:
@@ -218,46 +241,62 @@ class JobBook:
             if job is None:
                 return None
             job = replace(job, running_since_ms=at_ms)
-            self._change({key: job}, {})
+            self._write_jobs({**self._jobs, key: job})
             return job
 
     def completed(self, key: Key, made: ExportedFile | None, at_ms: int) -> None:
-        """List the run's file (None: the run made none) and note when the job last ran."""
+        """List the run's file (None: the run made none), then note when the job last ran."""
         with self._lock:
             job = self._jobs.get(key)
             if job is None:
                 return
-            job = replace(job, last_run_at_ms=at_ms, running_since_ms=None)
             files = self._made.get(key, [])
             if made is not None:
                 files = [made, *files]
-            self._change({key: job}, {key: files})
+                self._save_files(key, files)
+            jobs = {**self._jobs, key: replace(job, last_run_at_ms=at_ms, running_since_ms=None)}
+            self._save_jobs(jobs)
+            # Readers see the file listed and the run done at once.
+            self._made = {**self._made, key: files}
+            self._jobs = jobs
 
     def forget(self, key: Key, name: str) -> None:
         """Unlist one file of the job (it expired)."""
         with self._lock:
             if key not in self._jobs:
                 return
-            files = [f for f in self._made.get(key, []) if f.name != name]
-            self._change({}, {key: files})
+            self._write_files(key, [f for f in self._made.get(key, []) if f.name != name])
 
-    def _change(
-        self,
-        jobs: dict[Key, ExportJob],
-        made: dict[Key, list[ExportedFile]],
-        dropped: Key | None = None,
-    ) -> None:
-        new_jobs = {**self._jobs, **jobs}
-        new_made = {**self._made, **made}
-        if dropped is not None:
-            new_jobs.pop(dropped, None)
-            new_made.pop(dropped, None)
+    def _write_jobs(self, jobs: dict[Key, ExportJob]) -> None:
+        self._save_jobs(jobs)
+        self._jobs = jobs
+
+    def _write_files(self, key: Key, made: list[ExportedFile]) -> None:
+        self._save_files(key, made)
+        self._made = {**self._made, key: made}
+
+    def _save_jobs(self, jobs: dict[Key, ExportJob]) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        ordered = sorted(new_jobs.values(), key=lambda j: j.key)
+        ordered = sorted(jobs.values(), key=lambda j: j.key)
         data = orjson.dumps(
-            {"format": FORMAT, "jobs": [_job_json(j, new_made.get(j.key, [])) for j in ordered]},
-            option=orjson.OPT_INDENT_2,
+            {"format": FORMAT, "jobs": [_job_json(j) for j in ordered]}, option=orjson.OPT_INDENT_2
         )
         self._files.write_file_atomically(self.path, data, TMP_SUFFIX)
-        self._jobs = new_jobs
-        self._made = new_made
+
+    def _save_files(self, key: Key, made: list[ExportedFile]) -> None:
+        os.makedirs(self.job_directory(*key), exist_ok=True)
+        data = orjson.dumps(
+            {"format": FORMAT, "files": [_file_json(f) for f in made]}, option=orjson.OPT_INDENT_2
+        )
+        self._files.write_file_atomically(self.manifest(*key), data, TMP_SUFFIX)
+
+
+def _read_json(path: str) -> Any:
+    """The file's JSON, None when there is no file."""
+    try:
+        with open(path, "rb") as f:
+            return orjson.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise JobBookError(f"{path}: {e}") from None

@@ -24,6 +24,8 @@ MAX_LOOKBACK_S = 366 * 86_400
 MIN_KEEP_DAYS = 1
 MAX_KEEP_DAYS = 3650
 MAX_FIELDS = 100
+MAX_FILES_PER_JOB = 10_000
+"""A job's list of files is rewritten on each run: bounded (a job every minute keeps 6 days)."""
 
 
 def check_name(field: str, name: str) -> None:
@@ -47,6 +49,13 @@ def job_from_message(message: exports_pb2.ExportJob, scoped: EventFilter, now_ms
         raise invalid("lookback_s", f"{lookback} is over the limit of {MAX_LOOKBACK_S} seconds")
     if message.keep_days < MIN_KEEP_DAYS or message.keep_days > MAX_KEEP_DAYS:
         raise invalid("keep_days", f"{message.keep_days} is outside {MIN_KEEP_DAYS}..{MAX_KEEP_DAYS} days")
+    kept = message.keep_days * 86_400 // message.every_s
+    if kept > MAX_FILES_PER_JOB:
+        raise invalid(
+            "keep_days",
+            f"{message.keep_days} days of a run every {message.every_s} s keep {kept} files, over the limit "
+            f"of {MAX_FILES_PER_JOB} per job",
+        )
     f = scoped
     if message.masked and AUDIT_TYPE_PREFIX + "*" not in f.hidden_types:
         # What an analyst key sees: no audit records.

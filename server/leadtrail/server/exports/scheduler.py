@@ -30,7 +30,7 @@ from leadtrail.server.privacy import masked_event
 from leadtrail.storage import Event, EventLog, Files, Outcome, StorageError
 from leadtrail.storage.fields import FieldPolicies
 
-from .jobbook import JobBook
+from .jobbook import MANIFEST, JobBook
 from .model import EXPORT_COMPLETED, EXPORT_EXPIRED, EXPORT_FLOW, JOB_LEAD_PREFIX, ExportedFile, ExportJob
 from .rules import expires_at_ms
 from .runs import RunStopped, file_name, write_run
@@ -283,7 +283,7 @@ class ExportScheduler:
                 if self._book.get(account.name, entry.name) is None:
                     self._remove_directory(entry.path)
                     continue
-                listed = {f.name for f in self._book.files(account.name, entry.name)}
+                listed = {MANIFEST, *(f.name for f in self._book.files(account.name, entry.name))}
                 for held in os.scandir(entry.path):
                     if held.name not in listed:
                         log.warning(
