@@ -12,7 +12,7 @@ from leadtrail.server.parquet import LeadColumnError, ParquetStream, lead_column
 from leadtrail.server.status import invalid
 from leadtrail.storage import Event
 
-from .runs import Sink
+from .encoding import Sink
 
 
 def checked_columns(fields: Sequence[str]) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 from leadtrail.server.crashpoints import crash_point
 from leadtrail.server.export import ExportShape
@@ -24,23 +23,12 @@ from leadtrail.server.scan import matching_pages
 from leadtrail.storage import Event, EventFilter, EventLog, Files
 from leadtrail.v1 import query_pb2
 
+from .encoding import FileEncoder, Sink
 from .model import ExportJob, Format
 
 PARTIAL_SUFFIX = ".partial"
 CRASH_WRITING = "export.writing"
 """Crash point: the first page of a run is written, the file is not yet complete."""
-
-
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-
-class FileEncoder(Protocol):
-    """How a format turns pages of events into a file's bytes."""
-
-    def begin(self, sink: Sink) -> None: ...
-    def add(self, sink: Sink, events: list[Event]) -> None: ...
-    def end(self, sink: Sink) -> None: ...
 
 
 class RunStopped(Exception):
