@@ -6,9 +6,11 @@ pool (``runs.py``). Runs, deletions and expiries take one lock: they are rare, a
 in order they never race over a job's directory or its entry in the book.
 
 A run: the book notes it began (durably), the file is written and made complete,
-``export.completed`` is appended (and durable), then the book lists the file and the
-run's time. A crash anywhere before the last step leaves a file nobody lists (it is
-removed at start) and a run noted as begun (it is redone at start). A run missed
+``export.completed`` is appended (and durable: the audit never misses a file, though it
+may name one a moment before the listing does), then the job's list names the file and
+the book the run's time. A crash anywhere before the listing leaves a file nobody lists
+(it is removed at start) and a run noted as begun (it is redone at start, with
+``reason`` ``redone``). A run missed
 while the server was down is due at start and runs once, however many were missed.
 An expired file is recorded by ``export.expired`` first, then unlisted, then removed:
 a crash between repeats the record rather than losing it.
