@@ -43,7 +43,9 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         f = translated_filter(caller.filter, request.filter)
         if request.masked:
             f = replace(f, hidden_types=(*f.hidden_types, AUDIT_TYPES))
-        spec, restart = sink_from_message(request, f, _now_ms(), self.store.log.last_position)
+        spec, restart = sink_from_message(
+            request, f, _now_ms(), self.store.log.last_position, sinks.files_roots
+        )
         previous = sinks.book.get(spec.account_id, spec.name)
         if previous is not None and not restart:
             spec = replace(spec, start_after=previous.start_after)
@@ -52,7 +54,9 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
             spec = await self.store.run(sinks.book.set, spec)
         except TooManySinksError as e:
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
-        await sinks.replace(spec, restart=restart and previous is not None)
+        # A new sink starts where it was told even if a position of an earlier sink of its name
+        # was left behind (a crash between deleting that sink and removing its position).
+        await sinks.replace(spec, restart=restart or previous is None)
         return message_from_sink(spec)
 
     @unary
