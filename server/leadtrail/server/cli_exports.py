@@ -17,6 +17,8 @@ from .cli_output import dumps, iso_ms, table
 from .cli_remote import connect, filter_kwargs
 from .term import human_bytes
 
+RUN_TIMEOUT_S = 3600.0
+
 
 def job_of(args: argparse.Namespace) -> ExportJob:
     """The job the ``exports set`` flags describe."""
@@ -116,6 +118,9 @@ def cmd_exports_rm(args: argparse.Namespace) -> int:
 
 def cmd_exports_run(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        # A run writes a whole window: it may take longer than a call's usual deadline (and goes on
+        # in the server if this command is interrupted; its file is then listed by 'exports files').
+        client.timeout = RUN_TIMEOUT_S
         made = client.run_export_job(args.name)
     print(
         f"export job {args.name} wrote {made.name}: {made.rows} events, {human_bytes(made.size)}, "
