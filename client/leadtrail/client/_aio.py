@@ -495,7 +495,9 @@ class AsyncClient:
             )
 
     async def run_export_job(self, name: str) -> ExportFile:
-        """Run a job now, besides its schedule (admin keys); returns the file it made."""
+        """Run a job now, besides its schedule (admin keys); returns the file it made. A big window
+        may take longer than ``timeout``: the run then goes on in the server and its file is
+        listed by ``list_export_files`` once complete."""
         with translated_rpc_errors(secure=self.secure):
             response = await self._exports.RunExportJob(
                 exports_pb2.RunExportJobRequest(name=name), timeout=self.timeout, metadata=self._metadata
