@@ -666,3 +666,39 @@ def test_export_files_go_to_analysts_masked_only_and_each_download_is_recorded(
     assert record.entity_id in analysts and record.account_id == "acme"
     for name in made:
         exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name=name), metadata=admin, timeout=10)
+
+
+def test_export_jobs_keep_the_setting_keys_scope_and_limited_keys_see_only_jobs_within_theirs(
+    server: Server, stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    exports = exports_pb2_grpc.ExportServiceStub(stubs.channel)
+    admin7 = auth(new_key(server, "acme", "admin", "--entity", "buyer-7"))
+    analyst7 = auth(new_key(server, "acme", "analyst", "--entity", "buyer-7"))
+    admin = auth(keyed["admin"])
+    for name, md in (("scoped-7", admin7), ("whole-account", admin)):
+        job = exports_pb2.ExportJob(
+            name=name,
+            format=query_pb2.EXPORT_FORMAT_JSONL,
+            every_s=3600,
+            keep_days=1,
+            masked=True,
+            filter=event_pb2.EventFilter(lead_id="lead-a"),
+        )
+        exports.SetExportJob(job, metadata=md, timeout=10)
+    made = exports.RunExportJob(
+        exports_pb2.RunExportJobRequest(name="scoped-7"), metadata=admin7, timeout=30
+    ).file
+    assert made.rows == 1  # lead-a's event of buyer-7, not the one of buyer-9
+    listed = exports.ListExportFiles(exports_pb2.ListExportFilesRequest(job="scoped-7"), metadata=analyst7)
+    assert [f.name for f in listed.files] == [made.name]
+    whole = exports_pb2.ListExportFilesRequest(job="whole-account")
+    assert (
+        code_of(lambda: exports.ListExportFiles(whole, metadata=analyst7))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    delete = exports_pb2.DeleteExportJobRequest(name="whole-account")
+    assert (
+        code_of(lambda: exports.DeleteExportJob(delete, metadata=admin7)) == grpc.StatusCode.PERMISSION_DENIED
+    )
+    for name in ("scoped-7", "whole-account"):
+        exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name=name), metadata=admin, timeout=10)
