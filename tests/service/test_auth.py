@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from leadtrail.v1 import (
     alerts_pb2,
     alerts_pb2_grpc,
     event_pb2,
+    exports_pb2,
+    exports_pb2_grpc,
     query_pb2,
     sinks_pb2,
     sinks_pb2_grpc,
@@ -125,7 +128,7 @@ READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts", "G
 ALLOWED = {
     "writer": {"Append", "AppendStream"},
     "reader": READS,
-    "analyst": READS | {"Aggregate", "Export"},
+    "analyst": READS | {"Aggregate", "Export", "ListExportFiles", "DownloadExportFile"},
     "admin": None,  # every RPC
 }
 
@@ -197,13 +200,39 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
         "GetSinkStatus": lambda md: sinks.GetSinkStatus(
             sinks_pb2.GetSinkStatusRequest(name="sink-none"), metadata=md
         ),
+        **export_calls(stubs),
+    }
+
+
+def export_calls(stubs: Stubs) -> dict[str, Callable[[Any], Any]]:
+    exports = exports_pb2_grpc.ExportServiceStub(stubs.channel)
+    job = exports_pb2.ExportJob(
+        name="role-matrix", format=query_pb2.EXPORT_FORMAT_JSONL, every_s=3600, keep_days=1
+    )
+    return {
+        "SetExportJob": lambda md: exports.SetExportJob(job, metadata=md),
+        "ListExportJobs": lambda md: exports.ListExportJobs(exports_pb2.ListExportJobsRequest(), metadata=md),
+        "DeleteExportJob": lambda md: exports.DeleteExportJob(
+            exports_pb2.DeleteExportJobRequest(name="job-none"), metadata=md
+        ),
+        "RunExportJob": lambda md: exports.RunExportJob(
+            exports_pb2.RunExportJobRequest(name="job-none"), metadata=md
+        ),
+        "ListExportFiles": lambda md: exports.ListExportFiles(
+            exports_pb2.ListExportFilesRequest(job="job-none"), metadata=md
+        ),
+        "DownloadExportFile": lambda md: list(
+            exports.DownloadExportFile(
+                exports_pb2.DownloadExportFileRequest(job="job-none", file="f"), metadata=md
+            )
+        ),
     }
 
 
 def test_the_role_matrix_covers_every_rpc(stubs: Stubs, keyed: dict[str, str]) -> None:
     every = {
         method.name
-        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2, alerts_pb2, sinks_pb2)
+        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2, alerts_pb2, sinks_pb2, exports_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
@@ -582,3 +611,94 @@ def test_stats_with_keys_count_the_callers_own_account_only(stubs: Stubs, keyed:
     assert stats.account_events["acme"] >= 2  # lead-a's two events, and the reads' audit records
     other = stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=auth(keyed["other"]), timeout=30)
     assert set(other.account_events) == {"globex"}
+
+
+def test_export_files_go_to_analysts_masked_only_and_each_download_is_recorded(
+    stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    exports = exports_pb2_grpc.ExportServiceStub(stubs.channel)
+    admin, analyst, other = auth(keyed["admin"]), auth(keyed["analyst"]), auth(keyed["other"])
+    made = {}
+    for name, masked in (("keys-masked", True), ("keys-plain", False)):
+        job = exports_pb2.ExportJob(
+            name=name,
+            format=query_pb2.EXPORT_FORMAT_JSONL,
+            every_s=3600,
+            keep_days=1,
+            masked=masked,
+            filter=event_pb2.EventFilter(lead_id="lead-a"),
+        )
+        exports.SetExportJob(job, metadata=admin, timeout=10)
+        run = exports_pb2.RunExportJobRequest(name=name)
+        made[name] = exports.RunExportJob(run, metadata=admin, timeout=30).file
+        assert made[name].rows == 2  # the account's two events of lead-a
+
+    def download(name: str, md: Any) -> bytes:
+        request = exports_pb2.DownloadExportFileRequest(job=name, file=made[name].name)
+        return b"".join(c.data for c in exports.DownloadExportFile(request, metadata=md, timeout=10))
+
+    masked = download("keys-masked", analyst)
+    assert len(masked) == made["keys-masked"].bytes and b"dana@example.com" not in masked
+    assert b"dana@example.com" in download("keys-plain", admin)
+    listed = exports.ListExportFiles(exports_pb2.ListExportFilesRequest(job="keys-plain"), metadata=analyst)
+    assert [f.name for f in listed.files] == [made["keys-plain"].name]
+    assert code_of(lambda: download("keys-plain", analyst)) == grpc.StatusCode.PERMISSION_DENIED
+    # Another account's jobs do not exist.
+    assert code_of(lambda: download("keys-masked", other)) == grpc.StatusCode.NOT_FOUND
+    assert "keys-masked" not in [
+        j.name for j in exports.ListExportJobs(exports_pb2.ListExportJobsRequest(), metadata=other).jobs
+    ]
+
+    f = event_pb2.EventFilter(types=["audit.export_downloaded"], lead_id="export:keys-masked")
+    deadline = time.monotonic() + 30
+    while True:
+        query = query_pb2.QueryEventsRequest(filter=f)
+        recorded = list(stubs.query.QueryEvents(query, metadata=admin, timeout=10).events)
+        if recorded or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (record,) = recorded
+    analysts = {
+        k.key_id
+        for k in stubs.admin.ListKeys(admin_pb2.ListKeysRequest(), metadata=admin).keys
+        if k.role == "analyst"
+    }
+    assert record.entity_id in analysts and record.account_id == "acme"
+    for name in made:
+        exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name=name), metadata=admin, timeout=10)
+
+
+def test_export_jobs_keep_the_setting_keys_scope_and_limited_keys_see_only_jobs_within_theirs(
+    server: Server, stubs: Stubs, keyed: dict[str, str]
+) -> None:
+    exports = exports_pb2_grpc.ExportServiceStub(stubs.channel)
+    admin7 = auth(new_key(server, "acme", "admin", "--entity", "buyer-7"))
+    analyst7 = auth(new_key(server, "acme", "analyst", "--entity", "buyer-7"))
+    admin = auth(keyed["admin"])
+    for name, md in (("scoped-7", admin7), ("whole-account", admin)):
+        job = exports_pb2.ExportJob(
+            name=name,
+            format=query_pb2.EXPORT_FORMAT_JSONL,
+            every_s=3600,
+            keep_days=1,
+            masked=True,
+            filter=event_pb2.EventFilter(lead_id="lead-a"),
+        )
+        exports.SetExportJob(job, metadata=md, timeout=10)
+    made = exports.RunExportJob(
+        exports_pb2.RunExportJobRequest(name="scoped-7"), metadata=admin7, timeout=30
+    ).file
+    assert made.rows == 1  # lead-a's event of buyer-7, not the one of buyer-9
+    listed = exports.ListExportFiles(exports_pb2.ListExportFilesRequest(job="scoped-7"), metadata=analyst7)
+    assert [f.name for f in listed.files] == [made.name]
+    whole = exports_pb2.ListExportFilesRequest(job="whole-account")
+    assert (
+        code_of(lambda: exports.ListExportFiles(whole, metadata=analyst7))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    delete = exports_pb2.DeleteExportJobRequest(name="whole-account")
+    assert (
+        code_of(lambda: exports.DeleteExportJob(delete, metadata=admin7)) == grpc.StatusCode.PERMISSION_DENIED
+    )
+    for name in ("scoped-7", "whole-account"):
+        exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name=name), metadata=admin, timeout=10)

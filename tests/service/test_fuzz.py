@@ -13,6 +13,8 @@ from leadtrail.v1 import (
     alerts_pb2,
     alerts_pb2_grpc,
     event_pb2,
+    exports_pb2,
+    exports_pb2_grpc,
     query_pb2,
     sinks_pb2,
     sinks_pb2_grpc,
@@ -323,3 +325,85 @@ def test_the_server_still_serves_sinks_after_the_fuzzing(stubs: Stubs) -> None:
         service.GetSinkStatus(sinks_pb2.GetSinkStatusRequest(name=sink.name), timeout=10)
         service.DeleteSink(sinks_pb2.DeleteSinkRequest(name=sink.name), timeout=10)
     assert list(service.ListSinks(sinks_pb2.ListSinksRequest(), timeout=10).sinks) == []
+
+
+# -- ExportService ----------------------------------------------------------------------------------
+
+EXPORT_METHODS = [
+    (f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
+    for service in exports_pb2.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+EXPORT_SEEDS = [
+    exports_pb2.ExportJob(
+        name="fuzz-job",
+        format=query_pb2.EXPORT_FORMAT_CSV,
+        fields=["id", "lead.state"],
+        every_s=3600,
+        lookback_s=600,
+        keep_days=1,
+        filter=event_pb2.EventFilter(types=["recipient.*"]),
+    ).SerializeToString(),
+    exports_pb2.RunExportJobRequest(name="fuzz-job").SerializeToString(),
+    exports_pb2.ListExportFilesRequest(job="fuzz-job").SerializeToString(),
+    exports_pb2.DownloadExportFileRequest(job="fuzz-job", file="fuzz-job-x.csv").SerializeToString(),
+]
+
+
+@st.composite
+def export_request_bytes(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=256))
+    seed = bytearray(draw(st.sampled_from(EXPORT_SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, max(0, len(seed) - 1)))
+        seed[at : at + 1] = draw(st.binary(min_size=0, max_size=3))
+    return bytes(seed)
+
+
+@st.composite
+def export_jobs(draw: st.DrawFn) -> bytes:
+    """Well-formed ExportJob messages with any values in their fields (a few names: the
+    account's job limit is not what is fuzzed)."""
+    job = exports_pb2.ExportJob(
+        name=draw(st.sampled_from(["fuzz-a", "fuzz-b", "", "Fuzz", "x" * 65, "../x"])),
+        format=draw(st.integers(0, 4)),  # type: ignore[arg-type]
+        fields=draw(
+            st.lists(st.sampled_from(["id", "lead.state", "lead.", "nope", "details.x", ""]), max_size=3)
+        ),
+        every_s=draw(st.sampled_from([0, 59, 60, 3600, 2**32 - 1])),
+        lookback_s=draw(st.sampled_from([0, 1, 3600, 2**32 - 1])),
+        keep_days=draw(st.sampled_from([0, 1, 3650, 3651, 2**32 - 1])),
+        masked=draw(st.booleans()),
+        filter=event_pb2.EventFilter(
+            types=draw(st.lists(st.sampled_from(["recipient.*", "a.b", "Bad", "*", ""]), max_size=2)),
+            outcomes=draw(st.lists(st.integers(0, 9), max_size=2)),
+        ),
+    )
+    return job.SerializeToString()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(EXPORT_METHODS), raw=export_request_bytes())
+def test_every_export_rpc_answers_malformed_bytes_with_a_named_status(
+    stubs: Stubs, method: tuple[str, bool, bool], raw: bytes
+) -> None:
+    call(stubs, *method, raw)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=export_jobs())
+def test_export_jobs_with_any_values_get_a_named_status(stubs: Stubs, raw: bytes) -> None:
+    assert call(stubs, "/leadtrail.v1.ExportService/SetExportJob", False, False, raw) in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_the_server_still_serves_export_jobs_after_the_fuzzing(stubs: Stubs) -> None:
+    for method in EXPORT_METHODS:
+        assert call(stubs, *method, b"\xff\xff\xff") == grpc.StatusCode.INVALID_ARGUMENT, method
+    exports = exports_pb2_grpc.ExportServiceStub(stubs.channel)
+    for job in exports.ListExportJobs(exports_pb2.ListExportJobsRequest(), timeout=10).jobs:
+        exports.DeleteExportJob(exports_pb2.DeleteExportJobRequest(name=job.name), timeout=10)
+    assert list(exports.ListExportJobs(exports_pb2.ListExportJobsRequest(), timeout=10).jobs) == []

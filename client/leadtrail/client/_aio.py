@@ -7,6 +7,7 @@ built by the same functions.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from datetime import datetime
@@ -21,6 +22,8 @@ from leadtrail.v1 import (
     admin_pb2_grpc,
     alerts_pb2,
     alerts_pb2_grpc,
+    exports_pb2,
+    exports_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
     sinks_pb2,
@@ -40,6 +43,9 @@ from ._convert import (
     append_result_from_proto,
     erasure_report_from_proto,
     event_from_proto,
+    export_file_from_proto,
+    export_job_from_proto,
+    export_job_to_proto,
     field_policy_from_proto,
     field_policy_to_proto,
     retention_policy_from_proto,
@@ -61,6 +67,8 @@ from ._model import (
     AppendResult,
     ErasureReport,
     Event,
+    ExportFile,
+    ExportJob,
     FieldPolicy,
     GroupBy,
     RetentionPolicy,
@@ -119,6 +127,7 @@ class AsyncClient:
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._alerts = alerts_pb2_grpc.AlertServiceStub(self._channel)
         self._sinks = sinks_pb2_grpc.SinkServiceStub(self._channel)
+        self._exports = exports_pb2_grpc.ExportServiceStub(self._channel)
         self._subscriptions: set[AsyncSubscription] = set()
         self._closed = False
 
@@ -453,6 +462,81 @@ class AsyncClient:
                 sinks_pb2.GetSinkStatusRequest(name=name), timeout=self.timeout, metadata=self._metadata
             )
         return sink_status_from_proto(response)
+
+    # -- scheduled exports -------------------------------------------------------------------------
+
+    async def set_export_job(self, job: ExportJob | str, /, **fields: Any) -> ExportJob:
+        """Create or replace an export job of the caller's account (admin keys); returns it as
+        stored. Pass an ``ExportJob``, or its name and fields:
+        ``set_export_job("daily", format="csv", every_s=86400, keep_days=30)``."""
+        if isinstance(job, str):
+            job = ExportJob(job, **fields)
+        elif fields:
+            raise TypeError("set_export_job: pass an ExportJob or a name with fields, not both")
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._exports.SetExportJob(
+                export_job_to_proto(job), timeout=self.timeout, metadata=self._metadata
+            )
+        return export_job_from_proto(response)
+
+    async def list_export_jobs(self) -> list[ExportJob]:
+        """The caller's account's export jobs, by name (admin keys)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._exports.ListExportJobs(
+                exports_pb2.ListExportJobsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return [export_job_from_proto(j) for j in response.jobs]
+
+    async def delete_export_job(self, name: str) -> None:
+        """Delete a job and its files (admin keys); ``NotFoundError`` when there is none."""
+        with translated_rpc_errors(secure=self.secure):
+            await self._exports.DeleteExportJob(
+                exports_pb2.DeleteExportJobRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+
+    async def run_export_job(self, name: str) -> ExportFile:
+        """Run a job now, besides its schedule (admin keys); returns the file it made. A big window
+        may take longer than ``timeout``: the run then goes on in the server and its file is
+        listed by ``list_export_files`` once complete."""
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._exports.RunExportJob(
+                exports_pb2.RunExportJobRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+        return export_file_from_proto(response.file)
+
+    async def list_export_files(self, job: str) -> list[ExportFile]:
+        """The job's complete files, newest first (analyst keys and up)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._exports.ListExportFiles(
+                exports_pb2.ListExportFilesRequest(job=job), timeout=self.timeout, metadata=self._metadata
+            )
+        return [export_file_from_proto(f) for f in response.files]
+
+    async def download_export_file(self, job: str, file: str) -> bytes:
+        """A file's bytes (analyst keys and up; a job that is not masked: admin keys). The server
+        records the download. ``download_export_file_to`` streams a big file to disk instead."""
+        out = io.BytesIO()
+        await self.download_export_file_to(job, file, out)
+        return out.getvalue()
+
+    async def _download(self, request: exports_pb2.DownloadExportFileRequest) -> AsyncIterator[bytes]:
+        call = self._exports.DownloadExportFile(request, metadata=self._metadata)
+        try:
+            with translated_rpc_errors(secure=self.secure):
+                async for chunk in call:
+                    yield chunk.data
+        finally:
+            call.cancel()
+
+    async def download_export_file_to(
+        self, job: str, file: str, destination: str | os.PathLike[str] | BinaryWriter
+    ) -> int:
+        """Write a file of a job to a path or a binary file; returns the number of bytes written."""
+        chunks = self._download(exports_pb2.DownloadExportFileRequest(job=job, file=file))
+        if isinstance(destination, str | os.PathLike):
+            with open(destination, "wb") as out:
+                return await _write_all(chunks, out)
+        return await _write_all(chunks, destination)
 
 
 async def _write_all(chunks: AsyncIterator[bytes], file: BinaryWriter) -> int:

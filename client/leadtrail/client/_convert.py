@@ -15,7 +15,16 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from leadtrail.v1 import admin_pb2, alerts_pb2, event_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import (
+    admin_pb2,
+    alerts_pb2,
+    event_pb2,
+    exports_pb2,
+    query_pb2,
+    sinks_pb2,
+    stream_pb2,
+    submission_pb2,
+)
 
 try:  # installed with the server; the SDK works without it, only slower
     import orjson
@@ -35,6 +44,8 @@ from ._model import (
     ErasureReport,
     Event,
     EventFilter,
+    ExportFile,
+    ExportJob,
     FieldChange,
     FieldGroup,
     FieldPolicy,
@@ -595,4 +606,55 @@ def sink_status_from_proto(message: sinks_pb2.SinkStatus) -> SinkStatus:
         state=message.state,
         last_error=message.last_error,
         last_error_at=from_timestamp(message.last_error_at) if message.HasField("last_error_at") else None,
+    )
+
+
+# -- scheduled exports -----------------------------------------------------------------------------
+
+_JOB_FORMATS = {
+    "jsonl": query_pb2.EXPORT_FORMAT_JSONL,
+    "csv": query_pb2.EXPORT_FORMAT_CSV,
+    "parquet": query_pb2.EXPORT_FORMAT_PARQUET,
+}
+
+
+def export_job_to_proto(job: ExportJob) -> exports_pb2.ExportJob:
+    """The job as ``SetExportJob`` takes it (the server-set fields are not sent)."""
+    return exports_pb2.ExportJob(
+        name=job.name,
+        filter=event_filter_to_proto(job.filter),
+        format=_JOB_FORMATS[job.format],
+        fields=list(job.fields),
+        every_s=job.every_s,
+        lookback_s=job.lookback_s,
+        keep_days=job.keep_days,
+        masked=job.masked,
+    )
+
+
+def export_job_from_proto(message: exports_pb2.ExportJob) -> ExportJob:
+    names = {number: name for name, number in _JOB_FORMATS.items()}
+    return ExportJob(
+        name=message.name,
+        format=names.get(message.format, "jsonl"),
+        every_s=message.every_s,
+        keep_days=message.keep_days,
+        filter=event_filter_from_proto(message.filter),
+        fields=tuple(message.fields),
+        lookback_s=message.lookback_s,
+        masked=message.masked,
+        set_at=from_timestamp(message.set_at) if message.HasField("set_at") else None,
+        last_run_at=from_timestamp(message.last_run_at) if message.HasField("last_run_at") else None,
+        next_run_at=from_timestamp(message.next_run_at) if message.HasField("next_run_at") else None,
+    )
+
+
+def export_file_from_proto(message: exports_pb2.ExportFile) -> ExportFile:
+    return ExportFile(
+        name=message.name,
+        size=message.bytes,
+        rows=message.rows,
+        sha256=message.sha256,
+        created_at=from_timestamp(message.created_at) if message.HasField("created_at") else None,
+        expires_at=from_timestamp(message.expires_at) if message.HasField("expires_at") else None,
     )

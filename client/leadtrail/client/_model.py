@@ -526,3 +526,47 @@ class SinkStatus:
     state: str
     last_error: str = ""
     last_error_at: datetime | None = None
+
+
+EXPORT_JOB_FORMATS = ("jsonl", "csv", "parquet")
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """A scheduled export of the caller's account (API.md § Scheduled exports): every
+    ``every_s`` seconds (at least 60) the server writes the matching events whose ``timestamp``
+    is in the last ``lookback_s`` seconds (0: ``every_s``) into a file kept ``keep_days`` days.
+    ``format`` is "jsonl", "csv" or "parquet"; ``fields`` the CSV columns or the Parquet
+    ``lead.<name>`` columns; ``masked`` delivers what an analyst key sees. ``set_at``,
+    ``last_run_at`` and ``next_run_at`` are set by the server."""
+
+    name: str
+    format: str = "jsonl"
+    every_s: int = 86_400
+    keep_days: int = 7
+    filter: EventFilter = field(default_factory=EventFilter)
+    fields: tuple[str, ...] = ()
+    lookback_s: int = 0
+    masked: bool = False
+    set_at: datetime | None = None
+    last_run_at: datetime | None = None
+    next_run_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_JOB_FORMATS:
+            raise ValueError(
+                f"ExportJob.format must be one of {', '.join(EXPORT_JOB_FORMATS)}, not {self.format!r}"
+            )
+        object.__setattr__(self, "fields", tuple(self.fields))
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A complete file of an export job; ``sha256`` is the hex SHA-256 of its bytes."""
+
+    name: str
+    size: int
+    rows: int
+    sha256: str
+    created_at: datetime | None
+    expires_at: datetime | None

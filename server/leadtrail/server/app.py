@@ -40,12 +40,13 @@ from leadtrail.storage import (
     StorageError,
 )
 from leadtrail.storage.follow import CommitNotice
-from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, exports_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 from .acknowledged import AcknowledgedPosition
 from .alerts import Alerting, RuleBook, RuleBookError, WebhookPolicy, WebhookPolicyError, Webhooks
 from .auth import CALLER, Gate
 from .consumers import PositionFileError
+from .exports import ExportScheduler, JobBook, JobBookError
 from .feed import Feed
 from .follower import CaughtUpQuery, Followed, SyncedStream, follow_writer
 from .forwarding import FRAMES_METHOD, FRAMES_SERVICE, FrameLink, forwarded
@@ -73,10 +74,11 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
     sinks_pb2.DESCRIPTOR.services_by_name["SinkService"].full_name,
+    exports_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name,
 )
-FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3], SERVICE_NAMES[4], SERVICE_NAMES[5]
-"""What a follower worker sends on to the writer: appends, administration, alerts and sinks
-(the rules, the evaluator and the sinks live with the writer)."""
+FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3], SERVICE_NAMES[4], SERVICE_NAMES[5], SERVICE_NAMES[6]
+"""What a follower worker sends on to the writer: appends, administration, alerts, sinks and
+export jobs (the rules, the evaluator, the sinks and the jobs live with the writer)."""
 BATCHED = frozenset({"Append"})
 """The forwarded methods that travel in frames (forwarding.py): many small calls, each
 cheaper at the writer than a gRPC call of its own between the workers."""
@@ -358,6 +360,7 @@ class LeadTrailServer:
         self._webhooks: Webhooks | None = None
         self._http: HttpListener | None = None
         self._sinks: Sinks | None = None
+        self._exports: ExportScheduler | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -422,6 +425,11 @@ class LeadTrailServer:
             except SinkBookError as e:
                 raise StartupError(f"sinks: {e}") from None
             store.sinks = Sinks(store, book, config.data, sink_policy, config.sink_files_roots)
+            try:
+                jobs = await loop.run_in_executor(reads, JobBook, config.data)
+            except JobBookError as e:
+                raise StartupError(f"export jobs: {e}") from None
+            self._exports = store.exports = ExportScheduler(store, jobs)
             hub = self._hub = NoticeHub(event_log) if role is not None else None
             if role is not None:  # made before the followers can look for it
                 self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
@@ -498,6 +506,8 @@ class LeadTrailServer:
                     await store.sinks.start()
             except PositionFileError as e:
                 raise StartupError(f"durable consumer: {e}") from None
+        if self._exports is not None:  # the writer: runs missed or cut short are made now
+            await self._exports.start()
         if config.http != "off" and not following:
             self._http = HttpListener(
                 config.http, store, self._alerting, tls_cert=config.tls_cert, tls_key=config.tls_key
@@ -595,6 +605,8 @@ class LeadTrailServer:
             await self._webhooks.stop()
         if self._alerting is not None:  # after the last append it may have to evaluate
             await self._alerting.stop()
+        if self._exports is not None:  # a run cut short here is redone at the next start
+            await self._exports.stop()
         if self._private is not None:
             await self._private.stop(grace)
         if self._following is not None:

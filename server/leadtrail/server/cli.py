@@ -400,6 +400,77 @@ def _sinks_parser(sub: Any) -> None:
     a.set_defaults(func=_remote("cli_sinks", "cmd_sinks_status"), parser=a)
 
 
+def _duration(text: str) -> int:
+    """Seconds: ``3600``, ``90s``, ``15m``, ``6h`` or ``1d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        seconds = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 3600, 15m, 6h, 1d)") from None
+    if not 0 <= seconds <= UINT32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0..{UINT32_MAX} seconds")
+    return seconds
+
+
+def _exports_parser(sub: Any) -> None:
+    p = sub.add_parser("exports", help="scheduled exports of a running server: jobs and their files")
+    exports = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")
+    a = exports.add_parser(
+        "set",
+        help="create or replace an export job (admin keys)",
+        description="Every --every, the server writes the matching events of the last --lookback (by "
+        "event time) into a file under its data directory, kept --keep-days days.",
+    )
+    a.add_argument("name", metavar="NAME", help="^[a-z0-9][a-z0-9_-]{0,63}$")
+    a.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    a.add_argument(
+        "--every", type=_duration, required=True, metavar="DURATION", help="60 s or more: 3600, 15m, 1d"
+    )
+    a.add_argument(
+        "--lookback",
+        type=_duration,
+        default=0,
+        metavar="DURATION",
+        help="the window of each run (default --every)",
+    )
+    a.add_argument(
+        "--keep-days", type=_uint32, default=7, metavar="N", help="days a file is kept (default 7)"
+    )
+    a.add_argument(
+        "--fields", metavar="A,B,lead.email", help="CSV columns, or the Parquet lead.<name> columns added"
+    )
+    a.add_argument(
+        "--masked", action="store_true", help="deliver what an analyst key sees (personal fields masked)"
+    )
+    _filter_args(a, since=False)
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_set"), parser=a)
+    a = exports.add_parser("list", help="the account's export jobs (admin keys)")
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_list"), parser=a)
+    a = exports.add_parser("rm", help="delete an export job and its files (admin keys)")
+    a.add_argument("name", metavar="NAME")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_rm"), parser=a)
+    a = exports.add_parser("run", help="run a job now, besides its schedule (admin keys)")
+    a.add_argument("name", metavar="NAME")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_run"), parser=a)
+    a = exports.add_parser("files", help="a job's complete files, newest first (analyst keys and up)")
+    a.add_argument("job", metavar="JOB")
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_files"), parser=a)
+    a = exports.add_parser("download", help="one file of a job (analyst keys and up); the server records it")
+    a.add_argument("job", metavar="JOB")
+    a.add_argument("file", metavar="FILE", help="a name that 'exports files JOB' lists")
+    a.add_argument("--output", "-o", metavar="PATH", help="file to write, '-' for stdout (default: ./FILE)")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_exports", "cmd_exports_download"), parser=a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadtrail", description="LeadTrail audit-event store")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -612,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _alerts_parser(sub)
     _sinks_parser(sub)
+    _exports_parser(sub)
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)

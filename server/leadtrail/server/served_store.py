@@ -25,6 +25,7 @@ from .subscription import HeldBytes
 
 if TYPE_CHECKING:  # the alerts package serves on top of this module
     from .alerts import Alerting, RuleBook
+    from .exports import ExportScheduler
     from .sinks import Sinks
 
 T = TypeVar("T")
@@ -49,6 +50,8 @@ class ServedStore:
     """The alert evaluator (the process that owns the writer only)."""
     sinks: Sinks | None = None
     """Every account's sinks at work (the process that owns the writer only)."""
+    exports: ExportScheduler | None = None
+    """The export jobs at work (the process that owns the writer only)."""
 
     def __post_init__(self) -> None:
         self.audit = ReadAudit(self.log)

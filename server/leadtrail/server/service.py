@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, exports_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 from .admin import AdminService
 from .alerts.service import AlertService
+from .exports.service import ExportService
 from .query import QueryService
 from .served_store import ServedStore
 from .sinks.service import SinkService
@@ -22,6 +23,7 @@ from .submission import SubmissionService
 __all__ = [
     "AdminService",
     "AlertService",
+    "ExportService",
     "QueryService",
     "ServedStore",
     "SinkService",
@@ -40,4 +42,5 @@ def servicers(store: ServedStore) -> list[tuple[object, ModuleType]]:
         (AdminService(store), admin_pb2),
         (AlertService(store), alerts_pb2),
         (SinkService(store), sinks_pb2),
+        (ExportService(store), exports_pb2),
     ]
