@@ -663,8 +663,9 @@ class Bench:
         scale = self.scale
         chooser = random.Random(SEED)
         payloads = [  # JSON snapshots, as the SDK asks for them
-            query_pb2.GetTimelineRequest(lead_id=chooser.choice(lead_ids), json_snapshots=True)
-            .SerializeToString()
+            query_pb2.GetTimelineRequest(
+                lead_id=chooser.choice(lead_ids), json_snapshots=True
+            ).SerializeToString()
             for _ in range(TIMELINE_SAMPLE)
         ]
         parse = query_pb2.Timeline.FromString

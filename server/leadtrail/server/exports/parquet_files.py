@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from leadtrail.server.parquet import LeadColumnError, ParquetStream, lead_columns
+from leadtrail.server.parquet import ParquetStream
+from leadtrail.server.parquet_columns import LeadColumnError, lead_columns
 from leadtrail.server.status import invalid
 from leadtrail.storage import Event
 
