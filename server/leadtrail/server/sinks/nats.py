@@ -1,0 +1,265 @@
+"""NATS JetStream target: each event a message on ``<prefix>.<account>.<type>`` with header
+``Nats-Msg-Id`` = the event id and the event's export-line JSON as body.
+
+Publishes are pipelined: up to ``in_flight`` messages are written before the PubAcks are
+awaited, and ``deliver`` returns once every message of the call is acknowledged (JetStream
+stores a message, on a quorum of replicas, before it acks it); nothing is ever pending
+between calls. A repeat within the stream's duplicate window is acknowledged as a duplicate
+and not stored again, so a consumer of the stream sees each event once.
+
+Order. The stream holds the events in position order because a stream stores what one
+connection publishes in the order it was sent, and a connection that fails loses a suffix
+of what was sent, never a message in the middle. So the client must not resend on a new
+connection what it buffered while the old one was failing (nats-py's reconnect does): the
+target connects without automatic reconnection, and after any failure it drops the
+connection; the sink's retry opens a new one (to the next server in the list) and publishes
+the whole call again, JetStream dropping the prefix it already holds.
+
+The stream is created when missing (file storage, ``replicas``, the duplicate window from
+the spec, subjects ``<prefix>.<account>.>``); an existing stream must hold those subjects,
+and every publish names the stream it expects (``Nats-Expected-Stream``), so a message
+never lands in another stream that happens to cover the subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from leadtrail.server.convert import event_to_json
+from leadtrail.storage import Event
+
+from .model import NatsSpec
+from .target import TargetError
+
+IN_FLIGHT = 1000
+"""Messages published before their PubAcks are awaited."""
+ACK_TIMEOUT_S = 10.0
+"""How long the PubAcks of one pipelined run may take (a cluster electing a leader answers
+within it or the call fails and is retried)."""
+CONNECT_TIMEOUT_S = 3.0
+API_TIMEOUT_S = 5.0
+
+_FAILURES = (nats.errors.Error, OSError, TimeoutError)
+"""What the client raises when the server is down, slow or refuses (JetStream's errors are
+``nats.errors.Error`` too)."""
+
+
+class NatsTarget:
+    """Publishes a sink's events to a JetStream stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: NatsSpec,
+        account_id: str,
+        *,
+        in_flight: int = IN_FLIGHT,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
+        self._spec = spec
+        self._subject_root = f"{spec.subject_prefix}.{account_id}"
+        self._in_flight = in_flight
+        self._ack_timeout_s = ack_timeout_s
+        self._connection: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._closed = asyncio.Event()
+        self._next_server = 0
+        """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
+        server after the one that failed)."""
+
+    @property
+    def stream_subjects(self) -> str:
+        """The subjects of a stream the target creates: ``<prefix>.<account>.>``."""
+        return f"{self._subject_root}.>"
+
+    def subject(self, event: Event) -> str:
+        return f"{self._subject_root}.{event.type}"
+
+    # -- the Target protocol ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._js is not None:
+            return
+        try:
+            await self._connect()
+            await self._ensure_stream()
+        except TargetError:
+            await self._drop()
+            raise
+        except _FAILURES as error:
+            await self._drop()
+            raise TargetError(f"nats: stream {self._spec.stream}: {_describe(error)}") from error
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        await self.open()
+        try:
+            for start in range(0, len(events), self._in_flight):
+                await self._publish(events[start : start + self._in_flight])
+        except TargetError:
+            await self._drop()
+            raise
+        except _FAILURES as error:
+            await self._drop()
+            raise TargetError(f"nats: publish to stream {self._spec.stream}: {_describe(error)}") from error
+
+    def pending_from(self) -> int | None:
+        return None  # deliver returns only once JetStream acknowledged everything
+
+    async def flush(self, now_ms: int) -> None:
+        return None  # nothing waits between calls
+
+    async def close(self) -> None:
+        await self._drop()
+
+    # -- connecting ------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Connect to the first server that answers, starting at ``_next_server``."""
+        servers = self._spec.servers
+        errors: list[str] = []
+        for attempt in range(len(servers)):
+            index = (self._next_server + attempt) % len(servers)
+            try:
+                connection = await self._connect_to(servers[index])
+            except TargetError as error:
+                errors.append(str(error))
+                continue
+            self._next_server = index
+            self._connection = connection
+            self._js = connection.jetstream(timeout=API_TIMEOUT_S, publish_async_max_pending=self._in_flight)
+            return
+        raise TargetError(f"nats: no server answered ({'; '.join(errors)})")
+
+    async def _connect_to(self, url: str) -> Client:
+        self._closed = closed = asyncio.Event()
+        seen: list[Exception] = []
+
+        async def on_closed() -> None:
+            closed.set()
+
+        async def on_error(error: Exception) -> None:
+            seen.append(error)  # a failure surfaces as the TargetError of the call it breaks
+
+        try:
+            return await nats.connect(
+                servers=[url],
+                allow_reconnect=False,
+                # nats-py tries a server up to max_reconnect_attempts times even without
+                # reconnection: once here, and the sink's retry tries again later
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                closed_cb=on_closed,
+                error_cb=on_error,
+                name="leadtrail-sink",
+            )
+        except _FAILURES as error:
+            raise TargetError(f"{url}: {_describe(seen[-1] if seen else error)}") from error
+
+    async def _drop(self) -> None:
+        connection, self._connection, self._js = self._connection, None, None
+        if connection is None:
+            return
+        self._next_server = (self._next_server + 1) % len(self._spec.servers)
+        try:
+            await connection.close()
+        except _FAILURES:
+            pass  # already broken; nothing of it is used again
+
+    async def _ensure_stream(self) -> None:
+        assert self._js is not None
+        spec = self._spec
+        try:
+            info = await self._js.stream_info(spec.stream)
+        except nats.js.errors.NotFoundError:
+            config = api.StreamConfig(
+                name=spec.stream,
+                subjects=[self.stream_subjects],
+                storage=api.StorageType.FILE,
+                num_replicas=spec.replicas,
+                duplicate_window=float(spec.duplicate_window_s),
+            )
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError as error:
+                if "already in use" not in str(error):  # another sink created it meanwhile
+                    raise TargetError(
+                        f"nats: cannot create stream {spec.stream}: {_describe(error)}"
+                    ) from error
+            return
+        held = info.config.subjects or []
+        probe = f"{self._subject_root}.x.y"
+        if not any(subject_matches(pattern, probe) for pattern in held):
+            raise TargetError(
+                f"nats: stream {spec.stream} exists but holds subjects {held}, not {self.stream_subjects}"
+            )
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def _publish(self, events: Sequence[Event]) -> None:
+        """Publish ``events`` pipelined, then wait for every PubAck (or the connection's end)."""
+        js = self._js
+        assert js is not None
+        stream = self._spec.stream
+        futures: list[asyncio.Future[api.PubAck]] = []
+        try:
+            for event in events:
+                body = orjson.dumps(event_to_json(event))
+                futures.append(
+                    await js.publish_async(
+                        self.subject(event), body, stream=stream, headers={"Nats-Msg-Id": event.id}
+                    )
+                )
+            acks = asyncio.gather(*futures)
+            closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed.wait())
+            try:
+                waited: set[asyncio.Future[Any]] = {acks, closed}
+                await asyncio.wait(waited, timeout=self._ack_timeout_s, return_when="FIRST_COMPLETED")
+            finally:
+                closed.cancel()
+            if not acks.done():
+                acks.cancel()
+                what = (
+                    "the connection closed"
+                    if self._closed.is_set()
+                    else f"no ack in {self._ack_timeout_s:g} s"
+                )
+                raise TargetError(f"nats: publish to stream {stream}: {what}")
+            error = acks.exception()
+            if error is not None:
+                raise TargetError(f"nats: publish to stream {stream}: {_describe(error)}") from error
+            for ack in acks.result():
+                if ack.stream != stream:
+                    raise TargetError(f"nats: acknowledged by stream {ack.stream}, not {stream}")
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # frees the client's slot for it
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (token != "*" and token != tokens[i]):
+            return False
+    return len(wanted) == len(tokens)
+
+
+def _describe(error: BaseException) -> str:
+    """A readable one-line reason (some client errors have an empty message)."""
+    text = str(error).strip()
+    name = type(error).__name__
+    if isinstance(error, TimeoutError) and not text:
+        return "timed out"
+    return f"{name}: {text}" if text and name not in text else (text or name)
