@@ -24,6 +24,8 @@ from leadtrail.v1 import (
     alerts_pb2_grpc,
     event_pb2,
     query_pb2,
+    sinks_pb2,
+    sinks_pb2_grpc,
     stream_pb2,
     submission_pb2,
 )
@@ -119,7 +121,7 @@ def test_reflection_needs_a_key_of_any_role(stubs: Stubs, keyed: dict[str, str])
     assert "leadtrail.v1.QueryService" in services(auth(keyed["writer"]))
 
 
-READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts"}
+READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts", "GetSinkStatus"}
 ALLOWED = {
     "writer": {"Append", "AppendStream"},
     "reader": READS,
@@ -132,6 +134,7 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
     """One harmless call of every RPC of the five services."""
     lead = event_pb2.EventFilter(lead_id="lead-a")
     alerts = alerts_pb2_grpc.AlertServiceStub(stubs.channel)
+    sinks = sinks_pb2_grpc.SinkServiceStub(stubs.channel)
     rule = alerts_pb2.AlertRule(
         name="role-matrix",
         kind=alerts_pb2.ALERT_KIND_COUNT,
@@ -187,13 +190,20 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
             alerts_pb2.DeleteAlertRuleRequest(name="rule-none"), metadata=md
         ),
         "ListAlerts": lambda md: alerts.ListAlerts(alerts_pb2.ListAlertsRequest(), metadata=md),
+        # A sink without a target: refused as INVALID_ARGUMENT, nothing left running.
+        "SetSink": lambda md: sinks.SetSink(sinks_pb2.Sink(name="role-matrix"), metadata=md),
+        "ListSinks": lambda md: sinks.ListSinks(sinks_pb2.ListSinksRequest(), metadata=md),
+        "DeleteSink": lambda md: sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="sink-none"), metadata=md),
+        "GetSinkStatus": lambda md: sinks.GetSinkStatus(
+            sinks_pb2.GetSinkStatusRequest(name="sink-none"), metadata=md
+        ),
     }
 
 
 def test_the_role_matrix_covers_every_rpc(stubs: Stubs, keyed: dict[str, str]) -> None:
     every = {
         method.name
-        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2, alerts_pb2)
+        for module in (submission_pb2, query_pb2, stream_pb2, admin_pb2, alerts_pb2, sinks_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

@@ -14,6 +14,8 @@ from leadtrail.v1 import (
     alerts_pb2_grpc,
     event_pb2,
     query_pb2,
+    sinks_pb2,
+    sinks_pb2_grpc,
     stream_pb2,
     submission_pb2,
 )
@@ -207,3 +209,117 @@ def test_the_server_still_serves_alerts_after_the_fuzzing(stubs: Stubs) -> None:
         alerts.DeleteAlertRule(alerts_pb2.DeleteAlertRuleRequest(name=rule.name), timeout=10)
     assert list(alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), timeout=10).rules) == []
     alerts.ListAlerts(alerts_pb2.ListAlertsRequest(), timeout=10)
+
+
+# -- SinkService ------------------------------------------------------------------------------------
+
+SINK_METHODS = [
+    (f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
+    for service in sinks_pb2.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+SINK_SEEDS = [
+    sinks_pb2.Sink(
+        name="fuzz-hook",
+        filter=event_pb2.EventFilter(types=["recipient.*"]),
+        from_start=True,
+        webhook=sinks_pb2.WebhookTarget(url="http://127.0.0.1:9/hook", batch_size=5),
+    ).SerializeToString(),
+    sinks_pb2.Sink(
+        name="fuzz-files", files=sinks_pb2.FilesTarget(directory="fuzz/out", format=2, fields=["id"])
+    ).SerializeToString(),
+    sinks_pb2.Sink(
+        name="fuzz-nats", nats=sinks_pb2.NatsTarget(servers=["nats://127.0.0.1:9"], stream="FUZZ")
+    ).SerializeToString(),
+    sinks_pb2.DeleteSinkRequest(name="fuzz-hook").SerializeToString(),
+    sinks_pb2.GetSinkStatusRequest(name="fuzz-hook").SerializeToString(),
+]
+
+
+@st.composite
+def sink_request_bytes(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=512))
+    seed = bytearray(draw(st.sampled_from(SINK_SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, max(0, len(seed) - 1)))
+        seed[at : at + 1] = draw(st.binary(min_size=0, max_size=3))
+    return bytes(seed)
+
+
+@st.composite
+def sinks(draw: st.DrawFn) -> bytes:
+    """Well-formed Sink messages with any values in their fields (their targets unreachable)."""
+    sink = sinks_pb2.Sink(
+        name=draw(st.one_of(_text, st.sampled_from(["fuzz-a", "fuzz-b"]))),
+        filter=event_pb2.EventFilter(
+            types=draw(st.lists(_text, max_size=2)),
+            outcomes=draw(st.lists(st.integers(0, 2**31 - 1), max_size=2)),
+        ),
+        masked=draw(st.booleans()),
+    )
+    start = draw(st.integers(0, 3))
+    if start == 1:
+        sink.from_start = True
+    elif start == 2:
+        sink.from_end = True
+    elif start == 3:
+        sink.after_position = draw(st.integers(0, 2**64 - 1))
+    url = st.one_of(_text, st.sampled_from(["http://127.0.0.1:9/", "https://h:99999/", "nats://127.0.0.1:9"]))
+    kind = draw(st.integers(0, 3))
+    if kind == 1:
+        sink.webhook.CopyFrom(
+            sinks_pb2.WebhookTarget(
+                url=draw(url), secret=draw(_text), batch_size=draw(_uint32), max_wait_ms=draw(_uint32)
+            )
+        )
+    elif kind == 2:
+        sink.nats.CopyFrom(
+            sinks_pb2.NatsTarget(
+                servers=draw(st.lists(url, max_size=3)),
+                stream=draw(_text),
+                subject_prefix=draw(_text),
+                replicas=draw(_uint32),
+                duplicate_window_s=draw(_uint32),
+            )
+        )
+    elif kind == 3:
+        sink.files.CopyFrom(
+            sinks_pb2.FilesTarget(
+                directory=draw(st.one_of(_text, st.sampled_from(["../x", "/tmp", "a/./b", "ok/dir"]))),
+                format=draw(st.integers(0, 2**31 - 1) | st.integers(0, 4)),
+                rotate_events=draw(_uint32),
+                rotate_seconds=draw(_uint32),
+                fields=draw(st.lists(_text, max_size=3)),
+            )
+        )
+    return sink.SerializeToString()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(SINK_METHODS), raw=sink_request_bytes())
+def test_every_sink_rpc_answers_malformed_bytes_with_a_named_status(
+    stubs: Stubs, method: tuple[str, bool, bool], raw: bytes
+) -> None:
+    call(stubs, *method, raw)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=sinks())
+def test_sinks_with_any_values_get_a_named_status(stubs: Stubs, raw: bytes) -> None:
+    assert call(stubs, "/leadtrail.v1.SinkService/SetSink", False, False, raw) in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # the account holds as many sinks as it may
+    )
+
+
+def test_the_server_still_serves_sinks_after_the_fuzzing(stubs: Stubs) -> None:
+    for method in SINK_METHODS:
+        assert call(stubs, *method, b"\xff\xff\xff") == grpc.StatusCode.INVALID_ARGUMENT, method
+    service = sinks_pb2_grpc.SinkServiceStub(stubs.channel)
+    for sink in service.ListSinks(sinks_pb2.ListSinksRequest(), timeout=10).sinks:
+        assert sink.webhook.secret == ""
+        service.GetSinkStatus(sinks_pb2.GetSinkStatusRequest(name=sink.name), timeout=10)
+        service.DeleteSink(sinks_pb2.DeleteSinkRequest(name=sink.name), timeout=10)
+    assert list(service.ListSinks(sinks_pb2.ListSinksRequest(), timeout=10).sinks) == []

@@ -23,6 +23,8 @@ from leadtrail.v1 import (
     alerts_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    sinks_pb2,
+    sinks_pb2_grpc,
     stream_pb2,
     stream_pb2_grpc,
     submission_pb2_grpc,
@@ -43,6 +45,9 @@ from ._convert import (
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
+    sink_from_proto,
+    sink_status_from_proto,
+    sink_to_proto,
     stats_from_proto,
     timeline_from_proto,
     to_timestamp,
@@ -60,6 +65,8 @@ from ._model import (
     GroupBy,
     RetentionPolicy,
     RetentionReport,
+    Sink,
+    SinkStatus,
     Stats,
     Timeline,
     VerifyReport,
@@ -111,6 +118,7 @@ class AsyncClient:
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._alerts = alerts_pb2_grpc.AlertServiceStub(self._channel)
+        self._sinks = sinks_pb2_grpc.SinkServiceStub(self._channel)
         self._subscriptions: set[AsyncSubscription] = set()
         self._closed = False
 
@@ -406,6 +414,45 @@ class AsyncClient:
         with translated_rpc_errors(secure=self.secure):
             response = await self._alerts.ListAlerts(request, timeout=self.timeout, metadata=self._metadata)
         return [alert_from_proto(a) for a in response.alerts]
+
+    # -- sinks -------------------------------------------------------------------------------------
+
+    async def set_sink(self, sink: Sink | str, /, **fields: Any) -> Sink:
+        """Create or replace a sink of the caller's account (admin keys); returns it as stored,
+        without its webhook secret. Pass a ``Sink``, or its name and fields:
+        ``set_sink("crm", target=WebhookTarget("https://crm.example/hook", secret="..."))``."""
+        if isinstance(sink, str):
+            sink = Sink(sink, **fields)
+        elif fields:
+            raise TypeError("set_sink: pass a Sink or a name with fields, not both")
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._sinks.SetSink(
+                sink_to_proto(sink), timeout=self.timeout, metadata=self._metadata
+            )
+        return sink_from_proto(response)
+
+    async def list_sinks(self) -> list[Sink]:
+        """The caller's account's sinks, by name (admin keys)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._sinks.ListSinks(
+                sinks_pb2.ListSinksRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return [sink_from_proto(s) for s in response.sinks]
+
+    async def delete_sink(self, name: str) -> None:
+        """Delete a sink and its position (admin keys); ``NotFoundError`` when there is none."""
+        with translated_rpc_errors(secure=self.secure):
+            await self._sinks.DeleteSink(
+                sinks_pb2.DeleteSinkRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+
+    async def get_sink_status(self, name: str) -> SinkStatus:
+        """Where a sink is: delivered position, lag, totals, state, last error (reader keys and up)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._sinks.GetSinkStatus(
+                sinks_pb2.GetSinkStatusRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+        return sink_status_from_proto(response)
 
 
 async def _write_all(chunks: AsyncIterator[bytes], file: BinaryWriter) -> int:

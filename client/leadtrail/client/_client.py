@@ -19,6 +19,8 @@ from leadtrail.v1 import (
     alerts_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    sinks_pb2,
+    sinks_pb2_grpc,
     stream_pb2,
     stream_pb2_grpc,
     submission_pb2_grpc,
@@ -38,6 +40,9 @@ from ._convert import (
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
+    sink_from_proto,
+    sink_status_from_proto,
+    sink_to_proto,
     stats_from_proto,
     timeline_from_proto,
     to_timestamp,
@@ -55,6 +60,8 @@ from ._model import (
     GroupBy,
     RetentionPolicy,
     RetentionReport,
+    Sink,
+    SinkStatus,
     Stats,
     Timeline,
     VerifyReport,
@@ -112,6 +119,7 @@ class Client:
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._alerts = alerts_pb2_grpc.AlertServiceStub(self._channel)
+        self._sinks = sinks_pb2_grpc.SinkServiceStub(self._channel)
         # Open subscriptions end with the client instead of failing on a closed channel.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closed = False
@@ -423,6 +431,43 @@ class Client:
         with translated_rpc_errors(secure=self.secure):
             response = self._alerts.ListAlerts(request, timeout=self.timeout, metadata=self._metadata)
         return [alert_from_proto(a) for a in response.alerts]
+
+    # -- sinks -------------------------------------------------------------------------------------
+
+    def set_sink(self, sink: Sink | str, /, **fields: Any) -> Sink:
+        """Create or replace a sink of the caller's account (admin keys); returns it as stored,
+        without its webhook secret. Pass a ``Sink``, or its name and fields:
+        ``set_sink("crm", target=WebhookTarget("https://crm.example/hook", secret="..."))``."""
+        if isinstance(sink, str):
+            sink = Sink(sink, **fields)
+        elif fields:
+            raise TypeError("set_sink: pass a Sink or a name with fields, not both")
+        with translated_rpc_errors(secure=self.secure):
+            response = self._sinks.SetSink(sink_to_proto(sink), timeout=self.timeout, metadata=self._metadata)
+        return sink_from_proto(response)
+
+    def list_sinks(self) -> list[Sink]:
+        """The caller's account's sinks, by name (admin keys)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = self._sinks.ListSinks(
+                sinks_pb2.ListSinksRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        return [sink_from_proto(s) for s in response.sinks]
+
+    def delete_sink(self, name: str) -> None:
+        """Delete a sink and its position (admin keys); ``NotFoundError`` when there is none."""
+        with translated_rpc_errors(secure=self.secure):
+            self._sinks.DeleteSink(
+                sinks_pb2.DeleteSinkRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+
+    def get_sink_status(self, name: str) -> SinkStatus:
+        """Where a sink is: delivered position, lag, totals, state, last error (reader keys and up)."""
+        with translated_rpc_errors(secure=self.secure):
+            response = self._sinks.GetSinkStatus(
+                sinks_pb2.GetSinkStatusRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
+        return sink_status_from_proto(response)
 
 
 def _write_all(chunks: Iterator[bytes], file: BinaryWriter) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from leadtrail.v1 import admin_pb2, alerts_pb2, event_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, event_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 try:  # installed with the server; the SDK works without it, only slower
     import orjson
@@ -38,14 +38,19 @@ from ._model import (
     FieldChange,
     FieldGroup,
     FieldPolicy,
+    FilesTarget,
     GroupBy,
+    NatsTarget,
     Outcome,
     RetentionPolicy,
     RetentionReport,
+    Sink,
+    SinkStatus,
     Stats,
     Timeline,
     TimelineStep,
     VerifyReport,
+    WebhookTarget,
     built,
     from_wire,
 )
@@ -493,4 +498,101 @@ def alert_from_proto(message: alerts_pb2.Alert) -> Alert:
         resolved_event_id=message.resolved_event_id,
         reason=message.reason,
         lead_id=message.lead_id,
+    )
+
+
+# -- sinks -----------------------------------------------------------------------------------------
+
+_FILE_FORMATS = {"jsonl": query_pb2.EXPORT_FORMAT_JSONL, "csv": query_pb2.EXPORT_FORMAT_CSV, "parquet": 3}
+_FILE_FORMAT_NAMES = {number: name for name, number in _FILE_FORMATS.items()}
+
+
+def sink_to_proto(sink: Sink) -> sinks_pb2.Sink:
+    """The sink as ``SetSink`` takes it (the server-set fields are not sent)."""
+    message = sinks_pb2.Sink(name=sink.name, filter=event_filter_to_proto(sink.filter), masked=sink.masked)
+    if sink.start == "start":
+        message.from_start = True
+    elif sink.start == "end":
+        message.from_end = True
+    elif isinstance(sink.start, int):
+        message.after_position = sink.start
+    target = sink.target
+    if isinstance(target, NatsTarget):
+        message.nats.CopyFrom(
+            sinks_pb2.NatsTarget(
+                servers=target.servers,
+                stream=target.stream,
+                subject_prefix=target.subject_prefix,
+                replicas=target.replicas,
+                duplicate_window_s=target.duplicate_window_s,
+            )
+        )
+    elif isinstance(target, WebhookTarget):
+        message.webhook.CopyFrom(
+            sinks_pb2.WebhookTarget(
+                url=target.url,
+                secret=target.secret,
+                batch_size=target.batch_size,
+                max_wait_ms=target.max_wait_ms,
+            )
+        )
+    elif isinstance(target, FilesTarget):
+        try:
+            file_format = _FILE_FORMATS[target.format.lower()]
+        except KeyError:
+            raise ValueError(
+                f"files format must be 'jsonl', 'csv' or 'parquet', not {target.format!r}"
+            ) from None
+        message.files.CopyFrom(
+            sinks_pb2.FilesTarget(
+                directory=target.directory,
+                format=query_pb2.ExportFormat.ValueType(file_format),
+                rotate_events=target.rotate_events,
+                rotate_seconds=target.rotate_seconds,
+                fields=target.fields,
+            )
+        )
+    else:
+        raise TypeError(f"Sink.target must be a NatsTarget, WebhookTarget or FilesTarget, not {target!r}")
+    return message
+
+
+def sink_from_proto(message: sinks_pb2.Sink) -> Sink:
+    kind = message.WhichOneof("target")
+    target: NatsTarget | WebhookTarget | FilesTarget
+    if kind == "nats":
+        t = message.nats
+        target = NatsTarget(tuple(t.servers), t.stream, t.subject_prefix, t.replicas, t.duplicate_window_s)
+    elif kind == "webhook":
+        w = message.webhook
+        target = WebhookTarget(
+            w.url, batch_size=w.batch_size, max_wait_ms=w.max_wait_ms, secret_set=w.secret_set
+        )
+    else:
+        f = message.files
+        target = FilesTarget(
+            f.directory,
+            _FILE_FORMAT_NAMES.get(f.format, str(f.format)),
+            f.rotate_events,
+            f.rotate_seconds,
+            tuple(f.fields),
+        )
+    return Sink(
+        name=message.name,
+        target=target,
+        filter=event_filter_from_proto(message.filter),
+        masked=message.masked,
+        set_at=from_timestamp(message.set_at) if message.HasField("set_at") else None,
+    )
+
+
+def sink_status_from_proto(message: sinks_pb2.SinkStatus) -> SinkStatus:
+    return SinkStatus(
+        name=message.name,
+        delivered_position=message.delivered_position,
+        lag_events=message.lag_events,
+        delivered_total=message.delivered_total,
+        state=message.state,
+        last_error=message.last_error,
+        last_error_at=from_timestamp(message.last_error_at) if message.HasField("last_error_at") else None,
     )

@@ -437,3 +437,92 @@ class Alert:
     resolved_event_id: str = ""
     reason: str = ""
     lead_id: str = ""
+
+
+# -- sinks -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NatsTarget:
+    """A JetStream stream (created when missing, file storage) holding subjects
+    ``<subject_prefix>.<account>.<type>``; 0 and "" are the server's defaults (prefix
+    ``leadtrail``, 1 replica, a 2-hour duplicate window)."""
+
+    servers: tuple[str, ...]
+    stream: str
+    subject_prefix: str = ""
+    replicas: int = 0
+    duplicate_window_s: int = 0
+
+    def __post_init__(self) -> None:
+        servers: object = self.servers
+        object.__setattr__(self, "servers", (servers,) if isinstance(servers, str) else tuple(self.servers))
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """POSTs of a JSON array of events, signed with ``secret`` like alert webhooks. ``secret``
+    is write-only: sinks read back have it empty and ``secret_set`` tells whether the server
+    holds one; setting a sink again with the same ``url`` and no secret keeps it."""
+
+    url: str
+    secret: str = field(default="", repr=False)
+    batch_size: int = 0
+    max_wait_ms: int = 0
+    secret_set: bool = False
+
+
+@dataclass(frozen=True)
+class FilesTarget:
+    """Rolling files in ``directory`` (relative to the account's sink file root on the
+    server): ``format`` "jsonl", "csv" or "parquet"; ``fields`` the CSV columns or the
+    Parquet ``lead.<name>`` columns."""
+
+    directory: str
+    format: str = "jsonl"
+    rotate_events: int = 0
+    rotate_seconds: int = 0
+    fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", tuple(self.fields))
+
+
+@dataclass(frozen=True)
+class Sink:
+    """A sink of the caller's account (API.md § Sinks): the events ``filter`` matches, handed
+    to ``target`` in position order, at least once. ``start`` applies when the sink is new or
+    given again: "start" (the whole log), "end" (what is committed from now on; the default)
+    or a position (the events after it). ``masked`` delivers what a reader key sees.
+    ``set_at`` is set by the server."""
+
+    name: str
+    target: NatsTarget | WebhookTarget | FilesTarget
+    filter: EventFilter = field(default_factory=EventFilter)
+    start: str | int | None = None
+    masked: bool = False
+    set_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        start = self.start
+        if (
+            start is not None
+            and start not in ("start", "end")
+            and (isinstance(start, bool) or not isinstance(start, int) or start < 0)
+        ):
+            raise ValueError(f"Sink.start {start!r}: expected 'start', 'end' or a position (int >= 0)")
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """Where a sink is: every event up to ``delivered_position`` is handed on (or did not
+    match); ``lag_events`` committed events after it; ``state`` "running", "retrying" (see
+    ``last_error``) or "stopped"."""
+
+    name: str
+    delivered_position: int
+    lag_events: int
+    delivered_total: int
+    state: str
+    last_error: str = ""
+    last_error_at: datetime | None = None

@@ -40,7 +40,7 @@ from leadtrail.storage import (
     StorageError,
 )
 from leadtrail.storage.follow import CommitNotice
-from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 from .acknowledged import AcknowledgedPosition
 from .alerts import Alerting, RuleBook, RuleBookError, WebhookPolicy, WebhookPolicyError, Webhooks
@@ -55,6 +55,9 @@ from .notices import NoticeHub, WriterLink
 from .privacy import Fingerprints
 from .read_audit import ReadAudit
 from .service import ServedStore, servicers
+from .sinks.book import SinkBook, SinkBookError
+from .sinks.registry import Sinks
+from .sinks.sink import SinkPolicy, SinkPolicyError
 from .status import Context, ServiceError, abort, invalid
 from .web import HttpListener, HttpListenerError
 from .worker_role import WorkerRole
@@ -69,10 +72,11 @@ SERVICE_NAMES = (
     stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
+    sinks_pb2.DESCRIPTOR.services_by_name["SinkService"].full_name,
 )
-FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3], SERVICE_NAMES[4]
-"""What a follower worker sends on to the writer: appends, administration, and alerts
-(the rules and the evaluator live with the writer)."""
+FORWARDED = SERVICE_NAMES[0], SERVICE_NAMES[3], SERVICE_NAMES[4], SERVICE_NAMES[5]
+"""What a follower worker sends on to the writer: appends, administration, alerts and sinks
+(the rules, the evaluator and the sinks live with the writer)."""
 BATCHED = frozenset({"Append"})
 """The forwarded methods that travel in frames (forwarding.py): many small calls, each
 cheaper at the writer than a gRPC call of its own between the workers."""
@@ -350,6 +354,7 @@ class LeadTrailServer:
         self._alerting: Alerting | None = None
         self._webhooks: Webhooks | None = None
         self._http: HttpListener | None = None
+        self._sinks: Sinks | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -357,6 +362,10 @@ class LeadTrailServer:
         try:
             webhook_policy = WebhookPolicy.from_environment()
         except WebhookPolicyError as e:
+            raise StartupError(str(e)) from None
+        try:
+            sink_policy = SinkPolicy.from_environment()
+        except SinkPolicyError as e:
             raise StartupError(str(e)) from None
         keys = KeyStore(config.data)
         try:
@@ -402,6 +411,11 @@ class LeadTrailServer:
                 store.rules = await loop.run_in_executor(reads, RuleBook, config.data)
             except RuleBookError as e:
                 raise StartupError(f"alert rules: {e}") from None
+            try:
+                book = await loop.run_in_executor(reads, SinkBook, config.data)
+            except SinkBookError as e:
+                raise StartupError(f"sinks: {e}") from None
+            store.sinks = Sinks(store, book, config.data, sink_policy)
             hub = self._hub = NoticeHub(event_log) if role is not None else None
             if role is not None:  # made before the followers can look for it
                 self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
@@ -473,6 +487,9 @@ class LeadTrailServer:
             try:
                 await alerting.start()
                 await webhooks.start()
+                if store.sinks is not None:
+                    self._sinks = store.sinks
+                    await store.sinks.start()
             except PositionFileError as e:
                 raise StartupError(f"durable consumer: {e}") from None
         if config.http != "off" and not following:
@@ -566,6 +583,8 @@ class LeadTrailServer:
             await self._http.stop()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._sinks is not None:
+            await self._sinks.stop()
         if self._webhooks is not None:
             await self._webhooks.stop()
         if self._alerting is not None:  # after the last append it may have to evaluate

@@ -25,6 +25,7 @@ from .subscription import HeldBytes
 
 if TYPE_CHECKING:  # the alerts package serves on top of this module
     from .alerts import Alerting, RuleBook
+    from .sinks import Sinks
 
 T = TypeVar("T")
 
@@ -46,6 +47,8 @@ class ServedStore:
     """Every account's alert rules (the process that owns the writer only)."""
     alerting: Alerting | None = None
     """The alert evaluator (the process that owns the writer only)."""
+    sinks: Sinks | None = None
+    """Every account's sinks at work (the process that owns the writer only)."""
 
     def __post_init__(self) -> None:
         self.audit = ReadAudit(self.log)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, stream_pb2, submission_pb2
+from leadtrail.v1 import admin_pb2, alerts_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 from .admin import AdminService
 from .alerts.service import AlertService
 from .query import QueryService
 from .served_store import ServedStore
+from .sinks.service import SinkService
 from .stream import StreamService
 from .submission import SubmissionService
 
@@ -23,6 +24,7 @@ __all__ = [
     "AlertService",
     "QueryService",
     "ServedStore",
+    "SinkService",
     "StreamService",
     "SubmissionService",
     "servicers",
@@ -37,4 +39,5 @@ def servicers(store: ServedStore) -> list[tuple[object, ModuleType]]:
         (StreamService(store), stream_pb2),
         (AdminService(store), admin_pb2),
         (AlertService(store), alerts_pb2),
+        (SinkService(store), sinks_pb2),
     ]

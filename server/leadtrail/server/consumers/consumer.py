@@ -77,9 +77,12 @@ class DurableConsumer:
         tick_s: float = 1.0,
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        holding: Callable[[], int | None] | None = None,
     ) -> None:
         """``new_start``: the position a consumer that never saved has handled (e.g. the
-        log's last position, to follow only what is committed from now on)."""
+        log's last position, to follow only what is committed from now on). ``holding``: the
+        first handled position whose work is not done yet (a sink's target still filling a
+        batch or a file), or None; no position at or past it is saved."""
         self.name = position.name
         self._file = position
         self._handler = handler
@@ -92,6 +95,7 @@ class DurableConsumer:
         self._tick_s = tick_s
         self._retry_s = retry_s
         self._clock = clock
+        self._holding = holding
         self.position = 0
         """Every event up to here is handled."""
         self.saved_position = 0
@@ -230,7 +234,7 @@ class DurableConsumer:
                 if now - last_tick >= self._tick_s or not events:
                     last_tick = now
                     await self._handler.tick(int(now * 1000))
-                if now - last_save >= self._save_every_s and self.position != self.saved_position:
+                if now - last_save >= self._save_every_s and self.settled_position != self.saved_position:
                     last_save = now
                     await self._save()
                 # Checked again after the awaits above: a group published meanwhile is handled
@@ -257,8 +261,14 @@ class DurableConsumer:
         start, limit = self.position + 1, self._batch
         return await loop.run_in_executor(self._reads, lambda: list(self._log.read_from(start, limit=limit)))
 
+    @property
+    def settled_position(self) -> int:
+        """Every event up to here is handled and its work done: what a save stores."""
+        first = self._holding() if self._holding is not None else None
+        return self.position if first is None else min(self.position, first - 1)
+
     async def _save(self) -> None:
-        saved = Saved(self.position, self._handler.state())
+        saved = Saved(self.settled_position, self._handler.state())
         await asyncio.get_running_loop().run_in_executor(
             self._reads, self._file.save, saved.position, saved.state
         )

@@ -6,6 +6,7 @@ target in position order, advancing its position only for what the target holds.
 """
 
 from .model import FileFormat, FilesSpec, NatsSpec, SinkSpec, TargetKind, TargetSpec, WebhookSpec
+from .registry import Sinks, SinkState
 from .target import Target, TargetError
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "FilesSpec",
     "NatsSpec",
     "SinkSpec",
+    "SinkState",
+    "Sinks",
     "Target",
     "TargetError",
     "TargetKind",
