@@ -41,11 +41,16 @@ class NatsServer:
     """One ``nats-server`` child with JetStream, its config and store under ``directory``."""
 
     def __init__(
-        self, directory: Path, name: str = "n1", cluster_port: int = 0, routes: tuple[int, ...] = ()
-    ):
+        self,
+        directory: Path,
+        name: str = "n1",
+        cluster_port: int = 0,
+        routes: tuple[int, ...] = (),
+        port: int = 0,
+    ) -> None:
         self.directory = directory
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = routes
         self.proc: subprocess.Popen[bytes] | None = None
@@ -246,3 +251,26 @@ async def _read_stream_once(urls: list[str], stream: str) -> list[StreamMessage]
         return messages
     finally:
         await connection.close()
+
+
+def stream_leader(urls: list[str], stream: str, timeout: float = 30.0) -> str:
+    """The name of the server leading ``stream`` (a cluster's replicated stream)."""
+
+    async def ask() -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                connection = await connect(urls)
+                try:
+                    info = await connection.jetstream(timeout=5).stream_info(stream)
+                finally:
+                    await connection.close()
+                if info.cluster is not None and info.cluster.leader:
+                    return str(info.cluster.leader)
+            except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError):
+                pass  # no leader for a moment
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stream {stream} has no leader after {timeout} s")
+            await asyncio.sleep(0.2)
+
+    return asyncio.run(ask())

@@ -72,6 +72,8 @@ class NatsTarget:
         self._js: JetStreamContext | None = None
         self._closed = asyncio.Event()
         self._next_server = 0
+        self._url = ""
+        """The server of the current connection, named in errors."""
         """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
         server after the one that failed)."""
 
@@ -96,7 +98,9 @@ class NatsTarget:
             raise
         except _FAILURES as error:
             await self._drop()
-            raise TargetError(f"nats: stream {self._spec.stream}: {_describe(error)}") from error
+            raise TargetError(
+                f"nats: stream {self._spec.stream} at {self._url}: {_describe(error)}"
+            ) from error
 
     async def deliver(self, events: Sequence[Event]) -> None:
         await self.open()
@@ -108,7 +112,9 @@ class NatsTarget:
             raise
         except _FAILURES as error:
             await self._drop()
-            raise TargetError(f"nats: publish to stream {self._spec.stream}: {_describe(error)}") from error
+            raise TargetError(
+                f"nats: publish to stream {self._spec.stream} at {self._url}: {_describe(error)}"
+            ) from error
 
     def pending_from(self) -> int | None:
         return None  # deliver returns only once JetStream acknowledged everything
@@ -133,6 +139,7 @@ class NatsTarget:
                 errors.append(str(error))
                 continue
             self._next_server = index
+            self._url = servers[index]
             self._connection = connection
             self._js = connection.jetstream(timeout=API_TIMEOUT_S, publish_async_max_pending=self._in_flight)
             return
@@ -199,7 +206,7 @@ class NatsTarget:
         probe = f"{self._subject_root}.x.y"
         if not any(subject_matches(pattern, probe) for pattern in held):
             raise TargetError(
-                f"nats: stream {spec.stream} exists but holds subjects {held}, not {self.stream_subjects}"
+                f"nats: stream {spec.stream} at {self._url} holds subjects {held}, not {self.stream_subjects}"
             )
 
     # -- publishing ------------------------------------------------------------------------
@@ -232,10 +239,12 @@ class NatsTarget:
                     if self._closed.is_set()
                     else f"no ack in {self._ack_timeout_s:g} s"
                 )
-                raise TargetError(f"nats: publish to stream {stream}: {what}")
+                raise TargetError(f"nats: publish to stream {stream} at {self._url}: {what}")
             error = acks.exception()
             if error is not None:
-                raise TargetError(f"nats: publish to stream {stream}: {_describe(error)}") from error
+                raise TargetError(
+                    f"nats: publish to stream {stream} at {self._url}: {_describe(error)}"
+                ) from error
             for ack in acks.result():
                 if ack.stream != stream:
                     raise TargetError(f"nats: acknowledged by stream {ack.stream}, not {stream}")
