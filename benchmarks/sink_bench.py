@@ -14,7 +14,7 @@ Each run, on fresh stores:
   polled every 50 ms: the most events it was behind (``lag_events``), how long after the
   last acknowledged append it had published everything (drain), and the sink's throughput
   (events over the time from the first append to the last PubAck);
-- catch-up: a second sink set ``from_start`` on that store once ingest is over: events/s
+- catch-up: another sink set ``from_start`` on that store once ingest is over: events/s
   of delivery alone, to the single server (replicas 1) and to the 3-node cluster
   (replicas 3);
 - failover: during the cluster catch-up, the stream's leader is killed (SIGKILL) once a
@@ -302,7 +302,14 @@ async def run_once(
                 await watch.run()
                 figures["catchup_r1"] = total / (watch.done_at - began)
 
-                urls = [n.url for n in nodes if n.process.poll() is None]
+                urls = [n.url for n in nodes]
+                name = f"replicated{run}"
+                await sinks.set(name, urls, f"REPLICATED{run}", 3)
+                watch = Watch(sinks, name, total)
+                began = time.perf_counter()
+                await watch.run()
+                figures["catchup_r3"] = total / (watch.done_at - began)
+
                 name, stream = f"cluster{run}", f"CLUSTER{run}"
                 await sinks.set(name, urls, stream, 3)
                 watch = Watch(sinks, name, total)

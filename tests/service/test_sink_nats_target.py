@@ -140,6 +140,29 @@ def test_an_existing_stream_without_the_subjects_is_refused(server: Any) -> None
     assert "OTHER" in message and "elsewhere.>" in message and f"leadtrail.{ACCOUNT}.>" in message
 
 
+def test_a_refused_message_and_a_stream_gone_are_target_errors(server: Any) -> None:
+    async def scenario() -> tuple[str, str]:
+        connection = await nats.connect(server.url, allow_reconnect=False)
+        js = connection.jetstream()
+        await js.add_stream(name="SMALL", subjects=[f"small.{ACCOUNT}.>"], max_msg_size=200)
+        target = NatsTarget(NatsSpec(servers=(server.url,), stream="SMALL", subject_prefix="small"), ACCOUNT)
+        with pytest.raises(TargetError) as refused:
+            await target.deliver(make_events(3))
+        await js.add_stream(name="GONE", subjects=[f"gone.{ACCOUNT}.>"])
+        target = NatsTarget(NatsSpec(servers=(server.url,), stream="GONE", subject_prefix="gone"), ACCOUNT)
+        await target.deliver(make_events(3))
+        await js.delete_stream("GONE")
+        with pytest.raises(TargetError) as gone:
+            await target.deliver(make_events(3, first_position=4))
+        await target.close()
+        await connection.close()
+        return str(refused.value), str(gone.value)
+
+    refused, gone = asyncio.run(scenario())
+    assert refused.startswith("nats: publish to stream SMALL at nats://") and "message size" in refused
+    assert gone.startswith("nats: publish to stream GONE") and "no stream answered" in gone
+
+
 def test_an_unreachable_server_is_a_readable_target_error() -> None:
     url = f"nats://127.0.0.1:{nats_servers.free_port()}"
 

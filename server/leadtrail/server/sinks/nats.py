@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import nats
 import nats.errors
 import nats.js.errors
 import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from leadtrail.server.convert import event_to_json
@@ -42,9 +42,9 @@ from .target import TargetError
 
 IN_FLIGHT = 1000
 """Messages published before their PubAcks are awaited."""
-ACK_TIMEOUT_S = 10.0
-"""How long the PubAcks of one pipelined run may take (a cluster electing a leader answers
-within it or the call fails and is retried)."""
+ACK_TIMEOUT_S = 5.0
+"""How long a pipelined run may go without a PubAck while some are missing: messages sent to
+a stream leader that died are never answered; the call fails after this and is retried."""
 CONNECT_TIMEOUT_S = 3.0
 API_TIMEOUT_S = 5.0
 
@@ -74,6 +74,10 @@ class NatsTarget:
         self._next_server = 0
         self._url = ""
         """The server of the current connection, named in errors."""
+        self._inbox = ""
+        """The connection's reply subjects: ``<inbox>.<run>_<index>``."""
+        self._run = 0
+        self._current: _Run | None = None
         """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
         server after the one that failed)."""
 
@@ -141,7 +145,9 @@ class NatsTarget:
             self._next_server = index
             self._url = servers[index]
             self._connection = connection
-            self._js = connection.jetstream(timeout=API_TIMEOUT_S, publish_async_max_pending=self._in_flight)
+            self._js = connection.jetstream(timeout=API_TIMEOUT_S)
+            self._inbox = connection.new_inbox()
+            await connection.subscribe(f"{self._inbox}.*", cb=self._on_ack)
             return
         raise TargetError(f"nats: no server answered ({'; '.join(errors)})")
 
@@ -151,6 +157,8 @@ class NatsTarget:
 
         async def on_closed() -> None:
             closed.set()
+            if self._current is not None:
+                self._current.wake.set()
 
         async def on_error(error: Exception) -> None:
             seen.append(error)  # a failure surfaces as the TargetError of the call it breaks
@@ -173,6 +181,7 @@ class NatsTarget:
 
     async def _drop(self) -> None:
         connection, self._connection, self._js = self._connection, None, None
+        self._current = None
         if connection is None:
             return
         self._next_server = (self._next_server + 1) % len(self._spec.servers)
@@ -212,46 +221,87 @@ class NatsTarget:
     # -- publishing ------------------------------------------------------------------------
 
     async def _publish(self, events: Sequence[Event]) -> None:
-        """Publish ``events`` pipelined, then wait for every PubAck (or the connection's end)."""
-        js = self._js
-        assert js is not None
+        """Publish ``events`` pipelined, each with a reply subject of its own under the
+        connection's inbox, then wait until every PubAck came back (``_on_ack`` counts them).
+        Fails when one is an error, when the connection closes, or when no PubAck comes for
+        ``ack_timeout_s`` while some are still missing (a stream leader that died)."""
+        connection = self._connection
+        assert connection is not None
         stream = self._spec.stream
-        futures: list[asyncio.Future[api.PubAck]] = []
-        try:
-            for event in events:
-                body = orjson.dumps(event_to_json(event))
-                futures.append(
-                    await js.publish_async(
-                        self.subject(event), body, stream=stream, headers={"Nats-Msg-Id": event.id}
-                    )
-                )
-            acks = asyncio.gather(*futures)
-            closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed.wait())
+        self._run += 1
+        run = _Run(len(events))
+        self._current = run
+        reply = f"{self._inbox}.{self._run}_"
+        headers_of = {"Nats-Expected-Stream": stream}
+        for i, event in enumerate(events):
+            body = orjson.dumps(event_to_json(event))
+            headers = {**headers_of, "Nats-Msg-Id": event.id}
+            await connection.publish(self.subject(event), body, reply=f"{reply}{i}", headers=headers)
+        while run.missing and run.error is None and not self._closed.is_set():
+            before = run.missing
+            run.wake.clear()
             try:
-                waited: set[asyncio.Future[Any]] = {acks, closed}
-                await asyncio.wait(waited, timeout=self._ack_timeout_s, return_when="FIRST_COMPLETED")
-            finally:
-                closed.cancel()
-            if not acks.done():
-                acks.cancel()
-                what = (
-                    "the connection closed"
-                    if self._closed.is_set()
-                    else f"no ack in {self._ack_timeout_s:g} s"
-                )
-                raise TargetError(f"nats: publish to stream {stream} at {self._url}: {what}")
-            error = acks.exception()
-            if error is not None:
-                raise TargetError(
-                    f"nats: publish to stream {stream} at {self._url}: {_describe(error)}"
-                ) from error
-            for ack in acks.result():
-                if ack.stream != stream:
-                    raise TargetError(f"nats: acknowledged by stream {ack.stream}, not {stream}")
-        finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()  # frees the client's slot for it
+                await asyncio.wait_for(run.wake.wait(), self._ack_timeout_s)
+            except TimeoutError:
+                if run.missing == before:
+                    raise TargetError(
+                        f"nats: publish to stream {stream} at {self._url}: "
+                        f"no PubAck for {self._ack_timeout_s:g} s ({run.missing} of {len(events)} missing)"
+                    ) from None
+        if run.error is not None:
+            raise TargetError(f"nats: publish to stream {stream} at {self._url}: {run.error}")
+        if run.missing:
+            raise TargetError(f"nats: publish to stream {stream} at {self._url}: the connection closed")
+
+    async def _on_ack(self, msg: Msg) -> None:
+        """One PubAck (or a no-responders status) of the current run."""
+        run_number, _, index = msg.subject.rpartition(".")[2].partition("_")
+        run = self._current
+        if run is None or run_number != str(self._run) or not index.isdigit():
+            return  # an answer to a run that already failed
+        position = int(index)
+        if position >= len(run.acked) or run.acked[position]:
+            return
+        run.acked[position] = True
+        run.missing -= 1
+        error = _ack_error(msg, self._spec.stream)
+        if error is not None and run.error is None:
+            run.error = error
+        if run.missing == 0 or run.error is not None or run.missing % 64 == 0:
+            run.wake.set()
+
+
+class _Run:
+    """The PubAcks awaited for one pipelined publish."""
+
+    __slots__ = ("acked", "error", "missing", "wake")
+
+    def __init__(self, size: int) -> None:
+        self.acked = [False] * size
+        self.missing = size
+        self.error: str | None = None
+        self.wake = asyncio.Event()
+
+
+def _ack_error(msg: Msg, stream: str) -> str | None:
+    """What is wrong with a PubAck, or None for an acknowledgement by ``stream``."""
+    if not msg.data:
+        status = (msg.headers or {}).get("Status", "")
+        if status == "503":
+            return "no stream answered (503: no leader, or the stream is gone)"
+        return f"an empty answer (status {status or 'none'})"
+    try:
+        answer = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return f"an answer that is not a PubAck: {msg.data[:100]!r}"
+    if not isinstance(answer, dict):
+        return f"an answer that is not a PubAck: {msg.data[:100]!r}"
+    if "error" in answer:
+        error = answer["error"] if isinstance(answer["error"], dict) else {}
+        return f"JetStream error {error.get('err_code', '')}: {error.get('description', answer['error'])}"
+    if answer.get("stream") != stream:
+        return f"acknowledged by stream {answer.get('stream')!r}, not {stream}"
+    return None
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
