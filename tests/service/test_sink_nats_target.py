@@ -126,6 +126,34 @@ def test_a_repeat_is_dropped_by_msg_id(server: Any) -> None:
     assert_holds_once_in_order(nats_servers.read_stream([server.url], "REPEATS"), events, prefix="audit")
 
 
+def test_a_message_from_elsewhere_is_never_followed_by_a_gap(server: Any) -> None:
+    """Each message is chained to the one before it (``Nats-Expected-Last-Msg-Id``): after a
+    message from another publisher the next call is refused once, then published one by one
+    chained to what the stream ends with; the sink's events stay in position order."""
+    spec = NatsSpec(servers=(server.url,), stream="CHAINED", subject_prefix="chained")
+    events = make_events(90)
+
+    async def scenario() -> list[str]:
+        target = NatsTarget(spec, ACCOUNT)
+        await target.deliver(events[:30])
+        other = await nats.connect(server.url, allow_reconnect=False)
+        await other.jetstream().publish(
+            f"chained.{ACCOUNT}.other.thing", b"{}", headers={"Nats-Msg-Id": "other-1"}
+        )
+        await other.close()
+        errors = await deliver_retrying(target, events[20:60])  # a replay of ten, then new ones
+        await target.deliver(events[60:])
+        await target.close()
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert len(errors) == 1 and "wrong last msg ID: other-1" in errors[0]
+    messages = nats_servers.read_stream([server.url], "CHAINED")
+    assert [m.msg_id for m in messages] == [e.id for e in events[:30]] + ["other-1"] + [
+        e.id for e in events[30:]
+    ]
+
+
 def test_an_existing_stream_without_the_subjects_is_refused(server: Any) -> None:
     async def scenario() -> str:
         connection = await nats.connect(server.url, allow_reconnect=False)

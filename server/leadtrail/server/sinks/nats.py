@@ -7,13 +7,23 @@ stores a message, on a quorum of replicas, before it acks it); nothing is ever p
 between calls. A repeat within the stream's duplicate window is acknowledged as a duplicate
 and not stored again, so a consumer of the stream sees each event once.
 
-Order. The stream holds the events in position order because a stream stores what one
-connection publishes in the order it was sent, and a connection that fails loses a suffix
-of what was sent, never a message in the middle. So the client must not resend on a new
-connection what it buffered while the old one was failing (nats-py's reconnect does): the
-target connects without automatic reconnection, and after any failure it drops the
-connection; the sink's retry opens a new one (to the next server in the list) and publishes
-the whole call again, JetStream dropping the prefix it already holds.
+Order. Each message names the Msg-Id the stream's last message must have for it to be
+stored (``Nats-Expected-Last-Msg-Id``: the event handed on before it; for the first after
+connecting, the id of the stream's last message), and JetStream checks it after its
+de-duplication. So the stream grows only in this sink's position order, even when a
+failure in the middle of a pipelined run (a stream leader dying, a cluster electing the
+next one while later messages arrive) loses one message and not the next: the next is
+refused, the call fails, and the sink's retry publishes the whole call again, JetStream
+acknowledging what it holds as duplicates and storing the rest in order. A message refused
+for the chain itself (someone else published to the stream) makes the next call publish one
+by one, each chained to what the stream is known to end with. The target connects without
+automatic reconnection (nats-py would resend on the new connection what it buffered while
+the old one was failing) and drops the connection after any failure; the retry opens a new
+one, to the next server of the list.
+
+A message JetStream refuses for itself (larger than the stream's ``max_msg_size``, a full
+stream that discards new messages) stops the sink with that error until the stream is
+changed: it is never skipped.
 
 The stream is created when missing (file storage, ``replicas``, the duplicate window from
 the spec, subjects ``<prefix>.<account>.>``); an existing stream must hold those subjects,
@@ -45,6 +55,11 @@ IN_FLIGHT = 1000
 ACK_TIMEOUT_S = 5.0
 """How long a pipelined run may go without a PubAck while some are missing: messages sent to
 a stream leader that died are never answered; the call fails after this and is retried."""
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_STREAM = "Nats-Expected-Stream"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+WRONG_LAST_MSG_ID = 10070
+"""JetStream's err_code for a message whose ``Nats-Expected-Last-Msg-Id`` is not the stream's last."""
 CONNECT_TIMEOUT_S = 3.0
 API_TIMEOUT_S = 5.0
 
@@ -78,6 +93,11 @@ class NatsTarget:
         """The connection's reply subjects: ``<inbox>.<run>_<index>``."""
         self._run = 0
         self._current: _Run | None = None
+        self._previous = ""
+        """The Msg-Id the stream's last message has: the last event handed on, or what the
+        stream held when the target connected ('' for an empty stream)."""
+        self._resync = False
+        """The last call was refused for the chain: the next one publishes one by one."""
         """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
         server after the one that failed)."""
 
@@ -109,8 +129,14 @@ class NatsTarget:
     async def deliver(self, events: Sequence[Event]) -> None:
         await self.open()
         try:
-            for start in range(0, len(events), self._in_flight):
-                await self._publish(events[start : start + self._in_flight])
+            if self._resync:
+                await self._publish_one_by_one(events)
+                self._resync = False
+            else:
+                for start in range(0, len(events), self._in_flight):
+                    chunk = events[start : start + self._in_flight]
+                    await self._publish(chunk, self._previous)
+                    self._previous = chunk[-1].id
         except TargetError:
             await self._drop()
             raise
@@ -210,6 +236,7 @@ class NatsTarget:
                     raise TargetError(
                         f"nats: cannot create stream {spec.stream}: {_describe(error)}"
                     ) from error
+            self._previous = ""
             return
         held = info.config.subjects or []
         probe = f"{self._subject_root}.x.y"
@@ -217,14 +244,19 @@ class NatsTarget:
             raise TargetError(
                 f"nats: stream {spec.stream} at {self._url} holds subjects {held}, not {self.stream_subjects}"
             )
+        self._previous = ""
+        if info.state.last_seq:
+            last = await self._js.get_msg(spec.stream, seq=info.state.last_seq)
+            self._previous = str((last.headers or {}).get(MSG_ID, ""))
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def _publish(self, events: Sequence[Event]) -> None:
+    async def _publish(self, events: Sequence[Event], previous: str) -> _Run:
         """Publish ``events`` pipelined, each with a reply subject of its own under the
-        connection's inbox, then wait until every PubAck came back (``_on_ack`` counts them).
-        Fails when one is an error, when the connection closes, or when no PubAck comes for
-        ``ack_timeout_s`` while some are still missing (a stream leader that died)."""
+        connection's inbox and chained to the one before it (the first to ``previous``, the
+        Msg-Id the stream's last message should have), then wait until every PubAck came back
+        (``_on_ack`` counts them). Fails when one is an error, when the connection closes, or
+        when no PubAck comes for ``ack_timeout_s`` while some are still missing."""
         connection = self._connection
         assert connection is not None
         stream = self._spec.stream
@@ -232,10 +264,12 @@ class NatsTarget:
         run = _Run(len(events))
         self._current = run
         reply = f"{self._inbox}.{self._run}_"
-        headers_of = {"Nats-Expected-Stream": stream}
         for i, event in enumerate(events):
+            headers = {EXPECTED_STREAM: stream, MSG_ID: event.id}
+            if previous:
+                headers[EXPECTED_LAST_MSG_ID] = previous
+            previous = event.id
             body = orjson.dumps(event_to_json(event))
-            headers = {**headers_of, "Nats-Msg-Id": event.id}
             await connection.publish(self.subject(event), body, reply=f"{reply}{i}", headers=headers)
         while run.missing and run.error is None and not self._closed.is_set():
             before = run.missing
@@ -249,9 +283,22 @@ class NatsTarget:
                         f"no PubAck for {self._ack_timeout_s:g} s ({run.missing} of {len(events)} missing)"
                     ) from None
         if run.error is not None:
+            self._resync = run.out_of_chain
             raise TargetError(f"nats: publish to stream {stream} at {self._url}: {run.error}")
         if run.missing:
             raise TargetError(f"nats: publish to stream {stream} at {self._url}: the connection closed")
+        return run
+
+    async def _publish_one_by_one(self, events: Sequence[Event]) -> None:
+        """Publish each event alone, chained to what the stream's last message is known to be:
+        after a message was refused for the chain (someone else published to the stream, or a
+        hole), so that the stream still holds this sink's events in position order."""
+        last = self._previous
+        for event in events:
+            run = await self._publish([event], last)
+            if not run.duplicate[0]:
+                last = event.id
+        self._previous = last
 
     async def _on_ack(self, msg: Msg) -> None:
         """One PubAck (or a no-responders status) of the current run."""
@@ -264,9 +311,11 @@ class NatsTarget:
             return
         run.acked[position] = True
         run.missing -= 1
-        error = _ack_error(msg, self._spec.stream)
+        error, code, duplicate = _ack_error(msg, self._spec.stream)
+        run.duplicate[position] = duplicate
         if error is not None and run.error is None:
             run.error = error
+            run.out_of_chain = code == WRONG_LAST_MSG_ID
         if run.missing == 0 or run.error is not None or run.missing % 64 == 0:
             run.wake.set()
 
@@ -274,34 +323,41 @@ class NatsTarget:
 class _Run:
     """The PubAcks awaited for one pipelined publish."""
 
-    __slots__ = ("acked", "error", "missing", "wake")
+    __slots__ = ("acked", "duplicate", "error", "missing", "out_of_chain", "wake")
 
     def __init__(self, size: int) -> None:
         self.acked = [False] * size
+        self.duplicate = [False] * size
+        """Acknowledged as already held (within the duplicate window), not stored again."""
         self.missing = size
         self.error: str | None = None
+        self.out_of_chain = False
+        """The error is JetStream's "wrong last msg ID": the stream's last message is not the
+        one before it in this sink's sequence."""
         self.wake = asyncio.Event()
 
 
-def _ack_error(msg: Msg, stream: str) -> str | None:
-    """What is wrong with a PubAck, or None for an acknowledgement by ``stream``."""
+def _ack_error(msg: Msg, stream: str) -> tuple[str | None, int, bool]:
+    """(what is wrong with a PubAck or None, JetStream's err_code or 0, a duplicate)."""
     if not msg.data:
         status = (msg.headers or {}).get("Status", "")
         if status == "503":
-            return "no stream answered (503: no leader, or the stream is gone)"
-        return f"an empty answer (status {status or 'none'})"
+            return "no stream answered (503: no leader, or the stream is gone)", 0, False
+        return f"an empty answer (status {status or 'none'})", 0, False
     try:
         answer = orjson.loads(msg.data)
     except orjson.JSONDecodeError:
-        return f"an answer that is not a PubAck: {msg.data[:100]!r}"
+        answer = None
     if not isinstance(answer, dict):
-        return f"an answer that is not a PubAck: {msg.data[:100]!r}"
+        return f"an answer that is not a PubAck: {msg.data[:100]!r}", 0, False
     if "error" in answer:
         error = answer["error"] if isinstance(answer["error"], dict) else {}
-        return f"JetStream error {error.get('err_code', '')}: {error.get('description', answer['error'])}"
+        code = error.get("err_code", 0)
+        description = error.get("description", answer["error"])
+        return f"JetStream error {code}: {description}", code if isinstance(code, int) else 0, False
     if answer.get("stream") != stream:
-        return f"acknowledged by stream {answer.get('stream')!r}, not {stream}"
-    return None
+        return f"acknowledged by stream {answer.get('stream')!r}, not {stream}", 0, False
+    return None, 0, answer.get("duplicate") is True
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
