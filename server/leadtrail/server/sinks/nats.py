@@ -87,6 +87,8 @@ class NatsTarget:
         self._js: JetStreamContext | None = None
         self._closed = asyncio.Event()
         self._next_server = 0
+        """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
+        server after the one that failed)."""
         self._url = ""
         """The server of the current connection, named in errors."""
         self._inbox = ""
@@ -98,8 +100,6 @@ class NatsTarget:
         stream held when the target connected ('' for an empty stream)."""
         self._resync = False
         """The last call was refused for the chain: the next one publishes one by one."""
-        """Where the next connection attempt starts in ``spec.servers`` (after a failure, the
-        server after the one that failed)."""
 
     @property
     def stream_subjects(self) -> str:
@@ -112,6 +112,8 @@ class NatsTarget:
     # -- the Target protocol ---------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._connection is not None and self._connection.is_closed:
+            await self._drop()  # the server went away while the sink had nothing to hand on
         if self._js is not None:
             return
         try:
