@@ -366,32 +366,23 @@ def test_every_event_arrives_in_order_across_kill_9_mid_stream(
         assert process.stop() == 0
 
 
+def new_key(data: Path, account: str, role: str, *scope: str) -> tuple[tuple[str, str]]:
+    command = [sys.executable, "-m", "leadtrail.server.cli", "keys", "create", "--data", str(data)]
+    made = subprocess.run(
+        [*command, "--account", account, "--role", role, *scope], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    return (("authorization", f"Bearer {made.stdout.strip()}"),)
+
+
 def test_another_accounts_sinks_do_not_exist(spawn: Callable[..., ServerProcess], tmp_path: Path) -> None:
     data = tmp_path / "data"
     process = spawn(data, "--http", "off")
-    keys = {}
-    for account in ("acme", "globex"):
-        for role in ("admin", "reader"):
-            made = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "leadtrail.server.cli",
-                    "keys",
-                    "create",
-                    "--data",
-                    str(data),
-                    "--account",
-                    account,
-                    "--role",
-                    role,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert made.returncode == 0, made.stderr
-            keys[account, role] = (("authorization", f"Bearer {made.stdout.strip()}"),)
+    keys = {
+        (account, role): new_key(data, account, role)
+        for account in ("acme", "globex")
+        for role in ("admin", "reader")
+    }
     calls = Calls(process.address)
     with Receiver(lambda index, request: 200) as receiver:
         calls.sinks.SetSink(
@@ -439,5 +430,40 @@ def test_another_accounts_sinks_do_not_exist(spawn: Callable[..., ServerProcess]
         with pytest.raises(grpc.RpcError) as info:
             calls.sinks.ListSinks(sinks_pb2.ListSinksRequest(), metadata=keys["acme", "reader"])
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    calls.close()
+    assert process.stop() == 0
+
+
+def test_an_admin_limited_to_an_entity_hands_on_its_events_and_changes_its_own_sinks_only(
+    spawn: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    process = spawn(data, "--http", "off")
+    admin = new_key(data, "acme", "admin")
+    scoped = new_key(data, "acme", "admin", "--entity", "buyer-7")
+    calls = Calls(process.address)
+    with Receiver(lambda index, request: 200) as receiver:
+        calls.sinks.SetSink(webhook_sink("whole", "http://127.0.0.1:9/"), metadata=admin)
+        calls.sinks.SetSink(webhook_sink("buyer-7", receiver.url()), metadata=scoped)
+        for call in (
+            lambda: calls.sinks.SetSink(webhook_sink("whole", receiver.url()), metadata=scoped),
+            lambda: calls.sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="whole"), metadata=scoped),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "limited to some entities or flows" in (info.value.details() or "")
+        events = [lead_event(entity_id=entity) for entity in ("buyer-7", "buyer-9", "buyer-7")]
+        ids = [
+            r.id
+            for r in calls.submission.Append(
+                submission_pb2.AppendRequest(events=events), metadata=admin
+            ).results
+        ]
+        receiver.wait_for(lambda r: len(delivered(r)) >= 2, timeout=20)
+        time.sleep(0.3)  # the other entity's event does not follow
+        assert [e["id"] for e in delivered(receiver.seen())] == [ids[0], ids[2]]
+        # The account's unlimited admin changes either.
+        calls.sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="buyer-7"), metadata=admin)
     calls.close()
     assert process.stop() == 0

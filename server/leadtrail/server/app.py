@@ -104,6 +104,9 @@ class ServerConfig:
     http: str = "off"
     """HOST:PORT of the HTTP listener (/metrics, console), or "off"; the CLI's default is
     127.0.0.1:8080, the library's none (an embedded server opens no port unasked)."""
+    sink_files_roots: tuple[str, ...] = ()
+    """Directories under which files sinks may be given absolute paths (besides each account's
+    ``<data>/sink-files/<account>/``)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -367,6 +370,9 @@ class LeadTrailServer:
             sink_policy = SinkPolicy.from_environment()
         except SinkPolicyError as e:
             raise StartupError(str(e)) from None
+        for root in config.sink_files_roots:
+            if not os.path.isabs(root) or not os.path.isdir(root):
+                raise StartupError(f"--sink-files-root {root!r}: not an absolute path of a directory")
         keys = KeyStore(config.data)
         try:
             configured = keys.configured()
@@ -415,7 +421,7 @@ class LeadTrailServer:
                 book = await loop.run_in_executor(reads, SinkBook, config.data)
             except SinkBookError as e:
                 raise StartupError(f"sinks: {e}") from None
-            store.sinks = Sinks(store, book, config.data, sink_policy)
+            store.sinks = Sinks(store, book, config.data, sink_policy, config.sink_files_roots)
             hub = self._hub = NoticeHub(event_log) if role is not None else None
             if role is not None:  # made before the followers can look for it
                 self._acknowledged = AcknowledgedPosition(role.acknowledged_file, writable=True)
@@ -651,6 +657,7 @@ def serve(
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
     http: str = "off",
+    sink_files_roots: tuple[str, ...] = (),
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     config = ServerConfig(
@@ -663,6 +670,7 @@ def serve(
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
         http=http,
+        sink_files_roots=tuple(sink_files_roots),
     )
     return run(config)
 

@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
             http=args.http,
+            sink_files_roots=tuple(args.sink_files_root),
         )
         return workers.supervise(config, args.workers)
     return app.serve(
@@ -80,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         http=args.http,
+        sink_files_roots=tuple(args.sink_files_root),
     )
 
 
@@ -325,6 +327,79 @@ def _alerts_parser(sub: Any) -> None:
     a.set_defaults(func=_remote("cli_alerts", "cmd_alerts_show"), parser=a)
 
 
+def _sinks_parser(sub: Any) -> None:
+    p = sub.add_parser("sinks", help="sinks of a running server: events handed on to NATS, webhooks, files")
+    sinks = p.add_subparsers(dest="sinks_command", required=True, metavar="ACTION")
+    a = sinks.add_parser(
+        "set",
+        help="create or replace a sink (admin keys)",
+        description="Create or replace the sink NAME with one target: --nats (with --stream), --webhook or "
+        "--files. A sink set again keeps its position unless --from-start, --from-end or --after is given; "
+        "a new one starts from the end (what is committed from now on). A webhook secret is stored "
+        "write-only: setting the sink again with the same --webhook and no secret keeps it.",
+    )
+    a.add_argument("name", metavar="NAME", help="^[a-z0-9][a-z0-9_-]{0,63}$")
+    _filter_args(a)
+    a.add_argument(
+        "--masked", action="store_true", help="deliver what a reader key sees (personal data masked)"
+    )
+    start = a.add_mutually_exclusive_group()
+    start.add_argument("--from-start", action="store_true", help="hand on the whole log first")
+    start.add_argument("--from-end", action="store_true", help="hand on what is committed from now on")
+    start.add_argument(
+        "--after", type=_not_negative, metavar="POSITION", help="hand on the events after this"
+    )
+    n = a.add_argument_group("NATS JetStream target")
+    n.add_argument("--nats", action="append", metavar="URL", help="nats://host:port of a server; repeatable")
+    n.add_argument("--stream", metavar="NAME", help="the JetStream stream (created when missing)")
+    n.add_argument("--subject-prefix", metavar="P", help="subjects <P>.<account>.<type> (default leadtrail)")
+    n.add_argument("--replicas", type=_uint32, metavar="N", help="replicas of a stream it creates (1-5)")
+    n.add_argument(
+        "--duplicate-window", type=_uint32, metavar="S", help="the stream's duplicate window (default 7200 s)"
+    )
+    w = a.add_argument_group("webhook target")
+    w.add_argument("--webhook", metavar="URL", help="http(s):// URL receiving POSTs of JSON arrays of events")
+    w.add_argument(
+        "--secret",
+        metavar="S",
+        help="HMAC-SHA256 key of the signature (default with --webhook: the LEADTRAIL_SINK_SECRET "
+        "environment variable); never shown again",
+    )
+    w.add_argument("--batch-size", type=_uint32, metavar="N", help="events per POST, at most (default 100)")
+    w.add_argument(
+        "--max-wait", type=_uint32, metavar="MS", help="how long a batch may fill up (default 1000)"
+    )
+    f = a.add_argument_group("files target")
+    f.add_argument("--files", metavar="DIR", help="directory under the account's sink file root")
+    f.add_argument("--file-format", choices=("jsonl", "csv", "parquet"), help="default jsonl")
+    f.add_argument("--rotate-events", type=_uint32, metavar="N", help="events per file (default 10000)")
+    f.add_argument(
+        "--rotate-seconds", type=_uint32, metavar="S", help="age of a file's first event (default 60)"
+    )
+    f.add_argument(
+        "--field", action="append", metavar="NAME", help="CSV column or Parquet lead.<name>; repeatable"
+    )
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_sinks", "cmd_sinks_set"), parser=a)
+    a = sinks.add_parser("list", help="the account's sinks (admin keys)")
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_sinks", "cmd_sinks_list"), parser=a)
+    a = sinks.add_parser("rm", help="delete a sink and its position (admin keys)")
+    a.add_argument("name", metavar="NAME")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_sinks", "cmd_sinks_rm"), parser=a)
+    a = sinks.add_parser(
+        "status",
+        help="where a sink is: delivered position, lag, totals, state, last error (reader keys and up; "
+        "every sink of the account without NAME: admin keys)",
+    )
+    a.add_argument("name", nargs="?", metavar="NAME")
+    a.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(a)
+    a.set_defaults(func=_remote("cli_sinks", "cmd_sinks_status"), parser=a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadtrail", description="LeadTrail audit-event store")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -361,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve with N processes on one port (default {DEFAULT_WORKERS}): each serves reads and "
         "subscriptions from the files; the first owns the writer and the others forward appends and "
         "administration to it; 1 is a single process",
+    )
+    p.add_argument(
+        "--sink-files-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an absolute directory under which files sinks may be given absolute paths (repeatable); "
+        "without it a files sink writes under <data>/sink-files/<account>/ only",
     )
     p.set_defaults(func=cmd_serve, parser=p)
 
@@ -524,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_remote("cli_remote", "cmd_fields_set"), parser=r)
 
     _alerts_parser(sub)
+    _sinks_parser(sub)
 
     p = sub.add_parser("dump", help="offline: stored events decoded, one JSON object per line")
     _data_arg(p)

@@ -30,6 +30,9 @@ from leadtrail.client import (
     InvalidArgumentError,
     LeadTrailError,
     NotFoundError,
+    PermissionDeniedError,
+    ServiceError,
+    SinkStatus,
     TLSError,
     UnavailableError,
     tls_credentials,
@@ -369,9 +372,31 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with connect(args) as client:
         stats = client.stats()
-    # The same table, or JSON, as `stats --data` prints offline.
-    print_stats(dataclasses.asdict(stats), as_json=args.json)
+        sinks = _sink_statuses(client)
+    # The same table, or JSON, as `stats --data` prints offline; then the sinks, if any.
+    shown = dataclasses.asdict(stats)
+    if sinks and args.json:
+        shown["sinks"] = [dataclasses.asdict(s) for s in sinks]
+    print_stats(shown, as_json=args.json)
+    if sinks and not args.json:
+        rows = [
+            (s.name, s.state, f"{s.delivered_position:,}", f"{s.lag_events:,}", f"{s.delivered_total:,}")
+            for s in sinks
+        ]
+        print(
+            "\n"
+            + "\n".join(table(("SINK", "STATE", "DELIVERED TO", "LAG", "DELIVERED"), rows, right=(2, 3, 4)))
+        )
     return 0
+
+
+def _sink_statuses(client: Client) -> list[SinkStatus]:
+    """The account's sinks and where each is, for an admin key; none for other keys (listing
+    sinks is an admin's) or an older server without them (UNIMPLEMENTED)."""
+    try:
+        return [client.get_sink_status(sink.name) for sink in client.list_sinks()]
+    except (PermissionDeniedError, NotFoundError, ServiceError):
+        return []
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,6 +47,7 @@ def make_target(spec: SinkSpec, data_dir: str, policy: SinkPolicy) -> Target:
         return built
     if isinstance(target, FilesSpec):
         cls = _target_class("files", "FilesTarget")
+        # An absolute directory was checked to lie under a root the operator allows (rules.py).
         built = cls(target, os.path.join(files_root(data_dir, spec.account_id), target.directory))
         return built
     raise TargetError(f"unknown target {target!r}")
@@ -82,9 +84,18 @@ class SinkState:
 class Sinks:
     """Every account's sinks at work (the process that owns the writer only)."""
 
-    def __init__(self, store: ServedStore, book: SinkBook, data_dir: str, policy: SinkPolicy) -> None:
+    def __init__(
+        self,
+        store: ServedStore,
+        book: SinkBook,
+        data_dir: str,
+        policy: SinkPolicy,
+        files_roots: Sequence[str] = (),
+    ) -> None:
         self._store = store
         self.book = book
+        self.files_roots = tuple(os.path.abspath(root) for root in files_roots)
+        """Where files targets may be written besides the accounts' own roots (absolute paths)."""
         self._data_dir = data_dir
         self._policy = policy
         self._running: dict[tuple[str, str], Running] = {}

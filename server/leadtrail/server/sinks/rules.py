@@ -9,7 +9,7 @@ reports it in its status.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -62,11 +62,16 @@ def check_name(name: str) -> str:
 
 
 def sink_from_message(
-    msg: sinks_pb2.Sink, sink_filter: EventFilter, now_ms: int, last_position: int
+    msg: sinks_pb2.Sink,
+    sink_filter: EventFilter,
+    now_ms: int,
+    last_position: int,
+    files_roots: Sequence[str] = (),
 ) -> tuple[SinkSpec, bool]:
     """The sink ``msg`` describes, its events chosen by ``sink_filter`` (the caller's
-    ``msg.filter``, see ``filter_of``), set now on a log whose last position is
-    ``last_position``; and whether ``msg`` chose where it starts. Raises ``invalid``."""
+    ``msg.filter``, see ``translated_filter``), set now on a log whose last position is
+    ``last_position``; and whether ``msg`` chose where it starts. A files target's absolute
+    directory must lie under one of ``files_roots``. Raises ``invalid``."""
     name = check_name(msg.name)
     start = msg.WhichOneof("start")
     start_after = last_position
@@ -79,7 +84,7 @@ def sink_from_message(
                 f"{msg.after_position} is past the log's last position ({last_position})",
             )
         start_after = msg.after_position
-    target = _target(msg)
+    target = _target(msg, files_roots)
     return (
         SinkSpec(
             account_id=sink_filter.account_id,
@@ -118,14 +123,14 @@ def keeping_secret(sink: SinkSpec, previous: SinkSpec | None) -> SinkSpec:
     return sink
 
 
-def _target(msg: sinks_pb2.Sink) -> TargetSpec:
+def _target(msg: sinks_pb2.Sink, files_roots: Sequence[str]) -> TargetSpec:
     kind = msg.WhichOneof("target")
     if kind == "nats":
         return _nats(msg.nats)
     if kind == "webhook":
         return _webhook(msg.webhook)
     if kind == "files":
-        return _files(msg.files)
+        return _files(msg.files, files_roots)
     raise invalid("target", "required: one of nats, webhook or files")
 
 
@@ -178,8 +183,8 @@ def _webhook(t: sinks_pb2.WebhookTarget) -> WebhookSpec:
     return WebhookSpec(url=t.url, secret=t.secret, batch_size=batch, max_wait_ms=wait)
 
 
-def _files(t: sinks_pb2.FilesTarget) -> FilesSpec:
-    directory = check_directory(t.directory)
+def _files(t: sinks_pb2.FilesTarget, files_roots: Sequence[str]) -> FilesSpec:
+    directory = check_directory(t.directory, files_roots)
     if t.format == query_pb2.EXPORT_FORMAT_UNSPECIFIED:
         file_format = FileFormat.JSONL
     elif t.format in tuple(int(f) for f in FileFormat):
@@ -223,21 +228,24 @@ def _files(t: sinks_pb2.FilesTarget) -> FilesSpec:
     )
 
 
-def check_directory(directory: str) -> str:
+def check_directory(directory: str, files_roots: Sequence[str] = ()) -> str:
     """A files target's directory: relative to the account's sink file root, each part a
-    plain name (no ``..``, no absolute path, no empty part)."""
+    plain name (no ``..``, no ``.``, no empty part); or, when the server was given roots
+    (``serve --sink-files-root``), an absolute path under one of them, by the same rules."""
     if not directory:
         raise invalid("files.directory", "required: a path relative to the account's sink file root")
     if len(directory) > MAX_DIRECTORY_CHARS:
         raise invalid(
             "files.directory", f"{len(directory)} characters, over the limit of {MAX_DIRECTORY_CHARS}"
         )
-    if directory.startswith("/"):
+    absolute = directory.startswith("/")
+    if absolute and not files_roots:
         raise invalid(
             "files.directory",
             f"{directory[:80]!r} is absolute; give a path relative to the account's sink file root",
         )
-    for part in directory.rstrip("/").split("/"):
+    parts = directory.strip("/").split("/")
+    for part in parts:
         if part in ("..", "."):
             raise invalid("files.directory", f"{directory[:80]!r} leaves its root or names it by {part!r}")
         if DIRECTORY_PART.fullmatch(part) is None:
@@ -245,7 +253,19 @@ def check_directory(directory: str) -> str:
                 "files.directory",
                 f"{directory[:80]!r}: each part must match [A-Za-z0-9_][A-Za-z0-9._-]* (no empty part)",
             )
-    return directory.rstrip("/")
+    shown = "/".join(parts)
+    if not absolute:
+        return shown
+    shown = "/" + shown
+    for root in files_roots:
+        root = root.rstrip("/") or "/"
+        if shown != root and shown.startswith(root.rstrip("/") + "/"):
+            return shown
+    raise invalid(
+        "files.directory",
+        f"{directory[:80]!r} is not under a directory the server allows (serve --sink-files-root): "
+        "give a path under one, or relative to the account's sink file root",
+    )
 
 
 def _url(field: str, url: str, schemes: tuple[str, ...], what: str) -> None:

@@ -19,6 +19,7 @@ from leadtrail.server.status import Context, ServiceError, not_found, unary
 from leadtrail.v1 import sinks_pb2, sinks_pb2_grpc
 
 from .book import TooManySinksError
+from .model import SinkSpec
 from .registry import Sinks
 from .rules import check_name, keeping_secret, message_from_sink, sink_from_message, translated_filter
 
@@ -43,8 +44,11 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         f = translated_filter(caller.filter, request.filter)
         if request.masked:
             f = replace(f, hidden_types=(*f.hidden_types, AUDIT_TYPES))
-        spec, restart = sink_from_message(request, f, _now_ms(), self.store.log.last_position)
+        spec, restart = sink_from_message(
+            request, f, _now_ms(), self.store.log.last_position, sinks.files_roots
+        )
         previous = sinks.book.get(spec.account_id, spec.name)
+        _may_change(caller, previous)
         if previous is not None and not restart:
             spec = replace(spec, start_after=previous.start_after)
         spec = keeping_secret(spec, previous)
@@ -52,7 +56,9 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
             spec = await self.store.run(sinks.book.set, spec)
         except TooManySinksError as e:
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
-        await sinks.replace(spec, restart=restart and previous is not None)
+        # A new sink starts where it was told even if a position of an earlier sink of its name
+        # was left behind (a crash between deleting that sink and removing its position).
+        await sinks.replace(spec, restart=restart or previous is None)
         return message_from_sink(spec)
 
     @unary
@@ -68,8 +74,10 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
     ) -> sinks_pb2.DeleteSinkResponse:
         name = check_name(request.name)
         sinks = self._sinks()
-        account = Caller.current().account
+        caller = Caller.current()
+        account = caller.account
         held = sinks.book.get(account, name)
+        _may_change(caller, held)
         if held is None or not await self.store.run(sinks.book.delete, account, name):
             raise not_found(f"sink {name!r} not found")
         await sinks.remove(account, name, held.consumer_name)
@@ -94,6 +102,20 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         if state.last_error_at_ms:
             ms_to_timestamp(state.last_error_at_ms, answer.last_error_at)
         return answer
+
+
+def _may_change(caller: Caller, sink: SinkSpec | None) -> None:
+    """A key limited to some entities or flows changes only sinks set within its own scope: it
+    may not replace or delete what hands on the whole account (or another scope)."""
+    key = caller.key
+    if sink is None or key is None or not caller.limited:
+        return
+    if (sink.filter.entity_scope, sink.filter.flow_scope) != (key.entities, key.flows):
+        raise ServiceError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"sink {sink.name!r}: set for another scope; this admin key is limited to some entities or "
+            "flows and changes the sinks set within them only",
+        )
 
 
 def _now_ms() -> int:

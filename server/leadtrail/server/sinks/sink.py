@@ -17,6 +17,7 @@ was made, the last error and when) is saved with the position.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -32,6 +33,8 @@ from leadtrail.storage import Event
 
 from .model import SinkSpec
 from .target import Target, TargetError
+
+log = logging.getLogger("leadtrail.server")
 
 RUNNING = "running"
 RETRYING = "retrying"
@@ -167,7 +170,7 @@ class SinkRun:
             return
         try:
             await target.flush(now_ms)
-        except TargetError as e:
+        except Exception as e:  # as in _retrying: shown in the status, tried again later
             delay = self._failed(e)
             self._next_flush_ms = now_ms + int(delay * 1000)
             return
@@ -187,7 +190,13 @@ class SinkRun:
             try:
                 target = await self._ready()
                 await call(target)
-            except TargetError as e:
+            except SinkStopping:
+                raise
+            except Exception as e:
+                # A TargetError, or a target's own bug: either way retried after a backoff with
+                # the error in the status, rather than a rewind of the consumer every second.
+                if not isinstance(e, TargetError):
+                    log.warning("sink %s: %s", self.spec.name, e, exc_info=e)
                 delay = self._failed(e)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), delay)
@@ -210,11 +219,12 @@ class SinkRun:
             self._target = target
         return self._target
 
-    def _failed(self, e: TargetError) -> float:
+    def _failed(self, e: Exception) -> float:
         """Record the failure; the wait before the next attempt (seconds)."""
         self._failures += 1
         self.retrying = True
-        self.last_error = (str(e) or type(e).__name__)[:ERROR_MAX]
+        said = str(e) if isinstance(e, TargetError) else f"{type(e).__name__}: {e}"
+        self.last_error = (said or type(e).__name__)[:ERROR_MAX]
         self.last_error_at_ms = time.time_ns() // 1_000_000
         return self._random.uniform(0, self._policy.backoff_cap_s(self._failures))
 

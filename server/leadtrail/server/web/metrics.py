@@ -15,8 +15,8 @@ sees only its caller's account (another account's types and rule names never app
 - ``leadtrail_alerts_firing{rule}`` (gauge): groups firing now, for every rule of the account.
 - ``leadtrail_alert_groups_refused_total{rule}`` (counter): events of a new group a rule
   did not track because it held its most groups (evaluator.py) and could let none go.
-- ``leadtrail_sink_lag_events{sink}`` (gauge): events a sink has still to deliver (declared;
-  no samples until sinks exist).
+- ``leadtrail_sink_lag_events{sink}`` (gauge): committed events after a sink's delivered
+  position, for every sink of the account.
 - ``leadtrail_last_position`` (gauge): the log's last committed position, for the
   ``default`` account (the operator's) only: positions count every account's events, so
   another account would learn how much the others write.
@@ -67,6 +67,19 @@ class RuleNames(Protocol):
     def rules(self, account_id: str | None = None) -> Iterable[Named]: ...
 
 
+class SinkLag(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def lag_events(self) -> int: ...
+
+
+class SinkLags(Protocol):
+    """What the metrics read of the running sinks: where each of the account's sinks is."""
+
+    def statuses(self, account_id: str) -> Iterable[SinkLag]: ...
+
+
 class LastPosition(Protocol):
     @property
     def last_position(self) -> int: ...
@@ -84,6 +97,7 @@ class AccountMetrics(Collector):
         rules: RuleNames | None,
         *,
         sees_audit: bool = True,
+        sinks: SinkLags | None = None,
     ) -> None:
         self.account = account
         self.meters = meters
@@ -91,6 +105,7 @@ class AccountMetrics(Collector):
         self.alerting = alerting
         self.rules = rules
         self.sees_audit = sees_audit
+        self.sinks = sinks
 
     def collect(self) -> Iterator[Metric]:
         account, meters = self.account, self.meters
@@ -153,9 +168,13 @@ class AccountMetrics(Collector):
                     refused.add_metric([name], n)
         yield refused
 
-        yield GaugeMetricFamily(
+        lags = GaugeMetricFamily(
             "leadtrail_sink_lag_events", "Events a sink has still to deliver, by sink.", labels=["sink"]
         )
+        if self.sinks is not None:
+            for sink in self.sinks.statuses(account):
+                lags.add_metric([sink.name], sink.lag_events)
+        yield lags
         if account == DEFAULT_ACCOUNT:
             yield GaugeMetricFamily(
                 "leadtrail_last_position", "The log's last committed position.", value=last
