@@ -148,7 +148,7 @@ class NatsCluster:
     def start(self, timeout: float = 60.0) -> NatsCluster:
         for server in self.servers:
             server.start()
-        wait_jetstream(self.urls, timeout)
+        wait_jetstream(self.urls, timeout, replicas=len(self.servers))
         return self
 
     def stop(self) -> None:
@@ -160,19 +160,26 @@ class NatsCluster:
         return "\n".join(f"--- {server.name}\n{server.output}" for server in self.servers)
 
 
-def wait_jetstream(urls: list[str], timeout: float = 60.0) -> None:
-    """Return once JetStream answers its API through ``urls`` (a cluster has a meta leader)."""
-    asyncio.run(_wait_jetstream(urls, timeout))
+def wait_jetstream(urls: list[str], timeout: float = 60.0, replicas: int = 1) -> None:
+    """Return once JetStream answers its API through ``urls`` and, for a cluster, places a
+    stream of ``replicas`` (a meta leader is elected and knows every peer)."""
+    asyncio.run(_wait_jetstream(urls, timeout, replicas))
 
 
-async def _wait_jetstream(urls: list[str], timeout: float) -> None:
+async def _wait_jetstream(urls: list[str], timeout: float, replicas: int) -> None:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:
         try:
             connection = await connect(urls)
             try:
-                await connection.jetstream(timeout=2).account_info()
+                js = connection.jetstream(timeout=2)
+                await js.account_info()
+                if replicas > 1:
+                    await js.add_stream(
+                        name="PLACEMENT_PROBE", subjects=["placement.probe"], num_replicas=replicas
+                    )
+                    await js.delete_stream("PLACEMENT_PROBE")
                 return
             finally:
                 await connection.close()

@@ -58,10 +58,12 @@ a stream leader that died are never answered; the call fails after this and is r
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_STREAM = "Nats-Expected-Stream"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+NO_RESPONDERS = "503"
 WRONG_LAST_MSG_ID = 10070
 """JetStream's err_code for a message whose ``Nats-Expected-Last-Msg-Id`` is not the stream's last."""
 CONNECT_TIMEOUT_S = 3.0
 API_TIMEOUT_S = 5.0
+RECHECK_TIMEOUT_S = 1.0
 
 _FAILURES = (nats.errors.Error, OSError, TimeoutError)
 """What the client raises when the server is down, slow or refuses (JetStream's errors are
@@ -100,6 +102,12 @@ class NatsTarget:
         stream held when the target connected ('' for an empty stream)."""
         self._resync = False
         """The last call was refused for the chain: the next one publishes one by one."""
+        self._stream_known = False
+        self._stream_checks = 0
+        """The stream was found or created and its last Msg-Id read. A reconnection after a
+        failure does not ask again (JetStream's API may be electing a leader then, and the
+        chain needs nothing new: the retry starts from the event before the failed call);
+        an answer that no stream listens (the stream deleted?) makes it ask."""
 
     @property
     def stream_subjects(self) -> str:
@@ -118,7 +126,11 @@ class NatsTarget:
             return
         try:
             await self._connect()
-            await self._ensure_stream()
+            if not self._stream_known or self._resync:
+                # the first time, JetStream's API has time to answer; again after a failure it
+                # may be electing a leader: a short wait, and the sink's retry asks again
+                await self._ensure_stream(API_TIMEOUT_S if self._stream_checks == 0 else RECHECK_TIMEOUT_S)
+                self._stream_known = True
         except TargetError:
             await self._drop()
             raise
@@ -218,11 +230,13 @@ class NatsTarget:
         except _FAILURES:
             pass  # already broken; nothing of it is used again
 
-    async def _ensure_stream(self) -> None:
-        assert self._js is not None
+    async def _ensure_stream(self, timeout_s: float) -> None:
+        assert self._connection is not None
+        self._stream_checks += 1
+        js = self._connection.jetstream(timeout=timeout_s)
         spec = self._spec
         try:
-            info = await self._js.stream_info(spec.stream)
+            info = await js.stream_info(spec.stream)
         except nats.js.errors.NotFoundError:
             config = api.StreamConfig(
                 name=spec.stream,
@@ -232,7 +246,7 @@ class NatsTarget:
                 duplicate_window=float(spec.duplicate_window_s),
             )
             try:
-                await self._js.add_stream(config)
+                await js.add_stream(config)
             except nats.js.errors.BadRequestError as error:
                 if "already in use" not in str(error):  # another sink created it meanwhile
                     raise TargetError(
@@ -248,7 +262,7 @@ class NatsTarget:
             )
         self._previous = ""
         if info.state.last_seq:
-            last = await self._js.get_msg(spec.stream, seq=info.state.last_seq)
+            last = await js.get_msg(spec.stream, seq=info.state.last_seq)
             self._previous = str((last.headers or {}).get(MSG_ID, ""))
 
     # -- publishing ------------------------------------------------------------------------
@@ -286,6 +300,7 @@ class NatsTarget:
                     ) from None
         if run.error is not None:
             self._resync = run.out_of_chain
+            self._stream_known = self._stream_known and not run.no_stream
             raise TargetError(f"nats: publish to stream {stream} at {self._url}: {run.error}")
         if run.missing:
             raise TargetError(f"nats: publish to stream {stream} at {self._url}: the connection closed")
@@ -318,6 +333,7 @@ class NatsTarget:
         if error is not None and run.error is None:
             run.error = error
             run.out_of_chain = code == WRONG_LAST_MSG_ID
+            run.no_stream = not msg.data
         if run.missing == 0 or run.error is not None or run.missing % 64 == 0:
             run.wake.set()
 
@@ -325,7 +341,7 @@ class NatsTarget:
 class _Run:
     """The PubAcks awaited for one pipelined publish."""
 
-    __slots__ = ("acked", "duplicate", "error", "missing", "out_of_chain", "wake")
+    __slots__ = ("acked", "duplicate", "error", "missing", "no_stream", "out_of_chain", "wake")
 
     def __init__(self, size: int) -> None:
         self.acked = [False] * size
@@ -333,6 +349,8 @@ class _Run:
         """Acknowledged as already held (within the duplicate window), not stored again."""
         self.missing = size
         self.error: str | None = None
+        self.no_stream = False
+        """The error is a status (no responders): no stream listens on the subject."""
         self.out_of_chain = False
         """The error is JetStream's "wrong last msg ID": the stream's last message is not the
         one before it in this sink's sequence."""
@@ -343,7 +361,7 @@ def _ack_error(msg: Msg, stream: str) -> tuple[str | None, int, bool]:
     """(what is wrong with a PubAck or None, JetStream's err_code or 0, a duplicate)."""
     if not msg.data:
         status = (msg.headers or {}).get("Status", "")
-        if status == "503":
+        if status == NO_RESPONDERS:
             return "no stream answered (503: no leader, or the stream is gone)", 0, False
         return f"an empty answer (status {status or 'none'})", 0, False
     try:
