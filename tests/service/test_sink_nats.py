@@ -136,6 +136,23 @@ def test_a_nats_sink_publishes_every_matching_event_once_in_order(calls: Calls, 
     calls.sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="stream"))
 
 
+def test_a_masked_nats_sink_publishes_what_a_reader_sees(calls: Calls, nats_server: Any) -> None:
+    calls.sinks.SetSink(nats_sink("masked", [nats_server.url], "MASKED", masked=True))
+    lead = {"email": "dana@example.com", "phone": "+1 555 010 2030", "state": "CA"}
+    ids = calls.append([lead_event(lead=lead) for _ in range(3)])
+    calls.wait_status("masked", lambda s: s.delivered_total == len(ids))
+    messages = nats_servers.read_stream([nats_server.url], "MASKED")
+    assert [m.msg_id for m in messages] == ids
+    for m in messages:
+        assert orjson.loads(m.data)["lead"] == {
+            "email": "d***@example.com",
+            "phone": "***-***-2030",
+            "state": "CA",
+        }
+        assert b"dana@example.com" not in m.data
+    calls.sinks.DeleteSink(sinks_pb2.DeleteSinkRequest(name="masked"))
+
+
 def test_an_unreachable_server_is_a_status_and_delivery_starts_when_it_is_up(
     calls: Calls, tmp_path: Path
 ) -> None:
