@@ -197,26 +197,42 @@ def test_nats_server_stopped_and_restarted_mid_stream(calls: Calls, tmp_path: Pa
 
 
 def test_leadtrail_killed_mid_stream_and_restarted(
-    spawn: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_server: Any
+    spawn: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(POLICY_ENV, FAST)
+    server = nats_servers.NatsServer(tmp_path / "nats").start()
     data = tmp_path / "data"
-    process = spawn(data, "--http", "off")
-    calls = Calls(process.address)
-    calls.sinks.SetSink(nats_sink("crash", [nats_server.url], "CRASH"))
-    ids = calls.append_rounds(10, size=50)
-    calls.close()
-    process.kill()  # while the sink is publishing what was just appended
-    process = spawn(data, "--http", "off")
-    calls = Calls(process.address)
-    ids += calls.append_rounds(3)
-    status = calls.wait_status(
-        "crash", lambda s: s.lag_events == 0 and s.delivered_position >= calls.position(ids[-1])
-    )
-    assert status.state == "running"
-    assert_stream_holds([nats_server.url], "CRASH", ids, calls)
-    calls.close()
-    assert process.stop() == 0
+    try:
+        process = spawn(data, "--http", "off")
+        calls = Calls(process.address)
+        calls.sinks.SetSink(nats_sink("crash", [server.url], "CRASH"))
+        ids = calls.append_rounds(10, size=50)
+        calls.close()
+        process.kill()  # while the sink is publishing what was just appended
+        process = spawn(data, "--http", "off")
+        calls = Calls(process.address)
+        ids += calls.append_rounds(2)
+        calls.wait_status("crash", lambda s: s.lag_events == 0 and s.delivered_total > 0)
+        # killed again while it holds events nats-server has not taken (it is down)
+        server.stop()
+        ids += calls.append_rounds(3)
+        held = calls.wait_status("crash", lambda s: s.state == "retrying" and s.lag_events >= 60)
+        assert held.delivered_position < calls.position(ids[-60])
+        calls.close()
+        process.kill()
+        server.start()
+        process = spawn(data, "--http", "off")
+        calls = Calls(process.address)
+        ids += calls.append_rounds(2)
+        status = calls.wait_status(
+            "crash", lambda s: s.lag_events == 0 and s.delivered_position >= calls.position(ids[-1])
+        )
+        assert status.state == "running"
+        assert_stream_holds([server.url], "CRASH", ids, calls)
+        calls.close()
+        assert process.stop() == 0
+    finally:
+        server.stop()
 
 
 def test_cluster_stream_with_3_replicas_loses_a_node_mid_stream(calls: Calls, tmp_path: Path) -> None:
