@@ -34,6 +34,7 @@ def _load(name: str) -> ModuleType:
 server_process = _load("server_process")
 webhook_receiver = _load("webhook_receiver")
 alert_events = _load("alert_events")
+nats_servers = _load("nats_servers")
 
 
 @pytest.fixture(scope="session")
