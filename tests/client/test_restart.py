@@ -67,12 +67,15 @@ def test_background_appender_stores_every_event_exactly_once_across_server_kill_
         fresh_server.address, batch_size=50, linger_ms=2, on_error=lambda e, err: errors.append(err)
     )
     submitted: list[str] = []
+    restarted = threading.Event()
 
     def produce() -> None:
         for n in range(3000):
             submitted.append(appender.submit(Event("source.submitted", f"lead-{n}", "flow-bg")))
             if n % 100 == 0:
                 time.sleep(0.05)  # production spans the restart
+            if n == 2500:  # however slowly the server restarts, the last 500 come after it
+                restarted.wait(60)
 
     producer = threading.Thread(target=produce)
     producer.start()
@@ -83,6 +86,7 @@ def test_background_appender_stores_every_event_exactly_once_across_server_kill_
     # Killed outright: batches in flight may or may not be stored, and are sent again.
     fresh_server.restart(signal.SIGKILL)
     assert producer.is_alive()  # the restart happened mid-stream
+    restarted.set()
     producer.join()
     assert appender.flush(30)
     assert appender.close(5)
