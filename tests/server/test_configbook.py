@@ -56,11 +56,12 @@ NOTES: BookForm[Note] = BookForm(
     _note_json,
     _note_from,
     2,
-    lambda account, held: TooManyNotes(f"{account} holds {held}"),
+    TooManyNotes,
+    "notes",
     revision=lambda n: n.revision,
     revised=lambda n, r: replace(n, revision=r),
 )
-PLAIN: BookForm[Note] = BookForm("notes", _note_json, _note_from, 2, lambda a, h: TooManyNotes(a))
+PLAIN: BookForm[Note] = BookForm("notes", _note_json, _note_from, 2, TooManyNotes, "notes")
 
 
 class FailingOnce(Files):
@@ -127,7 +128,9 @@ def test_an_account_over_its_limit_is_refused_and_nothing_is_stored(tmp_path: Pa
     book.set(Note("a", "one"))
     book.set(Note("a", "two"))
     before = path.read_bytes()
-    with pytest.raises(TooManyNotes, match="a holds 2"):
+    with pytest.raises(
+        TooManyNotes, match=r"^account 'a' holds 2 notes, the most it may hold \(2\); delete one first$"
+    ):
         book.set(Note("a", "three"))
     assert path.read_bytes() == before and len(book.entries("a")) == 2
     assert book.set(Note("a", "two", "replaced")).text == "replaced"  # replacing is no new entry

@@ -124,8 +124,10 @@ class BookForm(Generic[T]):
     from_json: Callable[[dict[str, Any]], T]
     limit: int
     """The most entries an account may hold."""
-    too_many: Callable[[str, int], Exception]
-    """The error a new entry over ``limit`` raises, of the account and how many it holds."""
+    too_many: type[Exception]
+    """What a new entry over ``limit`` raises."""
+    noun: str
+    """The entries in the message of ``too_many`` (``alert rules``)."""
     revision: Callable[[T], int] | None = None
     """An entry's revision; with ``revised``, the book numbers every change (None: it does not)."""
     revised: Callable[[T, int], T] | None = None
@@ -173,12 +175,15 @@ class NamedBook(Generic[T]):
     def set(self, entry: T) -> T:
         """Create or replace ``entry`` (by account and name), durably; numbered with the next
         revision when the book numbers them. Raises ``form.too_many`` for a new entry of an
-        account that holds ``form.limit``."""
+        account that holds ``form.limit`` already."""
         with self.lock:
             if entry.key not in self._entries:
                 held = sum(1 for key in self._entries if key[0] == entry.account_id)
                 if held >= self.form.limit:
-                    raise self.form.too_many(entry.account_id, held)
+                    raise self.form.too_many(
+                        f"account {entry.account_id!r} holds {held} {self.form.noun}, the most it may hold "
+                        f"({self.form.limit}); delete one first"
+                    )
             revision = self._revision
             if self.form.revised is not None:
                 revision += 1

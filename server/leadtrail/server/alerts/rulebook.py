@@ -91,62 +91,44 @@ def rule_from(raw: dict[str, Any]) -> Rule:
 Listener = Callable[[list[Rule]], None]
 
 
-def _too_many(account_id: str, held: int) -> TooManyRulesError:
-    return TooManyRulesError(
-        f"account {account_id!r} holds {held} alert rules, the most it may hold "
-        f"({MAX_RULES_PER_ACCOUNT}); delete one first"
-    )
-
-
 _FORM: BookForm[Rule] = BookForm(
     "rules",
     rule_json,
     rule_from,
     MAX_RULES_PER_ACCOUNT,
-    _too_many,
+    TooManyRulesError,
+    "alert rules",
     revision=lambda rule: rule.revision,
     revised=lambda rule, revision: replace(rule, revision=revision),
 )
 
 
-class RuleBook:
+class RuleBook(NamedBook[Rule]):
     """Every account's rules, kept in memory and in one file."""
 
     def __init__(self, data_dir: str, files: Files | None = None) -> None:
         self.directory = os.path.join(data_dir, DIRECTORY)
         self.path = os.path.join(self.directory, FILE)
         # The temporary file is made 0600 before a byte of secrets is written.
-        file = ConfigFile(self.path, files or Files(), mode=MODE, error=RuleBookError)
-        self._book = NamedBook(file, _FORM)
+        super().__init__(ConfigFile(self.path, files or Files(), mode=MODE, error=RuleBookError), _FORM)
 
     def rules(self, account_id: str | None = None) -> list[Rule]:
         """The rules of ``account_id`` (of every account when None), by account and name."""
-        return self._book.entries(account_id)
-
-    def get(self, account_id: str, name: str) -> Rule | None:
-        return self._book.get(account_id, name)
+        return self.entries(account_id)
 
     def set(self, rule: Rule, *, notify: bool = True) -> Rule:
         """Create or replace ``rule`` (by account and name), durably. ``notify=False`` leaves
         telling the listeners to the caller (``notify()``): the file is written on a thread
         and the listeners hear on the event loop."""
-        rule = self._book.set(rule)
+        rule = super().set(rule)
         if notify:
-            self._book.notify()
+            self.notify()
         return rule
 
     def delete(self, account_id: str, name: str, *, notify: bool = True) -> bool:
         """False when the account has no rule of that name."""
-        if not self._book.delete(account_id, name):
+        if not super().delete(account_id, name):
             return False
         if notify:
-            self._book.notify()
+            self.notify()
         return True
-
-    def notify(self) -> None:
-        """Tell the listeners the rules as they are now (after ``set``/``delete`` with
-        ``notify=False``)."""
-        self._book.notify()
-
-    def add_listener(self, listener: Listener) -> None:
-        self._book.add_listener(listener)

@@ -107,14 +107,9 @@ def _job_from(raw: dict[str, Any]) -> ExportJob:
     )
 
 
-def _too_many(account_id: str, held: int) -> TooManyJobsError:
-    return TooManyJobsError(
-        f"account {account_id!r} holds {held} export jobs, the most it may hold "
-        f"({MAX_JOBS_PER_ACCOUNT}); delete one first"
-    )
-
-
-_FORM: BookForm[ExportJob] = BookForm("jobs", _job_json, _job_from, MAX_JOBS_PER_ACCOUNT, _too_many)
+_FORM: BookForm[ExportJob] = BookForm(
+    "jobs", _job_json, _job_from, MAX_JOBS_PER_ACCOUNT, TooManyJobsError, "export jobs"
+)
 
 
 def _files_from(raw: dict[str, Any]) -> list[ExportedFile]:

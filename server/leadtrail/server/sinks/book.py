@@ -123,54 +123,28 @@ def sink_from(raw: dict[str, Any]) -> SinkSpec:
 Listener = Callable[[list[SinkSpec]], None]
 
 
-def _too_many(account_id: str, held: int) -> TooManySinksError:
-    return TooManySinksError(
-        f"account {account_id!r} holds {held} sinks, the most it may hold "
-        f"({MAX_SINKS_PER_ACCOUNT}); delete one first"
-    )
-
-
 _FORM: BookForm[SinkSpec] = BookForm(
     "sinks",
     sink_json,
     sink_from,
     MAX_SINKS_PER_ACCOUNT,
-    _too_many,
+    TooManySinksError,
+    "sinks",
     revision=lambda sink: sink.revision,
     revised=lambda sink, revision: replace(sink, revision=revision),
 )
 
 
-class SinkBook:
-    """Every account's sinks, kept in memory and in one file."""
+class SinkBook(NamedBook[SinkSpec]):
+    """Every account's sinks, kept in memory and in one file. A change is made on a thread;
+    ``notify`` tells the listeners on the event loop afterwards."""
 
     def __init__(self, data_dir: str, files: Files | None = None) -> None:
         self.directory = os.path.join(data_dir, DIRECTORY)
         self.path = os.path.join(self.directory, FILE)
         # The file holds webhook secrets: written 0600 from its first byte.
-        self._book = NamedBook(
-            ConfigFile(self.path, files or Files(), mode=0o600, error=SinkBookError), _FORM
-        )
+        super().__init__(ConfigFile(self.path, files or Files(), mode=0o600, error=SinkBookError), _FORM)
 
     def sinks(self, account_id: str | None = None) -> list[SinkSpec]:
         """The sinks of ``account_id`` (of every account when None), by account and name."""
-        return self._book.entries(account_id)
-
-    def get(self, account_id: str, name: str) -> SinkSpec | None:
-        return self._book.get(account_id, name)
-
-    def set(self, sink: SinkSpec) -> SinkSpec:
-        """Create or replace ``sink`` (by account and name), durably (on a thread: call
-        ``notify`` on the event loop afterwards)."""
-        return self._book.set(sink)
-
-    def delete(self, account_id: str, name: str) -> bool:
-        """False when the account has no sink of that name."""
-        return self._book.delete(account_id, name)
-
-    def notify(self) -> None:
-        """Tell the listeners the sinks as they are now."""
-        self._book.notify()
-
-    def add_listener(self, listener: Listener) -> None:
-        self._book.add_listener(listener)
+        return self.entries(account_id)
