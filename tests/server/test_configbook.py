@@ -51,16 +51,7 @@ def _note_from(raw: dict[str, Any]) -> Note:
     return Note(raw["account_id"], raw["name"], raw["text"], raw["revision"])
 
 
-NOTES: BookForm[Note] = BookForm(
-    "notes",
-    _note_json,
-    _note_from,
-    2,
-    TooManyNotes,
-    "notes",
-    revision=lambda n: n.revision,
-    revised=lambda n, r: replace(n, revision=r),
-)
+NOTES: BookForm[Note] = BookForm("notes", _note_json, _note_from, 2, TooManyNotes, "notes").numbered()
 PLAIN: BookForm[Note] = BookForm("notes", _note_json, _note_from, 2, TooManyNotes, "notes")
 
 

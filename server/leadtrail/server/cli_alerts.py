@@ -17,7 +17,7 @@ from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy, 
 
 from .alerts.rules import PRESETS, Preset
 from .cli_errors import UsageError
-from .cli_listing import filter_json, filter_text, print_listing
+from .cli_listing import filter_json, filter_text, print_listing, print_named
 from .cli_output import iso_ms
 from .cli_remote import connect
 
@@ -168,14 +168,7 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
 def cmd_alerts_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rules = client.list_alert_rules()
-    print_listing(
-        args.format,
-        rules,
-        rule_json,
-        "no alert rules",
-        ("NAME", "RULE", "SET AT"),
-        lambda r: (r.name, describe(r), iso_ms(r.set_at)),
-    )
+    print_named(args.format, rules, rule_json, "no alert rules", "RULE", describe)
     return 0
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -45,7 +45,17 @@ class Named(Protocol):
     def key(self) -> Key: ...
 
 
+class Numbered(Named, Protocol):
+    """An entry a book numbers: a dataclass with a ``revision`` field."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def revision(self) -> int: ...
+
+
 T = TypeVar("T", bound=Named)
+N = TypeVar("N", bound=Numbered)
 P = TypeVar("P")
 
 
@@ -132,6 +142,18 @@ class BookForm(Generic[T]):
     """An entry's revision; with ``revised``, the book numbers every change (None: it does not)."""
     revised: Callable[[T, int], T] | None = None
     """The entry with the given revision."""
+
+    def numbered(self: BookForm[N]) -> BookForm[N]:
+        """This form, its entries numbered by their ``revision`` field."""
+        return replace(self, revision=_revision_of, revised=_with_revision)
+
+
+def _revision_of(entry: Numbered) -> int:
+    return entry.revision
+
+
+def _with_revision(entry: N, revision: int) -> N:
+    return replace(entry, revision=revision)
 
 
 class NamedBook(Generic[T]):

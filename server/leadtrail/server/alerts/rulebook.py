@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -98,9 +97,7 @@ _FORM: BookForm[Rule] = BookForm(
     MAX_RULES_PER_ACCOUNT,
     TooManyRulesError,
     "alert rules",
-    revision=lambda rule: rule.revision,
-    revised=lambda rule, revision: replace(rule, revision=revision),
-)
+).numbered()
 
 
 class RuleBook(NamedBook[Rule]):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from leadtrail.server.config_filters import filter_from_json, filter_json
@@ -130,9 +129,7 @@ _FORM: BookForm[SinkSpec] = BookForm(
     MAX_SINKS_PER_ACCOUNT,
     TooManySinksError,
     "sinks",
-    revision=lambda sink: sink.revision,
-    revised=lambda sink, revision: replace(sink, revision=revision),
-)
+).numbered()
 
 
 class SinkBook(NamedBook[SinkSpec]):
