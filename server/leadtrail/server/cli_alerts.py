@@ -17,7 +17,7 @@ from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy, 
 
 from .alerts.rules import PRESETS, Preset
 from .cli_errors import UsageError
-from .cli_listing import filter_json, filter_text, print_listing, print_named
+from .cli_listing import filter_json, filter_text, print_listing
 from .cli_output import iso_ms
 from .cli_remote import connect
 
@@ -168,8 +168,12 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
 def cmd_alerts_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rules = client.list_alert_rules()
-    print_named(args.format, rules, rule_json, "no alert rules", "RULE", describe)
+    print_listing(args.format, rules, rule_json, "no alert rules", ("NAME", "RULE", "SET AT"), _rule_row)
     return 0
+
+
+def _rule_row(x: AlertRule) -> tuple[str, ...]:
+    return (x.name, describe(x), iso_ms(x.set_at))
 
 
 def cmd_alerts_rm(args: argparse.Namespace) -> int:

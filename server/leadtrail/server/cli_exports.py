@@ -84,14 +84,13 @@ def cmd_exports_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         jobs = client.list_export_jobs()
     print_listing(
-        args.format,
-        jobs,
-        job_json,
-        "no export jobs",
-        ("NAME", "JOB", "LAST RUN", "NEXT RUN"),
-        lambda j: (j.name, describe(j), iso_ms(j.last_run_at) or "-", iso_ms(j.next_run_at)),
+        args.format, jobs, job_json, "no export jobs", ("NAME", "JOB", "LAST RUN", "NEXT RUN"), _job_row
     )
     return 0
+
+
+def _job_row(j: ExportJob) -> tuple[str, ...]:
+    return (j.name, describe(j), iso_ms(j.last_run_at) or "-", iso_ms(j.next_run_at))
 
 
 def cmd_exports_rm(args: argparse.Namespace) -> int:
@@ -117,23 +116,21 @@ def cmd_exports_run(args: argparse.Namespace) -> int:
 def cmd_exports_files(args: argparse.Namespace) -> int:
     with connect(args) as client:
         files = client.list_export_files(args.job)
-    print_listing(
-        args.format,
-        files,
-        file_json,
-        f"export job {args.job} has no files yet",
-        ("FILE", "EVENTS", "SIZE", "CREATED", "EXPIRES", "SHA256"),
-        lambda f: (
-            f.name,
-            str(f.rows),
-            human_bytes(f.size),
-            iso_ms(f.created_at),
-            iso_ms(f.expires_at),
-            f.sha256[:16],
-        ),
-        right=(1, 2),
-    )
+    header = ("FILE", "EVENTS", "SIZE", "CREATED", "EXPIRES", "SHA256")
+    nothing = f"export job {args.job} has no files yet"
+    print_listing(args.format, files, file_json, nothing, header, _file_row, right=(1, 2))
     return 0
+
+
+def _file_row(f: ExportFile) -> tuple[str, ...]:
+    return (
+        f.name,
+        str(f.rows),
+        human_bytes(f.size),
+        iso_ms(f.created_at),
+        iso_ms(f.expires_at),
+        f.sha256[:16],
+    )
 
 
 def cmd_exports_download(args: argparse.Namespace) -> int:

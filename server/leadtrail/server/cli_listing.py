@@ -6,27 +6,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from leadtrail.client import EventFilter
 
 from .cli_output import dumps, iso_ms, table
 
 T = TypeVar("T")
-
-
-class Named(Protocol):
-    """A thing an account set by name (an alert rule, a sink)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def set_at(self) -> datetime | None: ...
-
-
-N = TypeVar("N", bound=Named)
 
 
 def filter_json(f: EventFilter) -> dict[str, Any]:
@@ -79,23 +65,3 @@ def print_listing(
         return False
     print("\n".join(table(header, [row(item) for item in items], right=right)))
     return True
-
-
-def print_named(
-    output_format: str,
-    items: Sequence[N],
-    as_json: Callable[[N], Any],
-    nothing: str,
-    what: str,
-    describe: Callable[[N], str],
-) -> None:
-    """``print_listing`` of named things: a table of their names, ``describe`` under the header
-    ``what`` and when they were set."""
-    print_listing(
-        output_format,
-        items,
-        as_json,
-        nothing,
-        ("NAME", what, "SET AT"),
-        lambda i: (i.name, describe(i), iso_ms(i.set_at)),
-    )

@@ -15,7 +15,7 @@ from typing import Any
 from leadtrail.client import EventFilter, FilesTarget, NatsTarget, Sink, SinkStatus, WebhookTarget
 
 from .cli_errors import UsageError
-from .cli_listing import filter_json, filter_text, print_listing, print_named
+from .cli_listing import filter_json, filter_text, print_listing
 from .cli_output import dumps, iso_ms
 from .cli_remote import connect, filter_kwargs
 
@@ -162,8 +162,12 @@ def sink_json(sink: Sink) -> dict[str, Any]:
 def cmd_sinks_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         sinks = client.list_sinks()
-    print_named(args.format, sinks, sink_json, "no sinks", "SINK", describe)
+    print_listing(args.format, sinks, sink_json, "no sinks", ("NAME", "SINK", "SET AT"), _sink_row)
     return 0
+
+
+def _sink_row(x: Sink) -> tuple[str, ...]:
+    return (x.name, describe(x), iso_ms(x.set_at))
 
 
 def cmd_sinks_rm(args: argparse.Namespace) -> int:

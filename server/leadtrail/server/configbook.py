@@ -67,12 +67,7 @@ class ConfigFile:
     names the file and the problem)."""
 
     def __init__(
-        self,
-        path: str,
-        files: Files,
-        *,
-        mode: int | None = None,
-        error: type[Exception] = ConfigFileError,
+        self, path: str, files: Files, *, mode: int | None = None, error: type[Exception] = ConfigFileError
     ) -> None:
         self.path = path
         self._files = files
@@ -133,15 +128,14 @@ class BookForm(Generic[T]):
     to_json: Callable[[T], dict[str, Any]]
     from_json: Callable[[dict[str, Any]], T]
     limit: int
-    """The most entries an account may hold."""
+    """The most entries an account may hold: a new one over it raises ``too_many``, which
+    names them as ``noun`` (``alert rules``)."""
     too_many: type[Exception]
-    """What a new entry over ``limit`` raises."""
     noun: str
-    """The entries in the message of ``too_many`` (``alert rules``)."""
     revision: Callable[[T], int] | None = None
-    """An entry's revision; with ``revised``, the book numbers every change (None: it does not)."""
+    """An entry's revision and (``revised``) the entry with another: when given (``numbered``),
+    the book numbers every change."""
     revised: Callable[[T, int], T] | None = None
-    """The entry with the given revision."""
 
     def numbered(self: BookForm[N]) -> BookForm[N]:
         """This form, its entries numbered by their ``revision`` field."""
@@ -219,29 +213,25 @@ class NamedBook(Generic[T]):
             key = (account_id, name)
             if key not in self._entries:
                 return False
-            entries = dict(self._entries)
-            del entries[key]
-            self.write(entries, self._revision)
+            self.write({k: e for k, e in self._entries.items() if k != key}, self._revision)
         return True
 
     def write(self, entries: dict[Key, T], revision: int | None = None) -> None:
-        """Store ``entries`` (``revision``: the last given; None keeps it), then hold them; raising
-        OSError, memory and the file stay as they were."""
+        """``save`` then ``hold``: raising OSError, memory and the file stay as they were."""
         self.save(entries, revision)
         self.hold(entries, revision)
 
     def save(self, entries: dict[Key, T], revision: int | None = None) -> None:
-        """Store ``entries`` without holding them yet (``hold``): for a caller that changes
-        other files too and lets readers see every change at once."""
-        ordered = sorted(entries.values(), key=lambda e: e.key)
+        """Store ``entries`` (``revision``: the last given; None keeps it), not yet seen by readers
+        (``hold``): a caller changing other files too shows every change at once."""
         content: dict[str, Any] = {}
         if self.form.revised is not None:
             content["revision"] = self._revision if revision is None else revision
-        content[self.form.section] = [self.form.to_json(e) for e in ordered]
+        content[self.form.section] = [self.form.to_json(entries[key]) for key in sorted(entries)]
         self.file.store(content)
 
     def hold(self, entries: dict[Key, T], revision: int | None = None) -> None:
-        """What readers see from now on (after ``save`` stored it)."""
+        """What readers see from now on, once ``save`` stored it."""
         self._entries = entries
         if revision is not None:
             self._revision = revision

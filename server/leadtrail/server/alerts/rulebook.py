@@ -3,13 +3,8 @@
 One file for all accounts, replaced atomically on every change (rules change
 rarely; the evaluator reads them from memory). It holds webhook secrets, so it is
 created readable by the server's user alone (0600). Listeners hear of every
-change on the thread that made it (the event loop), in order.
-
-Every step of a write goes through the ``Files`` seam (fault tests fail or crash
-each one). A crash leaves the old file or the new one and perhaps a temporary file,
-which opening the book removes. A change that fails stores nothing: the book in
-memory keeps the old rules, and the file is put back to them when the failure came
-after the new one took its place.
+change on the thread that made it (the event loop), in order. A crash or a failed
+change leaves the old file or the new one (``configbook``).
 """
 
 from __future__ import annotations
@@ -91,12 +86,7 @@ Listener = Callable[[list[Rule]], None]
 
 
 _FORM: BookForm[Rule] = BookForm(
-    "rules",
-    rule_json,
-    rule_from,
-    MAX_RULES_PER_ACCOUNT,
-    TooManyRulesError,
-    "alert rules",
+    "rules", rule_json, rule_from, MAX_RULES_PER_ACCOUNT, TooManyRulesError, "alert rules"
 ).numbered()
 
 

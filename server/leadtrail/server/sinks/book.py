@@ -3,10 +3,8 @@
 One file for all accounts, replaced atomically on every change (sinks change rarely;
 the running sinks are made from memory). It holds webhook secrets, so it is created
 readable by the server's user alone (0600). Listeners hear of every change on the
-thread that made it (the event loop), in order.
-
-The file is a ``configbook.NamedBook``'s: a crash leaves the old file or the new one (a
-leftover temporary file is removed on opening), a change that fails stores nothing.
+thread that made it (the event loop), in order. A crash or a failed change leaves the
+old file or the new one (``configbook``).
 """
 
 from __future__ import annotations
@@ -123,12 +121,7 @@ Listener = Callable[[list[SinkSpec]], None]
 
 
 _FORM: BookForm[SinkSpec] = BookForm(
-    "sinks",
-    sink_json,
-    sink_from,
-    MAX_SINKS_PER_ACCOUNT,
-    TooManySinksError,
-    "sinks",
+    "sinks", sink_json, sink_from, MAX_SINKS_PER_ACCOUNT, TooManySinksError, "sinks"
 ).numbered()
 
 
