@@ -53,6 +53,21 @@ class Caller:
         """Whether the key is limited to some entities or flows."""
         return self.key is not None and bool(self.key.entities or self.key.flows)
 
+    def may_change(self, what: str, scope: EventFilter | None, plural: str) -> None:
+        """A key limited to some entities or flows changes only what was set within its own
+        scope (``scope``: the filter of the rule, sink or job held, None when there is none):
+        it may not replace or delete what watches or hands on the whole account or another
+        scope. PERMISSION_DENIED names ``what``."""
+        key = self.key
+        if scope is None or key is None or not self.limited:
+            return
+        if (scope.entity_scope, scope.flow_scope) != (key.entities, key.flows):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{what}: set for another scope; this admin key is limited to some entities or "
+                f"flows and changes the {plural} set within them only",
+            )
+
     def sees(self, event: EventFields) -> bool:
         """Whether the caller may see this event at all: its scope, and audit records for
         admins only."""

@@ -17,7 +17,8 @@ from leadtrail.client import Alert, AlertKind, AlertRule, EventFilter, GroupBy, 
 
 from .alerts.rules import PRESETS, Preset
 from .cli_errors import UsageError
-from .cli_output import dumps, iso_ms, table
+from .cli_listing import filter_json, filter_text, print_listing
+from .cli_output import iso_ms
 from .cli_remote import connect
 
 SECRET_VARIABLE = "LEADTRAIL_WEBHOOK_SECRET"
@@ -141,30 +142,7 @@ def _plain(value: Decimal | None) -> str:
 
 
 def _filter_text(f: EventFilter) -> str:
-    parts = [" + ".join(f.types) if f.types else "events"]
-    if f.entity_id:
-        parts.append(f"of entity {f.entity_id}")
-    if f.flow_id:
-        parts.append(f"of flow {f.flow_id}")
-    if f.lead_id:
-        parts.append(f"of lead {f.lead_id}")
-    if f.outcomes:
-        parts.append("(" + "/".join(o.name for o in f.outcomes) + ")")
-    return " ".join(parts)
-
-
-def _filter_json(f: EventFilter | None) -> dict[str, Any] | None:
-    if f is None:
-        return None
-    return {
-        "types": list(f.types),
-        "lead_id": f.lead_id,
-        "flow_id": f.flow_id,
-        "entity_id": f.entity_id,
-        "outcomes": [o.name for o in f.outcomes],
-        "start": iso_ms(f.start),
-        "end": iso_ms(f.end),
-    }
+    return filter_text(f, order=("entity", "flow", "lead"), everything="events")
 
 
 def rule_json(rule: AlertRule) -> dict[str, Any]:
@@ -172,8 +150,8 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
     return {
         "name": rule.name,
         "kind": rule.kind.name.lower(),
-        "filter": _filter_json(rule.filter),
-        "base": _filter_json(rule.base),
+        "filter": filter_json(rule.filter),
+        "base": filter_json(rule.base) if rule.base is not None else None,
         "threshold": _plain(rule.threshold),
         "window_s": rule.window_s,
         "min_events": rule.min_events,
@@ -190,15 +168,12 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
 def cmd_alerts_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rules = client.list_alert_rules()
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps([rule_json(r) for r in rules], indent=True) + b"\n")
-        return 0
-    if not rules:
-        print("no alert rules", file=sys.stderr)
-        return 0
-    rows = [(r.name, describe(r), iso_ms(r.set_at)) for r in rules]
-    print("\n".join(table(("NAME", "RULE", "SET AT"), rows)))
+    print_listing(args.format, rules, rule_json, "no alert rules", ("NAME", "RULE", "SET AT"), _rule_row)
     return 0
+
+
+def _rule_row(x: AlertRule) -> tuple[str, ...]:
+    return (x.name, describe(x), iso_ms(x.set_at))
 
 
 def cmd_alerts_rm(args: argparse.Namespace) -> int:
@@ -236,25 +211,21 @@ def _state(alert: Alert) -> str:
 def cmd_alerts_show(args: argparse.Namespace) -> int:
     with connect(args) as client:
         alerts = client.list_alerts(firing_only=args.firing, rule=args.rule or "", limit=args.limit)
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps([alert_json(a) for a in alerts], indent=True) + b"\n")
-        return 0
-    if not alerts:
-        print("no alerts firing" if args.firing else "no alerts", file=sys.stderr)
-        return 0
-    rows = [
-        (
-            _state(a),
-            a.rule,
-            a.group or "-",
-            iso_ms(a.fired_at),
-            iso_ms(a.resolved_at) or "-",
-            _plain(a.value),
-            a.reason,
-        )
-        for a in alerts
-    ]
-    print("\n".join(table(("STATE", "RULE", "GROUP", "FIRED", "RESOLVED", "VALUE", "REASON"), rows)))
-    firing = sum(1 for a in alerts if a.firing)
-    print(f"{firing} firing, {len(alerts) - firing} resolved or instantaneous", file=sys.stderr)
+    header = ("STATE", "RULE", "GROUP", "FIRED", "RESOLVED", "VALUE", "REASON")
+    nothing = "no alerts firing" if args.firing else "no alerts"
+    if print_listing(args.format, alerts, alert_json, nothing, header, _row):
+        firing = sum(1 for a in alerts if a.firing)
+        print(f"{firing} firing, {len(alerts) - firing} resolved or instantaneous", file=sys.stderr)
     return 0
+
+
+def _row(a: Alert) -> tuple[str, ...]:
+    return (
+        _state(a),
+        a.rule,
+        a.group or "-",
+        iso_ms(a.fired_at),
+        iso_ms(a.resolved_at) or "-",
+        _plain(a.value),
+        a.reason,
+    )

@@ -13,7 +13,8 @@ from typing import Any
 
 from leadtrail.client import EventFilter, ExportFile, ExportJob
 
-from .cli_output import dumps, iso_ms, table
+from .cli_listing import filter_json, filter_text, print_listing
+from .cli_output import iso_ms
 from .cli_remote import connect, filter_kwargs
 from .term import human_bytes
 
@@ -37,35 +38,19 @@ def job_of(args: argparse.Namespace) -> ExportJob:
 
 def describe(job: ExportJob) -> str:
     """One line an operator reads: what the job writes, how often, how long it is kept."""
-    f = job.filter
-    parts = [" + ".join(f.types) if f.types else "every event"]
-    for label, value in (("lead", f.lead_id), ("flow", f.flow_id), ("entity", f.entity_id)):
-        if value:
-            parts.append(f"of {label} {value}")
-    if f.outcomes:
-        parts.append("(" + "/".join(o.name for o in f.outcomes) + ")")
     columns = f" ({', '.join(job.fields)})" if job.fields else ""
     return (
-        f"{job.format}{columns} of {' '.join(parts)} in the last {job.lookback_s} s, every {job.every_s} s, "
-        f"kept {job.keep_days} days{', masked' if job.masked else ''}"
+        f"{job.format}{columns} of {filter_text(job.filter)} in the last {job.lookback_s} s, "
+        f"every {job.every_s} s, kept {job.keep_days} days{', masked' if job.masked else ''}"
     )
 
 
 def job_json(job: ExportJob) -> dict[str, Any]:
-    f = job.filter
     return {
         "name": job.name,
         "format": job.format,
         "fields": list(job.fields),
-        "filter": {
-            "types": list(f.types),
-            "lead_id": f.lead_id,
-            "flow_id": f.flow_id,
-            "entity_id": f.entity_id,
-            "outcomes": [o.name for o in f.outcomes],
-            "start": iso_ms(f.start),
-            "end": iso_ms(f.end),
-        },
+        "filter": filter_json(job.filter),
         "every_s": job.every_s,
         "lookback_s": job.lookback_s,
         "keep_days": job.keep_days,
@@ -98,15 +83,14 @@ def cmd_exports_set(args: argparse.Namespace) -> int:
 def cmd_exports_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         jobs = client.list_export_jobs()
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps([job_json(j) for j in jobs], indent=True) + b"\n")
-        return 0
-    if not jobs:
-        print("no export jobs", file=sys.stderr)
-        return 0
-    rows = [(j.name, describe(j), iso_ms(j.last_run_at) or "-", iso_ms(j.next_run_at)) for j in jobs]
-    print("\n".join(table(("NAME", "JOB", "LAST RUN", "NEXT RUN"), rows)))
+    print_listing(
+        args.format, jobs, job_json, "no export jobs", ("NAME", "JOB", "LAST RUN", "NEXT RUN"), _job_row
+    )
     return 0
+
+
+def _job_row(j: ExportJob) -> tuple[str, ...]:
+    return (j.name, describe(j), iso_ms(j.last_run_at) or "-", iso_ms(j.next_run_at))
 
 
 def cmd_exports_rm(args: argparse.Namespace) -> int:
@@ -132,18 +116,21 @@ def cmd_exports_run(args: argparse.Namespace) -> int:
 def cmd_exports_files(args: argparse.Namespace) -> int:
     with connect(args) as client:
         files = client.list_export_files(args.job)
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps([file_json(f) for f in files], indent=True) + b"\n")
-        return 0
-    if not files:
-        print(f"export job {args.job} has no files yet", file=sys.stderr)
-        return 0
-    rows = [
-        (f.name, str(f.rows), human_bytes(f.size), iso_ms(f.created_at), iso_ms(f.expires_at), f.sha256[:16])
-        for f in files
-    ]
-    print("\n".join(table(("FILE", "EVENTS", "SIZE", "CREATED", "EXPIRES", "SHA256"), rows, right=(1, 2))))
+    header = ("FILE", "EVENTS", "SIZE", "CREATED", "EXPIRES", "SHA256")
+    nothing = f"export job {args.job} has no files yet"
+    print_listing(args.format, files, file_json, nothing, header, _file_row, right=(1, 2))
     return 0
+
+
+def _file_row(f: ExportFile) -> tuple[str, ...]:
+    return (
+        f.name,
+        str(f.rows),
+        human_bytes(f.size),
+        iso_ms(f.created_at),
+        iso_ms(f.expires_at),
+        f.sha256[:16],
+    )
 
 
 def cmd_exports_download(args: argparse.Namespace) -> int:

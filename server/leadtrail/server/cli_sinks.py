@@ -15,7 +15,8 @@ from typing import Any
 from leadtrail.client import EventFilter, FilesTarget, NatsTarget, Sink, SinkStatus, WebhookTarget
 
 from .cli_errors import UsageError
-from .cli_output import dumps, iso_ms, table
+from .cli_listing import filter_json, filter_text, print_listing
+from .cli_output import dumps, iso_ms
 from .cli_remote import connect, filter_kwargs
 
 SECRET_VARIABLE = "LEADTRAIL_SINK_SECRET"
@@ -113,13 +114,7 @@ def _origin(url: str) -> str:
 
 
 def _filter_text(f: EventFilter) -> str:
-    parts = [" or ".join(f.types) if f.types else "every event"]
-    for label, value in (("of flow", f.flow_id), ("of entity", f.entity_id), ("of lead", f.lead_id)):
-        if value:
-            parts.append(f"{label} {value}")
-    if f.outcomes:
-        parts.append("(" + "/".join(o.name for o in f.outcomes) + ")")
-    return " ".join(parts)
+    return filter_text(f, order=("flow", "entity", "lead"), joiner=" or ")
 
 
 def sink_json(sink: Sink) -> dict[str, Any]:
@@ -155,18 +150,9 @@ def sink_json(sink: Sink) -> dict[str, Any]:
                 "fields": list(t.fields),
             }
         }
-    f = sink.filter
     return {
         "name": sink.name,
-        "filter": {
-            "types": list(f.types),
-            "lead_id": f.lead_id,
-            "flow_id": f.flow_id,
-            "entity_id": f.entity_id,
-            "outcomes": [o.name for o in f.outcomes],
-            "start": iso_ms(f.start),
-            "end": iso_ms(f.end),
-        },
+        "filter": filter_json(sink.filter),
         "masked": sink.masked,
         **target,
         "set_at": iso_ms(sink.set_at),
@@ -176,15 +162,12 @@ def sink_json(sink: Sink) -> dict[str, Any]:
 def cmd_sinks_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         sinks = client.list_sinks()
-    if args.format == "json":
-        sys.stdout.buffer.write(dumps([sink_json(s) for s in sinks], indent=True) + b"\n")
-        return 0
-    if not sinks:
-        print("no sinks", file=sys.stderr)
-        return 0
-    rows = [(s.name, describe(s), iso_ms(s.set_at)) for s in sinks]
-    print("\n".join(table(("NAME", "SINK", "SET AT"), rows)))
+    print_listing(args.format, sinks, sink_json, "no sinks", ("NAME", "SINK", "SET AT"), _sink_row)
     return 0
+
+
+def _sink_row(x: Sink) -> tuple[str, ...]:
+    return (x.name, describe(x), iso_ms(x.set_at))
 
 
 def cmd_sinks_rm(args: argparse.Namespace) -> int:
@@ -213,24 +196,20 @@ def cmd_sinks_status(args: argparse.Namespace) -> int:
     with connect(args) as client:
         names = [args.name] if args.name else [s.name for s in client.list_sinks()]
         statuses = [client.get_sink_status(name) for name in names]
-    if args.format == "json":
-        shown: Any = [status_json(s) for s in statuses]
-        sys.stdout.buffer.write(dumps(shown[0] if args.name else shown, indent=True) + b"\n")
+    if args.format == "json" and args.name:
+        sys.stdout.buffer.write(dumps(status_json(statuses[0]), indent=True) + b"\n")
         return 0
-    if not statuses:
-        print("no sinks", file=sys.stderr)
-        return 0
-    rows = [
-        (
-            s.name,
-            s.state,
-            f"{s.delivered_position:,}",
-            f"{s.lag_events:,}",
-            f"{s.delivered_total:,}",
-            f"{iso_ms(s.last_error_at)} {s.last_error}" if s.last_error else "-",
-        )
-        for s in statuses
-    ]
     header = ("NAME", "STATE", "DELIVERED TO", "LAG", "DELIVERED", "LAST ERROR")
-    print("\n".join(table(header, rows, right=(2, 3, 4))))
+    print_listing(args.format, statuses, status_json, "no sinks", header, _status_row, right=(2, 3, 4))
     return 0
+
+
+def _status_row(s: SinkStatus) -> tuple[str, ...]:
+    return (
+        s.name,
+        s.state,
+        f"{s.delivered_position:,}",
+        f"{s.lag_events:,}",
+        f"{s.delivered_total:,}",
+        f"{iso_ms(s.last_error_at)} {s.last_error}" if s.last_error else "-",
+    )

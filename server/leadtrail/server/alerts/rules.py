@@ -25,12 +25,13 @@ themselves.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
+from leadtrail.server.config_filters import filter_message
+from leadtrail.server.config_names import NAME, check_name, is_name
 from leadtrail.server.convert import filter_from_proto, ms_to_timestamp, plain_decimal
 from leadtrail.server.status import invalid
 from leadtrail.storage import EventFilter, Outcome, ValidationError
@@ -38,7 +39,7 @@ from leadtrail.v1 import alerts_pb2, event_pb2, query_pb2
 
 from .model import ALERT_FLOW, GroupBy, Kind, Rule
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME_PATTERN = NAME
 MIN_BUCKETS = 10
 """A window over this many seconds must divide into at least this many whole-second buckets."""
 MAX_WINDOW_S = 30 * 24 * 3600
@@ -89,13 +90,7 @@ def rule_from_message(
 ) -> Rule:
     """The rule ``msg`` describes, of ``account``, set now (``now_ms``) on a log whose last
     position is ``last_position``; raises ``invalid(field, problem)`` on the first bad field."""
-    name = msg.name
-    if not name:
-        raise invalid("name", "required")
-    if NAME_PATTERN.fullmatch(name) is None:
-        raise invalid(
-            "name", f"{name[:80]!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ (at most 64 characters)"
-        )
+    name = check_name(msg.name)
     kind = _kind(msg.kind)
     threshold = _threshold(kind, msg.threshold)
     window_s = _window(kind, msg.window_s)
@@ -271,7 +266,7 @@ def message_from_rule(rule: Rule) -> alerts_pb2.AlertRule:
     message = alerts_pb2.AlertRule(
         name=rule.name,
         kind=int(rule.kind),  # type: ignore[arg-type]
-        filter=_filter_message(rule.filter),
+        filter=filter_message(rule.filter),
         threshold="" if rule.kind in (Kind.MATCH, Kind.ABSENCE) else plain_decimal(rule.threshold),
         window_s=rule.window_s,
         min_events=rule.min_events,
@@ -283,23 +278,8 @@ def message_from_rule(rule: Rule) -> alerts_pb2.AlertRule:
         description=rule.description,
     )
     if rule.base is not None:
-        message.base.CopyFrom(_filter_message(rule.base))
+        message.base.CopyFrom(filter_message(rule.base))
     ms_to_timestamp(rule.set_at_ms, message.set_at)
-    return message
-
-
-def _filter_message(f: EventFilter) -> event_pb2.EventFilter:
-    message = event_pb2.EventFilter(
-        types=f.types,
-        lead_id=f.lead_id,
-        flow_id=f.flow_id,
-        entity_id=f.entity_id,
-        outcomes=[int(o) for o in f.outcomes],  # type: ignore[misc]
-    )
-    if f.start_ms is not None:
-        ms_to_timestamp(f.start_ms, message.start)
-    if f.end_ms is not None:
-        ms_to_timestamp(f.end_ms, message.end)
     return message
 
 
@@ -443,5 +423,5 @@ def preset(
 def check_names(names: Sequence[str]) -> None:
     """Raise ``invalid`` unless every one is a rule name (for requests naming rules)."""
     for name in names:
-        if NAME_PATTERN.fullmatch(name) is None:
+        if not is_name(name):
             raise invalid("name", f"{name[:80]!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")

@@ -26,7 +26,7 @@ from leadtrail.server.status import Context, ServiceError, invalid, not_found, u
 from leadtrail.storage import Event
 from leadtrail.v1 import alerts_pb2, alerts_pb2_grpc, event_pb2
 
-from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind, Rule
+from .model import ALERT_FIRED, ALERT_FLOW, ALERT_RESOLVED, FiringAlert, Kind
 from .rulebook import RuleBook, TooManyRulesError
 from .rules import Scope, check_names, keeping_secret, message_from_rule, rule_from_message
 
@@ -94,7 +94,7 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         scope = Scope(key.entities, key.flows) if key is not None else Scope()
         rule = rule_from_message(request, caller.account, scope, _now_ms(), self.store.log.last_position)
         previous = book.get(rule.account_id, rule.name)
-        _may_change(caller, previous)
+        caller.may_change(f"alert rule {rule.name!r}", None if previous is None else previous.filter, "rules")
         rule = keeping_secret(rule, previous)
         try:
             rule = await self.store.run(lambda: book.set(rule, notify=False))
@@ -120,7 +120,8 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         book = self._book()
         caller = Caller.current()
         account = caller.account
-        _may_change(caller, book.get(account, request.name))
+        held = book.get(account, request.name)
+        caller.may_change(f"alert rule {request.name!r}", None if held is None else held.filter, "rules")
         deleted = await self.store.run(lambda: book.delete(account, request.name, notify=False))
         if not deleted:
             raise not_found(f"alert rule {request.name!r} not found")
@@ -178,20 +179,6 @@ class AlertService(alerts_pb2_grpc.AlertServiceServicer):
         answer = alerts_pb2.ListAlertsResponse(alerts=[a.message() for a in listed[:limit]])
         self.store.audit.record(caller, "ListAlerts", request, len(answer.alerts))
         return answer
-
-
-def _may_change(caller: Caller, rule: Rule | None) -> None:
-    """A key limited to some entities or flows changes only rules set within its own scope: it
-    may not replace or delete what watches the whole account (or another scope)."""
-    key = caller.key
-    if rule is None or key is None or not caller.limited:
-        return
-    if (rule.filter.entity_scope, rule.filter.flow_scope) != (key.entities, key.flows):
-        raise ServiceError(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"alert rule {rule.name!r}: set for another scope; this admin key is limited to some "
-            "entities or flows and changes the rules set within them only",
-        )
 
 
 def _from_events(events: list[Event], rule: str) -> list[_Listed]:

@@ -4,7 +4,8 @@
 times); each job's files live in ``<data>/exports/<account>/<job>/`` (account and job
 names are path-safe by their patterns) beside the list of them, ``files.json`` (a
 job's list is written on its runs and expiries alone, whatever the other jobs hold).
-Each file is replaced atomically through the storage ``Files`` seam.
+Each file is a ``configbook.ConfigFile``, replaced atomically through the storage ``Files``
+seam; a change that fails leaves it as it was.
 
 The lists are the authority on which files exist: a file is listed once its bytes
 are durable under their final name and its job's list says so; a file in a job's
@@ -19,13 +20,14 @@ scheduler's and the servicer's changes in order.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
-from leadtrail.storage import EventFilter, Files, Outcome
+from leadtrail.server.config_filters import filter_from_json, filter_json
+from leadtrail.server.configbook import FORMAT as FORMAT
+from leadtrail.server.configbook import TMP_SUFFIX as TMP_SUFFIX
+from leadtrail.server.configbook import BookForm, ConfigFile, ConfigFileError, Key, NamedBook
+from leadtrail.storage import Files
 
 from .model import ExportedFile, ExportJob, Format
 
@@ -33,48 +35,15 @@ DIRECTORY = "exports"
 FILE = "jobs.json"
 MANIFEST = "files.json"
 """A job's list of its files, in the job's directory."""
-FORMAT = 1
 MAX_JOBS_PER_ACCOUNT = 100
-TMP_SUFFIX = ".tmp"
 
 
-class JobBookError(Exception):
+class JobBookError(ConfigFileError):
     """The jobs file cannot be read; the message names the file and the problem."""
 
 
 class TooManyJobsError(Exception):
     """An account already holds ``MAX_JOBS_PER_ACCOUNT`` jobs and a new one was set."""
-
-
-def _filter_json(f: EventFilter) -> dict[str, Any]:
-    return {
-        "types": list(f.types),
-        "lead_id": f.lead_id,
-        "flow_id": f.flow_id,
-        "entity_id": f.entity_id,
-        "outcomes": [int(o) for o in f.outcomes],
-        "start_ms": f.start_ms,
-        "end_ms": f.end_ms,
-        "entity_scope": list(f.entity_scope),
-        "flow_scope": list(f.flow_scope),
-        "hidden_types": list(f.hidden_types),
-    }
-
-
-def _filter_from(account_id: str, raw: dict[str, Any]) -> EventFilter:
-    return EventFilter(
-        account_id=account_id,
-        types=tuple(raw.get("types", ())),
-        lead_id=raw.get("lead_id", ""),
-        flow_id=raw.get("flow_id", ""),
-        entity_id=raw.get("entity_id", ""),
-        outcomes=tuple(Outcome(o) for o in raw.get("outcomes", ())),
-        start_ms=raw.get("start_ms"),
-        end_ms=raw.get("end_ms"),
-        entity_scope=tuple(raw.get("entity_scope", ())),
-        flow_scope=tuple(raw.get("flow_scope", ())),
-        hidden_types=tuple(raw.get("hidden_types", ())),
-    )
 
 
 def _file_json(f: ExportedFile) -> dict[str, Any]:
@@ -107,7 +76,7 @@ def _job_json(job: ExportJob) -> dict[str, Any]:
     return {
         "account_id": job.account_id,
         "name": job.name,
-        "filter": _filter_json(job.filter),
+        "filter": filter_json(job.filter),
         "format": job.format.label,
         "fields": list(job.fields),
         "every_s": job.every_s,
@@ -125,7 +94,7 @@ def _job_from(raw: dict[str, Any]) -> ExportJob:
     return ExportJob(
         account_id=account,
         name=raw["name"],
-        filter=_filter_from(account, raw["filter"]),
+        filter=filter_from_json(account, raw["filter"]),
         format=Format[raw["format"].upper()],
         fields=tuple(raw.get("fields", ())),
         every_s=raw["every_s"],
@@ -138,7 +107,13 @@ def _job_from(raw: dict[str, Any]) -> ExportJob:
     )
 
 
-Key = tuple[str, str]
+_FORM: BookForm[ExportJob] = BookForm(
+    "jobs", _job_json, _job_from, MAX_JOBS_PER_ACCOUNT, TooManyJobsError, "export jobs"
+)
+
+
+def _files_from(raw: dict[str, Any]) -> list[ExportedFile]:
+    return sorted((_file_from(f) for f in raw["files"]), key=lambda f: f.created_at_ms, reverse=True)
 
 
 class JobBook:
@@ -148,38 +123,20 @@ class JobBook:
         self.directory = os.path.join(data_dir, DIRECTORY)
         self.path = os.path.join(self.directory, FILE)
         self._files = files or Files()
-        self._lock = threading.Lock()
-        self._jobs: dict[Key, ExportJob] = {}
+        self._book = NamedBook(ConfigFile(self.path, self._files, error=JobBookError), _FORM)
+        self._lists: dict[Key, ConfigFile] = {}
+        """Each job's list of files (a new one when the job is set again after its deletion,
+        which removed its directory)."""
         self._made: dict[Key, list[ExportedFile]] = {}
         """Each job's files, newest first."""
-        self._load()
+        for job in self._book.entries():
+            self._made[job.key] = self._list(job.key).load(_files_from) or []
 
-    def _load(self) -> None:
-        raw = _read_json(self.path)
-        if raw is None:
-            return
-        try:
-            if raw.get("format") != FORMAT:
-                raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
-            jobs = [_job_from(entry) for entry in raw["jobs"]]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise JobBookError(f"{self.path}: {e}") from None
-        for job in jobs:
-            self._jobs[job.key] = job
-            self._made[job.key] = self._load_files(job.key)
-
-    def _load_files(self, key: Key) -> list[ExportedFile]:
-        path = self.manifest(*key)
-        raw = _read_json(path)
-        if raw is None:
-            return []
-        try:
-            if raw.get("format") != FORMAT:
-                raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
-            made = [_file_from(f) for f in raw["files"]]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise JobBookError(f"{path}: {e}") from None
-        return sorted(made, key=lambda f: f.created_at_ms, reverse=True)
+    def _list(self, key: Key) -> ConfigFile:
+        listed = self._lists.get(key)
+        if listed is None:
+            listed = self._lists[key] = ConfigFile(self.manifest(*key), self._files, error=JobBookError)
+        return listed
 
     def job_directory(self, account_id: str, name: str) -> str:
         """Where a job's files are: ``<data>/exports/<account>/<job>``."""
@@ -191,11 +148,10 @@ class JobBook:
 
     def jobs(self, account_id: str | None = None) -> list[ExportJob]:
         """The jobs of ``account_id`` (of every account when None), by account and name."""
-        chosen = (j for j in self._jobs.values() if account_id is None or j.account_id == account_id)
-        return sorted(chosen, key=lambda j: j.key)
+        return self._book.entries(account_id)
 
     def get(self, account_id: str, name: str) -> ExportJob | None:
-        return self._jobs.get((account_id, name))
+        return self._book.get(account_id, name)
 
     def files(self, account_id: str, name: str) -> list[ExportedFile]:
         """The job's complete files, newest first."""
@@ -204,99 +160,61 @@ class JobBook:
     def set(self, job: ExportJob) -> ExportJob:
         """Create or replace ``job`` (by account and name), durably; a replaced job keeps its
         run times and its files."""
-        with self._lock:
-            previous = self._jobs.get(job.key)
-            if previous is None:
-                held = sum(1 for key in self._jobs if key[0] == job.account_id)
-                if held >= MAX_JOBS_PER_ACCOUNT:
-                    raise TooManyJobsError(
-                        f"account {job.account_id!r} holds {held} export jobs, the most it may hold "
-                        f"({MAX_JOBS_PER_ACCOUNT}); delete one first"
-                    )
-            else:
+        with self._book.lock:
+            previous = self._book.get(*job.key)
+            if previous is not None:
                 job = replace(
                     job, last_run_at_ms=previous.last_run_at_ms, running_since_ms=previous.running_since_ms
                 )
-            self._write_jobs({**self._jobs, job.key: job})
+            job = self._book.set(job)
             self._made.setdefault(job.key, [])
             return job
 
     def delete(self, account_id: str, name: str) -> bool:
         """False when the account has no job of that name; its directory (its files and their
         list) is the caller's to remove."""
-        with self._lock:
+        with self._book.lock:
             key = (account_id, name)
-            if key not in self._jobs:
+            if not self._book.delete(account_id, name):
                 return False
-            jobs = dict(self._jobs)
-            del jobs[key]
-            self._write_jobs(jobs)
             self._made.pop(key, None)
+            self._lists.pop(key, None)
             return True
 
     def started(self, key: Key, at_ms: int) -> ExportJob | None:
         """Note durably that a run of the job began (None: the job is gone)."""
-        with self._lock:
-            job = self._jobs.get(key)
+        with self._book.lock:
+            job = self._book.get(*key)
             if job is None:
                 return None
             job = replace(job, running_since_ms=at_ms)
-            self._write_jobs({**self._jobs, key: job})
+            self._book.write({**self._book.by_key(), key: job})
             return job
 
     def completed(self, key: Key, made: ExportedFile | None, at_ms: int) -> None:
         """List the run's file (None: the run made none), then note when the job last ran."""
-        with self._lock:
-            job = self._jobs.get(key)
+        with self._book.lock:
+            job = self._book.get(*key)
             if job is None:
                 return
             files = self._made.get(key, [])
             if made is not None:
                 files = [made, *files]
                 self._save_files(key, files)
-            jobs = {**self._jobs, key: replace(job, last_run_at_ms=at_ms, running_since_ms=None)}
-            self._save_jobs(jobs)
+            jobs = {**self._book.by_key(), key: replace(job, last_run_at_ms=at_ms, running_since_ms=None)}
+            self._book.save(jobs)
             # Readers see the file listed and the run done at once.
             self._made = {**self._made, key: files}
-            self._jobs = jobs
+            self._book.hold(jobs)
 
     def forget(self, key: Key, name: str) -> None:
         """Unlist one file of the job (it expired)."""
-        with self._lock:
-            if key not in self._jobs:
+        with self._book.lock:
+            if self._book.get(*key) is None:
                 return
-            self._write_files(key, [f for f in self._made.get(key, []) if f.name != name])
-
-    def _write_jobs(self, jobs: dict[Key, ExportJob]) -> None:
-        self._save_jobs(jobs)
-        self._jobs = jobs
-
-    def _write_files(self, key: Key, made: list[ExportedFile]) -> None:
-        self._save_files(key, made)
-        self._made = {**self._made, key: made}
-
-    def _save_jobs(self, jobs: dict[Key, ExportJob]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        ordered = sorted(jobs.values(), key=lambda j: j.key)
-        data = orjson.dumps(
-            {"format": FORMAT, "jobs": [_job_json(j) for j in ordered]}, option=orjson.OPT_INDENT_2
-        )
-        self._files.write_file_atomically(self.path, data, TMP_SUFFIX)
+            made = [f for f in self._made.get(key, []) if f.name != name]
+            self._save_files(key, made)
+            self._made = {**self._made, key: made}
 
     def _save_files(self, key: Key, made: list[ExportedFile]) -> None:
-        os.makedirs(self.job_directory(*key), exist_ok=True)
-        data = orjson.dumps(
-            {"format": FORMAT, "files": [_file_json(f) for f in made]}, option=orjson.OPT_INDENT_2
-        )
-        self._files.write_file_atomically(self.manifest(*key), data, TMP_SUFFIX)
-
-
-def _read_json(path: str) -> Any:
-    """The file's JSON, None when there is no file."""
-    try:
-        with open(path, "rb") as f:
-            return orjson.loads(f.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise JobBookError(f"{path}: {e}") from None
+        self._list(key).store({"files": [_file_json(f) for f in made]})

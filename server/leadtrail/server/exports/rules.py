@@ -6,18 +6,20 @@ nothing is stored on error.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
+from leadtrail.server.config_filters import filter_message
+from leadtrail.server.config_names import NAME
+from leadtrail.server.config_names import check_name as _check_name
 from leadtrail.server.convert import ms_to_timestamp
 from leadtrail.server.export import ExportShape
 from leadtrail.server.status import invalid
 from leadtrail.storage import AUDIT_TYPE_PREFIX, EventFilter
-from leadtrail.v1 import event_pb2, exports_pb2, query_pb2
+from leadtrail.v1 import exports_pb2, query_pb2
 
 from .model import DAY_MS, ExportedFile, ExportJob, Format
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_PATTERN = NAME
 MIN_EVERY_S = 60
 MAX_EVERY_S = 366 * 86_400
 MAX_LOOKBACK_S = 366 * 86_400
@@ -29,12 +31,7 @@ MAX_FILES_PER_JOB = 10_000
 
 
 def check_name(field: str, name: str) -> None:
-    if not name:
-        raise invalid(field, "required")
-    if not NAME_PATTERN.fullmatch(name):
-        raise invalid(
-            field, f"{name[:80]!r} is not a job name (^[a-z0-9][a-z0-9_-]{{0,63}}$: at most 64 characters)"
-        )
+    _check_name(name, field, noun="job")
 
 
 def job_from_message(message: exports_pb2.ExportJob, scoped: EventFilter, now_ms: int) -> ExportJob:
@@ -98,7 +95,7 @@ def _fields(fmt: Format, fields: list[str]) -> tuple[str, ...]:
 def message_from_job(job: ExportJob) -> exports_pb2.ExportJob:
     message = exports_pb2.ExportJob(
         name=job.name,
-        filter=_filter_message(job.filter),
+        filter=filter_message(job.filter),
         format=int(job.format),  # type: ignore[arg-type]
         fields=job.fields,
         every_s=job.every_s,
@@ -122,18 +119,3 @@ def message_from_file(made: ExportedFile) -> exports_pb2.ExportFile:
 
 def expires_at_ms(job: ExportJob, created_at_ms: int) -> int:
     return created_at_ms + job.keep_days * DAY_MS
-
-
-def _filter_message(f: EventFilter) -> event_pb2.EventFilter:
-    message = event_pb2.EventFilter(
-        types=f.types,
-        lead_id=f.lead_id,
-        flow_id=f.flow_id,
-        entity_id=f.entity_id,
-        outcomes=[int(o) for o in f.outcomes],  # type: ignore[misc]
-    )
-    if f.start_ms is not None:
-        ms_to_timestamp(f.start_ms, message.start)
-    if f.end_ms is not None:
-        ms_to_timestamp(f.end_ms, message.end)
-    return message

@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+from leadtrail.server.config_filters import filter_message
+from leadtrail.server.config_names import NAME as NAME
+from leadtrail.server.config_names import check_name as check_name
 from leadtrail.server.convert import ms_to_timestamp
 from leadtrail.server.export import ExportShape
 from leadtrail.server.parquet_columns import LeadColumnError, lead_columns
@@ -25,7 +28,6 @@ from .model import (
     FILES_DEFAULT_ROTATE_SECONDS,
     FILES_MAX_ROTATE_EVENTS,
     FILES_MAX_ROTATE_SECONDS,
-    NAME_PATTERN,
     NATS_DEFAULT_DUPLICATE_WINDOW_S,
     NATS_DEFAULT_PREFIX,
     NATS_DEFAULT_REPLICAS,
@@ -43,7 +45,6 @@ from .model import (
     WebhookSpec,
 )
 
-NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
 MAX_SECRET_CHARS = 256
 MAX_DIRECTORY_CHARS = 1024
@@ -52,14 +53,6 @@ NATS_MAX_DUPLICATE_WINDOW_S = 7 * 24 * 3600
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SUBJECT_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}")
 DIRECTORY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
-
-
-def check_name(name: str) -> str:
-    if not name:
-        raise invalid("name", "required")
-    if NAME.fullmatch(name) is None:
-        raise invalid("name", f"{name[:80]!r} must match {NAME_PATTERN} (at most 64 characters)")
-    return name
 
 
 def sink_from_message(
@@ -290,7 +283,7 @@ def _url(field: str, url: str, schemes: tuple[str, ...], what: str) -> None:
 
 def message_from_sink(sink: SinkSpec) -> sinks_pb2.Sink:
     """The sink as answers show it: never a webhook secret, only whether one is held."""
-    message = sinks_pb2.Sink(name=sink.name, filter=_filter_message(sink.filter), masked=sink.masked)
+    message = sinks_pb2.Sink(name=sink.name, filter=filter_message(sink.filter), masked=sink.masked)
     target = sink.target
     match target:
         case NatsSpec():
@@ -323,19 +316,4 @@ def message_from_sink(sink: SinkSpec) -> sinks_pb2.Sink:
                 )
             )
     ms_to_timestamp(sink.set_at_ms, message.set_at)
-    return message
-
-
-def _filter_message(f: EventFilter) -> event_pb2.EventFilter:
-    message = event_pb2.EventFilter(
-        types=f.types,
-        lead_id=f.lead_id,
-        flow_id=f.flow_id,
-        entity_id=f.entity_id,
-        outcomes=[int(o) for o in f.outcomes],  # type: ignore[misc]
-    )
-    if f.start_ms is not None:
-        ms_to_timestamp(f.start_ms, message.start)
-    if f.end_ms is not None:
-        ms_to_timestamp(f.end_ms, message.end)
     return message

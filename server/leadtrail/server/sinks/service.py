@@ -19,7 +19,6 @@ from leadtrail.server.status import Context, ServiceError, not_found, unary
 from leadtrail.v1 import sinks_pb2, sinks_pb2_grpc
 
 from .book import TooManySinksError
-from .model import SinkSpec
 from .registry import Sinks
 from .rules import check_name, keeping_secret, message_from_sink, sink_from_message, translated_filter
 
@@ -48,7 +47,7 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
             request, f, _now_ms(), self.store.log.last_position, sinks.files_roots
         )
         previous = sinks.book.get(spec.account_id, spec.name)
-        _may_change(caller, previous)
+        caller.may_change(f"sink {spec.name!r}", None if previous is None else previous.filter, "sinks")
         if previous is not None and not restart:
             spec = replace(spec, start_after=previous.start_after)
         spec = keeping_secret(spec, previous)
@@ -77,7 +76,7 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         caller = Caller.current()
         account = caller.account
         held = sinks.book.get(account, name)
-        _may_change(caller, held)
+        caller.may_change(f"sink {name!r}", None if held is None else held.filter, "sinks")
         if held is None or not await self.store.run(sinks.book.delete, account, name):
             raise not_found(f"sink {name!r} not found")
         await sinks.remove(account, name, held.consumer_name)
@@ -102,20 +101,6 @@ class SinkService(sinks_pb2_grpc.SinkServiceServicer):
         if state.last_error_at_ms:
             ms_to_timestamp(state.last_error_at_ms, answer.last_error_at)
         return answer
-
-
-def _may_change(caller: Caller, sink: SinkSpec | None) -> None:
-    """A key limited to some entities or flows changes only sinks set within its own scope: it
-    may not replace or delete what hands on the whole account (or another scope)."""
-    key = caller.key
-    if sink is None or key is None or not caller.limited:
-        return
-    if (sink.filter.entity_scope, sink.filter.flow_scope) != (key.entities, key.flows):
-        raise ServiceError(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"sink {sink.name!r}: set for another scope; this admin key is limited to some entities or "
-            "flows and changes the sinks set within them only",
-        )
 
 
 def _now_ms() -> int:
