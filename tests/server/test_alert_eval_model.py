@@ -626,12 +626,20 @@ EDGES = {
         _rule(Kind.COUNT, "1", 10),
         [[_at("recipient.error", 0, 0)], Tick(9999), Tick(1)],
     ),
+    # Firing across restarts: resolved by time a window after its last event, not before.
+    "firing for a while": (
+        _rule(Kind.RATE, "0.5", 10),
+        [[_at("recipient.error", 0, 0)], Tick(5000), [_at("recipient.failed", 0, 0)], Tick(5000), Tick(5000)],
+    ),
 }
 
 
-def test_the_edges_agree_with_the_reference() -> None:
+def test_the_edges_agree_with_the_reference_and_across_restarts() -> None:
     for name, (rule, stream) in EDGES.items():
         calls = run_both([rule], stream)
         assert any(got for got, _ in calls), f"{name}: nothing emitted"
         for got, expected in calls:
             assert got == expected, f"{name}: evaluator {got} != reference {expected}"
+        every_step = frozenset(range(len(stream)))
+        restarted = _runs([rule], stream, every_step, restart=True)
+        assert restarted == _runs([rule], stream, every_step, restart=False), f"{name}: restarted {restarted}"
