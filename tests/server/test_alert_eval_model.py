@@ -78,7 +78,7 @@ WINDOWS = (1, 5, 7, 10, 60, 120)
 SHARE_PLACES = Decimal("0.0001")
 MAX_SKEW_MS = 5 * 60 * 1000
 """How far past its ``recorded_at`` an event's ``timestamp`` may place it in a window."""
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 
 Emitted = tuple[int, str, str, str, Decimal]
 """(position of the cause, rule, group, "fired" or "resolved", value)."""
