@@ -599,7 +599,7 @@ def _at(type: str, advance_ms: int, offset_ms: int) -> Spec:
     return Spec("acme", type, "e1", "f1", Outcome.FAILURE, "l1", "", advance_ms, offset_ms)
 
 
-EDGES = {
+EDGES: dict[str, tuple[Rule, list[Step]]] = {
     # A window of 10 s keeps 10 buckets: an event 10 s behind the newest is in none of them
     # (the third event fires, counting 2).
     "older than the span": (
