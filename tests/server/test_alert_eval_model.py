@@ -33,9 +33,11 @@ the evaluator's order follows its internal dicts, which the semantics leave open
 A second property saves ``state()`` mid-stream (once the evaluator has read back the alert
 events it emitted), restores a fresh evaluator from it (``expect`` given the alert events
 after the saved position, as ``alerting.restore`` does) and requires the same emissions as
-the run without the restart. A few streams spelled out
-(``EDGES``) sit on the boundaries random streams rarely hit exactly: a span or a window
-back, the skew's limit, a tick exactly a window after the last event.
+the run without the restart. A few streams spelled out (``EDGES``) sit on the boundaries
+random streams rarely hit exactly: a span or a window back, the skew's limit, a tick
+exactly a window after the last event; they are also run restarted before every step.
+The clock of a tick goes by only once the evaluator has read the log to its end, as
+``alerting.tick`` has it.
 """
 
 from __future__ import annotations
