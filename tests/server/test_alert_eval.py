@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from decimal import Decimal
 
 import orjson
@@ -82,13 +81,13 @@ class Log:
         )
 
 
-def counter() -> Iterator[str]:
-    return (f"alert-{i}" for i in itertools.count(1))
+_IDS = (f"alert-{i}" for i in itertools.count(1))
+"""Event ids unique across every evaluator of the tests, as the server's are (a restarted
+evaluator never gives the id of an event written before)."""
 
 
 def evaluator(*rules: Rule, **kw: int) -> Evaluator:
-    ids = counter()
-    return Evaluator(rules, new_id=lambda: next(ids), **kw)
+    return Evaluator(rules, new_id=lambda: next(_IDS), **kw)
 
 
 def kinds(emissions: list[Emission]) -> list[tuple[str, str]]:

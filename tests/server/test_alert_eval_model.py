@@ -30,7 +30,7 @@ skew, ticks in between) and feeds both; the alert events the evaluator emits go 
 the stream as the log would hand them over. The emissions compared are (position of the
 cause, rule, group, fired/resolved, value) per call, in a canonical order: within one call
 the evaluator's order follows its internal dicts, which the semantics leave open.
-A second property saves ``state()`` mid-stream (once the evaluator has read back the alert
+A second property saves ``state()`` mid-stream (before or after the evaluator read back the alert
 events it emitted), restores a fresh evaluator from it (``expect`` given the alert events
 after the saved position, as ``alerting.restore`` does) and requires the same emissions as
 the run without the restart. A few streams spelled out (``EDGES``) sit on the boundaries
@@ -421,7 +421,7 @@ class Run:
     def __init__(self, rules: list[Rule], saves: frozenset[int] = frozenset(), restart: bool = False) -> None:
         self.rules = rules
         self.saves = saves
-        """The steps before which the evaluator is saved (its alert events read back first)."""
+        """The steps before which the evaluator is saved."""
         self.restart = restart
         """Whether a fresh evaluator restored from each save goes on (else the same one)."""
         ids = (f"alert-{i}" for i in itertools.count(1))
@@ -466,10 +466,8 @@ class Run:
     def steps(self, stream: list[Step]) -> Iterator[tuple[str, list[Event] | int, list[Emission]]]:
         for index, step in enumerate(stream):
             if index in self.saves:
-                if self.pending:
-                    # Saved once its own alert events are read back: a state saved before
-                    # that, restored, applies them again as if another run wrote them.
-                    yield self._handle([])
+                # Saved whether or not its own alert events are read back yet: the state keeps
+                # their ids, so a restored evaluator knows them as its own when they come.
                 if self.restart:
                     self._restart()
             if isinstance(step, Tick):

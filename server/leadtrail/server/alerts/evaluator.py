@@ -859,6 +859,8 @@ class Evaluator:
         for e in alert_events:
             if e.type not in (ALERT_FIRED, ALERT_RESOLVED) or e.flow_id != ALERT_FLOW:
                 continue
+            if e.id in self._own:  # emitted before the save: the state already holds it
+                continue
             key = (e.account_id, str(e.details.get("rule", "")), e.entity_id)
             self._expected.setdefault(key, deque()).append(e)
             self._expected_ids[e.id] = key
@@ -915,7 +917,15 @@ class Evaluator:
                 groups.append(saved)
             r = s.rule
             rules.append([r.account_id, r.name, r.version, int(r.kind), str(r.threshold), r.window_s, groups])
-        return {"format": STATE_FORMAT, "rules": rules, "closing": [c.json() for c in self._closing]}
+        # The alert events emitted and not yet met in the stream go with the state that already
+        # reflects them: after a restore they are read back as this evaluator's own, not applied
+        # again as another run's (which would fire again, or forget a window's counts).
+        return {
+            "format": STATE_FORMAT,
+            "rules": rules,
+            "closing": [c.json() for c in self._closing],
+            "own": sorted(self._own),
+        }
 
     def restore(self, state: Any, rules: Iterable[Rule], position: int) -> None:
         """Start again from a saved state (None: nothing saved) with the rules in force. The
@@ -946,6 +956,7 @@ class Evaluator:
                 else:
                     s.idle[g.name] = g
         self._closing.extend(Closing.from_json(raw) for raw in state.get("closing", ()))
+        self._own.update(str(i) for i in state.get("own", ()))
 
 
 def _group_json(g: Group) -> list[Any]:
