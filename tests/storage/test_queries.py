@@ -176,6 +176,23 @@ def test_timeline_of_an_unknown_lead_is_empty(stored: list[Event], log: EventLog
     assert log.timeline("L100") == []
 
 
+def test_lead_sizes_count_each_leads_events_of_its_account_in_one_call(
+    stored: list[Event], log: EventLog
+) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for e in stored:
+        counts[(e.lead_id, e.account_id)] = counts.get((e.lead_id, e.account_id), 0) + 1
+    asked = [*sorted(counts), ("L", "default"), ("L1", "nobody"), ("L1", "acme")]
+    sizes = log.lead_sizes(asked)
+    # At least the lead's own events (a lead sharing its key's hash would add to them) and the
+    # same answer, lead by lead, as lead_size.
+    assert sizes == [log.lead_size(lead, account) for lead, account in asked]
+    assert all(size >= counts.get(pair, 0) for pair, size in zip(asked, sizes, strict=True))
+    assert sizes[: len(counts)] == [counts[pair] for pair in sorted(counts)]
+    assert sizes[len(counts) :] == [0, 0, counts.get(("L1", "acme"), 0)]
+    assert log.lead_sizes([]) == []
+
+
 # -- scan filters -------------------------------------------------------------
 
 FILTER_CASES: list[tuple[str, EventFilter, Callable[[Event], bool]]] = [

@@ -26,7 +26,7 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import lmdb
@@ -574,6 +574,11 @@ class Index:
     def count_dups(self, txn: lmdb.Transaction, db: str, key: bytes) -> int:
         cursor = txn.cursor(db=self.dbs[db])
         return int(cursor.count()) if cursor.set_key(key) else 0
+
+    def count_dups_of(self, txn: lmdb.Transaction, db: str, keys: Sequence[bytes | None]) -> list[int]:
+        """``count_dups`` of each key (0 for None) with one cursor."""
+        cursor = txn.cursor(db=self.dbs[db])
+        return [int(cursor.count()) if key is not None and cursor.set_key(key) else 0 for key in keys]
 
     def iter_dups(
         self, txn: lmdb.Transaction, db: str, key: bytes, start: bytes | None, descending: bool

@@ -298,6 +298,11 @@ class EventLog:
         return query.lead_size(self._reader, lead_id, account_id)
 
     @translating("reading a timeline")
+    def lead_sizes(self, leads: Sequence[tuple[str, str]]) -> list[int]:
+        """``lead_size`` of each (lead_id, account_id), in one read transaction."""
+        return query.lead_sizes(self._reader, leads)
+
+    @translating("reading a timeline")
     def lead_stored(
         self,
         lead_id: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import heapq
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
@@ -102,6 +102,14 @@ def lead_events(
         return reads.event_at(txn, position, include_lead=include_lead)
 
     return _lead_page(reads, lead_id, account_id, start, limit, descending, read)
+
+
+def lead_sizes(reads: IndexedReads, leads: Sequence[tuple[str, str]]) -> list[int]:
+    """``lead_size`` of each (lead_id, account_id), in one read transaction: what a caller asking
+    about many leads at once (the alert evaluator, a batch at a time) pays once, not per lead."""
+    with reads.reading() as index, index.env.begin() as txn:
+        keys = [index.dup_key(txn, "lead", account_id, None, lead_id) for lead_id, account_id in leads]
+        return index.count_dups_of(txn, "lead", keys)
 
 
 def lead_size(reads: IndexedReads, lead_id: str, account_id: str) -> int:

@@ -60,13 +60,13 @@ def lead_price_sum(event_log: EventLog, account_id: str, lead_id: str, before_po
 def lead_price_sums(event_log: EventLog, leads: list[LeadQuestion], before_position: int) -> list[Decimal]:
     """Each lead's price sum before ``before_position``: what the evaluator saw when the
     index counts no other event of the lead (it may count more, never fewer), else read."""
-    sums = []
-    for q in leads:
-        if event_log.lead_size(q.lead_id, q.account_id) == q.known_events:
-            sums.append(q.known_sum)
-        else:
-            sums.append(lead_price_sum(event_log, q.account_id, q.lead_id, before_position))
-    return sums
+    sizes = event_log.lead_sizes([(q.lead_id, q.account_id) for q in leads])
+    return [
+        q.known_sum
+        if size == q.known_events
+        else lead_price_sum(event_log, q.account_id, q.lead_id, before_position)
+        for q, size in zip(leads, sizes, strict=True)
+    ]
 
 
 def alert_events_after(event_log: EventLog, position: int) -> list[Event]:
