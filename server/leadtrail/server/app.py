@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -631,6 +632,23 @@ def _print_ready(line: str) -> None:
     print(line, flush=True)
 
 
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The cyclic collector's thresholds while serving. Python's defaults (700, 10, 10) suit short
+scripts; a server allocates a few container objects per event (requests, events, futures,
+feed entries) and holds many long-lived ones (indexes of names, the alert evaluator's windows
+and lead sums, the live feed), so with the defaults it walked its whole heap often enough to
+cost 13% of its CPU under batch ingest (server CPU per event without rules: 148 -> 128 us).
+Cycles are still collected, in larger, rarer passes; memory held by garbage in cycles waits
+a little longer to be freed."""
+
+
+def _collect_garbage_less_often() -> None:
+    """Once the server is up. Not ``gc.freeze()`` as well: with nothing left counted as long
+    lived, Python 3.11 then makes every third-generation chance a full collection (measured:
+    slower than the thresholds alone)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve(config: ServerConfig, role: WorkerRole | None, announce: Announce) -> int:
     server = LeadTrailServer(config, role)
     stop = asyncio.Event()
@@ -642,6 +660,7 @@ async def _serve(config: ServerConfig, role: WorkerRole | None, announce: Announ
     except BaseException:
         await server.stop(0)
         raise
+    _collect_garbage_less_often()
     if role is None or role.writer:
         for line in server.log.quarantined():
             print(f"leadtrail: quarantined: {line}", file=sys.stderr, flush=True)
