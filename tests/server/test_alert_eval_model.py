@@ -465,11 +465,10 @@ class Run:
 
     def steps(self, stream: list[Step]) -> Iterator[tuple[str, list[Event] | int, list[Emission]]]:
         for index, step in enumerate(stream):
-            if index in self.saves:
-                # Saved whether or not its own alert events are read back yet: the state keeps
-                # their ids, so a restored evaluator knows them as its own when they come.
-                if self.restart:
-                    self._restart()
+            # Saved whether or not its own alert events are read back yet: the state keeps their
+            # ids, so a restored evaluator knows them as its own when they come.
+            if index in self.saves and self.restart:
+                self._restart()
             if isinstance(step, Tick):
                 if self.pending:
                     # The clock goes by only once the evaluator has read the log to its end
