@@ -247,8 +247,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Stop(Exception):
-    """SIGTERM asks a tail to end the way Ctrl-C does."""
+class _Stop(BaseException):
+    """SIGTERM asks a tail to end the way Ctrl-C does. A BaseException, as KeyboardInterrupt
+    is: the handler raises it wherever the main thread is, possibly inside gRPC's own code,
+    whose ``except Exception`` clauses (callbacks, logged and swallowed) must let it through
+    to ``cmd_tail``."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
