@@ -124,7 +124,7 @@ def test_reflection_needs_a_key_of_any_role(stubs: Stubs, keyed: dict[str, str])
     assert "leadtrail.v1.QueryService" in services(auth(keyed["writer"]))
 
 
-READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts", "GetSinkStatus"}
+READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "FindLeads", "ListAlerts", "GetSinkStatus"}
 ALLOWED = {
     "writer": {"Append", "AppendStream"},
     "reader": READS,
@@ -166,6 +166,9 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
             stubs.query.Export(
                 query_pb2.ExportRequest(filter=lead, format=query_pb2.EXPORT_FORMAT_JSONL), metadata=md
             )
+        ),
+        "FindLeads": lambda md: stubs.query.FindLeads(
+            query_pb2.FindLeadsRequest(field="email", value="nobody@example.com"), metadata=md
         ),
         "GetStats": lambda md: stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=md),
         "SetRetentionPolicy": lambda md: stubs.admin.SetRetentionPolicy(

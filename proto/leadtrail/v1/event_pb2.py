@@ -26,17 +26,21 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/event.proto\x12\x0cleadtrail.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x03\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x12\n\naccount_id\x18\x06 \x01(\t\x12\x0f\n\x07lead_id\x18\x07 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12&\n\x07outcome\x18\n \x01(\x0e\x32\x15.leadtrail.v1.Outcome\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\r\x12\x13\n\x0bintegration\x18\r \x01(\t\x12\x15\n\rresponse_code\x18\x0e \x01(\r\x12\r\n\x05price\x18\x0f \x01(\t\x12(\n\x07\x64\x65tails\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x04lead\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x64\x65tails_json\x18\x12 \x01(\x0c\x12\x11\n\tlead_json\x18\x13 \x01(\x0c\"\xce\x01\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12\'\n\x08outcomes\x18\x05 \x03(\x0e\x32\x15.leadtrail.v1.Outcome\x12)\n\x05start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*q\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n\x0fOUTCOME_FAILURE\x10\x02\x12\x11\n\rOUTCOME_ERROR\x10\x03\x12\x10\n\x0cOUTCOME_SKIP\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/event.proto\x12\x0cleadtrail.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x03\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x12\n\naccount_id\x18\x06 \x01(\t\x12\x0f\n\x07lead_id\x18\x07 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12&\n\x07outcome\x18\n \x01(\x0e\x32\x15.leadtrail.v1.Outcome\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\r\x12\x13\n\x0bintegration\x18\r \x01(\t\x12\x15\n\rresponse_code\x18\x0e \x01(\r\x12\r\n\x05price\x18\x0f \x01(\t\x12(\n\x07\x64\x65tails\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x04lead\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x64\x65tails_json\x18\x12 \x01(\x0c\x12\x11\n\tlead_json\x18\x13 \x01(\x0c\"\xf6\x01\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12\'\n\x08outcomes\x18\x05 \x03(\x0e\x32\x15.leadtrail.v1.Outcome\x12)\n\x05start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05where\x18\x08 \x03(\x0b\x32\x17.leadtrail.v1.FieldRule\"L\n\tFieldRule\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12 \n\x02op\x18\x02 \x01(\x0e\x32\x14.leadtrail.v1.RuleOp\x12\x0e\n\x06values\x18\x03 \x03(\t*q\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n\x0fOUTCOME_FAILURE\x10\x02\x12\x11\n\rOUTCOME_ERROR\x10\x03\x12\x10\n\x0cOUTCOME_SKIP\x10\x04*\xd3\x01\n\x06RuleOp\x12\x17\n\x13RULE_OP_UNSPECIFIED\x10\x00\x12\x0e\n\nRULE_OP_EQ\x10\x01\x12\x0e\n\nRULE_OP_NE\x10\x02\x12\x0e\n\nRULE_OP_LT\x10\x03\x12\x0e\n\nRULE_OP_LE\x10\x04\x12\x0e\n\nRULE_OP_GT\x10\x05\x12\x0e\n\nRULE_OP_GE\x10\x06\x12\x0e\n\nRULE_OP_IN\x10\x07\x12\x14\n\x10RULE_OP_CONTAINS\x10\x08\x12\x12\n\x0eRULE_OP_EXISTS\x10\t\x12\x16\n\x12RULE_OP_NOT_EXISTS\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'leadtrail.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=795
-  _globals['_OUTCOME']._serialized_end=908
+  _globals['_OUTCOME']._serialized_start=913
+  _globals['_OUTCOME']._serialized_end=1026
+  _globals['_RULEOP']._serialized_start=1029
+  _globals['_RULEOP']._serialized_end=1240
   _globals['_EVENT']._serialized_start=106
   _globals['_EVENT']._serialized_end=584
   _globals['_EVENTFILTER']._serialized_start=587
-  _globals['_EVENTFILTER']._serialized_end=793
+  _globals['_EVENTFILTER']._serialized_end=833
+  _globals['_FIELDRULE']._serialized_start=835
+  _globals['_FIELDRULE']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,43 @@ OUTCOME_ERROR: Outcome.ValueType  # 3
 OUTCOME_SKIP: Outcome.ValueType  # 4
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _RuleOp:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuleOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuleOp.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RULE_OP_UNSPECIFIED: _RuleOp.ValueType  # 0
+    RULE_OP_EQ: _RuleOp.ValueType  # 1
+    RULE_OP_NE: _RuleOp.ValueType  # 2
+    RULE_OP_LT: _RuleOp.ValueType  # 3
+    RULE_OP_LE: _RuleOp.ValueType  # 4
+    RULE_OP_GT: _RuleOp.ValueType  # 5
+    RULE_OP_GE: _RuleOp.ValueType  # 6
+    RULE_OP_IN: _RuleOp.ValueType  # 7
+    """Equal to any of `values`."""
+    RULE_OP_CONTAINS: _RuleOp.ValueType  # 8
+    """A string field holding `values[0]` (case-sensitive substring)."""
+    RULE_OP_EXISTS: _RuleOp.ValueType  # 9
+    RULE_OP_NOT_EXISTS: _RuleOp.ValueType  # 10
+
+class RuleOp(_RuleOp, metaclass=_RuleOpEnumTypeWrapper): ...
+
+RULE_OP_UNSPECIFIED: RuleOp.ValueType  # 0
+RULE_OP_EQ: RuleOp.ValueType  # 1
+RULE_OP_NE: RuleOp.ValueType  # 2
+RULE_OP_LT: RuleOp.ValueType  # 3
+RULE_OP_LE: RuleOp.ValueType  # 4
+RULE_OP_GT: RuleOp.ValueType  # 5
+RULE_OP_GE: RuleOp.ValueType  # 6
+RULE_OP_IN: RuleOp.ValueType  # 7
+"""Equal to any of `values`."""
+RULE_OP_CONTAINS: RuleOp.ValueType  # 8
+"""A string field holding `values[0]` (case-sensitive substring)."""
+RULE_OP_EXISTS: RuleOp.ValueType  # 9
+RULE_OP_NOT_EXISTS: RuleOp.ValueType  # 10
+Global___RuleOp: _TypeAlias = RuleOp  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One thing that happened to a lead: what, when, why, and what the lead looked
@@ -189,6 +226,7 @@ class EventFilter(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    WHERE_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     """Exact match when set."""
     flow_id: _builtins.str
@@ -213,6 +251,13 @@ class EventFilter(_message.Message):
     def end(self) -> _timestamp_pb2.Timestamp:
         """Range on `Event.timestamp`: end exclusive."""
 
+    @_builtins.property
+    def where(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldRule]:
+        """Rules on the snapshot, the details and some event fields; every rule must
+        hold. A rule on a field the event does not have does not hold (except
+        `RULE_OP_NOT_EXISTS`).
+        """
+
     def __init__(
         self,
         *,
@@ -223,11 +268,49 @@ class EventFilter(_message.Message):
         outcomes: _abc.Iterable[Global___Outcome.ValueType] | None = ...,
         start: _timestamp_pb2.Timestamp | None = ...,
         end: _timestamp_pb2.Timestamp | None = ...,
+        where: _abc.Iterable[Global___FieldRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "entity_id", b"entity_id", "flow_id", b"flow_id", "lead_id", b"lead_id", "outcomes", b"outcomes", "start", b"start", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "entity_id", b"entity_id", "flow_id", b"flow_id", "lead_id", b"lead_id", "outcomes", b"outcomes", "start", b"start", "types", b"types", "where", b"where"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventFilter: _TypeAlias = EventFilter  # noqa: Y015
+
+@_typing.final
+class FieldRule(_message.Message):
+    """One condition on a field of an event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """`lead.<name>` (a snapshot field, its flat dotted name), `details.<name>`,
+    or an event field: `price`, `duration_ms`, `response_code`, `reason`,
+    `integration`.
+    """
+    op: Global___RuleOp.ValueType
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The operands as text: one for EQ, NE, LT, LE, GT, GE and CONTAINS, one or
+        more for IN, none for EXISTS and NOT_EXISTS. Against a number the operand is
+        read as a number, against `price` as an exact decimal.
+        """
+
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        op: Global___RuleOp.ValueType = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "op", b"op", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldRule: _TypeAlias = FieldRule  # noqa: Y015

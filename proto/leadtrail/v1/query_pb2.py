@@ -23,46 +23,53 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from leadtrail.v1 import event_pb2 as leadtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/query.proto\x12\x0cleadtrail.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18leadtrail/v1/event.proto\"5\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\"d\n\x12GetTimelineRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x95\x01\n\x08Timeline\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.leadtrail.v1.TimelineStep\x12\x10\n\x08total_ms\x18\x03 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\"\n\x05\x61udit\x18\x05 \x03(\x0b\x32\x13.leadtrail.v1.Event\"y\n\x0cTimelineStep\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.leadtrail.v1.Event\x12\x19\n\x11since_previous_ms\x18\x02 \x01(\x03\x12*\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x19.leadtrail.v1.FieldChange\"\x93\x01\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12&\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.leadtrail.v1.ChangeKind\"\xa8\x01\n\x12QueryEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x14\n\x0cinclude_lead\x18\x05 \x01(\x08\x12\x16\n\x0ejson_snapshots\x18\x06 \x01(\x08\"S\n\x13QueryEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.leadtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.leadtrail.v1.ExportFormat\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"f\n\x10\x41ggregateRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\'\n\x08group_by\x18\x02 \x03(\x0e\x32\x15.leadtrail.v1.GroupBy\">\n\x0c\x41ggregateRow\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x11\n\tprice_sum\x18\x03 \x01(\t\"=\n\x11\x41ggregateResponse\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.leadtrail.v1.AggregateRow*r\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_CHANGED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x03*x\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x19\n\x15\x45XPORT_FORMAT_PARQUET\x10\x03*\x99\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x11\n\rGROUP_BY_TYPE\x10\x01\x12\x14\n\x10GROUP_BY_OUTCOME\x10\x02\x12\x11\n\rGROUP_BY_FLOW\x10\x03\x12\x13\n\x0fGROUP_BY_ENTITY\x10\x04\x12\x11\n\rGROUP_BY_HOUR\x10\x05\x12\x10\n\x0cGROUP_BY_DAY\x10\x06\x32\xfd\x02\n\x0cQueryService\x12>\n\x08GetEvent\x12\x1d.leadtrail.v1.GetEventRequest\x1a\x13.leadtrail.v1.Event\x12G\n\x0bGetTimeline\x12 .leadtrail.v1.GetTimelineRequest\x1a\x16.leadtrail.v1.Timeline\x12R\n\x0bQueryEvents\x12 .leadtrail.v1.QueryEventsRequest\x1a!.leadtrail.v1.QueryEventsResponse\x12\x42\n\x06\x45xport\x12\x1b.leadtrail.v1.ExportRequest\x1a\x19.leadtrail.v1.ExportChunk0\x01\x12L\n\tAggregate\x12\x1e.leadtrail.v1.AggregateRequest\x1a\x1f.leadtrail.v1.AggregateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18leadtrail/v1/query.proto\x12\x0cleadtrail.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18leadtrail/v1/event.proto\"5\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\"\x8f\x01\n\x12GetTimelineRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x16\n\x0ejson_snapshots\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x08Timeline\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.leadtrail.v1.TimelineStep\x12\x10\n\x08total_ms\x18\x03 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\"\n\x05\x61udit\x18\x05 \x03(\x0b\x32\x13.leadtrail.v1.Event\"y\n\x0cTimelineStep\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.leadtrail.v1.Event\x12\x19\n\x11since_previous_ms\x18\x02 \x01(\x03\x12*\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x19.leadtrail.v1.FieldChange\"\x93\x01\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12&\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.leadtrail.v1.ChangeKind\"\xa8\x01\n\x12QueryEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x14\n\x0cinclude_lead\x18\x05 \x01(\x08\x12\x16\n\x0ejson_snapshots\x18\x06 \x01(\x08\"S\n\x13QueryEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.leadtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.leadtrail.v1.ExportFormat\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"f\n\x10\x41ggregateRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.leadtrail.v1.EventFilter\x12\'\n\x08group_by\x18\x02 \x03(\x0e\x32\x15.leadtrail.v1.GroupBy\"u\n\x0c\x41ggregateRow\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x11\n\tprice_sum\x18\x03 \x01(\t\x12\x13\n\x0brevenue_sum\x18\x04 \x01(\t\x12\x10\n\x08\x63ost_sum\x18\x05 \x01(\t\x12\x0e\n\x06profit\x18\x06 \x01(\t\"0\n\x10\x46indLeadsRequest\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\";\n\x11\x46indLeadsResponse\x12&\n\x05leads\x18\x01 \x03(\x0b\x32\x17.leadtrail.v1.LeadMatch\"\x95\x01\n\tLeadMatch\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x33\n\x0f\x66irst_timestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x04\"=\n\x11\x41ggregateResponse\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.leadtrail.v1.AggregateRow*r\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_CHANGED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x03*x\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x19\n\x15\x45XPORT_FORMAT_PARQUET\x10\x03*\x99\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x11\n\rGROUP_BY_TYPE\x10\x01\x12\x14\n\x10GROUP_BY_OUTCOME\x10\x02\x12\x11\n\rGROUP_BY_FLOW\x10\x03\x12\x13\n\x0fGROUP_BY_ENTITY\x10\x04\x12\x11\n\rGROUP_BY_HOUR\x10\x05\x12\x10\n\x0cGROUP_BY_DAY\x10\x06\x32\xcb\x03\n\x0cQueryService\x12>\n\x08GetEvent\x12\x1d.leadtrail.v1.GetEventRequest\x1a\x13.leadtrail.v1.Event\x12G\n\x0bGetTimeline\x12 .leadtrail.v1.GetTimelineRequest\x1a\x16.leadtrail.v1.Timeline\x12R\n\x0bQueryEvents\x12 .leadtrail.v1.QueryEventsRequest\x1a!.leadtrail.v1.QueryEventsResponse\x12\x42\n\x06\x45xport\x12\x1b.leadtrail.v1.ExportRequest\x1a\x19.leadtrail.v1.ExportChunk0\x01\x12L\n\tAggregate\x12\x1e.leadtrail.v1.AggregateRequest\x1a\x1f.leadtrail.v1.AggregateResponse\x12L\n\tFindLeads\x12\x1e.leadtrail.v1.FindLeadsRequest\x1a\x1f.leadtrail.v1.FindLeadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'leadtrail.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGEKIND']._serialized_start=1316
-  _globals['_CHANGEKIND']._serialized_end=1430
-  _globals['_EXPORTFORMAT']._serialized_start=1432
-  _globals['_EXPORTFORMAT']._serialized_end=1552
-  _globals['_GROUPBY']._serialized_start=1555
-  _globals['_GROUPBY']._serialized_end=1708
-  _globals['_GETEVENTREQUEST']._serialized_start=98
-  _globals['_GETEVENTREQUEST']._serialized_end=151
-  _globals['_GETTIMELINEREQUEST']._serialized_start=153
-  _globals['_GETTIMELINEREQUEST']._serialized_end=253
-  _globals['_TIMELINE']._serialized_start=256
-  _globals['_TIMELINE']._serialized_end=405
-  _globals['_TIMELINESTEP']._serialized_start=407
-  _globals['_TIMELINESTEP']._serialized_end=528
-  _globals['_FIELDCHANGE']._serialized_start=531
-  _globals['_FIELDCHANGE']._serialized_end=678
-  _globals['_QUERYEVENTSREQUEST']._serialized_start=681
-  _globals['_QUERYEVENTSREQUEST']._serialized_end=849
-  _globals['_QUERYEVENTSRESPONSE']._serialized_start=851
-  _globals['_QUERYEVENTSRESPONSE']._serialized_end=934
-  _globals['_EXPORTREQUEST']._serialized_start=936
-  _globals['_EXPORTREQUEST']._serialized_end=1054
-  _globals['_EXPORTCHUNK']._serialized_start=1056
-  _globals['_EXPORTCHUNK']._serialized_end=1083
-  _globals['_AGGREGATEREQUEST']._serialized_start=1085
-  _globals['_AGGREGATEREQUEST']._serialized_end=1187
-  _globals['_AGGREGATEROW']._serialized_start=1189
-  _globals['_AGGREGATEROW']._serialized_end=1251
-  _globals['_AGGREGATERESPONSE']._serialized_start=1253
-  _globals['_AGGREGATERESPONSE']._serialized_end=1314
-  _globals['_QUERYSERVICE']._serialized_start=1711
-  _globals['_QUERYSERVICE']._serialized_end=2092
+  _globals['_CHANGEKIND']._serialized_start=1711
+  _globals['_CHANGEKIND']._serialized_end=1825
+  _globals['_EXPORTFORMAT']._serialized_start=1827
+  _globals['_EXPORTFORMAT']._serialized_end=1947
+  _globals['_GROUPBY']._serialized_start=1950
+  _globals['_GROUPBY']._serialized_end=2103
+  _globals['_GETEVENTREQUEST']._serialized_start=131
+  _globals['_GETEVENTREQUEST']._serialized_end=184
+  _globals['_GETTIMELINEREQUEST']._serialized_start=187
+  _globals['_GETTIMELINEREQUEST']._serialized_end=330
+  _globals['_TIMELINE']._serialized_start=333
+  _globals['_TIMELINE']._serialized_end=482
+  _globals['_TIMELINESTEP']._serialized_start=484
+  _globals['_TIMELINESTEP']._serialized_end=605
+  _globals['_FIELDCHANGE']._serialized_start=608
+  _globals['_FIELDCHANGE']._serialized_end=755
+  _globals['_QUERYEVENTSREQUEST']._serialized_start=758
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=926
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=928
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=1011
+  _globals['_EXPORTREQUEST']._serialized_start=1013
+  _globals['_EXPORTREQUEST']._serialized_end=1131
+  _globals['_EXPORTCHUNK']._serialized_start=1133
+  _globals['_EXPORTCHUNK']._serialized_end=1160
+  _globals['_AGGREGATEREQUEST']._serialized_start=1162
+  _globals['_AGGREGATEREQUEST']._serialized_end=1264
+  _globals['_AGGREGATEROW']._serialized_start=1266
+  _globals['_AGGREGATEROW']._serialized_end=1383
+  _globals['_FINDLEADSREQUEST']._serialized_start=1385
+  _globals['_FINDLEADSREQUEST']._serialized_end=1433
+  _globals['_FINDLEADSRESPONSE']._serialized_start=1435
+  _globals['_FINDLEADSRESPONSE']._serialized_end=1494
+  _globals['_LEADMATCH']._serialized_start=1497
+  _globals['_LEADMATCH']._serialized_end=1646
+  _globals['_AGGREGATERESPONSE']._serialized_start=1648
+  _globals['_AGGREGATERESPONSE']._serialized_end=1709
+  _globals['_QUERYSERVICE']._serialized_start=2106
+  _globals['_QUERYSERVICE']._serialized_end=2565
 # @@protoc_insertion_point(module_scope)

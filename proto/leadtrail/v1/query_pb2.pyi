@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from leadtrail.v1 import event_pb2 as _event_pb2
@@ -137,6 +138,7 @@ class GetTimelineRequest(_message.Message):
     JSON_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     json_snapshots: _builtins.bool
     """Fill `Event.lead_json` and `Event.details_json` instead of the Structs."""
@@ -146,6 +148,12 @@ class GetTimelineRequest(_message.Message):
     """
     page_token: _builtins.str
     """`Timeline.next_page_token` of the previous page; empty for the first page."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """When set: only the steps with `timestamp <= as_of`, so that the last
+        step's snapshot is the lead as it was then.
+        """
+
     def __init__(
         self,
         *,
@@ -153,10 +161,11 @@ class GetTimelineRequest(_message.Message):
         json_snapshots: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_snapshots", b"json_snapshots", "lead_id", b"lead_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "json_snapshots", b"json_snapshots", "lead_id", b"lead_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,12 +437,21 @@ class AggregateRow(_message.Message):
     KEYS_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     PRICE_SUM_FIELD_NUMBER: _builtins.int
+    REVENUE_SUM_FIELD_NUMBER: _builtins.int
+    COST_SUM_FIELD_NUMBER: _builtins.int
+    PROFIT_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """Number of events in the group."""
     price_sum: _builtins.str
     """The exact decimal sum of `Event.price` in the group as a plain decimal
     string (any scale: `"25.3"`, `"25.30"`).
     """
+    revenue_sum: _builtins.str
+    """The sum of the positive prices (revenue), exact, `"0"` when none."""
+    cost_sum: _builtins.str
+    """The sum of the negative prices (cost) as a negative decimal, `"0"` when none."""
+    profit: _builtins.str
+    """`revenue_sum + cost_sum`, exact."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """One key per `AggregateRequest.group_by` entry, in the same order."""
@@ -444,14 +462,97 @@ class AggregateRow(_message.Message):
         keys: _abc.Iterable[_builtins.str] | None = ...,
         count: _builtins.int = ...,
         price_sum: _builtins.str = ...,
+        revenue_sum: _builtins.str = ...,
+        cost_sum: _builtins.str = ...,
+        profit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "keys", b"keys", "price_sum", b"price_sum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_sum", b"cost_sum", "count", b"count", "keys", b"keys", "price_sum", b"price_sum", "profit", b"profit", "revenue_sum", b"revenue_sum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AggregateRow: _TypeAlias = AggregateRow  # noqa: Y015
+
+@_typing.final
+class FindLeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """`email` (case-blind), `phone` or any `phone*` field (digits only), or
+    another snapshot field the account's policy classes personal.
+    """
+    value: _builtins.str
+    """The value to look for, as the caller knows it."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindLeadsRequest: _TypeAlias = FindLeadsRequest  # noqa: Y015
+
+@_typing.final
+class FindLeadsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadMatch]:
+        """Most recently active first."""
+
+    def __init__(
+        self,
+        *,
+        leads: _abc.Iterable[Global___LeadMatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leads", b"leads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindLeadsResponse: _TypeAlias = FindLeadsResponse  # noqa: Y015
+
+@_typing.final
+class LeadMatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    FIRST_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    LAST_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    events: _builtins.int
+    @_builtins.property
+    def first_timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Over all the lead's events the caller may see."""
+
+    @_builtins.property
+    def last_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        first_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        last_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_timestamp", b"first_timestamp", "last_timestamp", b"last_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "first_timestamp", b"first_timestamp", "last_timestamp", b"last_timestamp", "lead_id", b"lead_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadMatch: _TypeAlias = LeadMatch  # noqa: Y015
 
 @_typing.final
 class AggregateResponse(_message.Message):

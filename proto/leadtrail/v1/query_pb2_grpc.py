@@ -61,6 +61,11 @@ class QueryServiceStub:
                 request_serializer=leadtrail_dot_v1_dot_query__pb2.AggregateRequest.SerializeToString,
                 response_deserializer=leadtrail_dot_v1_dot_query__pb2.AggregateResponse.FromString,
                 _registered_method=True)
+        self.FindLeads = channel.unary_unary(
+                '/leadtrail.v1.QueryService/FindLeads',
+                request_serializer=leadtrail_dot_v1_dot_query__pb2.FindLeadsRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_query__pb2.FindLeadsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -103,6 +108,15 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindLeads(self, request, context):
+        """The leads whose snapshot ever held a personal value (an email, a phone
+        number, a field the account's policy classes personal), found by its
+        keyed fingerprint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Aggregate,
                     request_deserializer=leadtrail_dot_v1_dot_query__pb2.AggregateRequest.FromString,
                     response_serializer=leadtrail_dot_v1_dot_query__pb2.AggregateResponse.SerializeToString,
+            ),
+            'FindLeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindLeads,
+                    request_deserializer=leadtrail_dot_v1_dot_query__pb2.FindLeadsRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_query__pb2.FindLeadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +287,33 @@ class QueryService:
             '/leadtrail.v1.QueryService/Aggregate',
             leadtrail_dot_v1_dot_query__pb2.AggregateRequest.SerializeToString,
             leadtrail_dot_v1_dot_query__pb2.AggregateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.QueryService/FindLeads',
+            leadtrail_dot_v1_dot_query__pb2.FindLeadsRequest.SerializeToString,
+            leadtrail_dot_v1_dot_query__pb2.FindLeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

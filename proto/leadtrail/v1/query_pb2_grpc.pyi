@@ -46,6 +46,11 @@ class QueryServiceStub:
     """All events matching a filter, as JSON lines or CSV, in chunks."""
     Aggregate: _grpc.UnaryUnaryMultiCallable[_query_pb2.AggregateRequest, _query_pb2.AggregateResponse]
     """Counts and price sums of the events matching a filter, grouped."""
+    FindLeads: _grpc.UnaryUnaryMultiCallable[_query_pb2.FindLeadsRequest, _query_pb2.FindLeadsResponse]
+    """The leads whose snapshot ever held a personal value (an email, a phone
+    number, a field the account's policy classes personal), found by its
+    keyed fingerprint.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -64,6 +69,11 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """All events matching a filter, as JSON lines or CSV, in chunks."""
     Aggregate: _aio.UnaryUnaryMultiCallable[_query_pb2.AggregateRequest, _query_pb2.AggregateResponse]  # type: ignore[assignment]
     """Counts and price sums of the events matching a filter, grouped."""
+    FindLeads: _aio.UnaryUnaryMultiCallable[_query_pb2.FindLeadsRequest, _query_pb2.FindLeadsResponse]  # type: ignore[assignment]
+    """The leads whose snapshot ever held a personal value (an email, a phone
+    number, a field the account's policy classes personal), found by its
+    keyed fingerprint.
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads the stored events of the caller's account."""
@@ -109,5 +119,16 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.AggregateResponse, _abc.Awaitable[_query_pb2.AggregateResponse]]:
         """Counts and price sums of the events matching a filter, grouped."""
+
+    @_abc_1.abstractmethod
+    def FindLeads(
+        self,
+        request: _query_pb2.FindLeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.FindLeadsResponse, _abc.Awaitable[_query_pb2.FindLeadsResponse]]:
+        """The leads whose snapshot ever held a personal value (an email, a phone
+        number, a field the account's policy classes personal), found by its
+        keyed fingerprint.
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,7 +23,15 @@ from .status import ServiceError
 CALLER: ContextVar[ApiKey | None] = ContextVar("leadtrail_caller", default=None)
 
 _ANY = frozenset({"ServerReflectionInfo"})  # the schema, for grpcurl and friends
-_READS = _ANY | {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "ListAlerts", "GetSinkStatus"}
+_READS = _ANY | {
+    "GetEvent",
+    "GetTimeline",
+    "QueryEvents",
+    "Subscribe",
+    "FindLeads",
+    "ListAlerts",
+    "GetSinkStatus",
+}
 RIGHTS: dict[str, frozenset[str] | None] = {
     "writer": _ANY | {"Append", "AppendStream"},
     "reader": _READS,

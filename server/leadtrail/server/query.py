@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+import grpc
+
 from leadtrail.storage import Event, StoredEvent
 from leadtrail.storage.wireform import repeated_field
 from leadtrail.v1 import query_pb2
@@ -15,7 +17,7 @@ from .convert import event_to_proto
 from .export import ExportShape, chunks
 from .scan import matching_pages
 from .served_store import ServedStore
-from .status import Context, invalid, not_found, streaming, unary
+from .status import Context, ServiceError, invalid, not_found, streaming, unary
 from .timelines import check_page_size, key_of_token, page_message, read_page
 
 INLINE_EVENTS = 64
@@ -156,6 +158,12 @@ class QueryService:
         response = await self.store.run(aggregate, self.store.log, f, groups)
         self.store.audit.record(caller, "Aggregate", request, sum(row.count for row in response.rows))
         return response
+
+    @unary
+    async def FindLeads(
+        self, request: query_pb2.FindLeadsRequest, context: Context
+    ) -> query_pb2.FindLeadsResponse:
+        raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "FindLeads: the fingerprint index is being built")
 
 
 def _event_bytes(
