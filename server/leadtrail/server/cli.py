@@ -222,6 +222,14 @@ def _filter_args(p: argparse.ArgumentParser, *, since: bool = True) -> None:
             "--since", type=_time, metavar="TIME", help=f"from this event time, inclusive ({_TIME_FORMS})"
         )
     g.add_argument("--until", type=_time, metavar="TIME", help=f"before this event time ({_TIME_FORMS})")
+    g.add_argument(
+        "--where",
+        action="append",
+        metavar="RULE",
+        help="a rule on a snapshot, details or event field: 'lead.state==TX', 'price>=20', "
+        "'lead.state in TX,CA', 'reason contains cap', 'lead.phone exists' "
+        "(==, !=, <, <=, >, >=, in, contains, exists, not exists); repeatable",
+    )
 
 
 UINT32_MAX = 2**32 - 1
@@ -545,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lead_id", metavar="LEAD_ID")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--all-changes", action="store_true", help="list every changed field of every step")
+    p.add_argument(
+        "--as-of", type=_time, metavar="TIME", help=f"the journey up to this event time ({_TIME_FORMS})"
+    )
     _server_args(p)
     p.set_defaults(func=_remote("cli_remote", "cmd_timeline"), parser=p)
 
@@ -606,6 +617,35 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_args(p)
     _server_args(p)
     p.set_defaults(func=_remote("cli_remote", "cmd_aggregate"), parser=p)
+
+    p = sub.add_parser(
+        "report",
+        help="counts, revenue, cost and profit of the matching events per group, as a table",
+    )
+    p.add_argument(
+        "--by",
+        type=_group_by,
+        default=("entity", "type"),
+        metavar="KEY,KEY",
+        help=f"group by these, in order: {', '.join(GROUP_KEYS)} (default entity,type)",
+    )
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _filter_args(p)
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_report", "cmd_report"), parser=p)
+
+    p = sub.add_parser(
+        "find",
+        help="the leads whose snapshot ever held an email, a phone number or another personal value",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--email", metavar="ADDRESS", help="an email address (case-blind)")
+    what.add_argument("--phone", metavar="NUMBER", help="a phone number (digits only are compared)")
+    what.add_argument("--field", metavar="NAME", help="a field the account's policy classes personal")
+    p.add_argument("--value", metavar="VALUE", help="with --field: the value to look for")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_find", "cmd_find"), parser=p)
 
     p = sub.add_parser("stats", help="counts and bytes on disk (of the server, or of --data offline)")
     _data_arg(p, default=None)
