@@ -69,7 +69,7 @@ def _rule_op(value: object) -> RuleOp:
             found = RuleOp[text.upper().replace(" ", "_")]
         if found is not None:
             return found
-    elif isinstance(value, int) and not isinstance(value, bool) and value in RuleOp._value2member_map_:
+    elif isinstance(value, int) and not isinstance(value, bool) and value in set(RuleOp):
         return RuleOp(value)
     names = ", ".join(_SPELLING.values())
     raise ValueError(f"rule operator {value!r}: expected one of {names}")
