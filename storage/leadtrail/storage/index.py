@@ -17,7 +17,7 @@ side by side under one key, about 12 bytes an event):
 - ``segacct``   segment base + account -> (min, max recorded_at): retention planning
 - ``names``/``numbers``  interned accounts, types, flows, entities (both ways)
 - ``meta``      high-water position, event count, store id, index version
-- ``fingerprints`` 32-byte keyed fingerprint of a personal value (fingerprints.py) ->
+- ``fingerprints`` 16-byte keyed fingerprint of a personal value (fingerprints.py) ->
                 dups lead key (account + 8-byte hash of lead_id, the ``lead`` key): lead search
 - ``leadprints`` lead key -> dups fingerprint: the reverse map, so that an erasure or a
                 lead leaving the log removes exactly the entries that were made for it,
@@ -441,17 +441,15 @@ class Index:
         prints = self.prints
         assert prints is not None
         pairs: set[tuple[bytes, bytes]] = set()
-        # A lead's steps in one group often carry one snapshot: fingerprinted once.
-        seen: set[tuple[bytes, int]] = set()
+        lead_keys: dict[tuple[str, str], bytes] = {}
         for item in group:
             e = item.event
             if not e.lead:
                 continue
-            lead_key = number(KIND_ACCOUNT, e.account_id) + lead_hash(e.lead_id)
-            marker = (lead_key, id(e.lead))
-            if marker in seen:
-                continue
-            seen.add(marker)
+            name = (e.account_id, e.lead_id)
+            lead_key = lead_keys.get(name)
+            if lead_key is None:
+                lead_key = lead_keys[name] = number(KIND_ACCOUNT, e.account_id) + lead_hash(e.lead_id)
             for fp in prints.of_event(e.account_id, e.type, e.lead):
                 pairs.add((fp, lead_key))
         if not pairs:
