@@ -164,3 +164,20 @@ def test_nothing_matching_is_said_on_stderr_or_an_empty_list(cli: CLI, stored: s
     )
     only_header = cli("report", "--flow", "flow_none", "--format", "csv", "--server", stored)
     assert only_header.stdout == "entity,type,count,revenue_sum,cost_sum,profit\n"
+
+
+def test_where_rules_choose_the_events_summed(cli: CLI, stored: str) -> None:
+    run = cli(
+        "report", "--flow", FLOW, "--where", "lead.state==TX", "--where", "price<0",
+        "--format", "json", "--server", stored,
+    )  # fmt: skip
+    assert run.status == 0, run.stderr
+    chosen = [e for e in EVENTS if e["lead"]["state"] == "TX" and Decimal(e.get("price", "0")) < 0]
+    got = {
+        (r["entity"], r["type"]): (r["count"], r["revenue_sum"], r["cost_sum"], r["profit"])
+        for r in json.loads(run.stdout)
+    }
+    assert got == {key: written(figures) for key, figures in expected(chosen).items()}
+    assert all(revenue == "0" for _, revenue, _, _ in got.values()) and got
+    bad = cli("report", "--where", "lead.state=>TX", "--server", stored)
+    assert bad.status == 2 and "--where" in bad.stderr
