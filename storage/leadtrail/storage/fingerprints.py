@@ -2,8 +2,8 @@
 personal value in clear in the index.
 
 A lead is found by a value its snapshot held in a personal field. The index keeps
-``HMAC-SHA256(key, account \\0 value class \\0 normalised value)`` of each such value,
-never the value: without the key (``search.key`` of the data directory, 32 random
+``HMAC-SHA256(key, account \\0 value class \\0 normalised value)`` (its first 16 bytes) of
+each such value, never the value: without the key (``search.key`` of the data directory, 32 random
 bytes made on first open, mode 0600, never in the index) an index file tells nothing
 of the values, not even which leads share one across accounts.
 
