@@ -387,7 +387,7 @@ def test_the_live_stream_delivers_an_append_masked_and_ends_with_the_browser(con
     try:
         lines = iter(answer.readline, b"")
         assert b"event: ready\n" in [next(lines) for _ in range(4)]
-        lead = {"email": EMAIL, "note": SCRIPT}
+        lead = {"email": "Jo.Live@example.com", "note": SCRIPT}
         (appended,) = _append(
             console,
             console.keys.secrets["writer"],
@@ -402,3 +402,16 @@ def test_the_live_stream_delivers_an_append_masked_and_ends_with_the_browser(con
     finally:
         connection.close()
     eventually(lambda: _subscribers(console) == 0, "the live subscription outlived its browser")
+
+
+def test_search_by_email_or_phone_lists_the_callers_leads(console: Console) -> None:
+    cookie, token = console.login("reader")
+    by_email = console.request("/", cookie=cookie, form={"q": EMAIL.upper(), "csrf": token})
+    assert by_email.status == 200, by_email.body
+    rows = by_email.testids("search-result")
+    assert [re.search(r'data-lead="([^"]+)"', row).group(1) for row in rows] == ["lead-x"]  # type: ignore[union-attr]
+    assert EMAIL not in by_email.body  # only what was typed is echoed, never the stored value
+    by_phone = console.request("/", cookie=cookie, form={"q": "+1 555.010.2345"[3:], "csrf": token})
+    assert 'data-lead="lead-x"' in by_phone.body
+    beta = console.request("/", cookie=cookie, form={"q": "b@beta.example", "csrf": token})
+    assert beta.status == 200 and beta.testids("no-results") and "lead-beta" not in beta.body

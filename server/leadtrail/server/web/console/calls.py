@@ -133,11 +133,16 @@ class Calls:
         once (a refusal comes before a page starts streaming); the stream itself runs in the
         task that iterates it, whose caller it sets."""
         key = self.admit(metadata, "Subscribe")
-        try:
-            filter_from_proto(request.filter)
-        except Exception as e:  # the servicer would refuse it with this status once streaming
-            raise ServiceError(*status_of(e)) from None
+        self.check_filter(request.filter)
         return self._subscribed(key, metadata, request)
+
+    @staticmethod
+    def check_filter(f: event_pb2.EventFilter) -> None:
+        """``ServiceError`` with the status the servicers would answer for a malformed filter."""
+        try:
+            filter_from_proto(f)
+        except Exception as e:
+            raise ServiceError(*status_of(e)) from None
 
     async def _subscribed(
         self, key: ApiKey | None, metadata: Metadata, request: stream_pb2.SubscribeRequest

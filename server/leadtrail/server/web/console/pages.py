@@ -46,7 +46,11 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 RECENT_ALERTS = 10
 LISTED_ALERTS = 200
 NEIGHBOUR_PAGES = 20
@@ -75,11 +79,14 @@ class Visitor:
     session: Session | None
     header: bool
     key: ApiKey | None
+    open_mode: bool = False
 
     @property
     def who(self) -> str:
+        if self.open_mode:
+            return "open mode"
         if self.key is None:
-            return "open mode" if not self.metadata else ""
+            return ""
         return f"{self.key.key_id} · {self.key.role} · {self.key.account}"
 
 
@@ -125,9 +132,11 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates.filters["segment"] = _segment
+        for name in self.templates.list_templates():  # compiled now, not on the first visit
+            self.templates.get_template(name)
         self.static = {
             name: ((folder / "static" / name).read_bytes(), STATIC_TYPES[name[name.rindex(".") :]])
-            for name in ("console.css", "console.js")
+            for name in ("console.css", "console.js", "favicon.svg")
         }
 
     def add_routes(self, app: web.Application) -> None:
@@ -147,6 +156,7 @@ class Console:
         router.add_post("/login", self.login_posted)
         router.add_post("/logout", self.logout_posted)
         router.add_get("/static/{name}", self.static_file)
+        router.add_get("/favicon.ico", self.favicon)
 
     # -- every response ----------------------------------------------------------------------------
 
@@ -178,7 +188,7 @@ class Console:
         if session is not None:
             metadata = (("authorization", f"Bearer {session.secret}"),)
             return Visitor(metadata, session, False, self._key(session.secret))
-        return Visitor((), None, False, None)
+        return Visitor((), None, False, None, open_mode=not self._keys_configured(quiet=True))
 
     def _key(self, secret: str) -> ApiKey | None:
         """The key shown in the page header (admission is the gate's, at every call)."""
@@ -428,7 +438,7 @@ class Console:
     async def live_page(self, request: web.Request, visitor: Visitor) -> web.StreamResponse:
         self.calls.admit(visitor.metadata, "Subscribe")
         wanted = {name: request.query.get(name, "") for name in ("type", "outcome", "entity")}
-        _live_filter(wanted)  # a bad filter is answered here, before the page opens its stream
+        self.calls.check_filter(_live_filter(wanted))  # answered here, before the page opens its stream
         chosen = {name: value for name, value in wanted.items() if value}
         return self.render(
             "live.html",
@@ -548,13 +558,22 @@ class Console:
         response.del_cookie(COOKIE, path="/")
         return response
 
-    def _keys_configured(self) -> bool:
+    def _keys_configured(self, *, quiet: bool = False) -> bool:
+        """Whether the data directory holds keys; a key file that cannot be read counts as
+        keys (fail closed), and is UNAVAILABLE unless ``quiet``."""
         try:
             return self.keys.configured()
         except KeyStoreError as e:
+            if quiet:
+                return True
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"API keys: {e}") from None
 
     # -- assets ------------------------------------------------------------------------------------
+
+    async def favicon(self, request: web.Request) -> web.StreamResponse:
+        """Browsers ask for it whatever the page links to; a 404 would show as a console error."""
+        body, content_type = self.static["favicon.svg"]
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
         found = self.static.get(request.match_info["name"])
