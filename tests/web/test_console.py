@@ -391,8 +391,9 @@ def test_the_live_stream_delivers_an_append_masked_and_ends_with_the_browser(con
         (appended,) = _append(
             console,
             console.keys.secrets["writer"],
-            _event("source.submitted", "lead-live", T0, lead),  # filtered out
-            _event("recipient.delivered", "lead-live", T0 + 1, lead, entity_id="buyer-2"),
+            # Before T0: outside the reports' range.
+            _event("source.submitted", "lead-live", T0 - 10_000, lead),  # filtered out
+            _event("recipient.delivered", "lead-live", T0 - 9_000, lead, entity_id="buyer-2"),
         )[1:]
         data = next(line for line in lines if line.startswith(b'data: {"'))
         shown = orjson.loads(data[len(b"data: ") :])
@@ -415,3 +416,22 @@ def test_search_by_email_or_phone_lists_the_callers_leads(console: Console) -> N
     assert 'data-lead="lead-x"' in by_phone.body
     beta = console.request("/", cookie=cookie, form={"q": "b@beta.example", "csrf": token})
     assert beta.status == 200 and beta.testids("no-results") and "lead-beta" not in beta.body
+
+
+def test_reports_sum_revenue_cost_and_profit_by_source_and_recipient(console: Console) -> None:
+    analyst = console.keys.secrets["analyst"]
+    page = console.request(f"/reports?since={T0}&until=2030-01-01", key=analyst)
+    assert page.status == 200, page.body
+    assert len(page.testids("report-chart")) == 3 and page.testids("chart-bar")
+    for table, entity, expected in (
+        ("sources", "src-1", "src-1,1,0,-4.50,-4.50,-4.50"),
+        ("recipients", "buyer-1", "buyer-1,1,25.00,0,25.00,25.00"),
+    ):
+        assert f'data-table="{table}" data-key="{entity}"' in page.body
+        csv = console.request(f"/reports.csv?table={table}&since={T0}&until=2030-01-01", key=analyst)
+        assert csv.status == 200
+        assert csv.body.splitlines() == ["entity,events,revenue,cost,profit,price sum", expected]
+    empty = console.request("/reports.csv?table=sources&until=2020-01-01", key=analyst)
+    assert empty.body.splitlines() == ["entity,events,revenue,cost,profit,price sum"]
+    bad = console.request("/reports?since=yesterday", key=analyst)
+    assert bad.status == 400 and "since" in bad.body

@@ -360,7 +360,7 @@ class Console:
             steps=steps,
             total=display.duration(total),
             snapshot=_snapshot(last.lead_json if last is not None else b""),
-            next_page=timeline.next_page_token if as_of is None else "",
+            next_page=timeline.next_page_token,
             as_of=display.utc(as_of) if as_of is not None else "",
             as_of_ms=as_of or "",
             audit=[
