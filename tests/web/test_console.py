@@ -211,7 +211,7 @@ def test_every_page_answers_with_its_testids_and_security_headers(console: Conso
         assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         assert answer.headers["X-Frame-Options"] == "DENY"
-        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
         assert answer.headers["Cache-Control"] == "no-store"
         assert re.fullmatch(r"app;dur=\d+(\.\d+)?", answer.headers["Server-Timing"])
         assert "<script>" not in answer.body.replace('<script src="/static/console.js" defer></script>', "")
@@ -244,6 +244,7 @@ def test_unknown_and_other_accounts_leads_and_events_are_the_same_404(console: C
     other = console.request("/leads/lead-beta", key=admin)
     unknown = console.request("/leads/lead-nobody", key=admin)
     assert other.status == unknown.status == 404
+    assert 'data-testid="error" data-status="404"' in other.body
     assert other.body.replace("lead-beta", "X") == unknown.body.replace("lead-nobody", "X")
     assert "b@beta.example" not in other.body
     assert console.request(f"/events/{console.events['beta']}", key=admin).status == 404
@@ -411,7 +412,8 @@ def test_search_by_email_or_phone_lists_the_callers_leads(console: Console) -> N
     assert by_email.status == 200, by_email.body
     rows = by_email.testids("search-result")
     assert [re.search(r'data-lead="([^"]+)"', row).group(1) for row in rows] == ["lead-x"]  # type: ignore[union-attr]
-    assert EMAIL not in by_email.body  # only what was typed is echoed, never the stored value
+    assert EMAIL not in by_email.body and EMAIL.upper() not in by_email.body  # echoed masked
+    assert 'data-testid="search-query">J***@EXAMPLE.COM<' in by_email.body
     by_phone = console.request("/", cookie=cookie, form={"q": "+1 555.010.2345"[3:], "csrf": token})
     assert 'data-lead="lead-x"' in by_phone.body
     beta = console.request("/", cookie=cookie, form={"q": "b@beta.example", "csrf": token})

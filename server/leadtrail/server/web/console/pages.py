@@ -27,8 +27,10 @@ from jinja2 import Environment, FileSystemLoader
 
 from leadtrail.client.wire import timestamp_to_ms
 from leadtrail.server.auth import Gate
+from leadtrail.server.caller import MASKED_ROLES
 from leadtrail.server.convert import event_from_proto, event_to_json
 from leadtrail.server.keys import ApiKey, KeyStore, KeyStoreError
+from leadtrail.server.privacy import mask_value
 from leadtrail.server.status import ServiceError, invalid, not_found
 from leadtrail.server.web import auth as http_auth
 from leadtrail.v1 import alerts_pb2, event_pb2, query_pb2, stream_pb2
@@ -44,7 +46,10 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser posts our own forms with "Origin: null", and the Origin
+    # check of a login could no longer tell our form from another site's. same-origin sends no
+    # Referer to any other site, and our own origin to us.
+    "Referrer-Policy": "same-origin",
 }
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -228,7 +233,7 @@ class Console:
         **values: Any,
     ) -> web.Response:
         text = self.templates.get_template(template).render(
-            who=visitor.who, session=visitor.session, **values
+            who=visitor.who, session=visitor.session, status=status, **values
         )
         return web.Response(
             text=text, status=status, content_type="text/html", charset="utf-8", headers=headers
@@ -292,9 +297,17 @@ class Console:
         exists = query.kind in (Kind.LEAD, Kind.PHONE) and await self._lead_exists(visitor, query.text)
         if exists and not leads and query.kind == Kind.LEAD:
             return web.Response(status=303, headers={"Location": "/leads/" + _segment(query.text)})
+        if query.personal and visitor.key is not None and visitor.key.role in MASKED_ROLES:
+            # A role that sees personal values masked is not shown one back, even its own: the page
+            # (its source, a screenshot, the browser's cache of the form) keeps the masked form only.
+            values["query"] = ""
+            echoed = mask_value(query.kind.value, query.text)
+        else:
+            values["query"] = echoed = query.text
         values.update(
+            echoed=echoed,
+            lead_id=query.text,
             searched=True,
-            query=query.text,
             kind=query.kind.value,
             leads=leads,
             lead_exists=exists,
