@@ -437,3 +437,17 @@ def test_reports_sum_revenue_cost_and_profit_by_source_and_recipient(console: Co
     assert empty.body.splitlines() == ["entity,events,revenue,cost,profit,price sum"]
     bad = console.request("/reports?since=yesterday", key=analyst)
     assert bad.status == 400 and "since" in bad.body
+
+
+def test_a_journey_past_a_thousand_steps_is_paged(console: Console) -> None:
+    steps = [_event("retry.scheduled", "lead-long", T0 + i, {"n": i}) for i in range(1001)]
+    _append(console, console.keys.secrets["writer"], *steps[:1000])
+    _append(console, console.keys.secrets["writer"], *steps[1000:])
+    admin = console.keys.secrets["admin"]
+    first = console.request("/leads/lead-long", key=admin)
+    assert first.status == 200 and len(first.testids("timeline-step")) == 1000
+    (link,) = first.testids("next-page")
+    target = re.search(r'href="([^"]+)"', link).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    second = console.request(target, key=admin)
+    assert second.status == 200 and len(second.testids("timeline-step")) == 1
+    assert not second.testids("next-page") and 'data-field="n"><th>n</th><td>1000<' in second.body

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import grpc
 import orjson
 from aiohttp import web
 
@@ -109,6 +110,8 @@ async def stream(
             if message is _END:
                 break
             if isinstance(message, ServiceError):
+                if message.code == grpc.StatusCode.UNAVAILABLE:
+                    break  # the server is going: the browser reconnects after RETRY_MS
                 refused = orjson.dumps({"error": str(message), "code": message.code.name})
                 await response.write(b"event: refused\ndata: %s\n\n" % refused)
                 break
