@@ -571,6 +571,7 @@ def stray_files(data_dir: Path) -> list[str]:
                     "recorded_at.json",
                     "retired.json",
                     "fields.json",
+                    "search.key",
                 )
             if not ok:
                 stray.append(str(rel))
