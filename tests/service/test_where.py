@@ -154,11 +154,6 @@ def test_a_subscription_replays_and_follows_only_what_the_rules_match(admin: Cli
         assert first.lead_id == "live-1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs alerts/evaluator._by_type_only to return False for a filter with rules "
-    "(it skips filter.matches for type-only filters, and so the rules)",
-)
 def test_an_alert_rule_with_rules_fires_only_for_matching_events(admin: Client) -> None:
     admin.set_alert_rule(
         "texas-leads",
@@ -216,10 +211,6 @@ def test_a_malformed_rule_is_invalid_argument_naming_it_and_nothing_is_set(
     assert "refused" not in [j.name for j in admin.list_export_jobs()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs Caller.filter to refuse rules on personal fields for masked roles (caller.py)",
-)
 @pytest.mark.parametrize("role", ["reader", "analyst"])
 def test_a_masked_role_may_not_filter_on_a_personal_field(served: Served, role: str) -> None:
     with served.client(role) as client, pytest.raises(PermissionDeniedError, match=r"where\[1\].*personal"):

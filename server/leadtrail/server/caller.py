@@ -15,7 +15,8 @@ from typing import Protocol
 import grpc
 
 from leadtrail.storage import AUDIT_TYPE_PREFIX, DEFAULT_ACCOUNT, Event, EventFields, EventFilter
-from leadtrail.storage.fields import Classify
+from leadtrail.storage.field_rules import personal_rule
+from leadtrail.storage.fields import Classify, default_classify
 from leadtrail.v1 import event_pb2
 
 from .auth import CALLER
@@ -95,11 +96,23 @@ class Caller:
             return None
         return self.shown(fields)
 
-    def filter(self, message: event_pb2.EventFilter) -> EventFilter:
+    def filter(self, message: event_pb2.EventFilter, fields: FieldClasses | None = None) -> EventFilter:
         """The request's filter within the caller's account and the key's entities and flows:
-        events outside them do not exist for this caller."""
+        events outside them do not exist for this caller. A role that sees personal fields
+        masked may not put rules on them (``fields``: the accounts' policies; without them
+        only the built-in classes count): matching runs on the stored values, so such a rule
+        would tell it what the mask hides. FindLeads is the search by a personal value."""
         f = filter_from_proto(message, self.account)
         key = self.key
+        if f.where and key is not None and key.role in MASKED_ROLES:
+            classify = fields.classifier(self.account) if fields is not None else default_classify
+            i = personal_rule(f.where, classify)
+            if i is not None:
+                raise ServiceError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"filter.where[{i}]: {f.where[i].field} is a personal field, which {key.role} keys "
+                    "see masked and may not filter on (FindLeads finds leads by a personal value)",
+                )
         if key is not None and (key.entities or key.flows):
             f = replace(f, entity_scope=key.entities, flow_scope=key.flows)
         if key is not None and key.role != "admin":

@@ -25,6 +25,7 @@ def filter_json(f: EventFilter) -> dict[str, Any]:
         "outcomes": [o.name for o in f.outcomes],
         "start": iso_ms(f.start),
         "end": iso_ms(f.end),
+        "where": [str(rule) for rule in f.where],
     }
 
 
@@ -42,6 +43,8 @@ def filter_text(
     parts += [f"of {label} {ids[label]}" for label in order if ids[label]]
     if f.outcomes:
         parts.append("(" + "/".join(o.name for o in f.outcomes) + ")")
+    if f.where:
+        parts.append("where " + " and ".join(str(rule) for rule in f.where))
     return " ".join(parts)
 
 

@@ -211,8 +211,10 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         pages = client.timeline_pages(args.lead_id, as_of=getattr(args, "as_of", None))
         try:
             first = next(pages)
-        except NotFoundError:
-            raise CommandError(f"lead {args.lead_id} not found") from None
+        except NotFoundError as e:
+            # With --as-of the server says when the journey begins, which the user needs.
+            said = e.details if getattr(args, "as_of", None) is not None and e.details else None
+            raise CommandError(said or f"lead {args.lead_id} not found") from None
         # Printed page by page: a long journey starts showing at once and never sits in memory.
         journey = itertools.chain([first], pages)
         if args.format == "json":

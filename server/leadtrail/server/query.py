@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from leadtrail.storage import Event, StoredEvent
-from leadtrail.storage.fingerprints import MAX_LEADS, MAX_VALUE_BYTES, LeadMatch
+from leadtrail.storage import Event, LeadMatch, StoredEvent
+from leadtrail.storage.fingerprints import MAX_LEADS, MAX_VALUE_BYTES
 from leadtrail.storage.ingest import FIELD_NAME_MAX
 from leadtrail.storage.wireform import repeated_field
 from leadtrail.v1 import query_pb2
@@ -91,7 +91,7 @@ class QueryService:
         if size > MAX_PAGE_SIZE:
             raise invalid("page_size", f"{size} is over the limit of {MAX_PAGE_SIZE}")
         caller = Caller.current()
-        f = caller.filter(request.filter)
+        f = caller.filter(request.filter, self.store.log.fields)
         log = self.store.log
         masking = caller.masking(log.fields)
 
@@ -122,7 +122,7 @@ class QueryService:
         self, request: query_pb2.ExportRequest, context: Context
     ) -> AsyncIterator[query_pb2.ExportChunk]:
         caller = Caller.current()
-        f = caller.filter(request.filter)
+        f = caller.filter(request.filter, self.store.log.fields)
         shape = ExportShape.of(request)
         pages = matching_pages(self.store.log, f, shape.include_lead)
         shown = caller.shown(self.store.log.fields)
@@ -156,7 +156,7 @@ class QueryService:
         groups = list(request.group_by)
         check_groups(groups)
         caller = Caller.current()
-        f = caller.filter(request.filter)
+        f = caller.filter(request.filter, self.store.log.fields)
         response = await self.store.run(aggregate, self.store.log, f, groups)
         self.store.audit.record(caller, "Aggregate", request, sum(row.count for row in response.rows))
         return response

@@ -69,7 +69,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[bytes]:
         store, caller = self.store, Caller.current()
-        f = caller.filter(request.filter)
+        f = caller.filter(request.filter, self.store.log.fields)
         if request.batch_size > MAX_BATCH_SIZE:
             raise invalid("batch_size", f"{request.batch_size} is over the limit of {MAX_BATCH_SIZE}")
         fields, json_snapshots = store.log.fields, request.json_snapshots

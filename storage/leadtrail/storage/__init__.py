@@ -38,6 +38,7 @@ from .event import (
 )
 from .field_rules import FieldRule, RuleError, RuleOp
 from .fields import FieldPolicy
+from .fingerprints import LeadMatch
 from .fs import Files
 from .log import EventLog
 from .options import FsyncPolicy, Options
@@ -65,6 +66,7 @@ __all__ = [
     "FsyncPolicy",
     "InvalidArgumentError",
     "InvalidCursorError",
+    "LeadMatch",
     "LegalHoldError",
     "LimitExceededError",
     "MetadataFileError",

@@ -335,6 +335,7 @@ def _by_type_only(f: EventFilter) -> bool:
         or f.end_ms is not None
         or f.entity_scope
         or f.flow_scope
+        or f.where
         or any(not pattern.startswith(SERVER_TYPE_PREFIXES) for pattern in f.hidden_types)
     )
 
