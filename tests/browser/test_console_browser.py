@@ -1,0 +1,333 @@
+"""The console as a person uses it, in headless Chromium against a real server with demo data:
+log in with keys of each role, search by email and phone, follow a lead's journey into the
+event inspector and back, look at it as it was at a step, watch an append arrive in the live
+view, read the reports and the alerts; a ``<script>`` value stays text, another account's
+lead does not exist, and no page logs an error or calls another host."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from leadtrail.client import AlertKind, Event, EventFilter, Outcome
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+harness = sys.modules["console_harness"]  # loaded by tests/browser/conftest.py
+
+
+def masked(email: str) -> str:
+    """How a role without access to personal data sees an email (privacy.mask_value)."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def search(browser: Any, value: str) -> None:
+    """Type ``value`` into the search box of ``/`` and submit it with Enter."""
+    browser.open("/")
+    box = browser.testid("search-input")
+    box.clear()
+    box.send_keys(value + Keys.ENTER)
+    browser.wait().until(
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, '[data-testid="search-result"]')
+            or "/leads/" in d.current_url
+            or d.find_elements(By.CSS_SELECTOR, '[data-testid="no-results"]')
+        )
+    )
+
+
+def found_leads(browser: Any) -> list[str]:
+    """The lead ids a search answered: its result rows, or the lead page it went to."""
+    if browser.path.startswith("/leads/"):
+        return [browser.path.removeprefix("/leads/")]
+    return [row.get_attribute("data-lead-id") or row.text for row in browser.testids("search-result")]
+
+
+def open_lead(browser: Any, lead_id: str, **query: str) -> list[Any]:
+    """The lead page's timeline steps, once it shows them."""
+    browser.open(f"/leads/{lead_id}", **query)
+    browser.testid("timeline-step")
+    return list(browser.testids("timeline-step"))
+
+
+# -- sessions, roles and masking -----------------------------------------------------------------
+
+
+def test_each_role_logs_in_and_sees_what_its_role_allows(browser: Any, console: Any) -> None:
+    browser.login("reader")
+    open_lead(browser, harness.JOURNEY_LEAD)
+    text = browser.text()
+    assert masked(harness.JOURNEY_EMAIL) in text
+    assert harness.JOURNEY_EMAIL not in text and harness.JOURNEY_EMAIL.lower() not in text
+
+    browser.login("analyst")
+    open_lead(browser, harness.JOURNEY_LEAD)
+    assert masked(harness.JOURNEY_EMAIL) in browser.text()
+    assert harness.JOURNEY_EMAIL not in browser.text()
+
+    browser.login("admin")
+    open_lead(browser, harness.JOURNEY_LEAD)
+    assert harness.JOURNEY_EMAIL in browser.text()
+    assert harness.JOURNEY_PHONE in browser.text()
+
+    # A writer key appends, it does not read: the console refuses it, naming the role.
+    browser.allowed_statuses.update({401, 403})
+    browser.login_attempt("writer")
+    browser.open(f"/leads/{harness.JOURNEY_LEAD}")
+    text = browser.text()
+    assert "writer" in text.lower(), text
+    assert not browser.testids("timeline-step")
+    assert harness.JOURNEY_EMAIL not in text and masked(harness.JOURNEY_EMAIL) not in text
+
+
+def test_without_a_session_every_page_asks_for_a_key(browser: Any) -> None:
+    browser.logout()
+    for path in ("/", f"/leads/{harness.JOURNEY_LEAD}", "/live", "/reports", "/alerts"):
+        browser.open(path)
+        browser.testid("login-form")
+        assert browser.path == "/login", (path, browser.driver.current_url)
+        assert harness.JOURNEY_EMAIL not in browser.text()
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+def test_search_by_email_phone_and_lead_id(browser: Any, console: Any, screenshots: Path) -> None:
+    browser.login("admin")
+    search(browser, harness.JOURNEY_EMAIL.lower())  # case-blind
+    assert found_leads(browser) == [harness.JOURNEY_LEAD]
+    if not browser.path.startswith("/leads/"):
+        browser.screenshot(screenshots, "search")
+        row = browser.testids("search-result")[0]
+        assert "10" in row.text  # the lead's events
+        row.find_element(By.TAG_NAME, "a").click()
+    browser.wait().until(lambda d: f"/leads/{harness.JOURNEY_LEAD}" in d.current_url)
+
+    search(browser, "(737) 555 0199")  # digits only: written another way
+    assert found_leads(browser) == [harness.PHONE_LEAD]
+
+    search(browser, harness.JOURNEY_LEAD)
+    assert browser.path == f"/leads/{harness.JOURNEY_LEAD}"
+
+    search(browser, harness.OTHER_EMAIL)  # another account's lead is not there
+    assert found_leads(browser) == []
+    assert harness.OTHER_LEAD not in browser.text()
+
+
+def test_reader_searches_by_the_value_and_sees_masked_results(browser: Any) -> None:
+    browser.login("reader")
+    search(browser, harness.JOURNEY_EMAIL)
+    assert found_leads(browser) == [harness.JOURNEY_LEAD]
+    assert harness.JOURNEY_EMAIL not in browser.page_source_text()
+
+
+# -- the lead, its journey and the event inspector -----------------------------------------------
+
+
+def test_lead_page_shows_the_journey_in_order(browser: Any, console: Any, screenshots: Path) -> None:
+    browser.login("admin")
+    steps = open_lead(browser, harness.JOURNEY_LEAD)
+    assert len(steps) == len(console.journey) == 10
+    types = [browser.testids("step-type", step)[0].text.strip() for step in steps]
+    assert types == [step.type for step in console.journey]
+    since = [browser.testids("step-since-previous", step)[0].text.strip() for step in steps]
+    for shown, step in zip(since[1:], console.journey[1:], strict=True):
+        assert harness.shows_duration(shown, step.since_previous), (shown, step.since_previous)
+    # The fields each step added, changed or removed.
+    changes = [[c.text for c in browser.testids("field-change", step)] for step in steps]
+    assert any("email" in c for c in changes[0]), changes[0]
+    assert any("email.valid" in c for c in changes[1]), changes[1]
+    assert any("filter.score" in c and "88" in c for c in changes[8]), changes[8]
+    assert any("retry.count" in c for c in changes[8]), changes[8]  # removed at flow.completed
+    assert not any("email" in c for c in changes[9]), changes[9]
+    # The snapshot is the latest: the status the feedback set.
+    assert "sold" in browser.text()
+    browser.screenshot(screenshots, "lead")
+
+
+def test_a_step_opens_the_event_inspector_with_neighbours(
+    browser: Any, console: Any, screenshots: Path
+) -> None:
+    browser.login("admin")
+    steps = open_lead(browser, harness.JOURNEY_LEAD)
+    fifth = console.journey[4]
+    steps[4].find_element(By.CSS_SELECTOR, f'a[href*="/events/{fifth.id}"]').click()
+    browser.wait().until(lambda d: f"/events/{fifth.id}" in d.current_url)
+    fields = {element.get_attribute("data-field"): element.text for element in browser.testids("event-field")}
+    assert fifth.id in fields["id"], fields
+    assert fields["type"].strip().endswith("recipient.failed") or "recipient.failed" in fields["type"]
+    assert harness.JOURNEY_LEAD in fields["lead_id"]
+    assert "rcp_north" in fields["entity_id"]
+    assert "Hourly cap reached" in fields["reason"]
+    assert "FAILURE" in fields["outcome"].upper()
+    assert '"rule_set"' in browser.testid("raw-json").text
+    browser.screenshot(screenshots, "event")
+
+    browser.testid("neighbour-next").click()
+    browser.wait().until(lambda d: f"/events/{console.journey[5].id}" in d.current_url)
+    browser.testid("neighbour-prev").click()
+    browser.wait().until(lambda d: f"/events/{fifth.id}" in d.current_url)
+    browser.testid("neighbour-prev").click()
+    browser.wait().until(lambda d: f"/events/{console.journey[3].id}" in d.current_url)
+
+    browser.testid("lead-link").click()
+    browser.wait().until(lambda d: d.current_url.endswith(f"/leads/{harness.JOURNEY_LEAD}"))
+    assert len(browser.testids("timeline-step")) == 10
+
+
+def test_the_lead_as_of_a_step(browser: Any, console: Any) -> None:
+    browser.login("admin")
+    steps = open_lead(browser, harness.JOURNEY_LEAD)
+    steps[3].find_element(By.CSS_SELECTOR, '[data-testid="as-of-link"]').click()
+    browser.wait().until(lambda d: "as_of=" in d.current_url)
+    shown = browser.testids("timeline-step")
+    assert [browser.testids("step-type", s)[0].text.strip() for s in shown] == [
+        step.type for step in console.journey[:4]
+    ]
+    text = browser.text()
+    assert "sold" not in text  # the status came later
+    assert "71" in text  # filter.score as it was then
+
+
+def test_a_script_in_a_lead_field_is_shown_as_text(browser: Any, console: Any) -> None:
+    browser.login("admin")
+    for path in (f"/leads/{harness.SCRIPT_LEAD}", "/"):
+        browser.open(path)
+        if path != "/":
+            browser.testid("timeline-step")
+            assert harness.SCRIPT_VALUE in browser.text()
+        try:
+            alert = browser.driver.switch_to.alert
+        except NoAlertPresentException:
+            pass
+        else:
+            text = alert.text
+            alert.dismiss()
+            raise AssertionError(f"a dialog opened on {path}: {text!r}")
+    # The inspector of that event too, where every field is on show.
+    browser.open(f"/leads/{harness.SCRIPT_LEAD}")
+    browser.testids("timeline-step")[0].find_element(By.CSS_SELECTOR, 'a[href*="/events/"]').click()
+    browser.testid("event-field")
+    assert harness.SCRIPT_VALUE in browser.text()
+    try:
+        browser.driver.switch_to.alert  # noqa: B018  (raises when no dialog opened)
+    except NoAlertPresentException:
+        pass
+    else:
+        raise AssertionError("a dialog opened on the event inspector")
+    inline = "return document.querySelectorAll('body script:not([src])').length"
+    assert browser.driver.execute_script(inline) == 0
+
+
+# -- live, reports, alerts -----------------------------------------------------------------------
+
+
+def test_the_live_view_shows_an_append(browser: Any, console: Any, screenshots: Path) -> None:
+    browser.login("admin")
+    browser.open("/live")
+    browser.testid("live-view")
+    appended: list[str] = []
+
+    def arrived() -> str | None:
+        rows = " ".join(row.text for row in browser.testids("live-event"))
+        return next((lead for lead in appended if lead in rows), None)
+
+    # The page subscribes from the end when its script runs: an event appended before that is
+    # history, so the appends go on (a bounded number) until one shows.
+    with console.client("writer") as client:
+        deadline = time.monotonic() + harness.WAIT_S
+        while not arrived():
+            assert time.monotonic() < deadline, f"no live row for {appended}: {browser.text()[:1000]}"
+            lead = f"lead-live-{len(appended)}"
+            client.append(
+                Event(
+                    "source.submitted",
+                    lead_id=lead,
+                    flow_id="flow-live",
+                    entity_id="src_live",
+                    outcome=Outcome.SUCCESS,
+                    lead={"state": "TX"},
+                )
+            )
+            appended.append(lead)
+            time.sleep(0.3)
+        for i, type_ in enumerate(("recipient.delivered", "recipient.failed", "filter.passed")):
+            client.append(
+                Event(
+                    type_,
+                    lead_id=f"lead-live-more-{i}",
+                    flow_id="flow-live",
+                    entity_id="rcp_live",
+                    outcome=Outcome.FAILURE if "failed" in type_ else Outcome.SUCCESS,
+                    price="12.50" if "delivered" in type_ else None,
+                )
+            )
+    harness.until("the further rows", lambda: "lead-live-more-2" in browser.text())
+    browser.screenshot(screenshots, "live")
+
+
+def test_reports_show_rows_and_a_chart(browser: Any, screenshots: Path) -> None:
+    browser.login("analyst")
+    browser.open("/reports", since="2020-01-01", until=datetime.now(UTC).strftime("%Y-%m-%d"))
+    rows = browser.testids("report-row") or [browser.testid("report-row")]
+    text = " ".join(row.text for row in browser.testids("report-row"))
+    assert "source.submitted" in text and "recipient.delivered" in text, text
+    assert len(rows) >= 5
+    charts = browser.driver.find_elements(By.CSS_SELECTOR, "svg")
+    assert charts and charts[0].find_elements(By.CSS_SELECTOR, "rect"), "no chart"
+    browser.screenshot(screenshots, "reports")
+
+
+def test_alerts_page_shows_a_firing(browser: Any, console: Any, screenshots: Path) -> None:
+    with console.client("admin") as client:
+        client.set_alert_rule(
+            "browser-probe",
+            kind=AlertKind.MATCH,
+            filter=EventFilter(types=("browser.probe",)),
+            description="a probe from the browser tests",
+        )
+        client.append(
+            Event("browser.probe", lead_id="lead-probe", flow_id="flow-probe", outcome=Outcome.ERROR)
+        )
+    browser.login("reader")
+
+    def firing() -> list[Any]:
+        browser.open("/alerts")
+        return [row for row in browser.testids("alert-row") if "browser-probe" in row.text]
+
+    rows = harness.until("an alert-row for the probe", firing)
+    link = rows[0].find_element(By.CSS_SELECTOR, 'a[href*="/events/evt_"]')
+    browser.screenshot(screenshots, "alerts")
+    link.click()
+    browser.wait().until(lambda d: "/events/evt_" in d.current_url)
+    fields = {e.get_attribute("data-field"): e.text for e in browser.testids("event-field")}
+    assert "alert.fired" in fields["type"]
+    assert "lead-probe" in fields["lead_id"]
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+
+def test_another_accounts_lead_is_not_found(browser: Any, console: Any) -> None:
+    browser.allowed_statuses.add(404)
+    browser.login("admin")
+    browser.open(f"/leads/{harness.OTHER_LEAD}")
+    browser.testid("not-found")
+    other = browser.text()
+    assert harness.OTHER_EMAIL not in other and not browser.testids("timeline-step")
+    browser.open("/leads/lead-that-never-was")
+    unknown = browser.text()
+    # Identical to a lead that does not exist: nothing tells that it does elsewhere.
+    assert other.replace(harness.OTHER_LEAD, "X") == unknown.replace("lead-that-never-was", "X")
+    browser.open(f"/events/{console.other_event}")
+    browser.testid("not-found")
+    assert harness.OTHER_EMAIL not in browser.text()
+
+    browser.login("other")  # the lead is there for its own account
+    assert len(open_lead(browser, harness.OTHER_LEAD)) == 1
+    assert harness.OTHER_EMAIL in browser.text()
