@@ -45,7 +45,9 @@ def found_leads(browser: Any) -> list[str]:
     """The lead ids a search answered: its result rows, or the lead page it went to."""
     if browser.path.startswith("/leads/"):
         return [browser.path.removeprefix("/leads/")]
-    return [row.get_attribute("data-lead-id") or row.text for row in browser.testids("search-result")]
+    leads = [row.get_attribute("data-lead") for row in browser.testids("search-result")]
+    leads += [link.text for link in browser.testids("search-lead-link")]
+    return leads
 
 
 def open_lead(browser: Any, lead_id: str, **query: str) -> list[Any]:
@@ -112,7 +114,7 @@ def test_search_by_email_phone_and_lead_id(browser: Any, console: Any, screensho
     assert found_leads(browser) == [harness.PHONE_LEAD]
 
     search(browser, harness.JOURNEY_LEAD)
-    assert browser.path == f"/leads/{harness.JOURNEY_LEAD}"
+    assert found_leads(browser) == [harness.JOURNEY_LEAD]
 
     search(browser, harness.OTHER_EMAIL)  # another account's lead is not there
     assert found_leads(browser) == []
@@ -175,7 +177,7 @@ def test_a_step_opens_the_event_inspector_with_neighbours(
     browser.testid("neighbour-prev").click()
     browser.wait().until(lambda d: f"/events/{console.journey[3].id}" in d.current_url)
 
-    browser.testid("lead-link").click()
+    browser.testid("event-lead-link").click()
     browser.wait().until(lambda d: d.current_url.endswith(f"/leads/{harness.JOURNEY_LEAD}"))
     assert len(browser.testids("timeline-step")) == 10
 
@@ -230,7 +232,7 @@ def test_a_script_in_a_lead_field_is_shown_as_text(browser: Any, console: Any) -
 def test_the_live_view_shows_an_append(browser: Any, console: Any, screenshots: Path) -> None:
     browser.login("admin")
     browser.open("/live")
-    browser.testid("live-view")
+    harness.until("the live stream open", lambda: browser.testid("live-status").text == "live")
     appended: list[str] = []
 
     def arrived() -> str | None:
@@ -317,7 +319,7 @@ def test_another_accounts_lead_is_not_found(browser: Any, console: Any) -> None:
     browser.allowed_statuses.add(404)
     browser.login("admin")
     browser.open(f"/leads/{harness.OTHER_LEAD}")
-    browser.testid("not-found")
+    assert browser.testid("error").get_attribute("data-status") == "404"
     other = browser.text()
     assert harness.OTHER_EMAIL not in other and not browser.testids("timeline-step")
     browser.open("/leads/lead-that-never-was")
@@ -325,7 +327,7 @@ def test_another_accounts_lead_is_not_found(browser: Any, console: Any) -> None:
     # Identical to a lead that does not exist: nothing tells that it does elsewhere.
     assert other.replace(harness.OTHER_LEAD, "X") == unknown.replace("lead-that-never-was", "X")
     browser.open(f"/events/{console.other_event}")
-    browser.testid("not-found")
+    assert browser.testid("error").get_attribute("data-status") == "404"
     assert harness.OTHER_EMAIL not in browser.text()
 
     browser.login("other")  # the lead is there for its own account
