@@ -51,6 +51,13 @@ SEEDS = [
     ).SerializeToString(),
     query_pb2.GetTimelineRequest(lead_id="lead-fuzz").SerializeToString(),
     stream_pb2.SubscribeRequest(from_start=True, batch_size=3).SerializeToString(),
+    query_pb2.FindLeadsRequest(field="email", value="Fuzz@Example.com").SerializeToString(),
+    query_pb2.QueryEventsRequest(
+        filter=event_pb2.EventFilter(
+            where=[event_pb2.FieldRule(field="lead.state", op=event_pb2.RULE_OP_IN, values=["TX", "CA"])]
+        ),
+        page_size=5,
+    ).SerializeToString(),
 ]
 
 
@@ -98,6 +105,26 @@ def test_every_rpc_answers_malformed_bytes_with_a_named_status(
     stubs: Stubs, method: tuple[str, bool, bool], raw: bytes
 ) -> None:
     call(stubs, *method, raw)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.one_of(
+        st.text(max_size=300),
+        st.sampled_from(["email", "phone", "phone_9", "first_name", "ssn", "lead.email"]),
+    ),
+    value=st.one_of(
+        st.text(max_size=80),
+        st.text(min_size=1020, max_size=1100),
+        st.sampled_from(["+1 (555) 010-2030", " "]),
+    ),
+)
+def test_lead_searches_with_any_values_get_a_named_status(stubs: Stubs, field: str, value: str) -> None:
+    raw = query_pb2.FindLeadsRequest(field=field, value=value).SerializeToString()
+    assert call(stubs, "/leadtrail.v1.QueryService/FindLeads", False, False, raw) in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
 
 
 def test_the_server_still_serves_after_the_fuzzing(stubs: Stubs) -> None:

@@ -50,6 +50,7 @@ from ._model import (
     FieldPolicy,
     FilesTarget,
     GroupBy,
+    LeadMatch,
     NatsTarget,
     Outcome,
     RetentionPolicy,
@@ -62,6 +63,7 @@ from ._model import (
     VerifyReport,
     WebhookTarget,
 )
+from ._rules import FieldRule, RuleOp, parse_rule
 from ._tls import tls_credentials
 from ._ulid import new_event_id
 from ._warnings import AppendConflictWarning
@@ -90,9 +92,11 @@ __all__ = [
     "FailedPreconditionError",
     "FieldChange",
     "FieldPolicy",
+    "FieldRule",
     "FilesTarget",
     "GroupBy",
     "InvalidArgumentError",
+    "LeadMatch",
     "LeadTrailError",
     "NatsTarget",
     "NotFoundError",
@@ -102,6 +106,7 @@ __all__ = [
     "ResourceExhaustedError",
     "RetentionPolicy",
     "RetentionReport",
+    "RuleOp",
     "ServiceError",
     "Sink",
     "SinkStatus",
@@ -116,5 +121,6 @@ __all__ = [
     "WebhookTarget",
     "handle_rpc_error",
     "new_event_id",
+    "parse_rule",
     "tls_credentials",
 ]

@@ -48,6 +48,7 @@ from ._convert import (
     export_job_to_proto,
     field_policy_from_proto,
     field_policy_to_proto,
+    lead_match_from_proto,
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
@@ -71,6 +72,7 @@ from ._model import (
     ExportJob,
     FieldPolicy,
     GroupBy,
+    LeadMatch,
     RetentionPolicy,
     RetentionReport,
     Sink,
@@ -88,6 +90,7 @@ from ._requests import (
     aggregate_request,
     call_metadata,
     export_request,
+    find_leads_request,
     query_request,
     subscribe_request,
     timeline_request,
@@ -187,13 +190,30 @@ class AsyncClient:
             message = await self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    async def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+    async def timeline(self, lead_id: str, *, page_size: int = 0, as_of: datetime | None = None) -> Timeline:
         """See ``Client.timeline``: all pages fetched and joined."""
-        return joined_timeline([page async for page in self.timeline_pages(lead_id, page_size=page_size)])
+        pages = self.timeline_pages(lead_id, page_size=page_size, as_of=as_of)
+        return joined_timeline([page async for page in pages])
 
-    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> AsyncIterator[Timeline]:
+    def timeline_pages(
+        self, lead_id: str, *, page_size: int = 0, as_of: datetime | None = None
+    ) -> AsyncIterator[Timeline]:
         """See ``Client.timeline_pages``; iterate with ``async for``."""
-        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size, as_of=as_of))
+
+    async def find_leads(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        field: str | None = None,
+        value: str | None = None,
+    ) -> list[LeadMatch]:
+        """See ``Client.find_leads``."""
+        request = find_leads_request(email=email, phone=phone, field=field, value=value)
+        with translated_rpc_errors(secure=self.secure):
+            response = await self._query.FindLeads(request, timeout=self.timeout, metadata=self._metadata)
+        return [lead_match_from_proto(match) for match in response.leads]
 
     async def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> AsyncIterator[Timeline]:
         while True:

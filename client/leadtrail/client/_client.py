@@ -43,6 +43,7 @@ from ._convert import (
     export_job_to_proto,
     field_policy_from_proto,
     field_policy_to_proto,
+    lead_match_from_proto,
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
@@ -66,6 +67,7 @@ from ._model import (
     ExportJob,
     FieldPolicy,
     GroupBy,
+    LeadMatch,
     RetentionPolicy,
     RetentionReport,
     Sink,
@@ -83,6 +85,7 @@ from ._requests import (
     aggregate_request,
     call_metadata,
     export_request,
+    find_leads_request,
     query_request,
     subscribe_request,
     timeline_request,
@@ -193,17 +196,36 @@ class Client:
             message = self._query.GetEvent(request, timeout=self.timeout, metadata=self._metadata)
         return event_from_proto(message)
 
-    def timeline(self, lead_id: str, *, page_size: int = 0) -> Timeline:
+    def timeline(self, lead_id: str, *, page_size: int = 0, as_of: datetime | None = None) -> Timeline:
         """Every event of a lead with its snapshot changes, all pages fetched and joined;
         ``NotFoundError`` for an unknown lead. The store's own records about the lead (such
-        as its erasure) are in ``audit``, apart from the steps."""
-        return joined_timeline(list(self.timeline_pages(lead_id, page_size=page_size)))
+        as its erasure) are in ``audit``, apart from the steps. With ``as_of``, only the steps
+        with ``timestamp <= as_of``: the last step's snapshot is the lead as it was then."""
+        return joined_timeline(list(self.timeline_pages(lead_id, page_size=page_size, as_of=as_of)))
 
-    def timeline_pages(self, lead_id: str, *, page_size: int = 0) -> Iterator[Timeline]:
+    def timeline_pages(
+        self, lead_id: str, *, page_size: int = 0, as_of: datetime | None = None
+    ) -> Iterator[Timeline]:
         """The lead's timeline a page at a time (``page_size`` steps, 0: the server's 1,000),
         each fetched when the previous one has been taken. ``total_ms`` and
         ``since_previous_ms`` are the whole journey's on every page."""
-        return self._timeline_pages(timeline_request(lead_id, page_size=page_size))
+        return self._timeline_pages(timeline_request(lead_id, page_size=page_size, as_of=as_of))
+
+    def find_leads(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        field: str | None = None,
+        value: str | None = None,
+    ) -> list[LeadMatch]:
+        """The leads whose snapshot ever held this personal value, most recently active first:
+        ``email`` (case-blind), ``phone`` (digits only), or a ``field`` the account's policy
+        classes personal with its ``value``. Give exactly one of the three."""
+        request = find_leads_request(email=email, phone=phone, field=field, value=value)
+        with translated_rpc_errors(secure=self.secure):
+            response = self._query.FindLeads(request, timeout=self.timeout, metadata=self._metadata)
+        return [lead_match_from_proto(match) for match in response.leads]
 
     def _timeline_pages(self, request: query_pb2.GetTimelineRequest) -> Iterator[Timeline]:
         while True:

@@ -51,6 +51,7 @@ from ._model import (
     FieldPolicy,
     FilesTarget,
     GroupBy,
+    LeadMatch,
     NatsTarget,
     Outcome,
     RetentionPolicy,
@@ -65,6 +66,7 @@ from ._model import (
     built,
     from_wire,
 )
+from ._rules import field_rule_from_proto, field_rule_to_proto
 from .wire import (
     OUTCOME_WIRE_PREFIX,
     dict_to_struct,
@@ -343,7 +345,26 @@ def aggregate_row_from_proto(
     return AggregateRow(
         keys=tuple(keys),
         count=message.count,
-        price_sum=Decimal(message.price_sum) if message.price_sum else Decimal(0),
+        price_sum=_sum(message.price_sum),
+        revenue_sum=_sum(message.revenue_sum),
+        cost_sum=_sum(message.cost_sum),
+        profit=_sum(message.profit),
+    )
+
+
+def _sum(text: str) -> Decimal:
+    # A server from before revenue and cost leaves them empty: nothing summed.
+    return Decimal(text) if text else Decimal(0)
+
+
+def lead_match_from_proto(message: query_pb2.LeadMatch) -> LeadMatch:
+    return LeadMatch(
+        lead_id=message.lead_id,
+        first_timestamp=_datetime_of(message.first_timestamp)
+        if message.HasField("first_timestamp")
+        else None,
+        last_timestamp=_datetime_of(message.last_timestamp) if message.HasField("last_timestamp") else None,
+        events=message.events,
     )
 
 
@@ -429,6 +450,7 @@ def event_filter_to_proto(f: EventFilter) -> event_pb2.EventFilter:
         flow_id=f.flow_id,
         entity_id=f.entity_id,
         outcomes=[event_pb2.Outcome.ValueType(o) for o in f.outcomes],
+        where=[field_rule_to_proto(rule) for rule in f.where],
     )
     if f.start is not None:
         message.start.CopyFrom(to_timestamp(f.start))
@@ -446,6 +468,7 @@ def event_filter_from_proto(message: event_pb2.EventFilter) -> EventFilter:
         outcomes=tuple(Outcome(o) for o in message.outcomes),
         start=from_timestamp(message.start) if message.HasField("start") else None,
         end=from_timestamp(message.end) if message.HasField("end") else None,
+        where=tuple(field_rule_from_proto(rule) for rule in message.where),
     )
 
 

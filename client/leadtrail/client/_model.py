@@ -23,6 +23,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from ._rules import FieldRule, field_rules
+
 Model = TypeVar("Model")
 _WIRE = "_wire"
 """The instance attribute holding (message, decoders) until every field is decoded."""
@@ -227,11 +229,27 @@ class Timeline:
 
 @dataclass(frozen=True)
 class AggregateRow:
-    """One group: its keys (in ``group_by`` order), event count and exact price sum."""
+    """One group: its keys (in ``group_by`` order), event count and exact price sum; the sum
+    of its positive prices (``revenue_sum``), of its negative ones (``cost_sum``, negative)
+    and ``profit``, their sum."""
 
     keys: tuple[str, ...]
     count: int
     price_sum: Decimal
+    revenue_sum: Decimal = Decimal(0)
+    cost_sum: Decimal = Decimal(0)
+    profit: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class LeadMatch:
+    """A lead found by a personal value: its first and last event times and its number of
+    events, over the events the caller may see."""
+
+    lead_id: str
+    first_timestamp: datetime | None
+    last_timestamp: datetime | None
+    events: int
 
 
 @dataclass(frozen=True)
@@ -358,9 +376,11 @@ def _enum_member(enum_type: type[enum.IntEnum], value: object, what: str) -> Any
 
 @dataclass(frozen=True)
 class EventFilter:
-    """The events an alert rule counts: all given parts must match (as the query keywords).
+    """The events an alert rule, sink or export job takes: all given parts must match (as the
+    query keywords).
 
-    ``types`` are exact types or prefix patterns (``recipient.*``); a lone string is one type."""
+    ``types`` are exact types or prefix patterns (``recipient.*``); a lone string is one type.
+    ``where`` holds field rules, each a ``FieldRule`` or its text (``"lead.state==TX"``)."""
 
     types: tuple[str, ...] = ()
     lead_id: str = ""
@@ -369,8 +389,10 @@ class EventFilter:
     outcomes: tuple[Outcome, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    where: tuple[FieldRule, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "where", field_rules(self.where))
         types: object = self.types
         object.__setattr__(self, "types", (types,) if isinstance(types, str) else tuple(self.types))
         outcomes: object = self.outcomes

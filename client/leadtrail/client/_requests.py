@@ -14,6 +14,7 @@ from leadtrail.v1 import event_pb2, query_pb2, stream_pb2
 
 from ._convert import to_timestamp
 from ._model import GroupBy, Outcome
+from ._rules import FieldRule, field_rule_to_proto, field_rules
 
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 
@@ -31,6 +32,8 @@ class EventFilterArgs(TypedDict, total=False):
 
     ``types`` are exact types or prefix patterns (``recipient.*``); an event matches
     any of them. ``start`` is inclusive, ``end`` exclusive, both on ``timestamp``.
+    ``where``: field rules that must all hold, each a ``FieldRule`` or its text
+    (``"lead.state==TX"``, ``"price>=20"``), one or several.
     """
 
     types: str | Iterable[str]
@@ -40,6 +43,7 @@ class EventFilterArgs(TypedDict, total=False):
     outcomes: Outcome | int | Iterable[Outcome | int]
     start: datetime | None
     end: datetime | None
+    where: FieldRule | str | Iterable[FieldRule | str] | None
 
 
 def event_filter(
@@ -51,6 +55,7 @@ def event_filter(
     outcomes: Outcome | int | Iterable[Outcome | int] = (),
     start: datetime | None = None,
     end: datetime | None = None,
+    where: FieldRule | str | Iterable[FieldRule | str] | None = None,
 ) -> event_pb2.EventFilter:
     # A lone string is one type, not an iterable of one-letter types.
     type_list = [types] if isinstance(types, str) else list(types)
@@ -61,6 +66,7 @@ def event_filter(
         flow_id=flow_id,
         entity_id=entity_id,
         outcomes=[event_pb2.Outcome.ValueType(Outcome(outcome)) for outcome in outcome_list],
+        where=[field_rule_to_proto(rule) for rule in field_rules(where)],
     )
     if start is not None:
         message.start.CopyFrom(to_timestamp(start))
@@ -93,14 +99,34 @@ MAX_TIMELINE_PAGE = 1000
 
 
 def timeline_request(
-    lead_id: str, *, page_size: int = 0, page_token: str = ""
+    lead_id: str, *, page_size: int = 0, page_token: str = "", as_of: datetime | None = None
 ) -> query_pb2.GetTimelineRequest:
-    """``page_size`` steps a page, 0 for the server's default (and maximum) of 1,000."""
+    """``page_size`` steps a page, 0 for the server's default (and maximum) of 1,000;
+    ``as_of``: only the steps with ``timestamp <= as_of``."""
     if not 0 <= page_size <= MAX_TIMELINE_PAGE:
         raise ValueError(f"page_size must be within 0..{MAX_TIMELINE_PAGE}, not {page_size}")
-    return query_pb2.GetTimelineRequest(
+    message = query_pb2.GetTimelineRequest(
         lead_id=lead_id, page_size=page_size, page_token=page_token, json_snapshots=True
     )
+    if as_of is not None:
+        message.as_of.CopyFrom(to_timestamp(as_of))
+    return message
+
+
+def find_leads_request(
+    *, email: str | None = None, phone: str | None = None, field: str | None = None, value: str | None = None
+) -> query_pb2.FindLeadsRequest:
+    """Exactly one of ``email``, ``phone``, or ``field`` with ``value``."""
+    given = [email is not None, phone is not None, field is not None or value is not None]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of email, phone, or field with value")
+    if email is not None:
+        return query_pb2.FindLeadsRequest(field="email", value=email)
+    if phone is not None:
+        return query_pb2.FindLeadsRequest(field="phone", value=phone)
+    if not field or value is None:
+        raise ValueError("field and value go together: give both")
+    return query_pb2.FindLeadsRequest(field=field, value=value)
 
 
 def export_request(

@@ -1,5 +1,10 @@
 """Aggregate: counts and exact price sums of the matching events, grouped by keys.
 
+A price is money by sign: positive is revenue (what a buyer paid for the lead),
+negative is cost (what a source was paid for it). Each group has the sum of all
+its prices, of the positive ones (``revenue_sum``), of the negative ones
+(``cost_sum``, negative) and their total (``profit``), all exact decimals.
+
 The wire spells an outcome key with the enum's name (``OUTCOME_SUCCESS``), which
 API.md fixes; the SDK shows it by its short name.
 """
@@ -7,8 +12,9 @@ API.md fixes; the SDK shows it by its short name.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 
 import grpc
 
@@ -47,23 +53,61 @@ ANSWER_BYTES = 3 * 1024 * 1024
 """An answer holds at most this much, under gRPC's 4 MB default: Aggregate does not page."""
 
 
+EXACT = Context(prec=1000, traps=[Inexact])
+"""Sums of prices never round: a price has up to 32 digits, past the default context's 28,
+and a sum of millions adds a few more; anything inexact raises rather than answer wrong."""
+
+
+@dataclass
+class MoneySums:
+    """A group's exact sums of prices: all of them, the positive ones, the negative ones."""
+
+    price: Decimal = Decimal(0)
+    revenue: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+
+    def add(self, price: str) -> None:
+        """Add one event's price (a plain decimal string; empty: no price)."""
+        if not price:
+            return
+        value = Decimal(price)
+        self.price = EXACT.add(self.price, value)
+        if value > 0:
+            self.revenue = EXACT.add(self.revenue, value)
+        elif value < 0:
+            self.cost = EXACT.add(self.cost, value)
+
+    @property
+    def profit(self) -> Decimal:
+        return EXACT.add(self.revenue, self.cost)
+
+
 def aggregate(
     log: EventLog, f: EventFilter, groups: Sequence[int], max_bytes: int = ANSWER_BYTES
 ) -> query_pb2.AggregateResponse:
     """Counts and sums per group; RESOURCE_EXHAUSTED when the groups would not fit an answer."""
     counts: dict[tuple[str, ...], int] = {}
-    sums: dict[tuple[str, ...], Decimal] = {}
+    sums: dict[tuple[str, ...], MoneySums] = {}
     for events in matching_pages(log, f, include_lead=False):
         for event in events:
             key = tuple(_group_key(event, g) for g in groups)
             counts[key] = counts.get(key, 0) + 1
             if event.price:
-                sums[key] = sums.get(key, Decimal(0)) + Decimal(event.price)
+                group = sums.get(key)
+                if group is None:
+                    group = sums[key] = MoneySums()
+                group.add(event.price)
     response = query_pb2.AggregateResponse()
     used = 0
     for key in sorted(counts):
+        money = sums.get(key) or MoneySums()
         row = response.rows.add(
-            keys=key, count=counts[key], price_sum=plain_decimal(sums.get(key, Decimal(0)))
+            keys=key,
+            count=counts[key],
+            price_sum=plain_decimal(money.price),
+            revenue_sum=plain_decimal(money.revenue),
+            cost_sum=plain_decimal(money.cost),
+            profit=plain_decimal(money.profit),
         )
         used += row.ByteSize() + 4
         if used > max_bytes:

@@ -56,12 +56,13 @@ from .keys import KeyStore, KeyStoreError
 from .notices import NoticeHub, WriterLink
 from .privacy import Fingerprints
 from .read_audit import ReadAudit
-from .service import ServedStore, servicers
+from .service import AlertService, QueryService, ServedStore, StreamService, servicers
 from .sinks.book import SinkBook, SinkBookError
 from .sinks.registry import Sinks
 from .sinks.sink import SinkPolicy, SinkPolicyError
 from .status import Context, ServiceError, abort, invalid
 from .web import HttpListener, HttpListenerError
+from .web.console import ConsoleServices
 from .worker_role import WorkerRole
 
 log = logging.getLogger("leadtrail.server")
@@ -458,7 +459,8 @@ class LeadTrailServer:
             ],
         )
         private: list[grpc.GenericRpcHandler[Any, Any]] = []
-        for servicer, module in servicers(store):
+        made = servicers(store)
+        for servicer, module in made:
             (service,) = module.DESCRIPTOR.services_by_name.values()
             if following and service.full_name in FORWARDED:
                 assert self._link is not None
@@ -510,8 +512,19 @@ class LeadTrailServer:
         if self._exports is not None:  # the writer: runs missed or cut short are made now
             await self._exports.start()
         if config.http != "off" and not following:
+            # The console calls the gRPC port's own servicers (the writer's: a follower serves no HTTP).
+            console = ConsoleServices(
+                queries=next(s for s, _ in made if isinstance(s, QueryService)),
+                streams=next(s for s, _ in made if isinstance(s, StreamService)),
+                alerts=next(s for s, _ in made if isinstance(s, AlertService)),
+            )
             self._http = HttpListener(
-                config.http, store, self._alerting, tls_cert=config.tls_cert, tls_key=config.tls_key
+                config.http,
+                store,
+                self._alerting,
+                tls_cert=config.tls_cert,
+                tls_key=config.tls_key,
+                services=console,
             )
             try:
                 await self._http.start()

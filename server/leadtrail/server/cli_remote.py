@@ -35,6 +35,7 @@ from leadtrail.client import (
     SinkStatus,
     TLSError,
     UnavailableError,
+    parse_rule,
     tls_credentials,
 )
 
@@ -103,12 +104,17 @@ def _first_line(error: BaseException | str) -> str:
 
 
 def filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The EventFilter flags shared by query, tail and export, as SDK keyword arguments
-    (times and outcomes were parsed by the command line's parser)."""
+    """The EventFilter flags shared by query, tail, export, aggregate, report, sinks and export
+    jobs, as SDK keyword arguments (times and outcomes were parsed by the command line's parser;
+    a ``--where`` rule that does not parse is a usage error naming it)."""
     start = getattr(args, "since", None)
     end = args.until
     if start is not None and end is not None and end <= start:
         raise UsageError(f"--until {iso_ms(end)} is not after --since {iso_ms(start)}")
+    try:
+        where = tuple(parse_rule(text) for text in getattr(args, "where", None) or ())
+    except ValueError as e:
+        raise UsageError(f"--where: {e}") from None
     return {
         "types": tuple(args.type or ()),
         "lead_id": args.lead or "",
@@ -117,6 +123,7 @@ def filter_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "outcomes": tuple(args.outcome or ()),
         "start": start,
         "end": end,
+        "where": where,
     }
 
 
@@ -201,7 +208,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        pages = client.timeline_pages(args.lead_id)
+        pages = client.timeline_pages(args.lead_id, as_of=getattr(args, "as_of", None))
         try:
             first = next(pages)
         except NotFoundError:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadtrail.server.convert import ms_to_timestamp
-from leadtrail.storage import EventFilter, Outcome
+from leadtrail.server.convert import field_rule_message, ms_to_timestamp
+from leadtrail.storage import EventFilter, Outcome, RuleError
+from leadtrail.storage.field_rules import rule_from_json, rule_json
 from leadtrail.v1 import event_pb2
 
 
 def filter_json(f: EventFilter) -> dict[str, Any]:
-    """The filter as its book's file holds it (the account is the entry's own)."""
-    return {
+    """The filter as its book's file holds it (the account is the entry's own). Field rules
+    only when there are some: a book without them is written byte for byte as before."""
+    raw: dict[str, Any] = {
         "types": list(f.types),
         "lead_id": f.lead_id,
         "flow_id": f.flow_id,
@@ -28,11 +30,18 @@ def filter_json(f: EventFilter) -> dict[str, Any]:
         "flow_scope": list(f.flow_scope),
         "hidden_types": list(f.hidden_types),
     }
+    if f.where:
+        raw["where"] = [rule_json(rule) for rule in f.where]
+    return raw
 
 
 def filter_from_json(account_id: str, raw: dict[str, Any]) -> EventFilter:
     """``filter_json`` read back, of ``account_id``; a field a file written before it existed
     lacks is empty. Raises ValueError, KeyError or TypeError on a damaged file."""
+    try:
+        where = tuple(rule_from_json(rule) for rule in raw.get("where", ()))
+    except RuleError as e:
+        raise ValueError(f"where: {e}") from None
     return EventFilter(
         account_id=account_id,
         types=tuple(raw.get("types", ())),
@@ -45,6 +54,7 @@ def filter_from_json(account_id: str, raw: dict[str, Any]) -> EventFilter:
         entity_scope=tuple(raw.get("entity_scope", ())),
         flow_scope=tuple(raw.get("flow_scope", ())),
         hidden_types=tuple(raw.get("hidden_types", ())),
+        where=where,
     )
 
 
@@ -56,6 +66,7 @@ def filter_message(f: EventFilter) -> event_pb2.EventFilter:
         flow_id=f.flow_id,
         entity_id=f.entity_id,
         outcomes=[int(o) for o in f.outcomes],  # type: ignore[misc]
+        where=[field_rule_message(rule) for rule in f.where],
     )
     if f.start_ms is not None:
         ms_to_timestamp(f.start_ms, message.start)

@@ -9,6 +9,7 @@ SDK's public ``leadtrail.client.wire``, kept once for both sides.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +23,17 @@ from leadtrail.client.wire import python_to_value as python_to_value
 from leadtrail.client.wire import struct_to_dict as struct_to_dict
 from leadtrail.client.wire import timestamp_to_ms as timestamp_to_ms
 from leadtrail.client.wire import value_to_python as value_to_python
-from leadtrail.storage import DEFAULT_ACCOUNT, Event, EventFilter, Outcome, ValidationError, new_event_id
+from leadtrail.storage import (
+    DEFAULT_ACCOUNT,
+    Event,
+    EventFilter,
+    FieldRule,
+    Outcome,
+    RuleError,
+    ValidationError,
+    new_event_id,
+)
+from leadtrail.storage.field_rules import MAX_RULES
 from leadtrail.storage.validation import TYPE_MAX, TYPE_PATTERN
 from leadtrail.v1 import event_pb2
 
@@ -158,6 +169,7 @@ def filter_from_proto(message: event_pb2.EventFilter, account_id: str = DEFAULT_
     for name in ("lead_id", "flow_id", "entity_id"):
         if len(getattr(message, name)) > 128:
             raise ValidationError(None, f"filter.{name}", "longer than the 128 characters an id may have")
+    where = field_rules_from_proto(message.where)
     return EventFilter(
         account_id=account_id,
         types=tuple(message.types),
@@ -167,7 +179,27 @@ def filter_from_proto(message: event_pb2.EventFilter, account_id: str = DEFAULT_
         outcomes=tuple(outcomes),
         start_ms=start,
         end_ms=end,
+        where=where,
     )
+
+
+def field_rules_from_proto(rules: Sequence[event_pb2.FieldRule]) -> tuple[FieldRule, ...]:
+    """``EventFilter.where`` checked: INVALID_ARGUMENT naming ``filter.where[i]``, the problem
+    and the limit, before anything is read or stored."""
+    if len(rules) > MAX_RULES:
+        raise ValidationError(None, "filter.where", f"{len(rules)} rules, over the limit of {MAX_RULES}")
+    checked = []
+    for i, rule in enumerate(rules):
+        try:
+            checked.append(FieldRule(rule.field, rule.op, tuple(rule.values)))  # type: ignore[arg-type]
+        except RuleError as e:
+            raise ValidationError(None, f"filter.where[{i}]", e.problem) from None
+    return tuple(checked)
+
+
+def field_rule_message(rule: FieldRule) -> event_pb2.FieldRule:
+    """A rule as answers show it (a stored alert rule's, sink's or export job's)."""
+    return event_pb2.FieldRule(field=rule.field, op=int(rule.op), values=rule.values)  # type: ignore[arg-type]
 
 
 def _check_type_pattern(field: str, pattern: str) -> None:

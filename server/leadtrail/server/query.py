@@ -1,13 +1,13 @@
-"""QueryService: GetEvent, GetTimeline, QueryEvents, Export and Aggregate, each within the
-caller's scope, each recorded by the read audit."""
+"""QueryService: GetEvent, GetTimeline, QueryEvents, Export, Aggregate and FindLeads, each
+within the caller's scope, each recorded by the read audit."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import grpc
-
 from leadtrail.storage import Event, StoredEvent
+from leadtrail.storage.fingerprints import MAX_LEADS, MAX_VALUE_BYTES, LeadMatch
+from leadtrail.storage.ingest import FIELD_NAME_MAX
 from leadtrail.storage.wireform import repeated_field
 from leadtrail.v1 import query_pb2
 
@@ -15,9 +15,10 @@ from .aggregates import aggregate, check_groups
 from .caller import Caller
 from .convert import event_to_proto
 from .export import ExportShape, chunks
+from .privacy import mask_value
 from .scan import matching_pages
 from .served_store import ServedStore
-from .status import Context, ServiceError, invalid, not_found, streaming, unary
+from .status import Context, invalid, not_found, streaming, unary
 from .timelines import check_page_size, key_of_token, page_message, read_page
 
 INLINE_EVENTS = 64
@@ -163,7 +164,41 @@ class QueryService:
     async def FindLeads(
         self, request: query_pb2.FindLeadsRequest, context: Context
     ) -> query_pb2.FindLeadsResponse:
-        raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "FindLeads: the fingerprint index is being built")
+        field, value = request.field, request.value
+        caller, log = Caller.current(), self.store.log
+        if not field:
+            raise invalid("field", "required: email, phone or another personal field")
+        if len(field) > FIELD_NAME_MAX:
+            raise invalid("field", f"{len(field)} characters, over the limit of {FIELD_NAME_MAX}")
+        if not log.searchable(field, caller.account):
+            raise invalid(
+                "field",
+                f"{field!r} is not a personal field: search by email, phone (or phone_*), or a field "
+                "the account's field policy classes pii",
+            )
+        if not value.strip():
+            raise invalid("value", "required")
+        size = len(value.encode())
+        if size > MAX_VALUE_BYTES:
+            raise invalid("value", f"{size} bytes, over the limit of {MAX_VALUE_BYTES}")
+        key = caller.key
+        # Admins and keyless callers see every event of a lead: counted from the index
+        # alone. Other roles do not see its audit records, scoped keys only their scope.
+        visible = None if key is None or (key.role == "admin" and not caller.limited) else caller.sees
+
+        def find() -> list[LeadMatch]:
+            return log.find_leads(field, value, caller.account, visible=visible, limit=MAX_LEADS)
+
+        found = await self.store.run(find)
+        response = query_pb2.FindLeadsResponse()
+        for match in found:
+            lead = response.leads.add(lead_id=match.lead_id, events=match.events)
+            lead.first_timestamp.FromMilliseconds(match.first_timestamp_ms)
+            lead.last_timestamp.FromMilliseconds(match.last_timestamp_ms)
+        # The value searched is personal data: the audit keeps it masked, as a reader sees it.
+        audited = query_pb2.FindLeadsRequest(field=field, value=str(mask_value(field, value)))
+        self.store.audit.record(caller, "FindLeads", audited, sum(m.events for m in found))
+        return response
 
 
 def _event_bytes(

@@ -36,6 +36,7 @@ from .event import (
     Stats,
     VerifyReport,
 )
+from .field_rules import FieldRule, RuleError, RuleOp
 from .fields import FieldPolicy
 from .fs import Files
 from .log import EventLog
@@ -59,6 +60,7 @@ __all__ = [
     "EventFilter",
     "EventLog",
     "FieldPolicy",
+    "FieldRule",
     "Files",
     "FsyncPolicy",
     "InvalidArgumentError",
@@ -73,6 +75,8 @@ __all__ = [
     "Progress",
     "RetentionPolicy",
     "RetentionReport",
+    "RuleError",
+    "RuleOp",
     "Stats",
     "StorageError",
     "StoredEvent",

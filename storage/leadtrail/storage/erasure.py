@@ -177,6 +177,9 @@ def erase_lead(
         checked.update(e.position for e in _not_audit(everything))
     if not checked:
         return None
+    # The lead is no longer found by what it held: its search entries go, by the reverse
+    # map, whatever field policy or key was in force when they were made.
+    store.index.forget_lead(account_id, lead_id)
     replaced += finish_retirements(store)
     timeline = _not_audit(store.timeline(lead_id, account_id))
     record = Event(

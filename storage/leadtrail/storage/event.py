@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from .field_rules import FieldRule, checked_rules, reads_lead, rules_hold
 
 DEFAULT_ACCOUNT = "default"
 
@@ -132,7 +134,9 @@ class EventFilter:
 
     ``types`` holds exact types or prefix patterns ending in ``.*``
     (``recipient.*``). ``start_ms`` is inclusive, ``end_ms`` exclusive, both on
-    the event ``timestamp``.
+    the event ``timestamp``. ``where`` holds field rules that must all hold
+    (``field_rules`` says how they compare); they are checked last, on the events
+    every other part lets through, since they may need the snapshot decoded.
     """
 
     account_id: str = DEFAULT_ACCOUNT
@@ -149,6 +153,16 @@ class EventFilter:
     """When set, only events of these flows exist for this filter (a key's scope)."""
     hidden_types: tuple[str, ...] = ()
     """Types (or ``x.*`` prefixes) that do not exist for this filter (what a role may not see)."""
+    where: tuple[FieldRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.where:
+            object.__setattr__(self, "where", checked_rules(self.where))
+
+    @property
+    def reads_lead(self) -> bool:
+        """Whether matching an event needs its snapshot (a rule on ``lead.<name>``)."""
+        return bool(self.where) and reads_lead(self.where)
 
     def matches(self, event: EventFields) -> bool:
         if event.account_id != self.account_id:
@@ -177,11 +191,23 @@ class EventFilter:
             for pattern in self.types:
                 if pattern.endswith(".*"):
                     if event.type.startswith(pattern[:-1]):
-                        return True
+                        break
                 elif event.type == pattern:
-                    return True
-            return False
+                    break
+            else:
+                return False
+        if self.where:
+            # An event read in its stored form is decoded for the rules, the snapshot only if
+            # a rule reads it.
+            subject = event if isinstance(event, Event) else cast(Decodable, event).event(self.reads_lead)
+            return rules_hold(self.where, subject)
         return True
+
+
+class Decodable(Protocol):
+    """An event in a stored form (``StoredEvent``) that decodes to an ``Event``."""
+
+    def event(self, include_lead: bool = True) -> Event: ...
 
 
 @dataclass(frozen=True, slots=True)

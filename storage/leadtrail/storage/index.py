@@ -17,6 +17,12 @@ side by side under one key, about 12 bytes an event):
 - ``segacct``   segment base + account -> (min, max recorded_at): retention planning
 - ``names``/``numbers``  interned accounts, types, flows, entities (both ways)
 - ``meta``      high-water position, event count, store id, index version
+- ``fingerprints`` 32-byte keyed fingerprint of a personal value (fingerprints.py) ->
+                dups lead key (account + 8-byte hash of lead_id, the ``lead`` key): lead search
+- ``leadprints`` lead key -> dups fingerprint: the reverse map, so that an erasure or a
+                lead leaving the log removes exactly the entries that were made for it,
+                whatever the field policy or key was when they were made, without
+                decoding an event
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import lmdb
 from . import ingest
 from .errors import StorageError
 from .event import Event
+from .fingerprints import LeadPrints
 from .ulid import id_bytes
 
-INDEX_VERSION = b"6"
+INDEX_VERSION = b"7"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -53,7 +60,7 @@ KIND_TYPE = b"t"
 KIND_FLOW = b"f"
 KIND_ENTITY = b"e"
 
-_DUP_DBS = ("positions", "lead", "type", "time", "flow", "entity")
+_DUP_DBS = ("positions", "lead", "type", "time", "flow", "entity", "fingerprints", "leadprints")
 _PLAIN_DBS = ("meta", "names", "numbers", "ids", "segacct")
 
 
@@ -167,9 +174,14 @@ _LMDB_MAGIC = 0xBEEFC0DE
 
 
 class Index:
-    def __init__(self, path: str, map_size: int, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str, map_size: int, readonly: bool = False, prints: LeadPrints | None = None
+    ) -> None:
         self.path = path
         self.map_size = map_size
+        self.prints = prints
+        """Fingerprints each added event's personal values into ``fingerprints``; None
+        leaves that database alone (a read-only follower, a copy)."""
         if _looks_truncated(path):
             raise StorageError(f"index at {path} is shorter than its own meta page says")
         try:
@@ -278,6 +290,8 @@ class Index:
             txn.put(b"high_water", _U64.pack(0), db=meta)
             txn.put(b"count", _U64.pack(0), db=meta)
             txn.put(b"raw", _U64.pack(0), db=meta)
+            if self.prints is not None:
+                txn.put(b"prints", self.prints.key_id, db=meta)
             reset_id = txn.id()
         with self._lock:
             self._names_valid_from = reset_id
@@ -400,6 +414,8 @@ class Index:
                 _, appended = cursor.putmulti(items, dupdata=True, append=True)
                 if appended < len(items):
                     cursor.putmulti(items, dupdata=True)
+        if self.prints is not None:
+            self._put_prints(txn, group, number)
         db = self.dbs["segacct"]
         for key, (low, high) in segacct.items():
             old = txn.get(key, db=db)
@@ -417,6 +433,96 @@ class Index:
             txn.put(b"high_water", _U64.pack(high_water), db=meta)
         return packed
 
+    def _put_prints(
+        self, txn: lmdb.Transaction, group: list[Located], number: Callable[[bytes, str], bytes]
+    ) -> None:
+        """The fingerprints of the group's snapshots, both ways; a pair already there stays
+        one pair (a lead's snapshot repeats its values at every step)."""
+        prints = self.prints
+        assert prints is not None
+        pairs: set[tuple[bytes, bytes]] = set()
+        # A lead's steps in one group often carry one snapshot: fingerprinted once.
+        seen: set[tuple[bytes, int]] = set()
+        for item in group:
+            e = item.event
+            if not e.lead:
+                continue
+            lead_key = number(KIND_ACCOUNT, e.account_id) + lead_hash(e.lead_id)
+            marker = (lead_key, id(e.lead))
+            if marker in seen:
+                continue
+            seen.add(marker)
+            for fp in prints.of_event(e.account_id, e.type, e.lead):
+                pairs.add((fp, lead_key))
+        if not pairs:
+            return
+        forward = sorted(pairs)
+        txn.cursor(db=self.dbs["fingerprints"]).putmulti(forward, dupdata=True)
+        reverse = sorted((lead_key, fp) for fp, lead_key in forward)
+        txn.cursor(db=self.dbs["leadprints"]).putmulti(reverse, dupdata=True)
+
+    def _forget_prints(self, txn: lmdb.Transaction, lead_key: bytes, keep: set[bytes] | None = None) -> int:
+        """Remove a lead's fingerprint entries (those not in ``keep``); how many went."""
+        reverse = txn.cursor(db=self.dbs["leadprints"])
+        if not reverse.set_key(lead_key):
+            return 0
+        gone = [bytes(fp) for fp in reverse.iternext_dup()]
+        if keep is not None:
+            gone = [fp for fp in gone if fp not in keep]
+        forward = self.dbs["fingerprints"]
+        leadprints = self.dbs["leadprints"]
+        for fp in gone:
+            txn.delete(fp, lead_key, db=forward)
+            txn.delete(lead_key, fp, db=leadprints)
+        return len(gone)
+
+    def forget_lead(self, account_id: str, lead_id: str) -> int:
+        """Remove every fingerprint entry of a lead (an erasure); how many went."""
+        with self.env.begin(write=True) as txn:
+            acct = self.number(txn, KIND_ACCOUNT, account_id, False)
+            if acct is None:
+                return 0
+            return self._forget_prints(txn, _U32.pack(acct) + lead_hash(lead_id))
+
+    def refresh_lead(self, account_id: str, lead_id: str, prints: set[bytes]) -> int:
+        """Keep of a lead's fingerprint entries only ``prints`` (those its events still
+        hold, after some of its values were erased by age); how many went."""
+        with self.env.begin(write=True) as txn:
+            acct = self.number(txn, KIND_ACCOUNT, account_id, False)
+            if acct is None:
+                return 0
+            return self._forget_prints(txn, _U32.pack(acct) + lead_hash(lead_id), prints)
+
+    def leads_of(self, txn: lmdb.Transaction, fingerprint: bytes) -> list[bytes]:
+        """The lead keys (``lead`` keys) under a fingerprint."""
+        cursor = txn.cursor(db=self.dbs["fingerprints"])
+        if not cursor.set_key(fingerprint):
+            return []
+        return [bytes(value) for value in cursor.iternext_dup()]
+
+    def prints_of(self, txn: lmdb.Transaction, lead_key: bytes) -> list[bytes]:
+        """The fingerprints under a lead key (the reverse map)."""
+        cursor = txn.cursor(db=self.dbs["leadprints"])
+        if not cursor.set_key(lead_key):
+            return []
+        return [bytes(value) for value in cursor.iternext_dup()]
+
+    def lead_span(self, txn: lmdb.Transaction, lead_key: bytes) -> tuple[int, int, int, int] | None:
+        """(first timestamp, last timestamp, last position, events) of a lead key, from the
+        ``lead`` index alone; None when it has no event."""
+        cursor = txn.cursor(db=self.dbs["lead"])
+        if not cursor.set_key(lead_key):
+            return None
+        count = int(cursor.count())
+        first, _ = untspos(bytes(cursor.value()))
+        cursor.last_dup()
+        last, position = untspos(bytes(cursor.value()))
+        return first, last, position, count
+
+    def lead_positions(self, txn: lmdb.Transaction, lead_key: bytes) -> list[int]:
+        """The positions of a lead key's events in (timestamp, position) order."""
+        return [untspos(value)[1] for value in self.iter_dups(txn, "lead", lead_key, None, False)]
+
     def account_events(self, txn: lmdb.Transaction) -> dict[str, int]:
         """Stored events per account: the ``time`` index holds one value per event under
         its account, and LMDB keeps the count of a key's values (no walk)."""
@@ -432,6 +538,7 @@ class Index:
     def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
         """Forget a segment's events (before it is deleted or rewritten)."""
         removed = raw = 0
+        lead_keys: set[bytes] = set()
         with self.env.begin(write=True) as txn:
             for item in events:
                 e = item.event
@@ -443,7 +550,9 @@ class Index:
                 value = tspos(e.timestamp_ms or 0, e.position)
                 if txn.delete(acct + id_bytes(e.id), db=self.dbs["ids"]):
                     removed += 1
-                txn.delete(acct + lead_hash(e.lead_id), value, db=self.dbs["lead"])
+                lead_key = acct + lead_hash(e.lead_id)
+                txn.delete(lead_key, value, db=self.dbs["lead"])
+                lead_keys.add(lead_key)
                 txn.delete(acct, value, db=self.dbs["time"])
                 for db, kind, name in (
                     ("type", KIND_TYPE, e.type),
@@ -454,6 +563,12 @@ class Index:
                         number = self.number(txn, kind, name, False)
                         if number is not None:
                             txn.delete(acct + _U32.pack(number), value, db=self.dbs[db])
+            # A lead none of whose events is left is no longer found; one with events
+            # left keeps its entries (its later snapshots usually hold the same values).
+            lead_cursor = txn.cursor(db=self.dbs["lead"])
+            for lead_key in sorted(lead_keys):
+                if not lead_cursor.set_key(lead_key):
+                    self._forget_prints(txn, lead_key)
             base = _U64.pack(segment_base)
             txn.delete(base, db=self.dbs["positions"])
             cursor = txn.cursor(db=self.dbs["segacct"])

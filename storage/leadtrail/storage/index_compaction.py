@@ -69,7 +69,7 @@ def swap(old: Index, fresh: str, files: Files) -> Index:
         if not os.path.isdir(path):
             os.replace(retired if os.path.isdir(retired) else fresh, path)
     remove_leftovers(path)
-    return Index(path, old.map_size)
+    return Index(path, old.map_size, prints=old.prints)
 
 
 def remove_leftovers(index_dir: str) -> None:

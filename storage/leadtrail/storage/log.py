@@ -21,7 +21,7 @@ from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, index_compaction, query, recovery, retention, stats, writer
+from . import erasure, fingerprints, index_compaction, query, recovery, retention, stats, writer
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .erasure import ErasureReport
@@ -30,6 +30,7 @@ from .event import (
     DEFAULT_ACCOUNT,
     AppendResult,
     Event,
+    EventFields,
     EventFilter,
     Page,
     Progress,
@@ -38,7 +39,8 @@ from .event import (
     Stats,
     VerifyReport,
 )
-from .fields import FieldPolicies, FieldPolicy
+from .fields import Classify, FieldPolicies, FieldPolicy
+from .fingerprints import LeadMatch, LeadPrints
 from .follow import CommitNotice
 from .index import Index
 from .maintenance import StoreMaintenance
@@ -108,13 +110,21 @@ class EventLog:
         )
         self._retention = retention.RetentionPolicies(self.path, files)
         self.fields = FieldPolicies(self.path, files)
+        # Made even read-only: opening brings the index up to the log's end, lead search too.
+        key = fingerprints.load_key(self.path, files, create=True)
+        self._prints = None if key is None else LeadPrints(key, self._classifier)
         self._reader = Reader(self._require_index, self._segments, self.dictionaries)
         self._quarantine = Quarantine(directory.quarantine_dir, files, directory.retire)
         rewritten = recovery.recover(
             directory, self._segments, self._quarantine if options.quarantine else None
         )
         index = self._index = recovery.open_index(
-            directory.index_dir, self.options.map_size, self.store_id, rewritten, self._segments
+            directory.index_dir,
+            self.options.map_size,
+            self.store_id,
+            rewritten,
+            self._segments,
+            self._prints,
         )
         recovery.index_tail(index, self._segments, self._reader.segment_events, index.high_water)
         last = self._segments.last_position_on_disk
@@ -149,6 +159,8 @@ class EventLog:
         self.store_id = directory.existing_store_id()
         self._retention = retention.RetentionPolicies(self.path, files)
         self._quarantine = Quarantine(directory.quarantine_dir, files, directory.retire)
+        key = fingerprints.load_key(self.path, files, create=False)
+        self._prints = None if key is None else LeadPrints(key, self._classifier)
         self._index_inode = _inode(directory.index_dir)
         self._index = Index(directory.index_dir, self.options.map_size, readonly=True)
         self._segments.reload(notice.tail, notice.visible)
@@ -209,6 +221,10 @@ class EventLog:
             self._segments.reload(notice.tail, notice.visible)
             self._load_followed_parts(self._reader.rewrite_epoch + 1)
         self._following = notice
+
+    def _classifier(self, account_id: str) -> Classify:
+        # Looked up each time: a follower reloads its field policies.
+        return self.fields.classifier(account_id)
 
     def _last_recorded_at(self) -> int:
         last = self._segments.last_event_position
@@ -326,6 +342,30 @@ class EventLog:
         """``scan`` in the wire form: (events, cursor of the next page or None)."""
         return query.scan_stored(self._reader, filter or EventFilter(), after, limit, descending)
 
+    @translating("finding leads")
+    def find_leads(
+        self,
+        field: str,
+        value: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        *,
+        visible: Callable[[EventFields], bool] | None = None,
+        limit: int = fingerprints.MAX_LEADS,
+    ) -> list[LeadMatch]:
+        """The account's leads whose snapshot held ``value`` in the personal field ``field``
+        (``email``, ``phone*`` or a field the account's policy classes ``pii``; see
+        fingerprints.py), most recently active first, each with the span and count of its
+        events ``visible`` admits (all of them when None). Empty for a field that is not
+        searchable (``searchable`` says which are)."""
+        prints = self._prints
+        if prints is None:  # a follower of a store whose writer has not made its key yet
+            return []
+        return fingerprints.find_leads(self._reader, prints, account_id, field, value, visible, limit)
+
+    def searchable(self, field: str, account_id: str = DEFAULT_ACCOUNT) -> bool:
+        """Whether ``find_leads`` searches ``field`` in the account."""
+        return fingerprints.searchable(field, self.fields.classifier(account_id)) is not None
+
     @property
     def rewrites(self) -> int:
         """Counts segment rewrites (erasure, retention): what was read before a change of
@@ -383,6 +423,7 @@ class EventLog:
                 segments=self._segments,
                 events=self._reader.segment_events,
                 progress=progress,
+                prints=self._prints,
             )
             self._exclusively(lambda: self._replace_index(build))
             self._reader.new_epoch()

@@ -2,7 +2,9 @@
 
 A scan walks the one index that narrows the filter most (a lead beats an
 entity or flow, which beat types, which beat plain time), in (timestamp,
-position) order, and checks the rest of the filter on each event. Its cursor
+position) order, and checks the rest of the filter on each event. Field rules
+(``where``) are such a check, on the events the index walk reaches: no index
+covers snapshot values (benchmarks/where_bench.py measures why none pays). Its cursor
 names the last (timestamp, position) returned and the position the first page
 saw as the end of the log, so later pages neither repeat nor skip, and do not
 drift while appends continue.
@@ -192,6 +194,9 @@ def _filter_hash(f: EventFilter) -> int:
         # A key's scope, only when there is one: cursors made before scopes existed stay valid.
         + ((sorted(f.entity_scope), sorted(f.flow_scope)) if f.entity_scope or f.flow_scope else ())
         + ((sorted(f.hidden_types),) if f.hidden_types else ())
+        # Field rules in their order (each is a condition; the order changes no match, but
+        # rules are few and two spellings of one query are rare), only when there are some.
+        + ((tuple((r.field, int(r.op), r.values) for r in f.where),) if f.where else ())
     )
     return int(crc32c(text.encode()))
 
@@ -249,10 +254,17 @@ def scan(
     descending: bool,
     include_lead: bool,
 ) -> Page:
-    def read(txn: lmdb.Transaction, position: int) -> Event | None:
-        return reads.event_at(txn, position, include_lead=include_lead)
+    # A rule on the snapshot needs it read to match; an answer without snapshots drops it after.
+    read_lead = include_lead or f.reads_lead
 
-    return Page(*_scan(reads, f, after, limit, descending, read))
+    def read(txn: lmdb.Transaction, position: int) -> Event | None:
+        return reads.event_at(txn, position, include_lead=read_lead)
+
+    events, cursor = _scan(reads, f, after, limit, descending, read)
+    if read_lead and not include_lead:
+        for event in events:  # decoded for this answer alone: not shared yet
+            event.lead = {}
+    return Page(events, cursor)
 
 
 def scan_stored(

@@ -19,6 +19,7 @@ from typing import Protocol
 from .datadir import DataDirectory
 from .errors import CorruptionError, StorageError
 from .event import Progress, VerifyReport
+from .fingerprints import LeadPrints
 from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, encode_segment_header
 from .fs import Files
 from .index import Index, Located
@@ -171,22 +172,28 @@ def _truncate(files: Files, segment: Segment, size: int) -> None:
 
 
 def open_index(
-    index_dir: str, map_size: int, store_id: bytes, rewritten: bool, segments: SegmentList
+    index_dir: str,
+    map_size: int,
+    store_id: bytes,
+    rewritten: bool,
+    segments: SegmentList,
+    prints: LeadPrints | None = None,
 ) -> Index:
     """The index as it can be trusted: emptied (to be rebuilt from the log) when it is
     another store's, another version's, past the log's end, caught mid-maintenance, or
     when recovery rewrote a segment; thrown away when LMDB cannot read it."""
     remove_leftovers(index_dir)
     try:
-        index = Index(index_dir, map_size)
+        index = Index(index_dir, map_size, prints=prints)
     except StorageError:
         shutil.rmtree(index_dir, ignore_errors=True)
-        index = Index(index_dir, map_size)
+        index = Index(index_dir, map_size, prints=prints)
     if (
         rewritten
         or not index.matches(store_id)
         or index.high_water > segments.last_position_on_disk
         or index.meta("maintenance") is not None
+        or (prints is not None and index.meta("prints") != prints.key_id)
     ):
         index.reset(store_id)
     return index
@@ -225,9 +232,10 @@ def rebuild_index(
     segments: SegmentList,
     events: SegmentEvents,
     progress: Progress | None = None,
+    prints: LeadPrints | None = None,
 ) -> None:
-    """A whole new index of the log, written at ``path``."""
-    fresh = Index(path, map_size)
+    """A whole new index of the log, written at ``path`` (its lead search too, with ``prints``)."""
+    fresh = Index(path, map_size, prints=prints)
     try:
         fresh.reset(store_id)
         index_tail(fresh, segments, events, 0, progress)

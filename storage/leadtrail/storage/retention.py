@@ -173,6 +173,7 @@ def scrub_by_age(
         seal_active(store, store.last_position)
     scrubbed = rewritten = 0
     aged: set[str] = set()
+    touched: set[tuple[str, str]] = set()
     sweep = store.segments()[:-1]
     for done, segment in enumerate(sweep):
         if progress is not None:
@@ -195,6 +196,7 @@ def scrub_by_age(
             erased = erase_event(event, classify, classes, quotes_of(values))
             if erased is not None:
                 aged.update(values)
+                touched.add((event.account_id, event.lead_id))
             return erased
 
         changed, count = rewrite_segments(store, [segment], transform)
@@ -208,6 +210,7 @@ def scrub_by_age(
             marks.update(cut)
             done[account] = marks
         index.set_meta(f"tiered:{segment.base}", json.dumps(done).encode())
+    refresh_search(store, touched)
     if aged:
         # Quotes of the aged values may have been learnt by a dictionary (fields classed
         # pii or secret are blanked in training samples; text quoting them is not).
@@ -216,6 +219,20 @@ def scrub_by_age(
         retire_holders(store, found)
         finish_retirements(store)
     return scrubbed, rewritten
+
+
+def refresh_search(store: Maintenance, leads: set[tuple[str, str]]) -> None:
+    """Leads whose values were erased by age are no longer found by them: each keeps the
+    search entries of what its events still hold (its newer events may hold them yet)."""
+    index = store.index
+    prints = index.prints
+    if prints is None:
+        return
+    for account_id, lead_id in sorted(leads):
+        held: set[bytes] = set()
+        for event in store.timeline(lead_id, account_id):
+            held |= prints.of_event(event.account_id, event.type, event.lead)
+        index.refresh_lead(account_id, lead_id, held)
 
 
 def _policy_mark(store: Maintenance, account: str) -> str:

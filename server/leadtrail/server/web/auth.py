@@ -5,8 +5,9 @@ admin. With keys, a request needs ``Authorization: Bearer <key>``; ``/metrics`` 
 ``admin`` or ``analyst`` key that covers its whole account (a key limited to some
 entities or flows would learn of events outside its scope from the account's counts).
 
-Refusals are mapped to HTTP in one place (``refusal``): 401 with ``WWW-Authenticate:
-Bearer``, 403, 429 with ``Retry-After``, 503 when the key file cannot be read.
+Refusals are mapped to HTTP in one place (``refusal``), for ``/metrics`` and the console
+pages alike: 401 with ``WWW-Authenticate: Bearer``, 403, 429 with ``Retry-After``, 503 when
+the key file cannot be read, and a servicer's answers (400, 404, 501, ...) by their status.
 """
 
 from __future__ import annotations
@@ -27,10 +28,27 @@ METRICS_RIGHT = "Metrics"
 gate then applies the key's rate limit, shared with its gRPC calls."""
 
 _STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    429: "Too many requests",
+    500: "Internal error",
+    501: "Not implemented",
+    503: "Unavailable",
+    504: "Timeout",
 }
 
 

@@ -1,5 +1,5 @@
 """The HTTP listener: an aiohttp application served on the gRPC server's own event loop
-(no second process, no thread), with ``GET /metrics``.
+(no second process, no thread), with ``GET /metrics`` and the console's pages (``console``).
 
 ``address`` is ``HOST:PORT`` (port 0: the OS picks, ``port`` is then the bound one).
 Under TLS (``--tls-cert``/``--tls-key``) it serves HTTPS with the same certificate. A port
@@ -21,6 +21,7 @@ from leadtrail.server.auth import Gate
 from leadtrail.server.served_store import ServedStore
 
 from .auth import Refusal, metrics_caller
+from .console import Console, ConsoleServices
 from .meters import meters_of
 from .metrics import CONTENT_TYPE, AccountMetrics, AlertsFiring, exposition
 
@@ -56,6 +57,7 @@ class HttpListener:
         *,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        services: ConsoleServices | None = None,
     ) -> None:
         self.address = address
         self.port = 0
@@ -67,6 +69,10 @@ class HttpListener:
         self.gate = store.gate if store.gate is not None else Gate(store.keys)
         self._runner: web.AppRunner | None = None
         self._counting = False
+        self.console = (
+            Console(self.gate, store.keys, services, tls=self.tls) if services is not None else None
+        )
+        """The web console's pages, when the server hands over the servicers they call."""
 
     async def start(self) -> None:
         host, port = parse_address(self.address)
@@ -74,6 +80,8 @@ class HttpListener:
         context = tls_context(cert, key) if cert is not None and key is not None else None
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        if self.console is not None:
+            self.console.add_routes(app)
         # A scrape in flight at shutdown gets a moment to finish; idle keep-alive connections close at once.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
