@@ -63,9 +63,11 @@ def browser(driver: Any, console: Any) -> Iterator[Any]:
     """The module's browser, checked after each test: no console error, no foreign request."""
     shared = harness.Browser(driver, console)
     shared.problems()  # what earlier tests left in the logs is theirs
+    shared.requests_seen = 0
     yield shared
     problems = shared.problems()
     assert not problems, "\n".join(problems)
+    assert shared.requests_seen, "no request in the browser's performance log: the check sees nothing"
 
 
 @pytest.fixture(scope="module")

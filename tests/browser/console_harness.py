@@ -123,6 +123,8 @@ class Browser:
         self.allowed_statuses: set[int] = set()
         """HTTP error statuses the current test asked for (a 404 page, a refusal): Chromium
         logs them as console errors, which are otherwise failures."""
+        self.requests_seen = 0
+        """Requests read from the performance log: none would mean the log is not read."""
 
     # navigation
 
@@ -189,6 +191,22 @@ class Browser:
         """The page's HTML as served and grown by its script, hidden parts included."""
         return str(self.driver.page_source)
 
+    # the clipboard (the inspector's copy button)
+
+    def grant_clipboard(self) -> None:
+        origin = self.console.url
+        permissions = ["clipboardReadWrite", "clipboardSanitizedWrite"]
+        self.driver.execute_cdp_cmd(
+            "Browser.grantPermissions", {"origin": origin, "permissions": permissions}
+        )
+
+    def clipboard(self) -> str:
+        text = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "navigator.clipboard.readText().then(done, (e) => done('clipboard: ' + e));"
+        )
+        return str(text)
+
     # what a page must never do
 
     def problems(self) -> list[str]:
@@ -208,6 +226,7 @@ class Browser:
             if message["method"] != "Network.requestWillBeSent":
                 continue
             url = message["params"]["request"]["url"]
+            self.requests_seen += 1
             parts = urllib.parse.urlsplit(url)
             if parts.scheme in ("data", "about", "blob"):
                 continue
@@ -218,18 +237,20 @@ class Browser:
     # pictures
 
     def screenshot(self, directory: Path, name: str) -> Path:
-        """A PNG of the whole page, 1280 pixels wide, as ``directory/name.png``."""
+        """A PNG of the whole page, 1280 pixels wide, as ``directory/name.png``: the viewport
+        is made as tall as the page for the picture (up to 4,000 pixels), then put back."""
         height = self.driver.execute_script(
             "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
         )
-        self.driver.set_window_size(WIDTH, max(HEIGHT, min(int(height) + 100, 4000)))
+        height = max(HEIGHT, min(int(height), 4000))
+        metrics = {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         try:
             path = directory / f"{name}.png"
             assert self.driver.save_screenshot(str(path)), f"no screenshot of {self.driver.current_url}"
         finally:
-            self.driver.set_window_size(WIDTH, HEIGHT)
-        width, shot_height = png_size(path.read_bytes())
-        assert width == WIDTH and shot_height >= HEIGHT - 200, (path, width, shot_height)
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        assert png_size(path.read_bytes()) == (WIDTH, height), path
         return path
 
 

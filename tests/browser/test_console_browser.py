@@ -140,6 +140,7 @@ def test_lead_page_shows_the_journey_in_order(browser: Any, console: Any, screen
     since = [browser.testids("step-since-previous", step)[0].text.strip() for step in steps]
     for shown, step in zip(since[1:], console.journey[1:], strict=True):
         assert harness.shows_duration(shown, step.since_previous), (shown, step.since_previous)
+    assert (since[1], since[7], since[9]) == ("+140 ms", "+900 ms", "+1 d")
     # The fields each step added, changed or removed.
     changes = [[c.text for c in browser.testids("field-change", step)] for step in steps]
     assert any("email" in c for c in changes[0]), changes[0]
@@ -167,8 +168,14 @@ def test_a_step_opens_the_event_inspector_with_neighbours(
     assert "rcp_north" in fields["entity_id"]
     assert "Hourly cap reached" in fields["reason"]
     assert "FAILURE" in fields["outcome"].upper()
-    assert '"rule_set"' in browser.testid("raw-json").text
+    raw = browser.testid("raw-json").text
+    assert '"rule_set"' in raw and fifth.id in raw
     browser.screenshot(screenshots, "event")
+    browser.grant_clipboard()
+    browser.testid("copy-json").click()
+    harness.until("the copy done", lambda: browser.testid("copy-status").text)
+    assert browser.testid("copy-status").text == "copied"
+    assert browser.clipboard() == raw
 
     browser.testid("neighbour-next").click()
     browser.wait().until(lambda d: f"/events/{console.journey[5].id}" in d.current_url)
@@ -229,48 +236,79 @@ def test_a_script_in_a_lead_field_is_shown_as_text(browser: Any, console: Any) -
 # -- live, reports, alerts -----------------------------------------------------------------------
 
 
-def test_the_live_view_shows_an_append(browser: Any, console: Any, screenshots: Path) -> None:
+def live_rows(browser: Any) -> str:
+    return "\n".join(row.text for row in browser.testids("live-event"))
+
+
+def append_until_shown(browser: Any, client: Any, events: Any) -> list[str]:
+    """Append ``events(n)`` (n = 0, 1, ...) until a row of one of them shows in the live view;
+    the leads appended. The page subscribes from the end once its script runs: what was
+    appended before that is history, so the appends go on (a bounded while) until one shows."""
+    appended: list[str] = []
+    deadline = time.monotonic() + harness.WAIT_S
+    while not any(lead in live_rows(browser) for lead in appended):
+        assert time.monotonic() < deadline, f"no live row for {appended}: {browser.text()[:1000]}"
+        batch = events(len(appended))
+        client.append(batch)
+        appended.append(batch[-1].lead_id)
+        time.sleep(0.3)
+    return appended
+
+
+def test_the_live_view_shows_appends(browser: Any, console: Any, screenshots: Path) -> None:
     browser.login("admin")
     browser.open("/live")
     harness.until("the live stream open", lambda: browser.testid("live-status").text == "live")
-    appended: list[str] = []
-
-    def arrived() -> str | None:
-        rows = " ".join(row.text for row in browser.testids("live-event"))
-        return next((lead for lead in appended if lead in rows), None)
-
-    # The page subscribes from the end when its script runs: an event appended before that is
-    # history, so the appends go on (a bounded number) until one shows.
     with console.client("writer") as client:
-        deadline = time.monotonic() + harness.WAIT_S
-        while not arrived():
-            assert time.monotonic() < deadline, f"no live row for {appended}: {browser.text()[:1000]}"
-            lead = f"lead-live-{len(appended)}"
-            client.append(
-                Event(
-                    "source.submitted",
-                    lead_id=lead,
-                    flow_id="flow-live",
-                    entity_id="src_live",
-                    outcome=Outcome.SUCCESS,
-                    lead={"state": "TX"},
-                )
-            )
-            appended.append(lead)
-            time.sleep(0.3)
-        for i, type_ in enumerate(("recipient.delivered", "recipient.failed", "filter.passed")):
-            client.append(
+
+        def submitted(n: int) -> list[Event]:
+            return [
+                Event("source.submitted", lead_id=f"lead-live-{n}", flow_id="flow-live", entity_id="src_live")
+            ]
+
+        append_until_shown(browser, client, submitted)
+        more = [
+            ("source.accepted", Outcome.SUCCESS, None, ""),
+            ("enhancement.error", Outcome.ERROR, None, "Timeout after 5000 ms"),
+            ("filter.passed", Outcome.SUCCESS, None, ""),
+            ("recipient.failed", Outcome.FAILURE, None, "Hourly cap reached (15/15)"),
+            ("recipient.delivered", Outcome.SUCCESS, "12.50", ""),
+        ]
+        client.append(
+            [
                 Event(
                     type_,
-                    lead_id=f"lead-live-more-{i}",
+                    lead_id="lead-live-journey",
                     flow_id="flow-live",
-                    entity_id="rcp_live",
-                    outcome=Outcome.FAILURE if "failed" in type_ else Outcome.SUCCESS,
-                    price="12.50" if "delivered" in type_ else None,
+                    entity_id="rcp_live" if type_.startswith("recipient.") else "svc_live",
+                    outcome=outcome,
+                    price=price,
+                    reason=reason,
                 )
-            )
-    harness.until("the further rows", lambda: "lead-live-more-2" in browser.text())
+                for type_, outcome, price, reason in more
+            ]
+        )
+    harness.until("the journey's rows", lambda: live_rows(browser).count("lead-live-journey") == len(more))
+    rows = browser.testids("live-event")[: len(more)]
+    shown = [browser.testids("live-event-type", row)[0].text for row in rows]
+    assert shown == [type_ for type_, *_ in reversed(more)]  # newest first
     browser.screenshot(screenshots, "live")
+
+
+def test_the_live_view_filters_by_type(browser: Any, console: Any) -> None:
+    browser.login("reader")
+    browser.open("/live", type="recipient.*")
+    harness.until("the live stream open", lambda: browser.testid("live-status").text == "live")
+    with console.client("writer") as client:
+
+        def source_then_recipient(n: int) -> list[Event]:
+            return [
+                Event("source.submitted", lead_id=f"lead-filter-src-{n}", flow_id="flow-live"),
+                Event("recipient.failed", lead_id=f"lead-filter-rcp-{n}", flow_id="flow-live"),
+            ]
+
+        append_until_shown(browser, client, source_then_recipient)
+    assert "lead-filter-src" not in live_rows(browser)
 
 
 def test_reports_show_rows_and_a_chart(browser: Any, screenshots: Path) -> None:
