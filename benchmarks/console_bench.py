@@ -193,7 +193,7 @@ def report(runs: list[Run], argv: Sequence[str], events: int, loads: tuple[str, 
     lines = [
         f"# Console lead page ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
-        f"`python -m benchmarks.console_bench {' '.join(argv)}` on {platform.node()} "
+        f"`python -m benchmarks.console_bench {' '.join(argv)}` at commit {commit()} on {platform.node()} "
         f"({os.cpu_count()} cores); {events:,} events stored, the page of a {STEPS}-step lead "
         f"({runs[0].page_bytes:,} bytes), {len(runs)} runs x {len(runs[0].server_ms)} requests after "
         f"{WARMUP} warm-up ones, one keep-alive connection, admin key. Load average (1, 5, 15 min) "
@@ -209,6 +209,11 @@ def report(runs: list[Run], argv: Sequence[str], events: int, loads: tuple[str, 
         f"Target: a {STEPS}-step lead page in <= {TARGET_MS:.0f} ms server time: {verdict}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip() or "unknown"
 
 
 def load_average() -> str:
