@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ def test_each_role_logs_in_and_sees_what_its_role_allows(browser: Any, console: 
     browser.login("reader")
     open_lead(browser, harness.JOURNEY_LEAD)
     text = browser.text()
-    assert masked(harness.JOURNEY_EMAIL) in text
+    assert masked(harness.JOURNEY_EMAIL) in text and "***-***-0142" in text
     assert harness.JOURNEY_EMAIL not in text and harness.JOURNEY_EMAIL.lower() not in text
+    assert harness.JOURNEY_PHONE not in browser.page_source_text()
 
     browser.login("analyst")
     open_lead(browser, harness.JOURNEY_LEAD)
@@ -77,14 +79,32 @@ def test_each_role_logs_in_and_sees_what_its_role_allows(browser: Any, console: 
     assert harness.JOURNEY_EMAIL in browser.text()
     assert harness.JOURNEY_PHONE in browser.text()
 
-    # A writer key appends, it does not read: the console refuses it, naming the role.
+    # Reports are the analyst's and the admin's (Aggregate): a reader is told so.
     browser.allowed_statuses.update({401, 403})
+    browser.login("reader")
+    browser.open("/reports")
+    refusal = browser.testid("error")
+    assert refusal.get_attribute("data-status") == "403" and "reader" in refusal.text, refusal.text
+    assert not browser.testids("report-row")
+
+    # A writer key appends, it does not read: the console refuses it, naming the role.
     browser.login_attempt("writer")
     browser.open(f"/leads/{harness.JOURNEY_LEAD}")
+    assert browser.testid("error").get_attribute("data-status") == "403"
     text = browser.text()
-    assert "writer" in text.lower(), text
+    assert "role writer" in text, text
     assert not browser.testids("timeline-step")
     assert harness.JOURNEY_EMAIL not in text and masked(harness.JOURNEY_EMAIL) not in text
+
+
+def test_logging_out_ends_the_session(browser: Any) -> None:
+    browser.login("admin")
+    browser.open("/")
+    browser.testid("logout").click()  # a form posting its CSRF token
+    browser.wait().until(lambda d: urllib.parse.urlsplit(d.current_url).path in ("/login", "/"))
+    browser.open(f"/leads/{harness.JOURNEY_LEAD}")
+    browser.testid("login-form")
+    assert browser.path == "/login" and not browser.testids("timeline-step")
 
 
 def test_without_a_session_every_page_asks_for_a_key(browser: Any) -> None:
@@ -194,6 +214,7 @@ def test_the_lead_as_of_a_step(browser: Any, console: Any) -> None:
     steps = open_lead(browser, harness.JOURNEY_LEAD)
     steps[3].find_element(By.CSS_SELECTOR, '[data-testid="as-of-link"]').click()
     browser.wait().until(lambda d: "as_of=" in d.current_url)
+    assert "as of" in browser.testid("as-of-banner").text
     shown = browser.testids("timeline-step")
     assert [browser.testids("step-type", s)[0].text.strip() for s in shown] == [
         step.type for step in console.journey[:4]
