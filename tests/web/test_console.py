@@ -353,6 +353,8 @@ def test_a_post_without_the_sessions_csrf_token_is_refused(console: Console) -> 
     assert console.request("/logout", cookie=cookie, form={}).status == 403
     assert console.request("/logout", cookie=cookie, form={"csrf": token[::-1]}).status == 403
     assert console.request("/", cookie=cookie, form={"q": "lead-x"}).status == 403
+    foreign = {"Origin": "http://evil.example"}
+    assert console.request("/logout", cookie=cookie, form={"csrf": token}, headers=foreign).status == 403
     assert console.request("/leads/lead-x", cookie=cookie).status == 200  # still logged in
     out = console.request("/logout", cookie=cookie, form={"csrf": token})
     assert out.status == 303 and out.headers["Location"] == "/login"

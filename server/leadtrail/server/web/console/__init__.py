@@ -5,7 +5,7 @@ and alerts, served by ``leadtrail serve --http`` on the server's own loop.
 audit as gRPC), ``sessions`` keeps console logins, ``pages`` renders the pages from
 ``templates/`` (autoescaped) with ``static/`` assets, ``live`` streams Server-Sent Events,
 ``reports`` builds the report tables and charts, ``search`` reads the search box,
-``display`` spells values.
+``views`` turns answers into what a page shows and ``display`` spells values.
 """
 
 from .calls import ConsoleServices

@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from leadtrail.client.wire import outcome_name
-from leadtrail.server.status import ServiceError
+from leadtrail.server.status import ServiceError, invalid
 from leadtrail.v1 import event_pb2, stream_pb2
 
 from .display import utc_of
@@ -35,6 +35,9 @@ QUEUE_MESSAGES = 16
 RETRY_MS = 3000
 """How long a browser waits before it reconnects a dropped stream."""
 _END = object()
+OUTCOMES = ("success", "failure", "error", "skip", "unspecified")
+FILTERS = ("type", "outcome", "entity")
+"""The live view's query parameters."""
 
 
 def payload(event: event_pb2.Event) -> bytes:
@@ -128,3 +131,18 @@ async def stream(
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)
     return response
+
+
+def live_filter(wanted: dict[str, str]) -> event_pb2.EventFilter:
+    """The filter of the live view's ``type``, ``outcome`` and ``entity`` parameters."""
+    f = event_pb2.EventFilter()
+    if wanted["type"]:
+        f.types.append(wanted["type"])
+    if wanted["outcome"]:
+        name = "OUTCOME_" + wanted["outcome"].upper()
+        if name not in event_pb2.Outcome.keys():  # noqa: SIM118  # an EnumTypeWrapper, not a dict
+            raise invalid("outcome", f"{wanted['outcome']!r} is not one of {', '.join(OUTCOMES)}")
+        f.outcomes.append(event_pb2.Outcome.Value(name))
+    if wanted["entity"]:
+        f.entity_id = wanted["entity"]
+    return f

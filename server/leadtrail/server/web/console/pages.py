@@ -21,21 +21,19 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import grpc
-import orjson
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 
 from leadtrail.client.wire import timestamp_to_ms
 from leadtrail.server.auth import Gate
 from leadtrail.server.caller import MASKED_ROLES
-from leadtrail.server.convert import event_from_proto, event_to_json
 from leadtrail.server.keys import ApiKey, KeyStore, KeyStoreError
 from leadtrail.server.privacy import mask_value
 from leadtrail.server.status import ServiceError, invalid, not_found
 from leadtrail.server.web import auth as http_auth
 from leadtrail.v1 import alerts_pb2, event_pb2, query_pb2, stream_pb2
 
-from . import display, live, reports
+from . import display, live, reports, views
 from .calls import Calls, ConsoleServices, Metadata
 from .search import MAX_QUERY, Kind, classify
 from .sessions import COOKIE, IDLE_SECONDS, Session, Sessions, csrf_ok
@@ -60,12 +58,6 @@ RECENT_ALERTS = 10
 LISTED_ALERTS = 200
 NEIGHBOUR_PAGES = 20
 """Timeline pages (of 1,000 steps) read at most to find an event's neighbours."""
-LIVE_OUTCOMES = ("success", "failure", "error", "skip", "unspecified")
-CHANGE_KINDS = {
-    query_pb2.CHANGE_KIND_ADDED: "added",
-    query_pb2.CHANGE_KIND_CHANGED: "changed",
-    query_pb2.CHANGE_KIND_REMOVED: "removed",
-}
 REPORT_TITLES = {
     "outcomes": "Events by type and outcome",
     "sources": "Money by source (source.* events)",
@@ -285,15 +277,7 @@ class Console:
                     raise
                 problem = f"search by {field}: {e}"
             else:
-                leads = [
-                    {
-                        "lead_id": m.lead_id,
-                        "first": display.utc_of(m.first_timestamp),
-                        "last": display.utc_of(m.last_timestamp),
-                        "events": m.events,
-                    }
-                    for m in found.leads
-                ]
+                leads = views.leads(found)
         exists = query.kind in (Kind.LEAD, Kind.PHONE) and await self._lead_exists(visitor, query.text)
         if exists and not leads and query.kind == Kind.LEAD:
             return web.Response(status=303, headers={"Location": "/leads/" + _segment(query.text)})
@@ -328,20 +312,7 @@ class Console:
 
     async def _alerts(self, visitor: Visitor, limit: int) -> list[dict[str, Any]]:
         answer = await self.calls.list_alerts(visitor.metadata, alerts_pb2.ListAlertsRequest(limit=limit))
-        return [
-            {
-                "rule": a.rule,
-                "group": a.group,
-                "firing": a.firing,
-                "fired_at": display.utc_of(a.fired_at) if a.HasField("fired_at") else "",
-                "resolved_at": display.utc_of(a.resolved_at) if a.HasField("resolved_at") else "",
-                "value": a.value,
-                "reason": a.reason,
-                "lead_id": a.lead_id,
-                "event_id": a.event_id,
-            }
-            for a in answer.alerts
-        ]
+        return views.alerts(answer)
 
     # -- a lead ------------------------------------------------------------------------------------
 
@@ -360,7 +331,7 @@ class Console:
         ]  # a server without as_of answers every step: the page cuts them itself
         if not shown and as_of is not None:
             raise not_found(f"lead {lead_id!r} has no step at or before {display.utc(as_of)}")
-        steps = [_step(s) for s in shown]
+        steps = [views.step(s) for s in shown]
         last = shown[-1].event if shown else None
         if as_of is not None and shown:
             total = timestamp_to_ms(shown[-1].event.timestamp) - timestamp_to_ms(shown[0].event.timestamp)
@@ -372,7 +343,7 @@ class Console:
             lead_id=lead_id,
             steps=steps,
             total=display.duration(total),
-            snapshot=_snapshot(last.lead_json if last is not None else b""),
+            snapshot=views.snapshot(last.lead_json if last is not None else b""),
             next_page=timeline.next_page_token,
             as_of=display.utc(as_of) if as_of is not None else "",
             as_of_ms=as_of or "",
@@ -390,7 +361,7 @@ class Console:
         event = await self.calls.get_event(
             visitor.metadata, query_pb2.GetEventRequest(id=event_id, json_snapshots=True)
         )
-        record = _as_exported(event)
+        record = views.as_exported(event)
         fields = [
             (name, display.as_text(value))
             for name, value in record.items()
@@ -450,13 +421,13 @@ class Console:
     @page
     async def live_page(self, request: web.Request, visitor: Visitor) -> web.StreamResponse:
         self.calls.admit(visitor.metadata, "Subscribe")
-        wanted = {name: request.query.get(name, "") for name in ("type", "outcome", "entity")}
-        self.calls.check_filter(_live_filter(wanted))  # answered here, before the page opens its stream
+        wanted = {name: request.query.get(name, "") for name in live.FILTERS}
+        self.calls.check_filter(live.live_filter(wanted))  # answered here, before the page opens its stream
         chosen = {name: value for name, value in wanted.items() if value}
         return self.render(
             "live.html",
             visitor,
-            outcomes=LIVE_OUTCOMES,
+            outcomes=live.OUTCOMES,
             stream="/live/stream" + ("?" + urlencode(chosen) if chosen else ""),
             type=wanted["type"],
             outcome=wanted["outcome"],
@@ -465,8 +436,8 @@ class Console:
 
     @page
     async def live_stream(self, request: web.Request, visitor: Visitor) -> web.StreamResponse:
-        wanted = {name: request.query.get(name, "") for name in ("type", "outcome", "entity")}
-        ask = stream_pb2.SubscribeRequest(filter=_live_filter(wanted), json_snapshots=True)
+        wanted = {name: request.query.get(name, "") for name in live.FILTERS}
+        ask = stream_pb2.SubscribeRequest(filter=live.live_filter(wanted), json_snapshots=True)
         last = request.headers.get("Last-Event-ID", "")
         if last.isdigit():  # a reconnecting browser: nothing committed meanwhile is missed
             ask.after_position = int(last)
@@ -611,57 +582,3 @@ def _ms_param(request: web.Request, name: str) -> int | None:
 def _range(request: web.Request) -> tuple[reports.Range, str, str]:
     since, until = request.query.get("since", ""), request.query.get("until", "")
     return reports.Range(reports.moment("since", since), reports.moment("until", until)), since, until
-
-
-def _live_filter(wanted: dict[str, str]) -> event_pb2.EventFilter:
-    f = event_pb2.EventFilter()
-    if wanted["type"]:
-        f.types.append(wanted["type"])
-    if wanted["outcome"]:
-        name = "OUTCOME_" + wanted["outcome"].upper()
-        if name not in event_pb2.Outcome.keys():  # noqa: SIM118  # an EnumTypeWrapper, not a dict
-            raise invalid("outcome", f"{wanted['outcome']!r} is not one of {', '.join(LIVE_OUTCOMES)}")
-        f.outcomes.append(event_pb2.Outcome.Value(name))
-    if wanted["entity"]:
-        f.entity_id = wanted["entity"]
-    return f
-
-
-def _step(step: query_pb2.TimelineStep) -> dict[str, Any]:
-    e = step.event
-    ms = timestamp_to_ms(e.timestamp)
-    return {
-        "id": e.id,
-        "position": e.position,
-        "type": e.type,
-        "ms": ms,
-        "time": display.utc(ms),
-        "since": display.since_previous(step.since_previous_ms),
-        "outcome": display.outcome(e.outcome),
-        "outcome_class": display.outcome_class(e.outcome),
-        "entity": e.entity_id,
-        "price": e.price,
-        "reason": e.reason,
-        "changes": [
-            {
-                "kind": CHANGE_KINDS.get(c.kind, "changed"),
-                "field": c.field,
-                "before": display.value_text(c.before) if c.HasField("before") else "",
-                "after": display.value_text(c.after) if c.HasField("after") else "",
-            }
-            for c in step.changes
-        ],
-    }
-
-
-def _snapshot(lead_json: bytes) -> list[tuple[str, str]]:
-    lead = orjson.loads(lead_json) if lead_json else {}
-    return sorted((name, display.as_text(value)) for name, value in lead.items())
-
-
-def _as_exported(message: event_pb2.Event) -> dict[str, Any]:
-    """The event as an export line has it (``export.py``'s JSON shape)."""
-    event = event_from_proto(message, 0, message.account_id).copy()
-    event.position = message.position
-    event.recorded_at_ms = timestamp_to_ms(message.recorded_at)
-    return event_to_json(event)
