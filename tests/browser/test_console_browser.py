@@ -37,6 +37,7 @@ def search(browser: Any, value: str) -> None:
         lambda d: (
             d.find_elements(By.CSS_SELECTOR, '[data-testid="search-result"]')
             or "/leads/" in d.current_url
+            or "/events/" in d.current_url
             or d.find_elements(By.CSS_SELECTOR, '[data-testid="no-results"]')
         )
     )
@@ -136,16 +137,25 @@ def test_search_by_email_phone_and_lead_id(browser: Any, console: Any, screensho
     search(browser, harness.JOURNEY_LEAD)
     assert found_leads(browser) == [harness.JOURNEY_LEAD]
 
+    search(browser, console.journey[2].id)  # an event id: its inspector
+    assert browser.path == f"/events/{console.journey[2].id}"
+    assert browser.testid("event-field")
+
     search(browser, harness.OTHER_EMAIL)  # another account's lead is not there
     assert found_leads(browser) == []
     assert harness.OTHER_LEAD not in browser.text()
 
 
-def test_reader_searches_by_the_value_and_sees_masked_results(browser: Any) -> None:
+def test_reader_searches_by_the_value_and_sees_masked_results(browser: Any, console: Any) -> None:
     browser.login("reader")
     search(browser, harness.JOURNEY_EMAIL)
     assert found_leads(browser) == [harness.JOURNEY_LEAD]
     assert harness.JOURNEY_EMAIL not in browser.page_source_text()
+    # The inspector too: fields, snapshot and raw JSON, as the reader's gRPC answer.
+    browser.open(f"/events/{console.journey[0].id}")
+    assert masked(harness.JOURNEY_EMAIL) in browser.testid("raw-json").text
+    source = browser.page_source_text()
+    assert harness.JOURNEY_EMAIL not in source and harness.JOURNEY_PHONE not in source
 
 
 # -- the lead, its journey and the event inspector -----------------------------------------------
@@ -399,6 +409,9 @@ def test_another_accounts_lead_is_not_found(browser: Any, console: Any) -> None:
     browser.open(f"/events/{console.other_event}")
     assert browser.testid("error").get_attribute("data-status") == "404"
     assert harness.OTHER_EMAIL not in browser.text()
+    search(browser, console.other_event)  # by its id in the search box: the same
+    assert browser.testid("error").get_attribute("data-status") == "404"
+    assert not browser.testids("event-field") and harness.OTHER_LEAD not in browser.text()
 
     browser.login("other")  # the lead is there for its own account
     assert len(open_lead(browser, harness.OTHER_LEAD)) == 1
