@@ -281,3 +281,13 @@ def test_followers_answer_reindex_rebuilds_retention_removes_and_the_cli_finds(
         assert list(query.FindLeads(request, timeout=10).leads) == []
     assert server.stop() == 0
     assert raw_lead_entries(data, "K1") == raw_lead_entries(data, "K2") == 0
+
+
+def test_a_timeline_as_of_a_moment_ends_at_it(stubs: Stubs, keyed: dict[str, str]) -> None:
+    request = query_pb2.GetTimelineRequest(lead_id="L1", json_snapshots=True)
+    whole = stubs.query.GetTimeline(request, metadata=auth(keyed["admin"]), timeout=30)
+    assert len(whole.steps) == 2
+    request.as_of.FromMilliseconds(T0 + 1)
+    then = stubs.query.GetTimeline(request, metadata=auth(keyed["admin"]), timeout=30)
+    assert len(then.steps) == 1
+    assert json.loads(then.steps[0].event.lead_json)["state"] == "TX"

@@ -240,3 +240,19 @@ def test_prints_of_an_audit_record_or_an_erased_value_are_none(tmp_path: Path) -
 def test_a_search_field_is_named_any_way_an_email_field_is(tmp_path: Path, field: str) -> None:
     prints = LeadPrints(b"k" * 32, lambda account: default_classify)
     assert prints.of_search("a", field, "X@Y.Z") == prints.of_search("a", "email", "x@y.z")
+
+
+def test_a_lead_erased_then_seen_again_with_the_same_email_is_found_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with EventLog.open(data) as log:
+        log.append([step("L1", 1, JANE)])
+        log.append([step("L1", 2, JANE)])  # its values are known to be indexed by now
+        log.erase_lead("L1", requested_by="test")
+        assert found(log, "email", "jane.doe@example.com") == []
+        log.append([step("L1", 3, JANE)])  # the same values again, after the erasure
+        assert found(log, "email", "jane.doe@example.com") == ["L1"]
+        log.reindex()
+        assert found(log, "email", "jane.doe@example.com") == ["L1"]
+        log.append([step("L1", 4, {**JANE, "email": "jane@new.example"})])
+        assert found(log, "email", "JANE@new.example") == ["L1"]
+    assert lead_entries(data, "L1") == 8  # two emails, phone, last_name

@@ -68,9 +68,10 @@ class QueryService:
         caller, log, lead_id = Caller.current(), self.store.log, request.lead_id
         after = key_of_token(request.page_token, lead_id, caller.account) if request.page_token else None
         masking = caller.masking(log.fields)
+        as_of = request.as_of.ToMilliseconds() if request.HasField("as_of") else None
 
         def build() -> tuple[bytes, int] | None:
-            page = read_page(log, lead_id, caller.account, caller.sees, page_size, after)
+            page = read_page(log, lead_id, caller.account, caller.sees, page_size, after, as_of=as_of)
             if not page.steps and not page.audit and after is None:
                 return None
             return page_message(lead_id, caller.account, page, masking, request.json_snapshots)

@@ -2,8 +2,8 @@
 personal value in clear in the index.
 
 A lead is found by a value its snapshot held in a personal field. The index keeps
-``HMAC-SHA256(key, account \\0 value class \\0 normalised value)`` of each such value,
-never the value: without the key (``search.key`` of the data directory, 32 random
+``HMAC-SHA256(key, account \\0 value class \\0 normalised value)`` (its first 16 bytes) of
+each such value, never the value: without the key (``search.key`` of the data directory, 32 random
 bytes made on first open, mode 0600, never in the index) an index file tells nothing
 of the values, not even which leads share one across accounts.
 
@@ -57,7 +57,13 @@ MAX_LEADS = 1000
 MAX_VALUE_BYTES = 1024
 """A longer value is not fingerprinted, and not searched for."""
 ERASED = "[erased]"
-FINGERPRINT_BYTES = 32
+FINGERPRINT_BYTES = 16
+Value = tuple[str, str]
+"""A personal value as sent, with its class: (class, value)."""
+_Shapes = dict[tuple[str, ...], tuple[tuple[tuple[str, str], ...], tuple[str, ...]]]
+"""A snapshot's field names -> (its searchable fields with their class, the other fields
+that are not secret: where nested values are looked for)."""
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _EMAIL_NAME = re.compile(r"(^|_)e_?mail(_address)?(e?s|_?\d+)?$")
@@ -124,8 +130,10 @@ def searchable(key: str, classify: Classify) -> str | None:
 
 
 def fingerprint(key: bytes, account_id: str, value_cls: str, normalised: str) -> bytes:
+    """HMAC-SHA256 cut to its first 16 bytes (as RFC 4868's HMAC-SHA-256-128): 128 bits keep
+    two values from sharing one, and every entry of the index is 32 bytes smaller."""
     message = b"\0".join((account_id.encode(), value_cls.encode(), normalised.encode()))
-    return hmac.digest(key, message, hashlib.sha256)
+    return hmac.digest(key, message, hashlib.sha256)[:FINGERPRINT_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +154,7 @@ class LeadPrints:
         self.key_id = hmac.digest(key, b"leadtrail search key id", hashlib.sha256)[:8].hex().encode()
         """Names the key without revealing it: an index made with another key is rebuilt."""
         self._classifier = classifier
-        # (classifier, field key) -> its value class, or None: a snapshot's few names
-        # repeat across millions of events, so each is classed once.
-        self._classes: dict[tuple[Classify, str], str | None] = {}
+        self._shapes: dict[Classify, _Shapes] = {}
 
     def of_search(self, account_id: str, field: str, value: str) -> bytes | None:
         """The fingerprint a search looks up; None when ``field`` is not searchable in the
@@ -166,40 +172,64 @@ class LeadPrints:
 
     def of_event(self, account_id: str, event_type: str, snapshot: Mapping[str, Any]) -> set[bytes]:
         """The fingerprints of every personal value of an event's snapshot."""
-        if not snapshot or event_type.startswith(AUDIT_TYPE_PREFIX):
-            return set()
-        classify = self._classifier(account_id)
-        out: set[bytes] = set()
-        key = self._key
-        for value_cls, value in self._values(snapshot, classify):
-            normalised = normalise(value_cls, value)
-            if normalised:
-                out.add(fingerprint(key, account_id, value_cls, normalised))
+        return {
+            fp
+            for value_cls, leaf in self.values_of(account_id, event_type, snapshot)
+            if (fp := self.of_value(account_id, value_cls, leaf))
+        }
+
+    def values_of(self, account_id: str, event_type: str, snapshot: Mapping[str, Any]) -> set[Value]:
+        """Every personal value of an event's snapshot with its class, as sent: what
+        ``of_value`` fingerprints. Cheap next to that: the index asks it of every step and
+        fingerprints only the values it does not know a lead to have."""
+        out: set[Value] = set()
+        if snapshot and not event_type.startswith(AUDIT_TYPE_PREFIX):
+            classify = self._classifier(account_id)
+            shapes = self._shapes.get(classify)
+            if shapes is None:
+                if len(self._shapes) > 64:  # classifiers of replaced policies
+                    self._shapes.clear()
+                shapes = self._shapes[classify] = {}
+            self._add(out, snapshot, classify, shapes)
         return out
 
-    def _class_of(self, classify: Classify, key: str) -> str | None:
-        known = self._classes.get((classify, key), "?")
-        if known == "?":
-            if len(self._classes) > 100_000:  # classifiers of replaced policies, random names
-                self._classes.clear()
-            known = self._classes[(classify, key)] = searchable(key, classify)
-        return known
+    def of_value(self, account_id: str, value_cls: str, leaf: str) -> bytes | None:
+        """A value's fingerprint; None for one that normalises to nothing."""
+        normalised = normalise(value_cls, leaf)
+        return fingerprint(self._key, account_id, value_cls, normalised) if normalised else None
 
-    def _values(self, data: Any, classify: Classify) -> Iterator[tuple[str, str]]:
-        if isinstance(data, list):
-            for item in data:
-                if isinstance(item, (Mapping, list)):
-                    yield from self._values(item, classify)
-            return
-        if not isinstance(data, Mapping):
-            return
-        for key, value in data.items():
-            value_cls = self._class_of(classify, key)
-            if value_cls is not None:
-                for leaf in _leaves(value):
-                    yield value_cls, leaf
-            elif isinstance(value, (Mapping, list)) and classify(key) != SECRET:
-                yield from self._values(value, classify)
+    def _add(self, out: set[Value], data: Any, classify: Classify, shapes: _Shapes) -> None:
+        if type(data) is not dict:
+            if isinstance(data, list):
+                for item in data:
+                    if type(item) not in _SCALARS:
+                        self._add(out, item, classify, shapes)
+                return
+            if not isinstance(data, Mapping):
+                return
+        # Snapshots of a flow share a few shapes (their field names): each shape is classed
+        # once, and a snapshot's plain fields cost nothing but this lookup.
+        names = tuple(data)
+        shape = shapes.get(names)
+        if shape is None:
+            if len(shapes) > 10_000:  # random field names
+                shapes.clear()
+            personal = tuple((k, c) for k in names if (c := searchable(k, classify)) is not None)
+            others = tuple(k for k in names if searchable(k, classify) is None and classify(k) != SECRET)
+            shape = shapes[names] = (personal, others)
+        personal, others = shape
+        for key, value_cls in personal:
+            value = data[key]
+            if type(value) is str:
+                if value and value != ERASED and len(value) <= MAX_VALUE_BYTES:
+                    out.add((value_cls, value))
+            else:
+                out.update((value_cls, leaf) for leaf in _leaves(value))
+        if others and not set(map(type, data.values())) <= _SCALARS:
+            for key in others:
+                value = data[key]
+                if type(value) not in _SCALARS:
+                    self._add(out, value, classify, shapes)
 
 
 def _leaves(value: Any) -> Iterator[str]:

@@ -17,7 +17,7 @@ side by side under one key, about 12 bytes an event):
 - ``segacct``   segment base + account -> (min, max recorded_at): retention planning
 - ``names``/``numbers``  interned accounts, types, flows, entities (both ways)
 - ``meta``      high-water position, event count, store id, index version
-- ``fingerprints`` 32-byte keyed fingerprint of a personal value (fingerprints.py) ->
+- ``fingerprints`` 16-byte keyed fingerprint of a personal value (fingerprints.py) ->
                 dups lead key (account + 8-byte hash of lead_id, the ``lead`` key): lead search
 - ``leadprints`` lead key -> dups fingerprint: the reverse map, so that an erasure or a
                 lead leaving the log removes exactly the entries that were made for it,
@@ -33,6 +33,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import lmdb
@@ -40,7 +41,7 @@ import lmdb
 from . import ingest
 from .errors import StorageError
 from .event import Event
-from .fingerprints import LeadPrints
+from .fingerprints import LeadPrints, Value
 from .ulid import id_bytes
 
 INDEX_VERSION = b"7"
@@ -138,6 +139,74 @@ class StagedAdd:
         self._txn.abort()
 
 
+class KnownPrints:
+    """The personal values each recent lead is known to have fingerprints of in the index.
+
+    A lead's snapshot repeats its personal values at every step, and putting a pair that is
+    there already costs a descent of a B-tree keyed by random bytes, per database: a step
+    whose values are known costs no put. A removal holds the leads it touches (``holding``):
+    while it runs nothing is known of them and nothing is learnt, and what a transaction
+    put is remembered only when no removal began between its start and its commit
+    (``epoch``), so a pair is never thought to be there when it is not. Bounded: the
+    lead learnt of first is forgotten first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._known: dict[bytes, frozenset[Value]] = {}
+        self._held: set[bytes] = set()
+        self._all_held = False
+        self._lock = threading.Lock()
+        self.epoch = 0
+
+    def missing(self, lead_key: bytes, prints: set[Value]) -> set[Value]:
+        if self._all_held or lead_key in self._held:
+            return prints
+        known = self._known.get(lead_key)
+        return prints if known is None else prints - known
+
+    def remember(self, epoch: int, added: dict[bytes, set[Value]]) -> None:
+        with self._lock:
+            if epoch != self.epoch or self._all_held:
+                return
+            known = self._known
+            held = self._held
+            for lead_key, prints in added.items():
+                if lead_key in held:
+                    continue
+                old = known.get(lead_key)
+                if old is None:
+                    known[lead_key] = frozenset(prints)
+                elif not prints <= old:
+                    known[lead_key] = old | prints
+            while len(known) > self._size:
+                del known[next(iter(known))]
+
+    @contextmanager
+    def holding(self, lead_keys: set[bytes] | None = None) -> Iterator[None]:
+        """Around a removal of the entries of these leads (None: of every lead)."""
+        with self._lock:
+            self.epoch += 1
+            if lead_keys is None:
+                self._all_held = True
+                self._known.clear()
+            else:
+                self._held |= lead_keys
+                for lead_key in lead_keys:
+                    self._known.pop(lead_key, None)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.epoch += 1
+                if lead_keys is None:
+                    self._all_held = False
+                    self._known.clear()
+                else:
+                    self._held -= lead_keys
+                    for lead_key in lead_keys:
+                        self._known.pop(lead_key, None)
+
+
 def _looks_truncated(path: str) -> bool:
     """True when data.mdb is shorter than its own meta page says.
 
@@ -180,6 +249,7 @@ class Index:
         self.path = path
         self.map_size = map_size
         self.prints = prints
+        self._known_prints = KnownPrints()
         """Fingerprints each added event's personal values into ``fingerprints``; None
         leaves that database alone (a read-only follower, a copy)."""
         if _looks_truncated(path):
@@ -281,7 +351,7 @@ class Index:
 
     def reset(self, store_id: bytes) -> None:
         """Empty every database; the caller re-adds the whole log."""
-        with self.env.begin(write=True) as txn:
+        with self._known_prints.holding(), self.env.begin(write=True) as txn:
             for db in self.dbs.values():
                 txn.drop(db, delete=False)
             meta = self.dbs["meta"]
@@ -360,14 +430,22 @@ class Index:
         """Put a batch's entries in a write transaction left open: readers see none of
         them until ``commit``. The writer stages a group while its bytes are being made
         durable, and commits once they are (or aborts). Same thread for both calls."""
+        epoch = self._known_prints.epoch
         txn = self.env.begin(write=True)
         try:
-            created = self._put(txn, located, high_water)
+            created, printed = self._put(txn, located, high_water)
         except BaseException:
             txn.abort()
             raise
-        # Numbers created in the transaction are cached only once it has committed.
-        return StagedAdd(txn, lambda: self._remember_numbers(created))
+
+        # Numbers created in the transaction, and the fingerprints it put, are remembered
+        # only once it has committed.
+        def committed() -> None:
+            self._remember_numbers(created)
+            if printed:
+                self._known_prints.remember(epoch, printed)
+
+        return StagedAdd(txn, committed)
 
     def _remember_numbers(self, created: dict[tuple[bytes, str], bytes]) -> None:
         """Cache the numbers a committed transaction used (some it may have created)."""
@@ -377,7 +455,7 @@ class Index:
 
     def _put(
         self, txn: lmdb.Transaction, located: Iterable[Located], high_water: int
-    ) -> dict[tuple[bytes, str], bytes]:
+    ) -> tuple[dict[tuple[bytes, str], bytes], dict[bytes, set[Value]]]:
         names = self._names
         packed: dict[tuple[bytes, str], bytes] = {}
 
@@ -395,6 +473,8 @@ class Index:
         ids, positions, leads, types, times, flows, entities, segacct, added, raw = ingest.index_rows(
             group, number, lead_hash
         )
+        # Before the rows are sorted: ``leads`` holds each event's lead key in group order.
+        printed = {} if self.prints is None else self._put_prints(txn, group, leads)
         for name, items in (
             ("ids", ids),
             ("positions", positions),
@@ -414,8 +494,6 @@ class Index:
                 _, appended = cursor.putmulti(items, dupdata=True, append=True)
                 if appended < len(items):
                     cursor.putmulti(items, dupdata=True)
-        if self.prints is not None:
-            self._put_prints(txn, group, number)
         db = self.dbs["segacct"]
         for key, (low, high) in segacct.items():
             old = txn.get(key, db=db)
@@ -431,35 +509,44 @@ class Index:
         txn.put(b"raw", _U64.pack((_U64.unpack(old_raw)[0] if old_raw else 0) + raw), db=meta)
         if high_water:
             txn.put(b"high_water", _U64.pack(high_water), db=meta)
-        return packed
+        return packed, printed
 
     def _put_prints(
-        self, txn: lmdb.Transaction, group: list[Located], number: Callable[[bytes, str], bytes]
-    ) -> None:
-        """The fingerprints of the group's snapshots, both ways; a pair already there stays
-        one pair (a lead's snapshot repeats its values at every step)."""
+        self, txn: lmdb.Transaction, group: list[Located], leads: list[tuple[bytes, bytes]]
+    ) -> dict[bytes, set[Value]]:
+        """The fingerprints of the group's snapshots, both ways: only of the values not known
+        to be there already (a pair put again stays one pair). Returns lead key -> the
+        values its snapshots held in the group."""
         prints = self.prints
         assert prints is not None
-        pairs: set[tuple[bytes, bytes]] = set()
-        # A lead's steps in one group often carry one snapshot: fingerprinted once.
-        seen: set[tuple[bytes, int]] = set()
-        for item in group:
+        by_lead: dict[bytes, set[Value]] = {}
+        accounts: dict[bytes, str] = {}
+        for item, (lead_key, _) in zip(group, leads, strict=True):
             e = item.event
             if not e.lead:
                 continue
-            lead_key = number(KIND_ACCOUNT, e.account_id) + lead_hash(e.lead_id)
-            marker = (lead_key, id(e.lead))
-            if marker in seen:
-                continue
-            seen.add(marker)
-            for fp in prints.of_event(e.account_id, e.type, e.lead):
-                pairs.add((fp, lead_key))
-        if not pairs:
-            return
-        forward = sorted(pairs)
-        txn.cursor(db=self.dbs["fingerprints"]).putmulti(forward, dupdata=True)
-        reverse = sorted((lead_key, fp) for fp, lead_key in forward)
-        txn.cursor(db=self.dbs["leadprints"]).putmulti(reverse, dupdata=True)
+            found = prints.values_of(e.account_id, e.type, e.lead)
+            if found:
+                held = by_lead.get(lead_key)
+                if held is None:
+                    by_lead[lead_key] = found
+                    accounts[lead_key] = e.account_id
+                else:
+                    held |= found
+        known = self._known_prints
+        pairs = set()
+        for lead_key, values in by_lead.items():
+            account = accounts[lead_key]
+            for value_cls, leaf in known.missing(lead_key, values):
+                fp = prints.of_value(account, value_cls, leaf)
+                if fp is not None:
+                    pairs.add((fp, lead_key))
+        if pairs:
+            forward = sorted(pairs)
+            txn.cursor(db=self.dbs["fingerprints"]).putmulti(forward, dupdata=False)
+            reverse = sorted((lead_key, fp) for fp, lead_key in forward)
+            txn.cursor(db=self.dbs["leadprints"]).putmulti(reverse, dupdata=False)
+        return by_lead
 
     def _forget_prints(self, txn: lmdb.Transaction, lead_key: bytes, keep: set[bytes] | None = None) -> int:
         """Remove a lead's fingerprint entries (those not in ``keep``); how many went."""
@@ -478,20 +565,21 @@ class Index:
 
     def forget_lead(self, account_id: str, lead_id: str) -> int:
         """Remove every fingerprint entry of a lead (an erasure); how many went."""
-        with self.env.begin(write=True) as txn:
+        return self._rewrite_prints(account_id, lead_id, None)
+
+    def _rewrite_prints(self, account_id: str, lead_id: str, keep: set[bytes] | None) -> int:
+        with self.env.begin() as txn:
             acct = self.number(txn, KIND_ACCOUNT, account_id, False)
-            if acct is None:
-                return 0
-            return self._forget_prints(txn, _U32.pack(acct) + lead_hash(lead_id))
+        if acct is None:
+            return 0
+        lead_key = _U32.pack(acct) + lead_hash(lead_id)
+        with self._known_prints.holding({lead_key}), self.env.begin(write=True) as txn:
+            return self._forget_prints(txn, lead_key, keep)
 
     def refresh_lead(self, account_id: str, lead_id: str, prints: set[bytes]) -> int:
         """Keep of a lead's fingerprint entries only ``prints`` (those its events still
         hold, after some of its values were erased by age); how many went."""
-        with self.env.begin(write=True) as txn:
-            acct = self.number(txn, KIND_ACCOUNT, account_id, False)
-            if acct is None:
-                return 0
-            return self._forget_prints(txn, _U32.pack(acct) + lead_hash(lead_id), prints)
+        return self._rewrite_prints(account_id, lead_id, prints)
 
     def leads_of(self, txn: lmdb.Transaction, fingerprint: bytes) -> list[bytes]:
         """The lead keys (``lead`` keys) under a fingerprint."""
@@ -539,7 +627,8 @@ class Index:
         """Forget a segment's events (before it is deleted or rewritten)."""
         removed = raw = 0
         lead_keys: set[bytes] = set()
-        with self.env.begin(write=True) as txn:
+        events = events if isinstance(events, list) else list(events)
+        with self._known_prints.holding(self._lead_keys_of(events)), self.env.begin(write=True) as txn:
             for item in events:
                 e = item.event
                 raw += item.raw_bytes
@@ -583,6 +672,16 @@ class Index:
             old_raw = txn.get(b"raw", db=meta)
             left = (_U64.unpack(old_raw)[0] if old_raw else 0) - raw
             txn.put(b"raw", _U64.pack(max(left, 0)), db=meta)
+
+    def _lead_keys_of(self, events: list[Located]) -> set[bytes]:
+        out: set[bytes] = set()
+        with self.env.begin() as txn:
+            for item in events:
+                e = item.event
+                acct = self.number(txn, KIND_ACCOUNT, e.account_id, False)
+                if acct is not None:
+                    out.add(_U32.pack(acct) + lead_hash(e.lead_id))
+        return out
 
     def move_segment(self, segment_base: int, offsets: Iterable[tuple[int, int]], raw_change: int) -> None:
         """A segment rewritten with the same events at new offsets (erasure): its
