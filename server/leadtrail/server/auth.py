@@ -111,9 +111,10 @@ class Gate:
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "authorization: unknown or revoked key")
         allowed = RIGHTS[key.role]
         if allowed is not None and method not in allowed:
+            callable_ = ", ".join(sorted(allowed - _ANY))  # reflection is everyone's: not worth naming
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"{method}: not allowed for role {key.role} (it may call {', '.join(sorted(allowed))})",
+                f"{method}: not allowed for role {key.role} (it may call {callable_})",
             )
         if key.rate_per_second:
             wait = self._take(key)
