@@ -1,8 +1,9 @@
 """Field rules (``EventFilter.where``) through a real server: QueryEvents (paged), Export,
 Aggregate and Subscribe (replay and live) answer only the events every rule holds for; an
-alert rule with rules fires only for matching events; an export job keeps its rules over a
-restart; a malformed rule is INVALID_ARGUMENT naming ``where[i]`` and stores nothing; a role
-that sees personal fields masked may not filter on them; the CLI's ``--where``."""
+alert rule with rules fires only for matching events; a sink hands on only what they match; an
+export job keeps its rules over a restart; a malformed rule is INVALID_ARGUMENT naming
+``where[i]`` and stores nothing; a role that sees personal fields masked may not filter on
+them; the CLI's ``--where``."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ from leadtrail.client import (
     EventFilter,
     ExportJob,
     FieldRule,
+    FilesTarget,
     InvalidArgumentError,
     PermissionDeniedError,
     RuleOp,
+    Sink,
 )
 from leadtrail.v1 import event_pb2, exports_pb2, exports_pb2_grpc, query_pb2, query_pb2_grpc
 
@@ -264,3 +267,26 @@ def test_an_export_job_keeps_its_rules_over_a_restart(tmp_path: Path) -> None:
             assert [orjson.loads(line)["lead_id"] for line in lines] == ["lead-3", "lead-6"]
     finally:
         assert served.process.stop() == 0
+
+
+def test_a_sink_hands_on_only_what_its_rules_match(served: Served, admin: Client) -> None:
+    admin.set_sink(
+        Sink(
+            "texas-files",
+            FilesTarget("texas", rotate_events=5),
+            filter=EventFilter(where=("lead.state==TX",)),
+            start="start",
+        )
+    )
+    directory = served.data / "sink-files" / "acme" / "texas"
+    wanted = expected("TX")
+
+    def written() -> list[str] | None:
+        files = sorted(directory.glob("events-*.jsonl")) if directory.is_dir() else []
+        leads = [orjson.loads(line)["lead_id"] for f in files for line in f.read_bytes().splitlines()]
+        return leads if len(leads) >= len(wanted) else None
+
+    assert until("the sink's files hold every TX lead", written) == wanted
+    [sink] = [s for s in admin.list_sinks() if s.name == "texas-files"]
+    assert sink.filter.where == (FieldRule("lead.state", RuleOp.EQ, ("TX",)),)  # kept as set
+    admin.delete_sink("texas-files")
