@@ -190,6 +190,11 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
         "GetFieldPolicy": lambda md: stubs.admin.GetFieldPolicy(
             admin_pb2.GetFieldPolicyRequest(), metadata=md
         ),
+        "GetCheckpoint": lambda md: stubs.admin.GetCheckpoint(admin_pb2.GetCheckpointRequest(), metadata=md),
+        "VerifyChain": lambda md: stubs.admin.VerifyChain(admin_pb2.VerifyChainRequest(), metadata=md),
+        "Backup": lambda md: list(
+            stubs.admin.Backup(admin_pb2.BackupRequest(), metadata=md, timeout=30)
+        ),
         "SetAlertRule": lambda md: alerts.SetAlertRule(rule, metadata=md),
         "ListAlertRules": lambda md: alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), metadata=md),
         "DeleteAlertRule": lambda md: alerts.DeleteAlertRule(

@@ -20,6 +20,210 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """0: the latest committed event."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class SignedCheckpoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    chain_hash: _builtins.bytes
+    """SHA-256 chain hash of the log up to and including `position`."""
+    signature: _builtins.bytes
+    """Ed25519 over "leadtrail checkpoint v1\\n" + position (8 bytes, big-endian)
+    + chain_hash + recorded_at_ms (8 bytes, big-endian); FORMAT.md.
+    """
+    public_key: _builtins.bytes
+    """The store's Ed25519 public key (32 bytes, raw)."""
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """Commit time of the event at `position`."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        chain_hash: _builtins.bytes = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        signature: _builtins.bytes = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_hash", b"chain_hash", "position", b"position", "public_key", b"public_key", "recorded_at", b"recorded_at", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedCheckpoint: _TypeAlias = SignedCheckpoint  # noqa: Y015
+
+@_typing.final
+class VerifyChainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_POSITION_FIELD_NUMBER: _builtins.int
+    FROM_CHAIN_HASH_FIELD_NUMBER: _builtins.int
+    from_position: _builtins.int
+    """Start after this position, trusting `from_chain_hash` as the chain hash
+    at it (a checkpoint kept earlier); 0: from the log's first event.
+    """
+    from_chain_hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        from_position: _builtins.int = ...,
+        from_chain_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_chain_hash", b"from_chain_hash", "from_position", b"from_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyChainRequest: _TypeAlias = VerifyChainRequest  # noqa: Y015
+
+@_typing.final
+class BackupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HAVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def have(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackupFile]:
+        """Files the target already holds (the manifest of an earlier backup into
+        it): those with the same name, size and sha256 are not sent again.
+        """
+
+    def __init__(
+        self,
+        *,
+        have: _abc.Iterable[Global___BackupFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["have", b"have"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupRequest: _TypeAlias = BackupRequest  # noqa: Y015
+
+@_typing.final
+class BackupFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Relative to the data directory, with "/" between parts."""
+    size: _builtins.int
+    sha256: _builtins.str
+    """Lower-case hex."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupFile: _TypeAlias = BackupFile  # noqa: Y015
+
+@_typing.final
+class BackupChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    MANIFEST_JSON_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    manifest_json: _builtins.str
+    """Last: DIR/manifest.json, written once every file is in place."""
+    @_builtins.property
+    def plan(self) -> Global___BackupPlan:
+        """First: the position the backup is consistent at and what will come."""
+
+    @_builtins.property
+    def file(self) -> Global___BackupFile:
+        """A file to write: its bytes follow in `data` parts, in order."""
+
+    def __init__(
+        self,
+        *,
+        plan: Global___BackupPlan | None = ...,
+        file: Global___BackupFile | None = ...,
+        data: _builtins.bytes = ...,
+        manifest_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file", b"file", "manifest_json", b"manifest_json", "part", b"part", "plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file", b"file", "manifest_json", b"manifest_json", "part", b"part", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["plan", "file", "data", "manifest_json"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___BackupChunk: _TypeAlias = BackupChunk  # noqa: Y015
+
+@_typing.final
+class BackupPlan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    FILES_SENT_FIELD_NUMBER: _builtins.int
+    BYTES_SENT_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    chain_hash: _builtins.bytes
+    files: _builtins.int
+    """Files in the backup, and those of them (and their bytes) sent now."""
+    files_sent: _builtins.int
+    bytes_sent: _builtins.int
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        chain_hash: _builtins.bytes = ...,
+        files: _builtins.int = ...,
+        files_sent: _builtins.int = ...,
+        bytes_sent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "chain_hash", b"chain_hash", "files", b"files", "files_sent", b"files_sent", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupPlan: _TypeAlias = BackupPlan  # noqa: Y015
+
+@_typing.final
 class GetStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -259,8 +463,30 @@ class VerifyReport(_message.Message):
     RECORDS_CHECKED_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
     QUARANTINED_FIELD_NUMBER: _builtins.int
+    CHAIN_CHECKED_FIELD_NUMBER: _builtins.int
+    LAST_POSITION_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
+    FIRST_BAD_POSITION_FIELD_NUMBER: _builtins.int
+    RETIRED_FIELD_NUMBER: _builtins.int
+    CONTENT_ERASED_FIELD_NUMBER: _builtins.int
+    SIGNATURES_CHECKED_FIELD_NUMBER: _builtins.int
     records_checked: _builtins.int
     """Counts events."""
+    chain_checked: _builtins.int
+    """VerifyChain only. Events whose digest was recomputed and chained."""
+    last_position: _builtins.int
+    """The last position verified and the chain hash there."""
+    chain_hash: _builtins.bytes
+    first_bad_position: _builtins.int
+    """The first position where anything was edited, inserted, reordered or
+    removed (0: none); `problems` says what.
+    """
+    content_erased: _builtins.int
+    """Events whose content an erasure or a tiered scrub changed: their digest
+    holds the original content's salted commitment.
+    """
+    signatures_checked: _builtins.int
+    """Signed records (checkpoints, retirements) whose signature was checked."""
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty for a healthy store; otherwise names each damaged range (segment,
@@ -273,16 +499,27 @@ class VerifyReport(_message.Message):
         damage).
         """
 
+    @_builtins.property
+    def retired(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ranges retention retired, each with its signed boundary hash."""
+
     def __init__(
         self,
         *,
         records_checked: _builtins.int = ...,
         problems: _abc.Iterable[_builtins.str] | None = ...,
         quarantined: _abc.Iterable[_builtins.str] | None = ...,
+        chain_checked: _builtins.int = ...,
+        last_position: _builtins.int = ...,
+        chain_hash: _builtins.bytes = ...,
+        first_bad_position: _builtins.int = ...,
+        retired: _abc.Iterable[_builtins.str] | None = ...,
+        content_erased: _builtins.int = ...,
+        signatures_checked: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["problems", b"problems", "quarantined", b"quarantined", "records_checked", b"records_checked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_checked", b"chain_checked", "chain_hash", b"chain_hash", "content_erased", b"content_erased", "first_bad_position", b"first_bad_position", "last_position", b"last_position", "problems", b"problems", "quarantined", b"quarantined", "records_checked", b"records_checked", "retired", b"retired", "signatures_checked", b"signatures_checked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,21 @@ class AdminServiceStub:
                 request_serializer=leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.SerializeToString,
                 response_deserializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/leadtrail.v1.AdminService/GetCheckpoint',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.SignedCheckpoint.FromString,
+                _registered_method=True)
+        self.VerifyChain = channel.unary_unary(
+                '/leadtrail.v1.AdminService/VerifyChain',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.VerifyChainRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.VerifyReport.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/leadtrail.v1.AdminService/Backup',
+                request_serializer=leadtrail_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+                response_deserializer=leadtrail_dot_v1_dot_admin__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -164,6 +179,34 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """The chain hash at a position, signed with the store's Ed25519 key
+        (position 0: the latest committed event). Any role: a writer checks its
+        receipts with it, an auditor keeps it outside the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyChain(self, request, context):
+        """Walks the hash chain from a checkpoint (from_position 0: from the start)
+        to the end, checking every event's digest, every signed record and that
+        nothing is missing but what retention retired; names the first bad
+        position. Admin keys of the whole account only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """An online backup, consistent at one position while appends go on: the
+        files of the data directory the target does not hold yet, then the
+        manifest. Admin keys of the whole account only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +259,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetFieldPolicy,
                     request_deserializer=leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.FromString,
                     response_serializer=leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.SignedCheckpoint.SerializeToString,
+            ),
+            'VerifyChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyChain,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.VerifyChainRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.VerifyReport.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=leadtrail_dot_v1_dot_admin__pb2.BackupRequest.FromString,
+                    response_serializer=leadtrail_dot_v1_dot_admin__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +546,87 @@ class AdminService:
             '/leadtrail.v1.AdminService/GetFieldPolicy',
             leadtrail_dot_v1_dot_admin__pb2.GetFieldPolicyRequest.SerializeToString,
             leadtrail_dot_v1_dot_admin__pb2.FieldPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/GetCheckpoint',
+            leadtrail_dot_v1_dot_admin__pb2.GetCheckpointRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.SignedCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/VerifyChain',
+            leadtrail_dot_v1_dot_admin__pb2.VerifyChainRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.VerifyReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/leadtrail.v1.AdminService/Backup',
+            leadtrail_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+            leadtrail_dot_v1_dot_admin__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,22 @@ class AdminServiceStub:
     every answer, erasure and retention from then on.
     """
     GetFieldPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetFieldPolicyRequest, _admin_pb2.FieldPolicy]
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetCheckpointRequest, _admin_pb2.SignedCheckpoint]
+    """The chain hash at a position, signed with the store's Ed25519 key
+    (position 0: the latest committed event). Any role: a writer checks its
+    receipts with it, an auditor keeps it outside the store.
+    """
+    VerifyChain: _grpc.UnaryUnaryMultiCallable[_admin_pb2.VerifyChainRequest, _admin_pb2.VerifyReport]
+    """Walks the hash chain from a checkpoint (from_position 0: from the start)
+    to the end, checking every event's digest, every signed record and that
+    nothing is missing but what retention retired; names the first bad
+    position. Admin keys of the whole account only.
+    """
+    Backup: _grpc.UnaryStreamMultiCallable[_admin_pb2.BackupRequest, _admin_pb2.BackupChunk]
+    """An online backup, consistent at one position while appends go on: the
+    files of the data directory the target does not hold yet, then the
+    manifest. Admin keys of the whole account only.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -91,6 +107,22 @@ class AdminServiceAsyncStub(AdminServiceStub):
     every answer, erasure and retention from then on.
     """
     GetFieldPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetFieldPolicyRequest, _admin_pb2.FieldPolicy]  # type: ignore[assignment]
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetCheckpointRequest, _admin_pb2.SignedCheckpoint]  # type: ignore[assignment]
+    """The chain hash at a position, signed with the store's Ed25519 key
+    (position 0: the latest committed event). Any role: a writer checks its
+    receipts with it, an auditor keeps it outside the store.
+    """
+    VerifyChain: _aio.UnaryUnaryMultiCallable[_admin_pb2.VerifyChainRequest, _admin_pb2.VerifyReport]  # type: ignore[assignment]
+    """Walks the hash chain from a checkpoint (from_position 0: from the start)
+    to the end, checking every event's digest, every signed record and that
+    nothing is missing but what retention retired; names the first bad
+    position. Admin keys of the whole account only.
+    """
+    Backup: _aio.UnaryStreamMultiCallable[_admin_pb2.BackupRequest, _admin_pb2.BackupChunk]  # type: ignore[assignment]
+    """An online backup, consistent at one position while appends go on: the
+    files of the data directory the target does not hold yet, then the
+    manifest. Admin keys of the whole account only.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -180,5 +212,39 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.GetFieldPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.FieldPolicy, _abc.Awaitable[_admin_pb2.FieldPolicy]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _admin_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SignedCheckpoint, _abc.Awaitable[_admin_pb2.SignedCheckpoint]]:
+        """The chain hash at a position, signed with the store's Ed25519 key
+        (position 0: the latest committed event). Any role: a writer checks its
+        receipts with it, an auditor keeps it outside the store.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyChain(
+        self,
+        request: _admin_pb2.VerifyChainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.VerifyReport, _abc.Awaitable[_admin_pb2.VerifyReport]]:
+        """Walks the hash chain from a checkpoint (from_position 0: from the start)
+        to the end, checking every event's digest, every signed record and that
+        nothing is missing but what retention retired; names the first bad
+        position. Admin keys of the whole account only.
+        """
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _admin_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.BackupChunk], _abc.AsyncIterator[_admin_pb2.BackupChunk]]:
+        """An online backup, consistent at one position while appends go on: the
+        files of the data directory the target does not hold yet, then the
+        manifest. Admin keys of the whole account only.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from leadtrail.v1 import event_pb2 as leadtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dleadtrail/v1/submission.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18leadtrail/v1/event.proto\"4\n\rAppendRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.leadtrail.v1.Event\"=\n\x0e\x41ppendResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.leadtrail.v1.AppendResult\"\x82\x01\n\x0c\x41ppendResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x10\n\x08\x63onflict\x18\x05 \x01(\x08\x32\xa7\x01\n\x11SubmissionService\x12\x43\n\x06\x41ppend\x12\x1b.leadtrail.v1.AppendRequest\x1a\x1c.leadtrail.v1.AppendResponse\x12M\n\x0c\x41ppendStream\x12\x1b.leadtrail.v1.AppendRequest\x1a\x1c.leadtrail.v1.AppendResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dleadtrail/v1/submission.proto\x12\x0cleadtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18leadtrail/v1/event.proto\"4\n\rAppendRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.leadtrail.v1.Event\"=\n\x0e\x41ppendResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.leadtrail.v1.AppendResult\"\x96\x01\n\x0c\x41ppendResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x10\n\x08\x63onflict\x18\x05 \x01(\x08\x12\x12\n\nchain_hash\x18\x06 \x01(\x0c\x32\xa7\x01\n\x11SubmissionService\x12\x43\n\x06\x41ppend\x12\x1b.leadtrail.v1.AppendRequest\x1a\x1c.leadtrail.v1.AppendResponse\x12M\n\x0c\x41ppendStream\x12\x1b.leadtrail.v1.AppendRequest\x1a\x1c.leadtrail.v1.AppendResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDRESPONSE']._serialized_start=160
   _globals['_APPENDRESPONSE']._serialized_end=221
   _globals['_APPENDRESULT']._serialized_start=224
-  _globals['_APPENDRESULT']._serialized_end=354
-  _globals['_SUBMISSIONSERVICE']._serialized_start=357
-  _globals['_SUBMISSIONSERVICE']._serialized_end=524
+  _globals['_APPENDRESULT']._serialized_end=374
+  _globals['_SUBMISSIONSERVICE']._serialized_start=377
+  _globals['_SUBMISSIONSERVICE']._serialized_end=544
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,7 @@ class AppendResult(_message.Message):
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     CONFLICT_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The event id, assigned by the server when the request left it empty."""
     position: _builtins.int
@@ -85,6 +86,12 @@ class AppendResult(_message.Message):
     """A duplicate whose stored event differs from the one sent in type, lead,
     flow or timestamp: the first event is kept, and this says the sender
     re-used an id for something else.
+    """
+    chain_hash: _builtins.bytes
+    """The receipt: SHA-256 chain hash of the log up to and including this event
+    (storage/FORMAT.md, "Hash chain"). For a duplicate, the original event's.
+    Check it later with AdminService.GetCheckpoint(position) or the SDK's
+    `verify_receipt`.
     """
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
@@ -98,10 +105,11 @@ class AppendResult(_message.Message):
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         duplicate: _builtins.bool = ...,
         conflict: _builtins.bool = ...,
+        chain_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflict", b"conflict", "duplicate", b"duplicate", "id", b"id", "position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_hash", b"chain_hash", "conflict", b"conflict", "duplicate", b"duplicate", "id", b"id", "position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

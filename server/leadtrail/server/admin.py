@@ -7,6 +7,7 @@ or flows may make none of them but GetFieldPolicy.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 
 import grpc
@@ -15,11 +16,12 @@ from leadtrail.client.wire import field_policy_to_proto, retention_policy_to_pro
 from leadtrail.storage import FieldPolicy, InvalidArgumentError, RetentionPolicy
 from leadtrail.v1 import admin_pb2, admin_pb2_grpc
 
+from . import backup, checkpoint_service, integrity
 from .caller import Caller
 from .convert import ms_to_timestamp, timestamp_to_ms
 from .keys import ApiKey, KeyStoreError
 from .served_store import ServedStore
-from .status import Context, ServiceError, invalid, not_found, unary
+from .status import Context, ServiceError, invalid, not_found, streaming, unary
 
 MAX_DAYS = 365 * 100
 MAX_ID_CHARS = 128
@@ -189,6 +191,29 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetFieldPolicyRequest, context: Context
     ) -> admin_pb2.FieldPolicy:
         return field_policy_to_proto(self.store.log.fields.get(Caller.current().account))
+
+    # -- integrity and backup: each in a module of its own --------------------------------
+
+    @unary
+    async def GetCheckpoint(
+        self, request: admin_pb2.GetCheckpointRequest, context: Context
+    ) -> admin_pb2.SignedCheckpoint:
+        return await checkpoint_service.get_checkpoint(self.store, request)
+
+    @unary
+    async def VerifyChain(
+        self, request: admin_pb2.VerifyChainRequest, context: Context
+    ) -> admin_pb2.VerifyReport:
+        Caller.current().whole_account("VerifyChain")
+        return await integrity.verify_chain(self.store, request)
+
+    @streaming
+    async def Backup(
+        self, request: admin_pb2.BackupRequest, context: Context
+    ) -> AsyncIterator[admin_pb2.BackupChunk]:
+        Caller.current().whole_account("Backup")
+        async for chunk in backup.backup(self.store, request, context):
+            yield chunk
 
 
 def _now_ms() -> int:

@@ -284,7 +284,9 @@ class SettledAdmin:
     """The writer's AdminService: a call that may have changed the store on disk returns
     once every follower worker reloaded (notices.py), so no worker serves what it removed."""
 
-    READ_ONLY = frozenset({"GetStats", "Verify", "ListKeys", "GetFieldPolicy"})
+    READ_ONLY = frozenset(
+        {"GetStats", "Verify", "ListKeys", "GetFieldPolicy", "GetCheckpoint", "VerifyChain", "Backup"}
+    )
 
     def __init__(self, servicer: object, hub: NoticeHub) -> None:
         self._servicer = servicer

@@ -31,9 +31,11 @@ _READS = _ANY | {
     "FindLeads",
     "ListAlerts",
     "GetSinkStatus",
+    "GetCheckpoint",
 }
 RIGHTS: dict[str, frozenset[str] | None] = {
-    "writer": _ANY | {"Append", "AppendStream"},
+    # A writer checks its receipts (AppendResult.chain_hash) against signed checkpoints.
+    "writer": _ANY | {"Append", "AppendStream", "GetCheckpoint"},
     "reader": _READS,
     # Metrics: GET /metrics (web/); the files of scheduled exports are exports too.
     "analyst": _READS | {"Aggregate", "Export", "Metrics", "ListExportFiles", "DownloadExportFile"},

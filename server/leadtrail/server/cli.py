@@ -105,6 +105,16 @@ def _offline_unless(remote: Callable[[argparse.Namespace], bool], offline: Comma
     return run
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """``verify``: records (and with --chain the hash chain), offline or on a server."""
+    if args.chain:
+        name = "cmd_verify_chain_remote" if args.server else "cmd_verify_chain"
+        return _remote("cli_chain", name)(args)
+    if args.checkpoint:
+        args.parser.error("--checkpoint needs --chain")
+    return _offline_unless(_server_given, cli_offline.cmd_verify)(args)
+
+
 def _no_data(args: argparse.Namespace) -> bool:
     return args.data is None
 
@@ -656,7 +666,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-read and check every record (offline on --data, or --server)")
     _data_arg(p)
     _server_args(p, default=None)
-    p.set_defaults(func=_offline_unless(_server_given, cli_offline.cmd_verify), parser=p)
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="walk the hash chain: name the first position edited, inserted, reordered or removed",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="with --chain: and check against this signed checkpoint (what `leadtrail checkpoint` prints)",
+    )
+    p.set_defaults(func=_verify, parser=p)
+
+    p = sub.add_parser("checkpoint", help="the chain hash at a position, signed by the server (JSON)")
+    p.add_argument(
+        "--position", type=_not_negative, default=0, metavar="N", help="default 0: the latest event"
+    )
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_checkpoint", "cmd_checkpoint"), parser=p)
+
+    p = sub.add_parser(
+        "backup", help="an online backup of a running server into DIR (only what changed since the last)"
+    )
+    p.add_argument("--to", required=True, metavar="DIR", help="backup directory (made if missing)")
+    _server_args(p)
+    p.set_defaults(func=_remote("cli_backup", "cmd_backup"), parser=p)
+
+    p = sub.add_parser("restore", help="offline: make a data directory from a backup, and verify it")
+    p.add_argument("--from", dest="source", required=True, metavar="DIR", help="backup directory")
+    p.add_argument("--data", required=True, metavar="DIR", help="the new data directory (empty or absent)")
+    p.set_defaults(func=_remote("cli_backup", "cmd_restore"), parser=p)
 
     p = sub.add_parser("reindex", help="offline: rebuild the indexes from the log")
     _data_arg(p)
@@ -759,6 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(k)
     k.add_argument("key_id", metavar="KEY_ID")
     k.set_defaults(func=cli_keys.cmd_keys_revoke, parser=k)
+    k = keys.add_parser("public", help="the store's Ed25519 public key (base64): checkpoints verify with it")
+    _data_arg(k)
+    k.set_defaults(func=_remote("cli_checkpoint", "cmd_keys_public"), parser=k)
 
     p = sub.add_parser("demo", help="append simulated lead flows to a running server")
     p.add_argument(

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .field_rules import FieldRule, checked_rules, reads_lead, rules_hold
+
+if TYPE_CHECKING:
+    from .chain import Seal
 
 DEFAULT_ACCOUNT = "default"
 
@@ -60,6 +63,9 @@ class Event:
     account_id: str = DEFAULT_ACCOUNT
     position: int = 0
     recorded_at_ms: int = 0
+    seal: Seal | None = field(default=None, compare=False, repr=False)
+    """The chain block of a stored event (FORMAT.md, "Hash chain"): set when it is read, so
+    that a rewrite keeps it; None on an event to append (the writer makes one)."""
 
     def copy(self) -> Event:
         """A shallow copy, to change before it is handed out (``dataclasses.replace`` is slow)."""
@@ -81,6 +87,7 @@ class Event:
             self.account_id,
             self.position,
             self.recorded_at_ms,
+            self.seal,
         )
 
 
@@ -93,6 +100,9 @@ class AppendResult:
     conflict: bool = False
     """A duplicate whose stored event differs from the one sent (type, lead, flow or
     timestamp): the first one is kept, and the sender should hear of it."""
+    chain_hash: bytes = b""
+    """The receipt: the chain hash up to and including the event (FORMAT.md, "Hash
+    chain"); b"" for an event written without a chain (format 1.1 records)."""
 
 
 AUDIT_TYPE_PREFIX = "audit."

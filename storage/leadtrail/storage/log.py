@@ -509,6 +509,12 @@ class EventLog:
     def segments(self) -> list[Segment]:
         return self._segments.all()
 
+    # -- verify: chain verification (chain_verify.py) -----------------------------
+
+    # -- sign: signing key and checkpoints (signing.py, checkpoints.py) -------------
+
+    # -- backup: consistent copies of the data directory (backup.py) --------------
+
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:

@@ -72,6 +72,10 @@ class Maintenance(Protocol):
         """Around the swap of a segment's file (readers wait; a new rewrite epoch)."""
         ...
 
+    # -- verify: (methods retention needs for signed boundaries) ----------------
+
+    # -- sign: (methods retention needs to sign records) ------------------------
+
 
 class StoreMaintenance:
     """``Maintenance`` over the parts of one open store."""
@@ -163,3 +167,8 @@ class StoreMaintenance:
 
     def rewriting_segment(self) -> AbstractContextManager[None]:
         return self._reader.rewriting_segment()
+
+    # -- verify: ---------------------------------------------------------------
+
+    # -- sign: -----------------------------------------------------------------
+

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from . import wireform
+from . import chain, wireform
 from .event import Event, Outcome
 from .format import WIRE_HEADER, BadRecord
 
@@ -41,12 +41,17 @@ def _field_size(tag: bytes, value: bytes) -> int:
 
 
 def encode(
-    event: Event, details_json: bytes, lead_json: bytes, changes: bytes, changes_base: int
+    event: Event,
+    details_json: bytes,
+    lead_json: bytes,
+    changes: bytes,
+    changes_base: int,
+    block: bytes = b"",
 ) -> tuple[bytes, int]:
     """(the body of ``event``, the size of the event as JSON): ``details_json`` and
     ``lead_json`` are its details and snapshot as ``orjson.dumps`` writes them (b"" when
     empty); ``changes`` are the timeline changes against the event at ``changes_base``
-    (its own position: against nothing)."""
+    (its own position: against nothing); ``block`` its chain block (format 1.4)."""
     meta = orjson.dumps(scalar_fields(event))
     event_pb, head_len = wireform.encode_event(
         event.id,
@@ -71,7 +76,7 @@ def encode(
     )
     # As a JSON array of every field (format 1.0's body): what stats count as raw bytes.
     json_size = len(meta) + len(details_json or b"{}") + len(lead_json or b"{}") + 2
-    return b"".join((header, meta, event_pb, changes)), json_size
+    return b"".join((header, meta, event_pb, changes, block)), json_size
 
 
 def scalar_fields(event: Event) -> list[Any]:
@@ -100,6 +105,7 @@ class StoredEvent:
     __slots__ = (
         "_body",
         "_changes_at",
+        "_end",
         "_event_at",
         "_head_len",
         "_json_at",
@@ -114,6 +120,7 @@ class StoredEvent:
         "outcome",
         "position",
         "recorded_at_ms",
+        "seal",
         "timestamp_ms",
         "type",
     )
@@ -127,8 +134,12 @@ class StoredEvent:
             raise BadRecord(f"wire body shorter than its header ({len(body)} bytes)") from e
         event_at = WIRE_HEADER.size + meta_len
         changes_at = event_at + event_len
-        if changes_at + changes_len != len(body) or not head_len <= json_at <= lead_at <= event_len:
+        end = changes_at + changes_len
+        if end > len(body) or not head_len <= json_at <= lead_at <= event_len:
             raise BadRecord(f"wire body lengths do not add up ({len(body)} bytes)")
+        # Format 1.4: the chain block follows the changes (FORMAT.md, "Chain block").
+        self.seal = chain.parse_block(body[end:]) if end < len(body) else None
+        self._end = end
         try:
             meta = orjson.loads(body[WIRE_HEADER.size : event_at])
             self.id, self.type, self.lead_id, self.flow_id, self.entity_id, self.outcome = meta[:6]
@@ -187,7 +198,33 @@ class StoredEvent:
     def changes(self) -> bytes:
         """The timeline changes against the event at ``changes_base`` (tagged
         ``TimelineStep.changes`` entries); ``changes_base == position``: against nothing."""
-        return self._body[self._changes_at :]
+        return self._body[self._changes_at : self._end]
+
+    @property
+    def meta(self) -> list[Any]:
+        """The scalar fields (``scalar_fields`` order), as stored."""
+        return list(self._meta)
+
+    def content_commitment(self) -> bytes | None:
+        """The salted commitment to the content (reason, details, snapshot) the digest
+        covers: computed from the salt, or the one stored once the content changed; None
+        for an event written before the chain."""
+        seal = self.seal
+        if seal is None:
+            return None
+        if seal.kind == chain.COMMITTED:
+            return seal.value
+        details_json, lead_json = self.json_parts()
+        return chain.commitment(seal.value, self._meta[6], details_json, lead_json)
+
+    def digest(self) -> bytes | None:
+        """The event's chain digest (FORMAT.md, "Digest"); None when it is not chained."""
+        content = self.content_commitment()
+        if content is None:
+            return None
+        return chain.digest(
+            self.position, self.recorded_at_ms, self.timestamp_ms, self.account_id, self._meta, content
+        )
 
     def json_parts(self) -> tuple[bytes, bytes]:
         """(details_json, lead_json), each b"" when empty."""

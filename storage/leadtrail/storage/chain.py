@@ -1,0 +1,157 @@
+"""The hash chain (FORMAT.md, "Hash chain"): an event's digest, its chain block, the link.
+
+Every chained event's digest covers each of its fields, its content (reason,
+details, snapshot) only through a salted commitment, so that an erasure, which
+rewrites the content and keeps the commitment in place of the salt, leaves the
+chain as it was. The chain hash at a position is SHA-256 of the one before it
+and the event's digest; a wire body ends with a block holding the salt (or the
+commitment) and the first 8 bytes of that hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from .format import BadRecord
+
+GENESIS = bytes(32)
+"""The chain hash before a store's first chained event."""
+HASH_BYTES = 32
+SALT_BYTES = 16
+CHAIN8_BYTES = 8
+SALTED = 1
+"""Block kind: the content is committed to by the salt the block holds."""
+COMMITTED = 2
+"""Block kind: the content was changed (erased, scrubbed); the block holds its commitment."""
+SALTED_BLOCK_BYTES = 1 + SALT_BYTES + CHAIN8_BYTES
+COMMITTED_BLOCK_BYTES = 1 + HASH_BYTES + CHAIN8_BYTES
+SYSTEM_ACCOUNT = "leadtrail.system"
+"""The account of the records the store signs (checkpoints, retirements): a name no API key
+can hold (keys' account names have no dot)."""
+
+_CONTENT = b"leadtrail content v1\x00"
+_EVENT = b"leadtrail event v1\x00"
+_TIMES = struct.Struct(">QQQ")
+_LEN = struct.Struct(">I")
+_OUTCOME_DURATION = struct.Struct(">BI")
+_U32 = struct.Struct(">I")
+_sha256 = hashlib.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """An event's chain block: its salt or its content's commitment, and chain8."""
+
+    kind: int
+    value: bytes
+    """The salt (``SALTED``) or the commitment (``COMMITTED``)."""
+    chain8: bytes
+
+    def encode(self) -> bytes:
+        return bytes((self.kind,)) + self.value + self.chain8
+
+    def committed(self, commitment: bytes) -> Seal:
+        """This seal once the content it covers changed: the commitment, no salt."""
+        return Seal(COMMITTED, commitment, self.chain8)
+
+
+def parse_block(block: bytes | memoryview) -> Seal:
+    """The seal of a chain block (the excess bytes of a wire body)."""
+    size = len(block)
+    kind = block[0] if size else 0
+    if (kind == SALTED and size == SALTED_BLOCK_BYTES) or (
+        kind == COMMITTED and size == COMMITTED_BLOCK_BYTES
+    ):
+        value = bytes(block[1 : size - CHAIN8_BYTES])
+        return Seal(kind, value, bytes(block[size - CHAIN8_BYTES :]))
+    raise BadRecord(f"wire body ends with {size} bytes that are no chain block (kind {kind})")
+
+
+def _lp(data: bytes) -> bytes:
+    return _LEN.pack(len(data)) + data
+
+
+def commitment(salt: bytes, reason: str, details_json: bytes, lead_json: bytes) -> bytes:
+    """The salted commitment to an event's content."""
+    r = reason.encode()
+    return _sha256(
+        b"".join(
+            (
+                _CONTENT,
+                salt,
+                _LEN.pack(len(r)),
+                r,
+                _LEN.pack(len(details_json)),
+                details_json,
+                _LEN.pack(len(lead_json)),
+                lead_json,
+            )
+        )
+    ).digest()
+
+
+def digest(
+    position: int,
+    recorded_at_ms: int,
+    timestamp_ms: int,
+    account_id: str,
+    meta: list[object] | tuple[object, ...],
+    content: bytes,
+) -> bytes:
+    """The event's digest; ``meta`` is the wire body's meta array (FORMAT.md, "Wire body")
+    and ``content`` the content's commitment."""
+    event_id, event_type, lead_id, flow_id, entity_id, outcome, _, duration, integration, code, price = meta
+    return _sha256(
+        b"".join(
+            (
+                _EVENT,
+                _TIMES.pack(position, recorded_at_ms, timestamp_ms),
+                _lp(account_id.encode()),
+                _lp(str(event_id).encode()),
+                _lp(str(event_type).encode()),
+                _lp(str(lead_id).encode()),
+                _lp(str(flow_id).encode()),
+                _lp(str(entity_id).encode()),
+                _OUTCOME_DURATION.pack(int(outcome), int(duration)),  # type: ignore[call-overload]
+                _lp(str(integration).encode()),
+                _U32.pack(int(code)),  # type: ignore[call-overload]
+                _lp(str(price).encode()),
+                content,
+            )
+        )
+    ).digest()
+
+
+def link(previous: bytes, event_digest: bytes) -> bytes:
+    """The chain hash after an event: SHA-256(previous chain hash ‖ its digest)."""
+    return _sha256(previous + event_digest).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPoint:
+    """The chain hash at a position, and the commit time of the event there."""
+
+    position: int
+    chain_hash: bytes
+    recorded_at_ms: int
+
+
+__all__ = [
+    "CHAIN8_BYTES",
+    "COMMITTED",
+    "COMMITTED_BLOCK_BYTES",
+    "GENESIS",
+    "HASH_BYTES",
+    "SALTED",
+    "SALTED_BLOCK_BYTES",
+    "SALT_BYTES",
+    "SYSTEM_ACCOUNT",
+    "ChainPoint",
+    "Seal",
+    "commitment",
+    "digest",
+    "link",
+    "parse_block",
+]
