@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .chain_verify import ChainReport, GivenCheckpoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
@@ -52,6 +53,7 @@ __all__ = [
     "ERASED",
     "SERVER_TYPE_PREFIXES",
     "AppendResult",
+    "ChainReport",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
@@ -64,6 +66,7 @@ __all__ = [
     "FieldRule",
     "Files",
     "FsyncPolicy",
+    "GivenCheckpoint",
     "InvalidArgumentError",
     "InvalidCursorError",
     "LeadMatch",

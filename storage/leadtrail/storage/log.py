@@ -21,11 +21,30 @@ from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, fingerprints, index_compaction, query, recovery, retention, stats, writer
+from . import (
+    chain_verify,
+    erasure,
+    fingerprints,
+    index_compaction,
+    query,
+    recovery,
+    retention,
+    retirement,
+    stats,
+    writer,
+)
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .erasure import ErasureReport
-from .errors import ClosedError, DataDirectoryError, LegalHoldError, NotWritableError, translated, translating
+from .errors import (
+    ClosedError,
+    DataDirectoryError,
+    LegalHoldError,
+    MetadataFileError,
+    NotWritableError,
+    translated,
+    translating,
+)
 from .event import (
     DEFAULT_ACCOUNT,
     AppendResult,
@@ -510,6 +529,29 @@ class EventLog:
         return self._segments.all()
 
     # -- verify: chain verification (chain_verify.py) -----------------------------
+
+    @translating("verifying the chain")
+    def verify_chain(
+        self,
+        from_position: int = 0,
+        from_chain_hash: bytes = b"",
+        checkpoint: chain_verify.Checkpoint | None = None,
+        progress: Progress | None = None,
+    ) -> chain_verify.ChainReport:
+        """Walk the hash chain (chain_verify.py) from the first event, or after
+        ``from_position`` trusting ``from_chain_hash`` there (a checkpoint kept earlier),
+        and against ``checkpoint`` when given: the first position edited, inserted,
+        reordered or removed, every signed record checked with the store's key.
+        ``progress(done, total)`` is called with segments walked."""
+        self._require_index()
+        try:
+            public_key: bytes | None = self.public_key
+        except MetadataFileError:
+            public_key = None  # a store whose writer never ran has signed nothing
+        retirements = functools.partial(retirement.load, self.path)
+        return chain_verify.verify_chain(
+            self, public_key, retirements, from_position, from_chain_hash, checkpoint, progress
+        )
 
     # -- sign: signing key and checkpoints (signing.py, checkpoints.py) -------------
 

@@ -22,6 +22,7 @@ from .index import Index, Located
 from .reader import Reader
 from .segment import Segment
 from .segment_list import SegmentList
+from .wirebody import StoredEvent
 from .writer import GroupCommit
 
 
@@ -73,6 +74,16 @@ class Maintenance(Protocol):
         ...
 
     # -- verify: (methods retention needs for signed boundaries) ----------------
+
+    def stored_from(self, position: int) -> Iterator[StoredEvent]:
+        """The committed events from ``position`` on, in position order, as stored: what
+        retention recomputes the chain hashes at the ends of removed runs from."""
+        ...
+
+    @property
+    def data_path(self) -> str:
+        """The data directory (where retention keeps its signed records, retirement.py)."""
+        ...
 
     # -- sign: (methods retention needs to sign records) ------------------------
 
@@ -170,5 +181,11 @@ class StoreMaintenance:
 
     # -- verify: ---------------------------------------------------------------
 
-    # -- sign: -----------------------------------------------------------------
+    def stored_from(self, position: int) -> Iterator[StoredEvent]:
+        return self._reader.read_stored_from(position)
 
+    @property
+    def data_path(self) -> str:
+        return self._directory.path
+
+    # -- sign: -----------------------------------------------------------------

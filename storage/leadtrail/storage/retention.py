@@ -16,12 +16,16 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from . import retirement
+from .chain import GENESIS, SALTED, Seal, link
 from .datadir import read_json_file, write_json_file
 from .erasure import erase_event, finish_retirements, forget_in_memory, needles, retire_holders
-from .errors import InvalidArgumentError, MetadataFileError
+from .errors import InvalidArgumentError, MetadataFileError, StorageError
 from .event import AUDIT_TYPE_PREFIX, Event, Progress, RetentionPolicy, RetentionReport
 from .fields import PII, SECRET, personal_values, quotes_of
 from .fs import Files
+from .index import Located
+from .retirement import Run
 from .rewrite import rewrite_segments, rewrite_whole, rewriting, seal_active
 
 if TYPE_CHECKING:
@@ -197,6 +201,7 @@ def scrub_by_age(
             if erased is not None:
                 aged.update(values)
                 touched.add((event.account_id, event.lead_id))
+                erased.seal = _committed_seal(store, event)
             return erased
 
         changed, count = rewrite_segments(store, [segment], transform)
@@ -219,6 +224,20 @@ def scrub_by_age(
         retire_holders(store, found)
         finish_retirements(store)
     return scrubbed, rewritten
+
+
+def _committed_seal(store: Maintenance, event: Event) -> Seal | None:
+    """The chain block of ``event`` once its content changes: the commitment to the content
+    as written (computed from the stored record and its salt) in place of the salt, so that
+    its digest, and the chain, stay as they were (FORMAT.md, "Hash chain")."""
+    seal = event.seal
+    if seal is None or seal.kind != SALTED:
+        return seal  # not chained, or changed before: the commitment is there already
+    stored = store.stored_at(event.position)
+    commitment = stored.content_commitment() if stored is not None else None
+    if commitment is None:
+        raise StorageError(f"position {event.position}: its stored record holds no chain block to commit")
+    return seal.committed(commitment)
 
 
 def refresh_search(store: Maintenance, leads: set[tuple[str, str]]) -> None:
@@ -291,6 +310,8 @@ def expire(
         survivors = [i for i in items if i.event.position not in gone_positions]
         survivors_last = survivors[-1].event.position if survivors else segment.base - 1
         whole = len(gone) == len(items)  # `every` may still leave audit records to keep
+        # Signed first, so that a verifier continues the chain across the gap.
+        _sign_retirement(store, segment, items, gone_positions)
         with rewriting(store, segment):
             # The positions leaving the log are recorded first, so a crash at any
             # later step never looks like a segment file lost outside retention.
@@ -309,3 +330,51 @@ def expire(
                 freed += size - segment.size
         removed += len(gone)
     return RetentionReport(removed, deleted, rewritten, freed)
+
+
+def _sign_retirement(store: Maintenance, segment: Segment, items: list[Located], gone: set[int]) -> None:
+    """Add the signed retirement record (retirement.py) of the runs of ``gone`` about to
+    leave ``segment``: each maximal run between survivors, with the chain hash at its last
+    position, computed from the stored records before they go."""
+    spans: list[list[int]] = []
+    run: list[int] | None = None
+    for item in items:
+        position = item.event.position
+        if position in gone:
+            if run is None:
+                run = [position, position]
+                spans.append(run)
+            else:
+                run[1] = position
+        else:
+            run = None
+    if not spans:
+        return
+    hashes = _chain_hashes(
+        store, items[0].event.position, items[-1].event.position, {last for _, last in spans}
+    )
+    runs = [Run(first, last, hashes[last]) for first, last in spans]
+    retirement.add(store.data_path, store.files, runs, store.signer)
+
+
+def _chain_hashes(store: Maintenance, first: int, last: int, wanted: set[int]) -> dict[int, bytes]:
+    """The chain hash at each of ``wanted`` in ``first``..``last`` (one segment's events)."""
+    found: dict[int, bytes] = {}
+    chain_hash: bytes | None = None
+    for stored in store.stored_from(first):
+        position = stored.position
+        if position > last:
+            break
+        if chain_hash is None:
+            # The index keeps the hash at the first; a store older than the chain starts at GENESIS.
+            chain_hash = store.chain_point(position).chain_hash if stored.seal is not None else GENESIS
+        else:
+            digest = stored.digest()
+            if digest is not None:
+                chain_hash = link(chain_hash, digest)
+        if position in wanted:
+            found[position] = chain_hash
+    missing = wanted - found.keys()
+    if missing:
+        raise StorageError(f"positions {sorted(missing)[:5]} to retire are not in the log")
+    return found
