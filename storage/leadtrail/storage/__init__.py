@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
@@ -15,6 +16,7 @@ from .errors import (
     LegalHoldError,
     LimitExceededError,
     MetadataFileError,
+    NotFoundError,
     NotWritableError,
     StorageError,
     ValidationError,
@@ -50,8 +52,11 @@ __all__ = [
     "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
     "ERASED",
+    "GENESIS",
     "SERVER_TYPE_PREFIXES",
+    "SYSTEM_ACCOUNT",
     "AppendResult",
+    "ChainPoint",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
@@ -70,6 +75,7 @@ __all__ = [
     "LegalHoldError",
     "LimitExceededError",
     "MetadataFileError",
+    "NotFoundError",
     "NotWritableError",
     "Options",
     "Outcome",
