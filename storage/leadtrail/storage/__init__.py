@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .chain_verify import ChainReport, GivenCheckpoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
@@ -16,6 +17,7 @@ from .errors import (
     LegalHoldError,
     LimitExceededError,
     MetadataFileError,
+    NotFoundError,
     NotWritableError,
     StorageError,
     ValidationError,
@@ -51,8 +53,11 @@ __all__ = [
     "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
     "ERASED",
+    "GENESIS",
     "SERVER_TYPE_PREFIXES",
+    "SYSTEM_ACCOUNT",
     "AppendResult",
+    "ChainPoint",
     "ChainReport",
     "ClosedError",
     "CorruptionError",
@@ -73,6 +78,7 @@ __all__ = [
     "LegalHoldError",
     "LimitExceededError",
     "MetadataFileError",
+    "NotFoundError",
     "NotWritableError",
     "Options",
     "Outcome",

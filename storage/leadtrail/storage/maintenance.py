@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from . import query
+from .chain import ChainPoint
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .errors import ClosedError, NotWritableError
@@ -24,6 +25,16 @@ from .segment import Segment
 from .segment_list import SegmentList
 from .wirebody import StoredEvent
 from .writer import GroupCommit
+
+
+class ChainAccess(Protocol):
+    """The store's records and hash chain, as a rewrite reads them."""
+
+    def stored_at(self, position: int) -> StoredEvent | None: ...
+
+    def chain_point(self, position: int) -> ChainPoint: ...
+
+    def chain_head(self) -> ChainPoint: ...
 
 
 class Maintenance(Protocol):
@@ -73,6 +84,16 @@ class Maintenance(Protocol):
         """Around the swap of a segment's file (readers wait; a new rewrite epoch)."""
         ...
 
+    def stored_at(self, position: int) -> StoredEvent | None:
+        """The record at ``position`` undecoded (its content's commitment, for a rewrite)."""
+        ...
+
+    def chain_point(self, position: int) -> ChainPoint:
+        """The chain hash at ``position`` (NotFoundError: no chained event there)."""
+        ...
+
+    def chain_head(self) -> ChainPoint: ...
+
     # -- verify: (methods retention needs for signed boundaries) ----------------
 
     def stored_from(self, position: int) -> Iterator[StoredEvent]:
@@ -103,6 +124,7 @@ class StoreMaintenance:
         writer: Callable[[], GroupCommit | None],
         closed: Callable[[], bool],
         append: Callable[[Sequence[Event]], list[AppendResult]],
+        chain: ChainAccess,
     ) -> None:
         self._directory = directory
         self._segments = segments
@@ -113,6 +135,7 @@ class StoreMaintenance:
         self._writer = writer
         self._closed = closed
         self._append = append
+        self._chain = chain
 
     @property
     def index(self) -> Index:
@@ -178,6 +201,15 @@ class StoreMaintenance:
 
     def rewriting_segment(self) -> AbstractContextManager[None]:
         return self._reader.rewriting_segment()
+
+    def stored_at(self, position: int) -> StoredEvent | None:
+        return self._chain.stored_at(position)
+
+    def chain_point(self, position: int) -> ChainPoint:
+        return self._chain.chain_point(position)
+
+    def chain_head(self) -> ChainPoint:
+        return self._chain.chain_head()
 
     # -- verify: ---------------------------------------------------------------
 
