@@ -38,7 +38,7 @@ def event(n: int) -> Event:
 def store(tmp_path: Path) -> tuple[Path, list[tuple[int, bytes]]]:
     """Twelve events, each its own commit, in one segment; (position, receipt) of each."""
     path = tmp_path / "data"
-    with EventLog.open(path, Options()) as log:
+    with EventLog.open(path, Options(checkpoints=False)) as log:
         receipts = [(r.position, r.chain_hash) for n in range(12) for r in log.append([event(n)])]
     return path, receipts
 
@@ -129,9 +129,9 @@ def test_a_checkpoint_file_that_is_no_checkpoint_is_a_usage_error(
 
 def test_a_deleted_segment_exits_1_naming_the_missing_positions(cli: CLI, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with EventLog.open(data, Options(segment_bytes=4096)) as log:
-        for n in range(0, 60, 5):
-            log.append([event(k) for k in range(n, n + 5)])
+    with EventLog.open(data, Options(segment_bytes=4096, checkpoints=False)) as log:
+        for n in range(0, 200, 10):
+            log.append([event(k) for k in range(n, n + 10)])
     segments = sorted((data / "log").glob("*.log"))
     assert len(segments) >= 3
     first = int(segments[1].name.removesuffix(".log"))

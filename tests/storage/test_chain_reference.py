@@ -57,7 +57,7 @@ def step(n: int) -> Event:
 def test_an_independent_verifier_computes_the_engines_chain(tmp_path: Path) -> None:
     store = tmp_path / "store"
     receipts: dict[int, bytes] = {}
-    options = Options(segment_bytes=16 * 1024, dictionary_training_samples=40)
+    options = Options(segment_bytes=16 * 1024, dictionary_training_samples=40, checkpoints=False)
     with EventLog.open(store, options) as log:
         for at in range(0, 60, 10):
             for r in log.append([step(n) for n in range(at, at + 10)]):

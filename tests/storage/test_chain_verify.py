@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,8 @@ def make_event(n: int, account: str = "default", lead: str | None = None) -> Eve
 
 
 def options(clock: Clock | None = None) -> Options:
-    return Options(segment_bytes=4096, clock_ms=clock or Clock(T0))
+    # No checkpoint records: the tests count events (one test makes them on purpose).
+    return Options(segment_bytes=4096, clock_ms=clock or Clock(T0), checkpoints=False)
 
 
 @dataclass
@@ -286,6 +288,45 @@ def test_an_old_copy_of_a_segment_brought_back_after_an_erasure_is_caught(tmp_pa
     first = min(p for p in positions if segment_of(store, p) == path)
     assert replayed.first_bad_position == first
     assert "an older copy of a record brought back" in replayed.problems[0]
+
+
+def test_after_an_edit_the_walk_takes_the_chain_up_again_at_the_next_checkpoint_record(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    with EventLog.open(store, Options(segment_bytes=4096, checkpoint_interval_s=0.05)) as log:
+        for n in range(40):
+            log.append([make_event(n)])
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while not _checkpoints(log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        head = log.chain_head()
+        records = _checkpoints(log)
+    # A checkpoint record signing the event just before it, with events of ours before that.
+    _, signed = next((c, q) for c, q in records if q == c - 1 and q > 3)
+    edited = signed - 1
+    assert edited not in {c for c, _ in records}
+
+    def edit(found: list[tuple[int, int, bytes]], at: int) -> None:
+        flags, p, payload = found[at]
+        found[at] = (flags, p, payload[:6] + bytes([payload[6] ^ 1]) + payload[7:])
+
+    rewrite(store, edited, edit)
+    report = verify(store)
+    assert report.problems == [f"position {edited}: digest does not match its chain8: edited"]
+    assert report.first_bad_position == edited
+    # Taken up at the checkpoint record: everything after it is checked, to the same head.
+    assert report.chain_hash == head.chain_hash
+    assert report.chain_checked == head.position - 2
+    assert report.signatures_checked == len(records)
+
+
+def _checkpoints(log: EventLog) -> list[tuple[int, int]]:
+    """(position, signed position) of each checkpoint record."""
+    return [
+        (e.position, int(e.details["position"])) for e in log.read_from(1) if e.type == "audit.checkpoint"
+    ]
 
 
 # -- maintenance on purpose verifies clean ---------------------------------------------------
