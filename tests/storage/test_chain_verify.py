@@ -373,3 +373,27 @@ def test_erasure_tiered_scrubs_and_retention_of_whole_and_partial_segments_verif
     forged = verify(store)
     assert any("its signature does not verify" in line for line in forged.problems)
     assert forged.first_bad_position == run[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="EventLog._chain_boundary must return self._retired_boundary(position) (log.py): "
+    "the index's catch-up takes the chain up from the signed retirement records",
+)
+def test_a_rebuilt_index_takes_the_chain_up_after_the_retired_start_of_the_log(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    with EventLog.open(tmp_path / "store", options(clock)) as log:
+        for at in range(0, 48, 6):
+            log.append([make_event(n, "acme") for n in range(at, at + 6)])
+        clock.now = T0 + 40 * DAY_MS
+        kept = [
+            r
+            for at in range(48, 72, 6)
+            for r in log.append([make_event(n, "acme") for n in range(at, at + 6)])
+        ]
+        log.set_retention_policy(RetentionPolicy("acme", max_age_days=30))
+        head = log.chain_head()
+        assert log.apply_retention(now_ms=T0 + 41 * DAY_MS).segments_deleted > 0
+        log.reindex()  # the index's chain points are recomputed from the log
+        assert log.chain_head() == head
+        assert all(log.chain_point(r.position).chain_hash == r.chain_hash for r in kept)

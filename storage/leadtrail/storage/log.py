@@ -605,6 +605,26 @@ class EventLog:
             self, public_key, retirements, from_position, from_chain_hash, checkpoint, progress
         )
 
+    _retired_cache: tuple[tuple[int, int], dict[int, bytes]] | None = None
+
+    def _retired_boundary(self, position: int) -> bytes | None:
+        """The chain hash at ``position`` as a signed retirement record states it (None when
+        none does): where the chain is taken up after positions retention removed (the
+        index's catch-up after a rebuild, a chain point across a gap)."""
+        path = os.path.join(self.path, retirement.RETIREMENTS_FILE)
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return None
+        mark = (status.st_mtime_ns, status.st_size)
+        cached = self._retired_cache
+        if cached is None or cached[0] != mark:
+            # Read again only when the file changed: a catch-up asks at every gap.
+            records = retirement.load(self.path)
+            ends = {run.last: run.chain_hash for r in records if r.signed for run in r.runs}
+            cached = self._retired_cache = (mark, ends)
+        return cached[1].get(position)
+
     # -- sign: signing key and checkpoints (signing.py, checkpoints.py) -------------
 
     # -- backup: consistent copies of the data directory (backup.py) --------------
