@@ -294,7 +294,9 @@ def test_after_an_edit_the_walk_takes_the_chain_up_again_at_the_next_checkpoint_
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
-    with EventLog.open(store, Options(segment_bytes=4096, checkpoint_interval_s=0.05)) as log:
+    with EventLog.open(
+        store, Options(segment_bytes=4096, checkpoints=True, checkpoint_interval_s=0.05)
+    ) as log:
         for n in range(40):
             log.append([make_event(n)])
             time.sleep(0.01)

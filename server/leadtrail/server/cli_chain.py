@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf import json_format
 
 from leadtrail.storage import CorruptionError, EventLog, GivenCheckpoint, Options, StorageError
 from leadtrail.storage.signing import verify_checkpoint
-from leadtrail.v1 import admin_pb2, admin_pb2_grpc
+from leadtrail.v1 import admin_pb2
 
 from .cli_errors import UsageError
 from .term import ProgressBar
+
+if TYPE_CHECKING:
+    from leadtrail.client import Client
 
 
 def read_checkpoint(path: str) -> admin_pb2.SignedCheckpoint:
@@ -82,13 +83,16 @@ def _key(log: EventLog) -> bytes | None:
 
 
 def cmd_verify_chain_remote(args: argparse.Namespace) -> int:
+    # Imported here: the offline walk above never loads the SDK or gRPC.
+    from .cli_remote import connect
+
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
-    with _admin(args) as (admin, metadata):
-        report = admin.VerifyChain(admin_pb2.VerifyChainRequest(), timeout=None, metadata=metadata)
+    with connect(args) as client:
+        report = client.verify_chain()
         problems = list(report.problems)
         first_bad = report.first_bad_position
         if checkpoint is not None:
-            found, bad = _against_server(admin, metadata, checkpoint, report.last_position)
+            found, bad = _against_server(client, checkpoint, report.last_position)
             problems.extend(found)
             if bad and (not first_bad or bad < first_bad):
                 first_bad = bad
@@ -105,23 +109,19 @@ def cmd_verify_chain_remote(args: argparse.Namespace) -> int:
 
 
 def _against_server(
-    admin: admin_pb2_grpc.AdminServiceStub,
-    metadata: tuple[tuple[str, str], ...],
-    checkpoint: admin_pb2.SignedCheckpoint,
-    end: int,
+    client: Client, checkpoint: admin_pb2.SignedCheckpoint, end: int
 ) -> tuple[list[str], int]:
     """Problems of a kept checkpoint against the server's chain (and the position they name):
     its signature under the server's key, and the server's chain hash at its position."""
+    from leadtrail.client import NotFoundError
+
     position = checkpoint.position
     try:
-        now = admin.GetCheckpoint(
-            admin_pb2.GetCheckpointRequest(position=position), timeout=60, metadata=metadata
-        )
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND and position > end:
-            return [
-                f"events were removed after position {end}: the checkpoint names position {position}"
-            ], end + 1
+        now = client.checkpoint(position)
+    except NotFoundError:
+        if position > end:
+            removed = f"events were removed after position {end}: the checkpoint names position {position}"
+            return [removed], end + 1
         raise
     problems: list[str] = []
     key = now.public_key
@@ -139,28 +139,6 @@ def _against_server(
             "edited, inserted or removed"
         )
     return problems, position if problems else 0
-
-
-@contextmanager
-def _admin(
-    args: argparse.Namespace,
-) -> Iterator[tuple[admin_pb2_grpc.AdminServiceStub, tuple[tuple[str, str], ...]]]:
-    from leadtrail.client import tls_credentials  # here: the offline walk never loads the SDK
-
-    credentials = None
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        try:
-            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-        except ValueError as e:
-            raise UsageError(f"--tls-cert/--tls-key: {e}") from None
-    channel = (
-        grpc.insecure_channel(args.server)
-        if credentials is None
-        else grpc.secure_channel(args.server, credentials)
-    )
-    metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
-    with channel:
-        yield admin_pb2_grpc.AdminServiceStub(channel), metadata
 
 
 def _print(
