@@ -118,7 +118,7 @@ def verify_chain(
         raise InvalidArgumentError(
             f"from_chain_hash: {len(from_chain_hash)} bytes, a chain hash has {HASH_BYTES}"
         )
-    report = ChainReport()
+    report = ChainReport(last_position=from_position)
     try:
         records = retirements()
     except StorageError as e:
