@@ -56,6 +56,7 @@ from ._model import (
     Outcome,
     RetentionPolicy,
     RetentionReport,
+    SignedCheckpoint,
     Sink,
     SinkStatus,
     Stats,
@@ -271,6 +272,7 @@ def append_result_from_proto(message: submission_pb2.AppendResult) -> AppendResu
         recorded_at=from_timestamp(message.recorded_at),
         duplicate=message.duplicate,
         conflict=message.conflict,
+        chain_hash=message.chain_hash,
     )
 
 
@@ -391,6 +393,16 @@ def stats_from_proto(message: admin_pb2.Stats) -> Stats:
     values = {item.name: getattr(message, item.name) for item in fields(Stats)}
     values["account_events"] = dict(message.account_events)
     return Stats(**values)
+
+
+def signed_checkpoint_from_proto(message: admin_pb2.SignedCheckpoint) -> SignedCheckpoint:
+    return SignedCheckpoint(
+        position=message.position,
+        chain_hash=message.chain_hash,
+        recorded_at=from_timestamp(message.recorded_at),
+        signature=message.signature,
+        public_key=message.public_key,
+    )
 
 
 def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
