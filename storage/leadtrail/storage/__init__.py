@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
@@ -15,6 +16,7 @@ from .errors import (
     LegalHoldError,
     LimitExceededError,
     MetadataFileError,
+    NotFoundError,
     NotWritableError,
     StorageError,
     ValidationError,
@@ -51,8 +53,11 @@ __all__ = [
     "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
     "ERASED",
+    "GENESIS",
     "SERVER_TYPE_PREFIXES",
+    "SYSTEM_ACCOUNT",
     "AppendResult",
+    "ChainPoint",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
@@ -71,6 +76,7 @@ __all__ = [
     "LegalHoldError",
     "LimitExceededError",
     "MetadataFileError",
+    "NotFoundError",
     "NotWritableError",
     "Options",
     "Outcome",
