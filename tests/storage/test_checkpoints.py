@@ -27,7 +27,7 @@ from leadtrail.storage.checkpoints import (
 from leadtrail.storage.signing import SignedCheckpoint, load_signer
 
 INTERVAL = 0.05
-FAST = Options(checkpoint_interval_s=INTERVAL)
+FAST = Options(checkpoints=True, checkpoint_interval_s=INTERVAL)
 QUIET = Options(checkpoints=False)
 WAIT = 20.0
 IDLE_TICKS = 10
@@ -129,8 +129,9 @@ def test_an_idle_store_appends_no_record_before_or_after_a_reopen(tmp_path: Path
         assert len(_records(log)) == 2
 
 
-def test_checkpoints_can_be_turned_off(tmp_path: Path) -> None:
-    with EventLog.open(tmp_path / "store", Options(checkpoints=False, checkpoint_interval_s=INTERVAL)) as log:
+def test_checkpoints_are_off_unless_asked_for(tmp_path: Path) -> None:
+    assert not Options().checkpoints and Options().checkpoint_interval_s == 10.0
+    with EventLog.open(tmp_path / "store", Options(checkpoint_interval_s=INTERVAL)) as log:
         log.append(_events(3))
         time.sleep(INTERVAL * IDLE_TICKS)
         assert log.last_position == 3 and _records(log) == []

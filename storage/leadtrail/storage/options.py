@@ -73,9 +73,11 @@ class Options:
     answers, read without decoding) or "json" (format 1.1: a JSON array with snapshot
     deltas, which releases before 1.2 read; rewrites always use "wire")."""
     files: Files = OS_FILES
-    checkpoints: bool = True
+    checkpoints: bool = False
     """Whether a writable store signs and appends ``audit.checkpoint`` records (FORMAT.md,
-    "Signed records") while events arrive."""
+    "Signed records") while events arrive. The server turns it on; off by default for the
+    engine's other users (offline commands, tests that count events or file operations),
+    to whom a record appended by a timer would be an event they did not write."""
     checkpoint_interval_s: float = 10.0
     """How often the checkpointer looks for new events to sign, in seconds."""
 
