@@ -21,7 +21,10 @@ from leadtrail.client import (
     Receipts,
     SignatureError,
     SignedCheckpoint,
+    VerifyReport,
 )
+from leadtrail.client._convert import verify_report_from_proto
+from leadtrail.v1 import admin_pb2
 
 
 def _events(n: int, lead: str) -> list[Event]:
@@ -118,3 +121,22 @@ def test_receipts_kept_and_checked_later_with_both_clients(
             return await receipts.failed_async(aclient.verify_receipt)
 
     assert asyncio.run(asyncio.wait_for(check(), 60)) == []
+
+
+def test_a_chain_report_keeps_every_field_the_server_sends() -> None:
+    message = admin_pb2.VerifyReport(
+        records_checked=9,
+        problems=["position 7: digest differs"],
+        chain_checked=9,
+        last_position=12,
+        chain_hash=b"\x05" * 32,
+        first_bad_position=7,
+        retired=["1-3"],
+        content_erased=2,
+        signatures_checked=4,
+    )
+    report = verify_report_from_proto(message)
+    assert report == VerifyReport(
+        9, ["position 7: digest differs"], [], 9, 12, b"\x05" * 32, 7, ["1-3"], 2, 4
+    )
+    assert verify_report_from_proto(admin_pb2.VerifyReport(records_checked=1)) == VerifyReport(1, [], [])

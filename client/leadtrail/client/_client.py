@@ -437,6 +437,16 @@ class Client:
             message = self._admin.GetCheckpoint(request, timeout=self.timeout, metadata=self._metadata)
         return signed_checkpoint_from_proto(message)
 
+    def verify_chain(self, from_position: int = 0, from_chain_hash: bytes = b"") -> VerifyReport:
+        """Walk the hash chain from the log's first event, or from ``from_position`` trusting
+        ``from_chain_hash`` there (a checkpoint kept earlier), checking every digest and signed
+        record; ``first_bad_position`` names where anything was changed (0: nothing). Admin
+        keys of the whole account."""
+        request = admin_pb2.VerifyChainRequest(from_position=from_position, from_chain_hash=from_chain_hash)
+        with translated_rpc_errors(secure=self.secure):
+            message = self._admin.VerifyChain(request, timeout=None, metadata=self._metadata)
+        return verify_report_from_proto(message)
+
     def verify_receipt(self, position: int, chain_hash: bytes, public_key: bytes | None = None) -> bool:
         """Whether an append's receipt (``AppendResult.position`` and ``.chain_hash``) matches
         the chain the server signs at that position today: False when the hashes differ (the

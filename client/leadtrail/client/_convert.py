@@ -410,6 +410,13 @@ def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
         records_checked=message.records_checked,
         problems=list(message.problems),
         quarantined=list(message.quarantined),
+        chain_checked=message.chain_checked,
+        last_position=message.last_position,
+        chain_hash=message.chain_hash,
+        first_bad_position=message.first_bad_position,
+        retired=list(message.retired),
+        content_erased=message.content_erased,
+        signatures_checked=message.signatures_checked,
     )
 
 

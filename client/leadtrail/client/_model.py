@@ -309,11 +309,24 @@ class Stats:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """``problems`` is empty for a healthy store; ``quarantined`` lists ranges moved aside earlier."""
+    """``problems`` is empty for a healthy store; ``quarantined`` lists ranges moved aside earlier.
+
+    The fields after them are set by ``verify_chain`` only: the events whose digest was
+    recomputed and chained, the last position verified and the chain hash there, the first
+    position where anything was edited, inserted, reordered or removed (0: none), the
+    ranges retention retired, the events an erasure or a scrub changed (their content's
+    commitment kept), and the signed records whose signature was checked."""
 
     records_checked: int
     problems: list[str]
     quarantined: list[str]
+    chain_checked: int = 0
+    last_position: int = 0
+    chain_hash: bytes = b""
+    first_bad_position: int = 0
+    retired: list[str] = field(default_factory=list)
+    content_erased: int = 0
+    signatures_checked: int = 0
 
 
 @dataclass(frozen=True)
