@@ -129,13 +129,19 @@ class Checkpointer:
         return result
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self._interval_s):
             try:
                 self.tick()
             except ClosedError:
                 return
-            except Exception:  # a disk full, a failed writer: the next tick tries again
-                log.warning("a checkpoint could not be appended; trying again", exc_info=True)
+            except Exception as e:  # a disk full, a failed writer: the next tick tries again
+                # Said once per run of failures: a store gone read-only fails every tick.
+                if not failing:
+                    log.warning("a checkpoint could not be appended (%s); trying at every tick", e)
+                failing = True
+            else:
+                failing = False
 
 
 __all__ = [
