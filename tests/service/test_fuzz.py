@@ -58,6 +58,7 @@ SEEDS = [
         ),
         page_size=5,
     ).SerializeToString(),
+    admin_pb2.GetCheckpointRequest(position=1).SerializeToString(),
 ]
 
 
