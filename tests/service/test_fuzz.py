@@ -58,6 +58,7 @@ SEEDS = [
         ),
         page_size=5,
     ).SerializeToString(),
+    admin_pb2.GetCheckpointRequest(position=1).SerializeToString(),
     admin_pb2.VerifyChainRequest(from_position=3, from_chain_hash=bytes(32)).SerializeToString(),
 ]
 

@@ -27,6 +27,7 @@ from ._errors import (
     QueueFullError,
     ResourceExhaustedError,
     ServiceError,
+    SignatureError,
     TLSError,
     UnauthenticatedError,
     UnavailableError,
@@ -55,6 +56,7 @@ from ._model import (
     Outcome,
     RetentionPolicy,
     RetentionReport,
+    SignedCheckpoint,
     Sink,
     SinkStatus,
     Stats,
@@ -63,6 +65,7 @@ from ._model import (
     VerifyReport,
     WebhookTarget,
 )
+from ._receipts import Receipts
 from ._rules import FieldRule, RuleOp, parse_rule
 from ._tls import tls_credentials
 from ._ulid import new_event_id
@@ -103,11 +106,14 @@ __all__ = [
     "Outcome",
     "PermissionDeniedError",
     "QueueFullError",
+    "Receipts",
     "ResourceExhaustedError",
     "RetentionPolicy",
     "RetentionReport",
     "RuleOp",
     "ServiceError",
+    "SignatureError",
+    "SignedCheckpoint",
     "Sink",
     "SinkStatus",
     "Stats",

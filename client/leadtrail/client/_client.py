@@ -47,6 +47,7 @@ from ._convert import (
     retention_policy_from_proto,
     retention_policy_to_proto,
     retention_report_from_proto,
+    signed_checkpoint_from_proto,
     sink_from_proto,
     sink_status_from_proto,
     sink_to_proto,
@@ -70,6 +71,7 @@ from ._model import (
     LeadMatch,
     RetentionPolicy,
     RetentionReport,
+    SignedCheckpoint,
     Sink,
     SinkStatus,
     Stats,
@@ -77,6 +79,7 @@ from ._model import (
     VerifyReport,
 )
 from ._pages import joined_timeline
+from ._receipts import receipt_holds
 from ._requests import (
     DEFAULT_OPTIONS,
     DEFAULT_TARGET,
@@ -423,6 +426,37 @@ class Client:
                 admin_pb2.GetFieldPolicyRequest(), timeout=self.timeout, metadata=self._metadata
             )
         return field_policy_from_proto(response)
+
+    # -- integrity -------------------------------------------------------------------------------
+
+    def checkpoint(self, position: int = 0) -> SignedCheckpoint:
+        """The chain hash at ``position`` (0: the latest event), signed by the server's store
+        (any role). ``NotFoundError`` when the store holds no event there."""
+        request = admin_pb2.GetCheckpointRequest(position=position)
+        with translated_rpc_errors(secure=self.secure):
+            message = self._admin.GetCheckpoint(request, timeout=self.timeout, metadata=self._metadata)
+        return signed_checkpoint_from_proto(message)
+
+    def verify_chain(self, from_position: int = 0, from_chain_hash: bytes = b"") -> VerifyReport:
+        """Walk the hash chain from the log's first event, or from ``from_position`` trusting
+        ``from_chain_hash`` there (a checkpoint kept earlier), checking every digest and signed
+        record; ``first_bad_position`` names where anything was changed (0: nothing). Admin
+        keys of the whole account."""
+        request = admin_pb2.VerifyChainRequest(from_position=from_position, from_chain_hash=from_chain_hash)
+        with translated_rpc_errors(secure=self.secure):
+            message = self._admin.VerifyChain(request, timeout=None, metadata=self._metadata)
+        return verify_report_from_proto(message)
+
+    def verify_receipt(self, position: int, chain_hash: bytes, public_key: bytes | None = None) -> bool:
+        """Whether an append's receipt (``AppendResult.position`` and ``.chain_hash``) matches
+        the chain the server signs at that position today: False when the hashes differ (the
+        log up to there is not the one the receipt was given for). The checkpoint's signature
+        is checked first, under ``public_key`` when given (the store's key, kept from before:
+        ``leadtrail keys public``), else under the key the server names; one that does not
+        hold raises ``SignatureError`` (the server or its key is not who it should be).
+        ``NotFoundError`` when the store holds no event at ``position`` any more."""
+        checkpoint = self.checkpoint(position)
+        return receipt_holds(checkpoint, position, chain_hash, public_key)
 
     # -- alerts ------------------------------------------------------------------------------------
 

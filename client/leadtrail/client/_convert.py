@@ -56,6 +56,7 @@ from ._model import (
     Outcome,
     RetentionPolicy,
     RetentionReport,
+    SignedCheckpoint,
     Sink,
     SinkStatus,
     Stats,
@@ -271,6 +272,7 @@ def append_result_from_proto(message: submission_pb2.AppendResult) -> AppendResu
         recorded_at=from_timestamp(message.recorded_at),
         duplicate=message.duplicate,
         conflict=message.conflict,
+        chain_hash=message.chain_hash,
     )
 
 
@@ -393,11 +395,28 @@ def stats_from_proto(message: admin_pb2.Stats) -> Stats:
     return Stats(**values)
 
 
+def signed_checkpoint_from_proto(message: admin_pb2.SignedCheckpoint) -> SignedCheckpoint:
+    return SignedCheckpoint(
+        position=message.position,
+        chain_hash=message.chain_hash,
+        recorded_at=from_timestamp(message.recorded_at),
+        signature=message.signature,
+        public_key=message.public_key,
+    )
+
+
 def verify_report_from_proto(message: admin_pb2.VerifyReport) -> VerifyReport:
     return VerifyReport(
         records_checked=message.records_checked,
         problems=list(message.problems),
         quarantined=list(message.quarantined),
+        chain_checked=message.chain_checked,
+        last_position=message.last_position,
+        chain_hash=message.chain_hash,
+        first_bad_position=message.first_bad_position,
+        retired=list(message.retired),
+        content_erased=message.content_erased,
+        signatures_checked=message.signatures_checked,
     )
 
 

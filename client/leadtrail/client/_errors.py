@@ -86,6 +86,12 @@ class QueueFullError(LeadTrailError):
     """The background appender's queue is full and its policy does not wait (longer)."""
 
 
+class SignatureError(LeadTrailError):
+    """A signed checkpoint's signature does not hold (under the pinned public key, when one
+    was given): the server, or the key it signs with, is not the one it should be. Never
+    a mere mismatch of a receipt, which ``verify_receipt`` answers with False."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[LeadTrailError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,

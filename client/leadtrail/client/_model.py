@@ -19,11 +19,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from ._rules import FieldRule, field_rules
+
+CHECKPOINT_PREFIX = b"leadtrail checkpoint v1\n"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 Model = TypeVar("Model")
 _WIRE = "_wire"
@@ -193,6 +197,38 @@ class AppendResult:
     recorded_at: datetime
     duplicate: bool
     conflict: bool = False
+    chain_hash: bytes = b""
+    """The receipt: SHA-256 chain hash of the log up to and including the event (for a
+    duplicate, the original's); check it later with ``Client.verify_receipt``. Empty from a
+    server that does not chain its log."""
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """The chain hash of the log up to and including ``position``, and the commit time of
+    the event there, signed with the store's Ed25519 key (``public_key``, raw 32 bytes).
+    The signature covers ``checkpoint_bytes()``: keep a checkpoint outside the store, and
+    it proves later that nothing up to it was changed."""
+
+    position: int
+    chain_hash: bytes
+    recorded_at: datetime
+    signature: bytes
+    public_key: bytes
+
+    @property
+    def recorded_at_ms(self) -> int:
+        """``recorded_at`` in UTC milliseconds, as the signature covers it."""
+        return (self.recorded_at - _EPOCH) // _MILLISECOND
+
+    def checkpoint_bytes(self) -> bytes:
+        """The bytes the signature covers (storage/FORMAT.md, "Signed records")."""
+        return (
+            CHECKPOINT_PREFIX
+            + self.position.to_bytes(8, "big")
+            + self.chain_hash
+            + self.recorded_at_ms.to_bytes(8, "big")
+        )
 
 
 @dataclass(frozen=True)
@@ -273,11 +309,24 @@ class Stats:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """``problems`` is empty for a healthy store; ``quarantined`` lists ranges moved aside earlier."""
+    """``problems`` is empty for a healthy store; ``quarantined`` lists ranges moved aside earlier.
+
+    The fields after them are set by ``verify_chain`` only: the events whose digest was
+    recomputed and chained, the last position verified and the chain hash there, the first
+    position where anything was edited, inserted, reordered or removed (0: none), the
+    ranges retention retired, the events an erasure or a scrub changed (their content's
+    commitment kept), and the signed records whose signature was checked."""
 
     records_checked: int
     problems: list[str]
     quarantined: list[str]
+    chain_checked: int = 0
+    last_position: int = 0
+    chain_hash: bytes = b""
+    first_bad_position: int = 0
+    retired: list[str] = field(default_factory=list)
+    content_erased: int = 0
+    signatures_checked: int = 0
 
 
 @dataclass(frozen=True)

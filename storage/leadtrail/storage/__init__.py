@@ -45,6 +45,7 @@ from .fingerprints import LeadMatch
 from .fs import Files
 from .log import EventLog
 from .options import FsyncPolicy, Options
+from .signing import SignedCheckpoint, checkpoint_bytes, verify_checkpoint
 from .ulid import new_event_id
 from .wirebody import StoredEvent
 
@@ -88,10 +89,13 @@ __all__ = [
     "RetentionReport",
     "RuleError",
     "RuleOp",
+    "SignedCheckpoint",
     "Stats",
     "StorageError",
     "StoredEvent",
     "ValidationError",
     "VerifyReport",
+    "checkpoint_bytes",
     "new_event_id",
+    "verify_checkpoint",
 ]

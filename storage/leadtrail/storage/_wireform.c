@@ -1279,6 +1279,178 @@ static PyMethodDef zstd_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* -- the hash chain (FORMAT.md, "Hash chain") ------------------------------------------------
+ *
+ * A new event's chain block and chain hash: three SHA-256 (its content's salted commitment, its
+ * digest, the link) in one call. SHA-256 is OpenSSL's, found with dlopen like libzstd above (no
+ * header is needed to build this file): the process has libcrypto loaded already (Python's
+ * hashlib uses it), and it uses the CPU's SHA instructions where there are some. Without it,
+ * chain_block is not in the module and the pure twin's (hashlib) is used. */
+
+/* OpenSSL's low-level SHA-256 (SHA256_Init/Update/Final): its one-shot SHA256() goes through the
+ * EVP layer, which looks the algorithm up on every call and costs more than hashing a snapshot.
+ * The context is opaque here: a buffer larger than OpenSSL's SHA256_CTX (112 bytes). */
+typedef struct {
+    int (*init)(void *);
+    int (*update)(void *, const void *, size_t);
+    int (*final)(unsigned char *, void *);
+} Sha256;
+typedef union {
+    unsigned char bytes[256];
+    uint64_t align;
+} Sha256Ctx;
+static Sha256 sha256;
+
+static int crypto_load(void) {
+    static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
+    for (int i = 0; names[i] != NULL; i++) {
+        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib == NULL) {
+            continue;
+        }
+        *(void **)(&sha256.init) = dlsym(lib, "SHA256_Init");
+        *(void **)(&sha256.update) = dlsym(lib, "SHA256_Update");
+        *(void **)(&sha256.final) = dlsym(lib, "SHA256_Final");
+        if (sha256.init != NULL && sha256.update != NULL && sha256.final != NULL) {
+            return 0; /* never unloaded */
+        }
+    }
+    return -1;
+}
+
+static inline void put_be(char *out, uint64_t n, int size) {
+    for (int i = size - 1; i >= 0; i--) {
+        out[i] = (char)(n & 0xFF);
+        n >>= 8;
+    }
+}
+
+static int put_be_raw(Buf *b, uint64_t n, int size) {
+    char out[8];
+    put_be(out, n, size);
+    return put_raw(b, out, size);
+}
+
+/* lp(x): 4-byte big-endian length, then the UTF-8 text. */
+static int put_lp_text(Buf *b, PyObject *value, const char *name) {
+    const char *data;
+    Py_ssize_t size;
+    if (text_arg(value, name, &data, &size) < 0) {
+        return -1;
+    }
+    return put_be_raw(b, (uint64_t)size, 4) < 0 || put_raw(b, data, size) < 0 ? -1 : 0;
+}
+
+static const char *CHAIN_TEXT_NAMES[] = {"account_id", "id",          "type", "lead_id",
+                                         "flow_id",    "entity_id"};
+
+/* chain_block(prev, salt, position, recorded_at_ms, timestamp_ms, account_id, id, type, lead_id,
+ *             flow_id, entity_id, outcome, duration_ms, integration, response_code, price,
+ *             reason, details_json, lead_json) -> (block, chain_hash) */
+static PyObject *chain_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer prev, salt, details, lead;
+    Buf b;
+    Sha256Ctx ctx;
+    uint64_t position, recorded_at, timestamp;
+    long long outcome, duration, code;
+    const char *reason;
+    Py_ssize_t reason_len;
+    unsigned char content[32], digest[32], chain[32], sizes[4];
+    char block[25];
+    PyObject *out = NULL;
+    if (nargs != 19) {
+        PyErr_Format(PyExc_TypeError, "chain_block takes 19 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (blob_arg(args[0], "prev", &prev) < 0) {
+        return NULL;
+    }
+    if (blob_arg(args[1], "salt", &salt) < 0) {
+        PyBuffer_Release(&prev);
+        return NULL;
+    }
+    if (blob_arg(args[17], "details_json", &details) < 0) {
+        PyBuffer_Release(&prev);
+        PyBuffer_Release(&salt);
+        return NULL;
+    }
+    if (blob_arg(args[18], "lead_json", &lead) < 0) {
+        PyBuffer_Release(&prev);
+        PyBuffer_Release(&salt);
+        PyBuffer_Release(&details);
+        return NULL;
+    }
+    buf_init(&b);
+    if (prev.len != 32 || salt.len != 16) {
+        PyErr_Format(PyExc_ValueError, "prev must be 32 bytes and salt 16 (%zd, %zd given)", prev.len,
+                     salt.len);
+        goto done;
+    }
+    if (uint64_arg(args[2], "position", &position) < 0 || uint64_arg(args[3], "recorded_at_ms", &recorded_at) < 0 ||
+        uint64_arg(args[4], "timestamp_ms", &timestamp) < 0 ||
+        int_arg(args[11], "outcome", 0, 255, &outcome) < 0 ||
+        int_arg(args[12], "duration_ms", 0, 0xFFFFFFFFLL, &duration) < 0 ||
+        int_arg(args[14], "response_code", 0, 0xFFFFFFFFLL, &code) < 0 ||
+        text_arg(args[16], "reason", &reason, &reason_len) < 0) {
+        goto done;
+    }
+    /* The content's commitment, hashed where the values are (no copy of the snapshot). */
+    if (put_raw(&b, "leadtrail content v1\0", 21) < 0 || put_raw(&b, salt.buf, 16) < 0 ||
+        put_be_raw(&b, (uint64_t)reason_len, 4) < 0 || put_raw(&b, reason, reason_len) < 0) {
+        goto done;
+    }
+    sha256.init(&ctx);
+    sha256.update(&ctx, b.data, (size_t)b.len);
+    put_be((char *)sizes, (uint64_t)details.len, 4);
+    sha256.update(&ctx, sizes, 4);
+    sha256.update(&ctx, details.buf, (size_t)details.len);
+    put_be((char *)sizes, (uint64_t)lead.len, 4);
+    sha256.update(&ctx, sizes, 4);
+    sha256.update(&ctx, lead.buf, (size_t)lead.len);
+    sha256.final(content, &ctx);
+    /* The digest. */
+    b.len = 0;
+    if (put_raw(&b, "leadtrail event v1\0", 19) < 0 || put_be_raw(&b, position, 8) < 0 ||
+        put_be_raw(&b, recorded_at, 8) < 0 || put_be_raw(&b, timestamp, 8) < 0) {
+        goto done;
+    }
+    for (int i = 0; i < 6; i++) {
+        if (put_lp_text(&b, args[5 + i], CHAIN_TEXT_NAMES[i]) < 0) {
+            goto done;
+        }
+    }
+    if (put_be_raw(&b, (uint64_t)outcome, 1) < 0 || put_be_raw(&b, (uint64_t)duration, 4) < 0 ||
+        put_lp_text(&b, args[13], "integration") < 0 || put_be_raw(&b, (uint64_t)code, 4) < 0 ||
+        put_lp_text(&b, args[15], "price") < 0 || put_raw(&b, (const char *)content, 32) < 0) {
+        goto done;
+    }
+    sha256.init(&ctx);
+    sha256.update(&ctx, b.data, (size_t)b.len);
+    sha256.final(digest, &ctx);
+    /* The link. */
+    sha256.init(&ctx);
+    sha256.update(&ctx, prev.buf, 32);
+    sha256.update(&ctx, digest, 32);
+    sha256.final(chain, &ctx);
+    block[0] = 1;
+    memcpy(block + 1, salt.buf, 16);
+    memcpy(block + 17, chain, 8);
+    out = Py_BuildValue("(y#y#)", block, (Py_ssize_t)25, (const char *)chain, (Py_ssize_t)32);
+done:
+    buf_free(&b);
+    PyBuffer_Release(&prev);
+    PyBuffer_Release(&salt);
+    PyBuffer_Release(&details);
+    PyBuffer_Release(&lead);
+    return out;
+}
+
+static PyMethodDef crypto_methods[] = {
+    {"chain_block", (PyCFunction)(void (*)(void))chain_block, METH_FASTCALL,
+     "(the chain block, the chain hash) of a new event after the chain hash prev."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* -- the module ------------------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
@@ -1315,6 +1487,9 @@ PyMODINIT_FUNC PyInit__wireform(void) {
     }
     module = PyModule_Create(&module_def);
     if (module != NULL && zstd_load() == 0 && PyModule_AddFunctions(module, zstd_methods) < 0) {
+        Py_CLEAR(module);
+    }
+    if (module != NULL && crypto_load() == 0 && PyModule_AddFunctions(module, crypto_methods) < 0) {
         Py_CLEAR(module);
     }
     return module;

@@ -38,3 +38,26 @@ def repeated_field(field_number: int, messages: Iterable[Blob]) -> bytes: ...
 # Present only when libzstd.so.1 could be loaded at import (wireform falls back to the pure twin's).
 def prefix_compress(body: Blob, base: Blob, level: int) -> bytes: ...
 def prefix_decompress(frame: Blob, base: Blob, max_size: int) -> bytes: ...
+
+# Present only when OpenSSL's libcrypto was found at import (wireform.CHAIN_COMPILED).
+def chain_block(
+    prev: Blob,
+    salt: Blob,
+    position: int,
+    recorded_at_ms: int,
+    timestamp_ms: int,
+    account_id: str,
+    event_id: str,
+    event_type: str,
+    lead_id: str,
+    flow_id: str,
+    entity_id: str,
+    outcome: int,
+    duration_ms: int,
+    integration: str,
+    response_code: int,
+    price: str,
+    reason: str,
+    details_json: Blob,
+    lead_json: Blob,
+) -> tuple[bytes, bytes]: ...

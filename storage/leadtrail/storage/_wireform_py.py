@@ -12,6 +12,7 @@ the varints of small numbers (lengths, mostly) looked up in a table.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
@@ -668,3 +669,86 @@ def prefix_decompress(frame: Blob, base: Blob, max_size: int) -> bytes:
     if len(body) != size:
         raise ValueError(f"zstd frame holds {len(body)} bytes, not the {size} it states")
     return body
+
+
+# -- the hash chain (FORMAT.md, "Hash chain") ----------------------------------------------------
+
+_CHAIN_CONTENT = b"leadtrail content v1\x00"
+_CHAIN_EVENT = b"leadtrail event v1\x00"
+_CHAIN_TIMES = struct.Struct(">QQQ")
+_CHAIN_U32 = struct.Struct(">I")
+_CHAIN_OUTCOME_DURATION = struct.Struct(">BI")
+
+
+def _lp(name: str, value: object) -> bytes:
+    text = _text(name, value)
+    return _CHAIN_U32.pack(len(text)) + text
+
+
+def chain_block(
+    prev: Blob,
+    salt: Blob,
+    position: int,
+    recorded_at_ms: int,
+    timestamp_ms: int,
+    account_id: str,
+    event_id: str,
+    event_type: str,
+    lead_id: str,
+    flow_id: str,
+    entity_id: str,
+    outcome: int,
+    duration_ms: int,
+    integration: str,
+    response_code: int,
+    price: str,
+    reason: str,
+    details_json: Blob,
+    lead_json: Blob,
+) -> tuple[bytes, bytes]:
+    """(the chain block, the chain hash) of a new event whose content is committed to with
+    ``salt``, after the chain hash ``prev``."""
+    prev, salt = bytes(prev), bytes(salt)
+    if len(prev) != 32 or len(salt) != 16:
+        raise ValueError(f"prev must be 32 bytes and salt 16 ({len(prev)}, {len(salt)} given)")
+    details, lead = bytes(_blob("details_json", details_json)), bytes(_blob("lead_json", lead_json))
+    for name, value, end in (("position", position, 1 << 64), ("recorded_at_ms", recorded_at_ms, 1 << 64)):
+        _integer(name, value, 0, end)
+    _integer("timestamp_ms", timestamp_ms, 0, 1 << 64)
+    _integer("outcome", outcome, 0, 256)
+    _integer("duration_ms", duration_ms, 0, 1 << 32)
+    _integer("response_code", response_code, 0, 1 << 32)
+    content = hashlib.sha256(
+        b"".join(
+            (
+                _CHAIN_CONTENT,
+                salt,
+                _lp("reason", reason),
+                _CHAIN_U32.pack(len(details)),
+                details,
+                _CHAIN_U32.pack(len(lead)),
+                lead,
+            )
+        )
+    ).digest()
+    digest = hashlib.sha256(
+        b"".join(
+            (
+                _CHAIN_EVENT,
+                _CHAIN_TIMES.pack(position, recorded_at_ms, timestamp_ms),
+                _lp("account_id", account_id),
+                _lp("id", event_id),
+                _lp("type", event_type),
+                _lp("lead_id", lead_id),
+                _lp("flow_id", flow_id),
+                _lp("entity_id", entity_id),
+                _CHAIN_OUTCOME_DURATION.pack(outcome, duration_ms),
+                _lp("integration", integration),
+                _CHAIN_U32.pack(response_code),
+                _lp("price", price),
+                content,
+            )
+        )
+    ).digest()
+    chain_hash = hashlib.sha256(prev + digest).digest()
+    return b"\x01" + salt + chain_hash[:8], chain_hash

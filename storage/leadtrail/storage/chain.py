@@ -14,8 +14,13 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from . import wireform
 from .format import BadRecord
+
+if TYPE_CHECKING:
+    from .event import Event
 
 GENESIS = bytes(32)
 """The chain hash before a store's first chained event."""
@@ -136,37 +141,54 @@ class Chainer:
     Owned by the writer thread. Salts come from the operating system's random source,
     drawn for many events at once (one system call per 256)."""
 
-    __slots__ = ("_at", "_salts", "head")
+    __slots__ = ("_at", "_salts", "chain_hash", "position", "recorded_at_ms")
 
     _DRAW = 256 * SALT_BYTES
 
     def __init__(self, head: ChainPoint) -> None:
-        self.head = head
+        self.position = head.position
+        self.chain_hash = head.chain_hash
+        self.recorded_at_ms = head.recorded_at_ms
         self._salts = b""
         self._at = 0
 
-    def next_block(
-        self,
-        position: int,
-        recorded_at_ms: int,
-        timestamp_ms: int,
-        account_id: str,
-        meta: list[object],
-        details_json: bytes,
-        lead_json: bytes,
-    ) -> bytes:
-        """The chain block of the event at ``position`` (the next one), moving the head to it."""
+    @property
+    def head(self) -> ChainPoint:
+        """The chain point of the last event chained."""
+        return ChainPoint(self.position, self.chain_hash, self.recorded_at_ms)
+
+    def next_block(self, event: Event, details_json: bytes, lead_json: bytes) -> bytes:
+        """The chain block of ``event`` (stored: its position and commit time set, the next
+        one), moving the head to it."""
         at = self._at
         if at >= len(self._salts):
             self._salts, at = os.urandom(self._DRAW), 0
         salt = self._salts[at : at + SALT_BYTES]
         self._at = at + SALT_BYTES
-        content = commitment(salt, str(meta[6]), details_json, lead_json)
-        chain_hash = _sha256(
-            self.head.chain_hash + digest(position, recorded_at_ms, timestamp_ms, account_id, meta, content)
-        ).digest()
-        self.head = ChainPoint(position, chain_hash, recorded_at_ms)
-        return b"\x01" + salt + chain_hash[:CHAIN8_BYTES]
+        block, self.chain_hash = wireform.chain_block(
+            self.chain_hash,
+            salt,
+            event.position,
+            event.recorded_at_ms,
+            event.timestamp_ms or 0,
+            event.account_id,
+            event.id,
+            event.type,
+            event.lead_id,
+            event.flow_id,
+            event.entity_id,
+            event.outcome,
+            event.duration_ms,
+            event.integration,
+            event.response_code,
+            event.price,
+            event.reason,
+            details_json,
+            lead_json,
+        )
+        self.position = event.position
+        self.recorded_at_ms = event.recorded_at_ms
+        return block
 
 
 @dataclass(frozen=True, slots=True)

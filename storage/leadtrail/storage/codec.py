@@ -545,15 +545,7 @@ class EventEncoder:
         if seal is not None:  # a rewrite: the block as it was (or committed, after an erasure)
             block = seal.encode()
         elif chainer is not None:
-            block = chainer.next_block(
-                position,
-                event.recorded_at_ms,
-                event.timestamp_ms or 0,
-                event.account_id,
-                wirebody.scalar_fields(event),
-                details_json,
-                lead_json,
-            )
+            block = chainer.next_block(event, details_json, lead_json)
         else:
             block = b""
         body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position, block)

@@ -35,6 +35,7 @@ from . import (
     writer,
 )
 from .chain import GENESIS, ChainPoint
+from .checkpoints import Checkpointer
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .erasure import ErasureReport
@@ -71,6 +72,7 @@ from .quarantine import Quarantine
 from .reader import Reader
 from .segment import Segment
 from .segment_list import SegmentList
+from .signing import SignedCheckpoint, Signer, existing_signer, load_signer
 from .ulid import new_event_id
 from .validation import validate_batch
 from .wirebody import StoredEvent
@@ -176,6 +178,7 @@ class EventLog:
             last_recorded_at=self._last_recorded_at(),
             chain_head=chain_head,
         )
+        self._start_signing()
 
     # -- following another process's writer (follow.py) -------------------------------------
 
@@ -627,6 +630,43 @@ class EventLog:
 
     # -- sign: signing key and checkpoints (signing.py, checkpoints.py) -------------
 
+    _signer: Signer | None = None
+    _checkpointer: Checkpointer | None = None
+
+    def _start_signing(self) -> None:
+        """A writable store makes its key if it has none, and starts signing checkpoints."""
+        signer = self._signer = load_signer(self.path, self.options.files, create=True)
+        if signer is None or not self.options.checkpoints:
+            return
+        head = self.chain_head()
+        last = next(iter(self.read_from(head.position, limit=1)), None) if head.position else None
+        self._checkpointer = Checkpointer(
+            signer, self.chain_head, self.append, self.options.checkpoint_interval_s, last
+        )
+        self._checkpointer.start()
+
+    def _stop_signing(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+
+    def _require_signer(self) -> Signer:
+        # A read-only store or a follower loads the key its writer made, when it needs it.
+        if self._signer is None:
+            self._signer = existing_signer(self.path, self.options.files)
+        return self._signer
+
+    @property
+    def public_key(self) -> bytes:
+        """The store's Ed25519 public key (raw, 32 bytes): every checkpoint verifies with it."""
+        return self._require_signer().public_key
+
+    def checkpoint(self, position: int = 0) -> SignedCheckpoint:
+        """The chain hash at ``position`` (0: the chain head), signed; ``NotFoundError`` when
+        the position holds no chained event (beyond the end, retired, written unchained)."""
+        signer = self._require_signer()
+        point = self.chain_head() if position == 0 else self.chain_point(position)
+        return signer.sign_checkpoint(point)
+
     # -- backup: consistent copies of the data directory (backup.py) --------------
 
     # -- lifecycle --------------------------------------------------------------
@@ -638,6 +678,7 @@ class EventLog:
         self._release()
 
     def _release(self) -> None:
+        self._stop_signing()
         if self._writer is not None:
             self._writer.close()
         if self._trainer is not None:

@@ -23,6 +23,7 @@ from .index import Index, Located
 from .reader import Reader
 from .segment import Segment
 from .segment_list import SegmentList
+from .signing import Signer, existing_signer
 from .wirebody import StoredEvent
 from .writer import GroupCommit
 
@@ -107,6 +108,12 @@ class Maintenance(Protocol):
         ...
 
     # -- sign: (methods retention needs to sign records) ------------------------
+
+    @property
+    def signer(self) -> Signer:
+        """The store's signer (signing.py), for records the store signs; ``MetadataFileError``
+        when the store has no key (a store opened read-only before any writable open)."""
+        ...
 
 
 class StoreMaintenance:
@@ -221,3 +228,12 @@ class StoreMaintenance:
         return self._directory.path
 
     # -- sign: -----------------------------------------------------------------
+
+    _signer: Signer | None = None
+
+    @property
+    def signer(self) -> Signer:
+        # Loaded when first needed: the writable open makes the key after this is built.
+        if self._signer is None:
+            self._signer = existing_signer(self._directory.path, self._directory.files)
+        return self._signer

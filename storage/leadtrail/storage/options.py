@@ -73,6 +73,13 @@ class Options:
     answers, read without decoding) or "json" (format 1.1: a JSON array with snapshot
     deltas, which releases before 1.2 read; rewrites always use "wire")."""
     files: Files = OS_FILES
+    checkpoints: bool = False
+    """Whether a writable store signs and appends ``audit.checkpoint`` records (FORMAT.md,
+    "Signed records") while events arrive. The server turns it on; off by default for the
+    engine's other users (offline commands, tests that count events or file operations),
+    to whom a record appended by a timer would be an event they did not write."""
+    checkpoint_interval_s: float = 10.0
+    """How often the checkpointer looks for new events to sign, in seconds."""
 
     def __post_init__(self) -> None:
         if self.record_form not in ("wire", "json"):
@@ -82,4 +89,8 @@ class Options:
         if not 1 <= self.max_events_per_append <= 100_000:
             raise InvalidArgumentError(
                 f"max_events_per_append {self.max_events_per_append}: must be in 1..100000"
+            )
+        if not 0 < self.checkpoint_interval_s <= 86_400:
+            raise InvalidArgumentError(
+                f"checkpoint_interval_s {self.checkpoint_interval_s}: must be over 0 and at most 86400"
             )

@@ -25,11 +25,15 @@ COMPILED: bool = _twin.__name__.endswith("._wireform")
 PREFIX_COMPILED: bool = COMPILED and hasattr(_twin, "prefix_compress")
 """Whether bodies are compressed against their base in C: the compiled twin loads libzstd
 at import, and without it the pure twin's functions (python-zstandard) are used."""
+CHAIN_COMPILED: bool = COMPILED and hasattr(_twin, "chain_block")
+"""Whether a new event's chain block is made in C: the compiled twin finds OpenSSL's SHA-256 at
+import, and without it the pure twin's function (hashlib) is used."""
 IMPLEMENTATION: str = "compiled" if COMPILED else "pure"
 """Which twin is in use, as reports and benchmarks name it: ``compiled`` or ``pure``."""
 
 if TYPE_CHECKING:  # both twins have these signatures (``_wireform.pyi`` states the compiled one's)
     from ._wireform_py import (
+        chain_block,
         encode_event,
         field_changes,
         prefix_compress,
@@ -48,6 +52,10 @@ else:
     struct_bytes = _twin.struct_bytes
     timeline_bytes = _twin.timeline_bytes
     repeated_field = _twin.repeated_field
+    if CHAIN_COMPILED:
+        chain_block = _twin.chain_block
+    else:
+        from ._wireform_py import chain_block
     if PREFIX_COMPILED:
         prefix_compress = _twin.prefix_compress
         prefix_decompress = _twin.prefix_decompress
@@ -55,9 +63,11 @@ else:
         from ._wireform_py import prefix_compress, prefix_decompress
 
 __all__ = [
+    "CHAIN_COMPILED",
     "COMPILED",
     "IMPLEMENTATION",
     "PREFIX_COMPILED",
+    "chain_block",
     "encode_event",
     "field_changes",
     "prefix_compress",

@@ -373,10 +373,9 @@ class GroupCommit:
                 for i, (stored_event, lead_json, id_key, result) in enumerate(fresh):
                     payload = encode(stored_event, stored_event.position, base, lead_json)
                     if chainer is not None:
-                        point = chainer.head
-                        result.chain_hash = point.chain_hash
-                        if not point.position % CHAIN_ANCHOR_EVERY:
-                            chain_points.append(point)
+                        result.chain_hash = chainer.chain_hash
+                        if not chainer.position % CHAIN_ANCHOR_EVERY:
+                            chain_points.append(chainer.head)
                     flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
                     record = encode_record(flags, stored_event.position, payload)
                     buffer.append(record)
@@ -396,7 +395,9 @@ class GroupCommit:
             # visible only once they are durable: the transaction commits after the sync.
             syncing = self._syncer.sync(self.active.fd) if self._fsync.always else None
             try:
-                if chainer is not None and (not chain_points or chain_points[-1] is not chainer.head):
+                if chainer is not None and (
+                    not chain_points or chain_points[-1].position != chainer.position
+                ):
                     chain_points.append(chainer.head)  # the head, kept with each group
                 staged = self._index.stage(located, position - 1, chain_points)
             finally:
