@@ -623,7 +623,10 @@ class EventLog:
         cached = self._retired_cache
         if cached is None or cached[0] != mark:
             # Read again only when the file changed: a catch-up asks at every gap.
-            records = retirement.load(self.path)
+            try:
+                records = retirement.load(self.path)
+            except MetadataFileError:
+                records = []  # the store still opens; verify_chain reports the file
             ends = {run.last: run.chain_hash for r in records if r.signed for run in r.runs}
             cached = self._retired_cache = (mark, ends)
         return cached[1].get(position)
