@@ -10,6 +10,7 @@ tiered scrubs, retention of whole and partial segments) must verify clean.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from leadtrail.storage import (
     CorruptionError,
     Event,
@@ -358,6 +360,7 @@ def test_erasure_tiered_scrubs_and_retention_of_whole_and_partial_segments_verif
         assert report.segments_rewritten > 0
         assert log.chain_head() == before  # retention and scrubs change no hash
         walked = log.verify_chain()
+        public_key = log.public_key
     assert walked.problems == [], walked.problems
     assert walked.retired and all("retired, chain hash" in line for line in walked.retired)
     assert walked.content_erased > 0
@@ -365,6 +368,19 @@ def test_erasure_tiered_scrubs_and_retention_of_whole_and_partial_segments_verif
     assert walked.signatures_checked >= 1
     reopened = verify(store)
     assert reopened.problems == [] and reopened.chain_hash == before.chain_hash
+
+    # Each record verifies over the bytes FORMAT.md gives, with any Ed25519 library.
+    for item in json.loads((store / "retirements.json").read_text()):
+        signed = (
+            b"leadtrail retired v1\n"
+            + struct.pack(">I", len(item["runs"]))
+            + b"".join(
+                struct.pack(">QQ", first, last) + bytes.fromhex(chain_hash)
+                for first, last, chain_hash in item["runs"]
+            )
+        )
+        assert base64.b64decode(item["public_key"]) == public_key
+        Ed25519PublicKey.from_public_bytes(public_key).verify(base64.b64decode(item["signature"]), signed)
 
     # A retirement record whose hash was changed no longer verifies: its gaps are not trusted.
     path = store / "retirements.json"
