@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .backup import BackupError, Manifest, RestoreTargetError, Snapshot
 from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
@@ -52,6 +53,7 @@ __all__ = [
     "ERASED",
     "SERVER_TYPE_PREFIXES",
     "AppendResult",
+    "BackupError",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
@@ -69,16 +71,19 @@ __all__ = [
     "LeadMatch",
     "LegalHoldError",
     "LimitExceededError",
+    "Manifest",
     "MetadataFileError",
     "NotWritableError",
     "Options",
     "Outcome",
     "Page",
     "Progress",
+    "RestoreTargetError",
     "RetentionPolicy",
     "RetentionReport",
     "RuleError",
     "RuleOp",
+    "Snapshot",
     "Stats",
     "StorageError",
     "StoredEvent",
