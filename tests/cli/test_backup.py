@@ -1,0 +1,179 @@
+"""``leadtrail backup`` of a running server while clients append, and ``leadtrail restore``:
+the restored server holds every acknowledged event up to the backup's position; a second
+backup into the same directory receives only what changed; a damaged file is refused by name."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from leadtrail.client import Client
+from leadtrail.client import Event as ClientEvent
+from leadtrail.storage import Event, EventLog, Options
+
+if TYPE_CHECKING:
+    from conftest import CLI
+
+server_process = sys.modules["server_process"]  # loaded by conftest.py from tests/server_process.py
+
+STORED = 150
+"""Events written before the server starts, in segments of 4 KiB: sealed segments to keep."""
+
+
+@dataclass
+class Taken:
+    address: str
+    admin: str
+    reader: str
+    backup: Path
+    position: int
+    acknowledged: dict[int, str]
+    """Position -> id of every event the store acknowledged, before and during the backup."""
+    stdout: str
+
+
+def _stored_events(n: int) -> list[Event]:
+    return [
+        Event(
+            type="source.submitted",
+            lead_id=f"stored-{i % 9}",
+            flow_id="flow-solar",
+            lead={"email": f"p{i}@example.com", "note": secrets.token_hex(40)},
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def taken(cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Taken]:
+    """A backup taken by the CLI while a client keeps appending."""
+    root = tmp_path_factory.mktemp("backup")
+    data = root / "data"
+    acknowledged: dict[int, str] = {}
+    with EventLog.open(data, Options(segment_bytes=4096)) as log:
+        for _ in range(0, STORED, 10):
+            acknowledged.update((r.position, r.id) for r in log.append(_stored_events(10)))
+        assert sum(s.sealed for s in log.segments) >= 3
+    admin = server_process.create_key(data, "default", "admin")
+    reader = server_process.create_key(data, "default", "reader")
+    server = server_process.ServerProcess(data).start()
+    stop = threading.Event()
+
+    def keep_appending() -> None:
+        with Client(server.address, api_key=admin) as client:
+            n = 0
+            while not stop.is_set():
+                batch = [
+                    ClientEvent(type="load.step", lead_id=f"load-{n + i}", flow_id="f") for i in range(5)
+                ]
+                acknowledged.update((r.position, r.id) for r in client.append(batch))
+                n += 5
+
+    appender = threading.Thread(target=keep_appending)
+    appender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < STORED + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run = cli("backup", "--server", server.address, "--api-key", admin, "--to", str(root / "dir"))
+        seen_during = len(acknowledged)
+    finally:
+        stop.set()
+        appender.join(30)
+    assert run.status == 0, run
+    match = re.search(r"backup at position (\d+)", run.stdout)
+    assert match, run.stdout
+    try:
+        yield Taken(
+            server.address, admin, reader, root / "dir", int(match.group(1)), acknowledged, run.stdout
+        )
+    finally:
+        assert server.stop() == 0
+    assert seen_during > STORED + 20
+
+
+def test_a_restored_backup_serves_every_acknowledged_event_up_to_its_position(
+    cli: CLI, taken: Taken, tmp_path: Path
+) -> None:
+    assert re.search(r"(\d+) of \1 files sent .*chain hash [0-9a-f]{64}", taken.stdout), taken.stdout
+    expected = {p: i for p, i in taken.acknowledged.items() if p <= taken.position}
+    assert len(expected) > STORED  # appends through the server made it in
+    restored = tmp_path / "restored"
+    run = cli("restore", "--from", str(taken.backup), "--data", str(restored))
+    assert run.status == 0, run
+    assert f"restored position {taken.position}" in run.stdout and "verified" in run.stdout
+    server = server_process.ServerProcess(restored).start()
+    try:
+        with Client(server.address, api_key=taken.admin) as client:  # the keys came back too
+            served = {e.position: e.id for e in client.query(page_size=1000) if e.position <= taken.position}
+            last = expected[max(expected)]
+            assert client.get(last).id == last  # the index was rebuilt: found by id
+    finally:
+        assert server.stop() == 0
+    assert expected.items() <= served.items()
+    assert max(served) == max(expected)
+
+
+def test_a_second_backup_into_the_same_directory_receives_only_what_changed(
+    cli: CLI, taken: Taken, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    shutil.copytree(taken.backup, again)
+    sealed = sorted(p for p in (again / "log").iterdir())[:3]  # the first segments never change
+    inodes = [p.stat().st_ino for p in sealed]
+    run = cli("backup", "--server", taken.address, "--api-key", taken.admin, "--to", str(again))
+    assert run.status == 0, run
+    match = re.search(r"backup at position (\d+) in .*: (\d+) of (\d+) files sent", run.stdout)
+    assert match, run.stdout
+    position, sent, files = (int(g) for g in match.groups())
+    assert position >= taken.position and sent < files
+    assert [p.stat().st_ino for p in sealed] == inodes  # not received again
+
+
+def test_a_damaged_backup_file_is_refused_by_name_and_nothing_is_restored(
+    cli: CLI, taken: Taken, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(taken.backup, damaged)
+    segment = sorted((damaged / "log").iterdir())[1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    segment.write_bytes(bytes(data))
+    target = tmp_path / "target"
+    line = cli("restore", "--from", str(damaged), "--data", str(target)).error_line()
+    assert f"log/{segment.name}: damaged" in line
+    assert not target.exists()
+
+
+def test_restore_refuses_a_target_that_is_not_empty(cli: CLI, taken: Taken, tmp_path: Path) -> None:
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    run = cli("restore", "--from", str(taken.backup), "--data", str(target))
+    assert run.status == 2 and f"{target} is not empty" in run.stderr, run
+    assert os.listdir(target) == ["keep.txt"]
+
+
+def test_backup_needs_an_admin_key_and_shows_progress_on_a_terminal(
+    cli: CLI, taken: Taken, tmp_path: Path
+) -> None:
+    line = cli(
+        "backup", "--server", taken.address, "--api-key", taken.reader, "--to", str(tmp_path / "r")
+    ).error_line()
+    assert "PERMISSION_DENIED" in line or "permission" in line.lower()
+    assert not (tmp_path / "r" / "manifest.json").exists()
+    shown: Any = cli.on_terminal(
+        "backup", "--server", taken.address, "--api-key", taken.admin, "--to", str(tmp_path / "t")
+    )
+    assert shown.status == 0, shown
+    assert "backup" in shown.stderr and "KiB" in shown.stderr
