@@ -10,8 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
+import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
-from leadtrail.storage import Event, EventLog, Options, RetentionPolicy
+from leadtrail.storage import Event, EventLog, Files, Options, RetentionPolicy
 from leadtrail.storage.backup import (
     MANIFEST,
     STAGING_DIR,
@@ -50,26 +51,53 @@ def fill(log: EventLog, n: int, lead: str = "lead") -> list[int]:
     return [r.position for i in range(0, n, 10) for r in log.append(events(min(10, n - i), lead, i))]
 
 
-def copy_to(snapshot: Snapshot, directory: Path, have: dict[str, tuple[int, str]] | None = None) -> int:
-    """What the Backup RPC and ``leadtrail backup`` do, without the wire: the files the
-    directory does not hold, then the manifest. Returns the files sent."""
-    target = BackupDirectory(str(directory))
-    held = target.held() if have is None else have
-    digests, sent = {}, 0
+Stream = tuple[list[tuple[str, int, str, bytes]], bytes]
+"""What a Backup call sends: (name, size, sha256, bytes) of every file, and the manifest."""
+
+
+def stream_of(snapshot: Snapshot) -> Stream:
+    files = []
     for file in snapshot.files:
-        digests[file.name] = digest = snapshot.sha256(file)
-        if held.get(file.name) == (file.size, digest):
-            continue
-        sent += 1
-        receiver = target.receive(file.name, file.size, digest)
-        offset = 0
-        while offset < file.size:
-            data = snapshot.read(file, offset, 3000)  # several pieces a file
-            receiver.write(data)
-            offset += len(data)
-        receiver.finish()
-    target.finish(manifest_json(snapshot, digests, None, "2026-12-03T00:00:00.000Z"))
+        data = b"".join(snapshot.read(file, offset) for offset in range(0, file.size, 1 << 20))
+        files.append((file.name, file.size, snapshot.sha256(file), data))
+    digests = {name: digest for name, _, digest, _ in files}
+    return files, manifest_json(snapshot, digests, None, "2026-12-03T00:00:00.000Z")
+
+
+def receive(directory: Path, stream: Stream, files: Files | None = None) -> int:
+    """What ``leadtrail backup`` does with a Backup call's answer: receives the files the
+    directory does not hold, then the manifest. Returns the files received."""
+    target = BackupDirectory(str(directory), files or Files())
+    held = target.held()
+    sent = 0
+    try:
+        for name, size, digest, data in stream[0]:
+            if held.get(name) == (size, digest):
+                continue
+            sent += 1
+            receiver = target.receive(name, size, digest)
+            for offset in range(0, size, 3000):  # several pieces a file
+                receiver.write(data[offset : offset + 3000])
+            receiver.finish()
+        target.finish(stream[1])
+    except BaseException:
+        target.abandon()
+        raise
     return sent
+
+
+def copy_to(snapshot: Snapshot, directory: Path) -> int:
+    return receive(directory, stream_of(snapshot))
+
+
+def restored_position(backup: Path, target: Path) -> int:
+    """Restores ``backup`` into ``target`` and opens it: the position it holds (and checks that
+    it is the manifest's)."""
+    manifest = restore(str(backup), str(target))
+    with EventLog.open(target, Options(read_only=True)) as restored:
+        assert restored.last_position == manifest.position
+        assert len(list(restored.read_from(1))) == manifest.position
+    return manifest.position
 
 
 def test_a_backup_taken_while_appends_go_on_restores_every_event_up_to_its_position(tmp_path: Path) -> None:
@@ -226,3 +254,79 @@ def test_a_manifest_that_is_not_one_is_refused(tmp_path: Path) -> None:
         with pytest.raises(BackupError, match="not a backup manifest"):
             Manifest.parse(text.encode())
     assert check_name("log/00000000000000000001.log") == "log/00000000000000000001.log"
+
+
+# -- an I/O error or a crash at every step of receiving a backup ---------------------------------
+
+RECEIVE_OPERATIONS = 31
+"""Of the incremental backup below (two files received, one removed): the count is checked, so
+that a new step cannot go untested."""
+
+
+@pytest.fixture(scope="module")
+def two_backups(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stream, Stream]:
+    """The streams of a backup of a store and of the next one, after a segment was sealed and a
+    metadata file went away."""
+    data = tmp_path_factory.mktemp("faults") / "live"
+    with EventLog.open(data, Options(segment_bytes=4096)) as log:
+        fill(log, 30)
+        (data / "consumers").mkdir()
+        (data / "consumers" / "gone.json").write_text("{}")
+        with log.backup_snapshot() as snapshot:
+            first = stream_of(snapshot)
+        assert first[1].decode().count('"position": 30')
+        (data / "consumers" / "gone.json").unlink()
+        log.append(events(10, "more"))
+        log.append(events(1, "last"))  # in a new segment: the one before it is sealed
+        with log.backup_snapshot() as snapshot:
+            second = stream_of(snapshot)
+    return first, second
+
+
+def test_receiving_an_incremental_backup_takes_the_operations_tested_here(
+    tmp_path: Path, two_backups: tuple[Stream, Stream]
+) -> None:
+    first, second = two_backups
+    receive(tmp_path / "b", first)
+    files = faults.InjectedFiles()
+    files.armed = True
+    assert receive(tmp_path / "b", second, files) == 2
+    assert len(files.ops) == RECEIVE_OPERATIONS, files.ops
+    assert restored_position(tmp_path / "b", tmp_path / "r") == 41
+
+
+@pytest.mark.parametrize("fail_at", range(1, RECEIVE_OPERATIONS + 1))
+def test_an_io_error_at_any_step_leaves_a_backup_of_the_old_position_or_the_new_one(
+    tmp_path: Path, two_backups: tuple[Stream, Stream], fail_at: int
+) -> None:
+    first, second = two_backups
+    receive(tmp_path / "b", first)
+    files = faults.InjectedFiles(fail_at)
+    files.armed = True
+    with pytest.raises(OSError):
+        receive(tmp_path / "b", second, files)
+    assert restored_position(tmp_path / "b", tmp_path / "r1") in (30, 41), files.fired
+    receive(tmp_path / "b", second)  # the next backup finishes the job
+    assert restored_position(tmp_path / "b", tmp_path / "r2") == 41
+    assert not [p for p in (tmp_path / "b").rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+@pytest.mark.parametrize("crash_at", range(1, RECEIVE_OPERATIONS + 1))
+def test_a_crash_at_any_step_leaves_a_backup_of_the_old_position_or_the_new_one(
+    tmp_path: Path, two_backups: tuple[Stream, Stream], crash_at: int
+) -> None:
+    first, second = two_backups
+    receive(tmp_path / "b", first)
+    pid = os.fork()
+    if pid == 0:  # the child does file operations only, then ends as a power cut would
+        try:
+            files = faults.InjectedFiles(crash_at, crash=True)
+            files.armed = True
+            receive(tmp_path / "b", second, files)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == faults.CRASH_EXIT
+    assert restored_position(tmp_path / "b", tmp_path / "r1") in (30, 41)
+    receive(tmp_path / "b", second)
+    assert restored_position(tmp_path / "b", tmp_path / "r2") == 41

@@ -88,12 +88,11 @@ def _receive(
             elif part == "manifest_json":
                 if receiver is not None:
                     receiver.finish()
-                    receiver = None
                 return plan, target.finish(chunk.manifest_json.encode())
-    finally:
-        if receiver is not None:
-            receiver.abandon()
-    raise BackupError("the server ended the backup before its manifest: DIR keeps the previous backup")
+        raise BackupError("the server ended the backup before its manifest: DIR keeps the previous backup")
+    except BaseException:
+        target.abandon()
+        raise
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

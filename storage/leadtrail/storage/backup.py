@@ -1,4 +1,4 @@
-"""Online backups of a data directory, and restoring one (FORMAT.md, "Backups").
+"""Online backups of a data directory, and restoring one.
 
 A backup is consistent at one committed position P while appends go on. The
 store takes a ``Snapshot`` between two commit groups, with no maintenance
@@ -378,8 +378,17 @@ def file_sha256(path: str, size: int | None = None) -> str | None:
 
 
 class BackupDirectory:
-    """A backup directory being brought up to date: what it holds, each file received into
-    ``NAME.part`` and renamed once whole, the manifest last."""
+    """A backup directory being brought up to date.
+
+    The manifest is the commit point. Each file received goes to ``NAME.part``
+    (fsynced) and stays there while the manifest in place still names the old
+    ``NAME``; then the new manifest replaces the old one atomically, and only then
+    is each ``NAME.part`` renamed over ``NAME`` and what the manifest no longer
+    names removed. A crash or an I/O error at any step leaves a directory that
+    restores to the old backup or to the new one: before the manifest, the old
+    files are all in place; after it, each file the new manifest names is either
+    ``NAME`` or ``NAME.part`` (``restore`` takes the one that matches, and the
+    next backup into the directory finishes the renames first)."""
 
     def __init__(self, path: str, files: Files = OS_FILES) -> None:
         self.path = path
@@ -388,13 +397,33 @@ class BackupDirectory:
             files.make_directory(path)
             os.chmod(path, DIR_MODE)
         self._made_dirs: set[str] = {path}
+        self._received: dict[str, FileReceiver] = {}
+        self._manifest = self._complete()
 
-    def held(self) -> dict[str, tuple[int, str]]:
-        """name -> (size, sha256) of each file the last manifest names that is still whole
-        here (hashed again: a damaged copy is sent anew)."""
+    def _complete(self) -> Manifest | None:
+        """The manifest in place, after finishing the renames of a backup interrupted after it."""
         try:
             manifest = read_manifest(self.path)
         except BackupError:
+            return None
+        renamed = set()
+        for name, size in manifest.sizes.items():
+            path = self._file(name)
+            if not os.path.exists(path + PART_SUFFIX):
+                continue
+            expected = manifest.files[name]
+            if file_sha256(path + PART_SUFFIX, size) == expected and file_sha256(path, size) != expected:
+                self._files.rename(path + PART_SUFFIX, path)
+                renamed.add(os.path.dirname(path))
+        for directory in sorted(renamed):
+            self._files.fsync_dir(directory)
+        return manifest
+
+    def held(self) -> dict[str, tuple[int, str]]:
+        """name -> (size, sha256) of each file the manifest in place names that is whole here
+        (hashed again: a damaged copy is sent anew)."""
+        manifest = self._manifest
+        if manifest is None:
             return {}
         held = {}
         for name, size in manifest.sizes.items():
@@ -404,31 +433,61 @@ class BackupDirectory:
         return held
 
     def receive(self, name: str, size: int, sha256: str) -> FileReceiver:
+        """A file of the backup under way, written to ``NAME.part``; ``finish`` it once whole."""
         path = self._file(check_name(name))
+        if name in self._received:
+            raise BackupError(f"{name}: sent twice")
         directory = os.path.dirname(path)
         if directory not in self._made_dirs:
             self._files.make_directory(directory)
             self._made_dirs.add(directory)
-        return FileReceiver(self._files, name, path, size, sha256)
+        receiver = self._received[name] = FileReceiver(self._files, name, path + PART_SUFFIX, size, sha256)
+        return receiver
 
     def finish(self, manifest_data: bytes) -> Manifest:
-        """Check that every file the manifest names is here as it says, then write it (and only
-        then remove the files it no longer names: a crash before leaves an older manifest whose
-        files are all still here, or the new one with a few files too many)."""
+        """Check that every file the manifest names was received whole or is here as it says,
+        put the manifest in place (the commit), then the files received, and remove the files
+        it no longer names."""
         manifest = Manifest.parse(manifest_data)
+        for name, receiver in self._received.items():
+            if not receiver.done:
+                raise BackupError(f"{name}: not received whole")
+            if manifest.files.get(name) != receiver.sha256 or manifest.sizes.get(name) != receiver.size:
+                raise BackupError(f"{name}: received, but the manifest names it otherwise")
         for name, size in manifest.sizes.items():
-            path = self._file(name)
+            if name in self._received:
+                continue
             try:
-                actual = os.path.getsize(path)
+                actual = os.path.getsize(self._file(name))
             except FileNotFoundError:
-                raise BackupError(f"{name}: named by the manifest but not received") from None
+                raise BackupError(f"{name}: named by the manifest but neither here nor received") from None
             if actual != size:
                 raise BackupError(f"{name}: {actual} bytes here, the manifest says {size}")
-        for directory in sorted(self._made_dirs):
+        for directory in sorted(self._made_dirs, key=len, reverse=True):
+            self._files.fsync_dir(directory)  # the new files' entries before the manifest naming them
+        path = os.path.join(self.path, MANIFEST)
+        try:
+            self._files.write_file_atomically(path, manifest_data, mode=FILE_MODE)
+        except OSError:
+            if _contents(path) == manifest_data:  # renamed before the failure: committed all the same
+                self._manifest, self._received = manifest, {}
+            raise
+        # Committed: from here on the manifest names the .part files, which ``abandon`` must keep.
+        self._manifest = manifest
+        received, self._received = self._received, {}
+        for name in sorted(received):
+            path = self._file(name)
+            self._files.rename(path + PART_SUFFIX, path)
+        for directory in sorted(self._made_dirs, key=len, reverse=True):
             self._files.fsync_dir(directory)
-        self._files.write_file_atomically(os.path.join(self.path, MANIFEST), manifest_data, mode=FILE_MODE)
         self._remove_others(set(manifest.files))
         return manifest
+
+    def abandon(self) -> None:
+        """Give up the backup under way (the manifest in place and its files stay)."""
+        for receiver in self._received.values():
+            receiver.abandon()
+        self._received.clear()
 
     def _remove_others(self, keep: set[str]) -> None:
         for root, _dirs, names in os.walk(self.path, topdown=False):
@@ -449,18 +508,26 @@ class BackupDirectory:
         return os.path.join(self.path, *name.split("/"))
 
 
+def _contents(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 class FileReceiver:
-    """One file of a backup arriving in pieces: ``write`` each, then ``finish`` (checks the
-    size and SHA-256 announced, fsyncs, renames ``NAME.part`` over ``NAME``)."""
+    """One file of a backup arriving in pieces into ``path`` (a ``NAME.part``): ``write`` each,
+    then ``finish`` (checks the size and SHA-256 announced, fsyncs)."""
 
     def __init__(self, files: Files, name: str, path: str, size: int, sha256: str) -> None:
         self.name, self.size, self.sha256 = name, size, sha256
+        self.done = False
+        self.received = 0
         self._files = files
         self._path = path
-        self._part = path + PART_SUFFIX
         self._digest = hashlib.sha256()
-        self.received = 0
-        self._fd = files.open_for_append(self._part)
+        self._fd = files.open_for_append(path)
         try:
             files.chmod(self._fd, FILE_MODE)
             files.truncate(self._fd, 0)  # a leftover of an interrupted backup
@@ -485,17 +552,18 @@ class FileReceiver:
         except BaseException:
             self.abandon()
             raise
-        self._files.close(self._fd)
-        self._fd = -1
-        self._files.rename(self._part, self._path)
+        fd, self._fd = self._fd, -1
+        self._files.close(fd)
+        self.done = True
 
     def abandon(self) -> None:
+        """Give up the file (the backup failed): the manifest in place never names a ``.part``."""
         if self._fd >= 0:
+            fd, self._fd = self._fd, -1
             with contextlib.suppress(OSError):
-                self._files.close(self._fd)
-            self._fd = -1
+                self._files.close(fd)
         with contextlib.suppress(OSError):
-            self._files.remove(self._part)
+            self._files.remove(self._path)
 
 
 # -- restore --------------------------------------------------------------------------------------
@@ -563,10 +631,13 @@ def _restore_file(
     progress: Callable[[int, int], None] | None,
 ) -> int:
     size, expected = manifest.sizes[name], manifest.files[name]
+    copy = os.path.join(source, *name.split("/"))
+    if os.path.exists(copy + PART_SUFFIX) and file_sha256(copy + PART_SUFFIX, size) == expected:
+        copy += PART_SUFFIX  # a backup that ended between its manifest and this file's rename
     digest = hashlib.sha256()
     copied = 0
     try:
-        src = open(os.path.join(source, *name.split("/")), "rb")  # noqa: SIM115 - closed below
+        src = open(copy, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise BackupError(f"{name}: in the manifest but missing from the backup") from None
     fd = files.open_for_append(path)
@@ -582,9 +653,8 @@ def _restore_file(
             if progress is not None:
                 progress(done, total)
         if copied != size:
-            raise BackupError(
-                f"{name}: damaged: {copied if copied <= size else 'more'} bytes, the manifest says {size}"
-            )
+            held = copied if copied <= size else "more"
+            raise BackupError(f"{name}: damaged: {held} bytes, the manifest says {size}")
         if digest.hexdigest() != expected:
             raise BackupError(f"{name}: damaged: its sha256 is not the one in the manifest")
         files.fsync(fd)
