@@ -167,7 +167,7 @@ def event_diff(actual: Event | None, expected: Event) -> list[str]:
     return [
         f"{expected.id}.{f.name}: stored {getattr(actual, f.name)!r}, expected {getattr(expected, f.name)!r}"
         for f in dataclasses.fields(Event)
-        if getattr(actual, f.name) != getattr(expected, f.name)
+        if f.compare and getattr(actual, f.name) != getattr(expected, f.name)
     ]
 
 

@@ -25,6 +25,7 @@ from leadtrail.storage import (
     InvalidArgumentError,
     LegalHoldError,
     LimitExceededError,
+    NotFoundError,
     NotWritableError,
     StorageError,
 )
@@ -60,6 +61,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.INVALID_ARGUMENT, str(error)
         case LegalHoldError():
             return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+        case NotFoundError():
+            return grpc.StatusCode.NOT_FOUND, str(error)
         case NotWritableError() if error.disk_full:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, f"disk full: {error}"
         case NotWritableError():

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from leadtrail.storage import SERVER_TYPE_PREFIXES, StorageError
+from leadtrail.storage import SERVER_TYPE_PREFIXES, NotFoundError, StorageError
 from leadtrail.v1 import submission_pb2, submission_pb2_grpc
 
 from .caller import Caller
@@ -85,7 +85,9 @@ def _give_up(durable: Future[Any], answer: asyncio.Future[Any]) -> None:
 def _results(results: Iterable[Any]) -> submission_pb2.AppendResponse:
     response = submission_pb2.AppendResponse()
     for r in results:
-        out = response.results.add(id=r.id, position=r.position, duplicate=r.duplicate, conflict=r.conflict)
+        out = response.results.add(
+            id=r.id, position=r.position, duplicate=r.duplicate, conflict=r.conflict, chain_hash=r.chain_hash
+        )
         if r.recorded_at_ms:  # 0: a duplicate the caller may not see (see _answer)
             ms_to_timestamp(r.recorded_at_ms, out.recorded_at)
     return response
@@ -156,6 +158,8 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         """The results of a request once durable. A key limited to some entities or flows
         learns nothing of an event outside them: a duplicate of one answers position 0."""
         results: list[Any] = await durable
+        if any(r.duplicate for r in results):
+            results = await self._receipts(results)
         if not caller.limited or not any(r.duplicate for r in results):
             return results
         log, key = self.store.log, caller.key
@@ -169,7 +173,25 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         answered = []
         for r in results:
             if r.duplicate and await self.store.run(hidden, r):
-                r = replace(r, position=0, recorded_at_ms=0, conflict=False)
+                r = replace(r, position=0, recorded_at_ms=0, conflict=False, chain_hash=b"")
+            answered.append(r)
+        return answered
+
+    async def _receipts(self, results: list[Any]) -> list[Any]:
+        """A duplicate's receipt is the original event's chain hash: a client retrying after
+        a lost answer gets the receipt it missed (recomputed off the writer's thread)."""
+        log = self.store.log
+
+        def receipt(position: int) -> bytes:
+            try:
+                return log.chain_point(position).chain_hash
+            except NotFoundError:  # written before the chain
+                return b""
+
+        answered = []
+        for r in results:
+            if r.duplicate and not r.chain_hash and r.position:
+                r = replace(r, chain_hash=await self.store.run(receipt, r.position))
             answered.append(r)
         return answered
 

@@ -6,6 +6,7 @@ specifies the bytes on disk.
 """
 
 from .backup import BackupError, Manifest, RestoreTargetError, Snapshot
+from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
     ClosedError,
@@ -16,6 +17,7 @@ from .errors import (
     LegalHoldError,
     LimitExceededError,
     MetadataFileError,
+    NotFoundError,
     NotWritableError,
     StorageError,
     ValidationError,
@@ -51,9 +53,12 @@ __all__ = [
     "AUDIT_TYPE_PREFIX",
     "DEFAULT_ACCOUNT",
     "ERASED",
+    "GENESIS",
     "SERVER_TYPE_PREFIXES",
+    "SYSTEM_ACCOUNT",
     "AppendResult",
     "BackupError",
+    "ChainPoint",
     "ClosedError",
     "CorruptionError",
     "DataDirectoryError",
@@ -73,6 +78,7 @@ __all__ = [
     "LimitExceededError",
     "Manifest",
     "MetadataFileError",
+    "NotFoundError",
     "NotWritableError",
     "Options",
     "Outcome",

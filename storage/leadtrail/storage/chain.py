@@ -11,6 +11,7 @@ commitment) and the first 8 bytes of that hash.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
 
@@ -129,6 +130,45 @@ def link(previous: bytes, event_digest: bytes) -> bytes:
     return _sha256(previous + event_digest).digest()
 
 
+class Chainer:
+    """The writer's end of the chain: the hash so far, and the block of each new event.
+
+    Owned by the writer thread. Salts come from the operating system's random source,
+    drawn for many events at once (one system call per 256)."""
+
+    __slots__ = ("_at", "_salts", "head")
+
+    _DRAW = 256 * SALT_BYTES
+
+    def __init__(self, head: ChainPoint) -> None:
+        self.head = head
+        self._salts = b""
+        self._at = 0
+
+    def next_block(
+        self,
+        position: int,
+        recorded_at_ms: int,
+        timestamp_ms: int,
+        account_id: str,
+        meta: list[object],
+        details_json: bytes,
+        lead_json: bytes,
+    ) -> bytes:
+        """The chain block of the event at ``position`` (the next one), moving the head to it."""
+        at = self._at
+        if at >= len(self._salts):
+            self._salts, at = os.urandom(self._DRAW), 0
+        salt = self._salts[at : at + SALT_BYTES]
+        self._at = at + SALT_BYTES
+        content = commitment(salt, str(meta[6]), details_json, lead_json)
+        chain_hash = _sha256(
+            self.head.chain_hash + digest(position, recorded_at_ms, timestamp_ms, account_id, meta, content)
+        ).digest()
+        self.head = ChainPoint(position, chain_hash, recorded_at_ms)
+        return b"\x01" + salt + chain_hash[:CHAIN8_BYTES]
+
+
 @dataclass(frozen=True, slots=True)
 class ChainPoint:
     """The chain hash at a position, and the commit time of the event there."""
@@ -149,6 +189,7 @@ __all__ = [
     "SALT_BYTES",
     "SYSTEM_ACCOUNT",
     "ChainPoint",
+    "Chainer",
     "Seal",
     "commitment",
     "digest",

@@ -26,6 +26,7 @@ import zstandard
 from crc32c import crc32c
 
 from . import wirebody, wireform
+from .chain import Chainer
 from .errors import CorruptionError, StorageError
 from .event import Event, Outcome
 from .format import (
@@ -500,6 +501,8 @@ class EventEncoder:
         self._last_budget = LAST_SNAPSHOTS_BUDGET
         self.last_raw_bytes = 0
         """JSON size of the last event encoded, with its full snapshot (for stats)."""
+        self.chainer: Chainer | None = None
+        """The writer's chain: new events (without a seal) get a block from it."""
 
     def forget_segment(self) -> None:
         self._last.clear()
@@ -538,7 +541,22 @@ class EventEncoder:
             # would double the bytes of one-step leads, so its read computes it.
             changes, base_position = b"", NO_CHANGES
         details_json = orjson.dumps(event.details) if event.details else b""
-        body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position)
+        seal, chainer = event.seal, self.chainer
+        if seal is not None:  # a rewrite: the block as it was (or committed, after an erasure)
+            block = seal.encode()
+        elif chainer is not None:
+            block = chainer.next_block(
+                position,
+                event.recorded_at_ms,
+                event.timestamp_ms or 0,
+                event.account_id,
+                wirebody.scalar_fields(event),
+                details_json,
+                lead_json,
+            )
+        else:
+            block = b""
+        body, json_size = wirebody.encode(event, details_json, lead_json, changes, base_position, block)
         self.last_raw_bytes = json_size
         found = previous.next_base(position) if previous is not None else None
         if found is None:

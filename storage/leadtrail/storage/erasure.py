@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import wirebody
+from .chain import SALTED
 from .codec import EventPrefix
 from .event import AUDIT_FLOW, AUDIT_TYPE_PREFIX, Event, Outcome, Progress
 from .fields import (
@@ -229,6 +230,16 @@ def _erase_in_segments(
         for event in events:
             if not event.type.startswith(AUDIT_TYPE_PREFIX):
                 new = erase_event(event, classify, PERSONAL, quotes)
+                seal = event.seal
+                if seal is not None and seal.kind == SALTED:
+                    # The chain keeps the commitment the salt made, and the salt goes with
+                    # the values: every event of the lead, so that an older copy of one
+                    # (salted) is told from the record as the erasure left it.
+                    stored = store.stored_at(event.position)
+                    commitment = stored.content_commitment() if stored is not None else None
+                    if commitment is not None:
+                        new = new if new is not None else event.copy()
+                        new.seal = seal.committed(commitment)
                 if new is not None:
                     changed[event.position] = new
         if not changed:

@@ -93,6 +93,11 @@ class MetadataFileError(DataDirectoryError):
     ...) cannot be read or does not hold what it should; the message names the file."""
 
 
+class NotFoundError(StorageError):
+    """What was asked for is not in the store (a position past the log's end, one holding no
+    chained event)."""
+
+
 class LegalHoldError(StorageError):
     """The account is under a legal hold: nothing of it may be erased until it is lifted."""
 

@@ -39,12 +39,13 @@ from dataclasses import dataclass
 import lmdb
 
 from . import ingest
+from .chain import ChainPoint
 from .errors import StorageError
 from .event import Event
 from .fingerprints import LeadPrints, Value
 from .ulid import id_bytes
 
-INDEX_VERSION = b"7"
+INDEX_VERSION = b"8"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 # (timestamp, position) as two big-endian 48-bit numbers: 12 bytes that sort
@@ -62,7 +63,12 @@ KIND_FLOW = b"f"
 KIND_ENTITY = b"e"
 
 _DUP_DBS = ("positions", "lead", "type", "time", "flow", "entity", "fingerprints", "leadprints")
-_PLAIN_DBS = ("meta", "names", "numbers", "ids", "segacct")
+_PLAIN_DBS = ("meta", "names", "numbers", "ids", "segacct", "chain")
+_CHAIN_POINT = struct.Struct(">32sQ")  # chain hash, recorded_at_ms
+_CHAIN_HEAD = struct.Struct(">Q32sQ")  # position, chain hash, recorded_at_ms
+CHAIN_ANCHOR_EVERY = 256
+"""The index keeps the chain hash at every position that is a multiple of this (FORMAT.md,
+"What the chain stores"): a chain point is at most that many digests away."""
 
 
 _LONG_NAME = 400  # LMDB keys are at most 511 bytes
@@ -426,14 +432,19 @@ class Index:
         """Index a committed batch in one transaction, with its high-water position."""
         self.stage(located, high_water).commit()
 
-    def stage(self, located: Iterable[Located], high_water: int) -> StagedAdd:
+    def stage(
+        self, located: Iterable[Located], high_water: int, chain: Sequence[ChainPoint] = ()
+    ) -> StagedAdd:
         """Put a batch's entries in a write transaction left open: readers see none of
         them until ``commit``. The writer stages a group while its bytes are being made
-        durable, and commits once they are (or aborts). Same thread for both calls."""
+        durable, and commits once they are (or aborts). Same thread for both calls.
+        ``chain``: chain points of the group (anchors, then its last event: the head)."""
         epoch = self._known_prints.epoch
         txn = self.env.begin(write=True)
         try:
             created, printed = self._put(txn, located, high_water)
+            if chain:
+                self._put_chain(txn, chain)
         except BaseException:
             txn.abort()
             raise
@@ -446,6 +457,60 @@ class Index:
                 self._known_prints.remember(epoch, printed)
 
         return StagedAdd(txn, committed)
+
+    # -- the hash chain ------------------------------------------------------
+
+    def _put_chain(self, txn: lmdb.Transaction, points: Sequence[ChainPoint]) -> None:
+        db = self.dbs["chain"]
+        for point in points:
+            txn.put(
+                _U64.pack(point.position), _CHAIN_POINT.pack(point.chain_hash, point.recorded_at_ms), db=db
+            )
+        head = points[-1]
+        txn.put(
+            b"chain_head",
+            _CHAIN_HEAD.pack(head.position, head.chain_hash, head.recorded_at_ms),
+            db=self.dbs["meta"],
+        )
+
+    def put_chain(self, points: Sequence[ChainPoint]) -> None:
+        """Keep these chain points, the last as the head (the chain's catch-up, retention)."""
+        if points:
+            with self.env.begin(write=True) as txn:
+                self._put_chain(txn, points)
+
+    def put_chain_anchors(self, points: Sequence[ChainPoint]) -> None:
+        """Keep these chain points without moving the head (retention keeps the hash at the
+        end of each run it removes, so a chain point past it is found without the run)."""
+        db = self.dbs["chain"]
+        with self.env.begin(write=True) as txn:
+            for point in points:
+                txn.put(
+                    _U64.pack(point.position),
+                    _CHAIN_POINT.pack(point.chain_hash, point.recorded_at_ms),
+                    db=db,
+                )
+
+    def chain_head(self) -> ChainPoint | None:
+        """The chain point of the latest chained event indexed; None before the first."""
+        value = self.meta("chain_head")
+        if value is None:
+            return None
+        position, chain_hash, recorded_at = _CHAIN_HEAD.unpack(value)
+        return ChainPoint(position, chain_hash, recorded_at)
+
+    def chain_anchor(self, txn: lmdb.Transaction, position: int) -> ChainPoint | None:
+        """The kept chain point at or before ``position``, the nearest; None when none is."""
+        cursor = txn.cursor(db=self.dbs["chain"])
+        key = _U64.pack(position)
+        if cursor.set_range(key):
+            if cursor.key() != key and not cursor.prev():
+                return None
+        elif not cursor.last():
+            return None
+        found = _U64.unpack(cursor.key())[0]
+        chain_hash, recorded_at = _CHAIN_POINT.unpack(cursor.value())
+        return ChainPoint(found, chain_hash, recorded_at)
 
     def _remember_numbers(self, created: dict[tuple[bytes, str], bytes]) -> None:
         """Cache the numbers a committed transaction used (some it may have created)."""

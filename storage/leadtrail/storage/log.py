@@ -21,12 +21,21 @@ from concurrent.futures import Future
 
 import lmdb
 
-from . import erasure, fingerprints, index_compaction, query, recovery, retention, stats, writer
+from . import chain_index, erasure, fingerprints, index_compaction, query, recovery, retention, stats, writer
 from .backup import Snapshot, Snapshots
+from .chain import GENESIS, ChainPoint
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .erasure import ErasureReport
-from .errors import ClosedError, DataDirectoryError, LegalHoldError, NotWritableError, translated, translating
+from .errors import (
+    ClosedError,
+    DataDirectoryError,
+    LegalHoldError,
+    NotFoundError,
+    NotWritableError,
+    translated,
+    translating,
+)
 from .event import (
     DEFAULT_ACCOUNT,
     AppendResult,
@@ -130,6 +139,7 @@ class EventLog:
         recovery.index_tail(index, self._segments, self._reader.segment_events, index.high_water)
         last = self._segments.last_position_on_disk
         self._segments.make_visible(last)
+        chain_head = self._catch_up_chain()
         self._maintenance = StoreMaintenance(
             directory=directory,
             segments=self._segments,
@@ -140,6 +150,7 @@ class EventLog:
             writer=lambda: self._writer,
             closed=lambda: self._closed,
             append=self.append,
+            chain=self,
         )
         if options.read_only:
             return
@@ -151,6 +162,7 @@ class EventLog:
             training_sample=functools.partial(erasure.training_sample, self.fields),
             stored_event=self._reader.stored_event,
             last_recorded_at=self._last_recorded_at(),
+            chain_head=chain_head,
         )
 
     # -- following another process's writer (follow.py) -------------------------------------
@@ -176,6 +188,7 @@ class EventLog:
             writer=lambda: None,
             closed=lambda: self._closed,
             append=self.append,
+            chain=self,
         )
 
     def _load_followed_parts(self, epoch: int) -> None:
@@ -226,6 +239,46 @@ class EventLog:
     def _classifier(self, account_id: str) -> Classify:
         # Looked up each time: a follower reloads its field policies.
         return self.fields.classifier(account_id)
+
+    # -- the hash chain (chain_index.py) ------------------------------------------
+
+    def _catch_up_chain(self) -> ChainPoint:
+        """Recompute the chain points the index lacks (after a crash, a rebuild)."""
+        return chain_index.catch_up(
+            self._require_index(), self._reader.read_stored_from, self._chain_boundary
+        )
+
+    def _chain_boundary(self, position: int) -> bytes | None:
+        """The chain hash at a retired position, as a signed retirement record states it."""
+        return None
+
+    @translating("reading the hash chain")
+    def chain_head(self) -> ChainPoint:
+        """The chain point of the latest committed chained event (position 0: none yet)."""
+        head = self._require_index().chain_head()
+        return head if head is not None else ChainPoint(0, GENESIS, 0)
+
+    @translating("reading the hash chain")
+    def chain_point(self, position: int) -> ChainPoint:
+        """The chain hash at ``position`` (FORMAT.md, "Hash chain"), recomputed from the
+        nearest point the index keeps; NotFoundError when no chained event is there."""
+        if not 0 < position <= self._segments.visible:
+            raise NotFoundError(
+                f"position {position} is not in the log (its last is {self._segments.visible})"
+            )
+        return chain_index.chain_point(
+            self._require_index(),
+            self.stored_at,
+            self._reader.read_stored_from,
+            position,
+            self._chain_boundary,
+        )
+
+    @translating("reading the log")
+    def stored_at(self, position: int) -> StoredEvent | None:
+        """The record at ``position`` in its wire form, undecoded; None when none is there."""
+        with self._reader.reading() as index, index.env.begin() as txn:
+            return self._reader.stored_at(txn, position)
 
     def _last_recorded_at(self) -> int:
         last = self._segments.last_event_position
@@ -426,7 +479,12 @@ class EventLog:
                 progress=progress,
                 prints=self._prints,
             )
-            self._exclusively(lambda: self._replace_index(build))
+
+            def rebuild() -> None:
+                self._replace_index(build)
+                self._catch_up_chain()
+
+            self._exclusively(rebuild)
             self._reader.new_epoch()
             return self._require_index().event_count
 

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from . import query
+from .chain import ChainPoint
 from .codec import Dictionaries, Trainer
 from .datadir import DataDirectory
 from .errors import ClosedError, NotWritableError
@@ -22,7 +23,18 @@ from .index import Index, Located
 from .reader import Reader
 from .segment import Segment
 from .segment_list import SegmentList
+from .wirebody import StoredEvent
 from .writer import GroupCommit
+
+
+class ChainAccess(Protocol):
+    """The store's records and hash chain, as a rewrite reads them."""
+
+    def stored_at(self, position: int) -> StoredEvent | None: ...
+
+    def chain_point(self, position: int) -> ChainPoint: ...
+
+    def chain_head(self) -> ChainPoint: ...
 
 
 class Maintenance(Protocol):
@@ -72,6 +84,16 @@ class Maintenance(Protocol):
         """Around the swap of a segment's file (readers wait; a new rewrite epoch)."""
         ...
 
+    def stored_at(self, position: int) -> StoredEvent | None:
+        """The record at ``position`` undecoded (its content's commitment, for a rewrite)."""
+        ...
+
+    def chain_point(self, position: int) -> ChainPoint:
+        """The chain hash at ``position`` (NotFoundError: no chained event there)."""
+        ...
+
+    def chain_head(self) -> ChainPoint: ...
+
     # -- verify: (methods retention needs for signed boundaries) ----------------
 
     # -- sign: (methods retention needs to sign records) ------------------------
@@ -92,6 +114,7 @@ class StoreMaintenance:
         writer: Callable[[], GroupCommit | None],
         closed: Callable[[], bool],
         append: Callable[[Sequence[Event]], list[AppendResult]],
+        chain: ChainAccess,
     ) -> None:
         self._directory = directory
         self._segments = segments
@@ -102,6 +125,7 @@ class StoreMaintenance:
         self._writer = writer
         self._closed = closed
         self._append = append
+        self._chain = chain
 
     @property
     def index(self) -> Index:
@@ -168,7 +192,15 @@ class StoreMaintenance:
     def rewriting_segment(self) -> AbstractContextManager[None]:
         return self._reader.rewriting_segment()
 
+    def stored_at(self, position: int) -> StoredEvent | None:
+        return self._chain.stored_at(position)
+
+    def chain_point(self, position: int) -> ChainPoint:
+        return self._chain.chain_point(position)
+
+    def chain_head(self) -> ChainPoint:
+        return self._chain.chain_head()
+
     # -- verify: ---------------------------------------------------------------
 
     # -- sign: -----------------------------------------------------------------
-

@@ -260,6 +260,7 @@ class StoredEvent:
             account_id=self.account_id,
             position=self.position,
             recorded_at_ms=self.recorded_at_ms,
+            seal=self.seal,
         )
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from crc32c import crc32c
 
 from . import ingest
+from .chain import Chainer, ChainPoint
 from .codec import Dictionaries, EventEncoder, EventPrefix, Trainer, encode_body
 from .errors import ClosedError, NotWritableError
 from .event import AppendResult, Event
@@ -38,7 +39,7 @@ from .format import (
     segment_name,
 )
 from .fs import Files
-from .index import Index, Located
+from .index import CHAIN_ANCHOR_EVERY, Index, Located
 from .options import FsyncPolicy, Options
 from .segment import Segment
 from .segment_list import SegmentList
@@ -313,6 +314,8 @@ class GroupCommit:
         # An account's ``ids`` key prefix, looked up once a group (None: no event of it yet).
         account_keys: dict[str, bytes | None] = {}
         make_id_key = ingest.id_key
+        chainer = self._encoder.chainer
+        chain_points: list[ChainPoint] = []
         with index.env.begin() as txn:
             for request in group:
                 assert request.events is not None
@@ -325,7 +328,7 @@ class GroupCommit:
                     self._roll(position)
                 results: list[AppendResult] = []
                 last_new = -1
-                fresh: list[tuple[Event, bytes | None, bytes | None]] = []
+                fresh: list[tuple[Event, bytes | None, bytes | None, AppendResult]] = []
                 leads_json = request.leads_json
                 for i, event in enumerate(request.events):
                     account = event.account_id
@@ -358,15 +361,22 @@ class GroupCommit:
                     result = AppendResult(event.id, position, now, False)
                     pending[key] = result, stored_event
                     results.append(result)
-                    fresh.append((stored_event, leads_json[i] if leads_json is not None else None, id_key))
+                    fresh.append(
+                        (stored_event, leads_json[i] if leads_json is not None else None, id_key, result)
+                    )
                     last_new = len(fresh) - 1
                     position += 1
                 # The request's records, one after the other in the active segment; its
                 # count and last position are set once the request is encoded.
                 active, encoder = self.active, self._encoder
                 encode, base, start = encoder.encode, active.base, active.size
-                for i, (stored_event, lead_json, id_key) in enumerate(fresh):
+                for i, (stored_event, lead_json, id_key, result) in enumerate(fresh):
                     payload = encode(stored_event, stored_event.position, base, lead_json)
+                    if chainer is not None:
+                        point = chainer.head
+                        result.chain_hash = point.chain_hash
+                        if not point.position % CHAIN_ANCHOR_EVERY:
+                            chain_points.append(point)
                     flags = KIND_EVENT | (FLAG_COMMIT if i == last_new else 0)
                     record = encode_record(flags, stored_event.position, payload)
                     buffer.append(record)
@@ -375,7 +385,7 @@ class GroupCommit:
                     )
                     buffered += len(record)
                 if fresh:
-                    stored.extend(fresh_event for fresh_event, _, _ in fresh)
+                    stored.extend(item[0] for item in fresh)
                     active.event_count += len(fresh)
                     active.last_position = fresh[-1][0].position
                 all_results.append(results)
@@ -386,7 +396,9 @@ class GroupCommit:
             # visible only once they are durable: the transaction commits after the sync.
             syncing = self._syncer.sync(self.active.fd) if self._fsync.always else None
             try:
-                staged = self._index.stage(located, position - 1)
+                if chainer is not None and (not chain_points or chain_points[-1] is not chainer.head):
+                    chain_points.append(chainer.head)  # the head, kept with each group
+                staged = self._index.stage(located, position - 1, chain_points)
             finally:
                 if syncing is not None:
                     synced = syncing.exception()  # waited for even when staging failed
@@ -503,6 +515,7 @@ def start(
     training_sample: Callable[[str, bytes], bytes],
     stored_event: Callable[[int], Event],
     last_recorded_at: int,
+    chain_head: ChainPoint,
 ) -> tuple[Trainer, GroupCommit]:
     """The dictionary trainer and the writer thread of a store opened for writing."""
     files = options.files
@@ -519,7 +532,7 @@ def start(
         fsync=options.fsync,
         files=files,
         index=index,
-        encoder=EventEncoder(dictionaries, trainer, json_form=options.record_form == "json"),
+        encoder=_encoder(dictionaries, trainer, options, chain_head),
         clock_ms=options.clock_ms,
         segments=segments,
         stored_event=stored_event,
@@ -527,11 +540,23 @@ def start(
     return trainer, writer
 
 
+def _encoder(
+    dictionaries: Dictionaries, trainer: Trainer, options: Options, chain_head: ChainPoint
+) -> EventEncoder:
+    """The writer's encoder; wire bodies (format 1.2 on) are chained from ``chain_head``."""
+    json_form = options.record_form == "json"
+    encoder = EventEncoder(dictionaries, trainer, json_form=json_form)
+    if not json_form:
+        encoder.chainer = Chainer(chain_head)
+    return encoder
+
+
 def _stored(e: Event, position: int, now: int) -> Event:
     """The event as committed."""
     stored = e.copy()
     stored.position = position
     stored.recorded_at_ms = now
+    stored.seal = None  # an event read from a store and appended again is chained anew
     if stored.timestamp_ms is None:
         stored.timestamp_ms = now
     return stored
