@@ -4,6 +4,8 @@ backup into the same directory receives only what changed; a damaged file is ref
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -177,3 +179,54 @@ def test_backup_needs_an_admin_key_and_shows_progress_on_a_terminal(
     )
     assert shown.status == 0, shown
     assert "backup" in shown.stderr and "KiB" in shown.stderr
+
+
+def _signed(backup: Path, *, tampered: bool = False) -> None:
+    """Gives the manifest of ``backup`` a checkpoint signed with the store's key (made, and
+    added to the backup, if the store has none), its signature spoilt when ``tampered``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from google.protobuf import json_format
+    from leadtrail.v1 import admin_pb2
+
+    manifest = json.loads((backup / "manifest.json").read_text())
+    key_file = backup / "signing.key"
+    if "signing.key" not in manifest["files"]:
+        key_file.write_bytes(secrets.token_bytes(32))
+        manifest["files"]["signing.key"] = hashlib.sha256(key_file.read_bytes()).hexdigest()
+        manifest["sizes"]["signing.key"] = 32
+    key = Ed25519PrivateKey.from_private_bytes(key_file.read_bytes())
+    position, chain_hash = manifest["chain_position"], bytes.fromhex(manifest["chain_hash"])
+    recorded_at_ms = manifest["recorded_at_ms"]
+    signed = (
+        b"leadtrail checkpoint v1\n"
+        + position.to_bytes(8, "big")
+        + chain_hash
+        + recorded_at_ms.to_bytes(8, "big")
+    )
+    signature = bytearray(key.sign(signed))
+    if tampered:
+        signature[5] ^= 1
+    checkpoint = admin_pb2.SignedCheckpoint(
+        position=position,
+        chain_hash=chain_hash,
+        signature=bytes(signature),
+        public_key=key.public_key().public_bytes_raw(),
+    )
+    checkpoint.recorded_at.FromMilliseconds(recorded_at_ms)
+    manifest["checkpoint"] = json_format.MessageToDict(checkpoint, preserving_proto_field_name=True)
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_restore_checks_the_checkpoint_of_the_manifest_with_the_stores_key(
+    cli: CLI, taken: Taken, tmp_path: Path
+) -> None:
+    signed = tmp_path / "signed"
+    shutil.copytree(taken.backup, signed)
+    _signed(signed)
+    run = cli("restore", "--from", str(signed), "--data", str(tmp_path / "good"))
+    assert run.status == 0, run
+    assert "checkpoint signature verified" in run.stdout
+    _signed(signed, tampered=True)
+    run = cli("restore", "--from", str(signed), "--data", str(tmp_path / "bad"))
+    assert run.status == 1 and "checkpoint signature does not verify" in run.stderr, run
+    assert os.listdir(tmp_path / "bad") == []
