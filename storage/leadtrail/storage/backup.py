@@ -9,8 +9,17 @@ so appends wait for no copy. Afterwards a rewrite (erasure, retention) that
 renames a new segment over an old one, or retention deleting one, leaves the
 staged link on the old bytes, and appends to the active segment land after
 the size noted, so the snapshot's bytes are those of position P however long
-the copy takes. The index is left out: it is derived, and a restore rebuilds
-it from the log.
+the copy takes. Left out: the index (derived: the restored store's first open
+rebuilds it from the log), ``LOCK`` and lock files, ``backup.tmp/`` and the
+temporary files of writes under way (``.tmp``, ``.compact``, ``.partial``).
+Everything else is in: the segments, dictionaries, metadata files and keys of
+the store, and the server's files beside them (API keys, alert rules, sinks
+and their files, export jobs and their files, consumer positions); a file that
+grows by appends (a files sink's output) is taken at its size when staged.
+
+The SHA-256 of every file but the active segment is kept by (name, inode,
+size, mtime) for the life of the process, so an incremental backup reads only
+the files that changed (and the active segment) to find what to send.
 
 The receiving side is a backup directory (``BackupDirectory``): one file per
 name of the data directory (``log/00000000000000000001.log``, ``keys.json``),
@@ -63,7 +72,7 @@ _NOT_BACKED_UP_DIRS = frozenset({"index", "index.new", "index.old", STAGING_DIR}
 _NOT_BACKED_UP_FILES = frozenset({"LOCK"})
 _TEMP_SUFFIXES = (".tmp", ".compact", ".partial", PART_SUFFIX, ".lock")
 """Files being written (left over by a crash, or under way) and lock files: never state."""
-_NAME_PART = re.compile(r"[A-Za-z0-9_@+=,-][A-Za-z0-9_.@+=,-]*")
+_MAX_NAME = 4096
 
 
 class BackupError(StorageError):
@@ -79,7 +88,13 @@ def check_name(name: str) -> str:
     """``name`` if it names a file inside a directory (``log/0001.log``), else BackupError:
     names come from the other side of a connection and must not escape the directory."""
     parts = name.split("/")
-    if not name or len(name) > 1024 or not all(_NAME_PART.fullmatch(p) for p in parts) or name == MANIFEST:
+    if (
+        not 0 < len(name) <= _MAX_NAME
+        or "\x00" in name
+        or any(part in ("", ".", "..") for part in parts)
+        or parts[0].startswith(MANIFEST)  # the manifest and its temporary file are the directory's own
+        or name.endswith(PART_SUFFIX)  # a file being received
+    ):
         raise BackupError(f"backup file name {name!r} is not a file name inside a data directory")
     return name
 
