@@ -156,12 +156,16 @@ def test_a_damaged_backup_file_is_refused_by_name_and_nothing_is_restored(
     assert not target.exists()
 
 
-def test_restore_refuses_a_target_that_is_not_empty(cli: CLI, taken: Taken, tmp_path: Path) -> None:
+def test_restore_and_backup_refuse_a_directory_of_other_files(cli: CLI, taken: Taken, tmp_path: Path) -> None:
     target = tmp_path / "busy"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     run = cli("restore", "--from", str(taken.backup), "--data", str(target))
     assert run.status == 2 and f"{target} is not empty" in run.stderr, run
+    assert os.listdir(target) == ["keep.txt"]
+    # Nor does a backup go into a directory of other files (it would remove them).
+    run = cli("backup", "--server", taken.address, "--api-key", taken.admin, "--to", str(target))
+    assert run.status == 2 and "is neither empty nor a backup directory" in run.stderr, run
     assert os.listdir(target) == ["keep.txt"]
 
 

@@ -122,6 +122,7 @@ def test_a_backup_taken_while_appends_go_on_restores_every_event_up_to_its_posit
                 assert snapshot.position >= 120
                 copy_to(snapshot, tmp_path / "backup")
                 position = snapshot.position
+                assert snapshot.chain == log.chain_point(position)  # the chain head when it was taken
         finally:
             stop.set()
             appender.join(30)
@@ -239,6 +240,20 @@ def test_a_leftover_staging_directory_is_removed_by_the_next_backup(tmp_path: Pa
         with log.backup_snapshot() as snapshot:
             assert not leftover.exists()
             assert os.listdir(tmp_path / "live" / STAGING_DIR) == [os.path.basename(snapshot.staging)]
+
+
+def test_a_backup_refuses_a_directory_that_is_not_a_backup(tmp_path: Path) -> None:
+    mine = tmp_path / "home"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(BackupError, match="neither empty nor a backup directory"):
+        BackupDirectory(str(mine))
+    assert os.listdir(mine) == ["notes.txt"]
+    # What a first backup interrupted before its manifest leaves is no reason to refuse.
+    (mine / "notes.txt").unlink()
+    (mine / "log").mkdir()
+    (mine / "log" / "00000000000000000001.log.part").write_bytes(b"x")
+    assert BackupDirectory(str(mine)).held() == {}
 
 
 @pytest.mark.parametrize(

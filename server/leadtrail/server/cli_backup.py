@@ -47,7 +47,10 @@ _CHECKPOINT_PREFIX = b"leadtrail checkpoint v1\n"
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    target = BackupDirectory(args.to)
+    try:
+        target = BackupDirectory(args.to)
+    except BackupError as e:
+        raise UsageError(f"--to {e}") from None
     held = target.held()
     request = admin_pb2.BackupRequest(
         have=[admin_pb2.BackupFile(name=n, size=size, sha256=sha) for n, (size, sha) in sorted(held.items())]

@@ -414,6 +414,9 @@ class BackupDirectory:
         self._made_dirs: set[str] = {path}
         self._received: dict[str, FileReceiver] = {}
         self._manifest = self._complete()
+        if self._manifest is None and _holds_files(path):
+            # Files a backup did not write: a backup removes what its manifest does not name.
+            raise BackupError(f"{path} is neither empty nor a backup directory (no {MANIFEST})")
 
     def _complete(self) -> Manifest | None:
         """The manifest in place, after finishing the renames of a backup interrupted after it."""
@@ -521,6 +524,15 @@ class BackupDirectory:
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, *name.split("/"))
+
+
+def _holds_files(directory: str) -> bool:
+    """Whether ``directory`` holds a file other than those an interrupted backup leaves."""
+    return any(
+        not name.endswith((PART_SUFFIX, ".tmp"))
+        for _root, _dirs, names in os.walk(directory)
+        for name in names
+    )
 
 
 def _contents(path: str) -> bytes | None:
