@@ -41,7 +41,7 @@ from .cli_remote import connect
 from .term import ProgressBar, human_bytes
 
 _KIB = 1024
-SIGNING_KEY_FILE = "signing.key"
+_SIGNING_KEY_FILE = "signing.key"
 _CHECKPOINT_PREFIX = b"leadtrail checkpoint v1\n"
 """FORMAT.md, "Signed records": what a checkpoint's Ed25519 signature covers."""
 
@@ -87,7 +87,7 @@ def _receive(
                     raise BackupError("the server sent data before naming its file")
                 receiver.write(chunk.data)
                 received += len(chunk.data)
-                progress(received // _KIB, plan.bytes_sent // _KIB)
+                progress(received // _KIB, plan.bytes_sent // _KIB)  # on a terminal only
             elif part == "manifest_json":
                 if receiver is not None:
                     receiver.finish()
@@ -104,9 +104,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except RestoreTargetError as e:
         raise UsageError(f"--data {e}") from None
     with ProgressBar("restore", "KiB") as progress:
-        manifest = restore(
-            args.source, args.data, progress=lambda done, total: progress(done // _KIB, total // _KIB)
-        )
+        manifest = restore(args.source, args.data, progress=_in_kib(progress))
     try:
         events, problems = _check_restored(args.data, manifest)
     except BaseException:
@@ -121,10 +119,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     files = len(manifest.files)
     size = human_bytes(sum(manifest.sizes.values()))
+    proofs = [f"chain hash {manifest.chain_hash.hex()} verified" if manifest.chained else "no chained event"]
+    if manifest.checkpoint is not None:
+        proofs.append("checkpoint signature verified")
     print(
         f"restored position {manifest.position} ({events} events, {files} files, {size}) into {args.data}; "
-        f"chain hash {manifest.chain_hash.hex()} verified"
-        + (", checkpoint signature verified" if manifest.checkpoint is not None else "")
+        + ", ".join(proofs)
     )
     return 0
 
@@ -154,7 +154,8 @@ def _check_restored(data: str, manifest: Manifest) -> tuple[int, list[str]]:
                         f"position {manifest.chain_position}: chain hash {point.chain_hash.hex()}, "
                         f"the manifest says {manifest.chain_hash.hex()}"
                     )
-        walk = getattr(store, "verify_chain", None)  # the chain walk (chain_verify.py)
+        # The whole chain walked (chain_verify.py), with the store's signed records.
+        walk = getattr(store, "verify_chain", None)
         if walk is not None:
             report = walk()
             problems.extend(f"chain: {p}" for p in report.problems)
@@ -178,11 +179,11 @@ def _checkpoint_problems(data: str, manifest: Manifest, checkpoint: dict[str, An
     ):
         problems.append(f"the manifest's checkpoint is of position {signed.position}, another chain hash")
     try:
-        with open(os.path.join(data, SIGNING_KEY_FILE), "rb") as f:
+        with open(os.path.join(data, _SIGNING_KEY_FILE), "rb") as f:
             seed = f.read()
         public_key = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
     except (OSError, ValueError) as e:
-        return [*problems, f"{SIGNING_KEY_FILE} of the restored store is unusable: {e}"]
+        return [*problems, f"{_SIGNING_KEY_FILE} of the restored store is unusable: {e}"]
     if not hmac.compare_digest(public_key, signed.public_key):
         return [*problems, "the manifest's checkpoint was signed by another key than the store's"]
     message = (
