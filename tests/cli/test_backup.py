@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from leadtrail.client import Client
 from leadtrail.client import Event as ClientEvent
+from leadtrail.server.keys import KeyStore
 from leadtrail.storage import Event, EventLog, Options
 
 if TYPE_CHECKING:
@@ -66,8 +67,9 @@ def taken(cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Taken]
         for _ in range(0, STORED, 10):
             acknowledged.update((r.position, r.id) for r in log.append(_stored_events(10)))
         assert sum(s.sealed for s in log.segments) >= 3
-    admin = server_process.create_key(data, "default", "admin")
-    reader = server_process.create_key(data, "default", "reader")
+    keys = KeyStore(str(data))  # made in this process: no command to start
+    admin, _ = keys.create("default", "admin", int(time.time() * 1000))
+    reader, _ = keys.create("default", "reader", int(time.time() * 1000))
     server = server_process.ServerProcess(data).start()
     stop = threading.Event()
 
