@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,15 @@ def test_backup_through_a_follower_worker_is_the_writers(
     finally:
         stubs.close()
     assert server.stop() == 0, "".join(server.stderr_lines)
+
+
+def test_a_backup_the_client_gives_up_leaves_no_staged_files(server: ServerProcess, stubs: Stubs) -> None:
+    stubs.submission.Append(submission_pb2.AppendRequest(events=[lead_event("lead-given-up")]))
+    call = stubs.admin.Backup(admin_pb2.BackupRequest(), timeout=60)
+    assert next(call).WhichOneof("part") == "plan"
+    staging = server.data / "backup.tmp"
+    call.cancel()  # (the server may or may not have sent everything by now: no files left either way)
+    deadline = time.monotonic() + 30
+    while os.listdir(staging) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(staging) == []
