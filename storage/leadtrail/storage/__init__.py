@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .backup import BackupError, Manifest, RestoreTargetError, Snapshot
 from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .erasure import ERASED, ErasureReport
 from .errors import (
@@ -57,6 +58,7 @@ __all__ = [
     "SERVER_TYPE_PREFIXES",
     "SYSTEM_ACCOUNT",
     "AppendResult",
+    "BackupError",
     "ChainPoint",
     "ClosedError",
     "CorruptionError",
@@ -75,6 +77,7 @@ __all__ = [
     "LeadMatch",
     "LegalHoldError",
     "LimitExceededError",
+    "Manifest",
     "MetadataFileError",
     "NotFoundError",
     "NotWritableError",
@@ -82,11 +85,13 @@ __all__ = [
     "Outcome",
     "Page",
     "Progress",
+    "RestoreTargetError",
     "RetentionPolicy",
     "RetentionReport",
     "RuleError",
     "RuleOp",
     "SignedCheckpoint",
+    "Snapshot",
     "Stats",
     "StorageError",
     "StoredEvent",
