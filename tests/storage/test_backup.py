@@ -242,6 +242,20 @@ def test_a_leftover_staging_directory_is_removed_by_the_next_backup(tmp_path: Pa
             assert os.listdir(tmp_path / "live" / STAGING_DIR) == [os.path.basename(snapshot.staging)]
 
 
+def test_a_leftover_staging_directory_is_removed_on_open_and_not_counted(tmp_path: Path) -> None:
+    with EventLog.open(tmp_path / "live") as log:
+        log.append(events(2))
+        before = log.stats().disk_bytes
+        with log.backup_snapshot():
+            assert log.stats().disk_bytes == before  # the staged links are not counted twice
+    leftover = tmp_path / "live" / STAGING_DIR / "7"
+    leftover.mkdir(parents=True)
+    (leftover / "0").write_bytes(b"x" * 10_000)
+    with EventLog.open(tmp_path / "live") as log:
+        assert not (tmp_path / "live" / STAGING_DIR).exists()
+        assert len(log.timeline("lead-0")) + len(log.timeline("lead-1")) >= 1
+
+
 def test_a_backup_refuses_a_directory_that_is_not_a_backup(tmp_path: Path) -> None:
     mine = tmp_path / "home"
     mine.mkdir()

@@ -51,10 +51,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .chain import GENESIS, HASH_BYTES, ChainPoint
+from .datadir import BACKUP_STAGING_DIR
 from .errors import StorageError
 from .fs import OS_FILES, Files
 
-STAGING_DIR = "backup.tmp"
+STAGING_DIR = BACKUP_STAGING_DIR
 """Under the data directory: the staged links of the backups under way (removed when each
 ends, and any leftover when the next one starts)."""
 MANIFEST = "manifest.json"
