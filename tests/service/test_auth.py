@@ -33,7 +33,10 @@ from leadtrail.v1 import (
     submission_pb2,
 )
 
+from .conftest import ServerProcess
+
 Stubs = Any  # conftest.Stubs
+
 Server = Any  # conftest.ServerProcess
 CLI = [sys.executable, "-m", "leadtrail.server.cli"]
 
@@ -70,6 +73,22 @@ def event(lead_id: str, entity_id: str = "buyer-7", flow_id: str = "flow-auth") 
 def append(stubs: Stubs, key: str, *events: event_pb2.Event) -> list[submission_pb2.AppendResult]:
     request = submission_pb2.AppendRequest(events=events)
     return list(stubs.submission.Append(request, metadata=auth(key), timeout=30).results)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A backup holds every account: only the operator account's admins may take one, and the
+    matrix's admin is acme's."""
+    process = ServerProcess(tmp_path_factory.mktemp("store") / "data", "--operator-account", "acme").start()
+    yield process
+    assert process.stop() == 0, "".join(process.stderr_lines)
+
+
+def test_a_backup_is_for_the_operator_accounts_admins_only(stubs: Stubs, keyed: dict[str, str]) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(stubs.admin.Backup(admin_pb2.BackupRequest(), metadata=auth(keyed["other"]), timeout=30))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "operator account 'acme'" in info.value.details() and "globex" in info.value.details()
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +143,18 @@ def test_reflection_needs_a_key_of_any_role(stubs: Stubs, keyed: dict[str, str])
     assert "leadtrail.v1.QueryService" in services(auth(keyed["writer"]))
 
 
-READS = {"GetEvent", "GetTimeline", "QueryEvents", "Subscribe", "FindLeads", "ListAlerts", "GetSinkStatus"}
+READS = {
+    "GetEvent",
+    "GetTimeline",
+    "QueryEvents",
+    "Subscribe",
+    "FindLeads",
+    "ListAlerts",
+    "GetSinkStatus",
+    "GetCheckpoint",
+}
 ALLOWED = {
-    "writer": {"Append", "AppendStream"},
+    "writer": {"Append", "AppendStream", "GetCheckpoint"},
     "reader": READS,
     "analyst": READS | {"Aggregate", "Export", "ListExportFiles", "DownloadExportFile"},
     "admin": None,  # every RPC
@@ -192,9 +220,7 @@ def calls(stubs: Stubs, keyed: dict[str, str]) -> dict[str, Callable[[Any], Any]
         ),
         "GetCheckpoint": lambda md: stubs.admin.GetCheckpoint(admin_pb2.GetCheckpointRequest(), metadata=md),
         "VerifyChain": lambda md: stubs.admin.VerifyChain(admin_pb2.VerifyChainRequest(), metadata=md),
-        "Backup": lambda md: list(
-            stubs.admin.Backup(admin_pb2.BackupRequest(), metadata=md, timeout=30)
-        ),
+        "Backup": lambda md: list(stubs.admin.Backup(admin_pb2.BackupRequest(), metadata=md, timeout=30)),
         "SetAlertRule": lambda md: alerts.SetAlertRule(rule, metadata=md),
         "ListAlertRules": lambda md: alerts.ListAlertRules(alerts_pb2.ListAlertRulesRequest(), metadata=md),
         "DeleteAlertRule": lambda md: alerts.DeleteAlertRule(

@@ -572,6 +572,7 @@ def stray_files(data_dir: Path) -> list[str]:
                     "retired.json",
                     "fields.json",
                     "search.key",
+                    "signing.key",
                 )
             if not ok:
                 stray.append(str(rel))

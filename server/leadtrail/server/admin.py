@@ -211,7 +211,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def Backup(
         self, request: admin_pb2.BackupRequest, context: Context
     ) -> AsyncIterator[admin_pb2.BackupChunk]:
-        Caller.current().whole_account("Backup")
+        key = Caller.current().whole_account("Backup")
+        operator = self.store.operator_account
+        if key is not None and key.account != operator:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Backup: a backup holds every account's events and the store's keys: admin keys of "
+                f"the operator account {operator!r} only (serve --operator-account), not of {key.account!r}",
+            )
         async for chunk in backup.backup(self.store, request, context):
             yield chunk
 

@@ -111,6 +111,11 @@ class ServerConfig:
     sink_files_roots: tuple[str, ...] = ()
     """Directories under which files sinks may be given absolute paths (besides each account's
     ``<data>/sink-files/<account>/``)."""
+    operator_account: str = "default"
+    """The account whose admin keys may take a backup (it holds every account's events and
+    the store's keys)."""
+    checkpoint_interval_s: float = 10.0
+    """Seconds between signed checkpoint records while events arrive."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -393,6 +398,8 @@ class LeadTrailServer:
             quarantine=config.quarantine,
             max_events_per_append=config.max_events_per_request,
             max_snapshot_bytes=config.max_snapshot_bytes,
+            checkpoints=True,
+            checkpoint_interval_s=config.checkpoint_interval_s,
         )
         reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="leadtrail-read")
         loop = asyncio.get_running_loop()
@@ -411,6 +418,7 @@ class LeadTrailServer:
             raise StartupError(f"fingerprint key: {e}") from None
         feed = Feed(event_log.last_position)
         store = ServedStore(event_log, reads, feed, ingest, keys, fingerprints)
+        store.operator_account = config.operator_account
         self._store = store
         if following:
             assert self._link is not None
@@ -704,6 +712,8 @@ def serve(
     tls_client_ca: str | None = None,
     http: str = "off",
     sink_files_roots: tuple[str, ...] = (),
+    operator_account: str = "default",
+    checkpoint_interval_s: float = 10.0,
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     config = ServerConfig(
@@ -717,6 +727,8 @@ def serve(
         tls_client_ca=tls_client_ca,
         http=http,
         sink_files_roots=tuple(sink_files_roots),
+        operator_account=operator_account,
+        checkpoint_interval_s=checkpoint_interval_s,
     )
     return run(config)
 

@@ -69,6 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_client_ca=args.tls_client_ca,
             http=args.http,
             sink_files_roots=tuple(args.sink_files_root),
+            operator_account=args.operator_account,
+            checkpoint_interval_s=args.checkpoint_interval,
         )
         return workers.supervise(config, args.workers)
     return app.serve(
@@ -82,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         http=args.http,
         sink_files_roots=tuple(args.sink_files_root),
+        operator_account=args.operator_account,
+        checkpoint_interval_s=args.checkpoint_interval,
     )
 
 
@@ -533,6 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="an absolute directory under which files sinks may be given absolute paths (repeatable); "
         "without it a files sink writes under <data>/sink-files/<account>/ only",
+    )
+    p.add_argument(
+        "--operator-account",
+        default="default",
+        metavar="NAME",
+        help="the account whose admin keys may take a backup, which holds every account's events and "
+        "the store's keys (default: default)",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds between the signed checkpoints the server records while events arrive (default 10)",
     )
     p.set_defaults(func=cmd_serve, parser=p)
 

@@ -52,6 +52,8 @@ class ServedStore:
     """Every account's sinks at work (the process that owns the writer only)."""
     exports: ExportScheduler | None = None
     """The export jobs at work (the process that owns the writer only)."""
+    operator_account: str = "default"
+    """The account whose admin keys may take a backup (``serve --operator-account``)."""
 
     def __post_init__(self) -> None:
         self.audit = ReadAudit(self.log)

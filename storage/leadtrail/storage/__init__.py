@@ -5,6 +5,7 @@ with zstd-compressed snapshots and LMDB secondary indexes.
 specifies the bytes on disk.
 """
 
+from .backup import BackupError, Manifest, RestoreTargetError, Snapshot
 from .chain import GENESIS, SYSTEM_ACCOUNT, ChainPoint
 from .chain_verify import ChainReport, GivenCheckpoint
 from .erasure import ERASED, ErasureReport
@@ -58,6 +59,7 @@ __all__ = [
     "SERVER_TYPE_PREFIXES",
     "SYSTEM_ACCOUNT",
     "AppendResult",
+    "BackupError",
     "ChainPoint",
     "ChainReport",
     "ClosedError",
@@ -78,6 +80,7 @@ __all__ = [
     "LeadMatch",
     "LegalHoldError",
     "LimitExceededError",
+    "Manifest",
     "MetadataFileError",
     "NotFoundError",
     "NotWritableError",
@@ -85,11 +88,13 @@ __all__ = [
     "Outcome",
     "Page",
     "Progress",
+    "RestoreTargetError",
     "RetentionPolicy",
     "RetentionReport",
     "RuleError",
     "RuleOp",
     "SignedCheckpoint",
+    "Snapshot",
     "Stats",
     "StorageError",
     "StoredEvent",

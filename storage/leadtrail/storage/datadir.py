@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,8 @@ STORE_ID_FILE = "STORE_ID"
 RETIRED_FILE = "retired.json"
 RECORDED_AT_FLOOR_FILE = "recorded_at.json"
 TEMP_SUFFIXES = (".tmp", ".compact")
+BACKUP_STAGING_DIR = "backup.tmp"
+"""Where a backup in progress links the files it copies (backup.py)."""
 """Leftovers of an interrupted atomic write: the file they were to replace is still whole."""
 
 
@@ -108,7 +111,8 @@ class DataDirectory:
         return value
 
     def remove_leftovers(self) -> None:
-        """Remove what an interrupted compaction, quarantine or atomic write left behind."""
+        """Remove what an interrupted compaction, quarantine, atomic write or backup left behind."""
+        shutil.rmtree(os.path.join(self.path, BACKUP_STAGING_DIR), ignore_errors=True)
         for directory in (self.log_dir, self.path, self.quarantine_dir):
             if not os.path.isdir(directory):
                 continue
@@ -168,7 +172,9 @@ class DataDirectory:
     def bytes_under(self, path: str | None = None) -> int:
         """Bytes of the files under ``path`` (the whole directory by default)."""
         total = 0
-        for root, _dirs, names in os.walk(path or self.path):
+        for root, dirs, names in os.walk(path or self.path):
+            if root == self.path and BACKUP_STAGING_DIR in dirs:
+                dirs.remove(BACKUP_STAGING_DIR)  # links to files counted where they are
             for name in names:
                 total += file_size(os.path.join(root, name))
         return total

@@ -34,6 +34,7 @@ from . import (
     stats,
     writer,
 )
+from .backup import Snapshot, Snapshots
 from .chain import GENESIS, ChainPoint
 from .checkpoints import Checkpointer
 from .codec import Dictionaries, Trainer
@@ -671,6 +672,28 @@ class EventLog:
         return signer.sign_checkpoint(point)
 
     # -- backup: consistent copies of the data directory (backup.py) --------------
+
+    _snapshots: Snapshots | None = None
+
+    @translating("taking a backup snapshot")
+    def backup_snapshot(self) -> Snapshot:
+        """The data directory at the committed position, staged (backup.py) between two commit
+        groups while no maintenance runs: appends wait for the hard links, not for a copy.
+        ``close`` the snapshot once copied."""
+        self._require_index()
+        with self._maintenance_lock:
+            if self._snapshots is None:
+                self._snapshots = Snapshots(self.path)
+            snapshots = self._snapshots
+            taken: list[Snapshot] = []
+
+            def stage() -> None:
+                # On the writer thread: the last segment's size is what the writer committed.
+                position, chain = self.last_position, self.chain_head()
+                taken.append(snapshots.take(position, chain, self.store_id, self._segments.all()))
+
+            self._exclusively(stage)
+            return taken[0]
 
     # -- lifecycle --------------------------------------------------------------
 
