@@ -33,6 +33,7 @@ from leadtrail.storage import (
     Options,
     Outcome,
     RetentionPolicy,
+    retirement,
 )
 from leadtrail.storage.chain import ChainPoint
 from leadtrail.storage.signing import Signer
@@ -396,6 +397,11 @@ def test_erasure_tiered_scrubs_and_retention_of_whole_and_partial_segments_verif
         )
         assert base64.b64decode(item["public_key"]) == public_key
         Ed25519PublicKey.from_public_bytes(public_key).verify(base64.b64decode(item["signature"]), signed)
+
+    stated = retirement.load(str(store))
+    last, chain_hash = stated[0].runs[-1].last, stated[0].runs[-1].chain_hash
+    assert retirement.boundary_hash(stated, last, public_key) == chain_hash
+    assert retirement.boundary_hash(stated, last, bytes(32)) is None  # another key's: not trusted
 
     # A retirement record whose hash was changed no longer verifies: its gaps are not trusted.
     path = store / "retirements.json"
