@@ -23,7 +23,7 @@ import base64
 import binascii
 import bisect
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,13 +32,14 @@ import orjson
 from . import signing
 from .chain import COMMITTED, GENESIS, HASH_BYTES, SYSTEM_ACCOUNT, link
 from .errors import CorruptionError, InvalidArgumentError, StorageError
-from .event import AUDIT_TYPE_PREFIX, Progress
+from .event import AUDIT_TYPE_PREFIX, EventFilter, Progress
 from .retirement import Retirement, Run
 from .segment import Segment
 from .wirebody import StoredEvent
 
 CHECKPOINT_TYPE = AUDIT_TYPE_PREFIX + "checkpoint"
 ERASED_TYPE = AUDIT_TYPE_PREFIX + "erased"
+_PAGE = 10_000
 RECENT_HASHES = 65_536
 """Chain hashes kept by position for the checkpoint records that follow: a checkpoint signs
 the head as it stood just before its record, a few positions back under load."""
@@ -46,6 +47,15 @@ the head as it stood just before its record, a few positions back under load."""
 
 class ChainLog(Protocol):
     """What the walk reads of a store (``EventLog`` is one)."""
+
+    def scan_stored(
+        self,
+        filter: EventFilter | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> tuple[list[StoredEvent], str | None]: ...
 
     @property
     def last_position(self) -> int: ...
@@ -104,6 +114,7 @@ def verify_chain(
     log: ChainLog,
     public_key: bytes | None,
     retirements: Callable[[], list[Retirement]],
+    erasures: Callable[[], dict[tuple[str, str], int]],
     from_position: int = 0,
     from_chain_hash: bytes = b"",
     checkpoint: Checkpoint | None = None,
@@ -113,7 +124,8 @@ def verify_chain(
     chained one), or after ``from_position`` trusting ``from_chain_hash`` there; with
     ``checkpoint``, also check its signature and that the chain reaches it with its hash.
     ``public_key``: the store's (None when it has no key: signatures cannot be checked);
-    ``retirements()``: the store's signed retirement records."""
+    ``retirements()``: the store's signed retirement records; ``erasures()``: (account,
+    lead) -> the latest ``through_position`` of its ``audit.erased`` records."""
     if from_position and len(from_chain_hash) != HASH_BYTES:
         raise InvalidArgumentError(
             f"from_chain_hash: {len(from_chain_hash)} bytes, a chain hash has {HASH_BYTES}"
@@ -124,8 +136,13 @@ def verify_chain(
     except StorageError as e:
         records = []
         report.problems.append(f"retirement records cannot be read: {e}")
+    try:
+        erased = erasures()
+    except StorageError as e:
+        erased = {}
+        report.problems.append(f"erasure records cannot be read: {e}")
     start_hash = from_chain_hash if from_position else GENESIS
-    walk = _Walk(report, public_key, records, from_position, start_hash)
+    walk = _Walk(report, public_key, records, erased, from_position, start_hash)
     if checkpoint is not None:
         walk.expect(checkpoint)
     for event in _events(log, from_position + 1, report, walk, progress):
@@ -196,6 +213,7 @@ class _Walk:
         report: ChainReport,
         public_key: bytes | None,
         retirements: list[Retirement],
+        erased: dict[tuple[str, str], int],
         from_position: int,
         start_hash: bytes,
     ) -> None:
@@ -212,7 +230,8 @@ class _Walk:
         self.recent: OrderedDict[int, bytes] = OrderedDict()
         if from_position:
             self.recent[from_position] = start_hash
-        self.first_salted: dict[tuple[str, str], int] = {}
+        self.erased = erased
+        """(account, lead) -> position through which an erasure left no salt."""
         self.expected: Checkpoint | None = None
         self.expected_met = False
         report.signatures_checked += len(retirements)
@@ -293,12 +312,20 @@ class _Walk:
                 self.hash = None
             return
         self.chained = True
+        audit = stored.type.startswith(AUDIT_TYPE_PREFIX)
         if seal.kind == COMMITTED:
             report.content_erased += 1
-        elif not stored.type.startswith(AUDIT_TYPE_PREFIX):
-            self.first_salted.setdefault((stored.account_id, stored.lead_id), position)
-        if stored.type.startswith(AUDIT_TYPE_PREFIX):
-            self._audit(stored, before)
+        elif not audit and self.erased:
+            through = self.erased.get((stored.account_id, stored.lead_id), 0)
+            if position <= through:
+                self.bad(
+                    position,
+                    f"position {position}: the lead {stored.lead_id!r} of account {stored.account_id!r} was "
+                    f"erased through position {through}, yet this record holds its content's salt: an older "
+                    "copy of a record brought back",
+                )
+        if audit and stored.account_id == SYSTEM_ACCOUNT and stored.type == CHECKPOINT_TYPE:
+            self._checkpoint_record(position, before, _details(stored))
         digest = stored.digest()
         assert digest is not None  # chained
         if self.hash is None:
@@ -334,27 +361,6 @@ class _Walk:
         self.hash = chain_hash
         self.anchor = last
         self.recent[last] = chain_hash
-
-    def _audit(self, stored: StoredEvent, before: int) -> None:
-        kind = stored.type
-        position = stored.position
-        if kind == ERASED_TYPE:
-            through = _details(stored).get("through_position")
-            key = (stored.account_id, stored.lead_id)
-            first = self.first_salted.get(key)
-            if isinstance(through, int) and first is not None and first <= through:
-                self.bad(
-                    first,
-                    f"position {first}: the lead {stored.lead_id!r} of account {stored.account_id!r} was "
-                    f"erased through position {through} (position {position}), yet this record holds its "
-                    "content's salt: an older copy of a record brought back",
-                )
-                del self.first_salted[key]
-            return
-        if stored.account_id != SYSTEM_ACCOUNT:
-            return
-        if kind == CHECKPOINT_TYPE:
-            self._checkpoint_record(position, before, _details(stored))
 
     def _checkpoint_record(self, position: int, before: int, details: Mapping[str, Any]) -> None:
         try:
@@ -428,4 +434,24 @@ class _Walk:
             )
 
 
-__all__ = ["ChainLog", "ChainReport", "Checkpoint", "GivenCheckpoint", "verify_chain"]
+def erasures(log: ChainLog, accounts: Iterable[str]) -> dict[tuple[str, str], int]:
+    """(account, lead) -> the latest ``through_position`` of the ``audit.erased`` records of
+    ``accounts``, found through the index (the walk meets a lead's events before the record
+    that erased them)."""
+    found: dict[tuple[str, str], int] = {}
+    for account in accounts:
+        wanted = EventFilter(account_id=account, types=(ERASED_TYPE,))
+        after: str | None = None
+        while True:
+            page, after = log.scan_stored(wanted, after=after, limit=_PAGE)
+            for stored in page:
+                through = _details(stored).get("through_position")
+                if isinstance(through, int):
+                    key = (stored.account_id, stored.lead_id)
+                    found[key] = max(found.get(key, 0), through)
+            if after is None or not page:
+                break
+    return found
+
+
+__all__ = ["ChainLog", "ChainReport", "Checkpoint", "GivenCheckpoint", "erasures", "verify_chain"]

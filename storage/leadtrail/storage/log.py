@@ -606,8 +606,20 @@ class EventLog:
             public_key = None  # a store whose writer never ran has signed nothing
         retirements = functools.partial(retirement.load, self.path)
         return chain_verify.verify_chain(
-            self, public_key, retirements, from_position, from_chain_hash, checkpoint, progress
+            self,
+            public_key,
+            retirements,
+            self._erasures,
+            from_position,
+            from_chain_hash,
+            checkpoint,
+            progress,
         )
+
+    def _erasures(self) -> dict[tuple[str, str], int]:
+        with self._reader.reading() as index, index.env.begin() as txn:
+            accounts = list(index.account_events(txn))
+        return chain_verify.erasures(self, accounts)
 
     _retired_cache: tuple[tuple[int, int], dict[int, bytes]] | None = None
 
