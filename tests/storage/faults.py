@@ -573,6 +573,7 @@ def stray_files(data_dir: Path) -> list[str]:
                     "fields.json",
                     "search.key",
                     "signing.key",
+                    "retirements.json",
                 )
             if not ok:
                 stray.append(str(rel))

@@ -414,11 +414,6 @@ def test_erasure_tiered_scrubs_and_retention_of_whole_and_partial_segments_verif
     assert forged.first_bad_position == run[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EventLog._chain_boundary must return self._retired_boundary(position) (log.py): "
-    "the index's catch-up takes the chain up from the signed retirement records",
-)
 def test_a_rebuilt_index_takes_the_chain_up_after_the_retired_start_of_the_log(tmp_path: Path) -> None:
     clock = Clock(T0)
     with EventLog.open(tmp_path / "store", options(clock)) as log:

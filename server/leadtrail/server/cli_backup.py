@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import os
-import struct
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from google.protobuf import json_format
 
@@ -34,6 +31,8 @@ from leadtrail.storage.backup import (
     require_empty,
     restore,
 )
+from leadtrail.storage.chain_verify import GivenCheckpoint
+from leadtrail.storage.signing import verify_checkpoint
 from leadtrail.v1 import admin_pb2, admin_pb2_grpc
 
 from .cli_errors import CommandError, UsageError
@@ -41,8 +40,6 @@ from .cli_remote import connect
 from .term import ProgressBar, human_bytes
 
 _KIB = 1024
-_SIGNING_KEY_FILE = "signing.key"
-_CHECKPOINT_PREFIX = b"leadtrail checkpoint v1\n"
 """FORMAT.md, "Signed records": what a checkpoint's Ed25519 signature covers."""
 
 
@@ -137,6 +134,12 @@ def _check_restored(data: str, manifest: Manifest) -> tuple[int, list[str]]:
     """The events of the restored store and what disagrees with the manifest (nothing when
     the store is the one backed up). Opened read-only: the open rebuilds the index."""
     problems: list[str] = []
+    signed = None
+    if manifest.checkpoint is not None:
+        try:
+            signed = json_format.ParseDict(manifest.checkpoint, admin_pb2.SignedCheckpoint())
+        except json_format.ParseError as e:
+            problems.append(f"the manifest's checkpoint is not a SignedCheckpoint: {e}")
     with EventLog.open(data, Options(read_only=True)) as store:
         events = store.stats().event_count
         if store.last_position != manifest.position:
@@ -154,46 +157,33 @@ def _check_restored(data: str, manifest: Manifest) -> tuple[int, list[str]]:
                         f"position {manifest.chain_position}: chain hash {point.chain_hash.hex()}, "
                         f"the manifest says {manifest.chain_hash.hex()}"
                     )
-        # The whole chain walked (chain_verify.py), with the store's signed records.
-        walk = getattr(store, "verify_chain", None)
-        if walk is not None:
-            report = walk()
-            problems.extend(f"chain: {p}" for p in report.problems)
-    if manifest.checkpoint is not None:
-        problems.extend(_checkpoint_problems(data, manifest, manifest.checkpoint))
+        given = None
+        if signed is not None:
+            problems.extend(_checkpoint_problems(store.public_key, manifest, signed))
+            given = GivenCheckpoint(
+                signed.position, signed.chain_hash, signed.recorded_at.ToMilliseconds(), signed.signature
+            )
+        # The whole chain walked (chain_verify.py) with the store's signed records, and
+        # against the manifest's checkpoint.
+        report = store.verify_chain(checkpoint=given)
+        problems.extend(f"chain: {p}" for p in report.problems)
     return events, problems
 
 
-def _checkpoint_problems(data: str, manifest: Manifest, checkpoint: dict[str, Any]) -> list[str]:
+def _checkpoint_problems(
+    public_key: bytes, manifest: Manifest, signed: admin_pb2.SignedCheckpoint
+) -> list[str]:
     """The manifest's checkpoint names its chain hash and is signed by the restored store's key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-    try:
-        signed = json_format.ParseDict(checkpoint, admin_pb2.SignedCheckpoint())
-    except json_format.ParseError as e:
-        return [f"the manifest's checkpoint is not a SignedCheckpoint: {e}"]
     problems = []
     if signed.position != manifest.chain_position or not hmac.compare_digest(
         signed.chain_hash, manifest.chain_hash
     ):
         problems.append(f"the manifest's checkpoint is of position {signed.position}, another chain hash")
-    try:
-        with open(os.path.join(data, _SIGNING_KEY_FILE), "rb") as f:
-            seed = f.read()
-        public_key = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    except (OSError, ValueError) as e:
-        return [*problems, f"{_SIGNING_KEY_FILE} of the restored store is unusable: {e}"]
     if not hmac.compare_digest(public_key, signed.public_key):
         return [*problems, "the manifest's checkpoint was signed by another key than the store's"]
-    message = (
-        _CHECKPOINT_PREFIX
-        + struct.pack(">Q", signed.position)
-        + signed.chain_hash
-        + struct.pack(">Q", signed.recorded_at.ToMilliseconds())
-    )
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signed.signature, message)
-    except InvalidSignature:
+    recorded_at_ms = signed.recorded_at.ToMilliseconds()
+    if not verify_checkpoint(
+        public_key, signed.position, signed.chain_hash, recorded_at_ms, signed.signature
+    ):
         problems.append("the manifest's checkpoint signature does not verify")
     return problems

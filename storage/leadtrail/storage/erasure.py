@@ -230,6 +230,7 @@ def _erase_in_segments(
         for event in events:
             if not event.type.startswith(AUDIT_TYPE_PREFIX):
                 new = erase_event(event, classify, PERSONAL, quotes)
+                erased += new is not None  # content changed (a seal alone is not an erasure)
                 seal = event.seal
                 if seal is not None and seal.kind == SALTED:
                     # The chain keeps the commitment the salt made, and the salt goes with
@@ -247,7 +248,6 @@ def _erase_in_segments(
         segment = store.segment_for(base)
         assert segment is not None and segment.base == base
         replace_records(store, segment, sorted(events, key=lambda e: e.position), changed)
-        erased += len(changed)
         rewritten += 1
     if progress is not None:
         progress(len(by_segment), len(by_segment))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from .field_rules import FieldRule, checked_rules, reads_lead, rules_hold
 
 if TYPE_CHECKING:
-    from .chain import Seal
+    from .seal import Seal
 
 DEFAULT_ACCOUNT = "default"
 

@@ -266,7 +266,7 @@ class EventLog:
 
     def _chain_boundary(self, position: int) -> bytes | None:
         """The chain hash at a retired position, as a signed retirement record states it."""
-        return None
+        return self._retired_boundary(position)
 
     @translating("reading the hash chain")
     def chain_head(self) -> ChainPoint:
