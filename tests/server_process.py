@@ -29,6 +29,10 @@ LEADTRAIL = [sys.executable, "-m", "leadtrail.server.cli"]
 READY = re.compile(r"serving on (127\.0\.0\.1:\d+)")
 HTTP_READY = re.compile(r"http on (127\.0\.0\.1:\d+)")
 HTTP_ON_ANY_PORT = ("--http", "127.0.0.1:0")
+QUIET_CHECKPOINTS = ("--checkpoint-interval", "3600")
+"""The server's own checkpoint records take positions too: tests that count positions of one
+account start servers that record none while they run (tests/service/test_checkpoint_records.py
+runs them every 0.2 s against queries, subscriptions, alerts and sinks)."""
 """Every server a test starts serves HTTP on a port the OS picks, never the CLI's 8080."""
 
 
@@ -128,7 +132,18 @@ class ServerProcess:
 
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 60.0) -> ServerProcess:
         http = () if "--http" in self.args else HTTP_ON_ANY_PORT
-        command = [*LEADTRAIL, "serve", "--data", str(self.data), "--listen", listen, *http, *self.args]
+        quiet = () if "--checkpoint-interval" in self.args else QUIET_CHECKPOINTS
+        command = [
+            *LEADTRAIL,
+            "serve",
+            "--data",
+            str(self.data),
+            "--listen",
+            listen,
+            *http,
+            *quiet,
+            *self.args,
+        ]
         self.child = Child(command)
         try:
             ready = self.child.stdout.wait_for(READY, timeout)

@@ -28,6 +28,10 @@ from leadtrail.v1 import (
 READY = re.compile(r"serving on (127\.0\.0\.1:\d+)")
 HTTP_READY = re.compile(r"http on (127\.0\.0\.1:\d+)")
 HTTP_ON_ANY_PORT = ("--http", "127.0.0.1:0")
+QUIET_CHECKPOINTS = ("--checkpoint-interval", "3600")
+"""The server's own checkpoint records take positions too: tests that count positions of one
+account start servers that record none while they run (test_checkpoint_records.py runs them
+every 0.2 s against queries, subscriptions, alerts and sinks)."""
 """Every server a test starts serves HTTP on a port the OS picks, never the CLI's 8080."""
 
 
@@ -48,7 +52,14 @@ class ServerProcess:
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "leadtrail.server.cli", "serve", "--data", str(self.data)]
         self.proc = subprocess.Popen(
-            [*command, "--listen", listen, *(() if "--http" in self.args else HTTP_ON_ANY_PORT), *self.args],
+            [
+                *command,
+                "--listen",
+                listen,
+                *(() if "--http" in self.args else HTTP_ON_ANY_PORT),
+                *(() if "--checkpoint-interval" in self.args else QUIET_CHECKPOINTS),
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import orjson
 import pytest
-from leadtrail.client import AlertKind, Client, Event, EventFilter, GroupBy, Outcome
+from leadtrail.client import AlertKind, Client, Event, EventFilter, GroupBy, NotFoundError, Outcome
 from leadtrail.server.alerts.signing import verify
 from leadtrail.server.alerts.webhooks import POLICY_ENV
 from leadtrail.server.crashpoints import ENVIRONMENT as CRASH_ENV
@@ -38,6 +38,13 @@ def until(what: str, probe: Callable[[], T | None], timeout: float = WAIT_S) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.05)
+
+
+def stored(client: Client, event_id: str) -> Event | None:
+    try:
+        return client.get(event_id)
+    except NotFoundError:
+        return None
 
 
 def firing_gauge(http_address: str, rule: str) -> float | None:
@@ -97,7 +104,9 @@ def test_a_firing_and_its_resolution_reach_the_webhook_signed_and_are_listed_and
                     True,
                     "3",
                 )
-                fired = client.get(alert.event_id)
+                # Listed from the evaluator's state, whose alert.fired event may still be on
+                # its way to the log on a busy machine.
+                fired = until("the alert.fired event is stored", lambda: stored(client, alert.event_id))
                 assert fired.type == "alert.fired" and fired.details["position"] == appended[0].position
                 assert firing_gauge(server.http_address, "buyer-errors") == 1
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from leadtrail.storage import _wireform_py, chain, wireform
+from leadtrail.storage.format import BadRecord
 
 texts = st.text(max_size=40)
 blobs = st.binary(max_size=3000)
@@ -76,8 +77,8 @@ def test_bad_arguments_are_refused_by_both_twins(twin: str) -> None:
 
 
 def test_a_block_of_another_size_or_kind_is_damage() -> None:
-    with pytest.raises(chain.BadRecord):
+    with pytest.raises(BadRecord):
         chain.parse_block(b"\x01" + bytes(23))
-    with pytest.raises(chain.BadRecord):
+    with pytest.raises(BadRecord):
         chain.parse_block(b"\x02" + bytes(24))
     assert chain.parse_block(b"\x02" + bytes(40)).kind == chain.COMMITTED

@@ -830,7 +830,7 @@ def test_the_public_module_names_the_twin_it_uses() -> None:
     assert sorted(wireform.__all__) == sorted(
         ["COMPILED", "IMPLEMENTATION", "encode_event", "splice_event", "value_bytes", "field_changes",
          "struct_bytes", "timeline_bytes", "repeated_field", "PREFIX_COMPILED", "prefix_compress",
-         "prefix_decompress"]
+         "prefix_decompress", "CHAIN_COMPILED", "chain_block"]
     )  # fmt: skip
 
 
