@@ -197,9 +197,7 @@ class PowerFiles(Files):
             else:
                 node = Node(durable=b"", current=bytearray())
                 self._nodes[os.fstat(fd).st_ino] = node
-                self._dir(os.path.dirname(full)).pending.append(
-                    DirOp("create", os.path.basename(full), node)
-                )
+                self._dir(os.path.dirname(full)).pending.append(DirOp("create", os.path.basename(full), node))
             self._fds[fd] = node
             return fd
 
@@ -329,7 +327,9 @@ class PowerFiles(Files):
                 mode = "drop" if k == 0 else "keep" if k == 2 else "random"
                 notes: list[str] = []
                 self._materialize(self.root, target, mode, rng, notes)
-                self._place_index(target, "real" if k in (0, 2) else rng.choice(("real", "removed", "truncated")), notes)
+                self._place_index(
+                    target, "real" if k in (0, 2) else rng.choice(("real", "removed", "truncated")), notes
+                )
                 yield f"state {k} ({mode}): " + "; ".join(notes), target
 
     def _materialize(self, path: str, target: Path, mode: str, rng: random.Random, notes: list[str]) -> None:
@@ -355,7 +355,9 @@ class PowerFiles(Files):
             if node is None:
                 self._materialize(full, target / name, mode, rng, notes)
             else:
-                (target / name).write_bytes(self._content(node, mode, rng, os.path.relpath(full, self.root), notes))
+                (target / name).write_bytes(
+                    self._content(node, mode, rng, os.path.relpath(full, self.root), notes)
+                )
 
     def _content(self, node: Node, mode: str, rng: random.Random, rel: str, notes: list[str]) -> bytes:
         if not node.pending or mode == "keep":

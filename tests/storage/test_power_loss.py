@@ -107,6 +107,9 @@ class Scenario:
     steps: list[tuple[str, Step]]
     appends: set[int] = dataclasses.field(default_factory=set)
     """Steps that are one append request: whole or absent."""
+    store: str = "."
+    """Where the store is under the directory the power cut covers (a new store: a
+    directory its first open makes)."""
 
 
 def run(root: Path, files: Any, scenario: Scenario) -> tuple[int, bytes | None]:
@@ -116,7 +119,7 @@ def run(root: Path, files: Any, scenario: Scenario) -> tuple[int, bytes | None]:
     key = None
     log = None
     try:
-        log = EventLog.open(root, options(files))
+        log = EventLog.open(root / scenario.store, options(files))
         key = log.public_key
         done = 0
         for _, step in scenario.steps:
@@ -136,7 +139,13 @@ def run(root: Path, files: Any, scenario: Scenario) -> tuple[int, bytes | None]:
     return done, key
 
 
-def check_state(where: str, state: Path, before: Seen, after: Seen, new_request: bool, key: bytes | None) -> None:
+def check_state(
+    where: str, state: Path, before: Seen, after: Seen, new_request: bool, key: bytes | None
+) -> None:
+    if not state.is_dir():
+        # The power went before the store was made: nothing was acknowledged.
+        assert not before.events, f"{where}: the store is gone"
+        return
     with EventLog.open(state, options()) as log:
         got = seen(log)
         for position, event in got.events.items():
@@ -171,7 +180,7 @@ def power_cut_everywhere(tmp_path: Path, scenario: Scenario) -> tuple[int, int]:
     probe = faults.copy_store(prestate, tmp_path / "probe")
     files = PowerFiles(probe)
     snapshots: list[Seen] = []
-    with EventLog.open(probe, options(files)) as log:
+    with EventLog.open(probe / scenario.store, options(files)) as log:
         snapshots.append(seen(log))
         for _, step in scenario.steps:
             step(log)
@@ -194,7 +203,7 @@ def power_cut_everywhere(tmp_path: Path, scenario: Scenario) -> tuple[int, int]:
         name = scenario.steps[step - 1][0] if 0 < step <= len(scenario.steps) else "open"
         for description, state in files.states(SEED * 100_003 + at, STATES):
             where = f"{scenario.name}: power cut at {files.fired} during {name!r}, {description}"
-            check_state(where, state, before, after, step in scenario.appends, key)
+            check_state(where, state / scenario.store, before, after, step in scenario.appends, key)
             shutil.rmtree(state)
             checked += 1
         shutil.rmtree(root)
@@ -268,3 +277,162 @@ def test_power_cut_at_every_operation_of_a_new_store_and_its_policies(tmp_path: 
     )
     total, checked = power_cut_everywhere(tmp_path, scenario)
     assert total > 5 and checked >= total
+
+
+def test_power_cut_at_every_operation_of_a_new_store_that_publishes_its_first_dictionary(
+    tmp_path: Path,
+) -> None:
+    # The dictionaries directory is made by the first open of the store.
+    requests = [list(range(start, start + 5)) for start in range(1, 21, 5)]
+    scenario = Scenario(
+        "new store",
+        lambda path: path.mkdir(),
+        [(f"append {r}", append_request(r)) for r in requests],
+        appends={1, 2, 3, 4},
+        store="store",
+    )
+    total, checked = power_cut_everywhere(tmp_path, scenario)
+    assert total > 20 and checked >= total
+
+
+# -- backup -------------------------------------------------------------------------------------------
+
+Stream = tuple[list[tuple[str, int, str, bytes]], bytes]
+
+
+def stream_of(log: EventLog) -> Stream:
+    """What a Backup call sends: every file of a snapshot, and the manifest."""
+    snapshot = log.backup_snapshot()
+    try:
+        sent = []
+        for file in snapshot.files:
+            data = b"".join(snapshot.read(file, offset) for offset in range(0, file.size, 1 << 20))
+            sent.append((file.name, file.size, snapshot.sha256(file), data))
+        digests = {name: digest for name, _, digest, _ in sent}
+        return sent, manifest_json(snapshot, digests, None, "2026-12-03T00:00:00.000Z")
+    finally:
+        snapshot.close()
+
+
+def receive(directory: Path, stream: Stream, files: Files) -> None:
+    """What ``leadtrail backup`` does: the files the directory does not hold, then the manifest."""
+    target = BackupDirectory(str(directory), files)
+    held = target.held()
+    try:
+        for name, size, digest, data in stream[0]:
+            if held.get(name) == (size, digest):
+                continue
+            receiver = target.receive(name, size, digest)
+            receiver.write(data[: size // 2])
+            receiver.write(data[size // 2 :])
+            receiver.finish()
+        target.finish(stream[1])
+    except BaseException:
+        target.abandon()
+        raise
+
+
+def restored_events(backup: Path, target: Path) -> tuple[int, list[Event]]:
+    manifest = restore(str(backup), str(target))
+    with EventLog.open(target, options()) as log:
+        events = faults.check_log(log)
+        assert log.last_position == manifest.position
+        assert log.verify_chain().problems == []
+    return manifest.position, events
+
+
+def test_power_cut_at_every_operation_of_a_backup_into_a_directory_holding_an_older_one(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    with EventLog.open(live, options()) as log:
+        for start in range(1, 16, 5):
+            faults.append_numbers(log, range(start, start + 5))
+        old = stream_of(log)
+        for start in range(16, 31, 5):
+            faults.append_numbers(log, range(start, start + 5))
+        log.set_retention_policy(RetentionPolicy("acme", 30))
+        new = stream_of(log)
+        expected = list(log.read_from(1))
+    prestate = tmp_path / "prestate"
+    receive(prestate, old, Files())
+    old_position = read_manifest(str(prestate)).position
+    probe = faults.copy_store(prestate, tmp_path / "probe")
+    files = PowerFiles(probe)
+    receive(probe, new, files)
+    new_position = read_manifest(str(probe)).position
+    assert new_position > old_position
+    total = len(files.ops)
+    checked = 0
+    for at in range(1, total + 1):
+        root = faults.copy_store(prestate, tmp_path / f"cut-{at}")
+        files = PowerFiles(root)
+        files.cut(at)
+        acknowledged = False
+        try:
+            receive(root, new, files)
+            acknowledged = True
+        except PowerCut:
+            pass
+        files.drain()
+        for description, state in files.states(SEED * 100_003 + at, STATES):
+            where = f"backup: power cut at {files.fired}, {description}"
+            restored = tmp_path / "restored"
+            position, events = restored_events(state, restored)
+            assert position in ((new_position,) if acknowledged else (old_position, new_position)), where
+            assert events == expected[:position], where
+            # The next backup into the directory finishes or redoes this one.
+            receive(state, new, Files())
+            assert restored_events(state, tmp_path / "again")[0] == new_position, where
+            shutil.rmtree(restored)
+            shutil.rmtree(tmp_path / "again")
+            shutil.rmtree(state)
+            checked += 1
+        shutil.rmtree(root)
+    assert total > 10 and checked >= total
+
+
+# -- regressions: the states that lost acknowledged events ----------------------------------------
+
+
+def dropped_state(tmp_path: Path, files: Any) -> Path:
+    """The state where the power went now and nothing unsynced reached the disk."""
+    files.cut(1)
+    with pytest.raises(PowerCut):
+        files.fsync_dir(str(tmp_path))
+    files.drain()
+    [(_, state)] = list(files.states(SEED, 1))
+    return state
+
+
+def test_a_new_store_directory_survives_a_power_cut_once_an_event_is_acknowledged(tmp_path: Path) -> None:
+    # The store's directory was made with os.makedirs and its parent never fsynced: a power
+    # cut took the whole store, acknowledged events and all, out of its parent.
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    files = PowerFiles(parent)
+    with EventLog.open(parent / "store", options(files)) as log:
+        stored = faults.append_numbers(log, [1])
+    state = dropped_state(tmp_path, files)
+    assert (state / "store").is_dir(), "the new store's directory was lost"
+    with EventLog.open(state / "store", options()) as log:
+        assert [e.id for e in log.read_from(1)] == list(stored)
+
+
+def test_a_dictionaries_directory_made_by_an_open_survives_a_power_cut(tmp_path: Path) -> None:
+    # A store without a dictionaries directory (made before any was published, or by a
+    # release that did not make it): the open made it with os.makedirs, the dictionary
+    # written in it was fsynced with its directory, but the directory's own entry was not.
+    store = tmp_path / "store"
+    with EventLog.open(store, options()) as log:
+        faults.append_numbers(log, [1])
+    shutil.rmtree(store / "dictionaries")
+    files = PowerFiles(store)
+    with EventLog.open(store, options(files)) as log:
+        for start in range(2, 22, 5):
+            faults.append_numbers(log, range(start, start + 5))
+    assert list((store / "dictionaries").glob("*.zdict")), "no dictionary was published"
+    state = dropped_state(tmp_path, files)
+    assert list((state / "dictionaries").glob("*.zdict")), "the published dictionary was lost"
+    with EventLog.open(state, options()) as log:
+        assert len(faults.check_log(log)) == 21
