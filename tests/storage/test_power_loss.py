@@ -207,6 +207,7 @@ def power_cut_everywhere(tmp_path: Path, scenario: Scenario) -> tuple[int, int]:
             shutil.rmtree(state)
             checked += 1
         shutil.rmtree(root)
+    print(f"{scenario.name}: {total} cut points, {checked} states checked")
     return total, checked
 
 
@@ -389,6 +390,7 @@ def test_power_cut_at_every_operation_of_a_backup_into_a_directory_holding_an_ol
             shutil.rmtree(state)
             checked += 1
         shutil.rmtree(root)
+    print(f"backup: {total} cut points, {checked} states checked")
     assert total > 10 and checked >= total
 
 
@@ -436,3 +438,135 @@ def test_a_dictionaries_directory_made_by_an_open_survives_a_power_cut(tmp_path:
     assert list((state / "dictionaries").glob("*.zdict")), "the published dictionary was lost"
     with EventLog.open(state, options()) as log:
         assert len(faults.check_log(log)) == 21
+
+
+# -- the server's key file ---------------------------------------------------------------------------
+
+
+def test_power_cut_at_every_operation_of_api_key_changes(tmp_path: Path) -> None:
+    from leadtrail.server.keys import KeyStore
+
+    def changes(store: Any, done: list[list[str]]) -> None:
+        """Create two keys and revoke the first; ``done``: the key ids after each change."""
+        _, first = store.create("acme", "writer", NOW_MS)
+        done.append([first.key_id])
+        _, second = store.create("acme", "reader", NOW_MS)
+        done.append([first.key_id, second.key_id])
+        store.revoke(first.key_id, NOW_MS + 1)
+        done.append([first.key_id, second.key_id, "revoked"])
+
+    def observed(data: Path) -> list[str]:
+        keys = KeyStore(str(data)).list_keys()
+        return sorted([k.key_id for k in keys] + (["revoked"] if any(k.revoked for k in keys) else []))
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    files = PowerFiles(probe)
+    changes(KeyStore(str(probe), files), [])
+    total = len(files.ops)
+    checked = 0
+    for at in range(1, total + 1):
+        root = tmp_path / f"cut-{at}"
+        root.mkdir()
+        files = PowerFiles(root)
+        files.cut(at)
+        done: list[list[str]] = [[]]
+        with pytest.raises(PowerCut):
+            changes(KeyStore(str(root), files), done)
+        files.drain()
+        for description, state in files.states(SEED * 100_003 + at, STATES):
+            where = f"keys: power cut at {files.fired}, {description}"
+            got = observed(state)
+            ids, acked = set(got) - {"revoked"}, set(done[-1]) - {"revoked"}
+            # The last change acknowledged, or the one under way (whose key id the caller
+            # never saw: one key more than acknowledged, or the revocation).
+            whole = got == sorted(done[-1])
+            creating = ids >= acked and len(ids) == len(acked) + 1 and "revoked" not in got
+            revoking = ids == acked and len(done) == 3 and "revoked" in got
+            assert whole or creating or revoking, f"{where}: {got}, acknowledged {done[-1]}"
+            shutil.rmtree(state)
+            checked += 1
+        shutil.rmtree(root)
+    print(f"api keys: {total} cut points, {checked} states checked")
+    assert total > 10 and checked >= total
+
+
+# -- the server's consumer positions and configuration books -----------------------------------------
+
+
+def power_cut_sequence(
+    tmp_path: Path,
+    name: str,
+    changes: Callable[[Any, Path, list[object]], None],
+    observe: Callable[[Path], object],
+) -> int:
+    """Cut at every operation of ``changes(files, root, done)`` (which appends what
+    ``observe`` must see after each change it made); each state must show the last change
+    acknowledged or the one under way. The states checked."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    files = PowerFiles(probe)
+    expected: list[object] = [observe(probe)]
+    changes(files, probe, expected)
+    total = len(files.ops)
+    checked = 0
+    for at in range(1, total + 1):
+        root = tmp_path / f"cut-{at}"
+        root.mkdir()
+        files = PowerFiles(root)
+        files.cut(at)
+        done: list[object] = [expected[0]]
+        with pytest.raises(PowerCut):
+            changes(files, root, done)
+        files.drain()
+        acked = len(done) - 1
+        for description, state in files.states(SEED * 100_003 + at, STATES):
+            got = observe(state)
+            assert got in expected[acked : acked + 2], (
+                f"{name}: power cut at {files.fired}, {description}: {got!r}, acknowledged {done[-1]!r}"
+            )
+            shutil.rmtree(state)
+            checked += 1
+        shutil.rmtree(root)
+    print(f"{name}: {total} cut points, {checked} states checked")
+    assert total > 10 and checked >= total
+    return checked
+
+
+def test_power_cut_at_every_operation_of_consumer_position_saves(tmp_path: Path) -> None:
+    from leadtrail.server.consumers.position import ConsumerPosition
+
+    def changes(files: Any, root: Path, done: list[object]) -> None:
+        position = ConsumerPosition(str(root), "export.daily", files)
+        position.load()
+        for n in (5, 9, 14):
+            position.save(n, {"sent": n * 2})
+            done.append((n, {"sent": n * 2}))
+        position.remove()
+        done.append(None)
+
+    def observe(root: Path) -> object:
+        saved = ConsumerPosition(str(root), "export.daily").load()
+        return None if saved is None else (saved.position, saved.state)
+
+    power_cut_sequence(tmp_path, "consumer position", changes, observe)
+
+
+def test_power_cut_at_every_operation_of_a_configuration_file(tmp_path: Path) -> None:
+    from leadtrail.server.configbook import ConfigFile
+
+    def path(root: Path) -> str:
+        return str(root / "alerts" / "rules.json")
+
+    def changes(files: Any, root: Path, done: list[object]) -> None:
+        book = ConfigFile(path(root), files, mode=0o600)
+        book.load(lambda raw: raw)
+        for n in range(3):
+            book.store({"rules": list(range(n + 1))})
+            done.append(list(range(n + 1)))
+
+    def observe(root: Path) -> object:
+        loaded = ConfigFile(path(root), Files()).load(lambda raw: raw["rules"])
+        return loaded
+
+    power_cut_sequence(tmp_path, "configuration file", changes, observe)
