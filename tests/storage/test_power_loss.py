@@ -243,6 +243,8 @@ def prepare_aged(path: Path) -> None:
         for start in range(1, 19, 6):
             faults.append_numbers(log, range(start, start + 6))
         log.set_retention_policy(RetentionPolicy(account_id="acme", max_age_days=30))
+        # Personal values erased from old events of another account: segments rewritten.
+        log.set_retention_policy(RetentionPolicy(account_id="default", pii_max_age_days=10))
     with EventLog.open(path, options()) as log:
         faults.append_numbers(log, [40, 41, 42])
 
@@ -294,6 +296,35 @@ def test_power_cut_at_every_operation_of_a_new_store_that_publishes_its_first_di
     )
     total, checked = power_cut_everywhere(tmp_path, scenario)
     assert total > 20 and checked >= total
+
+
+def prepare_torn(path: Path) -> None:
+    """A store a crash left mid-append: a torn record after the last commit, a leftover
+    temporary file, and no index."""
+    prepare_small(path)
+    with EventLog.open(path, options()) as log:
+        faults.append_numbers(log, [4, 5])
+    last = faults.segment_paths(path)[-1]
+    whole = faults.record(faults.KIND_EVENT | faults.FLAG_COMMIT, 6, bytes(range(256)) * 4)
+    with open(last, "ab") as f:
+        f.write(whole[: len(whole) // 2])
+    (path / "retention.json.tmp").write_bytes(b"{half")
+    shutil.rmtree(path / "index")
+
+
+def test_power_cut_at_every_operation_of_recovery_and_a_reindex(tmp_path: Path) -> None:
+    scenario = Scenario(
+        "recovery",
+        prepare_torn,
+        [
+            ("append [30, 31]", append_request([30, 31])),
+            ("reindex", lambda log: log.reindex()),
+            ("append [32]", append_request([32])),
+        ],
+        appends={1, 3},
+    )
+    total, checked = power_cut_everywhere(tmp_path, scenario)
+    assert total > 10 and checked >= total
 
 
 # -- backup -------------------------------------------------------------------------------------------
