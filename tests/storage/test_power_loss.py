@@ -601,3 +601,84 @@ def test_power_cut_at_every_operation_of_a_configuration_file(tmp_path: Path) ->
         return loaded
 
     power_cut_sequence(tmp_path, "configuration file", changes, observe)
+
+
+# -- group commit: requests from several threads -----------------------------------------------------
+
+
+def test_power_cut_at_every_operation_of_group_commits_from_several_threads(tmp_path: Path) -> None:
+    """Requests that share an fsync: whatever order the threads take, every request
+    acknowledged is there and equal, every request is whole or absent, and nothing is there
+    that was not sent."""
+    import threading
+
+    # Thread t sends requests r = 0, 1, 2 of 1 to 3 events numbered 100 * t + 10 * r + k.
+    requests = [[100 * t + 10 * r + k for k in range(1 + (t + r) % 3)] for r in range(3) for t in range(1, 5)]
+    by_thread = [requests[t::4] for t in range(4)]
+    prestate = tmp_path / "prestate"
+    prepare_small(prestate)
+    with EventLog.open(prestate, options()) as log:
+        before = {e.id: e for e in log.read_from(1)}
+
+    def run_threads(root: Path, files: Any) -> dict[str, Event]:
+        acked: dict[str, Event] = {}
+        lock = threading.Lock()
+        try:
+            log = EventLog.open(root, options(files))
+        except PowerCut:
+            files.drain()
+            return acked
+
+        def worker(mine: list[list[int]]) -> None:
+            for numbers in mine:
+                try:
+                    stored = faults.append_numbers(log, numbers)
+                except BaseException:
+                    if files.fired is None:
+                        raise
+                    return
+                with lock:
+                    acked.update(stored)
+
+        threads = [threading.Thread(target=worker, args=(mine,)) for mine in by_thread]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        files.drain()
+        log.close()
+        return acked
+
+    probe = faults.copy_store(prestate, tmp_path / "probe")
+    files = PowerFiles(probe)
+    run_threads(probe, files)
+    total = len(files.ops)
+    checked = 0
+    for at in range(1, total + 1):
+        root = faults.copy_store(prestate, tmp_path / f"cut-{at}")
+        files = PowerFiles(root)
+        files.cut(at)
+        acked = run_threads(root, files)
+        for description, state in files.states(SEED * 100_003 + at, STATES):
+            where = f"group commit: power cut at {files.fired}, {description}"
+            with EventLog.open(state, options()) as log:
+                events = faults.check_log(log)
+                present = {e.id: e for e in events}
+                for expected in [*before.values(), *acked.values()]:
+                    assert faults.event_diff(present.get(expected.id), expected) == [], where
+                for numbers in requests:
+                    stored = [present.get(faults.event_id(n)) for n in numbers]
+                    assert all(stored) or not any(stored), f"{where}: request {numbers} partly stored"
+                    for n, got in zip(numbers, stored, strict=True):
+                        if got is not None:
+                            sent = faults.as_stored(faults.make_event(n), got.position, got.recorded_at_ms)
+                            assert faults.event_diff(got, sent) == [], where
+                sent_ids = {faults.event_id(n) for numbers in requests for n in numbers} | set(before)
+                assert set(present) <= sent_ids, f"{where}: events never sent are stored"
+                assert log.verify_chain().problems == [], where
+                assert faults.query_mismatches(log, events, scans=2) == [], where
+            shutil.rmtree(state)
+            checked += 1
+        shutil.rmtree(root)
+    print(f"group commit: {total} cut points, {checked} states checked")
+    assert total > 10 and checked >= total
