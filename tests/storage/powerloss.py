@@ -177,6 +177,12 @@ class PowerFiles(Files):
         abandoned store can release its files and threads (``close``)."""
         self.draining = True
 
+    def unsynced(self, fd: int) -> int:
+        """The writes and truncates made through ``fd``'s file since its last fsync."""
+        with self._lock:
+            node = self._fds.get(fd)
+            return 0 if node is None else len(node.pending)
+
     def cut(self, at: int | None) -> None:
         """Cut the power at the ``at``-th operation from now on counted (None: never)."""
         self.at = None if at is None else len(self.ops) + at
