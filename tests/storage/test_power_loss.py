@@ -15,15 +15,23 @@ opened and checked:
 - retention and field policies are those of one of the two steps;
 - ``verify()`` and ``verify_chain()`` are clean and the index answers as the log does.
 
-Scenarios: the append path (group commit, segment rolls, dictionary publication,
-index commits), retention, erasure, the metadata files of a new store (STORE_ID,
-signing.key, search.key, retention.json, fields.json) and a backup directory
-brought up to date (storage/backup.py).
+Scenarios: the append path (segment rolls, dictionary publication, index commits;
+group commits from four threads), recovery of a torn tail and a reindex, retention
+(segments removed and rewritten, retired.json, retirements.json, recorded_at.json),
+erasure, the metadata files of a new store (its directory, STORE_ID, signing.key,
+search.key, retention.json, fields.json), a backup directory brought up to date
+(storage/backup.py), and the server's files: API keys (keys.py), consumer positions
+(consumers/position.py: sink and alert state) and configuration books
+(configbook.py: alert rules, sinks, export jobs).
 
-CI checks ``LEADTRAIL_POWERLOSS_STATES`` (default 2) states per cut point with seed
-``LEADTRAIL_POWERLOSS_SEED`` (default 19); a longer run::
+CI checks ``LEADTRAIL_POWERLOSS_STATES`` (default 2: everything unsynced dropped, and
+one drawn at random) states per cut point with seed ``LEADTRAIL_POWERLOSS_SEED``
+(default 19), about 30 s in all; a longer run (12 states a point: ~5,000 states,
+about 1.5 minutes)::
 
-    LEADTRAIL_POWERLOSS_STATES=12 python -m pytest -q tests/storage/test_power_loss.py -p no:cacheprovider
+    LEADTRAIL_POWERLOSS_STATES=12 python -m pytest -q -s tests/storage/test_power_loss.py -p no:cacheprovider
+
+``-s`` prints each scenario's cut points and states checked.
 """
 
 from __future__ import annotations
