@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from leadtrail.storage.fs import OS_FILES, Files
+
 KEYS_FILE = "keys.json"
 LOCK_FILE = "keys.lock"
 KEY_PREFIX = "ltk_"
@@ -174,8 +176,10 @@ class KeyFileWatch:
 class KeyStore:
     """The keys of one data directory."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, files: Files = OS_FILES) -> None:
+        """``files``: every write of the key file goes through this seam (power-loss tests)."""
         self._dir = data_dir
+        self._files = files
         self._path = os.path.join(data_dir, KEYS_FILE)
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) of what _keys holds
@@ -282,19 +286,9 @@ class KeyStore:
 
     def _write(self, keys: list[ApiKey]) -> None:
         body = {"version": _FORMAT_VERSION, "keys": [self._as_json(k) for k in keys]}
-        temp = self._path + ".tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(body, indent=1).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self._path)
-        dir_fd = os.open(self._dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        data = json.dumps(body, indent=1).encode() + b"\n"
+        # The temporary file is 0600 before a byte is written: it holds key digests.
+        self._files.write_file_atomically(self._path, data, mode=0o600)
 
     @staticmethod
     def _as_json(key: ApiKey) -> dict[str, Any]:

@@ -153,8 +153,9 @@ class Dictionaries:
         # decode them into wrong bytes: new records use only files bound to this store.
         self._unbound: set[int] = set()
         self._local = threading.local()
-        if not read_only:
-            os.makedirs(directory, exist_ok=True)
+        if not read_only and not os.path.isdir(directory):
+            # Its entry in the data directory made durable before a dictionary is written in it.
+            files.make_directory(directory)
         for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
             path = os.path.join(directory, name)
             if name.endswith(".tmp"):

@@ -71,8 +71,13 @@ class DataDirectory:
 
     def lock(self) -> None:
         """Create the directory if need be and take it for this process."""
+        # make_directory fsyncs the parent: without it a power cut can take a new store's
+        # directory (and every event acknowledged in it) out of its parent. Until the store
+        # has its id, a first open may have stopped between the mkdir and that fsync.
+        new = not os.path.exists(self.file(STORE_ID_FILE))
         for directory in (self.path, self.log_dir):
-            os.makedirs(directory, exist_ok=True)
+            if new or not os.path.isdir(directory):
+                self.files.make_directory(directory)
         self._lock_fd = os.open(self.file(LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -41,7 +41,9 @@ class Quarantine:
 
     def record(self, entries: list[dict[str, object]]) -> None:
         """Append lines to the report, durably."""
-        os.makedirs(self.directory, exist_ok=True)
+        if not os.path.isdir(self.directory):
+            # Its entry made durable before the report and the bytes moved aside go in it.
+            self._files.make_directory(self.directory)
         path = os.path.join(self.directory, REPORT_FILE)
         try:
             with open(path, "rb") as f:
@@ -88,7 +90,9 @@ class Quarantine:
     def move_aside(self, segment: Segment, scan: ScanResult, is_last: bool, next_base: int | None) -> None:
         """Move damaged byte ranges aside and rewrite the segment without them."""
         data = segment.read_all()
-        os.makedirs(self.directory, exist_ok=True)
+        if not os.path.isdir(self.directory):
+            # Its entry made durable before the report and the bytes moved aside go in it.
+            self._files.make_directory(self.directory)
         keep = []
         kept_positions: set[int] = set()
         for r in scan.records:
