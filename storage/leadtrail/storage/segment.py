@@ -148,11 +148,17 @@ class Segment:
 
     def reopen(self) -> None:
         """Pick up a file that was replaced by rename (compaction, quarantine)."""
-        old = self.fd
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        fresh = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.fd < 0:
+            self.fd = fresh
+        else:
+            # The new file takes the old one's descriptor number at once (dup2 is atomic): a
+            # reader between reading ``fd`` and its pread sees the old file or the new one,
+            # never a closed descriptor or, once the number is reused, another file. A record
+            # read at an old offset in the new file fails its check and the read is retried.
+            os.dup2(fresh, self.fd, inheritable=False)
+            os.close(fresh)
         self.size = os.fstat(self.fd).st_size
-        if old >= 0:
-            os.close(old)
 
     def read_all(self) -> bytes:
         return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
