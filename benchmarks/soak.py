@@ -27,12 +27,15 @@ must deliver in position order with no acknowledged position missing. Receipts m
 and the chain walk must be clean.
 
 Each minute records appends/s, reads/s, the p99 latency of every kind of call, the server's
-open file descriptors and resident memory (``/proc/PID/fd``, ``/proc/PID/status``) and the
-errors by kind, the expected ones (NOT_FOUND of an expired event, UNAUTHENTICATED of a key
-revoked while a call was on its way) apart from the unexpected ones. The verdict: memory
-flat (the last minute's RSS within 20% of minute 2's), no file descriptor growth (the last
-minute's highest count at most ``FD_SLACK`` above minute 2's), 0 wrong answers and 0
-unexpected errors; the exit status is 1 otherwise.
+resident memory (``/proc/PID/status``: VmRSS, and RssAnon, its private part) and open file
+descriptors (``/proc/PID/fd``: all, those of the log's segment files, those of files since
+deleted) and the errors by kind, the expected ones (NOT_FOUND of an expired event,
+UNAUTHENTICATED of a key revoked while a call was on its way) apart from the unexpected ones.
+The verdict: memory flat (the last minute's RssAnon within 20% of minute 2's; mapped LMDB
+pages grow with the data and are not a leak), no file descriptor growth (besides segment
+files, the last minute's highest count at most ``FD_SLACK`` above minute 2's; one descriptor
+per segment file, none of a deleted file), 0 wrong answers and 0 unexpected errors, the server
+stopped cleanly; the exit status is 1 otherwise. The table shows the total RSS and fds too.
 
 Retention: ``RetentionPolicy.max_age_days`` counts whole days on the server's clock, and
 ``ApplyRetention`` refuses a client's ``now`` once keys exist, so the ``shortlived``
@@ -59,6 +62,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +88,7 @@ SHORT = "shortlived"
 DAY_MS = 86_400_000
 ERASED = "[erased]"
 RSS_TOLERANCE = 0.20
-"""The last minute's resident memory may exceed minute 2's by at most this share."""
+"""The last minute's private resident memory (RssAnon) may exceed minute 2's by at most this share."""
 FD_SLACK = 8
 """Connections come and go (subscriptions resume, backups connect): a few descriptors of play."""
 SAMPLE_EVERY_S = 5.0
@@ -125,6 +129,9 @@ class Oracle:
         self.lock = threading.Lock()
         self.attempted: set[str] = set()
         self.acked: dict[str, Sent] = {}
+        self.order: list[Sent] = []
+        """``acked`` in a list, to draw from without copying (the soak must not slow itself down)."""
+        self.by_position: dict[int, Sent] = {}
         self.by_lead: dict[str, list[str]] = defaultdict(list)
         self.by_flow: dict[str, list[str]] = defaultdict(list)
         self.closed_leads: dict[str, list[str]] = {MAIN: [], SHORT: []}
@@ -145,6 +152,8 @@ class Oracle:
                     self._wrong(f"{sent.event.id}: acknowledged at {known.position}, then at {sent.position}")
                 return
             self.acked[sent.event.id] = sent
+            self.order.append(sent)
+            self.by_position[sent.position] = sent
             self.by_lead[sent.event.lead_id].append(sent.event.id)
             self.by_flow[sent.event.flow_id].append(sent.event.id)
 
@@ -169,6 +178,10 @@ class Oracle:
         """The leads whose erasure had returned: taken before a read, every answer must show them erased."""
         with self.lock:
             return frozenset(lead for lead, erasure in self.erasures.items() if erasure.done)
+
+    def pick(self, rng: random.Random) -> Sent | None:
+        with self.lock:
+            return rng.choice(self.order) if self.order else None
 
     def snapshot(self) -> list[Sent]:
         with self.lock:
@@ -228,7 +241,13 @@ class Minute:
     expected_errors: Counter[str] = field(default_factory=Counter)
     unexpected_errors: Counter[str] = field(default_factory=Counter)
     rss_kib: list[int] = field(default_factory=list)
+    anon_kib: list[int] = field(default_factory=list)
+    """RssAnon: the heap and other private memory, where a leak shows. The rest (RssFile) is
+    libraries and the LMDB index's pages, mapped and growing with the data."""
     fds: list[int] = field(default_factory=list)
+    segment_fds: list[int] = field(default_factory=list)
+    segment_files: list[int] = field(default_factory=list)
+    deleted_fds: list[int] = field(default_factory=list)
     subscribed: int = 0
     retention_removed: int = 0
 
@@ -242,8 +261,14 @@ class Minute:
             "calls": {kind: len(values) for kind, values in sorted(self.latencies.items())},
             "rss_mib": round(max(self.rss_kib, default=0) / 1024, 1),
             "rss_last_mib": round((self.rss_kib[-1] if self.rss_kib else 0) / 1024, 1),
+            "anon_mib": round(max(self.anon_kib, default=0) / 1024, 1),
+            "anon_last_mib": round((self.anon_kib[-1] if self.anon_kib else 0) / 1024, 1),
             "fds_max": max(self.fds, default=0),
             "fds_last": self.fds[-1] if self.fds else 0,
+            "other_fds_max": max((a - b for a, b in zip(self.fds, self.segment_fds, strict=True)), default=0),
+            "segment_fds_last": self.segment_fds[-1] if self.segment_fds else 0,
+            "segment_files_last": self.segment_files[-1] if self.segment_files else 0,
+            "deleted_fds_max": max(self.deleted_fds, default=0),
             "retention_removed": self.retention_removed,
             "expected_errors": dict(self.expected_errors),
             "unexpected_errors": dict(self.unexpected_errors),
@@ -308,6 +333,16 @@ class Clock:
 # --------------------------------------------------------------------------- the server
 
 
+@dataclass
+class FdCount:
+    total: int = 0
+    segments: int = 0
+    """Descriptors of the log's segment files: the engine keeps one open per segment for its readers."""
+    deleted: int = 0
+    """Descriptors of files no longer in any directory: what a leak looks like."""
+    segment_files: int = 0
+
+
 class Server:
     """``leadtrail serve`` in a child process, from its ready line to SIGTERM."""
 
@@ -333,15 +368,31 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
-    def rss_kib(self) -> int:
+    def memory_kib(self) -> tuple[int, int]:
+        """(VmRSS, RssAnon) of the server process."""
+        found = {}
         with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "RssAnon"):
+                    found[name] = int(value.split()[0])
+        return found.get("VmRSS", 0), found.get("RssAnon", 0)
 
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+    def open_fds(self) -> FdCount:
+        """The server's descriptors: all, those of segment files, those of files since deleted."""
+        count = FdCount(segment_files=len(list((self.data / "log").glob("*.log"))))
+        directory = f"/proc/{self.pid}/fd"
+        for name in os.listdir(directory):
+            try:
+                target = os.readlink(os.path.join(directory, name))
+            except FileNotFoundError:  # closed meanwhile
+                continue
+            count.total += 1
+            if target.endswith(" (deleted)"):
+                count.deleted += 1
+            elif target.startswith(str(self.data / "log")) and target.endswith(".log"):
+                count.segments += 1
+        return count
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -512,9 +563,7 @@ class Soak:
                 return isinstance(error, UnauthenticatedError) and self.writers.was_revoked(key)
 
             payload: Event | list[Event] = events[0] if len(events) == 1 else events
-            results = self.call(
-                kind, lambda client=client, payload=payload: client.append(payload), expect=revoked
-            )
+            results = self.call(kind, partial(client.append, payload), expect=revoked)
             if results is None:
                 time.sleep(0.05)
                 continue
@@ -566,19 +615,18 @@ class Soak:
         return self.admin if account == MAIN else self.short_admin
 
     def reader_loop(self, rng: random.Random) -> None:
-        acked = self.oracle.snapshot()
-        if not acked:
+        sent = self.oracle.pick(rng)
+        if sent is None:
             self.clock.sleep(0.2)
             return
-        sent = rng.choice(acked)
         client = self.client_of(sent.account)
         erased = self.oracle.erased()
-        got = self.call("get", lambda: client.get(sent.event.id), expect=self.expected_missing(sent))
+        got = self.call("get", partial(client.get, sent.event.id), expect=self.expected_missing(sent))
         self.clock.count(reads=1)
         if got is not None:
             self.oracle.compare(sent, got, masked=False, where="get", erased=erased)
         # A lead's timeline, through the reader key (masked) for the operator account.
-        sent = rng.choice(acked)
+        sent = self.oracle.pick(rng) or sent
         lead = sent.event.lead_id
         with self.oracle.lock:
             ids = list(self.oracle.by_lead[lead])
@@ -618,8 +666,8 @@ class Soak:
         while True:
             page = self.call(
                 "query_page",
-                lambda token=token: self.admin.query_page(
-                    flow_id=flow, include_lead=True, page_size=200, page_token=token
+                partial(
+                    self.admin.query_page, flow_id=flow, include_lead=True, page_size=200, page_token=token
                 ),
             )
             self.clock.count(reads=1)
@@ -689,11 +737,13 @@ class Soak:
             return
         last = seen[-1]
         delivered = set(seen)
+        with self.oracle.lock:
+            expected = [self.oracle.by_position.get(p) for p in range(after + 1, last + 1)]
         missing = [
             s.event.id
-            for s in self.oracle.snapshot()
-            if s.account == MAIN
-            and after < s.position <= last
+            for s in expected
+            if s is not None
+            and s.account == MAIN
             and s.position not in delivered
             and not self.oracle.may_be_gone(s)
         ]
@@ -764,11 +814,11 @@ class Soak:
                 self.oracle.wrong_answer("rotate: a revoked writer key could still append")
 
     def check_receipts(self, rng: random.Random) -> None:
-        acked = [s for s in self.oracle.snapshot() if s.account == MAIN and s.chain_hash]
-        for sent in rng.sample(acked, min(10, len(acked))):
+        drawn = (self.oracle.pick(rng) for _ in range(10))
+        for sent in [s for s in drawn if s is not None and s.account == MAIN and s.chain_hash]:
             holds = self.call(
                 "receipt",
-                lambda sent=sent: self.admin.verify_receipt(sent.position, sent.chain_hash),
+                partial(self.admin.verify_receipt, sent.position, sent.chain_hash),
                 expect=self.expected_missing(sent),
             )
             if holds is False:
@@ -843,14 +893,18 @@ class Soak:
     def sampler(self) -> None:
         while not self.clock.stopping.is_set() and time.monotonic() < self.clock.ends + 1:
             try:
-                rss, fds = self.server.rss_kib(), self.server.open_fds()
+                (rss, anon), fds = self.server.memory_kib(), self.server.open_fds()
             except OSError as error:
                 self.clock.error("server process", error, expected=False)
                 return
             with self.clock.lock:
                 minute = self.clock.current()
                 minute.rss_kib.append(rss)
-                minute.fds.append(fds)
+                minute.anon_kib.append(anon)
+                minute.fds.append(fds.total)
+                minute.segment_fds.append(fds.segments)
+                minute.segment_files.append(fds.segment_files)
+                minute.deleted_fds.append(fds.deleted)
             self.clock.stopping.wait(SAMPLE_EVERY_S)
 
     # -- the run
@@ -891,9 +945,7 @@ class Soak:
         ]
         for n in range(2):
             state: dict[str, int] = {}
-            threads.append(
-                self.worker(f"subscriber-{n}", lambda rng, state=state: self.subscriber(rng, state))
-            )
+            threads.append(self.worker(f"subscriber-{n}", partial(self.subscriber, state=state)))
         for target in (self.administrator, self.sampler):
             threads.append(threading.Thread(target=target, daemon=True))
             threads[-1].start()
@@ -1001,12 +1053,23 @@ def verdict(minutes: list[dict[str, Any]], wrong: int, status: int) -> dict[str,
     reference = minutes[1] if len(minutes) >= 3 else minutes[0]
     last = minutes[-1]
     rss_growth = last["rss_last_mib"] / reference["rss_last_mib"] - 1 if reference["rss_last_mib"] else 0.0
+    anon_growth = (
+        last["anon_last_mib"] / reference["anon_last_mib"] - 1 if reference["anon_last_mib"] else 0.0
+    )
     fd_growth = last["fds_max"] - reference["fds_max"]
+    other_fd_growth = last["other_fds_max"] - reference["other_fds_max"]
     unexpected = sum(sum(m["unexpected_errors"].values()) for m in minutes)
     expected = sum(sum(m["expected_errors"].values()) for m in minutes)
     checks = {
-        "flat_memory": rss_growth <= RSS_TOLERANCE,
-        "no_fd_growth": fd_growth <= FD_SLACK,
+        # On the private memory: mapped index pages grow with the data and are given back on demand.
+        "flat_memory": anon_growth <= RSS_TOLERANCE,
+        # Segment files come with the data (and with every erasure and retention call, which seal
+        # the active segment): their descriptors are checked against the files, the rest must stay flat.
+        "no_fd_growth": other_fd_growth <= FD_SLACK,
+        "segment_fds_match_files": all(
+            m["segment_fds_last"] <= m["segment_files_last"] + 1 for m in minutes if m["segment_files_last"]
+        ),
+        "no_deleted_files_held": all(m["deleted_fds_max"] == 0 for m in minutes),
         "no_wrong_answers": wrong == 0,
         "no_unexpected_errors": unexpected == 0,
         "server_stopped_cleanly": status == 0,
@@ -1016,7 +1079,10 @@ def verdict(minutes: list[dict[str, Any]], wrong: int, status: int) -> dict[str,
         "checks": checks,
         "reference_minute": reference["minute"],
         "rss_growth": round(rss_growth, 3),
+        "anon_growth": round(anon_growth, 3),
         "fd_growth": fd_growth,
+        "other_fd_growth": other_fd_growth,
+        "segment_growth": last["segment_files_last"] - reference["segment_files_last"],
         "wrong_answers": wrong,
         "unexpected_errors": unexpected,
         "expected_errors": expected,
@@ -1030,13 +1096,16 @@ def format_row(row: dict[str, Any]) -> str:
     latencies = " ".join(f"{p99s.get(k, 0):7.1f}" for k in kinds)
     return (
         f"{row['minute']:>4} {row['appends_per_s']:>9.1f} {row['reads_per_s']:>8.1f} {latencies} "
-        f"{row['rss_last_mib']:>8.1f} {row['fds_max']:>5} {sum(row['expected_errors'].values()):>5} "
+        f"{row['rss_last_mib']:>8.1f} {row['anon_last_mib']:>6.1f} "
+        f"{row['fds_max']:>5} {row['other_fds_max']:>5} "
+        f"{row['segment_files_last']:>5} {sum(row['expected_errors'].values()):>5} "
         f"{sum(row['unexpected_errors'].values()):>5}"
     )
 
 
 HEADER = (
-    " min  appends/s  reads/s   p99 ms: batch  single     get timeline    scan  RSS MiB   fds  exp.  unexp."
+    " min  appends/s  reads/s   p99 ms: batch  single     get timeline    scan"
+    "  RSS MiB  anon   fds other  segs  exp. unexp."
 )
 
 
@@ -1094,8 +1163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"WRONG: {text}")
     checks = " ".join(f"{name}={'ok' if ok else 'FAIL'}" for name, ok in result["checks"].items())
     print(
-        f"verdict: {'PASS' if result['pass'] else 'FAIL'} ({checks}; RSS {result['rss_growth']:+.1%} "
-        f"against minute {result['reference_minute']}, fds {result['fd_growth']:+d}, "
+        f"verdict: {'PASS' if result['pass'] else 'FAIL'} ({checks}; RSS {result['rss_growth']:+.1%}, "
+        f"anon {result['anon_growth']:+.1%} "
+        f"against minute {result['reference_minute']}, fds {result['fd_growth']:+d} "
+        f"(other {result['other_fd_growth']:+d}, segments {result['segment_growth']:+d}), "
         f"{result['expected_errors']} expected errors)"
     )
     if args.json_path:

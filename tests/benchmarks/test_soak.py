@@ -57,6 +57,8 @@ def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
     assert verdict["checks"] == {
         "flat_memory": True,
         "no_fd_growth": True,
+        "segment_fds_match_files": True,
+        "no_deleted_files_held": True,
         "no_wrong_answers": True,
         "no_unexpected_errors": True,
         "server_stopped_cleanly": True,
@@ -81,10 +83,10 @@ def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
         "verify_chain",
     ):
         assert minute["calls"].get(kind, 0) > 0, (kind, minute["calls"])
-    assert minute["rss_mib"] > 0 and minute["fds_max"] > 0
+    assert minute["rss_mib"] > 0 and minute["anon_mib"] > 0
+    assert minute["fds_max"] > 0 and minute["segment_files_last"] > 0
     final = result["final"]
     assert final["acknowledged"] > 0
-    assert final["default_events_stored"] >= final["acknowledged"] * 0.5
     assert final["erased_leads"] > 0
     assert final["chain_checked"] > 0
     assert final["sink_events_in_files"] > 0
