@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_TIMEOUT_S = 150.0
 """The run takes ~70 s (60 s of load, 2 s of warm-up, start and final checks); a hang fails the test."""
