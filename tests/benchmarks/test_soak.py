@@ -1,0 +1,97 @@
+"""The soak, run for one minute as users run it: a real server under the mixed load, every answer
+checked against what was acknowledged, and a verdict that says so.
+
+The longer runs (10 minutes by hand, 30 before a release) are reported in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SOAK_TIMEOUT_S = 150.0
+"""The run takes ~70 s (60 s of load, 2 s of warm-up, start and final checks); a hang fails the test."""
+
+
+def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
+    report = tmp_path / "soak.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "benchmarks/soak.py",
+            "--minutes",
+            "1",
+            "--warmup",
+            "2",
+            "--seed",
+            "19",
+            "--json",
+            str(report),
+            "--data",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=SOAK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # the soak stops its server on the way out
+        stdout, stderr = process.communicate(timeout=60)
+        raise AssertionError(f"the soak took over {SOAK_TIMEOUT_S} s:\n{stdout}\n{stderr}") from None
+    output = f"{stdout}\n{stderr}"
+    assert report.exists(), output
+    result = json.loads(report.read_text())
+    verdict = result["verdict"]
+
+    assert verdict["wrong_answers"] == 0, result["wrong"]
+    assert verdict["unexpected_errors"] == 0, output
+    assert verdict["checks"] == {
+        "flat_memory": True,
+        "no_fd_growth": True,
+        "segment_fds_match_files": True,
+        "no_deleted_files_held": True,
+        "no_wrong_answers": True,
+        "no_unexpected_errors": True,
+        "server_stopped_cleanly": True,
+    }, output
+    assert verdict["pass"] is True
+    assert process.returncode == 0, output
+    assert "verdict: PASS" in stdout
+
+    # The load really ran, and every part of it was checked.
+    [minute] = result["rows"]
+    assert minute["appends_per_s"] > 0 and minute["reads_per_s"] > 0
+    for kind in ("append_batch", "append_single", "get", "timeline", "query_page", "subscribe_session"):
+        assert minute["calls"].get(kind, 0) > 0, (kind, minute["calls"])
+    for kind in (
+        "erase",
+        "retention",
+        "rotate_key",
+        "revoke_key",
+        "receipt",
+        "export_job",
+        "backup",
+        "verify_chain",
+    ):
+        assert minute["calls"].get(kind, 0) > 0, (kind, minute["calls"])
+    assert minute["rss_mib"] > 0 and minute["anon_mib"] > 0
+    assert minute["fds_max"] > 0 and minute["segment_files_last"] > 0
+    final = result["final"]
+    assert final["acknowledged"] > 0
+    assert final["erased_leads"] > 0
+    assert final["chain_checked"] > 0
+    assert final["sink_events_in_files"] > 0
+    assert final["alerts"] >= 1
