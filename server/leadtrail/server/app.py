@@ -413,8 +413,8 @@ class LeadTrailServer:
             event_log = await self._open_writing(options, reads)
         ingest = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leadtrail-ingest")
         try:
-            fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data)
-        except (OSError, ValueError) as e:
+            fingerprints = await loop.run_in_executor(reads, Fingerprints, config.data, options.files)
+        except (OSError, StorageError) as e:
             raise StartupError(f"fingerprint key: {e}") from None
         feed = Feed(event_log.last_position)
         store = ServedStore(event_log, reads, feed, ingest, keys, fingerprints)

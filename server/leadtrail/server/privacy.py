@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from leadtrail.storage import Event
+from leadtrail.storage import Event, Files
 from leadtrail.storage.fields import PII, SECRET, Classify, default_classify
+from leadtrail.storage.keyfile import load_key_file
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
+FINGERPRINT_KEY_BYTES = 32
 FINGERPRINT_PREFIX = "fp:"
 _FINGERPRINT = re.compile(r"^fp:[0-9a-f]{32}$")
 
@@ -56,31 +56,16 @@ field_class = default_classify
 
 
 class Fingerprints:
-    """Keyed fingerprints of secret values, with a key kept in the data directory."""
+    """Keyed fingerprints of secret values, with a key kept in the data directory: made
+    on the server's first start like the store's own keys (storage/keyfile.py), through
+    the ``Files`` seam, so that a key that fingerprinted a stored value survives a power
+    cut; a key file of another size refuses the start (``MetadataFileError``)."""
 
-    def __init__(self, data_dir: str) -> None:
-        path = os.path.join(data_dir, FINGERPRINT_KEY_FILE)
-        try:
-            with open(path, "rb") as f:
-                key = f.read()
-        except FileNotFoundError:
-            key = secrets.token_bytes(32)
-            temp = path + ".tmp"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, key)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(temp, path)  # never replaces a key another process made meanwhile
-            except FileExistsError:
-                pass
-            os.remove(temp)
-            with open(path, "rb") as f:
-                key = f.read()
-        if len(key) != 32:
-            raise ValueError(f"{path}: a fingerprint key is 32 bytes, this one is {len(key)}")
+    def __init__(self, data_dir: str, files: Files | None = None) -> None:
+        key = load_key_file(
+            data_dir, FINGERPRINT_KEY_FILE, FINGERPRINT_KEY_BYTES, files or Files(), True, "a 32-byte key"
+        )
+        assert key is not None  # made when missing
         self._key = key
 
     def of(self, value: Any) -> str:

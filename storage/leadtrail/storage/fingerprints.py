@@ -31,9 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -41,10 +39,10 @@ from typing import Any, Protocol
 
 import lmdb
 
-from .errors import MetadataFileError
 from .event import AUDIT_TYPE_PREFIX, EventFields
 from .fields import PII, SECRET, Classify
 from .fs import Files
+from .keyfile import load_key_file
 
 KEY_FILE = "search.key"
 KEY_BYTES = 32
@@ -73,23 +71,9 @@ _NOT_DIGITS = re.compile(r"\D+")
 
 
 def load_key(data_dir: str, files: Files, create: bool) -> bytes | None:
-    """The data directory's search key; made (0600, atomically, fsynced) when there is
-    none and ``create``, else None."""
-    path = os.path.join(data_dir, KEY_FILE)
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-    except FileNotFoundError:
-        if not create:
-            return None
-        key = secrets.token_bytes(KEY_BYTES)
-        files.write_file_atomically(path, key, mode=0o600)
-        return key
-    except OSError as e:
-        raise MetadataFileError(f"{KEY_FILE} cannot be read: {e.strerror or e} ({path})") from e
-    if len(key) != KEY_BYTES:
-        raise MetadataFileError(f"{KEY_FILE} holds {len(key)} bytes, not a {KEY_BYTES}-byte key ({path})")
-    return key
+    """The data directory's search key (see keyfile.py); None when there is none and not
+    ``create``."""
+    return load_key_file(data_dir, KEY_FILE, KEY_BYTES, files, create, f"a {KEY_BYTES}-byte key")
 
 
 def field_name(key: str) -> str:

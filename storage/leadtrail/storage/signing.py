@@ -11,8 +11,6 @@ Ed25519 library.
 
 from __future__ import annotations
 
-import os
-import secrets
 import struct
 from dataclasses import dataclass
 
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .chain import HASH_BYTES, ChainPoint
 from .errors import MetadataFileError
 from .fs import Files
+from .keyfile import load_key_file
 
 KEY_FILE = "signing.key"
 KEY_BYTES = 32
@@ -92,26 +91,9 @@ class Signer:
 
 
 def load_key(data_dir: str, files: Files, create: bool) -> bytes | None:
-    """The data directory's signing key seed; made (0600, atomically, fsynced) when there is
-    none and ``create``, else None. A key file of any other size refuses the open: a store
-    that signed with one key never signs with another."""
-    path = os.path.join(data_dir, KEY_FILE)
-    try:
-        with open(path, "rb") as f:
-            seed = f.read()
-    except FileNotFoundError:
-        if not create:
-            return None
-        seed = secrets.token_bytes(KEY_BYTES)
-        files.write_file_atomically(path, seed, mode=0o600)
-        return seed
-    except OSError as e:
-        raise MetadataFileError(f"{KEY_FILE} cannot be read: {e.strerror or e} ({path})") from e
-    if len(seed) != KEY_BYTES:
-        raise MetadataFileError(
-            f"{KEY_FILE} holds {len(seed)} bytes, not a {KEY_BYTES}-byte Ed25519 key ({path})"
-        )
-    return seed
+    """The data directory's signing key seed (see keyfile.py); None when there is none and
+    not ``create``. A store that signed with one key never signs with another."""
+    return load_key_file(data_dir, KEY_FILE, KEY_BYTES, files, create, f"a {KEY_BYTES}-byte Ed25519 key")
 
 
 def load_signer(data_dir: str, files: Files, create: bool) -> Signer | None:
