@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a script: the repository root holds the ``benchmarks`` package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.callgrind import phase_totals, valgrind_prefix
 
 SEED = 20240115
 BATCH = 100
@@ -113,21 +117,11 @@ def _run(python: str, events: int, scratch: Path, prefix: list[str] | None = Non
     return answer
 
 
-_TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
-_PART = re.compile(rb"^part:\s+(\d+)", re.MULTILINE)
-
-
 def _instructions(python: str, name: str, scratch: Path) -> float:
     out = scratch / f"callgrind-{name}.out"
-    prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-before=os_getppid"]
-    _run(python, CALLGRIND_EVENTS, scratch, prefix)
-    counts: dict[int, int] = {}
-    for dump in scratch.glob(f"callgrind-{name}.out*"):
-        data = dump.read_bytes()
-        part = _PART.search(data)
-        counts[int(part.group(1)) if part else 0] = int(_TOTALS.findall(data)[-1])
-    parts = sorted(counts)  # [setup, warm appends] [timed appends] [the rest, at exit]
-    return counts[parts[1]] / CALLGRIND_EVENTS
+    _run(python, CALLGRIND_EVENTS, scratch, valgrind_prefix(out))
+    phases = phase_totals(out)  # [setup, warm appends] [timed appends] [the rest, at exit]
+    return phases[1] / CALLGRIND_EVENTS
 
 
 def main(argv: list[str] | None = None) -> int:

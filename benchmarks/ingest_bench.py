@@ -31,7 +31,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a script: the repository root holds the ``benchmarks`` package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.callgrind import phase_totals, valgrind_prefix
 
 SEED = 20240115
 BATCH = 100
@@ -148,23 +152,12 @@ def _run_child(twin: str, events: int, scratch: Path, prefix: Sequence[str] = ()
     return answer
 
 
-_TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
-_PART = re.compile(rb"^part:\s+(\d+)", re.MULTILINE)
-
-
 def instructions_per_event(twin: str, events: int, scratch: Path) -> dict[str, float]:
     """phase -> instructions per event of one twin, from one callgrind run of ``_child_main``."""
     out = scratch / f"callgrind-{twin}.out"
-    prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-before=os_getppid"]
-    _run_child(twin, events, scratch, prefix)
-    counts: dict[int, int] = {}
-    for dump in scratch.glob(f"callgrind-{twin}.out*"):
-        data = dump.read_bytes()
-        part = _PART.search(data)
-        counts[int(part.group(1)) if part else 0] = int(_TOTALS.findall(data)[-1])
-    parts = sorted(counts)
-    # Dumps: [setup] [validate] [opening, warm appends] [appends] [the rest, at exit].
-    return {"validate": counts[parts[1]] / events, "append": counts[parts[3]] / events}
+    _run_child(twin, events, scratch, valgrind_prefix(out))
+    phases = phase_totals(out)  # [setup] [validate] [opening, warm appends] [appends] [the rest, at exit]
+    return {"validate": phases[1] / events, "append": phases[3] / events}
 
 
 def _summary(runs: list[float]) -> dict[str, Any]:
