@@ -1,11 +1,12 @@
 """Recovery on open, and the check that ``verify`` repeats at any time.
 
 Every segment is checked (a sealed one by its seal's checksum, the last one
-record by record): a torn tail of the last segment is cut at its last COMMIT
-record, a segment whose creation was interrupted gets its header back, and
-any other damage, or a position gap that ``retired.json`` does not explain,
-refuses the open, or with quarantine is moved aside. FORMAT.md lists the
-rules; ``describe_damage`` words each finding the same way for both callers.
+record by record): a torn tail of the last segment, or a torn last write (sectors
+of it lost, later ones on disk), is cut at its last COMMIT record, a segment whose
+creation was interrupted gets its header back, and any other damage, or a position
+gap that ``retired.json`` does not explain, refuses the open, or with quarantine is
+moved aside. FORMAT.md lists the rules; ``describe_damage`` words each finding the
+same way for both callers.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def recover(directory: DataDirectory, segments: SegmentList, quarantine: Quarant
         else:
             data = segment.read_all()
             scan = scan_bytes(data, base, previous_last)
-            cut = torn_write(scan, data) if is_last else None
+            cut = _torn_write(scan, data) if is_last else None
             if cut is not None:
                 # Sectors of the last, unsynced write that never reached the disk: a torn
                 # tail like any other, cut back to the last COMMIT record before them.
@@ -128,7 +129,7 @@ def _missing_ranges(
     return missing
 
 
-def torn_write(scan: ScanResult, data: bytes) -> int | None:
+def _torn_write(scan: ScanResult, data: bytes) -> int | None:
     """Where to cut the last segment when its damage is what a power cut during its last,
     unsynced write leaves (FORMAT.md, recovery rule 1); None when it is corruption.
 
@@ -149,14 +150,11 @@ def torn_write(scan: ScanResult, data: bytes) -> int | None:
     for r in scan.records:
         if r.offset < first and r.commit:
             cut = r.offset + r.size
-    later = [r for r in scan.records if r.offset >= first]
-    commits = [r for r in later if r.commit]
-    if commits:
-        last = commits[0]
-        if len(commits) > 1 or last is not later[-1] or last.kind != KIND_EVENT:
-            return None
-        if last.offset + last.size != len(data):
-            return None
+    # The one COMMIT allowed after the damage ends the file, so it is its last record (a
+    # seal, the other record that carries COMMIT, was refused above).
+    commits = [r for r in scan.records if r.commit and r.offset >= first]
+    if len(commits) > 1 or (commits and commits[0].offset + commits[0].size != len(data)):
+        return None
     for i, (start, end) in enumerate(scan.damage):
         if not _zero_sector(data, start, end, partial=i == 0 and start == cut):
             return None
