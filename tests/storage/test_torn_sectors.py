@@ -15,13 +15,28 @@ write is torn; its records at offsets 1658 (4), 2209 (5), 2782 (6), 3301 (7, COM
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from typing import Any
 
 import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
 from leadtrail.storage import CorruptionError, Event, EventLog, Options
 
 SECTOR = 512
+
+
+def _load_powerloss() -> Any:
+    """powerloss.py, under the name test_power_loss.py loads it by (one module for both)."""
+    name = "leadtrail_storage_powerloss"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("powerloss.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def build(path: Path, *later: list[int]) -> tuple[list[Event], Path, list[faults.RecordSpan]]:
@@ -156,3 +171,27 @@ def test_zeros_and_a_record_after_a_seal_are_corruption(tmp_path: Path) -> None:
     with open(segment, "ab") as f:
         f.write(seal + bytes(2 * SECTOR) + stray)
     refused(store, segment, spans[-1].end + len(seal))
+
+
+def test_the_power_loss_layer_loses_the_first_sector_of_a_last_write_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    # tests/storage/powerloss.py: the state test_power_loss.py checks at every cut point
+    # where a file's last unsynced write spans two sectors.
+    powerloss = _load_powerloss()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "segment").write_bytes(b"")
+    files = powerloss.PowerFiles(root)
+    fd = files.open_for_append(str(root / "segment"))
+    files.write(fd, b"d" * 100)
+    files.fsync(fd)
+    files.write(fd, b"n" * 1200)
+    files.cut(1)
+    with pytest.raises(powerloss.PowerCut):
+        files.fsync(fd)
+    files.drain()
+    files.close(fd)
+    states = {d.split(" ")[2]: (path / "segment").read_bytes() for d, path in files.states(19, 1)}
+    assert states["(drop):"] == b"d" * 100
+    assert states["(sectors):"] == b"d" * 100 + bytes(412) + b"n" * (1300 - SECTOR)
