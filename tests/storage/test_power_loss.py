@@ -9,9 +9,7 @@ missing any of the last write's sectors, reordered;
 unsynced directory changes undone; the index as it is, removed or truncated) is
 opened and checked:
 
-- the store opens (recovery may repair; nothing here is damage FORMAT.md lets it refuse,
-  but for a torn group of several requests whose later COMMIT records reached the disk:
-  refused as rule 1 says, and opened with quarantine it keeps everything acknowledged);
+- the store opens (recovery may repair; nothing here is damage FORMAT.md lets it refuse);
 - every event of a step acknowledged before the cut is there and equal, nothing is
   there that neither the last acknowledged step nor the step under way left, and an
   append request is whole or absent;
@@ -43,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -52,7 +49,7 @@ from typing import Any
 
 import leadtrail_storage_faults as faults  # loaded by conftest.py
 import pytest
-from leadtrail.storage import CorruptionError, Event, EventLog, FieldPolicy, Files, Options, RetentionPolicy
+from leadtrail.storage import Event, EventLog, FieldPolicy, Files, Options, RetentionPolicy
 from leadtrail.storage.backup import BackupDirectory, manifest_json, read_manifest, restore
 
 
@@ -677,26 +674,17 @@ def test_power_cut_at_every_operation_of_group_commits_from_several_threads(tmp_
         acked = run_threads(root, files)
         for description, state in files.states(SEED * 100_003 + at, STATES):
             where = f"group commit: power cut at {files.fired}, {description}"
-            refused = False
             try:
                 log = EventLog.open(state, options())
-            except CorruptionError as e:
-                check_refused_torn_group(where, root, e)
-                refused = True
-                log = EventLog.open(state, options(quarantine=True))
             except Exception as e:
                 raise AssertionError(f"{where}: {e}") from e
             with log:
-                events = faults.check_log(log, gapless=not refused)
+                events = faults.check_log(log)
                 present = {e.id: e for e in events}
                 for expected in [*before.values(), *acked.values()]:
                     assert faults.event_diff(present.get(expected.id), expected) == [], where
                 for numbers in requests:
                     stored = [present.get(faults.event_id(n)) for n in numbers]
-                    if refused:
-                        # Quarantine keeps the torn request's undamaged records: never acknowledged.
-                        assert not any(s and s.id in acked for s in stored) or all(stored), where
-                        continue
                     assert all(stored) or not any(stored), f"{where}: request {numbers} partly stored"
                     for n, got in zip(numbers, stored, strict=True):
                         if got is not None:
@@ -705,10 +693,6 @@ def test_power_cut_at_every_operation_of_group_commits_from_several_threads(tmp_
                 sent_ids = {faults.event_id(n) for numbers in requests for n in numbers} | set(before)
                 assert set(present) <= sent_ids, f"{where}: events never sent are stored"
                 assert log.verify().problems == [], where
-                if refused:
-                    shutil.rmtree(state)
-                    checked += 1
-                    continue
                 assert log.verify_chain().problems == [], where
                 assert faults.query_mismatches(log, events, scans=2) == [], where
             shutil.rmtree(state)
@@ -716,22 +700,6 @@ def test_power_cut_at_every_operation_of_group_commits_from_several_threads(tmp_
         shutil.rmtree(root)
     print(f"group commit: {total} cut points, {checked} states checked")
     assert total > 10 and checked >= total
-
-
-def check_refused_torn_group(where: str, root: Path, error: CorruptionError) -> None:
-    """A refusal the format asks for (FORMAT.md, recovery rule 1): a sector of the last write
-    lost while later COMMIT records of that write reached the disk. The bytes do not say
-    where a write began, so a second COMMIT after the damage is taken for a later group."""
-    torn = re.search(r"log/(\d+\.log): \d+/\d+ ops, then a write of (\d+)\.\.(\d+) without", where)
-    assert torn is not None, f"{where}: refused: {error.problems}"
-    name, start, end = torn.group(1), int(torn.group(2)), int(torn.group(3))
-    [problem] = error.problems
-    damage = re.search(rf"segment {name}: damaged bytes at offset (\d+)\.\.", problem)
-    assert damage is not None and start <= int(damage.group(1)) < end, f"{where}: {problem}"
-    commits = [
-        r for r in faults.record_spans(root / "log" / name) if r.commit and start <= r.offset and r.end <= end
-    ]
-    assert len([r for r in commits if r.offset > int(damage.group(1))]) >= 2, f"{where}: {problem}"
 
 
 def test_a_seal_is_written_only_after_the_records_before_it_are_durable(tmp_path: Path) -> None:

@@ -195,3 +195,32 @@ def test_the_power_loss_layer_loses_the_first_sector_of_a_last_write_and_keeps_t
     states = {d.split(" ")[2]: (path / "segment").read_bytes() for d, path in files.states(19, 1)}
     assert states["(drop):"] == b"d" * 100
     assert states["(sectors):"] == b"d" * 100 + bytes(412) + b"n" * (1300 - SECTOR)
+
+
+def test_a_lost_sector_in_a_write_of_several_requests_is_a_torn_write(tmp_path: Path) -> None:
+    # Group commit writes the requests of several callers with one write: each request ends
+    # in its COMMIT record, the write in its last record, which alone carries WRITE_END
+    # (1.5). Requests [4, 5] and [6, 7] as one write: record 5 ends a request, not the write.
+    store = tmp_path / "store"
+    acknowledged, segment, _ = build(store, [8, 9])
+    spans = [s for s in faults.event_spans(segment) if s.position >= 4]
+    data = segment.read_bytes()
+    for span in spans[:-1]:  # one write: only its very last record ends it
+        head = data[span.offset : span.offset + 20]
+        payload = data[span.offset + 20 : span.end]
+        flags = head[3] & ~faults.FLAG_WRITE_END
+        overwrite(segment, span.offset, faults.record(flags, span.position, payload))
+    assert [s.commit for s in spans] == [False, False, False, True, False, True]
+    lose(segment, spans, "whole sector")
+    with EventLog.open(store) as log:
+        assert segment.read_bytes() == data[: spans[0].offset]
+        assert faults.check_log(log) == acknowledged
+        assert log.verify().problems == [] and log.verify_chain().problems == []
+
+
+def test_every_write_of_the_writer_ends_in_a_marked_record(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _, segment, _ = build(store, [8, 9])
+    data = segment.read_bytes()
+    ends = [s.position for s in faults.event_spans(segment) if data[s.offset + 3] & faults.FLAG_WRITE_END]
+    assert ends == [3, 7, 9]

@@ -136,12 +136,11 @@ def _torn_write(scan: ScanResult, data: bytes) -> int | None:
     A group is one write (each request in it ending in its COMMIT record), made durable by
     one fsync before the next group is written. Sectors of one write reach the disk in any
     order, and a sector that did not reads as zeros (the file was extended over it). So
-    the damage is a torn write only when it all lies after the last COMMIT record before
-    it, every damaged range holds a sector of zeros, and after it at most one record
-    carries COMMIT: an event record that ends the file. A valid seal or a second COMMIT
-    after the damage may mean the damaged bytes were fsynced before them: acknowledged
-    data, never dropped here (the bytes do not say where a write began, so a torn group
-    of several requests whose later COMMIT records survived is refused too).
+    the damage is a torn write only when every damaged range holds a sector of zeros and
+    after it at most one record ends a write (FLAG_WRITE_END; COMMIT in a segment written
+    before 1.5): the record that ends the file. A valid seal, or another write's end after
+    the damage, means the damaged bytes were fsynced before that write: acknowledged data,
+    never dropped here.
     """
     if not scan.damage or not scan.header_ok or scan.sealed:
         return None
@@ -150,10 +149,12 @@ def _torn_write(scan: ScanResult, data: bytes) -> int | None:
     for r in scan.records:
         if r.offset < first and r.commit:
             cut = r.offset + r.size
-    # The one COMMIT allowed after the damage ends the file, so it is its last record (a
-    # seal, the other record that carries COMMIT, was refused above).
-    commits = [r for r in scan.records if r.commit and r.offset >= first]
-    if len(commits) > 1 or (commits and commits[0].offset + commits[0].size != len(data)):
+    # Where a write may have ended after the damage: records marked as a write's last (1.5);
+    # in a segment with none (written before 1.5), every COMMIT record. The one allowed
+    # ends the file, so it is its last record (a seal was refused above).
+    marked = any(r.write_end for r in scan.records)
+    ends = [r for r in scan.records if r.offset >= first and (r.write_end if marked else r.commit)]
+    if len(ends) > 1 or (ends and ends[0].offset + ends[0].size != len(data)):
         return None
     for i, (start, end) in enumerate(scan.damage):
         if not _zero_sector(data, start, end, partial=i == 0 and start == cut):
