@@ -446,7 +446,7 @@ class InjectedFiles(Files):
 
 SEGMENT_HEADER_SIZE = 24
 RECORD_HEADER = struct.Struct("<2sBBIQI")  # magic, version, kind|flags, length, position, crc
-KIND_EVENT, KIND_SEAL, FLAG_COMMIT = 1, 2, 0x80
+KIND_EVENT, KIND_SEAL, FLAG_COMMIT, FLAG_WRITE_END = 1, 2, 0x80, 0x40
 
 
 @dataclasses.dataclass(frozen=True)

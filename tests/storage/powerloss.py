@@ -19,16 +19,21 @@ fresh directory:
 
 - per file: unsynced writes dropped, all kept, a prefix kept, a prefix and the next
   write torn at a 512-byte sector boundary (the rest zero-filled, or the old
-  contents), or any subset kept (writes to one file reordered; files are chosen
-  independently, so writes to different files are reordered wherever no fsync
-  ordered them);
+  contents), all kept but the last write, each of whose sectors reached the disk or
+  not independently (one not written holds its old bytes, zeros beyond them: disks
+  and file systems keep no order between the sectors of one write), or any subset
+  kept (writes to one file reordered; files are chosen independently, so writes to
+  different files are reordered wherever no fsync ordered them);
 - per directory: a prefix of its unsynced changes kept (a rename is one change: the
   target has the old file or the new one, never both or neither);
 - the LMDB index (written through mmap, outside the seam: derived state): as the
   real files are after the store was abandoned, removed, or truncated.
 
 State 0 drops everything unsynced, state 2 keeps everything; the others are drawn
-from ``random.Random(seed)``.
+from ``random.Random(seed)``. When the last unsynced write of a file touches two
+sectors or more, one state more keeps everything but the first sector of each such
+write (its old bytes, or zeros): the later sectors, a request's COMMIT record among
+them, reached the disk and the first did not.
 
 Files outside ``root`` are written for real and not modelled.
 """
@@ -40,7 +45,7 @@ import os
 import random
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leadtrail.storage import Files
@@ -48,6 +53,9 @@ from leadtrail.storage import Files
 SECTOR = 512
 INDEX_NAMES = ("index", "index.new", "index.old")
 """Top-level directories of the LMDB index: outside the model (derived state)."""
+
+
+INDEX_STATES = ("real", "removed", "truncated")
 
 
 class PowerCut(BaseException):
@@ -327,20 +335,26 @@ class PowerFiles(Files):
         """Up to ``n`` (description, directory) disk states, each materialized afresh."""
         rng = random.Random(seed)
         with self._lock:
-            for k in range(n):
+            modes = ["drop" if k == 0 else "keep" if k == 2 else "random" for k in range(n)]
+            if self.spans_sectors():
+                modes.append("sectors")
+            for k, mode in enumerate(modes):
                 target = Path(f"{self.root}.power-{seed}-{k}")
                 shutil.rmtree(target, ignore_errors=True)
-                mode = "drop" if k == 0 else "keep" if k == 2 else "random"
                 notes: list[str] = []
                 self._materialize(self.root, target, mode, rng, notes)
-                self._place_index(
-                    target, "real" if k in (0, 2) else rng.choice(("real", "removed", "truncated")), notes
-                )
+                self._place_index(target, "real" if mode != "random" else rng.choice(INDEX_STATES), notes)
                 yield f"state {k} ({mode}): " + "; ".join(notes), target
 
     def _materialize(self, path: str, target: Path, mode: str, rng: random.Random, notes: list[str]) -> None:
         d = self._dir(path)
-        keep = 0 if mode == "drop" else len(d.pending) if mode == "keep" else rng.randint(0, len(d.pending))
+        keep = (
+            0
+            if mode == "drop"
+            else len(d.pending)
+            if mode in ("keep", "sectors")
+            else rng.randint(0, len(d.pending))
+        )
         if d.pending and keep < len(d.pending):
             rel = os.path.relpath(path, self.root)
             notes.append(f"{rel}: {keep}/{len(d.pending)} dir changes")
@@ -371,8 +385,12 @@ class PowerFiles(Files):
         content = bytearray(node.durable)
         if mode == "drop":
             return bytes(content)
-        how = rng.choice(("drop", "keep", "prefix", "torn", "subset"))
+        if mode == "sectors":
+            return self._sectors(node, lambda i: i > 0, rel, notes)
+        how = rng.choice(("drop", "keep", "prefix", "torn", "subset", "sectors"))
         ops = node.pending
+        if how == "sectors":
+            return self._sectors(node, lambda _: rng.random() < 0.5, rel, notes)
         if how == "keep":
             return bytes(node.current)
         if how == "drop":
@@ -404,6 +422,47 @@ class PowerFiles(Files):
                 _apply(content, ("write", torn_at, before[torn_at:end]))
             notes.append(f"{rel}: {k}/{len(ops)} ops, then a write torn at {torn_at}, old bytes after")
         return bytes(content)
+
+    def _sectors(self, node: Node, written: Callable[[int], bool], rel: str, notes: list[str]) -> bytes:
+        """Every unsynced operation kept but the last write, of which each sector (the i-th
+        the write touches) reached the disk or not as ``written(i)`` says: one not written
+        holds its old bytes, zeros beyond them (disks and file systems keep no order between
+        the sectors of one write)."""
+        ops = node.pending
+        last = ops[-1]
+        if last[0] != "write":
+            notes.append(f"{rel}: unsynced kept")
+            return bytes(node.current)
+        content = bytearray(node.durable)
+        for op in ops[:-1]:
+            _apply(content, op)
+        before = bytes(content)
+        _, offset, data = last
+        end = offset + len(data)
+        _apply(content, ("write", offset, data))
+        lost = []
+        for i, sector in enumerate(range(offset - offset % SECTOR, end, SECTOR)):
+            if written(i):
+                continue
+            lo, hi = max(sector, offset), min(sector + SECTOR, end)
+            old = before[lo:hi]
+            content[lo:hi] = old + bytes(hi - lo - len(old))
+            lost.append(sector)
+        notes.append(
+            f"{rel}: {len(ops) - 1}/{len(ops)} ops, then a write of {offset}..{end} without "
+            f"its sectors at {lost}"
+        )
+        return bytes(content)
+
+    def spans_sectors(self) -> bool:
+        """Whether the last unsynced write of some file touches two sectors or more."""
+        with self._lock:
+            for node in self._nodes.values():
+                if node.links > 0 and node.pending and node.pending[-1][0] == "write":
+                    _, offset, data = node.pending[-1]
+                    if (offset + len(data) - 1) // SECTOR > offset // SECTOR:
+                        return True
+            return False
 
     def _place_index(self, target: Path, how: str, notes: list[str]) -> None:
         real = Path(self.root) / "index"

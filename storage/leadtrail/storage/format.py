@@ -29,6 +29,10 @@ KIND_EVENT = 1
 KIND_SEAL = 2
 KIND_MASK = 0x0F
 FLAG_COMMIT = 0x80
+FLAG_WRITE_END = 0x40
+"""The last record of one write of the writer (1.5): where recovery tells the last,
+unsynced write of a segment from the durable ones before it (recovery rule 1)."""
+_KNOWN_FLAGS = FLAG_COMMIT | FLAG_WRITE_END
 
 SEAL_PAYLOAD = struct.Struct("<IQQ")  # crc of everything before, event count, last position
 SEAL_RECORD_SIZE = RECORD_HEADER_SIZE + SEAL_PAYLOAD.size
@@ -143,6 +147,15 @@ def encode_record(kind_flags: int, position: int, payload: bytes | memoryview) -
     return b"".join((head, _U32.pack(crc), payload))
 
 
+def mark_write_end(record: bytes) -> bytes:
+    """``record`` (as ``encode_record`` made it) with FLAG_WRITE_END set and its CRC made anew."""
+    head = bytearray(record[: RECORD_HEADER.size])
+    head[3] |= FLAG_WRITE_END
+    payload = memoryview(record)[RECORD_HEADER_SIZE:]
+    crc = crc32c(payload, crc32c(head))
+    return b"".join((head, _U32.pack(crc), payload))
+
+
 @dataclass(frozen=True, slots=True)
 class RecordHeader:
     kind: int
@@ -150,6 +163,7 @@ class RecordHeader:
     length: int
     position: int
     crc: int
+    write_end: bool = False
 
     @property
     def size(self) -> int:
@@ -174,12 +188,14 @@ def decode_record_header(data: bytes | memoryview, offset: int = 0) -> RecordHea
     if version != RECORD_VERSION:
         raise BadRecord(f"unknown record version {version}")
     kind = kind_flags & KIND_MASK
-    if kind not in (KIND_EVENT, KIND_SEAL) or kind_flags & 0x70:
+    if kind not in (KIND_EVENT, KIND_SEAL) or kind_flags & ~(KIND_MASK | _KNOWN_FLAGS):
         raise BadRecord(f"unknown record kind 0x{kind_flags:02x}")
     if not 1 <= length <= MAX_PAYLOAD:
         raise BadRecord(f"length {length} out of bounds 1..{MAX_PAYLOAD}")
     (crc,) = _U32.unpack_from(data, offset + RECORD_HEADER.size)
-    return RecordHeader(kind, bool(kind_flags & FLAG_COMMIT), length, position, crc)
+    return RecordHeader(
+        kind, bool(kind_flags & FLAG_COMMIT), length, position, crc, bool(kind_flags & FLAG_WRITE_END)
+    )
 
 
 def check_record(data: bytes | memoryview, offset: int, header: RecordHeader) -> memoryview:

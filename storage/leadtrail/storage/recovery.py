@@ -1,11 +1,12 @@
 """Recovery on open, and the check that ``verify`` repeats at any time.
 
 Every segment is checked (a sealed one by its seal's checksum, the last one
-record by record): a torn tail of the last segment is cut at its last COMMIT
-record, a segment whose creation was interrupted gets its header back, and
-any other damage, or a position gap that ``retired.json`` does not explain,
-refuses the open, or with quarantine is moved aside. FORMAT.md lists the
-rules; ``describe_damage`` words each finding the same way for both callers.
+record by record): a torn tail of the last segment, or a torn last write (sectors
+of it lost, later ones on disk), is cut at its last COMMIT record, a segment whose
+creation was interrupted gets its header back, and any other damage, or a position
+gap that ``retired.json`` does not explain, refuses the open, or with quarantine is
+moved aside. FORMAT.md lists the rules; ``describe_damage`` words each finding the
+same way for both callers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from .index_compaction import remove_leftovers
 from .quarantine import Quarantine
 from .segment import ScanResult, Segment, scan_bytes
 from .segment_list import SegmentList, segment_bases
+
+SECTOR = 512
+"""The unit a disk writes whole: a power cut keeps or loses each sector of a write."""
 
 
 class SegmentEvents(Protocol):
@@ -57,6 +61,13 @@ def recover(directory: DataDirectory, segments: SegmentList, quarantine: Quarant
         else:
             data = segment.read_all()
             scan = scan_bytes(data, base, previous_last)
+            cut = _torn_write(scan, data) if is_last else None
+            if cut is not None:
+                # Sectors of the last, unsynced write that never reached the disk: a torn
+                # tail like any other, cut back to the last COMMIT record before them.
+                data = data[:cut]
+                scan = scan_bytes(data, base, previous_last)
+                scan.torn_tail = True
             found = describe_damage(segment, scan, data, is_last)
             if not scan.header_ok and is_last and not scan.records:
                 # Crash while creating the segment: nothing was ever acknowledged in it.
@@ -116,6 +127,54 @@ def _missing_ranges(
         expected = max(expected, segment.base, segment.last_position + 1)
         after_damage = segment.base in damaged  # its lost tail is reported as damage
     return missing
+
+
+def _torn_write(scan: ScanResult, data: bytes) -> int | None:
+    """Where to cut the last segment when its damage is what a power cut during its last,
+    unsynced write leaves (FORMAT.md, recovery rule 1); None when it is corruption.
+
+    A group is one write (each request in it ending in its COMMIT record), made durable by
+    one fsync before the next group is written. Sectors of one write reach the disk in any
+    order, and a sector that did not reads as zeros (the file was extended over it). So
+    the damage is a torn write only when every damaged range holds a sector of zeros and
+    after it at most one record ends a write (FLAG_WRITE_END; COMMIT in a segment written
+    before 1.5): the record that ends the file. A valid seal, or another write's end after
+    the damage, means the damaged bytes were fsynced before that write: acknowledged data,
+    never dropped here.
+    """
+    if not scan.damage or not scan.header_ok or scan.sealed:
+        return None
+    first = scan.damage[0][0]
+    cut = SEGMENT_HEADER_SIZE
+    for r in scan.records:
+        if r.offset < first and r.commit:
+            cut = r.offset + r.size
+    # Where a write may have ended after the damage: records marked as a write's last (1.5);
+    # in a segment with none (written before 1.5), every COMMIT record. The one allowed
+    # ends the file, so it is its last record (a seal was refused above).
+    marked = any(r.write_end for r in scan.records)
+    ends = [r for r in scan.records if r.offset >= first and (r.write_end if marked else r.commit)]
+    if len(ends) > 1 or (ends and ends[0].offset + ends[0].size != len(data)):
+        return None
+    for i, (start, end) in enumerate(scan.damage):
+        if not _zero_sector(data, start, end, partial=i == 0 and start == cut):
+            return None
+    return cut
+
+
+def _zero_sector(data: bytes, start: int, end: int, partial: bool) -> bool:
+    """Whether ``data[start:end]`` holds a whole 512-byte-aligned sector of zeros, or with
+    ``partial`` (the damage starts where the last write started) zeros from ``start`` to the
+    end of its sector: that sector's durable beginning stayed, its unwritten rest is zeros."""
+    s = start - start % SECTOR
+    if s < start and not partial:
+        s += SECTOR
+    while s + SECTOR <= end:
+        lo = max(s, start)
+        if data[lo : s + SECTOR].count(0) == s + SECTOR - lo:
+            return True
+        s += SECTOR
+    return False
 
 
 def describe_damage(segment: Segment, scan: ScanResult, data: bytes, is_last: bool) -> list[str]:

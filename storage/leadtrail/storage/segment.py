@@ -43,6 +43,8 @@ class RecordRef:
     kind: int
     commit: bool
     size: int
+    write_end: bool = False
+    """The last record of one of the writer's writes (1.5)."""
 
 
 @dataclass(slots=True)
@@ -85,7 +87,7 @@ def scan_bytes(data: bytes, base: int, start_after: int = 0) -> ScanResult:
             result.damage.append((offset, resume))
             offset = resume
             continue
-        ref = RecordRef(offset, header.position, header.kind, header.commit, header.size)
+        ref = RecordRef(offset, header.position, header.kind, header.commit, header.size, header.write_end)
         result.records.append(ref)
         offset += header.size
         result.valid_end = offset

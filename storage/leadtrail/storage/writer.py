@@ -36,6 +36,7 @@ from .format import (
     encode_record,
     encode_seal,
     encode_segment_header,
+    mark_write_end,
     segment_name,
 )
 from .fs import Files
@@ -420,6 +421,10 @@ class GroupCommit:
     def _flush(self, buffer: list[bytes]) -> None:
         if not buffer:
             return
+        # One write, fsynced before the next one: its last record says where it ends, so that
+        # recovery can tell sectors of this write lost in a power cut from damage to an
+        # earlier, acknowledged one (FORMAT.md, recovery rule 1).
+        buffer[-1] = mark_write_end(buffer[-1])
         data = b"".join(buffer)
         self._files.write(self.active.fd, data)
         self.active.crc = crc32c(data, self.active.crc)
