@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ def _load_powerloss() -> Any:
     return sys.modules[name]
 
 
-def build(path: Path, *later: list[int]) -> tuple[list[Event], Path, list[faults.RecordSpan]]:
+def build(
+    path: Path, *later: list[int], clock: Callable[[], int] | None = None
+) -> tuple[list[Event], Path, list[faults.RecordSpan]]:
     """The acknowledged events 1..3, the last write's records (4..7), and any later requests."""
-    with EventLog.open(path) as log:
+    with EventLog.open(path, Options(clock_ms=clock) if clock else None) as log:
         acknowledged = list(faults.append_numbers(log, [1, 2, 3]).values())
         faults.append_numbers(log, [4, 5, 6, 7])
         for numbers in later:
@@ -202,7 +205,8 @@ def test_a_lost_sector_in_a_write_of_several_requests_is_a_torn_write(tmp_path: 
     # in its COMMIT record, the write in its last record, which alone carries WRITE_END
     # (1.5). Requests [4, 5] and [6, 7] as one write: record 5 ends a request, not the write.
     store = tmp_path / "store"
-    acknowledged, segment, _ = build(store, [8, 9])
+    # One write is committed at one time: all of its events have one recorded_at.
+    acknowledged, segment, _ = build(store, [8, 9], clock=lambda: faults.BASE_MS)
     spans = [s for s in faults.event_spans(segment) if s.position >= 4]
     data = segment.read_bytes()
     for span in spans[:-1]:  # one write: only its very last record ends it
@@ -224,3 +228,19 @@ def test_every_write_of_the_writer_ends_in_a_marked_record(tmp_path: Path) -> No
     data = segment.read_bytes()
     ends = [s.position for s in faults.event_spans(segment) if data[s.offset + 3] & faults.FLAG_WRITE_END]
     assert ends == [3, 7, 9]
+
+
+def test_a_lost_sector_that_took_a_write_end_with_it_is_corruption_when_the_times_differ(
+    tmp_path: Path,
+) -> None:
+    # Zeros over the end of the acknowledged write [4..7] (its WRITE_END record among them),
+    # then the whole later write [8, 9]: one write's end after the damage, as in a torn
+    # write of several requests. But 4 and 5 were committed at another time than 8 and 9:
+    # two writes, so the damaged one was durable. Refused: 4..9 were acknowledged.
+    ticks = iter(range(faults.BASE_MS, faults.BASE_MS + 1_000_000, 1000))
+    store = tmp_path / "store"
+    _, segment, spans = build(store, [8, 9], clock=lambda: next(ticks))
+    sector = first_whole_sector(spans[2].offset)
+    assert sector + SECTOR <= spans[3].end
+    overwrite(segment, sector, bytes(spans[3].end - sector))
+    refused(store, segment, spans[2].offset)

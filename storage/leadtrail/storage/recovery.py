@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -21,7 +22,7 @@ from .datadir import DataDirectory
 from .errors import CorruptionError, StorageError
 from .event import Progress, VerifyReport
 from .fingerprints import LeadPrints
-from .format import KIND_EVENT, SEGMENT_HEADER_SIZE, encode_segment_header
+from .format import KIND_EVENT, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, encode_segment_header
 from .fs import Files
 from .index import Index, Located
 from .index_compaction import remove_leftovers
@@ -31,6 +32,8 @@ from .segment_list import SegmentList, segment_bases
 
 SECTOR = 512
 """The unit a disk writes whole: a power cut keeps or loses each sector of a write."""
+_RECORDED_AT = struct.Struct("<IH")
+"""An event payload's first bytes (FORMAT.md, "Event payload")."""
 
 
 class SegmentEvents(Protocol):
@@ -156,10 +159,26 @@ def _torn_write(scan: ScanResult, data: bytes) -> int | None:
     ends = [r for r in scan.records if r.offset >= first and (r.write_end if marked else r.commit)]
     if len(ends) > 1 or (ends and ends[0].offset + ends[0].size != len(data)):
         return None
+    # One write is one group, committed at one time: every event record of the write
+    # around the damage (after the last write's end before it) has the same recorded_at.
+    # Two times say two writes, so the damage lies in one that an fsync made durable
+    # before the other was written (its end among the damaged bytes).
+    start = SEGMENT_HEADER_SIZE
+    for r in scan.records:
+        if r.offset < first and (r.write_end if marked else r.commit):
+            start = r.offset + r.size
+    times = {_recorded_at(data, r.offset) for r in scan.records if r.offset >= start}
+    if len(times) > 1:
+        return None
     for i, (start, end) in enumerate(scan.damage):
         if not _zero_sector(data, start, end, partial=i == 0 and start == cut):
             return None
     return cut
+
+
+def _recorded_at(data: bytes, offset: int) -> int:
+    lo, hi = _RECORDED_AT.unpack_from(data, offset + RECORD_HEADER_SIZE)
+    return int(hi) << 32 | int(lo)
 
 
 def _zero_sector(data: bytes, start: int, end: int, partial: bool) -> bool:
