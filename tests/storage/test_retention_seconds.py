@@ -141,3 +141,22 @@ def test_a_policy_file_holding_both_ages_is_refused(data: Path, clock: Clock) ->
     )
     with pytest.raises(MetadataFileError, match="max_age_days 30 and max_age_seconds 60"):
         EventLog.open(data, Options(clock_ms=clock))
+
+
+def test_a_second_expiry_in_a_segment_with_a_gap_keeps_the_chain(log: EventLog, clock: Clock) -> None:
+    # The signed record of a run retired from a segment an earlier pass left a gap in holds
+    # the chain hash across that gap (once linked over it: verify found the next event edited).
+    append(log, [event("default", 0)])
+    first = append(log, [event("test-traffic", 1)])
+    append(log, [event("default", 2)])
+    clock.now = T0 + 30_000
+    second = append(log, [event("test-traffic", 3)])
+    kept = append(log, [event("default", 4)])
+    log.set_retention_policy(RetentionPolicy("test-traffic", max_age_seconds=20))
+    assert log.apply_retention(now_ms=T0 + 40_000).events_removed == len(first)
+    assert log.verify_chain().problems == []
+    assert log.apply_retention(now_ms=T0 + 60_000).events_removed == len(second)
+    report = log.verify_chain()
+    assert report.problems == []
+    assert report.first_bad_position == 0
+    assert [e.id for e in log.read_from(1)][-1] == kept[0].id

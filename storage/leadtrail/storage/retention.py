@@ -380,17 +380,21 @@ def _chain_hashes(store: Maintenance, first: int, last: int, wanted: set[int]) -
     """The chain hash at each of ``wanted`` in ``first``..``last`` (one segment's events)."""
     found: dict[int, bytes] = {}
     chain_hash: bytes | None = None
+    previous = 0
     for stored in store.stored_from(first):
         position = stored.position
         if position > last:
             break
-        if chain_hash is None:
-            # The index keeps the hash at the first; a store older than the chain starts at GENESIS.
+        if chain_hash is None or (position != previous + 1 and stored.seal is not None):
+            # The index keeps the hash at the first, and after a gap an earlier retention left
+            # in the segment (the hash there comes from its signed record, not from a link
+            # across the gap); a store older than the chain starts at GENESIS.
             chain_hash = store.chain_point(position).chain_hash if stored.seal is not None else GENESIS
         else:
             digest = stored.digest()
             if digest is not None:
                 chain_hash = link(chain_hash, digest)
+        previous = position
         if position in wanted:
             found[position] = chain_hash
     missing = wanted - found.keys()
