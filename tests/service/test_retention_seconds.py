@@ -12,7 +12,7 @@ from leadtrail.client import AsyncClient, Client, Event, InvalidArgumentError, N
 
 from .conftest import ServerProcess
 
-AGE_S = 3
+AGE_S = 2
 MAX_SECONDS = 36_500 * 86_400
 
 
