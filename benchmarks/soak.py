@@ -4,8 +4,10 @@
 
 ``leadtrail serve`` runs in a child process on a loopback port the OS picks, with API keys
 (an admin, a writer and a reader key of the operator account ``default``; an admin and a
-writer key of a second account, ``shortlived``, whose retention policy is applied every
-minute). Client threads of this process, each with the SDK, then for N minutes:
+writer key of a second account, ``shortlived``, whose events expire after
+``RetentionPolicy.max_age_seconds``: min(60, 20 x N) s, retention applied every minute, every
+20 s in runs under 3 minutes, so that a 1-minute run expires events too). Client threads of
+this process, each with the SDK, then for N minutes:
 
 - append batches of events and single events with ids chosen here (a retry after a
   failure sends the same ids, so nothing is stored twice), to both accounts;
@@ -13,7 +15,7 @@ minute). Client threads of this process, each with the SDK, then for N minutes:
   key: personal values masked, the rest compared), and scan flows with QueryEvents pages;
 - follow the account with subscriptions that stop after a few seconds and resume after
   the last position they saw;
-- erase leads whose journey is over, apply retention every minute, rotate the writer key
+- erase leads whose journey is over, apply retention, rotate the writer key
   (a new key, the writers switch, the old one is revoked and must then be refused),
   verify receipts of appends with ``Client.verify_receipt``, run an export job and
   download its file, keep a files sink and an alert rule running, take a backup now and
@@ -39,11 +41,12 @@ most ``FD_SLACK`` above minute 2's; one descriptor
 per segment file, none of a deleted file), 0 wrong answers and 0 unexpected errors, the server
 stopped cleanly; the exit status is 1 otherwise. The table shows the total RSS and fds too.
 
-Retention: ``RetentionPolicy.max_age_days`` counts whole days on the server's clock, and
-``ApplyRetention`` refuses a client's ``now`` once keys exist, so the ``shortlived``
-account's policy (1 day) expires nothing during a soak: the call and its sealing of the
-active segment run every minute, and the oracle takes any expiry the server reports into
-account (an event recorded before the cutoff may be gone).
+Retention: the server measures ages on its own clock at the call (a client's ``now`` is
+refused once keys exist), somewhere between the call's start and its answer here. So an
+event recorded before (answer - max age) may be gone (within ``EXPIRY_MARGIN_MS``, and any
+time while a call runs), and one recorded before (start - max age) of a call that had
+answered before a read began must be gone from that read: either is a wrong answer the
+other way. The verdict requires that retention expired events.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LEADTRAIL = [sys.executable, "-m", "leadtrail.server.cli"]
 MAIN = "default"
 SHORT = "shortlived"
-DAY_MS = 86_400_000
+EXPIRY_MARGIN_MS = 1_000
+"""Around the server's retention cutoff an event may be either present or expired: the clocks
+are the same machine's, the margin covers millisecond rounding and the moment of the call."""
 ERASED = "[erased]"
 RSS_TOLERANCE = 0.20
 """The last minute's private resident memory (RssAnon) may exceed the half-way minute's by at most this."""
@@ -138,7 +143,13 @@ class Oracle:
         self.by_flow: dict[str, list[str]] = defaultdict(list)
         self.closed_leads: dict[str, list[str]] = {MAIN: [], SHORT: []}
         self.erasures: dict[str, Erasure] = {}
+        self.max_age_ms: dict[str, int] = {MAIN: 0, SHORT: 0}
+        """Each account's retention age (0: kept forever)."""
         self.expiry_cutoff_ms: dict[str, int] = {MAIN: 0, SHORT: 0}
+        """The latest cutoff a retention call that has answered may have used: its answer - max age."""
+        self.expired_below_ms: dict[str, int] = {MAIN: 0, SHORT: 0}
+        """The earliest cutoff the last call that answered may have used: its start - max age."""
+        self.retention_running: dict[str, bool] = {MAIN: False, SHORT: False}
         self.wrong: list[str] = []
         self.wrong_count = 0
 
@@ -169,8 +180,46 @@ class Oracle:
             self.wrong.append(text)
 
     def may_be_gone(self, sent: Sent) -> bool:
-        """Whether retention may have removed it (recorded before its account's last cutoff)."""
-        return sent.recorded_at_ms < self.expiry_cutoff_ms[sent.account]
+        """Whether retention may have removed it: recorded before (or about when) the last cutoff,
+        or before the cutoff a call running now may use."""
+        age = self.max_age_ms[sent.account]
+        if not age:
+            return False
+        cutoff = self.expiry_cutoff_ms[sent.account]
+        if self.retention_running[sent.account]:
+            cutoff = max(cutoff, int(time.time() * 1000) - age)
+        return sent.recorded_at_ms < cutoff + EXPIRY_MARGIN_MS
+
+    def retention_started(self, account: str) -> None:
+        with self.lock:
+            self.retention_running[account] = True
+
+    def retention_answered(self, account: str, began_ms: int, answered_ms: int, done: bool) -> None:
+        """A retention call is over; ``done`` when it answered (a failed one may have removed
+        some events, but need not have removed any)."""
+        age = self.max_age_ms[account]
+        with self.lock:
+            self.retention_running[account] = False
+            self.expiry_cutoff_ms[account] = max(self.expiry_cutoff_ms[account], answered_ms - age)
+            if done:
+                self.expired_below_ms[account] = max(self.expired_below_ms[account], began_ms - age)
+
+    def expired_floors(self) -> dict[str, int]:
+        """Taken before a read: what the read must no longer show, recorded before these."""
+        with self.lock:
+            return {
+                account: below - EXPIRY_MARGIN_MS if self.max_age_ms[account] else 0
+                for account, below in self.expired_below_ms.items()
+            }
+
+    def check_expired(self, sent: Sent, floors: dict[str, int], where: str) -> None:
+        """``sent`` was in an answer: wrong when a retention call that had answered before the
+        read began must have removed it."""
+        if sent.recorded_at_ms < floors[sent.account]:
+            self.wrong_answer(
+                f"{where} {sent.event.id}: recorded at {sent.recorded_at_ms}, still there after "
+                f"retention removed what was recorded before {floors[sent.account] + EXPIRY_MARGIN_MS}"
+            )
 
     def erasure_state(self, lead_id: str) -> Erasure | None:
         with self.lock:
@@ -486,8 +535,9 @@ class Soak:
         self.clock = Clock(args.warmup, args.minutes)
         self.final: dict[str, Any] = {}
         self.alert_burst_sent = False
-        self.retention_days = 1
-        """The ``shortlived`` account's max age: whole days are all a policy can say."""
+        self.retention_age_s = min(60, args.minutes * 20)
+        """The ``shortlived`` account's max age: short enough that even a 1-minute run expires events."""
+        self.retention_every_s = 60 if args.minutes >= 3 else 20
 
     # -- plumbing
 
@@ -611,7 +661,25 @@ class Soak:
     # -- reads
 
     def expected_missing(self, sent: Sent) -> Callable[[LeadTrailError], bool]:
-        return lambda error: isinstance(error, NotFoundError) and self.oracle.may_be_gone(sent)
+        def expected(error: LeadTrailError) -> bool:
+            if not isinstance(error, NotFoundError):
+                return False
+            if self.oracle.may_be_gone(sent):
+                return True
+            oracle = self.oracle
+            with oracle.lock:  # what the oracle knew: to tell a retention race from a loss
+                known = (oracle.expiry_cutoff_ms[sent.account], oracle.expired_below_ms[sent.account])
+                running = oracle.retention_running[sent.account]
+            print(
+                f"soak: {sent.event.id} of {sent.account} (lead {sent.event.lead_id}, position "
+                f"{sent.position}) recorded at {sent.recorded_at_ms} not found at {int(time.time() * 1000)}; "
+                f"retention cutoffs {known}{', a call running' if running else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+
+        return expected
 
     def client_of(self, account: str) -> Client:
         return self.admin if account == MAIN else self.short_admin
@@ -623,10 +691,12 @@ class Soak:
             return
         client = self.client_of(sent.account)
         erased = self.oracle.erased()
+        floors = self.oracle.expired_floors()
         got = self.call("get", partial(client.get, sent.event.id), expect=self.expected_missing(sent))
         self.clock.count(reads=1)
         if got is not None:
             self.oracle.compare(sent, got, masked=False, where="get", erased=erased)
+            self.oracle.check_expired(sent, floors, "get")
         # A lead's timeline, through the reader key (masked) for the operator account.
         sent = self.oracle.pick(rng) or sent
         lead = sent.event.lead_id
@@ -635,6 +705,7 @@ class Soak:
         masked = sent.account == MAIN
         client = self.reader if masked else self.short_admin
         erased = self.oracle.erased()
+        floors = self.oracle.expired_floors()
         timeline = self.call("timeline", lambda: client.timeline(lead), expect=self.expected_missing(sent))
         self.clock.count(reads=1)
         if timeline is not None:
@@ -645,6 +716,7 @@ class Soak:
                     self.oracle.compare(
                         known, steps[event_id], masked=masked, where=f"timeline {lead}", erased=erased
                     )
+                    self.oracle.check_expired(known, floors, f"timeline {lead}")
                 elif not self.oracle.may_be_gone(known):
                     self.oracle.wrong_answer(f"timeline {lead}: acknowledged {event_id} missing")
             positions = [step.event.position for step in timeline.steps]
@@ -774,13 +846,16 @@ class Soak:
             )
 
     def apply_retention(self) -> None:
+        # The server's cutoff is its clock at the call, minus the age: between these two, here.
+        self.oracle.retention_started(SHORT)
         began_ms = int(time.time() * 1000)
-        report = self.call("retention", self.short_admin.apply_retention)
+        report = None
+        try:
+            report = self.call("retention", self.short_admin.apply_retention)
+        finally:
+            self.oracle.retention_answered(SHORT, began_ms, int(time.time() * 1000), report is not None)
         if report is None:
             return
-        with self.oracle.lock:
-            # Whatever it removed was recorded before its cutoff: the oracle lets those go.
-            self.oracle.expiry_cutoff_ms[SHORT] = began_ms - self.retention_days * DAY_MS
         with self.clock.lock:
             self.clock.current().retention_removed += report.events_removed
 
@@ -872,7 +947,7 @@ class Soak:
         schedule: list[tuple[float, float, Callable[[], None]]] = [
             # (first at s, then every s, task)
             (5, 8, lambda: self.erase_one(rng)),
-            (3, 60, self.apply_retention),
+            (3, self.retention_every_s, self.apply_retention),
             (10, 30, self.rotate_key),
             (7, 15, lambda: self.check_receipts(rng)),
             (20, 40, self.export_run),
@@ -912,7 +987,8 @@ class Soak:
     # -- the run
 
     def configure(self) -> None:
-        self.short_admin.set_retention_policy(SHORT, max_age_days=self.retention_days)
+        policy = self.short_admin.set_retention_policy(SHORT, max_age_seconds=self.retention_age_s)
+        self.oracle.max_age_ms[SHORT] = policy.max_age_seconds * 1000
         self.admin.set_alert_rule(
             ALERT_RULE,
             kind=AlertKind.COUNT,
@@ -973,6 +1049,7 @@ class Soak:
         began = time.perf_counter()
         acked = self.oracle.snapshot()
         erased = self.oracle.erased()
+        floors = self.oracle.expired_floors()
         for account, client in ((MAIN, self.admin), (SHORT, self.short_admin)):
             stored = {e.id: e for e in client.query(types="soak.*", include_lead=True, page_size=1000)}
             for sent in acked:
@@ -982,6 +1059,7 @@ class Soak:
                     self.oracle.compare(
                         sent, stored[sent.event.id], masked=False, where="final scan", erased=erased
                     )
+                    self.oracle.check_expired(sent, floors, "final scan")
                 elif not self.oracle.may_be_gone(sent):
                     self.oracle.wrong_answer(f"final scan: acknowledged {sent.event.id} missing")
             self.final[f"{account}_events_stored"] = len(stored)
@@ -997,6 +1075,9 @@ class Soak:
             self.cli("verify_chain", "verify", "--chain")  # unless the CLI walked it in the last minute
         self.final["final_checks_s"] = round(time.perf_counter() - began, 1)
         self.final["acknowledged"] = len(acked)
+        minutes = [self.clock.warmup, *self.clock.minutes]
+        self.final["retention_removed"] = sum(m.retention_removed for m in minutes)
+        self.final["retention_age_s"] = self.retention_age_s
         with self.oracle.lock:
             self.final["erased_leads"] = sum(1 for e in self.oracle.erasures.values() if e.done)
 
@@ -1049,7 +1130,7 @@ class Soak:
 # --------------------------------------------------------------------------- the verdict
 
 
-def verdict(minutes: list[dict[str, Any]], wrong: int, status: int) -> dict[str, Any]:
+def verdict(minutes: list[dict[str, Any]], wrong: int, status: int, retention_removed: int) -> dict[str, Any]:
     reference = minutes[1] if len(minutes) >= 3 else minutes[0]
     # Memory against the run's half-way minute (minute 2 in a 3- or 4-minute run): the server's
     # bounded caches (the feed's 32 MiB of encodings, the writer's 16 MiB of last snapshots, ...)
@@ -1079,6 +1160,8 @@ def verdict(minutes: list[dict[str, Any]], wrong: int, status: int) -> dict[str,
         "no_wrong_answers": wrong == 0,
         "no_unexpected_errors": unexpected == 0,
         "server_stopped_cleanly": status == 0,
+        # The shortlived account's age is seconds: every run outlives it, so retention must expire some.
+        "retention_expired_events": retention_removed > 0,
     }
     return {
         "pass": all(checks.values()),
@@ -1095,6 +1178,7 @@ def verdict(minutes: list[dict[str, Any]], wrong: int, status: int) -> dict[str,
         "unexpected_errors": unexpected,
         "expected_errors": expected,
         "server_exit_status": status,
+        "retention_removed": retention_removed,
     }
 
 
@@ -1158,14 +1242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         status = soak.close()
     rows = [minute.row() for minute in soak.clock.minutes]
-    result = verdict(rows, soak.oracle.wrong_count, status)
+    result = verdict(rows, soak.oracle.wrong_count, status, soak.final.get("retention_removed", 0))
     print("\n".join(table(rows)))
     final = soak.final
     print(
         f"acknowledged {final.get('acknowledged', 0):,} events, erased {final.get('erased_leads', 0)} leads, "
         f"chain checked {final.get('chain_checked', 0):,}, sink files "
         f"{final.get('sink_events_in_files', 0):,} events, alerts {final.get('alerts', 0)}, "
-        f"final checks {final.get('final_checks_s', 0)} s"
+        f"retention removed {final.get('retention_removed', 0):,} events older than "
+        f"{final.get('retention_age_s', 0)} s, final checks {final.get('final_checks_s', 0)} s"
     )
     for text in soak.oracle.wrong[:20]:
         print(f"WRONG: {text}")

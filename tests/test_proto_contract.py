@@ -225,7 +225,12 @@ MESSAGES: dict[str, dict[str, FieldType]] = {
         "fsync_policy": STRING,
         "writable": BOOL,
     },
-    "RetentionPolicy": {"account_id": STRING, "max_age_days": UINT32, "legal_hold": BOOL},
+    "RetentionPolicy": {
+        "account_id": STRING,
+        "max_age_days": UINT32,
+        "legal_hold": BOOL,
+        "max_age_seconds": UINT32,
+    },
     "ApplyRetentionRequest": {"now": TIMESTAMP},
     "ApplyRetentionResponse": {
         "events_removed": UINT64,

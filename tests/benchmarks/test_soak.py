@@ -66,6 +66,7 @@ def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
         "no_wrong_answers": True,
         "no_unexpected_errors": True,
         "server_stopped_cleanly": True,
+        "retention_expired_events": True,
     }, output
     assert verdict["pass"] is True
     assert process.returncode == 0, output
@@ -95,3 +96,9 @@ def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
     assert final["chain_checked"] > 0
     assert final["sink_events_in_files"] > 0
     assert final["alerts"] >= 1
+    # The shortlived account's age (20 s in a 1-minute run) passes during the run: events expire.
+    assert final["retention_age_s"] == 20
+    assert final["retention_removed"] > 0
+    assert verdict["retention_removed"] == final["retention_removed"]
+    assert minute["retention_removed"] > 0
+    assert f"retention removed {final['retention_removed']:,} events older than 20 s" in stdout

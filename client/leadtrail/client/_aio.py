@@ -364,9 +364,12 @@ class AsyncClient:
         *,
         pii_max_age_days: int = 0,
         secret_max_age_days: int = 0,
+        max_age_seconds: int = 0,
     ) -> RetentionPolicy:
         request = retention_policy_to_proto(
-            RetentionPolicy(account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days)
+            RetentionPolicy(
+                account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days, max_age_seconds
+            )
         )
         with translated_rpc_errors(secure=self.secure):
             response = await self._admin.SetRetentionPolicy(

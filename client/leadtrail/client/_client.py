@@ -385,10 +385,15 @@ class Client:
         *,
         pii_max_age_days: int = 0,
         secret_max_age_days: int = 0,
+        max_age_seconds: int = 0,
     ) -> RetentionPolicy:
-        """Store an account's retention policy; returns it as stored."""
+        """Store an account's retention policy; returns it as stored. ``max_age_seconds``
+        expires events younger than a day (e.g. test traffic); at most one of it and
+        ``max_age_days`` is non-zero."""
         request = retention_policy_to_proto(
-            RetentionPolicy(account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days)
+            RetentionPolicy(
+                account_id, max_age_days, legal_hold, pii_max_age_days, secret_max_age_days, max_age_seconds
+            )
         )
         with translated_rpc_errors(secure=self.secure):
             response = self._admin.SetRetentionPolicy(request, timeout=self.timeout, metadata=self._metadata)

@@ -427,6 +427,7 @@ def retention_policy_from_proto(message: admin_pb2.RetentionPolicy) -> Retention
         legal_hold=message.legal_hold,
         pii_max_age_days=message.pii_max_age_days,
         secret_max_age_days=message.secret_max_age_days,
+        max_age_seconds=message.max_age_seconds,
     )
 
 

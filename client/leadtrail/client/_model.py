@@ -331,7 +331,8 @@ class VerifyReport:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """Per account: events older than ``max_age_days`` are removed (0 keeps them) unless on
+    """Per account: events older than ``max_age_days`` (or ``max_age_seconds``, for ages
+    below a day; at most one of the two is set) are removed (0 keeps them) unless on
     hold; the values of fields classed pii (secret) are erased from events older than
     ``pii_max_age_days`` (``secret_max_age_days``), the events kept."""
 
@@ -340,6 +341,7 @@ class RetentionPolicy:
     legal_hold: bool = False
     pii_max_age_days: int = 0
     secret_max_age_days: int = 0
+    max_age_seconds: int = 0
 
 
 @dataclass(frozen=True)

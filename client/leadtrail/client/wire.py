@@ -234,6 +234,8 @@ class RetentionPolicyValues(Protocol):
     def pii_max_age_days(self) -> int: ...
     @property
     def secret_max_age_days(self) -> int: ...
+    @property
+    def max_age_seconds(self) -> int: ...
 
 
 def field_policy_to_proto(policy: FieldPolicyValues) -> admin_pb2.FieldPolicy:
@@ -252,4 +254,5 @@ def retention_policy_to_proto(policy: RetentionPolicyValues) -> admin_pb2.Retent
         legal_hold=policy.legal_hold,
         pii_max_age_days=policy.pii_max_age_days,
         secret_max_age_days=policy.secret_max_age_days,
+        max_age_seconds=policy.max_age_seconds,
     )

@@ -337,6 +337,7 @@ class RetentionPolicy(_message.Message):
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     PII_MAX_AGE_DAYS_FIELD_NUMBER: _builtins.int
     SECRET_MAX_AGE_DAYS_FIELD_NUMBER: _builtins.int
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     max_age_days: _builtins.int
     """Events older than this many days are removed; 0 keeps events forever."""
@@ -348,6 +349,11 @@ class RetentionPolicy(_message.Message):
     this many days, keeping the events; 0 keeps them as long as the event.
     """
     secret_max_age_days: _builtins.int
+    max_age_seconds: _builtins.int
+    """Events older than this many seconds are removed (ages below a day, e.g.
+    for test traffic); 0 leaves the age to max_age_days. At most one of the
+    two is set; the limit is 3 153 600 000 (100 years).
+    """
     def __init__(
         self,
         *,
@@ -356,10 +362,11 @@ class RetentionPolicy(_message.Message):
         legal_hold: _builtins.bool = ...,
         pii_max_age_days: _builtins.int = ...,
         secret_max_age_days: _builtins.int = ...,
+        max_age_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "legal_hold", b"legal_hold", "max_age_days", b"max_age_days", "pii_max_age_days", b"pii_max_age_days", "secret_max_age_days", b"secret_max_age_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "legal_hold", b"legal_hold", "max_age_days", b"max_age_days", "max_age_seconds", b"max_age_seconds", "pii_max_age_days", b"pii_max_age_days", "secret_max_age_days", b"secret_max_age_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,7 @@ from .served_store import ServedStore
 from .status import Context, ServiceError, invalid, not_found, streaming, unary
 
 MAX_DAYS = 365 * 100
+MAX_SECONDS = MAX_DAYS * 86_400
 MAX_ID_CHARS = 128
 MAX_REASON_CHARS = 1024
 
@@ -60,12 +61,22 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
             if getattr(request, name) > MAX_DAYS:
                 raise invalid(name, f"{getattr(request, name)} is over the limit of {MAX_DAYS} days")
+        if request.max_age_seconds > MAX_SECONDS:
+            raise invalid(
+                "max_age_seconds", f"{request.max_age_seconds} is over the limit of {MAX_SECONDS} seconds"
+            )
+        if request.max_age_seconds and request.max_age_days:
+            raise invalid(
+                "max_age_days and max_age_seconds",
+                f"{request.max_age_days} and {request.max_age_seconds}: set one of the two, the other 0",
+            )
         policy = RetentionPolicy(
             account,
             request.max_age_days,
             request.legal_hold,
             request.pii_max_age_days,
             request.secret_max_age_days,
+            request.max_age_seconds,
         )
         await self.store.run(self.store.log.set_retention_policy, policy)
         return admin_pb2.SetRetentionPolicyResponse(policy=retention_policy_to_proto(policy))

@@ -728,8 +728,13 @@ def build_parser() -> argparse.ArgumentParser:
     retention = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
     r = retention.add_parser("set", help="set one account's policy")
     r.add_argument("--account", required=True, metavar="ACCOUNT")
-    r.add_argument(
-        "--max-age-days", type=_not_negative, required=True, metavar="N", help="0 keeps events forever"
+    age = r.add_mutually_exclusive_group(required=True)
+    age.add_argument("--max-age-days", type=_not_negative, metavar="N", help="0 keeps events forever")
+    age.add_argument(
+        "--max-age-seconds",
+        type=_not_negative,
+        metavar="N",
+        help="remove events older than N seconds, for ages below a day (e.g. test traffic)",
     )
     r.add_argument(
         "--legal-hold", action="store_true", help="keep everything of the account, whatever its age"

@@ -433,12 +433,16 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
     with connect(args) as client:
         policy = client.set_retention_policy(
             args.account,
-            max_age_days=args.max_age_days,
+            max_age_days=args.max_age_days or 0,
             legal_hold=args.legal_hold,
             pii_max_age_days=args.pii_max_age_days,
             secret_max_age_days=args.secret_max_age_days,
+            max_age_seconds=args.max_age_seconds or 0,
         )
-    age = f"{policy.max_age_days} days" if policy.max_age_days else "forever"
+    if policy.max_age_seconds:
+        age = f"{policy.max_age_seconds} seconds"
+    else:
+        age = f"{policy.max_age_days} days" if policy.max_age_days else "forever"
     hold = ", legal hold (nothing is removed)" if policy.legal_hold else ""
     tiers = "".join(
         f", {name} values {days} days"

@@ -239,6 +239,9 @@ class RetentionPolicy:
     as long as the event."""
     secret_max_age_days: int = 0
     """Fingerprints of ``secret`` values are erased from events older than this."""
+    max_age_seconds: int = 0
+    """Events older than this many seconds are removed, for ages below a day; at most one
+    of ``max_age_days`` and this is set (0 leaves the age to ``max_age_days``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,14 +37,31 @@ POLICY_FILE = "retention.json"
 
 
 MAX_DAYS = 36_500
+MAX_SECONDS = MAX_DAYS * 86_400
+"""``max_age_seconds`` reaches as far as ``max_age_days`` (100 years), and fits a uint32."""
 
 
 def check_policy(policy: RetentionPolicy) -> None:
-    """The one check of a policy's day limits."""
+    """The one check of a policy's age limits."""
     for name in ("max_age_days", "pii_max_age_days", "secret_max_age_days"):
         days = getattr(policy, name)
         if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_DAYS:
             raise InvalidArgumentError(f"{name} {days!r}: must be in 0..{MAX_DAYS} (0 keeps forever)")
+    seconds = policy.max_age_seconds
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_SECONDS:
+        raise InvalidArgumentError(
+            f"max_age_seconds {seconds!r}: must be in 0..{MAX_SECONDS} (0 leaves the age to max_age_days)"
+        )
+    if seconds and policy.max_age_days:
+        raise InvalidArgumentError(
+            f"max_age_days {policy.max_age_days} and max_age_seconds {seconds}: set one of the two, "
+            "the other 0"
+        )
+
+
+def max_age_ms(policy: RetentionPolicy) -> int:
+    """How old an event of the account may get before it is removed; 0 keeps it forever."""
+    return policy.max_age_seconds * 1000 if policy.max_age_seconds else policy.max_age_days * DAY_MS
 
 
 class RetentionPolicies:
@@ -65,6 +82,8 @@ class RetentionPolicies:
                     bool(item.get("legal_hold", False)),
                     int(item.get("pii_max_age_days", 0)),
                     int(item.get("secret_max_age_days", 0)),
+                    # Absent from files written before ages in seconds existed.
+                    int(item.get("max_age_seconds", 0)),
                 )
                 for item in items or ()
             }
@@ -101,9 +120,9 @@ class RetentionPolicies:
 
 def _cutoffs(policies: dict[str, RetentionPolicy], now_ms: int) -> dict[str, int]:
     return {
-        account: now_ms - p.max_age_days * DAY_MS
+        account: now_ms - max_age_ms(p)
         for account, p in policies.items()
-        if p.max_age_days > 0 and not p.legal_hold
+        if max_age_ms(p) > 0 and not p.legal_hold
     }
 
 
@@ -264,7 +283,7 @@ def _policy_mark(store: Maintenance, account: str) -> str:
 def expire(
     store: Maintenance, policies: dict[str, RetentionPolicy], now_ms: int, progress: Progress | None = None
 ) -> RetentionReport:
-    """Remove the events older than their account's ``max_age_days``."""
+    """Remove the events older than their account's ``max_age_days`` (or ``max_age_seconds``)."""
     cutoffs = _cutoffs(policies, now_ms)
     removed = deleted = rewritten = freed = 0
     if not cutoffs:
@@ -361,17 +380,21 @@ def _chain_hashes(store: Maintenance, first: int, last: int, wanted: set[int]) -
     """The chain hash at each of ``wanted`` in ``first``..``last`` (one segment's events)."""
     found: dict[int, bytes] = {}
     chain_hash: bytes | None = None
+    previous = 0
     for stored in store.stored_from(first):
         position = stored.position
         if position > last:
             break
-        if chain_hash is None:
-            # The index keeps the hash at the first; a store older than the chain starts at GENESIS.
+        if chain_hash is None or (position != previous + 1 and stored.seal is not None):
+            # The index keeps the hash at the first, and after a gap an earlier retention left
+            # in the segment (the hash there comes from its signed record, not from a link
+            # across the gap); a store older than the chain starts at GENESIS.
             chain_hash = store.chain_point(position).chain_hash if stored.seal is not None else GENESIS
         else:
             digest = stored.digest()
             if digest is not None:
                 chain_hash = link(chain_hash, digest)
+        previous = position
         if position in wanted:
             found[position] = chain_hash
     missing = wanted - found.keys()
