@@ -689,9 +689,18 @@ class Index:
         return out
 
     def remove_segment(self, segment_base: int, events: Iterable[Located]) -> None:
-        """Forget a segment's events (before it is deleted or rewritten)."""
+        """Forget a segment's events (before it is deleted)."""
+        self.replace_segment(segment_base, events, ())
+
+    def replace_segment(
+        self, segment_base: int, events: Iterable[Located], rewritten: Sequence[Located]
+    ) -> None:
+        """Forget a segment's events and index ``rewritten``, the events of the file that
+        replaced it, in one transaction: a reader never finds a surviving event missing in
+        between (it did, as NOT_FOUND, between a removal and an add that followed it)."""
         removed = raw = 0
         lead_keys: set[bytes] = set()
+        created: dict[tuple[bytes, str], bytes] = {}
         events = events if isinstance(events, list) else list(events)
         with self._known_prints.holding(self._lead_keys_of(events)), self.env.begin(write=True) as txn:
             for item in events:
@@ -737,6 +746,9 @@ class Index:
             old_raw = txn.get(b"raw", db=meta)
             left = (_U64.unpack(old_raw)[0] if old_raw else 0) - raw
             txn.put(b"raw", _U64.pack(max(left, 0)), db=meta)
+            if rewritten:
+                created, _ = self._put(txn, rewritten, 0)
+        self._remember_numbers(created)
 
     def _lead_keys_of(self, events: list[Located]) -> set[bytes]:
         out: set[bytes] = set()

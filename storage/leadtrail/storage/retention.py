@@ -343,8 +343,7 @@ def expire(
                 freed += size
             else:
                 new_items = rewrite_whole(store, segment, survivors)
-                index.remove_segment(segment.base, items)
-                index.add(new_items, 0)
+                index.replace_segment(segment.base, items, new_items)
                 rewritten += 1
                 freed += size - segment.size
         removed += len(gone)

@@ -78,8 +78,7 @@ def rewrite_segments(
             continue
         with rewriting(store, segment):
             new_items = rewrite_whole(store, segment, updated)
-            index.remove_segment(segment.base, items)
-            index.add(new_items, 0)
+            index.replace_segment(segment.base, items, new_items)
         changed += touched
         rewritten += 1
     return changed, rewritten
