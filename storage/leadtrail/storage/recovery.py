@@ -10,7 +10,6 @@ rules; ``describe_damage`` words each finding the same way for both callers.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -261,7 +260,7 @@ def verify(
         if progress is not None and i:
             progress(i, len(found))
         is_last = i == len(found) - 1
-        data = os.pread(segment.fd, segment.size, 0) if is_last else segment.read_all()
+        data = segment.read_all(segment.size if is_last else None)
         scan = scan_bytes(data, segment.base, previous_last)
         problems.extend(describe_damage(segment, scan, data, is_last))
         if scan.sealed and not is_last and segment.check_seal() is None:

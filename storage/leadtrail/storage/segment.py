@@ -3,12 +3,19 @@
 Segments are immutable once sealed. The active (last) segment is appended to
 only by the writer thread; readers use ``pread`` on their own descriptor and
 only ever look at offsets that an index or a scan handed them.
+
+Read descriptors come from a bounded cache (``Descriptors``, like RocksDB's table
+cache): a store of a terabyte in 64 MiB segments would otherwise hold 16k of them
+open for its life, far past the usual soft limit of 1024.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from crc32c import crc32c
@@ -125,58 +132,186 @@ def _find_next_valid(data: bytes, start: int, last_position: int) -> int | None:
         offset += 1
 
 
-class Segment:
-    """A segment file, open for reading."""
+class Descriptors:
+    """Read descriptors of segment files: each opened on first use, the least recently used
+    closed when more than ``limit`` are open.
 
-    def __init__(self, directory: str, base: int) -> None:
+    A reader leases a descriptor for the span of its preads (``acquire`` .. ``release``); a
+    leased descriptor is never closed, so the cache holds more than ``limit`` while more
+    than ``limit`` are leased at once. A lease is what keeps a number from being closed and
+    then reused for another file between a reader taking it and its pread.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._open: OrderedDict[int, Segment] = OrderedDict()
+        """Segments with a descriptor open, by id, the least recently leased first."""
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def acquire(self, segment: Segment) -> int:
+        with self._lock:
+            fd = segment._fd
+            if fd < 0:
+                fd = segment._fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+                segment._closing = False
+            segment._leases += 1
+            key = id(segment)
+            self._open[key] = segment
+            self._open.move_to_end(key)
+            if len(self._open) > self.limit:
+                self._evict()
+            return fd
+
+    def release(self, segment: Segment) -> None:
+        with self._lock:
+            segment._leases -= 1
+            if segment._leases == 0 and segment._closing:
+                self._close(segment)
+            elif len(self._open) > self.limit:
+                self._evict()
+
+    def close(self, segment: Segment) -> None:
+        """Close the segment's descriptor now, or when its last lease ends."""
+        with self._lock:
+            if segment._leases:
+                segment._closing = True
+            elif segment._fd >= 0:
+                self._close(segment)
+
+    def replace_file(self, segment: Segment, fresh: int) -> None:
+        """Put the file open at ``fresh`` behind the segment's descriptor, if one is open."""
+        with self._lock:  # no eviction closes it (and its number is reused) in between
+            if segment._fd >= 0:
+                # The new file takes the old one's descriptor number at once (dup2 is atomic):
+                # a reader between taking ``fd`` and its pread sees the old file or the new one,
+                # never a closed descriptor or another file. A record read at an old offset in
+                # the new file fails its check and the read is retried.
+                os.dup2(fresh, segment._fd, inheritable=False)
+
+    def close_all(self) -> None:
+        with self._lock:
+            for segment in list(self._open.values()):
+                if segment._leases:
+                    segment._closing = True
+                else:
+                    self._close(segment)
+
+    def _evict(self) -> None:
+        excess = len(self._open) - self.limit
+        for segment in list(self._open.values()):
+            if excess <= 0:
+                return
+            if not segment._leases:
+                self._close(segment)
+                excess -= 1
+
+    def _close(self, segment: Segment) -> None:
+        fd, segment._fd = segment._fd, -1
+        segment._closing = False
+        self._open.pop(id(segment), None)
+        if fd >= 0:
+            os.close(fd)
+
+
+UNCACHED = Descriptors(0)
+"""For a segment no list holds yet (recovery's first look): a descriptor per lease."""
+
+
+class Segment:
+    """A segment file, read through a descriptor leased from a ``Descriptors`` cache."""
+
+    def __init__(self, directory: str, base: int, descriptors: Descriptors = UNCACHED) -> None:
         self.base = base
         self.path = os.path.join(directory, segment_name(base))
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        self.size = os.fstat(self.fd).st_size
+        self.size = os.stat(self.path).st_size
         self.sealed = False
         self.event_count = 0
         self.last_position = 0
+        self._descriptors = descriptors
+        self._fd = -1
+        self._leases = 0
+        self._closing = False
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
 
+    @property
+    def fd(self) -> int:
+        """The descriptor open now (-1: none); reads lease one through ``descriptor()``."""
+        return self._fd
+
+    @property
+    def descriptors(self) -> Descriptors:
+        return self._descriptors
+
+    def use(self, descriptors: Descriptors) -> None:
+        """Take descriptors from ``descriptors`` from now on (a list adopting the segment)."""
+        if descriptors is self._descriptors:
+            return
+        if self._leases:
+            return  # read under way through the other cache: it stays there
+        self._descriptors.close(self)
+        self._descriptors = descriptors
+
+    @contextmanager
+    def descriptor(self) -> Iterator[int]:
+        """A descriptor of the file, open (and of this file) until the block ends."""
+        descriptors = self._descriptors
+        fd = descriptors.acquire(self)
+        try:
+            yield fd
+        finally:
+            descriptors.release(self)
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._descriptors.close(self)
 
     def reopen(self) -> None:
-        """Pick up a file that was replaced by rename (compaction, quarantine)."""
+        """Pick up a file that was replaced by rename (compaction, quarantine): once this
+        returns, no read uses the old file."""
         fresh = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        if self.fd < 0:
-            self.fd = fresh
-        else:
-            # The new file takes the old one's descriptor number at once (dup2 is atomic): a
-            # reader between reading ``fd`` and its pread sees the old file or the new one,
-            # never a closed descriptor or, once the number is reused, another file. A record
-            # read at an old offset in the new file fails its check and the read is retried.
-            os.dup2(fresh, self.fd, inheritable=False)
+        try:
+            self._descriptors.replace_file(self, fresh)
+            self.size = os.fstat(fresh).st_size
+        finally:
             os.close(fresh)
-        self.size = os.fstat(self.fd).st_size
 
-    def read_all(self) -> bytes:
-        return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+    def file_size(self) -> int:
+        """The size of the file as it is now (``size`` is what readers may read)."""
+        with self.descriptor() as fd:
+            return os.fstat(fd).st_size
+
+    def read_all(self, size: int | None = None) -> bytes:
+        """The first ``size`` bytes of the file (all of them: None)."""
+        with self.descriptor() as fd:
+            return os.pread(fd, os.fstat(fd).st_size if size is None else size, 0)
 
     def read_record(self, offset: int) -> tuple[RecordHeader, memoryview]:
         """Read and check one record; raises BadRecord when it does not check out."""
-        data = os.pread(self.fd, _READ_AHEAD, offset)
-        header = decode_record_header(data)
-        if header.size > len(data):
-            if header.length > MAX_PAYLOAD:
-                raise BadRecord("length out of bounds")
-            data = os.pread(self.fd, header.size, offset)
+        descriptors = self._descriptors
+        fd = descriptors.acquire(self)
+        try:
+            data = os.pread(fd, _READ_AHEAD, offset)
+            header = decode_record_header(data)
+            if header.size > len(data):
+                if header.length > MAX_PAYLOAD:
+                    raise BadRecord("length out of bounds")
+                data = os.pread(fd, header.size, offset)
+        finally:
+            descriptors.release(self)
         return header, check_record(data, 0, header)
 
     def records(
         self, start: int = SEGMENT_HEADER_SIZE, end: int | None = None
     ) -> Iterator[tuple[int, RecordHeader, memoryview]]:
-        """Every record from ``start`` to ``end`` in order, read in large chunks."""
+        """Every record from ``start`` to ``end`` in order, read in large chunks.
+
+        The descriptor stays leased while the generator is suspended; closing the
+        generator (or its collection, when it is dropped unfinished) ends the lease."""
         stop = self.size if end is None else end
         offset = start
         buffer = b""
@@ -184,43 +319,51 @@ class Segment:
         # A reader that stops early (a page of a subscription, a scan's few records) should
         # not pay for megabytes it never looks at: chunks start small and double.
         chunk = _FIRST_CHUNK
-        while offset < stop:
-            rel = offset - buffer_start
-            if len(buffer) - rel < RECORD_HEADER_SIZE:
-                buffer = os.pread(self.fd, max(min(chunk, stop - offset), RECORD_HEADER_SIZE), offset)
-                buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
-            header = decode_record_header(buffer, rel)
-            if len(buffer) - rel < header.size:
-                buffer = os.pread(self.fd, max(min(chunk, stop - offset), header.size), offset)
-                buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
-            payload = check_record(buffer, rel, header)
-            yield offset, header, payload
-            offset += header.size
+        if offset >= stop:
+            return
+        descriptors = self._descriptors
+        fd = descriptors.acquire(self)
+        try:
+            while offset < stop:
+                rel = offset - buffer_start
+                if len(buffer) - rel < RECORD_HEADER_SIZE:
+                    buffer = os.pread(fd, max(min(chunk, stop - offset), RECORD_HEADER_SIZE), offset)
+                    buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
+                header = decode_record_header(buffer, rel)
+                if len(buffer) - rel < header.size:
+                    buffer = os.pread(fd, max(min(chunk, stop - offset), header.size), offset)
+                    buffer_start, rel, chunk = offset, 0, min(chunk * 2, _CHUNK)
+                payload = check_record(buffer, rel, header)
+                yield offset, header, payload
+                offset += header.size
+        finally:
+            descriptors.release(self)
 
     def check_seal(self) -> tuple[int, int] | None:
         """(event count, last position) if the segment ends in a seal matching its bytes."""
-        size = os.fstat(self.fd).st_size
-        if size < SEGMENT_HEADER_SIZE + SEAL_RECORD_SIZE:
-            return None
-        tail_offset = size - SEAL_RECORD_SIZE
-        try:
-            header, payload = self.read_record(tail_offset)
-            if header.kind != KIND_SEAL:
+        with self.descriptor() as fd:
+            size = os.fstat(fd).st_size
+            if size < SEGMENT_HEADER_SIZE + SEAL_RECORD_SIZE:
                 return None
-            crc, count, last = decode_seal(payload)
-        except BadRecord:
-            return None
-        running = 0
-        offset = 0
-        while offset < tail_offset:
-            chunk = os.pread(self.fd, min(_CHUNK, tail_offset - offset), offset)
-            if not chunk:
+            tail_offset = size - SEAL_RECORD_SIZE
+            try:
+                header, payload = self.read_record(tail_offset)
+                if header.kind != KIND_SEAL:
+                    return None
+                crc, count, last = decode_seal(payload)
+            except BadRecord:
                 return None
-            running = crc32c(chunk, running)
-            offset += len(chunk)
-        if running != crc:
-            return None
-        return count, last
+            running = 0
+            offset = 0
+            while offset < tail_offset:
+                chunk = os.pread(fd, min(_CHUNK, tail_offset - offset), offset)
+                if not chunk:
+                    return None
+                running = crc32c(chunk, running)
+                offset += len(chunk)
+            if running != crc:
+                return None
+            return count, last
 
 
 def whole_file_crc(data: bytes | memoryview) -> int:
