@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,6 +132,20 @@ def _find_next_valid(data: bytes, start: int, last_position: int) -> int | None:
         offset += 1
 
 
+class DescriptorSlot:
+    """A segment file's place in a ``Descriptors`` cache: its descriptor while one is open,
+    and the reads holding it."""
+
+    __slots__ = ("closing", "fd", "leases", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.leases = 0
+        self.closing = False
+        """Close once the last lease ends (the segment was closed during a read)."""
+
+
 class Descriptors:
     """Read descriptors of segment files: each opened on first use, the least recently used
     closed when more than ``limit`` are open.
@@ -145,73 +159,90 @@ class Descriptors:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._open: OrderedDict[int, Segment] = OrderedDict()
-        """Segments with a descriptor open, by id, the least recently leased first."""
+        self._open: OrderedDict[int, DescriptorSlot] = OrderedDict()
+        """Slots with a descriptor open, by id, the least recently leased first."""
+        self._released: deque[DescriptorSlot] = deque()
+        """Leases ended but not yet counted: see ``release``."""
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def acquire(self, segment: Segment) -> int:
+    def acquire(self, slot: DescriptorSlot) -> int:
         with self._lock:
-            fd = segment._fd
+            self._settle()
+            fd = slot.fd
             if fd < 0:
-                fd = segment._fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
-                segment._closing = False
-            segment._leases += 1
-            key = id(segment)
-            self._open[key] = segment
+                fd = slot.fd = os.open(slot.path, os.O_RDONLY | os.O_CLOEXEC)
+                slot.closing = False
+            slot.leases += 1
+            key = id(slot)
+            self._open[key] = slot
             self._open.move_to_end(key)
-            if len(self._open) > self.limit:
-                self._evict()
+            self._settle()
             return fd
 
-    def release(self, segment: Segment) -> None:
-        with self._lock:
-            segment._leases -= 1
-            if segment._leases == 0 and segment._closing:
-                self._close(segment)
-            elif len(self._open) > self.limit:
-                self._evict()
+    def release(self, slot: DescriptorSlot) -> None:
+        # Never waits for the lock: a lease also ends when the garbage collector closes an
+        # abandoned generator, which may happen on this very thread while it holds the lock
+        # (any allocation in ``acquire``). The lease is counted by whoever holds the lock
+        # next; until then the descriptor only stays open a little longer.
+        self._released.append(slot)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._settle()
+            finally:
+                self._lock.release()
 
-    def close(self, segment: Segment) -> None:
-        """Close the segment's descriptor now, or when its last lease ends."""
+    def close(self, slot: DescriptorSlot) -> None:
+        """Close the slot's descriptor now, or when its last lease ends."""
         with self._lock:
-            if segment._leases:
-                segment._closing = True
-            elif segment._fd >= 0:
-                self._close(segment)
+            self._settle()
+            if slot.leases:
+                slot.closing = True
+            elif slot.fd >= 0:
+                self._close(slot)
 
-    def replace_file(self, segment: Segment, fresh: int) -> None:
-        """Put the file open at ``fresh`` behind the segment's descriptor, if one is open."""
+    def replace_file(self, slot: DescriptorSlot, fresh: int) -> None:
+        """Put the file open at ``fresh`` behind the slot's descriptor, if one is open."""
         with self._lock:  # no eviction closes it (and its number is reused) in between
-            if segment._fd >= 0:
+            if slot.fd >= 0:
                 # The new file takes the old one's descriptor number at once (dup2 is atomic):
                 # a reader between taking ``fd`` and its pread sees the old file or the new one,
                 # never a closed descriptor or another file. A record read at an old offset in
                 # the new file fails its check and the read is retried.
-                os.dup2(fresh, segment._fd, inheritable=False)
+                os.dup2(fresh, slot.fd, inheritable=False)
 
     def close_all(self) -> None:
         with self._lock:
-            for segment in list(self._open.values()):
-                if segment._leases:
-                    segment._closing = True
+            self._settle()
+            for slot in list(self._open.values()):
+                if slot.leases:
+                    slot.closing = True
                 else:
-                    self._close(segment)
+                    self._close(slot)
 
-    def _evict(self) -> None:
+    def _settle(self) -> None:
+        """Count the leases ended since, then close what is over the limit (lock held)."""
+        released = self._released
+        while released:
+            slot = released.popleft()
+            slot.leases -= 1
+            if slot.leases == 0 and slot.closing:
+                self._close(slot)
         excess = len(self._open) - self.limit
-        for segment in list(self._open.values()):
-            if excess <= 0:
-                return
-            if not segment._leases:
-                self._close(segment)
+        if excess <= 0:
+            return
+        for slot in list(self._open.values()):
+            if not slot.leases:
+                self._close(slot)
                 excess -= 1
+                if excess <= 0:
+                    return
 
-    def _close(self, segment: Segment) -> None:
-        fd, segment._fd = segment._fd, -1
-        segment._closing = False
-        self._open.pop(id(segment), None)
+    def _close(self, slot: DescriptorSlot) -> None:
+        fd, slot.fd = slot.fd, -1
+        slot.closing = False
+        self._open.pop(id(slot), None)
         if fd >= 0:
             os.close(fd)
 
@@ -231,9 +262,7 @@ class Segment:
         self.event_count = 0
         self.last_position = 0
         self._descriptors = descriptors
-        self._fd = -1
-        self._leases = 0
-        self._closing = False
+        self.slot = DescriptorSlot(self.path)
 
     @property
     def name(self) -> str:
@@ -242,40 +271,36 @@ class Segment:
     @property
     def fd(self) -> int:
         """The descriptor open now (-1: none); reads lease one through ``descriptor()``."""
-        return self._fd
-
-    @property
-    def descriptors(self) -> Descriptors:
-        return self._descriptors
+        return self.slot.fd
 
     def use(self, descriptors: Descriptors) -> None:
         """Take descriptors from ``descriptors`` from now on (a list adopting the segment)."""
         if descriptors is self._descriptors:
             return
-        if self._leases:
-            return  # read under way through the other cache: it stays there
-        self._descriptors.close(self)
+        self._descriptors.close(self.slot)  # now, unless a read holds it
+        if self.slot.leases:
+            return  # that read releases it to the cache it came from: the segment stays there
         self._descriptors = descriptors
 
     @contextmanager
     def descriptor(self) -> Iterator[int]:
         """A descriptor of the file, open (and of this file) until the block ends."""
         descriptors = self._descriptors
-        fd = descriptors.acquire(self)
+        fd = descriptors.acquire(self.slot)
         try:
             yield fd
         finally:
-            descriptors.release(self)
+            descriptors.release(self.slot)
 
     def close(self) -> None:
-        self._descriptors.close(self)
+        self._descriptors.close(self.slot)
 
     def reopen(self) -> None:
         """Pick up a file that was replaced by rename (compaction, quarantine): once this
         returns, no read uses the old file."""
         fresh = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            self._descriptors.replace_file(self, fresh)
+            self._descriptors.replace_file(self.slot, fresh)
             self.size = os.fstat(fresh).st_size
         finally:
             os.close(fresh)
@@ -293,7 +318,7 @@ class Segment:
     def read_record(self, offset: int) -> tuple[RecordHeader, memoryview]:
         """Read and check one record; raises BadRecord when it does not check out."""
         descriptors = self._descriptors
-        fd = descriptors.acquire(self)
+        fd = descriptors.acquire(self.slot)
         try:
             data = os.pread(fd, _READ_AHEAD, offset)
             header = decode_record_header(data)
@@ -302,7 +327,7 @@ class Segment:
                     raise BadRecord("length out of bounds")
                 data = os.pread(fd, header.size, offset)
         finally:
-            descriptors.release(self)
+            descriptors.release(self.slot)
         return header, check_record(data, 0, header)
 
     def records(
@@ -322,7 +347,7 @@ class Segment:
         if offset >= stop:
             return
         descriptors = self._descriptors
-        fd = descriptors.acquire(self)
+        fd = descriptors.acquire(self.slot)
         try:
             while offset < stop:
                 rel = offset - buffer_start
@@ -337,7 +362,7 @@ class Segment:
                 yield offset, header, payload
                 offset += header.size
         finally:
-            descriptors.release(self)
+            descriptors.release(self.slot)
 
     def check_seal(self) -> tuple[int, int] | None:
         """(event count, last position) if the segment ends in a seal matching its bytes."""
