@@ -227,3 +227,14 @@ def test_an_abandoned_scan_gives_its_descriptor_back(tmp_path: Path) -> None:
 def test_the_limit_is_checked(limit: int) -> None:
     with pytest.raises(InvalidArgumentError, match=r"max_open_segments .*2\.\.1000000"):
         Options(max_open_segments=limit)
+
+
+def test_serve_takes_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    from leadtrail.server.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).max_open_segments == Options().max_open_segments == 128
+    assert parser.parse_args(["serve", "--max-open-segments", "8"]).max_open_segments == 8
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--max-open-segments", "1"])
+    assert "--max-open-segments: 1 is out of range (2..1000000)" in capsys.readouterr().err
