@@ -169,29 +169,36 @@ class Descriptors:
 
     def acquire(self, slot: DescriptorSlot) -> int:
         with self._lock:
-            self._settle()
+            if self._released:
+                self._settle()
             fd = slot.fd
             if fd < 0:
                 fd = slot.fd = os.open(slot.path, os.O_RDONLY | os.O_CLOEXEC)
                 slot.closing = False
+                self._open[id(slot)] = slot
+            else:
+                self._open.move_to_end(id(slot))
             slot.leases += 1
-            key = id(slot)
-            self._open[key] = slot
-            self._open.move_to_end(key)
-            self._settle()
+            if len(self._open) > self.limit or self._released:
+                self._settle()
             return fd
 
     def release(self, slot: DescriptorSlot) -> None:
         # Never waits for the lock: a lease also ends when the garbage collector closes an
         # abandoned generator, which may happen on this very thread while it holds the lock
-        # (any allocation in ``acquire``). The lease is counted by whoever holds the lock
-        # next; until then the descriptor only stays open a little longer.
-        self._released.append(slot)
+        # (any allocation in ``acquire``). Then the lease is counted by whoever holds the
+        # lock next; until then the descriptor only stays open a little longer.
         if self._lock.acquire(blocking=False):
             try:
-                self._settle()
+                slot.leases -= 1
+                if not slot.leases and slot.closing:
+                    self._close(slot)
+                if len(self._open) > self.limit or self._released:
+                    self._settle()
             finally:
                 self._lock.release()
+        else:
+            self._released.append(slot)
 
     def close(self, slot: DescriptorSlot) -> None:
         """Close the slot's descriptor now, or when its last lease ends."""
