@@ -149,11 +149,15 @@ class SegmentList:
         described = {state.base: state for state in tail}
         fresh: list[Segment] = []
         for base in segment_bases(self.directory):
+            segment: Segment | None = None
             try:
                 segment = Segment(self.directory, base, self._descriptors)
+                # Opened when first read (here, when no notice describes it), not before.
+                apply_state(segment, described.get(base) or state_on_disk(segment))
             except FileNotFoundError:
+                if segment is not None:
+                    segment.close()
                 continue  # retention deleted it meanwhile
-            apply_state(segment, described.get(base) or state_on_disk(segment))
             fresh.append(segment)
         old = self._segments
         self.replace(fresh)
