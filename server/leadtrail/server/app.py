@@ -41,6 +41,7 @@ from leadtrail.storage import (
     StorageError,
 )
 from leadtrail.storage.follow import CommitNotice
+from leadtrail.storage.options import DEFAULT_MAX_OPEN_SEGMENTS
 from leadtrail.v1 import admin_pb2, alerts_pb2, exports_pb2, query_pb2, sinks_pb2, stream_pb2, submission_pb2
 
 from .acknowledged import AcknowledgedPosition
@@ -116,6 +117,8 @@ class ServerConfig:
     the store's keys)."""
     checkpoint_interval_s: float = 10.0
     """Seconds between signed checkpoint records while events arrive."""
+    max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS
+    """Segment read descriptors kept open per process (``Options.max_open_segments``)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -400,6 +403,7 @@ class LeadTrailServer:
             max_snapshot_bytes=config.max_snapshot_bytes,
             checkpoints=True,
             checkpoint_interval_s=config.checkpoint_interval_s,
+            max_open_segments=config.max_open_segments,
         )
         reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="leadtrail-read")
         loop = asyncio.get_running_loop()
@@ -714,6 +718,7 @@ def serve(
     sink_files_roots: tuple[str, ...] = (),
     operator_account: str = "default",
     checkpoint_interval_s: float = 10.0,
+    max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
 ) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     config = ServerConfig(
@@ -729,6 +734,7 @@ def serve(
         sink_files_roots=tuple(sink_files_roots),
         operator_account=operator_account,
         checkpoint_interval_s=checkpoint_interval_s,
+        max_open_segments=max_open_segments,
     )
     return run(config)
 

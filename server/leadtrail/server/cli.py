@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leadtrail.storage import FsyncPolicy, StorageError
+from leadtrail.storage.options import DEFAULT_MAX_OPEN_SEGMENTS, MAX_MAX_OPEN_SEGMENTS, MIN_MAX_OPEN_SEGMENTS
 
 from . import cli_keys, cli_offline
 from .cli_errors import CommandError, UsageError
@@ -71,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sink_files_roots=tuple(args.sink_files_root),
             operator_account=args.operator_account,
             checkpoint_interval_s=args.checkpoint_interval,
+            max_open_segments=args.max_open_segments,
         )
         return workers.supervise(config, args.workers)
     return app.serve(
@@ -86,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sink_files_roots=tuple(args.sink_files_root),
         operator_account=args.operator_account,
         checkpoint_interval_s=args.checkpoint_interval,
+        max_open_segments=args.max_open_segments,
     )
 
 
@@ -142,6 +145,18 @@ def _positive(limit: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _open_segments(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not MIN_MAX_OPEN_SEGMENTS <= value <= MAX_MAX_OPEN_SEGMENTS:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range ({MIN_MAX_OPEN_SEGMENTS}..{MAX_MAX_OPEN_SEGMENTS})"
+        )
+    return value
 
 
 def _not_negative(text: str) -> int:
@@ -551,6 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="S",
         help="seconds between the signed checkpoints the server records while events arrive (default 10)",
+    )
+    p.add_argument(
+        "--max-open-segments",
+        type=_open_segments,
+        default=DEFAULT_MAX_OPEN_SEGMENTS,
+        metavar="N",
+        help="segment files kept open for reads, per process; the least recently read are closed "
+        f"beyond it (default {DEFAULT_MAX_OPEN_SEGMENTS})",
     )
     p.set_defaults(func=cmd_serve, parser=p)
 

@@ -17,7 +17,6 @@ follower reload those parts before it reads again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import orjson
@@ -86,7 +85,7 @@ def state_on_disk(segment: Segment) -> SegmentState:
     """What a segment the notices no longer describe holds: its seal says so when it has
     one (the writer checked it when it wrote it); otherwise its records up to the last
     commit, read and never repaired (repairs are the writer's)."""
-    size = os.fstat(segment.fd).st_size
+    size = segment.file_size()
     if size >= SEGMENT_HEADER_SIZE + SEAL_RECORD_SIZE:
         try:
             header, payload = segment.read_record(size - SEAL_RECORD_SIZE)

@@ -101,7 +101,7 @@ class EventLog:
         self._following = follow
         self._index_inode = 0
         self._directory = DataDirectory(path, options.files)
-        self._segments = SegmentList(self._directory.log_dir, options.files)
+        self._segments = SegmentList(self._directory.log_dir, options.files, options.max_open_segments)
         self._closed = False
         self._writer: GroupCommit | None = None
         self._trainer: Trainer | None = None

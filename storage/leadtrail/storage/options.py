@@ -12,6 +12,10 @@ from .fs import OS_FILES, Files
 
 MiB = 1024 * 1024
 
+DEFAULT_MAX_OPEN_SEGMENTS = 128
+MIN_MAX_OPEN_SEGMENTS = 2
+MAX_MAX_OPEN_SEGMENTS = 1_000_000
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -80,6 +84,10 @@ class Options:
     to whom a record appended by a timer would be an event they did not write."""
     checkpoint_interval_s: float = 10.0
     """How often the checkpointer looks for new events to sign, in seconds."""
+    max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS
+    """Read descriptors of segment files kept open between reads, the least recently used
+    closed beyond it (RocksDB's ``max_open_files``); more are open only while more reads
+    are under way at once. The writer's descriptor of the active segment is not counted."""
 
     def __post_init__(self) -> None:
         if self.record_form not in ("wire", "json"):
@@ -89,6 +97,11 @@ class Options:
         if not 1 <= self.max_events_per_append <= 100_000:
             raise InvalidArgumentError(
                 f"max_events_per_append {self.max_events_per_append}: must be in 1..100000"
+            )
+        if not MIN_MAX_OPEN_SEGMENTS <= self.max_open_segments <= MAX_MAX_OPEN_SEGMENTS:
+            raise InvalidArgumentError(
+                f"max_open_segments {self.max_open_segments}: must be in "
+                f"{MIN_MAX_OPEN_SEGMENTS}..{MAX_MAX_OPEN_SEGMENTS}"
             )
         if not 0 < self.checkpoint_interval_s <= 86_400:
             raise InvalidArgumentError(

@@ -396,16 +396,26 @@ class Reader:
         produced = 0
         while True:
             # A segment rewritten under the reader (an erasure) leaves it with bytes and
-            # delta bases of the old file: it starts again, from the event it is at.
+            # delta bases of the old file: it starts again, from the event it is at. The new
+            # file takes the place of the old one behind the descriptor the read holds
+            # (segment.py), so a record at an old offset may fail its checks first: that
+            # read starts again too, once the rewrite's epoch has begun.
             epoch = self._epoch
-            for event in self._read_from(position, None if limit is None else limit - produced, read):
-                if self._epoch != epoch:
-                    position = event.position
-                    break
-                yield event
-                produced += 1
-            else:
-                return
+            try:
+                for event in self._read_from(position, None if limit is None else limit - produced, read):
+                    if self._epoch != epoch:
+                        position = event.position
+                        break
+                    yield event
+                    produced += 1
+                    position = event.position + 1
+                else:
+                    return
+            except CorruptionError:
+                with self._swap_lock:
+                    pass  # a rewrite under way ends, and its epoch begins, first
+                if self._epoch == epoch:
+                    raise
 
     def _read_from(
         self, position: int, limit: int | None, read: Callable[[Segment, int, int], Iterator[_Positioned]]

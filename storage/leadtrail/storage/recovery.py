@@ -11,7 +11,6 @@ same way for both callers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator
@@ -339,7 +338,7 @@ def verify(
         if progress is not None and i:
             progress(i, len(found))
         is_last = i == len(found) - 1
-        data = os.pread(segment.fd, segment.size, 0) if is_last else segment.read_all()
+        data = segment.read_all(segment.size if is_last else None)
         scan = scan_bytes(data, segment.base, previous_last)
         problems.extend(describe_damage(segment, scan, data, is_last))
         if scan.sealed and not is_last and segment.check_seal() is None:

@@ -6,6 +6,9 @@ recovery sets it whole on open; the writer thread reports a segment
 ``created``, ``sealed`` and each group ``committed`` (which moves the visible
 position: what readers may see is what is durable and indexed); maintenance
 ``delete``s a whole segment that retention emptied.
+
+The list's segments read through one bounded cache of descriptors (``Descriptors``):
+at most ``max_open_segments`` stay open between reads, whatever the number of files.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import threading
 from .follow import SegmentState, apply_state, state_on_disk
 from .format import parse_segment_name
 from .fs import Files
-from .segment import Segment
+from .options import DEFAULT_MAX_OPEN_SEGMENTS
+from .segment import Descriptors, Segment
 
 
 class SegmentList:
-    def __init__(self, directory: str, files: Files) -> None:
+    def __init__(
+        self, directory: str, files: Files, max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS
+    ) -> None:
         self.directory = directory
         self._files = files
+        self._descriptors = Descriptors(max_open_segments)
         self._segments: list[Segment] = []
         self._bases: list[int] = []
         self._lock = threading.Lock()
@@ -31,6 +38,8 @@ class SegmentList:
 
     def replace(self, segments: list[Segment]) -> None:
         """Set the whole list (recovery)."""
+        for segment in segments:
+            segment.use(self._descriptors)
         with self._lock:
             self._segments = sorted(segments, key=lambda s: s.base)
             self._bases = [s.base for s in self._segments]
@@ -41,6 +50,11 @@ class SegmentList:
 
     def __len__(self) -> int:
         return len(self._segments)
+
+    @property
+    def open_descriptors(self) -> int:
+        """Segment descriptors open now (at most ``max_open_segments`` unless more are in use)."""
+        return len(self._descriptors)
 
     def segment_for(self, position: int) -> Segment | None:
         bases = self._bases
@@ -76,7 +90,7 @@ class SegmentList:
 
     def created(self, base: int) -> None:
         """A new segment file starting at ``base`` exists (with its header, fsynced)."""
-        self.replace([*self._segments, Segment(self.directory, base)])
+        self.replace([*self._segments, Segment(self.directory, base, self._descriptors)])
 
     def sealed(self, base: int, size: int, event_count: int, last_position: int) -> None:
         segment = self.segment_for(base)
@@ -110,7 +124,11 @@ class SegmentList:
         """Take the writer's last segments as a commit notice describes them and move the
         visible position; False when segments before them were missed (reload instead)."""
         known = {s.base: s for s in self._segments}
-        added = [Segment(self.directory, state.base) for state in tail if state.base not in known]
+        added = [
+            Segment(self.directory, state.base, self._descriptors)
+            for state in tail
+            if state.base not in known
+        ]
         if added:
             self.replace([*self._segments, *added])
             known.update((s.base, s) for s in added)
@@ -125,16 +143,21 @@ class SegmentList:
 
     def reload(self, tail: tuple[SegmentState, ...], visible: int) -> None:
         """Open every segment file anew (the writer rewrote or deleted some): the tail as
-        the notice says, the others as their seals say. The old descriptors stay open a
-        while for reads already under way, then close."""
+        the notice says, the others as their seals say. The old segments' descriptors stay
+        open a while for reads already under way (the cache may close them sooner, when
+        none of those reads is at its pread), then close."""
         described = {state.base: state for state in tail}
         fresh: list[Segment] = []
         for base in segment_bases(self.directory):
+            segment: Segment | None = None
             try:
-                segment = Segment(self.directory, base)
+                segment = Segment(self.directory, base, self._descriptors)
+                # Opened when first read (here, when no notice describes it), not before.
+                apply_state(segment, described.get(base) or state_on_disk(segment))
             except FileNotFoundError:
+                if segment is not None:
+                    segment.close()
                 continue  # retention deleted it meanwhile
-            apply_state(segment, described.get(base) or state_on_disk(segment))
             fresh.append(segment)
         old = self._segments
         self.replace(fresh)
@@ -149,8 +172,9 @@ class SegmentList:
         closing.start()
 
     def close(self) -> None:
-        for segment in self._segments:
-            segment.close()
+        # Every descriptor, those of segments already dropped from the list too; one a
+        # read still holds closes when that read ends.
+        self._descriptors.close_all()
 
 
 _RETIRED_FDS_SECONDS = 10.0
