@@ -156,20 +156,22 @@ class Reader:
     def _retrying(
         self, txn: lmdb.Transaction, position: int, read: Callable[[lmdb.Transaction], _Read | None]
     ) -> _Read | None:
-        for attempt in range(2):
+        try:
+            return read(txn)
+        except BadRecord:
+            pass
+        # A rewrite may have swapped the file under us: look again once it is done, holding
+        # the swap lock so that no later rewrite swaps it again in between (erasures come
+        # back to back); failing then, the record is damaged.
+        with self._swap_lock:
             try:
-                return read(txn)
+                return read(self._index().env.begin())
             except BadRecord as e:
-                if attempt:
-                    segment = self._segments.segment_for(position)
-                    name = segment.name if segment else "?"
-                    raise CorruptionError(
-                        [f"segment {name}: record of position {position} is damaged ({e.reason})"]
-                    ) from e
-                # A compaction may have swapped the file under us: wait for it and look again.
-                with self._swap_lock:
-                    txn = self._index().env.begin()
-        return None
+                segment = self._segments.segment_for(position)
+                name = segment.name if segment else "?"
+                raise CorruptionError(
+                    [f"segment {name}: record of position {position} is damaged ({e.reason})"]
+                ) from e
 
     def stored_event(self, position: int) -> Event:
         """The event at ``position`` without its snapshot."""
