@@ -1,8 +1,10 @@
 """Shared helpers of the storage tests.
 
-``faults.py`` (fault injection, oracles; also run as a script by the crash tests)
-and ``support.py`` (canon, canon_event, Clock) are loaded here once, by path, as
-the modules ``leadtrail_storage_faults`` and ``leadtrail_storage_support``: the
+``faults.py`` (fault injection, oracles; also run as a script by the crash tests),
+``support.py`` (canon, canon_event, Clock) and ``powerloss.py`` (the file layer that
+cuts the power) are loaded here once, by path, as the modules
+``leadtrail_storage_faults``, ``leadtrail_storage_support`` and
+``leadtrail_storage_powerloss``: the
 tests run with ``--import-mode=importlib``, where this directory is not on
 ``sys.path``, and pytest imports this file before any test module beside it.
 """
@@ -26,3 +28,4 @@ def _load(name: str, filename: str) -> None:
 
 _load("leadtrail_storage_faults", "faults.py")
 _load("leadtrail_storage_support", "support.py")
+_load("leadtrail_storage_powerloss", "powerloss.py")

@@ -7,7 +7,6 @@ key, and the whole key once it was returned (and so may have been used)."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import shutil
 import stat
@@ -15,9 +14,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import leadtrail_storage_faults as faults  # loaded by conftest.py
+import leadtrail_storage_powerloss as powerloss  # loaded by conftest.py
 import pytest
 from leadtrail.storage import Files, MetadataFileError, fingerprints, signing
 
@@ -56,17 +55,6 @@ KEY_BYTES = 32
 KEY_OPERATIONS = 7
 """open, chmod, truncate, write, fsync, close, rename, then the directory's fsync: the
 count is checked below so that a new step cannot go untested."""
-
-
-def _load_powerloss() -> Any:
-    name = "leadtrail_storage_powerloss"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("powerloss.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _whole_key_or_none(data: Path, name: str, mode: bool = True) -> bytes | None:
@@ -150,7 +138,6 @@ def test_a_crash_at_any_step_leaves_no_key_or_the_whole_key(tmp_path: Path, whic
 def test_a_power_cut_at_any_step_leaves_no_key_or_the_whole_key_and_a_returned_key_stays(
     tmp_path: Path, which: str
 ) -> None:
-    powerloss = _load_powerloss()
     name, load = KEYS[which][0], LOADERS[which]
     probe = powerloss.PowerFiles(tmp_path)
     load(str(tmp_path), probe, True)

@@ -39,32 +39,18 @@ about 1.5 minutes)::
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import leadtrail_storage_faults as faults  # loaded by conftest.py
+import leadtrail_storage_powerloss as powerloss  # loaded by conftest.py
 import pytest
 from leadtrail.storage import Event, EventLog, FieldPolicy, Files, Options, RetentionPolicy
 from leadtrail.storage.backup import BackupDirectory, manifest_json, read_manifest, restore
 
-
-def _load_powerloss() -> Any:
-    name = "leadtrail_storage_powerloss"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("powerloss.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-powerloss = _load_powerloss()
 PowerFiles = powerloss.PowerFiles
 PowerCut = powerloss.PowerCut
 

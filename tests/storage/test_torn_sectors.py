@@ -15,29 +15,15 @@ write is torn; its records at offsets 1658 (4), 2209 (5), 2782 (6), 3301 (7, COM
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import leadtrail_storage_faults as faults  # loaded by conftest.py
+import leadtrail_storage_powerloss as powerloss  # loaded by conftest.py
 import pytest
 from leadtrail.storage import CorruptionError, Event, EventLog, Options
 
 SECTOR = 512
-
-
-def _load_powerloss() -> Any:
-    """powerloss.py, under the name test_power_loss.py loads it by (one module for both)."""
-    name = "leadtrail_storage_powerloss"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("powerloss.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def build(
@@ -181,7 +167,6 @@ def test_the_power_loss_layer_loses_the_first_sector_of_a_last_write_and_keeps_t
 ) -> None:
     # tests/storage/powerloss.py: the state test_power_loss.py checks at every cut point
     # where a file's last unsynced write spans two sectors.
-    powerloss = _load_powerloss()
     root = tmp_path / "root"
     root.mkdir()
     (root / "segment").write_bytes(b"")
