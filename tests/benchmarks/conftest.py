@@ -39,11 +39,14 @@ def load_benchmarks() -> ModuleType:
     return module
 
 
-def run_benchmarks(args: Sequence[str], timeout_s: float = 240.0) -> subprocess.CompletedProcess[str]:
-    """``python -m benchmarks ARGS`` from the repository root; SIGTERM at the deadline, so that the
-    harness stops the servers it started before it exits."""
+def run_benchmarks(
+    args: Sequence[str], timeout_s: float = 240.0, script: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks ARGS`` (or ``python SCRIPT ARGS``) from the repository root;
+    SIGTERM at the deadline, so that the harness stops the servers it started before it exits."""
+    command = [sys.executable, script] if script else [sys.executable, "-m", "benchmarks"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks", *args],
+        [*command, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -55,7 +58,7 @@ def run_benchmarks(args: Sequence[str], timeout_s: float = 240.0) -> subprocess.
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
-        message = f"python -m benchmarks {' '.join(args)} took over {timeout_s} s:\n{stderr}"
+        message = f"{' '.join(map(str, process.args))} took over {timeout_s} s:\n{stdout}\n{stderr}"
         raise AssertionError(message) from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

@@ -7,50 +7,25 @@ The longer runs (10 minutes by hand, 30 before a release) are reported in benchm
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
+RunBenchmarks = Callable[..., subprocess.CompletedProcess[str]]
 
-ROOT = Path(__file__).resolve().parents[2]
 SOAK_TIMEOUT_S = 150.0
 """The run takes ~70 s (60 s of load, 2 s of warm-up, start and final checks); a hang fails the test."""
 
 
-def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
+def test_a_one_minute_soak_is_clean(tmp_path: Path, benchmarks_command: RunBenchmarks) -> None:
     report = tmp_path / "soak.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "benchmarks/soak.py",
-            "--minutes",
-            "1",
-            "--warmup",
-            "2",
-            "--seed",
-            "19",
-            "--json",
-            str(report),
-            "--data",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=SOAK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # the soak stops its server on the way out
-        stdout, stderr = process.communicate(timeout=60)
-        raise AssertionError(f"the soak took over {SOAK_TIMEOUT_S} s:\n{stdout}\n{stderr}") from None
+    args = ["--minutes", "1", "--warmup", "2", "--seed", "19", "--json", str(report), "--data", str(tmp_path)]
+    # At the deadline the soak gets SIGTERM and stops its server on the way out.
+    done = benchmarks_command(args, SOAK_TIMEOUT_S, script="benchmarks/soak.py")
+    stdout, stderr = done.stdout, done.stderr
     output = f"{stdout}\n{stderr}"
     assert report.exists(), output
     result = json.loads(report.read_text())
@@ -69,7 +44,7 @@ def test_a_one_minute_soak_is_clean(tmp_path: Path) -> None:
         "retention_expired_events": True,
     }, output
     assert verdict["pass"] is True
-    assert process.returncode == 0, output
+    assert done.returncode == 0, output
     assert "verdict: PASS" in stdout
 
     # The load really ran, and every part of it was checked.
